@@ -1,0 +1,164 @@
+"""The web application: ``create_app(settings)``. Nothing is built at import time; the lifespan
+builds the engine, key ring and senders and disposes of them on shutdown."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from yuekang import __version__
+from yuekang.auth import endpoints as auth
+from yuekang.auth.sms import SmsSender
+from yuekang.checkpoints import endpoints as checkpoints
+from yuekang.clock import Clock
+from yuekang.config import ResolvedSettings, Settings, resolve
+from yuekang.context import AppContext
+from yuekang.exceptions import YuekangError
+from yuekang.health_codes import endpoints as health_codes
+from yuekang.health_status import endpoints as health_status
+from yuekang.keyring import endpoints as keyring
+from yuekang.keyring import service as keys
+from yuekang.middleware import BodySizeLimit
+from yuekang.principals import Actor
+from yuekang.residents import endpoints as residents
+
+log = logging.getLogger("yuekang")
+
+
+def create_app(
+    settings: Settings | ResolvedSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    sms: SmsSender | None = None,
+) -> FastAPI:
+    resolved = (
+        settings if isinstance(settings, ResolvedSettings) else resolve(settings or Settings())
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = AppContext.build(resolved, clock=clock, sms=sms)
+        app.state.context = context
+        try:
+            if resolved.settings.is_dev:
+                await bootstrap_dev_key(context)
+            yield
+        finally:
+            await context.close()
+
+    app = FastAPI(
+        title="yuekang",
+        version=__version__,
+        summary="Health codes: signed QR codes, offline checkpoint verification.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=resolved.settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(auth.router)
+    app.include_router(residents.router)
+    app.include_router(health_codes.router)
+    app.include_router(checkpoints.router)
+    app.include_router(keyring.router)
+    app.include_router(keyring.admin)
+    app.include_router(checkpoints.admin)
+    app.include_router(health_status.admin)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> dict[str, str]:
+        """Liveness and database reachability."""
+        context: AppContext = request.app.state.context
+        async with context.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    return app
+
+
+async def bootstrap_dev_key(context: AppContext) -> None:
+    """In development, make sure a key can sign: the first run has no checkpoint that could have
+    synced an earlier key set, so the publish lead does not apply."""
+    async with context.sessionmaker() as session, session.begin():
+        if await keys.has_active_key(session):
+            return
+        now = context.clock.now()
+        record = await keys.generate(
+            session,
+            alg=context.settings.keys.default_algorithm,
+            passphrase=context.secrets.key_passphrase,
+            validity=dt.timedelta(days=context.settings.keys.validity_days),
+            actor=Actor("system", "dev-bootstrap"),
+            now=now,
+        )
+        await keys.activate(
+            session,
+            kid=record.kid,
+            publish_lead=dt.timedelta(0),
+            actor=Actor("system", "dev-bootstrap"),
+            now=now,
+        )
+        log.warning("development signing key %s generated and activated", record.kid)
+    context.keyring.invalidate()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(YuekangError)
+    async def _yuekang_error(_request: Request, exc: YuekangError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "malformed_json",
+                        "message": "the request body is not valid JSON",
+                    }
+                },
+                status_code=400,
+            )
+        fields = [_field(e) for e in errors]
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "validation_error",
+                    "message": "; ".join(f"{f['field']}: {f['message']}" for f in fields),
+                    "fields": fields,
+                }
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail)}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def _field(error: dict[str, Any]) -> dict[str, str]:
+    location = [
+        str(part)
+        for part in error.get("loc", ())
+        if part not in ("body", "query", "path", "header")
+    ]
+    kind = str(error.get("type", "invalid"))
+    reason = {"extra_forbidden": "unknown_field", "missing": "missing"}.get(kind, kind)
+    return {
+        "field": ".".join(location) or "body",
+        "reason": reason,
+        "message": str(error.get("msg", "")),
+    }

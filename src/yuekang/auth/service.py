@@ -1,0 +1,237 @@
+"""Phone sign-in with one-time codes, and resident session tokens.
+
+One-time codes are stored as HMAC-SHA256 under a server secret (a plain hash of six digits is
+reversed by trying a million values). A challenge allows ``max_attempts`` guesses, counted with an
+atomic conditional UPDATE so parallel guesses on several processes cannot exceed it; a wrong guess
+is committed even though the request fails.
+
+Session tokens are HS256 JWTs with audience ``yuekang:session`` under their own secret. Health
+codes are ES256/EdDSA JWS with no audience under keys from the key ring: neither verifier accepts
+the other's tokens (different prefix, algorithm family, key and audience).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang import ratelimit
+from yuekang.auth.models import OtpChallenge
+from yuekang.auth.sms import SmsDeliveryError, SmsSender
+from yuekang.clock import epoch
+from yuekang.config import OtpSettings
+from yuekang.exceptions import ServiceUnavailable, Unauthorized, ValidationFailed
+from yuekang.pii import BlindIndex, PiiCipher
+from yuekang.residents.models import Resident
+
+SESSION_AUDIENCE = "yuekang:session"
+SESSION_ALGORITHM = "HS256"
+PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+CN_MOBILE_RE = re.compile(r"^\+861[3-9]\d{9}$")
+
+
+def normalize_phone(raw: str) -> str:
+    """An E.164 number; mainland numbers must be 11-digit mobiles."""
+    phone = re.sub(r"[\s-]", "", raw)
+    if not PHONE_RE.match(phone) or (phone.startswith("+86") and not CN_MOBILE_RE.match(phone)):
+        raise ValidationFailed(
+            "phone must be an E.164 mobile number such as +8613800138000",
+            fields=[
+                {"field": "phone", "reason": "format", "message": "not an E.164 mobile number"}
+            ],
+        )
+    return phone
+
+
+def phone_index(blind_index: BlindIndex, phone: str) -> bytes:
+    return blind_index("phone", phone)
+
+
+def _code_hash(secret: str, challenge_phone_index: bytes, code: str) -> bytes:
+    return hmac.new(secret.encode(), challenge_phone_index + code.encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class OtpIssued:
+    challenge_id: uuid.UUID
+    code: str
+    expires_at: dt.datetime
+
+
+async def request_otp(
+    session: AsyncSession,
+    *,
+    phone: str,
+    client_address: str,
+    settings: OtpSettings,
+    otp_secret: str,
+    blind_index: BlindIndex,
+    sms: SmsSender,
+    now: dt.datetime,
+) -> OtpIssued:
+    index = phone_index(blind_index, phone)
+    # Limits are keyed by the blind index, never the number itself.
+    await ratelimit.hit(
+        session,
+        bucket="otp:phone:" + index.hex()[:40],
+        limit=settings.per_phone_limit,
+        window_seconds=settings.per_phone_window_seconds,
+        now=now,
+        what="codes requested for this phone",
+    )
+    await ratelimit.hit(
+        session,
+        bucket="otp:client:" + client_address[:64],
+        limit=settings.per_client_limit,
+        window_seconds=settings.per_client_window_seconds,
+        now=now,
+        what="codes requested from this address",
+    )
+    code = f"{secrets.randbelow(10**settings.length):0{settings.length}d}"
+    challenge = OtpChallenge(
+        phone_index=index,
+        code_hash=_code_hash(otp_secret, index, code),
+        attempts=0,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=settings.ttl_seconds),
+    )
+    session.add(challenge)
+    await session.flush()
+    minutes = settings.ttl_seconds // 60
+    try:
+        await sms.send(phone, f"【粤康码】验证码 {code}，{minutes} 分钟内有效。请勿告诉他人。")
+    except SmsDeliveryError as exc:
+        raise ServiceUnavailable(
+            "the code could not be sent; try again shortly", code="sms_unavailable"
+        ) from exc
+    return OtpIssued(challenge.id, code, challenge.expires_at)
+
+
+async def verify_otp(
+    session: AsyncSession,
+    *,
+    phone: str,
+    code: str,
+    settings: OtpSettings,
+    otp_secret: str,
+    blind_index: BlindIndex,
+    now: dt.datetime,
+) -> bytes:
+    """Consume the phone's latest challenge if ``code`` matches; returns the phone's blind index."""
+    index = phone_index(blind_index, phone)
+    challenge = (
+        await session.execute(
+            select(OtpChallenge)
+            .where(OtpChallenge.phone_index == index)
+            .order_by(OtpChallenge.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if challenge is None or challenge.consumed_at is not None:
+        raise Unauthorized("no code is pending for this phone; request one", code="otp_invalid")
+    if now >= challenge.expires_at:
+        raise Unauthorized("the code has expired; request a new one", code="otp_expired")
+    counted = await session.execute(
+        update(OtpChallenge)
+        .where(
+            OtpChallenge.id == challenge.id,
+            OtpChallenge.attempts < settings.max_attempts,
+            OtpChallenge.consumed_at.is_(None),
+        )
+        .values(attempts=OtpChallenge.attempts + 1)
+        .returning(OtpChallenge.attempts)
+    )
+    if counted.first() is None:
+        raise Unauthorized("too many wrong codes; request a new one", code="otp_attempts_exceeded")
+    if not hmac.compare_digest(challenge.code_hash, _code_hash(otp_secret, index, code)):
+        raise Unauthorized("wrong code", code="otp_invalid", commit=True)
+    consumed = await session.execute(
+        update(OtpChallenge)
+        .where(OtpChallenge.id == challenge.id, OtpChallenge.consumed_at.is_(None))
+        .values(consumed_at=now)
+        .returning(OtpChallenge.id)
+    )
+    if consumed.first() is None:
+        raise Unauthorized("the code was already used", code="otp_invalid")
+    return index
+
+
+async def get_or_create_resident(
+    session: AsyncSession,
+    *,
+    phone: str,
+    index: bytes,
+    pii: PiiCipher,
+    now: dt.datetime,
+) -> Resident:
+    existing = (
+        await session.execute(select(Resident).where(Resident.phone_index == index))
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    resident_id = uuid.uuid4()
+    ciphertext, key_id = pii.encrypt(phone, context=f"residents.phone:{resident_id}")
+    resident = Resident(
+        id=resident_id, phone_index=index, phone_ct=ciphertext, phone_key_id=key_id, created_at=now
+    )
+    try:
+        async with session.begin_nested():
+            session.add(resident)
+    except IntegrityError:
+        # Another process signed the same phone in first; use its resident.
+        return (
+            await session.execute(select(Resident).where(Resident.phone_index == index))
+        ).scalar_one()
+    return resident
+
+
+def issue_session_token(
+    *, resident_id: uuid.UUID, secret: str, issuer: str, ttl_seconds: int, now: dt.datetime
+) -> str:
+    iat = epoch(now)
+    claims = {
+        "iss": issuer,
+        "aud": SESSION_AUDIENCE,
+        "sub": str(resident_id),
+        "iat": iat,
+        "exp": iat + ttl_seconds,
+        "jti": secrets.token_urlsafe(12),
+    }
+    return jwt.encode(claims, secret, algorithm=SESSION_ALGORITHM)
+
+
+def read_session_token(token: str, *, secret: str, issuer: str, now: dt.datetime) -> uuid.UUID:
+    """The resident id of a valid session token; 401 otherwise."""
+    try:
+        # PyJWT reads the wall clock for exp; ours is injected, so exp is checked below.
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[SESSION_ALGORITHM],
+            audience=SESSION_AUDIENCE,
+            issuer=issuer,
+            options={
+                "require": ["exp", "iat", "sub", "aud", "iss"],
+                "verify_exp": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.PyJWTError as exc:
+        raise Unauthorized("invalid session token", code="invalid_token") from exc
+    exp = claims["exp"]
+    if not isinstance(exp, int) or epoch(now) >= exp:
+        raise Unauthorized("session expired; sign in again", code="token_expired")
+    try:
+        return uuid.UUID(claims["sub"])
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise Unauthorized("invalid session token", code="invalid_token") from exc

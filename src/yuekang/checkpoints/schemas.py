@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from yuekang.schemas import StrictModel
+
+
+class VerifyRequest(StrictModel):
+    qr_text: str = Field(max_length=4096, description="The text read from the QR code")
+
+
+class ReasonRead(BaseModel):
+    code: str = Field(description="A stable reason code; see docs/API.md")
+    message: str
+
+
+class VerdictRead(BaseModel):
+    verdict: Literal["valid", "invalid"]
+    status: Literal["green", "yellow", "red"] | None
+    reasons: list[ReasonRead]
+    code_id: str | None
+    issuer: str | None
+    kid: str | None
+    masked_name: str | None
+    issued_at: int | None = Field(description="UTC seconds")
+    expires_at: int | None = Field(description="UTC seconds")
+
+
+class CheckpointCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=128)
+
+
+class CheckpointCreated(BaseModel):
+    id: uuid.UUID
+    name: str
+    created_at: dt.datetime
+    api_key: str = Field(description="Shown once; only its hash is stored")

@@ -1,0 +1,239 @@
+"""The health-code wire format, version 1 (``YK1:``).
+
+A health code is the text inside the QR symbol::
+
+    YK1:<protected header>.<payload>.<signature>
+
+that is, the prefix ``YK1:`` followed by a JWS in compact serialisation (RFC 7515). The three
+base64url segments are exactly those of a standard JWS, so any JOSE library can verify the part
+after the prefix with our published JWKS.
+
+Header (protected, and nothing else is trusted)::
+
+    {"alg":"ES256","kid":"<22 chars>"}
+
+- ``alg``: ``ES256`` (default) or ``EdDSA`` (Ed25519). ``none``, HMAC and everything else are
+  refused, and the header's ``alg`` must equal the algorithm bound to the key named by ``kid``.
+- ``kid``: the first 128 bits of the RFC 7638 thumbprint of the signing key (see ``codec.keys``).
+- ``jku``, ``x5u``, ``jwk``, ``x5c`` and other members are ignored: keys come only from the
+  verifier's own trust store, never from the token. A ``crit`` member is refused (RFC 7515 4.1.11),
+  since we understand no extensions.
+
+Claims (payload), compact JSON, UTF-8, in this order::
+
+    {"iss":"yk:gd","jti":"<22 chars>","iat":1764100000,"exp":1764103600,"st":"green","nm":"张*三"}
+
+========  ==================================================================  ==========
+claim     meaning                                                             bytes
+========  ==================================================================  ==========
+``iss``   issuer identifier (short: it is in every code)                      ~14
+``jti``   code id, 128 random bits, base64url                                 31
+``iat``   issued at, integer UTC seconds                                      17
+``exp``   expires at, integer UTC seconds                                     17
+``st``    status: ``green`` / ``yellow`` / ``red``                            12-14
+``nm``    masked name for the human check at the gate (``张*三``)               ~14
+========  ==================================================================  ==========
+
+Nothing else personal ever goes in: no full name, no document number, no birth date, no phone.
+Verifiers ignore claims they do not know, so later minor additions (a NAT summary, a dose count, a
+source issuer for converted codes) do not break deployed checkpoints; a change that old verifiers
+must not accept gets a new prefix (``YK2:``), which they answer with ``unsupported_version``.
+
+Size budget. The QR must stay easy to scan on a cracked phone screen at a border gate: the whole
+text must fit **QR version 13 at error-correction level M** (331 bytes in byte mode). A typical
+code (green, three-character Chinese name, ES256 or EdDSA) is 298 characters: version 13.
+:func:`sign_health_code` refuses to sign anything over :data:`QR_TEXT_BUDGET`. The fixed overhead
+is 4 (prefix) + 62 (header) + 86 (signature) + 2 (dots) = 154 characters, leaving 177 base64url
+characters -- 132 bytes of JSON -- for the claims; the six claims above use 108 of them, which
+leaves 24 bytes for the short optional claims that later versions add.
+
+Times are integer UTC seconds; verification takes ``now`` as an argument and allows a symmetric
+clock leeway for devices whose clocks drift.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from yuekang.codec.errors import (
+    AlgorithmNotAllowed,
+    BadSignature,
+    CodeTooLarge,
+    ExpiredCode,
+    KeyNotValid,
+    MalformedCode,
+    NotYetValid,
+    UnknownKey,
+    UnsupportedVersion,
+    UntrustedIssuer,
+)
+from yuekang.codec.keys import ALGORITHMS, SigningKey, VerificationKey, b64url_decode, b64url_encode
+
+PREFIX: Final = "YK1:"
+QR_TEXT_BUDGET: Final = 331
+"""Longest ``qr_text`` we sign: the byte capacity of QR version 13 at error-correction level M."""
+MAX_INPUT_CHARS: Final = 4096
+"""Longer input is refused as malformed before any parsing, whatever it claims to be."""
+MAX_KID_CHARS: Final = 64
+Status = Literal["green", "yellow", "red"]
+STATUSES: Final[tuple[Status, ...]] = ("green", "yellow", "red")
+
+_PREFIX_RE: Final = re.compile(r"^([A-Z]{2,3})(\d{1,2}):")
+_B64URL_RE: Final = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCodeClaims:
+    """The signed claims of a health code."""
+
+    iss: str
+    jti: str
+    iat: int
+    exp: int
+    st: Status
+    nm: str
+
+    def to_json(self) -> bytes:
+        body = {
+            "iss": self.iss,
+            "jti": self.jti,
+            "iat": self.iat,
+            "exp": self.exp,
+            "st": self.st,
+            "nm": self.nm,
+        }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCode:
+    """A health code whose signature, key, issuer and validity window all checked out."""
+
+    claims: HealthCodeClaims
+    kid: str
+    alg: str
+
+
+def sign_health_code(claims: HealthCodeClaims, key: SigningKey) -> str:
+    """Sign ``claims`` with ``key`` and return the QR text.
+
+    Raises :class:`~yuekang.codec.errors.CodeTooLarge` when the result would not fit
+    :data:`QR_TEXT_BUDGET`.
+    """
+    if claims.st not in STATUSES:
+        raise ValueError(f"unknown status {claims.st!r}")
+    if claims.exp <= claims.iat:
+        raise ValueError("a code must expire after it is issued")
+    header = json.dumps({"alg": key.alg, "kid": key.kid}, separators=(",", ":")).encode("ascii")
+    signing_input = b64url_encode(header) + "." + b64url_encode(claims.to_json())
+    qr_text = PREFIX + signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+    if len(qr_text) > QR_TEXT_BUDGET:
+        raise CodeTooLarge(
+            f"the code would be {len(qr_text)} characters; the budget is {QR_TEXT_BUDGET}"
+        )
+    return qr_text
+
+
+def read_health_code(
+    qr_text: str,
+    keys: Mapping[str, VerificationKey],
+    *,
+    now: int,
+    leeway: int = 60,
+) -> VerifiedCode:
+    """Verify a health code and return its claims.
+
+    ``keys`` maps key ids to trusted keys; ``now`` is the verifier's clock in UTC seconds. Checks
+    run in this order, and the first failure is raised as a subclass of
+    :class:`~yuekang.codec.errors.InvalidCode`: format, version, algorithm, key, signature,
+    claims, issuer, key validity, time.
+    """
+    if not isinstance(qr_text, str) or len(qr_text) > MAX_INPUT_CHARS:
+        raise MalformedCode("not a health code of a plausible size")
+    if not qr_text.startswith(PREFIX):
+        if _PREFIX_RE.match(qr_text) and qr_text.startswith("YK"):
+            raise UnsupportedVersion(f"unsupported health-code version {qr_text.split(':')[0]!r}")
+        raise MalformedCode("missing the YK1: prefix")
+    parts = qr_text[len(PREFIX) :].split(".")
+    if len(parts) != 3 or not all(_B64URL_RE.match(p) for p in parts):
+        raise MalformedCode("expected three base64url segments")
+    header_b64, payload_b64, signature_b64 = parts
+    header = _json_object(header_b64, "header")
+
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ALGORITHMS:
+        raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed")
+    if "crit" in header:
+        raise MalformedCode("critical header extensions are not supported")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+        raise MalformedCode("the header must carry a short kid")
+    key = keys.get(kid)
+    if key is None:
+        raise UnknownKey("the signing key is not trusted here")
+    if key.alg != alg:
+        raise AlgorithmNotAllowed(f"key {kid} is bound to {key.alg}, not {alg}")
+
+    try:
+        signature = b64url_decode(signature_b64)
+    except ValueError as exc:
+        raise MalformedCode("the signature is not base64url") from exc
+    signing_input = (header_b64 + "." + payload_b64).encode("ascii")
+    if not key.verify(signature, signing_input):
+        raise BadSignature("the signature does not match")
+
+    claims = _claims(_json_object(payload_b64, "payload"))
+    if key.issuer is not None and claims.iss != key.issuer:
+        raise UntrustedIssuer(f"key {kid} does not sign for issuer {claims.iss!r}")
+    if key.compromised:
+        raise KeyNotValid(f"key {kid} is compromised")
+    if (key.not_before is not None and claims.iat < key.not_before - leeway) or (
+        key.not_after is not None and claims.exp > key.not_after + leeway
+    ):
+        raise KeyNotValid(f"the code lies outside the validity of key {kid}")
+    if now < claims.iat - leeway:
+        raise NotYetValid("the code was issued in the future; check the clock")
+    if now >= claims.exp + leeway:
+        raise ExpiredCode("the code has expired")
+    return VerifiedCode(claims=claims, kid=kid, alg=alg)
+
+
+def _json_object(segment: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(b64url_decode(segment))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedCode(f"the {what} is not base64url JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedCode(f"the {what} is not a JSON object")
+    return value
+
+
+def _claims(payload: dict[str, Any]) -> HealthCodeClaims:
+    def text(name: str) -> str:
+        value = payload.get(name)
+        if not isinstance(value, str) or not value:
+            raise MalformedCode(f"claim {name!r} must be a non-empty string")
+        return value
+
+    def seconds(name: str) -> int:
+        value = payload.get(name)
+        # bool is an int in Python; a JSON true must not pass as a time
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MalformedCode(f"claim {name!r} must be integer UTC seconds")
+        return value
+
+    status = payload.get("st")
+    if status not in STATUSES:
+        raise MalformedCode("claim 'st' must be green, yellow or red")
+    return HealthCodeClaims(
+        iss=text("iss"),
+        jti=text("jti"),
+        iat=seconds("iat"),
+        exp=seconds("exp"),
+        st=status,
+        nm=text("nm"),
+    )

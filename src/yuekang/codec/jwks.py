@@ -1,0 +1,48 @@
+"""JWK Sets as published at ``/.well-known/jwks.json``.
+
+The document is a standard JWKS (RFC 7517 section 5) with one extra top-level member, ``issuer``:
+the issuer identifier the keys sign for, so an offline verifier given only this file knows which
+``iss`` to expect. Standard JOSE libraries ignore the extra member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from yuekang.codec.errors import InvalidKey
+from yuekang.codec.keys import VerificationKey
+
+MAX_KEYS = 64
+
+
+def build_jwks(issuer: str, keys: Iterable[VerificationKey]) -> dict[str, Any]:
+    """The JWKS document for ``keys`` of ``issuer``."""
+    return {"issuer": issuer, "keys": [key.to_jwk() for key in keys]}
+
+
+def parse_jwks(
+    document: Mapping[str, Any], *, issuer: str | None = None
+) -> dict[str, VerificationKey]:
+    """Load a JWKS into a ``kid -> key`` map.
+
+    The issuer comes from ``issuer`` if given, else from the document's ``issuer`` member. Keys of
+    other types or uses are skipped (a JWKS may hold keys for other purposes); a key that claims
+    our algorithms but is malformed fails the whole load, since silently dropping it would turn
+    every code it signed into ``unknown_key`` with no hint why.
+    """
+    raw_keys = document.get("keys")
+    if not isinstance(raw_keys, list) or len(raw_keys) > MAX_KEYS:
+        raise InvalidKey("a JWKS needs a 'keys' list of at most 64 keys")
+    trusted_issuer = issuer if issuer is not None else document.get("issuer")
+    if trusted_issuer is not None and not isinstance(trusted_issuer, str):
+        raise InvalidKey("the JWKS 'issuer' must be a string")
+    keys: dict[str, VerificationKey] = {}
+    for jwk in raw_keys:
+        if not isinstance(jwk, Mapping):
+            raise InvalidKey("each JWK must be an object")
+        if jwk.get("use", "sig") != "sig" or jwk.get("kty") not in {"EC", "OKP"}:
+            continue
+        key = VerificationKey.from_jwk(jwk, issuer=trusted_issuer)
+        keys[key.kid] = key
+    return keys

@@ -1,0 +1,149 @@
+"""The reason taxonomy: one stable set of machine-readable codes for every verdict.
+
+Every path that judges a health code -- the token codec, the offline verifier, the online
+``POST /v1/verify`` endpoint and (later) the browser scanner -- explains itself with these codes and
+nothing else, so a checkpoint operator sees the same words whichever path answered. Codes are part
+of the public API: add new ones, never rename or reuse one.
+
+Messages are short, for a scanner screen, in zh-Hans (default), zh-Hant, en and pt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final
+
+
+class Reason(StrEnum):
+    """Why a code was judged the way it was."""
+
+    MALFORMED = "malformed"
+    """The text is not a well-formed health code (prefix, segments, encoding, JSON, claims)."""
+    UNSUPPORTED_VERSION = "unsupported_version"
+    """A health-code prefix of a version this verifier does not know (e.g. ``YK2:``)."""
+    UNKNOWN_KEY = "unknown_key"
+    """The header names a key id that is not in the trusted key set."""
+    ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
+    """The header's ``alg`` is not allowed, or differs from the algorithm bound to the key."""
+    BAD_SIGNATURE = "bad_signature"
+    """The signature does not verify: the code was altered or forged."""
+    EXPIRED = "expired"
+    """The code's expiry, plus the clock leeway, has passed."""
+    NOT_YET_VALID = "not_yet_valid"
+    """The code was issued later than now plus the clock leeway."""
+    REVOKED = "revoked"
+    """The issuer revoked this code (for example, the person's status got worse)."""
+    UNTRUSTED_ISSUER = "untrusted_issuer"
+    """The issuer named in the code is not the one the key belongs to, or is not trusted here."""
+    KEY_NOT_VALID = "key_not_valid"
+    """The key was compromised, or the code was signed outside the key's validity window."""
+
+
+LANGUAGES: Final = ("zh-Hans", "zh-Hant", "en", "pt")
+DEFAULT_LANGUAGE: Final = "zh-Hans"
+
+MESSAGES: Final[Mapping[Reason, Mapping[str, str]]] = {
+    Reason.MALFORMED: {
+        "zh-Hans": "二维码格式无效",
+        "zh-Hant": "二維碼格式無效",
+        "en": "Not a valid health code",
+        "pt": "Código de saúde inválido",
+    },
+    Reason.UNSUPPORTED_VERSION: {
+        "zh-Hans": "不支持的健康码版本",
+        "zh-Hant": "不支援的健康碼版本",
+        "en": "Unsupported health code version",
+        "pt": "Versão do código de saúde não suportada",
+    },
+    Reason.UNKNOWN_KEY: {
+        "zh-Hans": "签发密钥未知",
+        "zh-Hant": "簽發密鑰未知",
+        "en": "Signed with an unknown key",
+        "pt": "Assinado com uma chave desconhecida",
+    },
+    Reason.ALGORITHM_NOT_ALLOWED: {
+        "zh-Hans": "签名算法不被允许",
+        "zh-Hant": "簽名演算法不被允許",
+        "en": "Signature algorithm not allowed",
+        "pt": "Algoritmo de assinatura não permitido",
+    },
+    Reason.BAD_SIGNATURE: {
+        "zh-Hans": "签名无效，疑似伪造或篡改",
+        "zh-Hant": "簽名無效，疑似偽造或篡改",
+        "en": "Invalid signature: forged or altered",
+        "pt": "Assinatura inválida: falsificado ou alterado",
+    },
+    Reason.EXPIRED: {
+        "zh-Hans": "健康码已过期，请刷新",
+        "zh-Hant": "健康碼已過期，請重新整理",
+        "en": "Code expired: ask for a fresh one",
+        "pt": "Código expirado: peça um novo",
+    },
+    Reason.NOT_YET_VALID: {
+        "zh-Hans": "健康码尚未生效，请检查设备时间",
+        "zh-Hant": "健康碼尚未生效，請檢查裝置時間",
+        "en": "Code not yet valid: check the device clock",
+        "pt": "Código ainda não válido: verifique o relógio",
+    },
+    Reason.REVOKED: {
+        "zh-Hans": "健康码已被撤销",
+        "zh-Hant": "健康碼已被撤銷",
+        "en": "Code revoked",
+        "pt": "Código revogado",
+    },
+    Reason.UNTRUSTED_ISSUER: {
+        "zh-Hans": "签发机构不受信任",
+        "zh-Hant": "簽發機構不受信任",
+        "en": "Issuer not trusted",
+        "pt": "Emissor não confiável",
+    },
+    Reason.KEY_NOT_VALID: {
+        "zh-Hans": "签发密钥已失效",
+        "zh-Hant": "簽發密鑰已失效",
+        "en": "Signing key no longer valid",
+        "pt": "Chave de assinatura já não é válida",
+    },
+}
+
+
+def message(reason: Reason, language: str = DEFAULT_LANGUAGE) -> str:
+    """The short message for ``reason`` in ``language`` (zh-Hans when the language is unknown)."""
+    texts = MESSAGES[reason]
+    return texts.get(language, texts[DEFAULT_LANGUAGE])
+
+
+def pick_language(accept_language: str | None) -> str:
+    """Choose one of :data:`LANGUAGES` from an ``Accept-Language`` header value.
+
+    Quality values are honoured; ``zh-TW``/``zh-HK``/``zh-MO`` map to zh-Hant, other ``zh`` to
+    zh-Hans, ``pt-*`` to pt and ``en-*`` to en.
+    """
+    if not accept_language:
+        return DEFAULT_LANGUAGE
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept_language.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        language = _language_for_tag(tag.strip())
+        if language is not None and quality > 0:
+            ranked.append((-quality, position, language))
+    return min(ranked)[2] if ranked else DEFAULT_LANGUAGE
+
+
+def _language_for_tag(tag: str) -> str | None:
+    lowered = tag.lower()
+    if lowered in {"zh-hant", "zh-tw", "zh-hk", "zh-mo"} or lowered.startswith("zh-hant"):
+        return "zh-Hant"
+    if lowered == "zh" or lowered.startswith("zh-"):
+        return "zh-Hans"
+    if lowered == "en" or lowered.startswith("en-"):
+        return "en"
+    if lowered == "pt" or lowered.startswith("pt-"):
+        return "pt"
+    return None

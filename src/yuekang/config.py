@@ -1,0 +1,216 @@
+"""Settings: one object, built once per entry point (``serve``, a CLI command, a test).
+
+Everything comes from ``YUEKANG_*`` environment variables (nested sections use ``__``, e.g.
+``YUEKANG_OTP__TTL_SECONDS=300``). In development (``YUEKANG_ENV=dev``, the default) missing
+secrets are generated on first run into ``keys/dev-secrets.json``; in production every secret must
+be given and none may be a development secret, or the process refuses to start.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_PREFIX = "dev:"
+"""Generated development secrets start with this, so production can recognise and refuse them."""
+
+
+class OtpSettings(BaseModel):
+    ttl_seconds: int = Field(300, ge=30, le=3600)
+    max_attempts: int = Field(5, ge=1, le=20)
+    length: int = Field(6, ge=6, le=8)
+    per_phone_limit: int = Field(5, ge=1, description="OTP requests per phone per window")
+    per_phone_window_seconds: int = Field(900, ge=1)
+    per_client_limit: int = Field(
+        30, ge=1, description="OTP requests per client address per window"
+    )
+    per_client_window_seconds: int = Field(3600, ge=1)
+    resend_interval_seconds: int = Field(
+        0, ge=0, description="minimum gap between two codes to one phone"
+    )
+
+
+class CodeSettings(BaseModel):
+    lifetime_seconds: int = Field(3600, ge=60)
+    max_lifetime_seconds: int = Field(
+        86400,
+        ge=60,
+        description="upper bound of any code lifetime; retired keys stay published this long",
+    )
+    clock_leeway_seconds: int = Field(120, ge=0, le=900)
+    image_cache_entries: int = Field(2048, ge=0)
+
+    @model_validator(mode="after")
+    def _lifetime_within_max(self) -> CodeSettings:
+        if self.lifetime_seconds > self.max_lifetime_seconds:
+            raise ValueError("codes.lifetime_seconds exceeds codes.max_lifetime_seconds")
+        return self
+
+
+class KeySettings(BaseModel):
+    default_algorithm: Literal["ES256", "EdDSA"] = "ES256"
+    validity_days: int = Field(90, ge=1, description="how long a signing key may sign")
+    publish_lead_seconds: int = Field(
+        3600,
+        ge=0,
+        description="a key must be published this long before it may sign (one sync interval)",
+    )
+    jwks_max_age_seconds: int = Field(300, ge=0)
+    ring_refresh_seconds: float = Field(
+        5.0, ge=0, description="how stale a process's view of key states may get"
+    )
+
+
+class SmsSettings(BaseModel):
+    backend: Literal["log", "http"] = "log"
+    http_url: str | None = None
+    http_token: str | None = None
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> SmsSettings:
+        if self.backend == "http" and not (self.http_url and self.http_token):
+            raise ValueError("sms.backend=http needs sms.http_url and sms.http_token")
+        return self
+
+
+class SessionSettings(BaseModel):
+    ttl_seconds: int = Field(43200, ge=60)
+
+
+class Secrets(BaseModel):
+    """The service's master secrets. Never logged, never in a response."""
+
+    key_passphrase: str = Field(min_length=16, description="encrypts signing keys at rest")
+    session_secret: str = Field(min_length=32, description="HMAC key of session tokens")
+    otp_secret: str = Field(min_length=32, description="HMAC key for hashing one-time codes")
+    pii_keys: dict[str, str] = Field(
+        min_length=1, description="AES-256-GCM keys for personal data, by key id, base64"
+    )
+    pii_active_key_id: str
+    blind_index_key: str = Field(min_length=32, description="HMAC key of lookup indexes")
+
+    @model_validator(mode="after")
+    def _check(self) -> Secrets:
+        if self.pii_active_key_id not in self.pii_keys:
+            raise ValueError("pii_active_key_id names no key in pii_keys")
+        for kid, value in self.pii_keys.items():
+            raw = value.removeprefix(DEV_SECRET_PREFIX)
+            if len(base64.b64decode(raw, validate=True)) != 32:
+                raise ValueError(f"pii key {kid!r} must be 32 bytes, base64")
+        return self
+
+    def development_ones(self) -> list[str]:
+        values = {
+            "key_passphrase": self.key_passphrase,
+            "session_secret": self.session_secret,
+            "otp_secret": self.otp_secret,
+            "blind_index_key": self.blind_index_key,
+            **{f"pii_keys.{k}": v for k, v in self.pii_keys.items()},
+        }
+        return [name for name, value in values.items() if value.startswith(DEV_SECRET_PREFIX)]
+
+    def pii_key_bytes(self) -> dict[str, bytes]:
+        return {
+            kid: base64.b64decode(value.removeprefix(DEV_SECRET_PREFIX))
+            for kid, value in self.pii_keys.items()
+        }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="YUEKANG_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    env: Literal["dev", "prod"] = "dev"
+    database_url: str = "sqlite+aiosqlite:///var/yuekang.db"
+    keys_dir: Path = Path("keys")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    issuer: str = Field("yk:gd", min_length=1, max_length=16, pattern=r"^[a-z0-9:.-]+$")
+    max_body_bytes: int = Field(65536, ge=1024)
+    trust_forwarded_for: bool = Field(
+        False, description="take the client address from X-Forwarded-For (behind a proxy only)"
+    )
+    otp: OtpSettings = OtpSettings()
+    codes: CodeSettings = CodeSettings()
+    keys: KeySettings = KeySettings()
+    session: SessionSettings = SessionSettings()
+    sms: SmsSettings = SmsSettings()
+    secrets: Secrets | None = None
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot be used (missing or development secrets in production...)."""
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Settings whose secrets are known to be present and allowed for the environment."""
+
+    settings: Settings
+    secrets: Secrets
+
+
+def resolve(settings: Settings) -> ResolvedSettings:
+    """Return settings with their secrets, generating development secrets when allowed.
+
+    Production refuses to start without secrets or with any development secret in them.
+    """
+    current = settings.secrets
+    if settings.env == "prod":
+        if current is None:
+            raise ConfigurationError("production needs YUEKANG_SECRETS__* set; refusing to start")
+        dev = current.development_ones()
+        if settings.sms.backend == "log":
+            dev.append("sms.backend=log (writes one-time codes to the log)")
+        if dev:
+            raise ConfigurationError(
+                "production refuses development settings: " + ", ".join(sorted(dev))
+            )
+        return ResolvedSettings(settings, current)
+    if current is None:
+        current = _load_or_create_dev_secrets(settings.keys_dir)
+    return ResolvedSettings(settings, current)
+
+
+def _load_or_create_dev_secrets(keys_dir: Path) -> Secrets:
+    path = keys_dir / "dev-secrets.json"
+    if path.exists():
+        return Secrets.model_validate_json(path.read_text())
+
+    def token() -> str:
+        return DEV_SECRET_PREFIX + secrets.token_urlsafe(32)
+
+    generated = Secrets(
+        key_passphrase=token(),
+        session_secret=token(),
+        otp_secret=token(),
+        pii_keys={"dev1": DEV_SECRET_PREFIX + base64.b64encode(os.urandom(32)).decode()},
+        pii_active_key_id="dev1",
+        blind_index_key=token(),
+    )
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    # Written to a temporary name and renamed so two processes starting at once never read half
+    # a file; O_EXCL keeps the first writer's secrets if both race.
+    tmp = keys_dir / f".dev-secrets.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(generated.model_dump(), indent=2))
+    tmp.chmod(0o600)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        tmp.unlink()
+        return Secrets.model_validate_json(path.read_text())
+    tmp.unlink()
+    return generated

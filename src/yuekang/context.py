@@ -1,0 +1,76 @@
+"""The objects a running service holds for its lifetime: engine, key ring, ciphers, senders,
+caches. Built by ``create_app``'s lifespan or by a CLI command; nothing is built at import."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
+from yuekang.clock import Clock, SystemClock
+from yuekang.config import ResolvedSettings, Secrets, Settings
+from yuekang.db import create_engine, create_sessionmaker
+from yuekang.health_codes.service import ImageCache
+from yuekang.keyring.ring import KeyRing
+from yuekang.pii import BlindIndex, PiiCipher
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    secrets: Secrets
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    clock: Clock
+    pii: PiiCipher
+    blind_index: BlindIndex
+    keyring: KeyRing
+    sms: SmsSender
+    images: ImageCache
+    http: httpx.AsyncClient
+
+    @classmethod
+    def build(
+        cls,
+        resolved: ResolvedSettings,
+        *,
+        clock: Clock | None = None,
+        sms: SmsSender | None = None,
+    ) -> AppContext:
+        settings, secrets = resolved.settings, resolved.secrets
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        http = httpx.AsyncClient()
+        if sms is None:
+            if settings.sms.backend == "http":
+                assert settings.sms.http_url is not None
+                assert settings.sms.http_token is not None
+                sms = HttpSmsSender(http, settings.sms.http_url, settings.sms.http_token)
+            else:
+                sms = LoggingSmsSender()
+        return cls(
+            settings=settings,
+            secrets=secrets,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            clock=clock or SystemClock(),
+            pii=PiiCipher(secrets.pii_key_bytes(), secrets.pii_active_key_id),
+            blind_index=BlindIndex(secrets.blind_index_key.encode()),
+            keyring=KeyRing(
+                sessionmaker=sessionmaker,
+                issuer=settings.issuer,
+                passphrase=secrets.key_passphrase,
+                max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
+                refresh_seconds=settings.keys.ring_refresh_seconds,
+            ),
+            sms=sms,
+            images=ImageCache(settings.codes.image_cache_entries),
+            http=http,
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.engine.dispose()

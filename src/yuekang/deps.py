@@ -1,0 +1,114 @@
+"""Request dependencies: the database session (committed once, at the edge) and the callers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.auth.service import read_session_token
+from yuekang.checkpoints import service as checkpoints
+from yuekang.context import AppContext
+from yuekang.exceptions import Forbidden, Unauthorized, YuekangError
+from yuekang.operators import service as operators
+from yuekang.principals import CheckpointPrincipal, OperatorPrincipal, Role
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the endpoint returns, rolled back when it
+    raises -- unless the error says that what led to it must persist (a wrong OTP guess)."""
+    async with context.sessionmaker() as session:
+        try:
+            yield session
+        except YuekangError as exc:
+            if exc.commit:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_now(context: Context) -> dt.datetime:
+    return context.clock.now()
+
+
+Now = Annotated[dt.datetime, Depends(get_now)]
+
+_bearer = HTTPBearer(auto_error=False, description="A bearer token")
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("a bearer token is required", code="missing_token")
+    return credentials.credentials
+
+
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def current_resident(credentials: Bearer, context: Context, now: Now) -> uuid.UUID:
+    return read_session_token(
+        _token(credentials),
+        secret=context.secrets.session_secret,
+        issuer=context.settings.issuer,
+        now=now,
+    )
+
+
+CurrentResident = Annotated[uuid.UUID, Depends(current_resident)]
+
+
+async def current_checkpoint(credentials: Bearer, session: SessionDep) -> CheckpointPrincipal:
+    principal = await checkpoints.authenticate(session, _token(credentials))
+    if principal is None:
+        raise Unauthorized("unknown or disabled checkpoint key", code="invalid_checkpoint_key")
+    return principal
+
+
+CurrentCheckpoint = Annotated[CheckpointPrincipal, Depends(current_checkpoint)]
+
+
+async def current_operator(credentials: Bearer, session: SessionDep) -> OperatorPrincipal:
+    principal = await operators.authenticate(session, _token(credentials))
+    if principal is None:
+        raise Unauthorized("unknown or disabled operator token", code="invalid_operator_token")
+    return principal
+
+
+def require_role(*roles: Role) -> Callable[..., Awaitable[OperatorPrincipal]]:
+    async def dependency(
+        operator: Annotated[OperatorPrincipal, Depends(current_operator)],
+    ) -> OperatorPrincipal:
+        if operator.role not in roles:
+            raise Forbidden(
+                f"this action needs the role {' or '.join(r.value for r in roles)}",
+                code="role_required",
+            )
+        return operator
+
+    return dependency
+
+
+AdminOperator = Annotated[OperatorPrincipal, Depends(require_role(Role.ADMIN))]
+StaffOperator = Annotated[OperatorPrincipal, Depends(require_role(Role.OPERATOR, Role.ADMIN))]

@@ -1,0 +1,90 @@
+"""The one error family of the service, rendered by one handler as a stable JSON body::
+
+    {"error": {"code": "otp_expired", "message": "...", "fields": [...]}}
+
+``code`` is machine-readable and stable (see docs/API.md); ``message`` is for people. Pure
+libraries (codec, verifier, documents) raise their own errors, which services translate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class YuekangError(Exception):
+    status_code: int = 400
+    code: str = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        fields: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+        commit: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.fields = list(fields)
+        self.headers = dict(headers or {})
+        # Some refusals must still persist what led to them (a wrong OTP attempt counts).
+        self.commit = commit
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.fields:
+            error["fields"] = self.fields
+        return {"error": error}
+
+
+class BadRequest(YuekangError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(YuekangError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class Forbidden(YuekangError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(YuekangError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(YuekangError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(YuekangError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ValidationFailed(YuekangError):
+    status_code = 422
+    code = "validation_error"
+
+
+class TooManyRequests(YuekangError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(YuekangError):
+    status_code = 503
+    code = "unavailable"

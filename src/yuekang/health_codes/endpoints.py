@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response, status
+
+from yuekang.deps import Context, CurrentResident, Now, SessionDep
+from yuekang.exceptions import BadRequest
+from yuekang.health_codes import service
+from yuekang.health_codes.models import HealthCode
+from yuekang.health_codes.schemas import CodeRead
+from yuekang.openapi import errors
+
+router = APIRouter(prefix="/v1/codes", tags=["health codes"])
+
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def _read(code: HealthCode, request: Request) -> CodeRead:
+    return CodeRead(
+        code_id=code.code_id,
+        qr_text=code.qr_text,
+        status=code.status,
+        issued_at=code.issued_at,
+        expires_at=code.expires_at,
+        png_url=str(request.url_for("code_png", code_id=code.code_id)),
+        svg_url=str(request.url_for("code_svg", code_id=code.code_id)),
+    )
+
+
+@router.post(
+    "",
+    response_model=CodeRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(401, 409, 503),
+)
+async def issue_code(
+    request: Request,
+    response: Response,
+    resident_id: CurrentResident,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> CodeRead:
+    """Issue a fresh health code for the signed-in resident.
+
+    The code carries the current status and expires after the configured lifetime (1 hour by
+    default); ask for a new one when it nears expiry. With an `Idempotency-Key`, a retried request
+    returns the same code (header `Idempotent-Replayed: true`). 409 `identity_required` before an
+    identity is bound; 503 `no_signing_key` when no active key outlives a new code.
+    """
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise BadRequest(
+            "Idempotency-Key must be 1-128 printable ASCII characters",
+            code="invalid_idempotency_key",
+        )
+    issued = await service.issue_code(
+        session,
+        resident_id=resident_id,
+        idempotency_key=idempotency_key,
+        keyring=context.keyring,
+        issuer=context.settings.issuer,
+        lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
+        now=now,
+    )
+    if issued.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Cache-Control"] = "no-store"
+    return _read(issued.code, request)
+
+
+async def _image(
+    code_id: str,
+    fmt: service.ImageFormat,
+    request: Request,
+    resident_id: CurrentResident,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+) -> Response:
+    code = await service.get_owned_code(session, resident_id=resident_id, code_id=code_id)
+    etag = f'"{code.code_id}.{fmt}"'
+    remaining = max(int((code.expires_at - now).total_seconds()), 0)
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={remaining}"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    image = await service.render_image(code, fmt, context.images)
+    media_type = "image/png" if fmt == "png" else "image/svg+xml"
+    return Response(content=image, media_type=media_type, headers=headers)
+
+
+_IMAGE_RESPONSES = {**errors(401, 404), 304: {"description": "Not modified"}}
+
+
+@router.get(
+    "/{code_id}.png",
+    name="code_png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **_IMAGE_RESPONSES},
+)
+async def code_png(
+    code_id: str,
+    request: Request,
+    resident_id: CurrentResident,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+) -> Response:
+    """The code as a PNG QR in its status colour (level M, 4-module quiet zone). Owner only."""
+    return await _image(code_id, "png", request, resident_id, session, context, now)
+
+
+@router.get(
+    "/{code_id}.svg",
+    name="code_svg",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}, **_IMAGE_RESPONSES},
+)
+async def code_svg(
+    code_id: str,
+    request: Request,
+    resident_id: CurrentResident,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+) -> Response:
+    """The code as an SVG QR in its status colour. Owner only."""
+    return await _image(code_id, "svg", request, resident_id, session, context, now)
+
+
+# Declared after the image routes: `/{code_id}` would otherwise swallow `x.png`.
+@router.get("/{code_id}", response_model=CodeRead, responses=errors(401, 404))
+async def read_code(
+    code_id: str, request: Request, resident_id: CurrentResident, session: SessionDep
+) -> CodeRead:
+    """One of the resident's own codes."""
+    code = await service.get_owned_code(session, resident_id=resident_id, code_id=code_id)
+    return _read(code, request)

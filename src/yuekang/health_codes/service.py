@@ -1,0 +1,170 @@
+"""Issuing health codes and serving their images.
+
+Issuance signs and stores; it never renders (a QR render costs ~25 ms of pure Python). Images are
+rendered on first request by the owner and kept in a per-process LRU cache: an image is a pure
+function of the stored code, so a cache miss on another process costs time, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.clock import epoch, from_epoch
+from yuekang.codec.errors import CodeTooLarge
+from yuekang.codec.healthcode import STATUSES, HealthCodeClaims, Status, sign_health_code
+from yuekang.exceptions import Conflict, NotFound, ServiceUnavailable
+from yuekang.health_codes import qr
+from yuekang.health_codes.models import HealthCode
+from yuekang.health_status.models import HealthStatus
+from yuekang.keyring.ring import KeyRing
+from yuekang.residents.models import Identity
+
+CODE_ID_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Issued:
+    code: HealthCode
+    replayed: bool
+
+
+async def issue_code(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    idempotency_key: str | None,
+    keyring: KeyRing,
+    issuer: str,
+    lifetime: dt.timedelta,
+    now: dt.datetime,
+) -> Issued:
+    if idempotency_key is not None:
+        previous = await _by_idempotency_key(session, resident_id, idempotency_key)
+        if previous is not None:
+            return Issued(previous, replayed=True)
+    identity = await session.get(Identity, resident_id)
+    if identity is None:
+        raise Conflict(
+            "bind an identity document before asking for a code", code="identity_required"
+        )
+    status = await session.get(HealthStatus, resident_id)
+    if status is None:
+        raise Conflict("no status is recorded for this resident", code="status_missing")
+    # Whole seconds: the token carries integer seconds and the stored times must say the same.
+    issued_at = from_epoch(epoch(now))
+    expires_at = issued_at + lifetime
+    key = await keyring.signing_key_for(expires_at=expires_at, now=now)
+    if key is None:
+        raise ServiceUnavailable(
+            "no signing key can cover a new code; an operator must activate a key",
+            code="no_signing_key",
+        )
+    claims = HealthCodeClaims(
+        iss=issuer,
+        jti=secrets.token_urlsafe(CODE_ID_BYTES),
+        iat=epoch(issued_at),
+        exp=epoch(expires_at),
+        st=_status(status.status),
+        nm=identity.masked_name,
+    )
+    try:
+        qr_text = sign_health_code(claims, key)
+    except CodeTooLarge as exc:
+        raise ServiceUnavailable(str(exc), code="code_too_large") from exc
+    code = HealthCode(
+        code_id=claims.jti,
+        resident_id=resident_id,
+        kid=key.kid,
+        status=claims.st,
+        qr_text=qr_text,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        idempotency_key=idempotency_key,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(code)
+    except IntegrityError:
+        # A concurrent retry with the same Idempotency-Key won the race: answer with its code.
+        if idempotency_key is None:
+            raise
+        previous = await _by_idempotency_key(session, resident_id, idempotency_key)
+        if previous is None:
+            raise
+        return Issued(previous, replayed=True)
+    return Issued(code, replayed=False)
+
+
+def _status(value: str) -> Status:
+    for status in STATUSES:
+        if value == status:
+            return status
+    raise ValueError(f"unknown status {value!r}")
+
+
+async def _by_idempotency_key(
+    session: AsyncSession, resident_id: uuid.UUID, key: str
+) -> HealthCode | None:
+    result = await session.execute(
+        select(HealthCode).where(
+            HealthCode.resident_id == resident_id, HealthCode.idempotency_key == key
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_owned_code(
+    session: AsyncSession, *, resident_id: uuid.UUID, code_id: str
+) -> HealthCode:
+    """The code if ``resident_id`` owns it. Someone else's code is "not found", not "forbidden":
+    the answer must not confirm that a code id exists."""
+    code = await session.get(HealthCode, code_id)
+    if code is None or code.resident_id != resident_id:
+        raise NotFound("no such code", code="code_not_found")
+    return code
+
+
+ImageFormat = Literal["png", "svg"]
+
+
+class ImageCache:
+    """A bounded LRU of rendered QR images, keyed by code id and format."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def get(self, code_id: str, fmt: str) -> bytes | None:
+        image = self._items.get((code_id, fmt))
+        if image is not None:
+            self._items.move_to_end((code_id, fmt))
+        return image
+
+    def put(self, code_id: str, fmt: str, image: bytes) -> None:
+        if self._max == 0:
+            return
+        self._items[(code_id, fmt)] = image
+        self._items.move_to_end((code_id, fmt))
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+
+async def render_image(code: HealthCode, fmt: ImageFormat, cache: ImageCache) -> bytes:
+    cached = cache.get(code.code_id, fmt)
+    if cached is not None:
+        return cached
+    render = qr.render_png if fmt == "png" else qr.render_svg
+    # Off the event loop: a render holds the CPU for tens of milliseconds.
+    image = await asyncio.to_thread(render, code.qr_text, code.status)
+    cache.put(code.code_id, fmt, image)
+    return image

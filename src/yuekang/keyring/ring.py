@@ -1,0 +1,113 @@
+"""The key ring a server process works with: the database's key states, held for at most
+``ring_refresh_seconds`` so issuance and online verification don't query keys on every request,
+and decrypted private keys, cached by key id because decrypting PKCS#8 is deliberately slow.
+
+The database stays the source of truth: a rotation or retirement made by one process (or the CLI)
+is seen by every other process within the refresh interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from yuekang.codec.jwks import build_jwks
+from yuekang.codec.keys import SigningKey, VerificationKey, private_key_from_pem
+from yuekang.keyring import service
+from yuekang.keyring.models import SigningKeyRecord
+
+
+@dataclass(frozen=True)
+class RingView:
+    """One consistent snapshot of the key states."""
+
+    loaded_at: dt.datetime
+    records: tuple[SigningKeyRecord, ...]
+    verification_keys: Mapping[str, VerificationKey]
+    jwks: dict[str, object]
+    jwks_etag: str
+
+
+@dataclass
+class KeyRing:
+    sessionmaker: async_sessionmaker[AsyncSession]
+    issuer: str
+    passphrase: str
+    max_code_lifetime: dt.timedelta
+    refresh_seconds: float
+    _view: RingView | None = None
+    _view_monotonic: float = 0.0
+    _private: dict[str, SigningKey] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def view(self, now: dt.datetime) -> RingView:
+        """The current snapshot, reloaded when older than the refresh interval."""
+        if (
+            self._view is not None
+            and time.monotonic() - self._view_monotonic < self.refresh_seconds
+        ):
+            return self._view
+        async with self._lock:
+            if (
+                self._view is None
+                or time.monotonic() - self._view_monotonic >= self.refresh_seconds
+            ):
+                self._view = await self._load(now)
+                self._view_monotonic = time.monotonic()
+        assert self._view is not None
+        return self._view
+
+    def invalidate(self) -> None:
+        """Forget the snapshot (after this process changed a key)."""
+        self._view = None
+
+    async def _load(self, now: dt.datetime) -> RingView:
+        async with self.sessionmaker() as session:
+            records = tuple(
+                await service.trusted_records(
+                    session, now=now, max_code_lifetime=self.max_code_lifetime
+                )
+            )
+        keys = {r.kid: service.verification_key(r, self.issuer) for r in records}
+        published = [keys[r.kid] for r in records if r.state != "compromised"]
+        published.sort(key=lambda k: k.kid)
+        jwks = build_jwks(self.issuer, published)
+        state = "|".join(f"{r.kid}.{r.state}" for r in sorted(records, key=lambda r: r.kid))
+        return RingView(
+            loaded_at=now,
+            records=records,
+            verification_keys=keys,
+            jwks=jwks,
+            jwks_etag='"' + hashlib.sha256(state.encode()).hexdigest()[:32] + '"',
+        )
+
+    async def signing_key_for(
+        self, *, expires_at: dt.datetime, now: dt.datetime
+    ) -> SigningKey | None:
+        """The active key that outlives ``expires_at``, or None: a key never signs a code that
+        would outlive it."""
+        view = await self.view(now)
+        candidates = [
+            r
+            for r in view.records
+            if r.state == "active" and r.not_after >= expires_at and r.published_at <= now
+        ]
+        if not candidates:
+            return None
+        record = max(candidates, key=lambda r: r.activated_at or r.published_at)
+        key = self._private.get(record.kid)
+        if key is None:
+            private = await asyncio.to_thread(
+                private_key_from_pem, record.private_pem, self.passphrase.encode("utf-8")
+            )
+            key = SigningKey.from_private_key(private)
+            if key.kid != record.kid:
+                raise RuntimeError(f"stored key {record.kid} does not match its private half")
+            self._private[record.kid] = key
+        return key

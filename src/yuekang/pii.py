@@ -1,0 +1,64 @@
+"""Personal data at rest: AES-256-GCM field encryption and keyed blind indexes.
+
+Every personal field (phone, name, document number, birth date) is encrypted on its own with a
+random 96-bit nonce; the key id is stored in a column beside the ciphertext so keys can be rotated
+(old rows stay readable under their key, new rows use the active one). The associated data binds
+each ciphertext to its table, column and row, so a ciphertext copied into another row or column
+does not decrypt.
+
+Lookups never use plaintext: a blind index is HMAC-SHA256 under a separate key over a
+domain-separated, normalised value. Equality is all it reveals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+NONCE_BYTES = 12
+
+
+class PiiDecryptionError(Exception):
+    """A ciphertext did not decrypt: wrong key, wrong row, or tampered."""
+
+
+class PiiCipher:
+    def __init__(self, keys: Mapping[str, bytes], active_key_id: str) -> None:
+        if active_key_id not in keys:
+            raise ValueError("the active PII key id names no key")
+        self._aeads = {kid: AESGCM(key) for kid, key in keys.items()}
+        self.active_key_id = active_key_id
+
+    def encrypt(self, plaintext: str, *, context: str) -> tuple[bytes, str]:
+        """Encrypt ``plaintext`` bound to ``context`` (e.g. ``identities.name:<resident id>``);
+        returns the ciphertext (nonce first) and the key id to store beside it."""
+        nonce = os.urandom(NONCE_BYTES)
+        aead = self._aeads[self.active_key_id]
+        ciphertext = aead.encrypt(nonce, plaintext.encode("utf-8"), context.encode("utf-8"))
+        return nonce + ciphertext, self.active_key_id
+
+    def decrypt(self, ciphertext: bytes, *, key_id: str, context: str) -> str:
+        aead = self._aeads.get(key_id)
+        if aead is None:
+            raise PiiDecryptionError(f"no PII key {key_id!r} is configured")
+        try:
+            plaintext = aead.decrypt(
+                ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], context.encode("utf-8")
+            )
+        except InvalidTag as exc:
+            raise PiiDecryptionError("ciphertext does not decrypt in this context") from exc
+        return plaintext.decode("utf-8")
+
+
+class BlindIndex:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __call__(self, domain: str, value: str) -> bytes:
+        message = domain.encode("utf-8") + b"\x00" + value.encode("utf-8")
+        return hmac.new(self._key, message, hashlib.sha256).digest()

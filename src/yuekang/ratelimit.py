@@ -1,0 +1,56 @@
+"""Fixed-window rate limits kept in the database, so every server process sharing it enforces the
+same limit. One atomic upsert per hit: ``INSERT .. ON CONFLICT DO UPDATE SET count = count + 1
+RETURNING count`` works the same on SQLite (3.35+) and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.auth.models import RateLimitCounter
+from yuekang.clock import epoch
+from yuekang.db import dialect_name
+from yuekang.exceptions import TooManyRequests
+
+
+async def hit(
+    session: AsyncSession,
+    *,
+    bucket: str,
+    limit: int,
+    window_seconds: int,
+    now: dt.datetime,
+    what: str,
+) -> None:
+    """Count one request against ``bucket``; raise 429 with ``Retry-After`` past ``limit``."""
+    seconds = epoch(now)
+    window_start = seconds - seconds % window_seconds
+    dialect = sqlite if dialect_name(session) == "sqlite" else postgresql
+    statement = (
+        dialect.insert(RateLimitCounter)
+        .values(bucket=bucket, window_start=window_start, count=1)
+        .on_conflict_do_update(
+            index_elements=["bucket", "window_start"],
+            set_={"count": RateLimitCounter.count + 1},
+        )
+        .returning(RateLimitCounter.count)
+    )
+    count = (await session.execute(statement)).scalar_one()
+    if count > limit:
+        retry_after = window_start + window_seconds - seconds
+        raise TooManyRequests(
+            f"too many {what}; try again in {retry_after} s",
+            headers={"Retry-After": str(max(retry_after, 1))},
+        )
+
+
+async def purge(session: AsyncSession, *, now: dt.datetime, older_than_seconds: int) -> int:
+    """Drop counters of windows that ended long ago."""
+    cutoff = epoch(now) - older_than_seconds
+    result = await session.execute(
+        delete(RateLimitCounter).where(RateLimitCounter.window_start < cutoff)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

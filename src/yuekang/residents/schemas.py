@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from yuekang.residents.documents import DocType
+from yuekang.schemas import StrictModel
+
+
+class IdentityBind(StrictModel):
+    name: str = Field(min_length=1, max_length=64, examples=["张小三"])
+    doc_type: DocType
+    doc_number: str = Field(min_length=1, max_length=32, examples=["11010519491231002X"])
+    birth_date: dt.date = Field(examples=["1949-12-31"])
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(not ch.isprintable() for ch in value):
+            raise ValueError("name contains control characters")
+        return " ".join(value.split())
+
+    @field_validator("birth_date")
+    @classmethod
+    def _plausible(cls, value: dt.date) -> dt.date:
+        if value.year < 1900:
+            raise ValueError("birth date before 1900")
+        return value
+
+
+class IdentityRead(BaseModel):
+    doc_type: str
+    masked_name: str
+    masked_doc_number: str
+    bound_at: dt.datetime
+
+
+class StatusSummary(BaseModel):
+    status: Literal["green", "yellow", "red"]
+    reason_codes: list[str]
+    reason: str | None
+    updated_at: dt.datetime
+
+
+class MeRead(BaseModel):
+    resident_id: uuid.UUID
+    phone: str = Field(description="Masked phone number")
+    identity: IdentityRead | None
+    status: StatusSummary | None

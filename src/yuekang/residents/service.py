@@ -1,0 +1,200 @@
+"""Binding a real-name identity to a resident, and reading it back (masked, audited)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.audit import service as audit
+from yuekang.exceptions import Conflict, NotFound, ValidationFailed
+from yuekang.health_status import service as health_status
+from yuekang.pii import BlindIndex, PiiCipher
+from yuekang.principals import Actor
+from yuekang.residents.documents import DocType, DocumentError, validate_document
+from yuekang.residents.masking import mask_doc_number, mask_name, mask_phone
+from yuekang.residents.models import Identity, Resident
+
+
+def doc_index(blind_index: BlindIndex, doc_type: DocType, number: str) -> bytes:
+    return blind_index("doc", f"{doc_type.value}:{number}")
+
+
+@dataclass(frozen=True)
+class MaskedIdentity:
+    doc_type: str
+    masked_name: str
+    masked_doc_number: str
+    bound_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class BindResult:
+    identity: MaskedIdentity
+    created: bool
+
+
+async def bind_identity(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    name: str,
+    doc_type: DocType,
+    doc_number: str,
+    birth_date: dt.date,
+    pii: PiiCipher,
+    blind_index: BlindIndex,
+    now: dt.datetime,
+) -> BindResult:
+    """Bind a document once. Binding the same document again is a no-op; another document, or a
+    document already bound to someone else, is a conflict (real-name binding is not editable from
+    the phone: a mistake goes through support, which leaves an audit trail)."""
+    try:
+        number = validate_document(doc_type, doc_number, birth_date, today=now.date())
+    except DocumentError as exc:
+        raise ValidationFailed(
+            f"{exc.field}: {exc.message}",
+            code="invalid_document",
+            fields=[{"field": exc.field, "reason": exc.reason, "message": exc.message}],
+        ) from exc
+    index = doc_index(blind_index, doc_type, number)
+    existing = await session.get(Identity, resident_id)
+    if existing is not None:
+        if existing.doc_index == index:
+            return BindResult(_masked(existing, number), created=False)
+        raise Conflict(
+            "an identity is already bound to this account", code="identity_already_bound"
+        )
+    owner = (
+        await session.execute(select(Identity.resident_id).where(Identity.doc_index == index))
+    ).scalar_one_or_none()
+    if owner is not None:
+        raise Conflict("this document is bound to another account", code="document_already_bound")
+
+    def seal(column: str, value: str) -> bytes:
+        ciphertext, _ = pii.encrypt(value, context=f"identities.{column}:{resident_id}")
+        return ciphertext
+
+    identity = Identity(
+        resident_id=resident_id,
+        doc_type=doc_type.value,
+        doc_index=index,
+        name_ct=seal("name", name),
+        doc_number_ct=seal("doc_number", number),
+        birth_date_ct=seal("birth_date", birth_date.isoformat()),
+        key_id=pii.active_key_id,
+        masked_name=mask_name(name),
+        bound_at=now,
+        updated_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(identity)
+    except IntegrityError as exc:
+        raise Conflict(
+            "this document is bound to another account", code="document_already_bound"
+        ) from exc
+    await health_status.ensure_initial(session, resident_id=resident_id, now=now)
+    await audit.record(
+        session,
+        actor=Actor.resident(resident_id),
+        action="identity.bind",
+        subject_type="resident",
+        subject_id=str(resident_id),
+        now=now,
+        detail={"doc_type": doc_type.value},
+    )
+    return BindResult(_masked(identity, number), created=True)
+
+
+def _masked(identity: Identity, number: str) -> MaskedIdentity:
+    return MaskedIdentity(
+        doc_type=identity.doc_type,
+        masked_name=identity.masked_name,
+        masked_doc_number=mask_doc_number(number),
+        bound_at=identity.bound_at,
+    )
+
+
+async def read_identity(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    actor: Actor,
+    pii: PiiCipher,
+    now: dt.datetime,
+) -> MaskedIdentity | None:
+    """The masked identity of a resident. Decrypting the document number is an access to personal
+    data, so it is audited even when the resident reads their own."""
+    identity = await session.get(Identity, resident_id)
+    if identity is None:
+        return None
+    number = pii.decrypt(
+        identity.doc_number_ct,
+        key_id=identity.key_id,
+        context=f"identities.doc_number:{resident_id}",
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="identity.read",
+        subject_type="resident",
+        subject_id=str(resident_id),
+        now=now,
+        detail={"fields": ["doc_number"], "masked": True},
+    )
+    return _masked(identity, number)
+
+
+async def masked_phone(session: AsyncSession, *, resident_id: uuid.UUID, pii: PiiCipher) -> str:
+    resident = await session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFound("no such resident", code="resident_not_found")
+    phone = pii.decrypt(
+        resident.phone_ct, key_id=resident.phone_key_id, context=f"residents.phone:{resident_id}"
+    )
+    return mask_phone(phone)
+
+
+async def find_by_document(
+    session: AsyncSession,
+    *,
+    doc_type: DocType,
+    doc_number: str,
+    blind_index: BlindIndex,
+    actor: Actor,
+    reason: str,
+    now: dt.datetime,
+) -> uuid.UUID:
+    """Resolve a document to a resident id through the blind index; audited with its reason."""
+    try:
+        number = validate_document(doc_type, doc_number, today=now.date())
+    except DocumentError as exc:
+        raise ValidationFailed(
+            f"{exc.field}: {exc.message}",
+            code="invalid_document",
+            fields=[{"field": exc.field, "reason": exc.reason, "message": exc.message}],
+        ) from exc
+    resident_id = (
+        await session.execute(
+            select(Identity.resident_id).where(
+                Identity.doc_index == doc_index(blind_index, doc_type, number)
+            )
+        )
+    ).scalar_one_or_none()
+    await audit.record(
+        session,
+        actor=actor,
+        action="resident.lookup_by_document",
+        subject_type="resident",
+        subject_id=str(resident_id) if resident_id else "-",
+        now=now,
+        detail={"doc_type": doc_type.value, "found": resident_id is not None, "reason": reason},
+    )
+    if resident_id is None:
+        raise NotFound("no resident has bound this document", code="resident_not_found")
+    return resident_id

@@ -1,0 +1,387 @@
+import datetime
+import pickle
+from collections.abc import Callable
+
+import pytest
+
+from yuekang.residents.documents import (
+    DocType,
+    DocumentError,
+    hkid_check,
+    icao_check,
+    mod11_2_check,
+    normalize_doc_number,
+    validate_document,
+)
+
+# A fixed "today" keeps date-boundary cases deterministic.
+TODAY = datetime.date(2024, 6, 15)
+
+
+def gb11643(region6: str, yyyymmdd: str, sequence3: str = "123") -> str:
+    body = region6 + yyyymmdd + sequence3
+    return body + mod11_2_check(body)
+
+
+VALID_PRC = gb11643("440305", "19900101")
+VALID_PERMIT = gb11643("820000", "19900101")
+
+
+def flip_check(number: str, alphabet: str) -> str:
+    """The same number with a different (wrong) last character from ``alphabet``."""
+    wrong = next(c for c in alphabet if c != number[-1])
+    return number[:-1] + wrong
+
+
+def assert_rejected(
+    exc: pytest.ExceptionInfo[DocumentError], reason: str, field: str = "doc_number"
+) -> None:
+    assert (exc.value.field, exc.value.reason) == (field, reason)
+    assert str(exc.value) == exc.value.message
+    assert exc.value.message
+
+
+# --- check helpers, anchored on independently published or hand-computed values ----------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("11010519491231002", "X"),  # GB 11643-1999 sample
+        ("44052418800101001", "4"),  # GB 11643-1999 sample
+    ],
+)
+def test_mod11_2_check_published_samples(body: str, expected: str) -> None:
+    assert mod11_2_check(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("A123456", "3"),  # DOMAIN.md sample
+        ("G123456", "A"),  # 324 + 128 + 77 = 529, r = 1
+        ("AB987654", "3"),  # 90 + 88 + 193 = 371, r = 8
+        ("A100009", "0"),  # 404 + 25 = 429, r = 0
+        ("CA100002", "A"),  # 188 + 11 = 199, r = 1
+    ],
+)
+def test_hkid_check_known_values(body: str, expected: str) -> None:
+    assert hkid_check(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("L898902C3", "6"),  # ICAO 9303 TD3 specimen
+        ("D23145890", "7"),  # ICAO 9303 TD1 specimen
+        ("AB1234<<<", "1"),  # 70 + 33 + 1 + 14 + 9 + 4 = 131
+    ],
+)
+def test_icao_check_known_values(field: str, expected: str) -> None:
+    assert icao_check(field) == expected
+
+
+@pytest.mark.parametrize(
+    ("helper", "bad_input"),
+    [
+        (mod11_2_check, "1101051949123100"),
+        (mod11_2_check, "1101051949123100X"),
+        (mod11_2_check, "1101051949123100٢"),  # Arabic-Indic digit passes str.isdigit()
+        (hkid_check, "A12345"),
+        (hkid_check, "a123456"),
+        (hkid_check, "ABC123456"),
+        (icao_check, "l898902c3"),
+        (icao_check, "L898902C-"),
+    ],
+)
+def test_helpers_reject_malformed_input(helper: Callable[[str], str], bad_input: str) -> None:
+    with pytest.raises(ValueError, match=r"must|may"):
+        helper(bad_input)
+
+
+# --- valid documents --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "raw", "expected"),
+    [
+        (DocType.PRC_ID, "11010519491231002X", "11010519491231002X"),
+        (DocType.PRC_ID, gb11643("440305", "19900101"), gb11643("440305", "19900101")),
+        (DocType.PRC_ID, gb11643("650102", "20000229"), gb11643("650102", "20000229")),
+        (DocType.PRC_ID, gb11643("310115", "19000101"), gb11643("310115", "19000101")),
+        (DocType.PRC_ID, gb11643("130102", "20240615"), gb11643("130102", "20240615")),
+        (DocType.PRC_ID, gb11643("540102", "19851130"), gb11643("540102", "19851130")),
+        (DocType.RESIDENCE_PERMIT, gb11643("810000", "19800515"), gb11643("810000", "19800515")),
+        (DocType.RESIDENCE_PERMIT, gb11643("820000", "20011231"), gb11643("820000", "20011231")),
+        (DocType.RESIDENCE_PERMIT, gb11643("830000", "19700301"), gb11643("830000", "19700301")),
+        (DocType.HK_MACAO_PERMIT, "H12345678", "H12345678"),
+        (DocType.HK_MACAO_PERMIT, "M1234567801", "M1234567801"),
+        (DocType.MACAO_ID, "12345678", "12345678"),
+        (DocType.MACAO_ID, "51234567", "51234567"),
+        (DocType.MACAO_ID, "71234567", "71234567"),
+        (DocType.HKID, "A1234563", "A1234563"),
+        (DocType.HKID, "G123456A", "G123456A"),
+        (DocType.HKID, "AB9876543", "AB9876543"),
+        (DocType.HKID, "A1000090", "A1000090"),
+        (DocType.PASSPORT, "E12345678", "E12345678"),
+        (DocType.PASSPORT, "K1234", "K1234"),
+        (DocType.PASSPORT, "L898902C36", "L898902C3"),
+        (DocType.PASSPORT, "D231458907", "D23145890"),
+        (DocType.PASSPORT, "AB1234<<<1", "AB1234"),
+    ],
+)
+def test_valid_documents(doc_type: DocType, raw: str, expected: str) -> None:
+    assert validate_document(doc_type, raw, today=TODAY) == expected
+
+
+def test_valid_without_explicit_today() -> None:
+    assert validate_document(DocType.PRC_ID, "11010519491231002X") == "11010519491231002X"
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "raw", "expected"),
+    [
+        ("hkid", "A123456(3)", "A1234563"),
+        ("residence_permit", gb11643("810000", "19900101"), gb11643("810000", "19900101")),
+    ],
+)
+def test_plain_string_doc_type_is_accepted(doc_type: str, raw: str, expected: str) -> None:
+    # Values may arrive from JSON as plain strings rather than enum members.
+    assert validate_document(doc_type, raw) == expected  # type: ignore[arg-type]
+
+
+def test_plain_string_doc_type_error_path() -> None:
+    with pytest.raises(DocumentError) as exc:
+        validate_document("residence_permit", VALID_PRC)  # type: ignore[arg-type]
+    assert_rejected(exc, "region")
+
+
+def test_unknown_doc_type() -> None:
+    with pytest.raises(ValueError, match="not a valid DocType"):
+        validate_document("driving_licence", "12345678")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "raw"),
+    [
+        (DocType.PRC_ID, "11010519491231002X"),
+        (DocType.HKID, "A123456(3)"),
+        (DocType.MACAO_ID, "1234567(8)"),
+        (DocType.PASSPORT, "L898902C36"),
+        (DocType.PASSPORT, "AB1234<<<1"),
+        (DocType.HK_MACAO_PERMIT, "h 1234 5678"),
+    ],
+)
+def test_validation_is_idempotent(doc_type: DocType, raw: str) -> None:
+    once = validate_document(doc_type, raw)
+    assert validate_document(doc_type, once) == once
+
+
+# --- normalisation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "raw", "expected"),
+    [
+        (DocType.HKID, "A123456(3)", "A1234563"),
+        (DocType.HKID, " a123456(3) ", "A1234563"),
+        (DocType.HKID, "AB987654(3)", "AB9876543"),
+        (DocType.HKID, "G123456(a)", "G123456A"),
+        (DocType.HKID, "A 123 456 (3)", "A1234563"),
+        (DocType.HKID, "Ａ１２３４５６（３）", "A1234563"),  # full-width input method
+        (DocType.MACAO_ID, "1234567(8)", "12345678"),
+        (DocType.MACAO_ID, "1234567 (8)", "12345678"),
+        (DocType.PRC_ID, "11010519491231002x", "11010519491231002X"),
+        (DocType.PRC_ID, "110105 19491231 002X", "11010519491231002X"),
+        (DocType.PRC_ID, "\t110105\u300019491231002X\n", "11010519491231002X"),
+        (DocType.HK_MACAO_PERMIT, "h12345678", "H12345678"),
+        (DocType.PASSPORT, "l898902c3<", "L898902C3<"),
+        # Parentheses are only a printed convention on HKID and BIR cards.
+        (DocType.PRC_ID, "1101051949123100(2)", "1101051949123100(2)"),
+    ],
+)
+def test_normalize_doc_number(doc_type: DocType, raw: str, expected: str) -> None:
+    assert normalize_doc_number(doc_type, raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "printed", "expected"),
+    [
+        (DocType.HKID, "A123456(3)", "A1234563"),
+        (DocType.HKID, "CA100002(A)", "CA100002A"),
+        (DocType.MACAO_ID, "1234567(8)", "12345678"),
+        (DocType.PRC_ID, "11010519491231002x", "11010519491231002X"),
+    ],
+)
+def test_printed_forms_validate(doc_type: DocType, printed: str, expected: str) -> None:
+    assert validate_document(doc_type, printed) == expected
+
+
+def test_printed_and_mrz_passport_forms_agree() -> None:
+    printed = validate_document(DocType.PASSPORT, "L898902C3")
+    mrz = validate_document(DocType.PASSPORT, "L898902C36")
+    assert printed == mrz == "L898902C3"
+
+
+# --- rejections -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "raw", "reason"),
+    [
+        # PRC ID
+        (DocType.PRC_ID, VALID_PRC[:-1], "format"),
+        (DocType.PRC_ID, VALID_PRC + "1", "format"),
+        (DocType.PRC_ID, VALID_PRC[:-1] + "Y", "format"),
+        (DocType.PRC_ID, "X" + VALID_PRC[1:], "format"),
+        (DocType.PRC_ID, "4403051990010112٣", "format"),  # non-ASCII digit
+        (DocType.PRC_ID, "", "format"),
+        (DocType.PRC_ID, flip_check(VALID_PRC, "0123456789X"), "check_digit"),
+        (DocType.PRC_ID, flip_check("11010519491231002X", "0123456789X"), "check_digit"),
+        (DocType.PRC_ID, gb11643("100105", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("160105", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("550105", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("990105", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("710000", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("810000", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("820000", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("830000", "19900101"), "region"),
+        (DocType.PRC_ID, gb11643("440305", "19990229"), "date"),  # not a leap year
+        (DocType.PRC_ID, gb11643("440305", "19000229"), "date"),  # century, not a leap year
+        (DocType.PRC_ID, gb11643("440305", "19901301"), "date"),
+        (DocType.PRC_ID, gb11643("440305", "19900431"), "date"),
+        (DocType.PRC_ID, gb11643("440305", "19900100"), "date"),
+        (DocType.PRC_ID, gb11643("440305", "00000101"), "date"),
+        (DocType.PRC_ID, gb11643("440305", "18991231"), "date"),
+        (DocType.PRC_ID, "440524188001010014", "date"),  # GB 11643 sample, born before 1900
+        (DocType.PRC_ID, gb11643("440305", "20240616"), "date"),  # the day after TODAY
+        # Residence permit
+        (DocType.RESIDENCE_PERMIT, VALID_PERMIT[:-1], "format"),
+        (DocType.RESIDENCE_PERMIT, flip_check(VALID_PERMIT, "0123456789X"), "check_digit"),
+        (DocType.RESIDENCE_PERMIT, VALID_PRC, "region"),
+        (DocType.RESIDENCE_PERMIT, gb11643("810001", "19900101"), "region"),
+        (DocType.RESIDENCE_PERMIT, gb11643("840000", "19900101"), "region"),
+        (DocType.RESIDENCE_PERMIT, gb11643("710000", "19900101"), "region"),
+        (DocType.RESIDENCE_PERMIT, gb11643("810000", "20230229"), "date"),
+        (DocType.RESIDENCE_PERMIT, gb11643("810000", "20240616"), "date"),
+        # Mainland Travel Permit for HK and Macao residents
+        (DocType.HK_MACAO_PERMIT, "H1234567", "format"),
+        (DocType.HK_MACAO_PERMIT, "H123456789", "format"),  # renewal count has two digits
+        (DocType.HK_MACAO_PERMIT, "H123456789012", "format"),
+        (DocType.HK_MACAO_PERMIT, "T12345678", "format"),
+        (DocType.HK_MACAO_PERMIT, "12345678", "format"),
+        (DocType.HK_MACAO_PERMIT, "H1234567A", "format"),
+        # Macao BIR
+        (DocType.MACAO_ID, "22345678", "format"),
+        (DocType.MACAO_ID, "1234567", "format"),
+        (DocType.MACAO_ID, "123456789", "format"),
+        (DocType.MACAO_ID, "1234567A", "format"),
+        (DocType.MACAO_ID, "123456(78)", "format"),
+        # HKID
+        (DocType.HKID, "A123456", "format"),
+        (DocType.HKID, "ABC1234563", "format"),
+        (DocType.HKID, "A12345B3", "format"),
+        (DocType.HKID, "A123456B", "format"),
+        (DocType.HKID, "1234563", "format"),
+        (DocType.HKID, "A123456(3", "format"),
+        (DocType.HKID, flip_check("A1234563", "0123456789A"), "check_digit"),
+        (DocType.HKID, "A123456(4)", "check_digit"),
+        (DocType.HKID, flip_check("G123456A", "0123456789A"), "check_digit"),
+        (DocType.HKID, flip_check("AB9876543", "0123456789A"), "check_digit"),
+        (DocType.HKID, flip_check("A1000090", "0123456789A"), "check_digit"),
+        # Passport
+        (DocType.PASSPORT, "K123", "format"),
+        (DocType.PASSPORT, "E1234-678", "format"),
+        (DocType.PASSPORT, "L898902C3<6", "format"),  # 11 characters
+        (DocType.PASSPORT, "L898902C3<", "format"),  # filler where the check digit belongs
+        (DocType.PASSPORT, "L898902C3X", "format"),  # check digit must be a digit
+        (DocType.PASSPORT, "<<<<<<<<<0", "format"),
+        (DocType.PASSPORT, "AB<1234<<1", "format"),  # filler inside the number
+        (DocType.PASSPORT, "AB12<<<<<6", "format"),  # shorter than a printed number can be
+        (DocType.PASSPORT, "AB1234<<<", "format"),  # MRZ field without its check digit
+        (DocType.PASSPORT, "L898902C35", "check_digit"),
+        (DocType.PASSPORT, flip_check("D231458907", "0123456789"), "check_digit"),
+        (DocType.PASSPORT, flip_check("AB1234<<<1", "0123456789"), "check_digit"),
+    ],
+)
+def test_rejections(doc_type: DocType, raw: str, reason: str) -> None:
+    with pytest.raises(DocumentError) as exc:
+        validate_document(doc_type, raw, today=TODAY)
+    assert_rejected(exc, reason)
+
+
+@pytest.mark.parametrize("region", ["710000", "810000", "820000", "830000"])
+def test_permit_region_on_prc_id_points_to_residence_permit(region: str) -> None:
+    with pytest.raises(DocumentError) as exc:
+        validate_document(DocType.PRC_ID, gb11643(region, "19900101"), today=TODAY)
+    assert_rejected(exc, "region")
+    assert "residence permit" in exc.value.message
+
+
+def test_future_date_with_default_today() -> None:
+    with pytest.raises(DocumentError) as exc:
+        validate_document(DocType.PRC_ID, gb11643("440305", "29990101"))
+    assert_rejected(exc, "date")
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "number", "birth_date"),
+    [
+        (DocType.PRC_ID, "11010519491231002X", datetime.date(1949, 12, 31)),
+        (DocType.RESIDENCE_PERMIT, VALID_PERMIT, datetime.date(1990, 1, 1)),
+        # Documents without an embedded date cannot contradict the birth date given.
+        (DocType.HKID, "A1234563", datetime.date(1990, 1, 1)),
+        (DocType.PASSPORT, "L898902C3", datetime.date(1990, 1, 1)),
+    ],
+)
+def test_birth_date_match(doc_type: DocType, number: str, birth_date: datetime.date) -> None:
+    assert validate_document(doc_type, number, birth_date) == number
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "number", "birth_date"),
+    [
+        (DocType.PRC_ID, "11010519491231002X", datetime.date(1949, 12, 30)),
+        (DocType.PRC_ID, "11010519491231002X", datetime.date(1950, 12, 31)),
+        (DocType.RESIDENCE_PERMIT, VALID_PERMIT, datetime.date(1990, 1, 2)),
+    ],
+)
+def test_birth_date_mismatch(doc_type: DocType, number: str, birth_date: datetime.date) -> None:
+    with pytest.raises(DocumentError) as exc:
+        validate_document(doc_type, number, birth_date)
+    assert_rejected(exc, "birth_date_mismatch", field="birth_date")
+
+
+def test_number_errors_win_over_birth_date_mismatch() -> None:
+    # A wrong check digit means the embedded date cannot be trusted, so it is reported first.
+    wrong = flip_check("11010519491231002X", "0123456789X")
+    with pytest.raises(DocumentError) as exc:
+        validate_document(DocType.PRC_ID, wrong, datetime.date(2000, 1, 1))
+    assert_rejected(exc, "check_digit")
+
+
+def test_error_message_does_not_echo_the_number() -> None:
+    wrong = flip_check("11010519491231002X", "0123456789X")
+    with pytest.raises(DocumentError) as exc:
+        validate_document(DocType.PRC_ID, wrong)
+    assert "1101051949" not in str(exc.value)
+    assert "PRC resident ID" in str(exc.value)
+
+
+def test_document_error_survives_pickling() -> None:
+    error = DocumentError("birth_date", "birth_date_mismatch", "The birth date does not match.")
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert isinstance(copy, DocumentError)
+    assert (copy.field, copy.reason, copy.message) == (error.field, error.reason, error.message)
+    assert str(copy) == "The birth date does not match."
+
+
+def test_doc_type_values() -> None:
+    assert [t.value for t in DocType] == [
+        "prc_id",
+        "residence_permit",
+        "hk_macao_permit",
+        "macao_id",
+        "hkid",
+        "passport",
+    ]
