@@ -49,8 +49,6 @@ def create_app(
         context = AppContext.build(resolved, clock=clock, sms=sms)
         app.state.context = context
         try:
-            if resolved.settings.is_dev:
-                await bootstrap_dev_key(context)
             yield
         finally:
             await context.close()
@@ -83,12 +81,18 @@ def create_app(
     return app
 
 
-async def bootstrap_dev_key(context: AppContext) -> None:
-    """In development, make sure a key can sign: the first run has no checkpoint that could have
-    synced an earlier key set, so the publish lead does not apply."""
+def serve_app() -> FastAPI:
+    """The factory ``yuekang serve`` hands to uvicorn: settings from the environment."""
+    return create_app(Settings())
+
+
+async def bootstrap_dev_key(context: AppContext) -> str | None:
+    """In development, make sure a key can sign; returns the new key id, if one was made. The
+    first run has no checkpoint that could have synced an earlier key set, so the publish lead
+    does not apply. Production never does this: keys are generated and activated by an admin."""
     async with context.sessionmaker() as session, session.begin():
         if await keys.has_active_key(session):
-            return
+            return None
         now = context.clock.now()
         record = await keys.generate(
             session,
@@ -107,6 +111,7 @@ async def bootstrap_dev_key(context: AppContext) -> None:
         )
         log.warning("development signing key %s generated and activated", record.kid)
     context.keyring.invalidate()
+    return record.kid
 
 
 def install_error_handlers(app: FastAPI) -> None:

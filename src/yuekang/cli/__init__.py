@@ -1,0 +1,312 @@
+"""The ``yuekang`` command line: run the service, manage keys, checkpoints, operators and
+statuses, and verify codes offline. Commands call services; none of them holds SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+
+import typer
+
+from yuekang.cli.verify import verify_command
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from yuekang.context import AppContext
+
+app = typer.Typer(
+    help="yuekang: health codes with offline verification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="Health-code signing keys.", no_args_is_help=True)
+checkpoints_app = typer.Typer(help="Checkpoints and their API keys.", no_args_is_help=True)
+operators_app = typer.Typer(help="Staff accounts for the admin API.", no_args_is_help=True)
+status_app = typer.Typer(help="Residents' health status.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(operators_app, name="operators")
+app.add_typer(status_app, name="status")
+app.command("verify")(verify_command)
+
+T = TypeVar("T")
+
+
+def main() -> None:
+    app()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
+    """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
+    from yuekang.config import ConfigurationError, Settings, resolve
+    from yuekang.context import AppContext
+    from yuekang.exceptions import YuekangError
+
+    async def runner() -> T:
+        try:
+            context = AppContext.build(resolve(Settings()))
+        except ConfigurationError as exc:
+            _fail(str(exc))
+            raise  # unreachable: _fail exits
+        try:
+            async with context.sessionmaker() as session, session.begin():
+                return await work(context, session, context.clock.now())
+        except YuekangError as exc:
+            _fail(f"{exc.code}: {exc.message}", code=1)
+            raise
+        finally:
+            await context.close()
+
+    return asyncio.run(runner())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    migrate: Annotated[
+        bool | None, typer.Option(help="Run migrations first (default: yes in dev, no in prod)")
+    ] = None,
+) -> None:
+    """Start the API (SQLite and development keys by default; see README for PostgreSQL)."""
+    import logging
+
+    import uvicorn
+
+    from yuekang.app import bootstrap_dev_key
+    from yuekang.config import ConfigurationError, Settings, resolve
+    from yuekang.context import AppContext
+    from yuekang.db import migrate as run_migrations
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    try:
+        resolved = resolve(settings)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+        return
+    if migrate if migrate is not None else settings.is_dev:
+        run_migrations(settings.database_url)
+    if settings.is_dev:
+
+        async def bootstrap() -> None:
+            context = AppContext.build(resolved)
+            try:
+                await bootstrap_dev_key(context)
+            finally:
+                await context.close()
+
+        asyncio.run(bootstrap())
+    uvicorn.run(
+        "yuekang.app:serve_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        proxy_headers=settings.trust_forwarded_for,
+        server_header=False,
+        log_level="info",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the schema migrations."""
+    from yuekang.config import Settings
+    from yuekang.db import migrate
+
+    migrate(Settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    alg: Annotated[Literal["ES256", "EdDSA"] | None, typer.Option(help="Algorithm")] = None,
+) -> None:
+    """Generate a pending key. It is published at once and may be activated after one sync
+    interval (keys.publish_lead_seconds)."""
+    from yuekang.keyring import service
+    from yuekang.principals import Actor
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        record = await service.generate(
+            session,
+            alg=alg or context.settings.keys.default_algorithm,
+            passphrase=context.secrets.key_passphrase,
+            validity=dt.timedelta(days=context.settings.keys.validity_days),
+            actor=Actor.cli(),
+            now=now,
+        )
+        lead = context.settings.keys.publish_lead_seconds
+        ready = record.published_at + dt.timedelta(seconds=lead)
+        typer.echo(f"{record.kid} {record.alg} pending; may be activated from {ready.isoformat()}")
+
+    _run(work)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List signing keys and their states."""
+    from yuekang.keyring import service
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        records = await service.list_keys(session)
+        rows = [
+            {
+                "kid": r.kid,
+                "alg": r.alg,
+                "state": r.state,
+                "published_at": r.published_at.isoformat(),
+                "activated_at": r.activated_at.isoformat() if r.activated_at else None,
+                "retired_at": r.retired_at.isoformat() if r.retired_at else None,
+                "not_after": r.not_after.isoformat(),
+            }
+            for r in records
+        ]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            typer.echo(
+                f"{row['kid']}  {row['alg']:<5}  {row['state']:<11}  "
+                f"published {row['published_at']}  not after {row['not_after']}"
+            )
+
+    _run(work)
+
+
+@keys_app.command("activate")
+def keys_activate(kid: str) -> None:
+    """Make a pending key the signing key; the active key is retired."""
+    from yuekang.keyring import service
+    from yuekang.principals import Actor
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        await service.activate(
+            session,
+            kid=kid,
+            publish_lead=dt.timedelta(seconds=context.settings.keys.publish_lead_seconds),
+            actor=Actor.cli(),
+            now=now,
+        )
+        typer.echo(f"{kid} active")
+
+    _run(work)
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kid: str,
+    compromised: Annotated[
+        bool, typer.Option(help="Withdraw at once: every code it signed stops verifying")
+    ] = False,
+) -> None:
+    """Stop a key signing. It stays published until its codes expire, unless compromised."""
+    from yuekang.keyring import service
+    from yuekang.principals import Actor
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        record = await service.retire(
+            session, kid=kid, compromised=compromised, actor=Actor.cli(), now=now
+        )
+        typer.echo(f"{kid} {record.state}")
+
+    _run(work)
+
+
+@checkpoints_app.command("create")
+def checkpoints_create(name: str) -> None:
+    """Register a checkpoint and print its API key (shown once; only a hash is stored)."""
+    from yuekang.checkpoints import service
+    from yuekang.principals import Actor
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        checkpoint, api_key = await service.create_checkpoint(
+            session, name=name, actor=Actor.cli(), now=now
+        )
+        typer.echo(f"checkpoint {checkpoint.id} {name!r}", err=True)
+        typer.echo(api_key)
+
+    _run(work)
+
+
+@operators_app.command("create")
+def operators_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="operator, epidemiologist or admin")] = "operator",
+) -> None:
+    """Create a staff account and print its bearer token (shown once)."""
+    from yuekang.operators import service
+    from yuekang.principals import Actor, Role
+
+    try:
+        parsed = Role(role)
+    except ValueError:
+        _fail(f"unknown role {role!r}; use operator, epidemiologist or admin")
+        return
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        operator, token = await service.create_operator(
+            session, name=name, role=parsed, actor=Actor.cli(), now=now
+        )
+        typer.echo(f"operator {operator.id} {name!r} ({parsed.value})", err=True)
+        typer.echo(token)
+
+    _run(work)
+
+
+@status_app.command("set")
+def status_set(
+    doc_type: Annotated[str, typer.Option(help="prc_id, residence_permit, hk_macao_permit, ...")],
+    doc_number: Annotated[str, typer.Option()],
+    status: Annotated[Literal["green", "yellow", "red"], typer.Option()],
+    reason: Annotated[str, typer.Option(help="Recorded in the status history and audit log")],
+) -> None:
+    """Set the status of the resident holding a document."""
+    from yuekang.health_status import service
+    from yuekang.principals import Actor
+    from yuekang.residents import service as residents
+    from yuekang.residents.documents import DocType
+
+    try:
+        parsed = DocType(doc_type)
+    except ValueError:
+        _fail(f"unknown document type {doc_type!r}")
+        return
+    if len(reason.strip()) < 3:
+        _fail("give a reason of at least 3 characters")
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        actor = Actor.cli()
+        resident_id = await residents.find_by_document(
+            session,
+            doc_type=parsed,
+            doc_number=doc_number,
+            blind_index=context.blind_index,
+            actor=actor,
+            reason=reason,
+            now=now,
+        )
+        _, revoked = await service.set_status(
+            session, resident_id=resident_id, status=status, reason=reason, actor=actor, now=now
+        )
+        typer.echo(f"resident {resident_id} is {status}; {revoked} code(s) revoked")
+
+    _run(work)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,89 @@
+"""``yuekang verify``: judge a code offline with a JWKS, the way a checkpoint device does.
+
+Imports only the offline verifier, httpx (to fetch a JWKS URL once) and zxing-cpp (to read a QR
+image): nothing of the server.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from yuekang.codec.errors import InvalidKey
+from yuekang.codec.reasons import LANGUAGES
+from yuekang.verifier import DEFAULT_LEEWAY, Verifier
+
+
+def load_jwks(source: str) -> dict[str, Any]:
+    if source.startswith(("http://", "https://")):
+        import httpx
+
+        response = httpx.get(source, timeout=10.0)
+        response.raise_for_status()
+        document = response.json()
+    else:
+        document = json.loads(Path(source).read_text())
+    if not isinstance(document, dict):
+        raise ValueError("a JWKS must be a JSON object")
+    return document
+
+
+def read_qr_image(path: Path) -> str:
+    import zxingcpp
+    from PIL import Image
+
+    with Image.open(path) as image:
+        results = zxingcpp.read_barcodes(image)
+    if not results:
+        raise ValueError(f"no QR code found in {path}")
+    return str(results[0].text)
+
+
+def verify_command(
+    qr_text: Annotated[str | None, typer.Argument(help="The text of the QR code")] = None,
+    jwks: Annotated[str, typer.Option(help="JWKS file or URL with the issuer's keys")] = "",
+    image: Annotated[Path | None, typer.Option(help="Read the code from a PNG/JPEG")] = None,
+    issuer: Annotated[
+        str | None, typer.Option(help="Expected issuer (default: the JWKS's)")
+    ] = None,
+    now: Annotated[int | None, typer.Option(help="Verify as of this UTC second")] = None,
+    leeway: Annotated[int, typer.Option(help="Clock leeway in seconds")] = DEFAULT_LEEWAY,
+    language: Annotated[str, typer.Option(help="zh-Hans, zh-Hant, en or pt")] = "zh-Hans",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
+) -> None:
+    """Verify a health code offline. Exit status: 0 valid, 1 invalid, 2 usage or input error."""
+    if not jwks:
+        typer.echo("error: --jwks FILE_OR_URL is required", err=True)
+        raise typer.Exit(2)
+    if (qr_text is None) == (image is None):
+        typer.echo("error: give either QR_TEXT or --image PNG", err=True)
+        raise typer.Exit(2)
+    if language not in LANGUAGES:
+        typer.echo(f"error: --language must be one of {', '.join(LANGUAGES)}", err=True)
+        raise typer.Exit(2)
+    try:
+        verifier = Verifier.from_jwks(load_jwks(jwks), issuer=issuer, leeway=leeway)
+        text = qr_text if qr_text is not None else read_qr_image(image)  # type: ignore[arg-type]
+    except (OSError, ValueError, InvalidKey) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except Exception as exc:  # httpx errors and the like: still a clean exit 2
+        typer.echo(f"error: cannot load the keys: {exc.__class__.__name__}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    verdict = verifier.verify(text, now=now if now is not None else int(time.time()))
+    if as_json:
+        typer.echo(json.dumps(verdict.to_dict(language), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(f"verdict: {verdict.verdict}")
+        if verdict.valid:
+            typer.echo(f"status:  {verdict.status}")
+            typer.echo(f"name:    {verdict.masked_name}")
+            typer.echo(f"issuer:  {verdict.issuer}  key: {verdict.kid}")
+            typer.echo(f"expires: {verdict.expires_at}")
+        for item in verdict.to_dict(language)["reasons"]:
+            typer.echo(f"reason:  {item['code']}: {item['message']}")
+    raise typer.Exit(0 if verdict.valid else 1)
