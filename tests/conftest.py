@@ -1,0 +1,152 @@
+"""Fixtures shared by the database and API suites.
+
+Every database test runs twice: on SQLite and on a real PostgreSQL that the suite starts itself
+(a throwaway cluster on 127.0.0.1, see ``support/postgres.py``). Schemas come from the Alembic
+migrations. Tests share one migrated database per backend and keep out of each other's way by
+using fresh random phones and documents; tests that change global state (signing keys) ask for
+``fresh_database_url``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.api import Api
+from support.postgres import create_database, postgres_server
+from yuekang.app import bootstrap_dev_key, create_app
+from yuekang.auth.sms import MemorySmsSender
+from yuekang.checkpoints import service as checkpoints
+from yuekang.clock import ManualClock
+from yuekang.config import KeySettings, OtpSettings, ResolvedSettings, Secrets, Settings
+from yuekang.context import AppContext
+from yuekang.db import migrate
+from yuekang.operators import service as operators
+from yuekang.principals import Actor, Role
+
+TEST_SECRETS = Secrets(
+    key_passphrase="test-passphrase-0123456789",
+    session_secret="test-session-secret-0123456789abcdef",
+    otp_secret="test-otp-secret-0123456789abcdefghij",
+    pii_keys={"t1": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+    pii_active_key_id="t1",
+    blind_index_key="test-blind-index-key-0123456789abcdef",
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+def _new_database(backend: str, request: pytest.FixtureRequest, tmp: Path) -> str:
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / 'yuekang.db'}"
+    else:
+        url = create_database(request.getfixturevalue("pg_server"))
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    return _new_database(backend, request, tmp_path_factory.mktemp(f"db-{backend}"))
+
+
+@pytest.fixture
+def fresh_database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _new_database(backend, request, tmp_path)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def sms() -> MemorySmsSender:
+    return MemorySmsSender()
+
+
+def make_settings(database_url: str, keys_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "env": "dev",
+        "database_url": database_url,
+        "keys_dir": keys_dir,
+        "secrets": TEST_SECRETS,
+        "otp": OtpSettings(per_client_limit=100_000),
+        "keys": KeySettings(ring_refresh_seconds=0),
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "keys")
+
+
+class RunningApp:
+    def __init__(self, context: AppContext, client: httpx.AsyncClient, sms: MemorySmsSender):
+        self.context = context
+        self.client = client
+        self.sms = sms
+        self.api = Api(client)
+
+    async def operator_token(self, role: Role = Role.OPERATOR) -> str:
+        async with self.context.sessionmaker() as session, session.begin():
+            _, token = await operators.create_operator(
+                session,
+                name=f"test {role.value}",
+                role=role,
+                actor=Actor.cli(),
+                now=self.context.clock.now(),
+            )
+        return token
+
+    async def checkpoint_key(self, name: str = "test gate") -> str:
+        async with self.context.sessionmaker() as session, session.begin():
+            _, key = await checkpoints.create_checkpoint(
+                session, name=name, actor=Actor.cli(), now=self.context.clock.now()
+            )
+        return key
+
+
+async def start_app(
+    settings: Settings, clock: ManualClock, sms: MemorySmsSender, *, bootstrap: bool = True
+) -> AsyncIterator[RunningApp]:
+    app = create_app(
+        ResolvedSettings(settings, settings.secrets or TEST_SECRETS), clock=clock, sms=sms
+    )
+    async with app.router.lifespan_context(app):
+        context: AppContext = app.state.context
+        if bootstrap:
+            await bootstrap_dev_key(context)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield RunningApp(context, client, sms)
+
+
+@pytest.fixture
+async def running(
+    settings: Settings, clock: ManualClock, sms: MemorySmsSender
+) -> AsyncIterator[RunningApp]:
+    async for running_app in start_app(settings, clock, sms):
+        yield running_app
+
+
+@pytest.fixture
+def api(running: RunningApp) -> Api:
+    return running.api
