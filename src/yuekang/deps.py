@@ -46,7 +46,9 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the transaction ends when the endpoint returns, before the response is sent,
+# so a client never sees a 201 for something that is not yet committed (or that fails to commit).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_now(context: Context) -> dt.datetime:

@@ -7,8 +7,9 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(BaseException):
+    """Raised from ``receive``. A BaseException on purpose: frameworks turn any ``Exception`` met
+    while reading a body into their own 400, and this must reach the middleware as a 413."""
 
 
 def _error(code: str, message: str) -> bytes:

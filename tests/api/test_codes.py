@@ -1,0 +1,168 @@
+"""Issuing codes: the token's content, its size, idempotency, images and key rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import pytest
+import zxingcpp
+from PIL import Image
+
+from conftest import RunningApp
+from yuekang.codec.keys import b64url_decode
+from yuekang.health_codes.qr import STATUS_COLOURS, qr_version
+
+
+def _claims(qr_text: str) -> dict[str, object]:
+    payload = qr_text.removeprefix("YK1:").split(".")[1]
+    claims: dict[str, object] = json.loads(b64url_decode(payload))
+    return claims
+
+
+async def test_a_code_is_a_signed_token_with_no_personal_data(running: RunningApp):
+    resident = await running.api.registered(name="张小三")
+    response = await running.api.issue(resident)
+    assert response.status_code == 201
+    code = response.json()
+    assert set(code) == {
+        "code_id",
+        "qr_text",
+        "status",
+        "issued_at",
+        "expires_at",
+        "png_url",
+        "svg_url",
+    }
+    assert code["qr_text"].startswith("YK1:")
+    header = json.loads(b64url_decode(code["qr_text"][4:].split(".")[0]))
+    assert set(header) == {"alg", "kid"}
+    assert header["alg"] == "ES256"
+    claims = _claims(code["qr_text"])
+    assert set(claims) == {"iss", "jti", "iat", "exp", "st", "nm"}
+    assert claims["nm"] == "张*三"
+    assert claims["st"] == "green" == code["status"]
+    assert claims["jti"] == code["code_id"]
+    assert len(b64url_decode(code["code_id"])) == 16
+    assert claims["exp"] - claims["iat"] == 3600
+    assert resident.doc_number not in code["qr_text"]
+    text = json.dumps(claims, ensure_ascii=False)
+    for secret in (
+        "张小三",
+        resident.doc_number,
+        resident.birth_date.isoformat(),
+        resident.birth_date.strftime("%Y%m%d"),
+        resident.phone[3:],
+    ):
+        assert secret not in text
+    issued = dt.datetime.fromisoformat(code["issued_at"])
+    assert int(issued.timestamp()) == claims["iat"]
+
+
+async def test_a_typical_code_fits_qr_version_13_at_level_m(running: RunningApp):
+    resident = await running.api.registered(name="张小三")
+    code = await running.api.code(resident)
+    assert len(code["qr_text"]) <= 331
+    assert qr_version(code["qr_text"]) <= 13
+
+
+async def test_idempotency_key_returns_the_same_code(running: RunningApp):
+    resident = await running.api.registered()
+    first = await running.api.issue(resident, **{"Idempotency-Key": "retry-1"})
+    again = await running.api.issue(resident, **{"Idempotency-Key": "retry-1"})
+    other = await running.api.issue(resident, **{"Idempotency-Key": "retry-2"})
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert other.json()["code_id"] != first.json()["code_id"]
+    # Keys are per resident: someone else's identical key is their own request.
+    stranger = await running.api.registered()
+    theirs = await running.api.issue(stranger, **{"Idempotency-Key": "retry-1"})
+    assert theirs.json()["code_id"] != first.json()["code_id"]
+
+
+async def test_a_bad_idempotency_key_is_refused(running: RunningApp):
+    resident = await running.api.registered()
+    response = await running.api.issue(resident, **{"Idempotency-Key": "x" * 200})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+async def test_codes_need_an_identity(running: RunningApp):
+    resident = await running.api.sign_in()
+    response = await running.api.issue(resident)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "identity_required"
+
+
+async def test_lifetime_is_configurable(running: RunningApp):
+    running.context.settings.codes.lifetime_seconds = 600
+    resident = await running.api.registered()
+    claims = _claims((await running.api.code(resident))["qr_text"])
+    assert claims["exp"] - claims["iat"] == 600
+
+
+@pytest.mark.parametrize("status", ["green", "yellow", "red"])
+async def test_png_decodes_to_the_qr_text_in_the_status_colour(running: RunningApp, status):
+    resident = await running.api.registered()
+    if status != "green":
+        await _set_status(running, resident, status)
+    code = await running.api.code(resident)
+    assert code["status"] == status
+    response = await running.client.get(code["png_url"], headers=resident.auth)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    results = zxingcpp.read_barcodes(image.convert("L"))
+    assert [r.text for r in results] == [code["qr_text"]]
+    colours = {colour for _, colour in image.convert("RGB").getcolors()}
+    expected = STATUS_COLOURS[status].lstrip("#")
+    assert colours == {(255, 255, 255), tuple(int(expected[i : i + 2], 16) for i in (0, 2, 4))}
+
+
+async def test_svg_is_served_and_images_are_cached_and_revalidated(running: RunningApp):
+    resident = await running.api.registered()
+    code = await running.api.code(resident)
+    svg = await running.client.get(code["svg_url"], headers=resident.auth)
+    assert svg.status_code == 200
+    assert svg.headers["content-type"] == "image/svg+xml"
+    assert b"<svg" in svg.content
+    assert STATUS_COLOURS["green"].encode() in svg.content.lower()
+    png = await running.client.get(code["png_url"], headers=resident.auth)
+    assert running.context.images.get(code["code_id"], "png") == png.content
+    assert png.headers["cache-control"].startswith("private, max-age=")
+    again = await running.client.get(
+        code["png_url"], headers={**resident.auth, "If-None-Match": png.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
+async def test_images_are_for_the_owner_only(running: RunningApp):
+    owner = await running.api.registered()
+    code = await running.api.code(owner)
+    stranger = await running.api.registered()
+    for url in (code["png_url"], code["svg_url"], f"/v1/codes/{code['code_id']}"):
+        assert (await running.client.get(url, headers=stranger.auth)).status_code == 404
+        assert (await running.client.get(url)).status_code == 401
+    missing = await running.client.get("/v1/codes/nope.png", headers=owner.auth)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "code_not_found"
+
+
+async def _set_status(running: RunningApp, resident, status: str) -> None:
+    token = await running.operator_token()
+    headers = {"Authorization": f"Bearer {token}"}
+    found = await running.client.post(
+        "/v1/admin/residents/lookup",
+        headers=headers,
+        json={"doc_type": "prc_id", "doc_number": resident.doc_number, "reason": "test case"},
+    )
+    assert found.status_code == 200, found.text
+    response = await running.client.put(
+        f"/v1/admin/residents/{found.json()['resident_id']}/status",
+        headers=headers,
+        json={"status": status, "reason": "test status"},
+    )
+    assert response.status_code == 200, response.text

@@ -1,0 +1,360 @@
+"""Keys: RFC 7638 thumbprints and key ids, JWK import rules, raw signatures, PEM storage."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from joserfc.jwk import ECKey, OKPKey
+
+from codec.forge import b64, unb64
+from yuekang.codec.errors import InvalidKey
+from yuekang.codec.keys import (
+    SigningKey,
+    VerificationKey,
+    b64url_decode,
+    b64url_encode,
+    generate_private_key,
+    key_id,
+    private_key_from_pem,
+    private_key_to_pem,
+    public_jwk,
+    thumbprint,
+)
+
+# RFC 8037 appendix A.2 / A.3
+RFC8037_JWK = {"crv": "Ed25519", "kty": "OKP", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+RFC8037_THUMBPRINT = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+# RFC 8037 appendix A.4
+RFC8037_SIGNING_INPUT = b"eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc"
+RFC8037_SIGNATURE = (
+    "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
+)
+
+
+# ---------------------------------------------------------------------------- thumbprints
+
+
+def test_rfc8037_thumbprint_vector() -> None:
+    assert thumbprint(RFC8037_JWK) == RFC8037_THUMBPRINT
+
+
+def test_rfc8037_key_id_is_first_128_bits_of_thumbprint() -> None:
+    public = ed25519.Ed25519PublicKey.from_public_bytes(unb64(RFC8037_JWK["x"]))
+    expected = b64(unb64(RFC8037_THUMBPRINT)[:16])
+
+    assert expected == "kPrK_qmxVWaYVA9wwBF6Ig"
+    assert key_id(public) == expected
+    assert len(key_id(public)) == 22
+    assert VerificationKey.from_jwk(RFC8037_JWK).kid == expected
+
+
+def test_rfc8037_signature_vector(fixed_ed_key: SigningKey) -> None:
+    assert public_jwk(fixed_ed_key.private_key.public_key()) == RFC8037_JWK
+    assert b64(fixed_ed_key.sign(RFC8037_SIGNING_INPUT)) == RFC8037_SIGNATURE
+    assert fixed_ed_key.public().verify(unb64(RFC8037_SIGNATURE), RFC8037_SIGNING_INPUT)
+
+
+@pytest.mark.parametrize("extra", [{"kid": "anything"}, {"alg": "EdDSA", "use": "sig"}, {"d": "x"}])
+def test_thumbprint_uses_only_required_members(extra: dict[str, str]) -> None:
+    assert thumbprint({**RFC8037_JWK, **extra}) == RFC8037_THUMBPRINT
+
+
+@pytest.mark.parametrize(
+    "jwk", [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}, {"kty": "oct", "k": "c2"}]
+)
+def test_thumbprint_refuses_other_key_types(jwk: dict[str, str]) -> None:
+    with pytest.raises(InvalidKey):
+        thumbprint(jwk)
+
+
+def _joserfc_thumbprint(jwk: dict[str, str]) -> str:
+    key = ECKey.import_key(jwk) if jwk["kty"] == "EC" else OKPKey.import_key(jwk)
+    return str(key.thumbprint())
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+@pytest.mark.parametrize("attempt", range(5))
+def test_thumbprint_agrees_with_joserfc(alg: Any, attempt: int) -> None:
+    key = SigningKey.generate(alg)
+    jwk = public_jwk(key.private_key.public_key())
+
+    reference = _joserfc_thumbprint(jwk)
+
+    assert thumbprint(jwk) == reference
+    assert key.kid == b64(unb64(reference)[:16])
+
+
+def test_p256_coordinates_keep_leading_zero_bytes() -> None:
+    # RFC 7518 6.2.1.2: x and y are the full 32 bytes even when the integer is shorter; a key
+    # that dropped the zero would get a different thumbprint than every other JOSE library.
+    for _ in range(20_000):
+        private = ec.generate_private_key(ec.SECP256R1())
+        if private.public_key().public_numbers().x < 1 << 248:
+            break
+    else:
+        pytest.fail("no key with a short x coordinate found")
+    jwk = public_jwk(private.public_key())
+
+    assert len(unb64(jwk["x"])) == 32 and unb64(jwk["x"])[0] == 0
+    assert len(jwk["x"]) == len(jwk["y"]) == 43
+    assert thumbprint(jwk) == _joserfc_thumbprint(jwk)
+    assert VerificationKey.from_jwk(jwk).kid == SigningKey.from_private_key(private).kid
+
+
+# ---------------------------------------------------------------------------- signatures
+
+
+def test_es256_signature_is_raw_r_s_and_verifies_as_der(es_key: SigningKey) -> None:
+    message = b"header.payload"
+
+    signature = es_key.sign(message)
+
+    assert len(signature) == 64
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
+    public = es_key.private_key.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    public.verify(der, message, ec.ECDSA(hashes.SHA256()))  # raises if wrong
+    assert es_key.public().verify(signature, message)
+
+
+def test_es256_signatures_are_randomised(es_key: SigningKey) -> None:
+    assert es_key.sign(b"m") != es_key.sign(b"m")
+
+
+def test_eddsa_signature_verifies_with_cryptography(ed_key: SigningKey) -> None:
+    signature = ed_key.sign(b"header.payload")
+
+    assert len(signature) == 64
+    public = ed_key.private_key.public_key()
+    assert isinstance(public, ed25519.Ed25519PublicKey)
+    public.verify(signature, b"header.payload")
+    with pytest.raises(InvalidSignature):
+        public.verify(signature, b"header.payloaD")
+
+
+def test_der_signature_is_refused(es_key: SigningKey) -> None:
+    private = es_key.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    der = private.sign(b"m", ec.ECDSA(hashes.SHA256()))
+
+    assert len(der) != 64
+    assert es_key.public().verify(der, b"m") is False
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_verify_refuses_wrong_message_lengths_and_swaps(alg: Any) -> None:
+    key = SigningKey.generate(alg)
+    public = key.public()
+    signature = key.sign(b"m")
+
+    assert public.verify(signature, b"m") is True
+    assert public.verify(signature, b"n") is False
+    assert public.verify(signature[:63], b"m") is False
+    assert public.verify(signature + b"\x00", b"m") is False
+    assert public.verify(signature[32:] + signature[:32], b"m") is False
+    assert public.verify(bytes(64), b"m") is False
+    assert SigningKey.generate(alg).public().verify(signature, b"m") is False
+
+
+def test_signing_key_public_half_matches(any_key: SigningKey) -> None:
+    public = any_key.public()
+
+    assert (public.kid, public.alg) == (any_key.kid, any_key.alg)
+    assert public.kid == key_id(any_key.private_key.public_key())
+    assert public.issuer is None and public.compromised is False
+
+
+def test_only_p256_and_ed25519_keys_are_usable() -> None:
+    with pytest.raises(InvalidKey):
+        SigningKey.from_private_key(ec.generate_private_key(ec.SECP384R1()))
+    with pytest.raises(InvalidKey):
+        generate_private_key("RS256")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- JWK import
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_jwk_round_trip(alg: Any) -> None:
+    key = SigningKey.generate(alg).public()
+    jwk = key.to_jwk()
+
+    loaded = VerificationKey.from_jwk(jwk, issuer="yk:gd")
+
+    assert (loaded.kid, loaded.alg, loaded.issuer) == (key.kid, alg, "yk:gd")
+    assert loaded.to_jwk() == jwk
+    assert jwk["use"] == "sig" and jwk["alg"] == alg and jwk["kid"] == key.kid
+    assert "d" not in jwk
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_jwk_without_kid_or_alg_is_accepted(alg: Any) -> None:
+    key = SigningKey.generate(alg)
+
+    loaded = VerificationKey.from_jwk(public_jwk(key.private_key.public_key()))
+
+    assert (loaded.kid, loaded.alg) == (key.kid, alg)
+
+
+def _ec_jwk() -> dict[str, Any]:
+    return SigningKey.generate("ES256").public().to_jwk()
+
+
+def _okp_jwk() -> dict[str, Any]:
+    return SigningKey.generate("EdDSA").public().to_jwk()
+
+
+def _with(jwk: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = {**jwk, **changes}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+BAD_JWKS = [
+    pytest.param(lambda: _with(_ec_jwk(), alg="EdDSA"), id="ec-key-alg-eddsa"),
+    pytest.param(lambda: _with(_okp_jwk(), alg="ES256"), id="okp-key-alg-es256"),
+    pytest.param(lambda: _with(_ec_jwk(), alg="ES384"), id="ec-key-alg-es384"),
+    pytest.param(lambda: _with(_ec_jwk(), alg="none"), id="ec-key-alg-none"),
+    pytest.param(lambda: _with(_ec_jwk(), kid=_okp_jwk()["kid"]), id="kid-of-another-key"),
+    pytest.param(lambda: _with(_ec_jwk(), kid="../../etc/passwd"), id="kid-arbitrary"),
+    pytest.param(
+        lambda: (lambda j: _with(j, kid=thumbprint(j)))(_ec_jwk()), id="kid-full-thumbprint"
+    ),
+    pytest.param(lambda: _with(_ec_jwk(), x=b64(b"\x01" * 31)), id="ec-x-31-bytes"),
+    pytest.param(lambda: _with(_ec_jwk(), x=b64(b"\x01" * 33)), id="ec-x-33-bytes"),
+    pytest.param(lambda: _with(_ec_jwk(), y=b64(b"\x01" * 31)), id="ec-y-31-bytes"),
+    pytest.param(lambda: {k: v for k, v in _ec_jwk().items() if k != "y"}, id="ec-y-missing"),
+    pytest.param(lambda: _with(_okp_jwk(), x=b64(b"\x01" * 31)), id="okp-x-31-bytes"),
+    pytest.param(lambda: _with(_okp_jwk(), x=b64(b"\x01" * 57)), id="okp-x-ed448-length"),
+    pytest.param(lambda: _with(_ec_jwk(), x=b64((1).to_bytes(32, "big"))), id="ec-point-off-curve"),
+    pytest.param(lambda: _with(_ec_jwk(), x=_ec_jwk()["x"] + "="), id="ec-x-padded"),
+    pytest.param(lambda: {"kty": "RSA", "n": b64(b"\x01" * 256), "e": "AQAB"}, id="kty-rsa"),
+    pytest.param(lambda: {"kty": "oct", "k": b64(b"secret")}, id="kty-oct"),
+    pytest.param(lambda: _with(_ec_jwk(), crv="P-384"), id="ec-crv-p384"),
+    pytest.param(lambda: _with(_okp_jwk(), crv="X25519"), id="okp-crv-x25519"),
+    pytest.param(lambda: _with(_okp_jwk(), crv="Ed448"), id="okp-crv-ed448"),
+    pytest.param(lambda: {k: v for k, v in _ec_jwk().items() if k != "kty"}, id="kty-missing"),
+    pytest.param(lambda: {k: v for k, v in _ec_jwk().items() if k != "crv"}, id="crv-missing"),
+    pytest.param(lambda: _with(_ec_jwk(), x=12345), id="ec-x-integer"),
+    pytest.param(lambda: {**_ec_jwk(), "x": None}, id="ec-x-null"),
+    pytest.param(lambda: _with(_ec_jwk(), y=[1, 2]), id="ec-y-list"),
+    pytest.param(lambda: _with(_okp_jwk(), x={"b": 1}), id="okp-x-object"),
+    pytest.param(lambda: _with(_okp_jwk(), x=list(range(32))), id="okp-x-list-of-bytes"),
+]
+
+
+@pytest.mark.parametrize("make", BAD_JWKS)
+def test_from_jwk_refuses(make: Any) -> None:
+    with pytest.raises(InvalidKey):
+        VerificationKey.from_jwk(make())
+
+
+# ---------------------------------------------------------------------------- PEM
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_pem_round_trip_with_passphrase(alg: Any) -> None:
+    private = generate_private_key(alg)
+
+    pem = private_key_to_pem(private, b"correct horse battery staple")
+    loaded = private_key_from_pem(pem, b"correct horse battery staple")
+
+    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert key_id(loaded.public_key()) == key_id(private.public_key())
+    assert (
+        SigningKey.from_private_key(loaded)
+        .public()
+        .verify(SigningKey.from_private_key(private).sign(b"m"), b"m")
+    )
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_pem_wrong_passphrase(alg: Any) -> None:
+    pem = private_key_to_pem(generate_private_key(alg), b"correct horse battery staple")
+
+    with pytest.raises(InvalidKey):
+        private_key_from_pem(pem, b"correct horse battery stapler")
+
+
+def test_pem_unencrypted_is_refused() -> None:
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+    with pytest.raises(InvalidKey):
+        private_key_from_pem(pem, b"passphrase")
+
+
+@pytest.mark.parametrize(
+    "private",
+    [
+        pytest.param(lambda: ec.generate_private_key(ec.SECP384R1()), id="p384"),
+        pytest.param(lambda: rsa.generate_private_key(65537, 2048), id="rsa"),
+    ],
+)
+def test_pem_of_other_key_types_is_refused(private: Any) -> None:
+    pem = private().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+
+    with pytest.raises(InvalidKey):
+        private_key_from_pem(pem, b"passphrase")
+
+
+def test_pem_garbage_is_refused() -> None:
+    with pytest.raises(InvalidKey):
+        private_key_from_pem(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n", b"passphrase")
+
+
+# ---------------------------------------------------------------------------- base64url
+
+
+@pytest.mark.parametrize("length", range(0, 70))
+def test_b64url_round_trip_without_padding(length: int) -> None:
+    data = os.urandom(length)
+
+    text = b64url_encode(data)
+
+    assert "=" not in text and "+" not in text and "/" not in text
+    assert text == base64.urlsafe_b64encode(data).decode().rstrip("=")
+    assert b64url_decode(text) == data
+
+
+@pytest.mark.parametrize("text", ["AA==", "AAA=", "A", "AAAAA", "AA!A", "AA A"])
+def test_b64url_decode_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        b64url_decode(text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: b64url_decode is documented as strict but accepts the standard-base64 "
+    "characters '+' and '/' (urlsafe_b64decode does not validate)",
+)
+@pytest.mark.parametrize("text", ["ab+/", "+/+/"])
+def test_b64url_decode_refuses_standard_alphabet(text: str) -> None:
+    with pytest.raises(ValueError):
+        b64url_decode(text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: b64url_decode accepts non-canonical encodings (non-zero padding bits), "
+    "so one byte string has several accepted spellings",
+)
+def test_b64url_decode_refuses_non_canonical_padding_bits() -> None:
+    assert b64url_encode(b"\x00") == "AA"
+    with pytest.raises(ValueError):
+        b64url_decode("AB")
