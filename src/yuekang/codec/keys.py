@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -38,6 +39,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
+_B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64url_encode(data: bytes) -> str:
@@ -46,13 +48,20 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    """Strict base64url decoding without padding; raises ValueError on anything else."""
-    if "=" in text or len(text) % 4 == 1:
+    """Strict base64url decoding without padding; raises ValueError on anything else.
+
+    Strict means one spelling per byte string: the standard alphabet's ``+``/``/``, padding, and
+    non-zero trailing bits are all refused, so a signature cannot be re-spelled into a second valid
+    code text."""
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except binascii.Error as exc:
         raise ValueError("not base64url") from exc
+    if b64url_encode(raw) != text:
+        raise ValueError("non-canonical base64url")
+    return raw
 
 
 def _int_to_b64(value: int) -> str:

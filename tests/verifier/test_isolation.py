@@ -1,0 +1,154 @@
+"""The offline verifier ships on its own: it must not pull in the service, web or database code.
+
+Two checks: what a fresh interpreter actually loads, and (statically, so a lazy import inside a
+function cannot hide) what the codec and verifier modules import.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import yuekang.codec
+import yuekang.verifier
+
+FORBIDDEN = (
+    "fastapi",
+    "sqlalchemy",
+    "starlette",
+    "pydantic_settings",
+    "yuekang.config",
+    "yuekang.db",
+    "httpx",
+    # the codec is documented as pure: no network either
+    "socket",
+    "ssl",
+    "http.client",
+    "urllib.request",
+)
+PURE_PACKAGES = ("yuekang.codec", "yuekang.verifier")
+ALLOWED_THIRD_PARTY = {"cryptography"}
+
+
+def _loaded_modules(module: str, tmp_path: Path) -> list[str]:
+    code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    modules: list[str] = json.loads(result.stdout)
+    return modules
+
+
+def _matches(name: str, forbidden: str) -> bool:
+    return name == forbidden or name.startswith(forbidden + ".")
+
+
+@pytest.mark.parametrize(
+    "module", ["yuekang.verifier", "yuekang.codec.healthcode", "yuekang.codec.jwks"]
+)
+def test_fresh_import_loads_nothing_forbidden(module: str, tmp_path: Path) -> None:
+    loaded = _loaded_modules(module, tmp_path)
+
+    assert module in loaded  # the probe did import what it claims to
+    assert [m for m in loaded if any(_matches(m, f) for f in FORBIDDEN)] == []
+
+
+def test_the_probe_would_notice_a_forbidden_import(tmp_path: Path) -> None:
+    loaded = _loaded_modules("json.decoder, http.client", tmp_path)
+
+    assert [m for m in loaded if any(_matches(m, f) for f in FORBIDDEN)] != []
+
+
+# ---------------------------------------------------------------------------- static layering
+
+
+def _package_dir(package: object) -> Path:
+    return Path(package.__file__).parent  # type: ignore[attr-defined]
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_names(source: str, module: str, is_package: bool) -> list[str]:
+    """Absolute names of everything ``source`` (the text of ``module``) imports, anywhere in the
+    file; ``from a import b`` yields ``a.b``, since ``b`` may be a submodule."""
+    package = module if is_package else module.rpartition(".")[0]
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.extend(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def layering_violations(source: str, module: str, is_package: bool = False) -> list[str]:
+    def allowed(name: str) -> bool:
+        top = name.split(".")[0]
+        if top == "yuekang":
+            return name == "yuekang.__version__" or any(_matches(name, p) for p in PURE_PACKAGES)
+        if top in sys.stdlib_module_names:
+            return not any(_matches(name, f) for f in FORBIDDEN)
+        return top in ALLOWED_THIRD_PARTY
+
+    return [name for name in imported_names(source, module, is_package) if not allowed(name)]
+
+
+def _pure_modules() -> list[Path]:
+    files = [
+        *sorted(_package_dir(yuekang.codec).rglob("*.py")),
+        *sorted(_package_dir(yuekang.verifier).rglob("*.py")),
+    ]
+    assert len(files) >= 7  # codec's six modules and the verifier at least
+    return files
+
+
+@pytest.mark.parametrize("path", _pure_modules(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_pure_packages_import_only_the_codec_the_stdlib_and_cryptography(path: Path) -> None:
+    root = _package_dir(yuekang.codec).parent.parent
+    module = _module_name(path, root)
+
+    assert module.startswith(PURE_PACKAGES)
+    assert layering_violations(path.read_text("utf-8"), module, path.name == "__init__.py") == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from yuekang.config import Settings", ["yuekang.config.Settings"]),
+        ("import yuekang.db", ["yuekang.db"]),
+        ("from yuekang import db", ["yuekang.db"]),
+        ("from ... import config", ["yuekang.config"]),
+        ("from ...health_codes.qr import render_png", ["yuekang.health_codes.qr.render_png"]),
+        ("def f():\n    import httpx\n", ["httpx"]),
+        ("import fastapi.responses", ["fastapi.responses"]),
+        ("import urllib.request", ["urllib.request"]),
+        ("from .. import keys", []),
+        ("from ..errors import InvalidKey", []),
+        ("from yuekang.verifier import Verifier", []),
+        ("import json, re, base64\nfrom cryptography.hazmat.primitives import hashes", []),
+    ],
+)
+def test_layering_check_catches_violations(source: str, expected: list[str]) -> None:
+    # Run as if the source were yuekang/codec/sub/mod.py, so ".." is yuekang.codec.
+    assert layering_violations(source, "yuekang.codec.sub.mod") == expected
