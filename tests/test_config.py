@@ -37,7 +37,7 @@ def test_production_refuses_development_secrets(tmp_path: Path):
 
 
 def test_production_refuses_the_logging_sms_sender():
-    with pytest.raises(ConfigurationError, match="sms.backend=log"):
+    with pytest.raises(ConfigurationError, match=r"sms\.backend=log"):
         resolve(Settings(env="prod", secrets=TEST_SECRETS))
 
 
