@@ -53,6 +53,7 @@ clock leeway for devices whose clocks drift.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -83,7 +84,8 @@ Status = Literal["green", "yellow", "red"]
 STATUSES: Final[tuple[Status, ...]] = ("green", "yellow", "red")
 
 _PREFIX_RE: Final = re.compile(r"^([A-Z]{2,3})(\d{1,2}):")
-_B64URL_RE: Final = re.compile(r"^[A-Za-z0-9_-]*$")
+_SIGNATURE_CHARS: Final = 86
+_COMPACT_RE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +132,12 @@ def sign_health_code(claims: HealthCodeClaims, key: SigningKey) -> str:
         raise ValueError("a code must expire after it is issued")
     header = json.dumps({"alg": key.alg, "kid": key.kid}, separators=(",", ":")).encode("ascii")
     signing_input = b64url_encode(header) + "." + b64url_encode(claims.to_json())
-    qr_text = PREFIX + signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
-    if len(qr_text) > QR_TEXT_BUDGET:
-        raise CodeTooLarge(
-            f"the code would be {len(qr_text)} characters; the budget is {QR_TEXT_BUDGET}"
-        )
-    return qr_text
+    # Both algorithms give 64-byte signatures (86 characters), so the size is known before signing
+    # and nothing over the budget is ever signed.
+    length = len(PREFIX) + len(signing_input) + 1 + _SIGNATURE_CHARS
+    if length > QR_TEXT_BUDGET:
+        raise CodeTooLarge(f"the code would be {length} characters; the budget is {QR_TEXT_BUDGET}")
+    return PREFIX + signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
 
 
 def read_health_code(
@@ -158,20 +160,11 @@ def read_health_code(
         if _PREFIX_RE.match(qr_text) and qr_text.startswith("YK"):
             raise UnsupportedVersion(f"unsupported health-code version {qr_text.split(':')[0]!r}")
         raise MalformedCode("missing the YK1: prefix")
-    parts = qr_text[len(PREFIX) :].split(".")
-    if len(parts) != 3 or not all(_B64URL_RE.match(p) for p in parts):
+    token = qr_text[len(PREFIX) :]
+    if not _COMPACT_RE.fullmatch(token):
         raise MalformedCode("expected three base64url segments")
-    header_b64, payload_b64, signature_b64 = parts
-    header = _json_object(header_b64, "header")
-
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ALGORITHMS:
-        raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed")
-    if "crit" in header:
-        raise MalformedCode("critical header extensions are not supported")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
-        raise MalformedCode("the header must carry a short kid")
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    alg, kid = _header(header_b64)
     key = keys.get(kid)
     if key is None:
         raise UnknownKey("the signing key is not trusted here")
@@ -202,10 +195,27 @@ def read_health_code(
     return VerifiedCode(claims=claims, kid=kid, alg=alg)
 
 
+@functools.lru_cache(maxsize=256)
+def _header(segment: str) -> tuple[str, str]:
+    """``(alg, kid)`` of a protected header. Every code a key signs has the same header, so the
+    parse is cached; failures raise and are not cached."""
+    header = _json_object(segment, "header")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ALGORITHMS:
+        raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed")
+    if "crit" in header:
+        raise MalformedCode("critical header extensions are not supported")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+        raise MalformedCode("the header must carry a short kid")
+    return alg, kid
+
+
 def _json_object(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(b64url_decode(segment))
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = json.loads(b64url_decode(segment).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: deeply nested JSON arrives before the signature is checked.
         raise MalformedCode(f"the {what} is not base64url JSON") from exc
     if not isinstance(value, dict):
         raise MalformedCode(f"the {what} is not a JSON object")

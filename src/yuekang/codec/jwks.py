@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from yuekang.codec.errors import InvalidKey
-from yuekang.codec.keys import VerificationKey
+from yuekang.codec.keys import ALGORITHMS, VerificationKey
 
 MAX_KEYS = 64
 
@@ -27,9 +27,9 @@ def parse_jwks(
     """Load a JWKS into a ``kid -> key`` map.
 
     The issuer comes from ``issuer`` if given, else from the document's ``issuer`` member. Keys of
-    other types or uses are skipped (a JWKS may hold keys for other purposes); a key that claims
-    our algorithms but is malformed fails the whole load, since silently dropping it would turn
-    every code it signed into ``unknown_key`` with no hint why.
+    other types, curves, algorithms or uses are skipped (a JWKS may hold keys for other purposes);
+    a key that looks like ours (P-256 or Ed25519, signing) but is malformed fails the whole load,
+    since silently dropping it would turn every code it signed into ``unknown_key`` with no hint.
     """
     raw_keys = document.get("keys")
     if not isinstance(raw_keys, list) or len(raw_keys) > MAX_KEYS:
@@ -41,8 +41,17 @@ def parse_jwks(
     for jwk in raw_keys:
         if not isinstance(jwk, Mapping):
             raise InvalidKey("each JWK must be an object")
-        if jwk.get("use", "sig") != "sig" or jwk.get("kty") not in {"EC", "OKP"}:
+        if not _ours(jwk):
             continue
         key = VerificationKey.from_jwk(jwk, issuer=trusted_issuer)
         keys[key.kid] = key
     return keys
+
+
+def _ours(jwk: Mapping[str, Any]) -> bool:
+    use, kty, crv, alg = (jwk.get(name) for name in ("use", "kty", "crv", "alg"))
+    if not all(v is None or isinstance(v, str) for v in (use, kty, crv, alg)):
+        raise InvalidKey("JWK members use, kty, crv and alg must be strings")
+    if use not in (None, "sig") or alg not in (None, *ALGORITHMS):
+        return False
+    return (kty, crv) in {("EC", "P-256"), ("OKP", "Ed25519")}

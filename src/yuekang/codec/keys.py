@@ -93,7 +93,11 @@ def thumbprint(jwk: Mapping[str, str]) -> str:
         members = ("crv", "kty", "x")
     else:
         raise InvalidKey("unsupported key type")
-    return b64url_encode(_thumbprint_digest({m: jwk[m] for m in members}))
+    try:
+        required = {m: jwk[m] for m in members}
+    except KeyError as exc:
+        raise InvalidKey(f"JWK lacks {exc.args[0]!r}") from exc
+    return b64url_encode(_thumbprint_digest(required))
 
 
 def _thumbprint_digest(required_members: Mapping[str, str]) -> bytes:
@@ -156,8 +160,9 @@ class SigningKey:
 class VerificationKey:
     """A public key bound to its algorithm and key id, with optional issuer and validity.
 
-    ``issuer`` is the issuer identifier this key may sign for; ``not_before``/``not_after`` (UTC
-    seconds) bound the ``iat`` of the codes it may have signed; ``compromised`` keys verify nothing.
+    ``issuer`` is the issuer identifier this key may sign for; ``not_before`` (UTC seconds) is the
+    earliest ``iat`` and ``not_after`` the latest ``exp`` of a code it may have signed (a key never
+    signs a code that outlives it); ``compromised`` keys verify nothing.
     """
 
     kid: str

@@ -130,6 +130,8 @@ def pick_language(accept_language: str | None) -> str:
                 quality = float(params.strip()[2:])
             except ValueError:
                 quality = 0.0
+            if not 0.0 <= quality <= 1.0:  # RFC 9110 allows 0 to 1; inf and nan are not weights
+                quality = 0.0
         language = _language_for_tag(tag.strip())
         if language is not None and quality > 0:
             ranked.append((-quality, position, language))
