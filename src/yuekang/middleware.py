@@ -33,9 +33,8 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
+                declared = int(value) if value.isdigit() else -1
+                if declared < 0:
                     await self._refuse(send, 400, "bad_request", "invalid Content-Length")
                     return
                 if declared > self.max_bytes:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ipaddress
+
 from fastapi import APIRouter, Request
 
 from yuekang.auth import service
@@ -11,11 +13,17 @@ router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 
 
 def client_address(request: Request, trust_forwarded_for: bool) -> str:
+    """The address rate limits are counted against. Only an IP literal is used: anything else
+    in a forwarded header is one shared "invalid" bucket, not a fresh bucket per made-up value."""
+    candidate = request.client.host if request.client else ""
     if trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for")
         if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else "unknown"
+            candidate = forwarded.split(",")[0].strip()
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return "invalid"
 
 
 @router.post("/otp", response_model=OtpSent, responses=errors(422, 429, 503))

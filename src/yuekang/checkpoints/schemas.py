@@ -4,12 +4,17 @@ import datetime as dt
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from yuekang.schemas import StrictModel
 
 
-class VerifyRequest(StrictModel):
+class VerifyRequest(BaseModel):
+    """Not a StrictModel: whatever a scanner read, NUL bytes included, is judged by the verifier
+    (verdict ``malformed``) rather than refused, and it is never stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
     qr_text: str = Field(max_length=4096, description="The text read from the QR code")
 
 

@@ -92,6 +92,7 @@ def serve(
     from yuekang.db import migrate as run_migrations
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     settings = Settings()
     try:
         resolved = resolve(settings)

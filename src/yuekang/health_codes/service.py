@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import secrets
 import uuid
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from yuekang.keyring.ring import KeyRing
 from yuekang.residents.models import Identity
 
 CODE_ID_BYTES = 16
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,43}")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ async def get_owned_code(
 ) -> HealthCode:
     """The code if ``resident_id`` owns it. Someone else's code is "not found", not "forbidden":
     the answer must not confirm that a code id exists."""
-    code = await session.get(HealthCode, code_id)
+    code = await session.get(HealthCode, code_id) if _ID_RE.fullmatch(code_id) else None
     if code is None or code.resident_id != resident_id:
         raise NotFound("no such code", code="code_not_found")
     return code

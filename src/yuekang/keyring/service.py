@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Sequence
 
 from sqlalchemy import or_, select, update
@@ -25,6 +26,8 @@ from yuekang.codec.keys import Algorithm, SigningKey, VerificationKey, private_k
 from yuekang.exceptions import Conflict, NotFound
 from yuekang.keyring.models import SigningKeyRecord
 from yuekang.principals import Actor
+
+_KID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def generate(
@@ -167,7 +170,7 @@ def verification_key(record: SigningKeyRecord, issuer: str) -> VerificationKey:
 
 
 async def _get(session: AsyncSession, kid: str) -> SigningKeyRecord:
-    record = await session.get(SigningKeyRecord, kid)
+    record = await session.get(SigningKeyRecord, kid) if _KID_RE.fullmatch(kid) else None
     if record is None:
         raise NotFound(f"no key {kid}", code="key_not_found")
     return record
