@@ -125,7 +125,12 @@ class RunningApp:
 
 
 async def start_app(
-    settings: Settings, clock: ManualClock, sms: MemorySmsSender, *, bootstrap: bool = True
+    settings: Settings,
+    clock: ManualClock,
+    sms: MemorySmsSender,
+    *,
+    bootstrap: bool = True,
+    client_address: str = "127.0.0.1",
 ) -> AsyncIterator[RunningApp]:
     app = create_app(
         ResolvedSettings(settings, settings.secrets or TEST_SECRETS), clock=clock, sms=sms
@@ -134,7 +139,7 @@ async def start_app(
         context: AppContext = app.state.context
         if bootstrap:
             await bootstrap_dev_key(context)
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, client=(client_address, 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield RunningApp(context, client, sms)
 

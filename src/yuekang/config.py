@@ -33,9 +33,6 @@ class OtpSettings(BaseModel):
         30, ge=1, description="OTP requests per client address per window"
     )
     per_client_window_seconds: int = Field(3600, ge=1)
-    resend_interval_seconds: int = Field(
-        0, ge=0, description="minimum gap between two codes to one phone"
-    )
 
 
 class CodeSettings(BaseModel):
@@ -137,7 +134,9 @@ class Settings(BaseSettings):
     issuer: str = Field("yk:gd", min_length=1, max_length=16, pattern=r"^[a-z0-9:.-]+$")
     max_body_bytes: int = Field(65536, ge=1024)
     trust_forwarded_for: bool = Field(
-        False, description="take the client address from X-Forwarded-For (behind a proxy only)"
+        False,
+        description="behind a reverse proxy: let uvicorn take the client address from "
+        "X-Forwarded-For sent by the addresses in FORWARDED_ALLOW_IPS",
     )
     otp: OtpSettings = OtpSettings()
     codes: CodeSettings = CodeSettings()

@@ -31,6 +31,7 @@ class AppContext:
     sms: SmsSender
     images: ImageCache
     http: httpx.AsyncClient
+    read_engine: AsyncEngine
 
     @classmethod
     def build(
@@ -43,6 +44,11 @@ class AppContext:
         settings, secrets = resolved.settings, resolved.secrets
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
+        read_engine = (
+            create_engine(settings.database_url, read_only=True)
+            if engine.dialect.name == "sqlite"
+            else engine
+        )
         http = httpx.AsyncClient()
         if sms is None:
             if settings.sms.backend == "http":
@@ -60,7 +66,7 @@ class AppContext:
             pii=PiiCipher(secrets.pii_key_bytes(), secrets.pii_active_key_id),
             blind_index=BlindIndex(secrets.blind_index_key.encode()),
             keyring=KeyRing(
-                sessionmaker=sessionmaker,
+                sessionmaker=create_sessionmaker(read_engine),
                 issuer=settings.issuer,
                 passphrase=secrets.key_passphrase,
                 max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
@@ -69,8 +75,11 @@ class AppContext:
             sms=sms,
             images=ImageCache(settings.codes.image_cache_entries),
             http=http,
+            read_engine=read_engine,
         )
 
     async def close(self) -> None:
         await self.http.aclose()
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

@@ -8,6 +8,8 @@ production runs against.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +66,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
+
+    On SQLite, transactions take the write lock when they begin, unless the engine is
+    ``read_only``: such an engine serves reads made while a request's own transaction holds the
+    lock (the key ring's refresh), which would otherwise wait for themselves."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -83,6 +89,15 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # The driver's own transaction handling sends no BEGIN before a SAVEPOINT, so a
+            # savepoint's RELEASE would commit for real; take over and begin explicitly.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(connection: Any) -> None:
+            # IMMEDIATE takes the write lock up front: a transaction that reads and then writes
+            # waits for other writers (busy_timeout) instead of failing on a stale snapshot.
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -112,6 +127,28 @@ def migrate(url: str, revision: str = "head") -> None:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(config, revision)
+
+
+def after_commit(session: AsyncSession, action: Callable[[], Awaitable[None] | None]) -> None:
+    """Run ``action`` once the session's transaction has committed (never if it rolls back).
+
+    For what must not happen inside the transaction: sending an SMS while row locks are held,
+    dropping a cache before the change it reflects is visible."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    for action in session.info.pop(_AFTER_COMMIT, []):
+        result = action()
+        if inspect.isawaitable(result):
+            await result
+
+
+def discard_after_commit(session: AsyncSession) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
+
+
+_AFTER_COMMIT = "yuekang.after_commit"
 
 
 def dialect_name(session: AsyncSession) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang.auth.service import read_session_token
 from yuekang.checkpoints import service as checkpoints
 from yuekang.context import AppContext
+from yuekang.db import discard_after_commit, run_after_commit
 from yuekang.exceptions import Forbidden, Unauthorized, YuekangError
 from yuekang.operators import service as operators
 from yuekang.principals import CheckpointPrincipal, OperatorPrincipal, Role
@@ -38,12 +39,15 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
                 await session.commit()
             else:
                 await session.rollback()
+            discard_after_commit(session)
             raise
         except BaseException:
             await session.rollback()
+            discard_after_commit(session)
             raise
         else:
             await session.commit()
+            await run_after_commit(session)
 
 
 # scope="function": the transaction ends when the endpoint returns, before the response is sent,

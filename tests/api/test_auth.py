@@ -116,18 +116,21 @@ async def test_per_address_limit_holds_across_two_server_processes(
     """Two app instances with separate engines share only the database, as two processes do."""
     import uuid
 
-    settings = make_settings(
-        database_url, tmp_path, otp=OtpSettings(per_client_limit=4), trust_forwarded_for=True
-    )
+    settings = make_settings(database_url, tmp_path, otp=OtpSettings(per_client_limit=4))
     # Unique per run, so earlier runs against a shared server cannot interfere.
-    address = {"X-Forwarded-For": f"2001:db8::{uuid.uuid4().hex[:4]}, 10.0.0.1"}
-    async for first in start_app(settings, clock, sms):
-        async for second in start_app(settings, clock, sms):
+    address = f"2001:db8::{uuid.uuid4().hex[:4]}"
+    async for first in start_app(settings, clock, sms, client_address=address):
+        async for second in start_app(settings, clock, sms, client_address=address):
             statuses = []
             for app in (first, second, first, second, first, second):
-                response = await app.api.request_otp(random_phone(), headers=address)
+                response = await app.api.request_otp(random_phone())
                 statuses.append(response.status_code)
             assert statuses == [200, 200, 200, 200, 429, 429]
+            # A made-up X-Forwarded-For does not open a fresh bucket.
+            spoofed = await first.api.request_otp(
+                random_phone(), headers={"X-Forwarded-For": "203.0.113.7"}
+            )
+            assert spoofed.status_code == 429
 
 
 @pytest.mark.parametrize(
@@ -139,6 +142,8 @@ async def test_per_address_limit_holds_across_two_server_processes(
         ({"phone": "+8613800138000", "extra": 1}, 422, "validation_error"),
         ({}, 422, "validation_error"),
         ({"phone": 8613800138000}, 422, "validation_error"),
+        ({"phone": "+8613８００１３８０００"}, 422, "validation_error"),
+        ({"phone": "+86١٣٨٠٠١٣٨٠٠٠"}, 422, "validation_error"),
     ],
 )
 async def test_bad_phone_input_is_a_clear_422(running: RunningApp, body, status, code):

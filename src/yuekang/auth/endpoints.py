@@ -12,14 +12,12 @@ from yuekang.openapi import errors
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 
 
-def client_address(request: Request, trust_forwarded_for: bool) -> str:
-    """The address rate limits are counted against. Only an IP literal is used: anything else
-    in a forwarded header is one shared "invalid" bucket, not a fresh bucket per made-up value."""
+def client_address(request: Request) -> str:
+    """The address rate limits are counted against: the connection's peer. Behind a proxy,
+    uvicorn's ``proxy_headers`` (``trust_forwarded_for``) rewrites it from ``X-Forwarded-For``
+    only for trusted proxy addresses; reading the header here would let any client pick a fresh
+    bucket per request."""
     candidate = request.client.host if request.client else ""
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            candidate = forwarded.split(",")[0].strip()
     try:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
@@ -39,7 +37,7 @@ async def request_otp(
     issued = await service.request_otp(
         session,
         phone=phone,
-        client_address=client_address(request, context.settings.trust_forwarded_for),
+        client_address=client_address(request),
         settings=context.settings.otp,
         otp_secret=context.secrets.otp_secret,
         blind_index=context.blind_index,

@@ -30,14 +30,17 @@ from yuekang.auth.models import OtpChallenge
 from yuekang.auth.sms import SmsDeliveryError, SmsSender
 from yuekang.clock import epoch
 from yuekang.config import OtpSettings
+from yuekang.db import after_commit
 from yuekang.exceptions import ServiceUnavailable, Unauthorized, ValidationFailed
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.residents.models import Resident
 
 SESSION_AUDIENCE = "yuekang:session"
 SESSION_ALGORITHM = "HS256"
-PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
-CN_MOBILE_RE = re.compile(r"^\+861[3-9]\d{9}$")
+# [0-9], not \d: \d also matches full-width and other scripts' digits, which would give one
+# number many spellings, each with its own account and rate-limit bucket.
+PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+CN_MOBILE_RE = re.compile(r"^\+861[3-9][0-9]{9}$")
 
 
 def normalize_phone(raw: str) -> str:
@@ -108,12 +111,19 @@ async def request_otp(
     session.add(challenge)
     await session.flush()
     minutes = settings.ttl_seconds // 60
-    try:
-        await sms.send(phone, f"【粤康码】验证码 {code}，{minutes} 分钟内有效。请勿告诉他人。")
-    except SmsDeliveryError as exc:
-        raise ServiceUnavailable(
-            "the code could not be sent; try again shortly", code="sms_unavailable"
-        ) from exc
+    text = f"【粤康码】验证码 {code}，{minutes} 分钟内有效。请勿告诉他人。"
+
+    async def send() -> None:
+        try:
+            await sms.send(phone, text)
+        except SmsDeliveryError as exc:
+            raise ServiceUnavailable(
+                "the code could not be sent; try again shortly", code="sms_unavailable"
+            ) from exc
+
+    # After the commit: the rate-limit rows stay locked only for the transaction, not for the
+    # gateway's round trip. A failed send leaves a challenge nobody knows, which simply expires.
+    after_commit(session, send)
     return OtpIssued(challenge.id, code, challenge.expires_at)
 
 

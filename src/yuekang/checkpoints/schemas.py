@@ -13,7 +13,8 @@ class VerifyRequest(BaseModel):
     """Not a StrictModel: whatever a scanner read, NUL bytes included, is judged by the verifier
     (verdict ``malformed``) rather than refused, and it is never stored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Keyboard-wedge scanners end a scan with CR/LF.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     qr_text: str = Field(max_length=4096, description="The text read from the QR code")
 

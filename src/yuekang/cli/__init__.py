@@ -52,6 +52,7 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
     """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
     from yuekang.config import ConfigurationError, Settings, resolve
     from yuekang.context import AppContext
+    from yuekang.db import run_after_commit
     from yuekang.exceptions import YuekangError
 
     async def runner() -> T:
@@ -61,8 +62,11 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
             _fail(str(exc))
             raise  # unreachable: _fail exits
         try:
-            async with context.sessionmaker() as session, session.begin():
-                return await work(context, session, context.clock.now())
+            async with context.sessionmaker() as session:
+                async with session.begin():
+                    result = await work(context, session, context.clock.now())
+                await run_after_commit(session)
+                return result
         except YuekangError as exc:
             _fail(f"{exc.code}: {exc.message}", code=1)
             raise

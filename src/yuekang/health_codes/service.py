@@ -25,7 +25,7 @@ from yuekang.codec.errors import CodeTooLarge
 from yuekang.codec.healthcode import STATUSES, HealthCodeClaims, Status, sign_health_code
 from yuekang.exceptions import Conflict, NotFound, ServiceUnavailable
 from yuekang.health_codes import qr
-from yuekang.health_codes.models import HealthCode
+from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status.models import HealthStatus
 from yuekang.keyring.ring import KeyRing
 from yuekang.residents.models import Identity
@@ -53,13 +53,17 @@ async def issue_code(
     if idempotency_key is not None:
         previous = await _by_idempotency_key(session, resident_id, idempotency_key)
         if previous is not None:
-            return Issued(previous, replayed=True)
+            return Issued(await _replayable(session, previous, now), replayed=True)
     identity = await session.get(Identity, resident_id)
     if identity is None:
         raise Conflict(
             "bind an identity document before asking for a code", code="identity_required"
         )
-    status = await session.get(HealthStatus, resident_id)
+    # Locked like set_status locks it: a status change waits for this issuance to commit (and then
+    # revokes the new code), or this issuance waits for the change and signs the new status.
+    status = await session.get(
+        HealthStatus, resident_id, with_for_update=True, populate_existing=True
+    )
     if status is None:
         raise Conflict("no status is recorded for this resident", code="status_missing")
     # Whole seconds: the token carries integer seconds and the stored times must say the same.
@@ -103,7 +107,7 @@ async def issue_code(
         previous = await _by_idempotency_key(session, resident_id, idempotency_key)
         if previous is None:
             raise
-        return Issued(previous, replayed=True)
+        return Issued(await _replayable(session, previous, now), replayed=True)
     return Issued(code, replayed=False)
 
 
@@ -112,6 +116,17 @@ def _status(value: str) -> Status:
         if value == status:
             return status
     raise ValueError(f"unknown status {value!r}")
+
+
+async def _replayable(session: AsyncSession, code: HealthCode, now: dt.datetime) -> HealthCode:
+    """A retry gets the first answer only while that answer is still a usable code."""
+    if code.expires_at <= now or await session.get(Revocation, code.code_id) is not None:
+        raise Conflict(
+            "the code issued for this Idempotency-Key has since expired or been revoked; "
+            "ask again with a new key",
+            code="idempotency_key_stale",
+        )
+    return code
 
 
 async def _by_idempotency_key(

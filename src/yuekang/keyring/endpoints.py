@@ -5,6 +5,7 @@ import json
 
 from fastapi import APIRouter, Request, Response, status
 
+from yuekang.db import after_commit
 from yuekang.deps import AdminOperator, Context, Now, SessionDep
 from yuekang.keyring import service
 from yuekang.keyring.schemas import KeyGenerate, KeyRead, KeyRetire
@@ -67,7 +68,7 @@ async def generate_key(
         actor=operator.actor,
         now=now,
     )
-    context.keyring.invalidate()
+    after_commit(session, context.keyring.invalidate)
     return KeyRead.model_validate(record, from_attributes=True)
 
 
@@ -83,7 +84,7 @@ async def activate_key(
         actor=operator.actor,
         now=now,
     )
-    context.keyring.invalidate()
+    after_commit(session, context.keyring.invalidate)
     return KeyRead.model_validate(record, from_attributes=True)
 
 
@@ -100,5 +101,5 @@ async def retire_key(
     record = await service.retire(
         session, kid=kid, compromised=body.compromised, actor=operator.actor, now=now
     )
-    context.keyring.invalidate()
+    after_commit(session, context.keyring.invalidate)
     return KeyRead.model_validate(record, from_attributes=True)

@@ -28,7 +28,13 @@ async def read_me(
     current = await health_status.get_status(session, resident_id)
     return MeRead(
         resident_id=resident_id,
-        phone=await service.masked_phone(session, resident_id=resident_id, pii=context.pii),
+        phone=await service.masked_phone(
+            session,
+            resident_id=resident_id,
+            actor=Actor.resident(resident_id),
+            pii=context.pii,
+            now=now,
+        ),
         identity=IdentityRead.model_validate(identity, from_attributes=True) if identity else None,
         status=StatusSummary(
             status=current.status,

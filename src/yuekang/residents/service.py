@@ -19,6 +19,13 @@ from yuekang.residents.documents import DocType, DocumentError, validate_documen
 from yuekang.residents.masking import mask_doc_number, mask_name, mask_phone
 from yuekang.residents.models import Identity, Resident
 
+SERVICE_TZ = dt.timezone(dt.timedelta(hours=8))
+"""China Standard Time, also Hong Kong's and Macao's: the calendar that birth dates are in."""
+
+
+def local_date(now: dt.datetime) -> dt.date:
+    return now.astimezone(SERVICE_TZ).date()
+
 
 def doc_index(blind_index: BlindIndex, doc_type: DocType, number: str) -> bytes:
     return blind_index("doc", f"{doc_type.value}:{number}")
@@ -53,8 +60,15 @@ async def bind_identity(
     """Bind a document once. Binding the same document again is a no-op; another document, or a
     document already bound to someone else, is a conflict (real-name binding is not editable from
     the phone: a mistake goes through support, which leaves an audit trail)."""
+    today = local_date(now)
+    if birth_date > today:
+        raise ValidationFailed(
+            "birth_date: the birth date is in the future",
+            code="invalid_document",
+            fields=[{"field": "birth_date", "reason": "date", "message": "in the future"}],
+        )
     try:
-        number = validate_document(doc_type, doc_number, birth_date, today=now.date())
+        number = validate_document(doc_type, doc_number, birth_date, today=today)
     except DocumentError as exc:
         raise ValidationFailed(
             f"{exc.field}: {exc.message}",
@@ -150,12 +164,24 @@ async def read_identity(
     return _masked(identity, number)
 
 
-async def masked_phone(session: AsyncSession, *, resident_id: uuid.UUID, pii: PiiCipher) -> str:
+async def masked_phone(
+    session: AsyncSession, *, resident_id: uuid.UUID, actor: Actor, pii: PiiCipher, now: dt.datetime
+) -> str:
+    """The resident's phone, masked; decrypting it is audited like any other personal field."""
     resident = await session.get(Resident, resident_id)
     if resident is None:
         raise NotFound("no such resident", code="resident_not_found")
     phone = pii.decrypt(
         resident.phone_ct, key_id=resident.phone_key_id, context=f"residents.phone:{resident_id}"
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="phone.read",
+        subject_type="resident",
+        subject_id=str(resident_id),
+        now=now,
+        detail={"masked": True},
     )
     return mask_phone(phone)
 
@@ -172,7 +198,7 @@ async def find_by_document(
 ) -> uuid.UUID:
     """Resolve a document to a resident id through the blind index; audited with its reason."""
     try:
-        number = validate_document(doc_type, doc_number, today=now.date())
+        number = validate_document(doc_type, doc_number, today=local_date(now))
     except DocumentError as exc:
         raise ValidationFailed(
             f"{exc.field}: {exc.message}",
@@ -196,5 +222,8 @@ async def find_by_document(
         detail={"doc_type": doc_type.value, "found": resident_id is not None, "reason": reason},
     )
     if resident_id is None:
-        raise NotFound("no resident has bound this document", code="resident_not_found")
+        # Committed anyway: probing for documents that are not there must leave a trace too.
+        raise NotFound(
+            "no resident has bound this document", code="resident_not_found", commit=True
+        )
     return resident_id
