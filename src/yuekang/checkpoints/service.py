@@ -1,22 +1,16 @@
-"""Checkpoints and online verification.
-
-Checkpoint API keys look like ``ykc_<checkpoint id>_<secret>``: the id finds the row, the secret is
-compared in constant time with its stored SHA-256 (the secret is 256 random bits, so a fast hash is
-enough -- there is nothing to brute-force).
-"""
+"""Checkpoints and online verification. Checkpoint API keys look like ``ykc_<id>_<secret>``
+(see :mod:`yuekang.apikeys`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import secrets
 import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import apikeys
 from yuekang.audit import service as audit
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.clock import epoch
@@ -28,27 +22,13 @@ from yuekang.verifier import Verdict, Verifier
 KEY_PREFIX = "ykc_"
 
 
-def _hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
-
-
-def parse_api_key(prefix: str, token: str) -> tuple[uuid.UUID, str] | None:
-    if not token.startswith(prefix):
-        return None
-    ident, _, secret = token[len(prefix) :].partition("_")
-    try:
-        return uuid.UUID(hex=ident), secret
-    except ValueError:
-        return None
-
-
 async def create_checkpoint(
     session: AsyncSession, *, name: str, actor: Actor, now: dt.datetime
 ) -> tuple[Checkpoint, str]:
     """Create a checkpoint; returns it and its API key, which is shown once and never stored."""
     checkpoint_id = uuid.uuid4()
-    secret = secrets.token_urlsafe(32)
-    checkpoint = Checkpoint(id=checkpoint_id, name=name, key_hash=_hash(secret), created_at=now)
+    api_key, key_hash = apikeys.new_key(KEY_PREFIX, checkpoint_id)
+    checkpoint = Checkpoint(id=checkpoint_id, name=name, key_hash=key_hash, created_at=now)
     session.add(checkpoint)
     await audit.record(
         session,
@@ -60,7 +40,7 @@ async def create_checkpoint(
         detail={"name": name},
     )
     await session.flush()
-    return checkpoint, f"{KEY_PREFIX}{checkpoint_id.hex}_{secret}"
+    return checkpoint, api_key
 
 
 async def list_checkpoints(session: AsyncSession) -> Sequence[Checkpoint]:
@@ -70,14 +50,14 @@ async def list_checkpoints(session: AsyncSession) -> Sequence[Checkpoint]:
 
 
 async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal | None:
-    parsed = parse_api_key(KEY_PREFIX, token)
+    parsed = apikeys.parse(KEY_PREFIX, token)
     if parsed is None:
         return None
     checkpoint_id, secret = parsed
     checkpoint = await session.get(Checkpoint, checkpoint_id)
     if checkpoint is None or checkpoint.disabled_at is not None:
         return None
-    if not hmac.compare_digest(checkpoint.key_hash, _hash(secret)):
+    if not apikeys.matches(checkpoint.key_hash, secret):
         return None
     return CheckpointPrincipal(id=checkpoint.id, name=checkpoint.name)
 

@@ -4,32 +4,25 @@ token ``yko_<id>_<secret>`` stored as a SHA-256 hash."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import secrets
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import apikeys
 from yuekang.audit import service as audit
-from yuekang.checkpoints.service import parse_api_key
 from yuekang.operators.models import Operator
 from yuekang.principals import Actor, OperatorPrincipal, Role
 
 TOKEN_PREFIX = "yko_"
 
 
-def _hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
-
-
 async def create_operator(
     session: AsyncSession, *, name: str, role: Role, actor: Actor, now: dt.datetime
 ) -> tuple[Operator, str]:
     operator_id = uuid.uuid4()
-    secret = secrets.token_urlsafe(32)
+    token, token_hash = apikeys.new_key(TOKEN_PREFIX, operator_id)
     operator = Operator(
-        id=operator_id, name=name, role=role.value, token_hash=_hash(secret), created_at=now
+        id=operator_id, name=name, role=role.value, token_hash=token_hash, created_at=now
     )
     session.add(operator)
     await audit.record(
@@ -42,17 +35,17 @@ async def create_operator(
         detail={"name": name, "role": role.value},
     )
     await session.flush()
-    return operator, f"{TOKEN_PREFIX}{operator_id.hex}_{secret}"
+    return operator, token
 
 
 async def authenticate(session: AsyncSession, token: str) -> OperatorPrincipal | None:
-    parsed = parse_api_key(TOKEN_PREFIX, token)
+    parsed = apikeys.parse(TOKEN_PREFIX, token)
     if parsed is None:
         return None
     operator_id, secret = parsed
     operator = await session.get(Operator, operator_id)
     if operator is None or operator.disabled_at is not None:
         return None
-    if not hmac.compare_digest(operator.token_hash, _hash(secret)):
+    if not apikeys.matches(operator.token_hash, secret):
         return None
     return OperatorPrincipal(id=operator.id, name=operator.name, role=Role(operator.role))

@@ -31,6 +31,20 @@ def doc_index(blind_index: BlindIndex, doc_type: DocType, number: str) -> bytes:
     return blind_index("doc", f"{doc_type.value}:{number}")
 
 
+def _validated(
+    doc_type: DocType, doc_number: str, birth_date: dt.date | None, *, today: dt.date
+) -> str:
+    """The normalised number, or a 422 naming the field and the reason."""
+    try:
+        return validate_document(doc_type, doc_number, birth_date, today=today)
+    except DocumentError as exc:
+        raise ValidationFailed(
+            f"{exc.field}: {exc.message}",
+            code="invalid_document",
+            fields=[{"field": exc.field, "reason": exc.reason, "message": exc.message}],
+        ) from exc
+
+
 @dataclass(frozen=True)
 class MaskedIdentity:
     doc_type: str
@@ -67,14 +81,7 @@ async def bind_identity(
             code="invalid_document",
             fields=[{"field": "birth_date", "reason": "date", "message": "in the future"}],
         )
-    try:
-        number = validate_document(doc_type, doc_number, birth_date, today=today)
-    except DocumentError as exc:
-        raise ValidationFailed(
-            f"{exc.field}: {exc.message}",
-            code="invalid_document",
-            fields=[{"field": exc.field, "reason": exc.reason, "message": exc.message}],
-        ) from exc
+    number = _validated(doc_type, doc_number, birth_date, today=today)
     index = doc_index(blind_index, doc_type, number)
     existing = await session.get(Identity, resident_id)
     if existing is not None:
@@ -197,14 +204,7 @@ async def find_by_document(
     now: dt.datetime,
 ) -> uuid.UUID:
     """Resolve a document to a resident id through the blind index; audited with its reason."""
-    try:
-        number = validate_document(doc_type, doc_number, today=local_date(now))
-    except DocumentError as exc:
-        raise ValidationFailed(
-            f"{exc.field}: {exc.message}",
-            code="invalid_document",
-            fields=[{"field": exc.field, "reason": exc.reason, "message": exc.message}],
-        ) from exc
+    number = _validated(doc_type, doc_number, None, today=local_date(now))
     resident_id = (
         await session.execute(
             select(Identity.resident_id).where(
