@@ -71,6 +71,7 @@ class AppContext:
                 passphrase=secrets.key_passphrase,
                 max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
                 refresh_seconds=settings.keys.ring_refresh_seconds,
+                leeway=settings.codes.clock_leeway_seconds,
             ),
             sms=sms,
             images=ImageCache(settings.codes.image_cache_entries),

@@ -34,15 +34,11 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
     async with context.sessionmaker() as session:
         try:
             yield session
-        except YuekangError as exc:
-            if exc.commit:
+        except BaseException as exc:
+            if isinstance(exc, YuekangError) and exc.commit:
                 await session.commit()
             else:
                 await session.rollback()
-            discard_after_commit(session)
-            raise
-        except BaseException:
-            await session.rollback()
             discard_after_commit(session)
             raise
         else:

@@ -33,11 +33,10 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                declared = int(value) if value.isdigit() else -1
-                if declared < 0:
+                if not value.isdigit():
                     await self._refuse(send, 400, "bad_request", "invalid Content-Length")
                     return
-                if declared > self.max_bytes:
+                if int(value) > self.max_bytes:
                     await self._refuse(send, 413, "payload_too_large", self._message())
                     return
         received = 0

@@ -116,3 +116,20 @@ def test_production_refuses_to_start_with_development_secrets(
     assert code == 2
     assert "refuses development settings" in err
     assert "key_passphrase" in err
+
+
+def test_status_set_checks_the_reason_like_the_api(env: Path):
+    code, _, err = run(
+        "status",
+        "set",
+        "--doc-type",
+        "prc_id",
+        "--doc-number",
+        "11010519491231002X",
+        "--status",
+        "red",
+        "--reason",
+        "ab",
+    )
+    assert code == 2
+    assert "reason" in err

@@ -37,7 +37,6 @@ async def verify(
         session,
         qr_text=body.qr_text,
         keyring=context.keyring,
-        leeway=context.settings.codes.clock_leeway_seconds,
         now=now,
     )
     return VerdictRead.model_validate(verdict.to_dict(pick_language(accept_language)))

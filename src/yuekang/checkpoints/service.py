@@ -17,7 +17,7 @@ from yuekang.clock import epoch
 from yuekang.health_codes.models import Revocation
 from yuekang.keyring.ring import KeyRing
 from yuekang.principals import Actor, CheckpointPrincipal
-from yuekang.verifier import Verdict, Verifier
+from yuekang.verifier import Verdict
 
 KEY_PREFIX = "ykc_"
 
@@ -67,12 +67,11 @@ async def verify_online(
     *,
     qr_text: str,
     keyring: KeyRing,
-    leeway: int,
     now: dt.datetime,
 ) -> Verdict:
     """The offline verifier's judgement with the server's current keys, plus the revocation list."""
     view = await keyring.view(now)
-    verdict = Verifier(view.verification_keys, leeway=leeway).verify(qr_text, now=epoch(now))
+    verdict = view.verifier.verify(qr_text, now=epoch(now))
     if verdict.valid and verdict.code_id is not None:
         revoked = await session.get(Revocation, verdict.code_id)
         if revoked is not None:

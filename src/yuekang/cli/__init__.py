@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
 
 import typer
 
@@ -43,7 +43,7 @@ def main() -> None:
     app()
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -60,7 +60,6 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
             context = AppContext.build(resolve(Settings()))
         except ConfigurationError as exc:
             _fail(str(exc))
-            raise  # unreachable: _fail exits
         try:
             async with context.sessionmaker() as session:
                 async with session.begin():
@@ -69,7 +68,6 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
                 return result
         except YuekangError as exc:
             _fail(f"{exc.code}: {exc.message}", code=1)
-            raise
         finally:
             await context.close()
 
@@ -102,7 +100,6 @@ def serve(
         resolved = resolve(settings)
     except ConfigurationError as exc:
         _fail(str(exc))
-        return
     if migrate if migrate is not None else settings.is_dev:
         run_migrations(settings.database_url)
     if settings.is_dev:
@@ -261,7 +258,6 @@ def operators_create(
         parsed = Role(role)
     except ValueError:
         _fail(f"unknown role {role!r}; use operator, epidemiologist or admin")
-        return
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         operator, token = await service.create_operator(
@@ -281,7 +277,10 @@ def status_set(
     reason: Annotated[str, typer.Option(help="Recorded in the status history and audit log")],
 ) -> None:
     """Set the status of the resident holding a document."""
+    from pydantic import ValidationError
+
     from yuekang.health_status import service
+    from yuekang.health_status.schemas import StatusSet
     from yuekang.principals import Actor
     from yuekang.residents import service as residents
     from yuekang.residents.documents import DocType
@@ -290,9 +289,11 @@ def status_set(
         parsed = DocType(doc_type)
     except ValueError:
         _fail(f"unknown document type {doc_type!r}")
-        return
-    if len(reason.strip()) < 3:
-        _fail("give a reason of at least 3 characters")
+    try:
+        # The same rules as the API's body for this action.
+        change = StatusSet(status=status, reason=reason)
+    except ValidationError as exc:
+        _fail("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         actor = Actor.cli()
@@ -302,11 +303,16 @@ def status_set(
             doc_number=doc_number,
             blind_index=context.blind_index,
             actor=actor,
-            reason=reason,
+            reason=change.reason,
             now=now,
         )
         _, revoked = await service.set_status(
-            session, resident_id=resident_id, status=status, reason=reason, actor=actor, now=now
+            session,
+            resident_id=resident_id,
+            status=change.status,
+            reason=change.reason,
+            actor=actor,
+            now=now,
         )
         typer.echo(f"resident {resident_id} is {status}; {revoked} code(s) revoked")
 

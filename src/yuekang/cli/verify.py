@@ -22,8 +22,11 @@ def load_jwks(source: str) -> dict[str, Any]:
     if source.startswith(("http://", "https://")):
         import httpx
 
-        response = httpx.get(source, timeout=10.0)
-        response.raise_for_status()
+        try:
+            response = httpx.get(source, timeout=10.0)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ValueError(f"cannot fetch the keys: {exc}") from exc
         document = response.json()
     else:
         document = json.loads(Path(source).read_text())
@@ -67,12 +70,9 @@ def verify_command(
         raise typer.Exit(2)
     try:
         verifier = Verifier.from_jwks(load_jwks(jwks), issuer=issuer, leeway=leeway)
-        text = qr_text if qr_text is not None else read_qr_image(image)  # type: ignore[arg-type]
+        text = read_qr_image(image) if image is not None else str(qr_text)
     except (OSError, ValueError, InvalidKey) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except Exception as exc:  # httpx errors and the like: still a clean exit 2
-        typer.echo(f"error: cannot load the keys: {exc.__class__.__name__}: {exc}", err=True)
         raise typer.Exit(2) from exc
     verdict = verifier.verify(text, now=now if now is not None else int(time.time()))
     if as_json:

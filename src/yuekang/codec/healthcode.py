@@ -72,7 +72,14 @@ from yuekang.codec.errors import (
     UnsupportedVersion,
     UntrustedIssuer,
 )
-from yuekang.codec.keys import ALGORITHMS, SigningKey, VerificationKey, b64url_decode, b64url_encode
+from yuekang.codec.keys import (
+    ALGORITHMS,
+    SIGNATURE_BYTES,
+    SigningKey,
+    VerificationKey,
+    b64url_decode,
+    b64url_encode,
+)
 
 PREFIX: Final = "YK1:"
 QR_TEXT_BUDGET: Final = 331
@@ -84,7 +91,7 @@ Status = Literal["green", "yellow", "red"]
 STATUSES: Final[tuple[Status, ...]] = ("green", "yellow", "red")
 
 _PREFIX_RE: Final = re.compile(r"^([A-Z]{2,3})(\d{1,2}):")
-_SIGNATURE_CHARS: Final = 86
+_SIGNATURE_CHARS: Final = len(b64url_encode(bytes(SIGNATURE_BYTES)))
 _COMPACT_RE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
@@ -132,8 +139,8 @@ def sign_health_code(claims: HealthCodeClaims, key: SigningKey) -> str:
         raise ValueError("a code must expire after it is issued")
     header = json.dumps({"alg": key.alg, "kid": key.kid}, separators=(",", ":")).encode("ascii")
     signing_input = b64url_encode(header) + "." + b64url_encode(claims.to_json())
-    # Both algorithms give 64-byte signatures (86 characters), so the size is known before signing
-    # and nothing over the budget is ever signed.
+    # Both algorithms give signatures of SIGNATURE_BYTES, so the size is known before signing and
+    # nothing over the budget is ever signed.
     length = len(PREFIX) + len(signing_input) + 1 + _SIGNATURE_CHARS
     if length > QR_TEXT_BUDGET:
         raise CodeTooLarge(f"the code would be {length} characters; the budget is {QR_TEXT_BUDGET}")

@@ -12,7 +12,6 @@ ES256 signatures are the 64-byte ``r || s`` JWS form (RFC 7518 section 3.4), nev
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -39,7 +38,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
-_B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def b64url_encode(data: bytes) -> str:
@@ -52,16 +51,21 @@ def b64url_decode(text: str) -> bytes:
 
     Strict means one spelling per byte string: the standard alphabet's ``+``/``/``, padding, and
     non-zero trailing bits are all refused, so a signature cannot be re-spelled into a second valid
-    code text."""
-    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
-        raise ValueError("not unpadded base64url")
+    code text. Re-encoding and comparing covers every case: the decoder skips foreign characters
+    and maps nothing back to ``+``/``/`` or padding, so any of them changes the round trip."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a non-ASCII str
         raise ValueError("not base64url") from exc
     if b64url_encode(raw) != text:
-        raise ValueError("non-canonical base64url")
+        raise ValueError("not canonical unpadded base64url")
     return raw
+
+
+def is_b64url_id(text: str) -> bool:
+    """Whether ``text`` can be one of our identifiers (a key id or a code id): 1-64 base64url
+    characters. Lets lookups refuse junk (NUL bytes, paths) before it reaches a database."""
+    return _B64URL_ID_RE.fullmatch(text) is not None
 
 
 def _int_to_b64(value: int) -> str:

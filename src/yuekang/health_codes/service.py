@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 import secrets
 import uuid
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang.clock import epoch, from_epoch
 from yuekang.codec.errors import CodeTooLarge
 from yuekang.codec.healthcode import STATUSES, HealthCodeClaims, Status, sign_health_code
+from yuekang.codec.keys import is_b64url_id
 from yuekang.exceptions import Conflict, NotFound, ServiceUnavailable
 from yuekang.health_codes import qr
 from yuekang.health_codes.models import HealthCode, Revocation
@@ -31,7 +31,6 @@ from yuekang.keyring.ring import KeyRing
 from yuekang.residents.models import Identity
 
 CODE_ID_BYTES = 16
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,43}")
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ async def get_owned_code(
 ) -> HealthCode:
     """The code if ``resident_id`` owns it. Someone else's code is "not found", not "forbidden":
     the answer must not confirm that a code id exists."""
-    code = await session.get(HealthCode, code_id) if _ID_RE.fullmatch(code_id) else None
+    code = await session.get(HealthCode, code_id) if is_b64url_id(code_id) else None
     if code is None or code.resident_id != resident_id:
         raise NotFound("no such code", code="code_not_found")
     return code

@@ -71,7 +71,9 @@ async def set_status(
     now: dt.datetime,
 ) -> tuple[HealthStatus, int]:
     """Set a resident's status; returns the record and how many codes were revoked."""
-    current = await session.get(HealthStatus, resident_id, with_for_update=True)
+    current = await session.get(
+        HealthStatus, resident_id, with_for_update=True, populate_existing=True
+    )
     if current is None:
         raise NotFound(
             "this resident has no status yet (no identity bound)", code="resident_not_found"

@@ -21,6 +21,7 @@ from yuekang.codec.jwks import build_jwks
 from yuekang.codec.keys import SigningKey, VerificationKey, private_key_from_pem
 from yuekang.keyring import service
 from yuekang.keyring.models import SigningKeyRecord
+from yuekang.verifier import Verifier
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class RingView:
     loaded_at: dt.datetime
     records: tuple[SigningKeyRecord, ...]
     verification_keys: Mapping[str, VerificationKey]
+    verifier: Verifier
+    """The offline verifier over these keys, built once per snapshot for online verification."""
     jwks: dict[str, object]
     jwks_etag: str
 
@@ -41,6 +44,7 @@ class KeyRing:
     passphrase: str
     max_code_lifetime: dt.timedelta
     refresh_seconds: float
+    leeway: int
     _view: RingView | None = None
     _view_monotonic: float = 0.0
     _private: dict[str, SigningKey] = field(default_factory=dict)
@@ -83,6 +87,7 @@ class KeyRing:
             loaded_at=now,
             records=records,
             verification_keys=keys,
+            verifier=Verifier(keys, leeway=self.leeway),
             jwks=jwks,
             jwks_etag='"' + hashlib.sha256(state.encode()).hexdigest()[:32] + '"',
         )

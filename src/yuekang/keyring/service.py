@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Sequence
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
-from yuekang.codec.keys import Algorithm, SigningKey, VerificationKey, private_key_to_pem
+from yuekang.codec.keys import (
+    Algorithm,
+    SigningKey,
+    VerificationKey,
+    is_b64url_id,
+    private_key_to_pem,
+)
 from yuekang.exceptions import Conflict, NotFound
 from yuekang.keyring.models import SigningKeyRecord
 from yuekang.principals import Actor
-
-_KID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def generate(
@@ -170,7 +173,7 @@ def verification_key(record: SigningKeyRecord, issuer: str) -> VerificationKey:
 
 
 async def _get(session: AsyncSession, kid: str) -> SigningKeyRecord:
-    record = await session.get(SigningKeyRecord, kid) if _KID_RE.fullmatch(kid) else None
+    record = await session.get(SigningKeyRecord, kid) if is_b64url_id(kid) else None
     if record is None:
         raise NotFound(f"no key {kid}", code="key_not_found")
     return record

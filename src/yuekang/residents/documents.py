@@ -37,6 +37,7 @@ __all__ = [
     "DocumentReason",
     "hkid_check",
     "icao_check",
+    "local_date",
     "mod11_2_check",
     "normalize_doc_number",
     "validate_document",
@@ -122,6 +123,11 @@ _MIN_BIRTH_YEAR = 1900
 _LOCAL_TZ = datetime.timezone(datetime.timedelta(hours=8))
 
 
+def local_date(now: datetime.datetime) -> datetime.date:
+    """The calendar date at ``now`` where the documents were issued (UTC+8)."""
+    return now.astimezone(_LOCAL_TZ).date()
+
+
 def _letter_value(ch: str) -> int:
     return ord(ch) - ord("A") + 10
 
@@ -193,13 +199,17 @@ def validate_document(
 ) -> str:
     """Return the normalised number, or raise :class:`DocumentError`.
 
-    ``birth_date`` is compared with the date embedded in PRC IDs and residence permits; the other
-    documents carry no birth date in the number, so it is ignored for them. ``today`` defaults to
-    the current date in UTC+8 and bounds the embedded birth date.
+    ``birth_date`` must not be in the future, and is compared with the date embedded in PRC IDs
+    and residence permits (the other documents carry no birth date in the number). ``today``
+    defaults to the current date in UTC+8 and bounds both.
     """
     # Coerce so that a plain string value from JSON takes the same branches as the enum member
     # (identity checks and dict lookups below rely on real members).
     doc_type = DocType(doc_type)
+    if today is None:
+        today = local_date(datetime.datetime.now(datetime.UTC))
+    if birth_date is not None and birth_date > today:
+        raise DocumentError("birth_date", "date", "in the future")
     number = normalize_doc_number(doc_type, raw_number)
     match doc_type:
         case DocType.PRC_ID | DocType.RESIDENCE_PERMIT:
@@ -238,7 +248,7 @@ def _check_gb11643(
     doc_type: DocType,
     number: str,
     birth_date: datetime.date | None,
-    today: datetime.date | None,
+    today: datetime.date,
 ) -> None:
     _require_format(doc_type, _PRC_SHAPE, number)
 
@@ -263,8 +273,6 @@ def _check_gb11643(
             )
 
     embedded = _embedded_birth_date(number[6:14])
-    if today is None:
-        today = datetime.datetime.now(_LOCAL_TZ).date()
     if embedded is None or embedded.year < _MIN_BIRTH_YEAR or embedded > today:
         raise DocumentError(
             "doc_number",

@@ -15,16 +15,9 @@ from yuekang.exceptions import Conflict, NotFound, ValidationFailed
 from yuekang.health_status import service as health_status
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.principals import Actor
-from yuekang.residents.documents import DocType, DocumentError, validate_document
+from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
 from yuekang.residents.masking import mask_doc_number, mask_name, mask_phone
 from yuekang.residents.models import Identity, Resident
-
-SERVICE_TZ = dt.timezone(dt.timedelta(hours=8))
-"""China Standard Time, also Hong Kong's and Macao's: the calendar that birth dates are in."""
-
-
-def local_date(now: dt.datetime) -> dt.date:
-    return now.astimezone(SERVICE_TZ).date()
 
 
 def doc_index(blind_index: BlindIndex, doc_type: DocType, number: str) -> bytes:
@@ -74,14 +67,7 @@ async def bind_identity(
     """Bind a document once. Binding the same document again is a no-op; another document, or a
     document already bound to someone else, is a conflict (real-name binding is not editable from
     the phone: a mistake goes through support, which leaves an audit trail)."""
-    today = local_date(now)
-    if birth_date > today:
-        raise ValidationFailed(
-            "birth_date: the birth date is in the future",
-            code="invalid_document",
-            fields=[{"field": "birth_date", "reason": "date", "message": "in the future"}],
-        )
-    number = _validated(doc_type, doc_number, birth_date, today=today)
+    number = _validated(doc_type, doc_number, birth_date, today=local_date(now))
     index = doc_index(blind_index, doc_type, number)
     existing = await session.get(Identity, resident_id)
     if existing is not None:
