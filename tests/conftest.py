@@ -16,12 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from codec.forge import Trust
 from support.api import Api
 from support.postgres import create_database, postgres_server
 from yuekang.app import bootstrap_dev_key, create_app
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.checkpoints import service as checkpoints
 from yuekang.clock import ManualClock
+from yuekang.codec.keys import SigningKey
 from yuekang.config import KeySettings, OtpSettings, ResolvedSettings, Secrets, Settings
 from yuekang.context import AppContext
 from yuekang.db import migrate
@@ -36,6 +38,22 @@ TEST_SECRETS = Secrets(
     pii_active_key_id="t1",
     blind_index_key="test-blind-index-key-0123456789abcdef",
 )
+
+
+@pytest.fixture(scope="session")
+def trust() -> Trust:
+    """Our two signing keys (ES256, EdDSA) and an attacker's, for the codec and verifier suites."""
+    return Trust(
+        es=SigningKey.generate("ES256"),
+        ed=SigningKey.generate("EdDSA"),
+        attacker=SigningKey.generate("ES256"),
+    )
+
+
+@pytest.fixture(params=["ES256", "EdDSA"])
+def any_key(request: pytest.FixtureRequest, trust: Trust) -> SigningKey:
+    """Each of our trusted keys in turn."""
+    return trust.es if request.param == "ES256" else trust.ed
 
 
 @pytest.fixture(scope="session")

@@ -25,15 +25,6 @@ def fixed_es_key() -> SigningKey:
 
 
 @pytest.fixture(scope="session")
-def trust() -> Trust:
-    return Trust(
-        es=SigningKey.generate("ES256"),
-        ed=SigningKey.generate("EdDSA"),
-        attacker=SigningKey.generate("ES256"),
-    )
-
-
-@pytest.fixture(scope="session")
 def es_key(trust: Trust) -> SigningKey:
     return trust.es
 
@@ -41,12 +32,6 @@ def es_key(trust: Trust) -> SigningKey:
 @pytest.fixture(scope="session")
 def ed_key(trust: Trust) -> SigningKey:
     return trust.ed
-
-
-@pytest.fixture(params=["ES256", "EdDSA"])
-def any_key(request: pytest.FixtureRequest, trust: Trust) -> SigningKey:
-    """Each of our trusted keys in turn."""
-    return trust.es if request.param == "ES256" else trust.ed
 
 
 @pytest.fixture(scope="session")

@@ -8,17 +8,7 @@ import pytest
 
 from codec.forge import ISSUER, Trust
 from yuekang.codec.jwks import build_jwks
-from yuekang.codec.keys import SigningKey
 from yuekang.verifier import Verifier
-
-
-@pytest.fixture(scope="session")
-def trust() -> Trust:
-    return Trust(
-        es=SigningKey.generate("ES256"),
-        ed=SigningKey.generate("EdDSA"),
-        attacker=SigningKey.generate("ES256"),
-    )
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +20,3 @@ def jwks(trust: Trust) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def verifier(jwks: dict[str, Any]) -> Verifier:
     return Verifier.from_jwks(jwks)
-
-
-@pytest.fixture(params=["ES256", "EdDSA"])
-def any_key(request: pytest.FixtureRequest, trust: Trust) -> SigningKey:
-    return trust.es if request.param == "ES256" else trust.ed
