@@ -104,8 +104,17 @@ async def test_no_route_answers_5xx_to_hostile_input(running: RunningApp):
     assert checked >= 20 * len(schema["paths"])
 
 
-@pytest.mark.parametrize("value", [b"abc", b"-1", b"99999999999999999999999"])
-async def test_a_nonsense_content_length_is_a_400_or_413(running: RunningApp, value: bytes):
+@pytest.mark.parametrize(
+    ("value", "status", "code"),
+    [
+        (b"abc", 400, "bad_request"),
+        (b"-1", 400, "bad_request"),
+        (b"99999999999999999999999", 413, "payload_too_large"),
+    ],
+)
+async def test_a_nonsense_content_length_is_a_400_or_413(
+    running: RunningApp, value: bytes, status: int, code: str
+):
     # httpx refuses to send a wrong Content-Length, so the ASGI app is called directly.
     app = running.client._transport.app  # type: ignore[attr-defined]
     sent: list[dict[str, Any]] = []
@@ -131,6 +140,5 @@ async def test_a_nonsense_content_length_is_a_400_or_413(running: RunningApp, va
         "headers": [(b"content-type", b"application/json"), (b"content-length", value)],
     }
     await app(scope, receive, send)
-    status = sent[0]["status"]
-    assert status in (400, 413)
-    assert json.loads(sent[1]["body"])["error"]["code"] in ("bad_request", "payload_too_large")
+    assert sent[0]["status"] == status
+    assert json.loads(sent[1]["body"])["error"]["code"] == code
