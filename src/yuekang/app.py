@@ -59,7 +59,11 @@ def create_app(
         summary="Health codes: signed QR codes, offline checkpoint verification.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=resolved.settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=resolved.settings.max_body_bytes,
+        overrides=[("/v1/feeds/", resolved.settings.feeds.max_body_bytes)],
+    )
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(residents.router)

@@ -78,6 +78,24 @@ class SmsSettings(BaseModel):
         return self
 
 
+class RuleSettings(BaseModel):
+    refresh_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long a process may use its cached rule set before looking for a newer one",
+    )
+
+
+class FeedSettings(BaseModel):
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="largest feed batch body (100,000 rows fit)"
+    )
+    max_rows: int = Field(100_000, ge=1, le=1_000_000)
+    max_reported_errors: int = Field(
+        1000, ge=1, description="row errors listed in a batch result (all are counted)"
+    )
+
+
 class SessionSettings(BaseModel):
     ttl_seconds: int = Field(43200, ge=60)
 
@@ -142,6 +160,8 @@ class Settings(BaseSettings):
     codes: CodeSettings = CodeSettings()
     keys: KeySettings = KeySettings()
     session: SessionSettings = SessionSettings()
+    rules: RuleSettings = RuleSettings()
+    feeds: FeedSettings = FeedSettings()
     sms: SmsSettings = SmsSettings()
     secrets: Secrets | None = None
 

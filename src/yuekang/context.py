@@ -14,6 +14,7 @@ from yuekang.clock import Clock, SystemClock
 from yuekang.config import ResolvedSettings, Secrets, Settings
 from yuekang.db import create_engine, create_sessionmaker
 from yuekang.health_codes.service import ImageCache
+from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 
@@ -32,6 +33,7 @@ class AppContext:
     images: ImageCache
     http: httpx.AsyncClient
     read_engine: AsyncEngine
+    rulebook: RuleBook
 
     @classmethod
     def build(
@@ -77,6 +79,10 @@ class AppContext:
             images=ImageCache(settings.codes.image_cache_entries),
             http=http,
             read_engine=read_engine,
+            rulebook=RuleBook(
+                sessionmaker=create_sessionmaker(read_engine),
+                refresh_seconds=settings.rules.refresh_seconds,
+            ),
         )
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -10,6 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class BodyTooLarge(BaseException):
     """Raised from ``receive``. A BaseException on purpose: frameworks turn any ``Exception`` met
     while reading a body into their own 400, and this must reach the middleware as a 413."""
+
+
+def _message(limit: int) -> str:
+    return f"request body over {limit} bytes"
 
 
 def _error(code: str, message: str) -> bytes:
@@ -23,21 +28,27 @@ class BodySizeLimit:
     is counted as it streams and cut off the moment it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: Sequence[tuple[str, int]] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = tuple(overrides)
+        """``(path prefix, limit)`` pairs: routes that take bulk bodies (feed batches)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        limit = next((n for prefix, n in self.overrides if path.startswith(prefix)), self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 if not value.isdigit():
                     await self._refuse(send, 400, "bad_request", "invalid Content-Length")
                     return
-                if int(value) > self.max_bytes:
-                    await self._refuse(send, 413, "payload_too_large", self._message())
+                if int(value) > limit:
+                    await self._refuse(send, 413, "payload_too_large", _message(limit))
                     return
         received = 0
         response_started = False
@@ -47,7 +58,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise BodyTooLarge
             return message
 
@@ -61,10 +72,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await self._refuse(send, 413, "payload_too_large", self._message())
-
-    def _message(self) -> str:
-        return f"request body over {self.max_bytes} bytes"
+                await self._refuse(send, 413, "payload_too_large", _message(limit))
 
     async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
         body = _error(code, message)

@@ -1,27 +1,52 @@
 """Every table, imported in one place so Alembic and the schema tests see the whole metadata."""
 
+from yuekang.appeals.models import Appeal
 from yuekang.audit.models import AuditEvent
 from yuekang.auth.models import OtpChallenge, RateLimitCounter
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.db import Base
+from yuekang.feeds.models import (
+    CaseRecord,
+    FeedBatch,
+    FeedClient,
+    NatRecord,
+    RiskAreaRecord,
+    TravelRecord,
+    VaccinationRecord,
+)
 from yuekang.health_codes.models import HealthCode, Revocation
-from yuekang.health_status.models import HealthStatus, StatusChange
+from yuekang.health_status.models import (
+    HealthStatus,
+    RuleSetRecord,
+    StatusChange,
+    StatusOverride,
+)
 from yuekang.keyring.models import SigningKeyRecord
 from yuekang.operators.models import Operator
 from yuekang.residents.models import Identity, Resident
 
 __all__ = [
+    "Appeal",
     "AuditEvent",
     "Base",
+    "CaseRecord",
     "Checkpoint",
+    "FeedBatch",
+    "FeedClient",
     "HealthCode",
     "HealthStatus",
     "Identity",
+    "NatRecord",
     "Operator",
     "OtpChallenge",
     "RateLimitCounter",
     "Resident",
     "Revocation",
+    "RiskAreaRecord",
+    "RuleSetRecord",
     "SigningKeyRecord",
     "StatusChange",
+    "StatusOverride",
+    "TravelRecord",
+    "VaccinationRecord",
 ]

@@ -15,7 +15,7 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-ActorType = Literal["resident", "operator", "checkpoint", "cli", "system"]
+ActorType = Literal["resident", "operator", "checkpoint", "cli", "system", "feed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,10 @@ class Actor:
         # The command line runs with the database credentials, so it acts as an admin; the
         # audit log still names the system user who ran it.
         return cls("cli", getpass.getuser(), Role.ADMIN)
+
+    @classmethod
+    def system(cls, name: str) -> Actor:
+        return cls("system", name)
 
     @property
     def label(self) -> str:

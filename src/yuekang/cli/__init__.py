@@ -311,6 +311,7 @@ def status_set(
             resident_id=resident_id,
             status=change.status,
             reason=change.reason,
+            rules=await context.rulebook.current(),
             actor=actor,
             now=now,
         )

@@ -64,6 +64,7 @@ async def issue_code(
         keyring=context.keyring,
         issuer=context.settings.issuer,
         lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
+        rules=await context.rulebook.current(),
         now=now,
     )
     if issued.replayed:

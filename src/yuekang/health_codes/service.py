@@ -26,9 +26,10 @@ from yuekang.codec.keys import is_b64url_id
 from yuekang.exceptions import Conflict, NotFound, ServiceUnavailable
 from yuekang.health_codes import qr
 from yuekang.health_codes.models import HealthCode, Revocation
-from yuekang.health_status.models import HealthStatus
+from yuekang.health_status import service as health_status
 from yuekang.keyring.ring import KeyRing
 from yuekang.residents.models import Identity
+from yuekang.rules import RuleSet
 
 CODE_ID_BYTES = 16
 
@@ -47,6 +48,7 @@ async def issue_code(
     keyring: KeyRing,
     issuer: str,
     lifetime: dt.timedelta,
+    rules: RuleSet,
     now: dt.datetime,
 ) -> Issued:
     if idempotency_key is not None:
@@ -58,11 +60,9 @@ async def issue_code(
         raise Conflict(
             "bind an identity document before asking for a code", code="identity_required"
         )
-    # Locked like set_status locks it: a status change waits for this issuance to commit (and then
+    # Locked like a status decision locks it: a change waits for this issuance to commit (and then
     # revokes the new code), or this issuance waits for the change and signs the new status.
-    status = await session.get(
-        HealthStatus, resident_id, with_for_update=True, populate_existing=True
-    )
+    status = await health_status.current(session, resident_id, rules=rules, now=now)
     if status is None:
         raise Conflict("no status is recorded for this resident", code="status_missing")
     # Whole seconds: the token carries integer seconds and the stored times must say the same.

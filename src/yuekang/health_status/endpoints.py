@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from fastapi import APIRouter
@@ -39,22 +40,26 @@ async def set_status(
     resident_id: uuid.UUID,
     body: StatusSet,
     session: SessionDep,
+    context: Context,
     now: Now,
     operator: StaffOperator,
 ) -> StatusRead:
-    """Set a resident's status with a reason (audited). A worse status revokes every unexpired
-    code of the resident at once."""
+    """Override a resident's status with a reason (audited). The override replaces what the facts
+    known now say, for `valid_days` or until replaced; facts that arrive later still count. A
+    worse status revokes every unexpired code of the resident at once."""
     record, revoked = await service.set_status(
         session,
         resident_id=resident_id,
         status=body.status,
         reason=body.reason,
+        expires_at=None if body.valid_days is None else now + dt.timedelta(days=body.valid_days),
+        rules=await context.rulebook.current(),
         actor=operator.actor,
         now=now,
     )
     return StatusRead(
         resident_id=resident_id,
-        status=body.status,
+        status=service.status_value(record.status),
         reason=record.reason_text,
         updated_at=record.updated_at,
         updated_by=record.updated_by,

@@ -13,6 +13,12 @@ from yuekang.schemas import StrictModel
 class StatusSet(StrictModel):
     status: Literal["green", "yellow", "red"]
     reason: str = Field(min_length=3, max_length=500)
+    valid_days: int | None = Field(
+        None,
+        ge=1,
+        le=90,
+        description="How long the decision overrides the facts known now; none: until replaced",
+    )
 
 
 class StatusRead(BaseModel):

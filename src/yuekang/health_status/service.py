@@ -1,17 +1,20 @@
-"""The status record: how a resident's colour is stored, changed and explained.
+"""The status record: decided by the rules engine from the facts, changed by operators through
+overrides, explained to the resident.
 
-Every resident starts green when they bind an identity. Operators change it (with a reason, in the
-audit log); the rules engine of the feeds will write through the same :func:`set_status`. When a
-status gets worse, every unexpired code of that person is revoked in the same transaction, so
-online verification answers ``revoked`` the moment the change commits.
+One write path, :func:`decide`: load the facts, evaluate the active rule set, store the decision,
+keep the history, and -- when a status gets worse -- revoke every unexpired code of that person in
+the same transaction, so online verification answers ``revoked`` the moment the change commits.
+A decision holds until its ``valid_until`` (a window ends) or until another rule set is in force;
+:func:`current` decides again when a reader finds it past either.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,45 +22,175 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang.audit import service as audit
 from yuekang.exceptions import NotFound
 from yuekang.health_codes.models import HealthCode, Revocation
-from yuekang.health_status.models import HealthStatus, StatusChange
+from yuekang.health_status import repository
+from yuekang.health_status.models import HealthStatus, StatusChange, StatusOverride
 from yuekang.principals import Actor
+from yuekang.rules import SEVERITY, Decision, Finding, RuleSet, evaluate
 
 StatusValue = Literal["green", "yellow", "red"]
-SEVERITY = {"green": 0, "yellow": 1, "red": 2}
+CHUNK = 500
 
 
-async def ensure_initial(
-    session: AsyncSession, *, resident_id: uuid.UUID, now: dt.datetime
-) -> HealthStatus:
-    current = await session.get(HealthStatus, resident_id)
-    if current is not None:
-        return current
-    record = HealthStatus(
-        resident_id=resident_id,
-        status="green",
-        reason_codes=[],
-        reason_text=None,
-        source="default",
-        updated_at=now,
-        updated_by="system",
-    )
-    session.add(record)
+@dataclass(frozen=True)
+class Recomputed:
+    persons: int = 0
+    changed: int = 0
+    revoked: int = 0
+
+    def __add__(self, other: Recomputed) -> Recomputed:
+        return Recomputed(
+            self.persons + other.persons, self.changed + other.changed, self.revoked + other.revoked
+        )
+
+
+async def decide(
+    session: AsyncSession,
+    *,
+    resident_ids: Iterable[uuid.UUID],
+    rules: RuleSet,
+    now: dt.datetime,
+    actor: Actor,
+) -> Recomputed:
+    """Decide again the status of each resident (who has bound an identity) from their facts."""
+    total = Recomputed()
+    ordered = sorted(set(resident_ids))
+    for start in range(0, len(ordered), CHUNK):
+        total += await _decide_chunk(
+            session, ordered[start : start + CHUNK], rules=rules, now=now, actor=actor
+        )
+    return total
+
+
+async def _decide_chunk(
+    session: AsyncSession,
+    resident_ids: Sequence[uuid.UUID],
+    *,
+    rules: RuleSet,
+    now: dt.datetime,
+    actor: Actor,
+) -> Recomputed:
+    people = await repository.persons(session, resident_ids)
+    if not people:
+        return Recomputed()
+    # Locked in id order (as issuance locks one row): concurrent recomputations cannot deadlock,
+    # and an issuance waits for the decision (or the decision for the issuance, then revokes).
+    statuses = {
+        record.resident_id: record
+        for record in (
+            await session.execute(
+                select(HealthStatus)
+                .where(HealthStatus.resident_id.in_(list(people)))
+                .order_by(HealthStatus.resident_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+    }
+    facts = await repository.load_facts(session, people, now=now)
+    changed = revoked = 0
+    for resident_id in people:
+        decision = evaluate(facts[resident_id], now=now, rules=rules)
+        was_changed, codes = await _store(
+            session, statuses.get(resident_id), resident_id, decision, now=now, actor=actor
+        )
+        changed += was_changed
+        revoked += codes
+    await session.flush()
+    return Recomputed(len(people), changed, revoked)
+
+
+def _finding(finding: Finding) -> dict[str, Any]:
+    return {
+        "rule": finding.rule_id,
+        "reason": finding.reason,
+        "status": finding.status,
+        "since": finding.since.isoformat(),
+        "until": None if finding.until is None else finding.until.isoformat(),
+        "params": dict(finding.params),
+    }
+
+
+async def _store(
+    session: AsyncSession,
+    record: HealthStatus | None,
+    resident_id: uuid.UUID,
+    decision: Decision,
+    *,
+    now: dt.datetime,
+    actor: Actor,
+) -> tuple[bool, int]:
+    findings = [_finding(f) for f in decision.findings]
+    override = next((f for f in decision.findings if f.rule_id == "override"), None)
+    reason_text = None if override is None else str(override.params["reason"])
+    old = None if record is None else record.status
+    old_codes = None if record is None else list(record.reason_codes)
+    if record is None:
+        record = HealthStatus(resident_id=resident_id)
+        session.add(record)
+    record.status = decision.status
+    record.reason_codes = decision.reason_codes
+    record.reason_text = reason_text
+    record.source = "override" if override is not None else "rules"
+    record.updated_at = now
+    record.updated_by = actor.label
+    record.findings = findings
+    record.valid_until = decision.valid_until
+    record.rule_set_version = decision.rule_set_version
+    record.nat_sampled_at = decision.nat.latest_sampled_at
+    record.nat_result = decision.nat.latest_result
+    record.vaccine_doses = decision.vaccine_doses
+    record.vaccinated_on = decision.last_vaccinated_on
+    if old == decision.status and old_codes == decision.reason_codes:
+        return False, 0
     session.add(
         StatusChange(
             resident_id=resident_id,
-            old_status=None,
-            new_status="green",
-            reason_text="initial status",
-            detail={},
-            actor="system",
+            old_status=old,
+            new_status=decision.status,
+            reason_text=reason_text,
+            detail={
+                "reason_codes": decision.reason_codes,
+                "rule_set_version": decision.rule_set_version,
+                "findings": findings,
+            },
+            actor=actor.label,
             at=now,
         )
     )
+    revoked = 0
+    if old is not None and SEVERITY[decision.status] > SEVERITY[status_value(old)]:
+        revoked = await revoke_unexpired_codes(
+            session, resident_id=resident_id, reason="status_worsened", now=now
+        )
+    return True, revoked
+
+
+def status_value(value: str) -> StatusValue:
+    return "red" if value == "red" else "yellow" if value == "yellow" else "green"
+
+
+async def current(
+    session: AsyncSession,
+    resident_id: uuid.UUID,
+    *,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> HealthStatus | None:
+    """The resident's status row, locked, decided again first if it has lapsed (``valid_until``
+    passed) or was decided under another rule set."""
+    record = await session.get(
+        HealthStatus, resident_id, with_for_update=True, populate_existing=True
+    )
+    if record is None:
+        return None
+    stale = record.rule_set_version != rules.version or (
+        record.valid_until is not None and record.valid_until <= now
+    )
+    if stale:
+        await decide(
+            session, resident_ids=[resident_id], rules=rules, now=now, actor=Actor.system("rules")
+        )
     return record
-
-
-async def get_status(session: AsyncSession, resident_id: uuid.UUID) -> HealthStatus | None:
-    return await session.get(HealthStatus, resident_id)
 
 
 async def set_status(
@@ -66,41 +199,35 @@ async def set_status(
     resident_id: uuid.UUID,
     status: StatusValue,
     reason: str,
-    reason_codes: Sequence[str] = (),
+    expires_at: dt.datetime | None = None,
+    appeal_id: uuid.UUID | None = None,
+    rules: RuleSet,
     actor: Actor,
     now: dt.datetime,
 ) -> tuple[HealthStatus, int]:
-    """Set a resident's status; returns the record and how many codes were revoked."""
-    current = await session.get(
+    """An operator's decision: ``status`` replaces what the facts known now say, until
+    ``expires_at``. Returns the new record and how many codes were revoked."""
+    record = await session.get(
         HealthStatus, resident_id, with_for_update=True, populate_existing=True
     )
-    if current is None:
+    if record is None:
         raise NotFound(
             "this resident has no status yet (no identity bound)", code="resident_not_found"
         )
-    old = current.status
-    current.status = status
-    current.reason_codes = list(reason_codes)
-    current.reason_text = reason
-    current.source = actor.type
-    current.updated_at = now
-    current.updated_by = actor.label
+    old = record.status
     session.add(
-        StatusChange(
+        StatusOverride(
             resident_id=resident_id,
-            old_status=old,
-            new_status=status,
-            reason_text=reason,
-            detail={"reason_codes": list(reason_codes)},
-            actor=actor.label,
-            at=now,
+            status=status,
+            reason=reason,
+            granted_at=now,
+            expires_at=expires_at,
+            granted_by=actor.label,
+            appeal_id=appeal_id,
         )
     )
-    revoked = 0
-    if SEVERITY[status] > SEVERITY[old]:
-        revoked = await revoke_unexpired_codes(
-            session, resident_id=resident_id, reason="status_worsened", now=now
-        )
+    await session.flush()
+    outcome = await decide(session, resident_ids=[resident_id], rules=rules, now=now, actor=actor)
     await audit.record(
         session,
         actor=actor,
@@ -108,10 +235,16 @@ async def set_status(
         subject_type="resident",
         subject_id=str(resident_id),
         now=now,
-        detail={"old": old, "new": status, "reason": reason, "codes_revoked": revoked},
+        detail={
+            "old": old,
+            "new": record.status,
+            "reason": reason,
+            "expires_at": None if expires_at is None else expires_at.isoformat(),
+            "appeal_id": None if appeal_id is None else str(appeal_id),
+            "codes_revoked": outcome.revoked,
+        },
     )
-    await session.flush()
-    return current, revoked
+    return record, outcome.revoked
 
 
 async def revoke_unexpired_codes(

@@ -25,7 +25,9 @@ async def read_me(
         pii=context.pii,
         now=now,
     )
-    current = await health_status.get_status(session, resident_id)
+    current = await health_status.current(
+        session, resident_id, rules=await context.rulebook.current(), now=now
+    )
     return MeRead(
         resident_id=resident_id,
         phone=await service.masked_phone(
@@ -81,6 +83,7 @@ async def bind_identity(
         birth_date=body.birth_date,
         pii=context.pii,
         blind_index=context.blind_index,
+        rules=await context.rulebook.current(),
         now=now,
     )
     if not result.created:

@@ -18,6 +18,7 @@ from yuekang.principals import Actor
 from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
 from yuekang.residents.masking import mask_doc_number, mask_name, mask_phone
 from yuekang.residents.models import Identity, Resident
+from yuekang.rules import RuleSet
 
 
 def doc_index(blind_index: BlindIndex, doc_type: DocType, number: str) -> bytes:
@@ -62,6 +63,7 @@ async def bind_identity(
     birth_date: dt.date,
     pii: PiiCipher,
     blind_index: BlindIndex,
+    rules: RuleSet,
     now: dt.datetime,
 ) -> BindResult:
     """Bind a document once. Binding the same document again is a no-op; another document, or a
@@ -105,7 +107,10 @@ async def bind_identity(
         raise Conflict(
             "this document is bound to another account", code="document_already_bound"
         ) from exc
-    await health_status.ensure_initial(session, resident_id=resident_id, now=now)
+    # Facts may have arrived before the person registered: the first status is decided from them.
+    await health_status.decide(
+        session, resident_ids=[resident_id], rules=rules, now=now, actor=Actor.system("rules")
+    )
     await audit.record(
         session,
         actor=Actor.resident(resident_id),

@@ -59,6 +59,7 @@ class Decision:
     rule_set_version: str
     nat: NatSummary
     vaccine_doses: int
+    last_vaccinated_on: dt.date | None
 
     @property
     def reason_codes(self) -> list[str]:
@@ -118,6 +119,7 @@ def evaluate(facts: Facts, *, now: dt.datetime, rules: RuleSet) -> Decision:
         rule_set_version=rules.version,
         nat=_nat_summary(facts.nats, now, rules.nat_display_hours),
         vaccine_doses=len({v.dose for v in facts.vaccinations}),
+        last_vaccinated_on=max((v.date for v in facts.vaccinations), default=None),
     )
 
 

@@ -1,0 +1,264 @@
+"""Feed rows: what each kind of feed carries and how one row is checked.
+
+Pure and fast: a batch can hold 100,000 rows, so each row is checked by a small function per kind
+rather than a model per row. A row either becomes a tuple ready for the database or a list of
+problems, each naming the field and a stable reason code (documented in ``docs/FEEDS.md``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from yuekang import regions
+from yuekang.residents.documents import DocType, DocumentError, validate_document
+from yuekang.rules.facts import CaseCategory
+
+
+class FeedKind(StrEnum):
+    CASES = "cases"
+    NAT_RESULTS = "nat-results"
+    VACCINATIONS = "vaccinations"
+    RISK_AREAS = "risk-areas"
+    TRAVEL = "travel"
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    field: str | None
+    reason: str
+    message: str
+
+
+class RowRejected(Exception):
+    def __init__(self, problems: list[RowProblem]) -> None:
+        super().__init__(problems[0].message)
+        self.problems = problems
+
+
+# Nothing the feeds describe happened before the first reports of December 2019.
+EARLIEST_DATE = dt.date(2019, 12, 1)
+# A lab's clock may run a little ahead of ours; a sample time further ahead is a mistake.
+FUTURE_LEEWAY = dt.timedelta(minutes=5)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DOC_TYPES = {t.value: t for t in DocType}
+_CATEGORIES = {c.value: c for c in CaseCategory}
+
+
+@dataclass(frozen=True, slots=True)
+class RowContext:
+    """What checking a row needs besides the row: the time, and how to index a document."""
+
+    now: dt.datetime
+    today: dt.date
+    person: Callable[[DocType, str], bytes]
+
+
+class _Row:
+    """Collects every problem of one row instead of stopping at the first."""
+
+    __slots__ = ("problems", "values")
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = values
+        self.problems: list[RowProblem] = []
+
+    def fail(self, field: str | None, reason: str, message: str) -> None:
+        self.problems.append(RowProblem(field, reason, message))
+
+    def text(self, field: str, *, optional: bool = False, max_length: int = 64) -> str | None:
+        value = self.values.get(field)
+        if value is None or value == "":
+            if not optional:
+                self.fail(field, "missing", f"{field} is required")
+            return None
+        if not isinstance(value, str):
+            self.fail(field, "format", f"{field} must be a string")
+            return None
+        value = value.strip()
+        if len(value) > max_length:
+            self.fail(field, "too_long", f"{field} is longer than {max_length} characters")
+            return None
+        if "\x00" in value:
+            self.fail(field, "format", f"{field} must not contain NUL")
+            return None
+        return value
+
+    def choice(self, field: str, choices: Mapping[str, Any]) -> Any:
+        value = self.text(field)
+        if value is None:
+            return None
+        found = choices.get(value)
+        if found is None:
+            self.fail(field, "unknown_value", f"{field} must be one of {sorted(choices)}")
+        return found
+
+    def date(
+        self, field: str, context: RowContext, *, optional: bool = False, future: bool = False
+    ) -> dt.date | None:
+        value = self.text(field, optional=optional, max_length=10)
+        if value is None:
+            return None
+        if not _ISO_DATE.fullmatch(value):
+            self.fail(field, "format", f"{field} must be a date, YYYY-MM-DD")
+            return None
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            self.fail(field, "format", f"{field} is not a calendar date")
+            return None
+        if day < EARLIEST_DATE:
+            self.fail(field, "too_old", f"{field} is before {EARLIEST_DATE.isoformat()}")
+        elif not future and day > context.today:
+            self.fail(field, "future", f"{field} is in the future")
+        return day
+
+    def instant(self, field: str, context: RowContext) -> dt.datetime | None:
+        value = self.text(field, max_length=40)
+        if value is None:
+            return None
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(field, "format", f"{field} must be an RFC 3339 date-time")
+            return None
+        if moment.tzinfo is None:
+            self.fail(field, "format", f"{field} needs a UTC offset (e.g. +08:00 or Z)")
+            return None
+        moment = moment.astimezone(dt.UTC)
+        if moment.date() < EARLIEST_DATE:
+            self.fail(field, "too_old", f"{field} is before {EARLIEST_DATE.isoformat()}")
+        elif moment > context.now + FUTURE_LEEWAY:
+            self.fail(field, "future", f"{field} is in the future")
+        return moment
+
+    def integer(self, field: str, low: int, high: int) -> int | None:
+        value = self.values.get(field)
+        if isinstance(value, str) and value.strip().isdecimal():
+            value = int(value)
+        if value is None or value == "":
+            self.fail(field, "missing", f"{field} is required")
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.fail(field, "format", f"{field} must be a whole number")
+            return None
+        if not low <= value <= high:
+            self.fail(field, "out_of_range", f"{field} must be between {low} and {high}")
+            return None
+        return value
+
+    def region(self, field: str) -> str | None:
+        value = self.text(field, max_length=6)
+        if value is not None and not regions.is_known(value):
+            self.fail(field, "unknown_region", f"{field} is not a GB/T 2260 division code")
+            return None
+        return value
+
+    def person(self, context: RowContext) -> bytes | None:
+        doc_type = self.choice("doc_type", _DOC_TYPES)
+        number = self.text("doc_number", max_length=32)
+        if doc_type is None or number is None:
+            return None
+        try:
+            normalised = validate_document(doc_type, number, today=context.today)
+        except DocumentError as exc:
+            self.fail("doc_number", exc.reason, exc.message)
+            return None
+        return context.person(doc_type, normalised)
+
+    def in_order(self, first: str, start: Any, last: str, end: Any) -> None:
+        if start is not None and end is not None and end < start:
+            self.fail(last, "order", f"{last} is before {first}")
+
+
+def _case(row: _Row, context: RowContext) -> tuple[Any, ...]:
+    person = row.person(context)
+    category = row.choice("category", _CATEGORIES)
+    start = row.date("start_date", context)
+    end = row.date("end_date", context, optional=True, future=True)
+    row.in_order("start_date", start, "end_date", end)
+    return (person, None if category is None else category.value, start, end)
+
+
+def _nat(row: _Row, context: RowContext) -> tuple[Any, ...]:
+    person = row.person(context)
+    sampled_at = row.instant("sampled_at", context)
+    result = row.choice("result", {"negative": "negative", "positive": "positive"})
+    lab = row.text("lab", max_length=128)
+    return (person, sampled_at, result, lab)
+
+
+def _vaccination(row: _Row, context: RowContext) -> tuple[Any, ...]:
+    person = row.person(context)
+    dose = row.integer("dose", 1, 10)
+    day = row.date("date", context)
+    product = row.text("product", max_length=64)
+    return (person, dose, day, product)
+
+
+def _risk_area(row: _Row, context: RowContext) -> tuple[Any, ...]:
+    region = row.region("region_code")
+    level = row.choice("level", {"high": "high", "medium": "medium", "low": "low"})
+    valid_from = row.date("valid_from", context)
+    valid_to = row.date("valid_to", context, optional=True, future=True)
+    row.in_order("valid_from", valid_from, "valid_to", valid_to)
+    return (region, level, valid_from, valid_to)
+
+
+def _travel(row: _Row, context: RowContext) -> tuple[Any, ...]:
+    person = row.person(context)
+    region = row.region("region_code")
+    day = row.date("date", context)
+    return (person, region, day)
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    kind: FeedKind
+    fields: tuple[str, ...]
+    optional: frozenset[str]
+    check: Callable[[_Row, RowContext], tuple[Any, ...]]
+
+
+_PERSON = ("doc_type", "doc_number")
+SPECS: dict[FeedKind, KindSpec] = {
+    FeedKind.CASES: KindSpec(
+        FeedKind.CASES,
+        (*_PERSON, "category", "start_date", "end_date"),
+        frozenset({"end_date"}),
+        _case,
+    ),
+    FeedKind.NAT_RESULTS: KindSpec(
+        FeedKind.NAT_RESULTS, (*_PERSON, "sampled_at", "result", "lab"), frozenset(), _nat
+    ),
+    FeedKind.VACCINATIONS: KindSpec(
+        FeedKind.VACCINATIONS, (*_PERSON, "dose", "date", "product"), frozenset(), _vaccination
+    ),
+    FeedKind.RISK_AREAS: KindSpec(
+        FeedKind.RISK_AREAS,
+        ("region_code", "level", "valid_from", "valid_to"),
+        frozenset({"valid_to"}),
+        _risk_area,
+    ),
+    FeedKind.TRAVEL: KindSpec(
+        FeedKind.TRAVEL, (*_PERSON, "region_code", "date"), frozenset(), _travel
+    ),
+}
+
+
+def check_row(spec: KindSpec, values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...]:
+    """The row as a database tuple, or :class:`RowRejected` with every problem found."""
+    row = _Row(values)
+    unknown = [name for name in values if name not in spec.fields]
+    for name in unknown:
+        row.fail(
+            str(name)[:64], "unknown_field", f"{str(name)[:64]!r} is not a field of {spec.kind}"
+        )
+    record = spec.check(row, context)
+    if row.problems:
+        raise RowRejected(row.problems)
+    return record

@@ -1,0 +1,127 @@
+"""The rule set in force: stored in the database, cached per process for a bounded time.
+
+Activating a rule set writes a row; every process picks it up within ``refresh_seconds`` (5 s by
+default), and a status decided under another version is decided again the next time it is read.
+Without any activated row the rule set shipped in the package is in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from yuekang.audit import service as audit
+from yuekang.exceptions import Conflict, ValidationFailed
+from yuekang.health_status.models import RuleSetRecord
+from yuekang.principals import Actor
+from yuekang.rules import RuleSet, RuleSetError, default_rule_set, parse_rule_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuleBook:
+    sessionmaker: async_sessionmaker[AsyncSession]
+    refresh_seconds: float
+    _current: RuleSet | None = None
+    _loaded_monotonic: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def current(self) -> RuleSet:
+        if self._current is not None and self._fresh():
+            return self._current
+        async with self._lock:
+            if self._current is None or not self._fresh():
+                self._current = await self._load()
+                self._loaded_monotonic = time.monotonic()
+        assert self._current is not None
+        return self._current
+
+    def invalidate(self) -> None:
+        self._current = None
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._loaded_monotonic < self.refresh_seconds
+
+    async def _load(self) -> RuleSet:
+        async with self.sessionmaker() as session:
+            record = await active_record(session)
+        if record is None:
+            return default_rule_set()
+        if self._current is not None and self._current.version == record.version:
+            return self._current
+        try:
+            return parse_rule_set(record.document)
+        except RuleSetError:
+            # Stored rule sets were valid when activated; one that no longer parses (after an
+            # upgrade tightened the grammar) must not take the service down with it.
+            log.exception(
+                "active rule set %s no longer validates; keeping the previous one", record.version
+            )
+            return self._current or default_rule_set()
+
+
+async def active_record(session: AsyncSession) -> RuleSetRecord | None:
+    result = await session.execute(
+        select(RuleSetRecord)
+        .where(RuleSetRecord.activated_at.is_not(None))
+        .order_by(RuleSetRecord.activated_at.desc(), RuleSetRecord.version.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+def validated(document: str | bytes | dict[str, Any], *, fmt: str) -> RuleSet:
+    """The rule set, or a 422 listing every problem."""
+    try:
+        return parse_rule_set(document, fmt=fmt)
+    except RuleSetError as exc:
+        raise ValidationFailed(
+            str(exc),
+            code="invalid_rule_set",
+            fields=[{"field": "rule_set", "reason": "invalid", "message": p} for p in exc.problems],
+        ) from exc
+
+
+async def activate(
+    session: AsyncSession, *, rules: RuleSet, actor: Actor, now: dt.datetime
+) -> RuleSetRecord:
+    """Store ``rules`` (validated) and put it in force. Uploading a version again with the same
+    content re-activates it; the same version with other content is refused."""
+    canonical = rules.canonical_json()
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    record = await session.get(RuleSetRecord, rules.version, with_for_update=True)
+    if record is not None and record.sha256 != digest:
+        raise Conflict(
+            f"rule set version {rules.version!r} exists with other content; bump the version",
+            code="rule_set_version_exists",
+        )
+    if record is None:
+        record = RuleSetRecord(
+            version=rules.version,
+            document=rules.document(),
+            sha256=digest,
+            uploaded_at=now,
+            uploaded_by=actor.label,
+        )
+        session.add(record)
+    record.activated_at = now
+    await audit.record(
+        session,
+        actor=actor,
+        action="rules.activate",
+        subject_type="rule_set",
+        subject_id=rules.version,
+        now=now,
+        detail={"sha256": digest},
+    )
+    await session.flush()
+    return record
