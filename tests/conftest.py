@@ -10,6 +10,7 @@ using fresh random phones and documents; tests that change global state (signing
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from yuekang.codec.keys import SigningKey
 from yuekang.config import KeySettings, OtpSettings, ResolvedSettings, Secrets, Settings
 from yuekang.context import AppContext
 from yuekang.db import migrate
+from yuekang.feeds import service as feeds
+from yuekang.feeds.rows import FeedKind
 from yuekang.operators import service as operators
 from yuekang.principals import Actor, Role
 
@@ -133,6 +136,17 @@ class RunningApp:
                 now=self.context.clock.now(),
             )
         return token
+
+    async def feed_key(self, *kinds: str, name: str | None = None) -> str:
+        async with self.context.sessionmaker() as session, session.begin():
+            _, key = await feeds.create_client(
+                session,
+                name=name or f"feed {uuid.uuid4().hex[:8]}",
+                kinds=[FeedKind(k) for k in (kinds or [k.value for k in FeedKind])],
+                actor=Actor.cli(),
+                now=self.context.clock.now(),
+            )
+        return key
 
     async def checkpoint_key(self, name: str = "test gate") -> str:
         async with self.context.sessionmaker() as session, session.begin():

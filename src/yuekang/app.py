@@ -23,6 +23,7 @@ from yuekang.clock import Clock
 from yuekang.config import ResolvedSettings, Settings, resolve
 from yuekang.context import AppContext
 from yuekang.exceptions import YuekangError
+from yuekang.feeds import endpoints as feeds
 from yuekang.health_codes import endpoints as health_codes
 from yuekang.health_status import endpoints as health_status
 from yuekang.keyring import endpoints as keyring
@@ -73,6 +74,8 @@ def create_app(
     app.include_router(keyring.admin)
     app.include_router(checkpoints.admin)
     app.include_router(health_status.admin)
+    app.include_router(feeds.router)
+    app.include_router(feeds.admin)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> dict[str, str]:

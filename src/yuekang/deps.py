@@ -16,6 +16,8 @@ from yuekang.checkpoints import service as checkpoints
 from yuekang.context import AppContext
 from yuekang.db import discard_after_commit, run_after_commit
 from yuekang.exceptions import Forbidden, Unauthorized, YuekangError
+from yuekang.feeds import service as feeds
+from yuekang.feeds.service import FeedPrincipal
 from yuekang.operators import service as operators
 from yuekang.principals import CheckpointPrincipal, OperatorPrincipal, Role
 
@@ -112,5 +114,20 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[OperatorPrincipal]]:
     return dependency
 
 
+async def current_feed_client(credentials: Bearer, session: SessionDep) -> FeedPrincipal:
+    principal = await feeds.authenticate(session, _token(credentials))
+    if principal is None:
+        raise Unauthorized("unknown or disabled feed credential", code="invalid_feed_key")
+    return principal
+
+
+CurrentFeedClient = Annotated[FeedPrincipal, Depends(current_feed_client)]
+
 AdminOperator = Annotated[OperatorPrincipal, Depends(require_role(Role.ADMIN))]
+AppealReviewer = Annotated[OperatorPrincipal, Depends(require_role(Role.OPERATOR))]
+RulesAuthor = Annotated[OperatorPrincipal, Depends(require_role(Role.EPIDEMIOLOGIST))]
+AnyStaff = Annotated[
+    OperatorPrincipal,
+    Depends(require_role(Role.OPERATOR, Role.EPIDEMIOLOGIST, Role.ADMIN)),
+]
 StaffOperator = Annotated[OperatorPrincipal, Depends(require_role(Role.OPERATOR, Role.ADMIN))]

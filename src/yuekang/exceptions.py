@@ -80,6 +80,11 @@ class ValidationFailed(YuekangError):
     code = "validation_error"
 
 
+class UnsupportedMediaType(YuekangError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class TooManyRequests(YuekangError):
     status_code = 429
     code = "rate_limited"

@@ -13,6 +13,7 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflicts with the current state",
     413: "Request body too large",
+    415: "Unsupported Content-Type",
     422: "Validation failed; `fields` names each bad field and why",
     429: "Rate limited; see `Retry-After`",
     503: "A dependency is unavailable",

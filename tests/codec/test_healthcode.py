@@ -184,6 +184,9 @@ def test_payload_has_exactly_the_documented_claims(any_key: SigningKey) -> None:
     payload = json.loads(unb64(parts(text)[1]))
 
     assert list(payload) == ["iss", "jti", "iat", "exp", "st", "nm"]
+    with_summaries = dataclasses.replace(now_claims(), nt=48, vx=3)
+    payload = json.loads(unb64(parts(sign_health_code(with_summaries, any_key))[1]))
+    assert list(payload) == ["iss", "jti", "iat", "exp", "st", "nm", "nt", "vx"]
     assert [f.name for f in dataclasses.fields(HealthCodeClaims)] == list(payload)
     for personal in ("name", "full_name", "doc", "document", "birth", "dob", "phone"):
         assert not any(personal in key for key in payload)
@@ -555,7 +558,8 @@ def _current_claims() -> HealthCodeClaims:
 
 
 def _as_dict(c: HealthCodeClaims) -> dict[str, Any]:
-    return dataclasses.asdict(c)
+    """The claims as they appear in the token: optional summaries are left out when empty."""
+    return {k: v for k, v in dataclasses.asdict(c).items() if v is not None}
 
 
 def test_pyjwt_verifies_our_codes(any_key: SigningKey) -> None:

@@ -32,6 +32,8 @@ claim     meaning                                                             by
 ``exp``   expires at, integer UTC seconds                                     17
 ``st``    status: ``green`` / ``yellow`` / ``red``                            12-14
 ``nm``    masked name for the human check at the gate (``张*三``)               ~14
+``nt``    optional: latest test negative within this many hours (24/48/72/168)  8-9
+``vx``    optional: vaccine doses received (omitted when none)                  7
 ========  ==================================================================  ==========
 
 Nothing else personal ever goes in: no full name, no document number, no birth date, no phone.
@@ -45,7 +47,7 @@ code (green, three-character Chinese name, ES256 or EdDSA) is 298 characters: ve
 :func:`sign_health_code` refuses to sign anything over :data:`QR_TEXT_BUDGET`. The fixed overhead
 is 4 (prefix) + 62 (header) + 86 (signature) + 2 (dots) = 154 characters, leaving 177 base64url
 characters -- 132 bytes of JSON -- for the claims; the six claims above use 108 of them, which
-leaves 24 bytes for the short optional claims that later versions add.
+leaves 24 bytes for short optional claims; ``nt`` and ``vx`` take at most 16 of them.
 
 Times are integer UTC seconds; verification takes ``now`` as an argument and allows a symmetric
 clock leeway for devices whose clocks drift.
@@ -105,9 +107,13 @@ class HealthCodeClaims:
     exp: int
     st: Status
     nm: str
+    nt: int | None = None
+    """Hours within which the latest test was negative, when it was (a display bucket)."""
+    vx: int | None = None
+    """Vaccine doses received, when any."""
 
     def to_json(self) -> bytes:
-        body = {
+        body: dict[str, str | int] = {
             "iss": self.iss,
             "jti": self.jti,
             "iat": self.iat,
@@ -115,6 +121,10 @@ class HealthCodeClaims:
             "st": self.st,
             "nm": self.nm,
         }
+        if self.nt is not None:
+            body["nt"] = self.nt
+        if self.vx:
+            body["vx"] = self.vx
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -243,6 +253,14 @@ def _claims(payload: dict[str, Any]) -> HealthCodeClaims:
             raise MalformedCode(f"claim {name!r} must be integer UTC seconds")
         return value
 
+    def small(name: str) -> int | None:
+        value = payload.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9999:
+            raise MalformedCode(f"claim {name!r} must be a small non-negative integer")
+        return value
+
     status = payload.get("st")
     if status not in STATUSES:
         raise MalformedCode("claim 'st' must be green, yellow or red")
@@ -253,4 +271,6 @@ def _claims(payload: dict[str, Any]) -> HealthCodeClaims:
         exp=seconds("exp"),
         st=status,
         nm=text("nm"),
+        nt=small("nt"),
+        vx=small("vx"),
     )

@@ -29,7 +29,7 @@ from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import service as health_status
 from yuekang.keyring.ring import KeyRing
 from yuekang.residents.models import Identity
-from yuekang.rules import RuleSet
+from yuekang.rules import RuleSet, negative_within_hours
 
 CODE_ID_BYTES = 16
 
@@ -81,6 +81,10 @@ async def issue_code(
         exp=epoch(expires_at),
         st=_status(status.status),
         nm=identity.masked_name,
+        nt=negative_within_hours(
+            status.nat_sampled_at, status.nat_result, now=now, buckets=rules.nat_display_hours
+        ),
+        vx=status.vaccine_doses or None,
     )
     try:
         qr_text = sign_health_code(claims, key)

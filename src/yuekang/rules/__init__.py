@@ -5,7 +5,14 @@ document; ``default_rule_set`` loads the one shipped in ``rulesets/``. Nothing h
 database, the settings or the clock.
 """
 
-from yuekang.rules.engine import Decision, Finding, NatSummary, evaluate, explain
+from yuekang.rules.engine import (
+    Decision,
+    Finding,
+    NatSummary,
+    evaluate,
+    explain,
+    negative_within_hours,
+)
 from yuekang.rules.facts import (
     SEVERITY,
     CaseCategory,
@@ -39,5 +46,6 @@ __all__ = [
     "default_rule_set",
     "evaluate",
     "explain",
+    "negative_within_hours",
     "parse_rule_set",
 ]

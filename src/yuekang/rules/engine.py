@@ -11,7 +11,7 @@ count local days (``utc_offset_hours``): a 14-day rule starting on day D holds t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from yuekang import regions
@@ -252,21 +252,31 @@ def _nat_summary(nats: tuple[NatFact, ...], now: dt.datetime, buckets: list[int]
     if not past:
         return NatSummary(None, None, None)
     latest = max(past, key=lambda t: (t.sampled_at, t.result == "positive"))
-    within = None
-    if latest.result == "negative":
-        age = now - latest.sampled_at
-        within = next((h for h in buckets if age <= dt.timedelta(hours=h)), None)
-    return NatSummary(latest.sampled_at, latest.result, within)
+    return NatSummary(
+        latest.sampled_at,
+        latest.result,
+        negative_within_hours(latest.sampled_at, latest.result, now=now, buckets=buckets),
+    )
 
 
-def explain(decision: Decision, rules: RuleSet, language: str) -> list[str]:
-    """The decision in words, one sentence per finding (worst first), in ``language``."""
+def negative_within_hours(
+    sampled_at: dt.datetime | None, result: str | None, *, now: dt.datetime, buckets: list[int]
+) -> int | None:
+    """The display bucket ("negative within 48 hours") of a person's latest test, if negative."""
+    if sampled_at is None or result != "negative" or sampled_at > now:
+        return None
+    age = now - sampled_at
+    return next((h for h in buckets if age <= dt.timedelta(hours=h)), None)
+
+
+def explain(findings: Sequence[Finding], rules: RuleSet, language: str) -> list[str]:
+    """A decision's findings in words, one sentence each (worst first), in ``language``."""
     calendar = _Calendar(rules.utc_offset_hours)
-    if not decision.findings:
+    if not findings:
         return [rules.explanations.green.text(language)]
     by_id = {rule.id: rule.explain for rule in rules.rules}
     sentences = []
-    for finding in decision.findings:
+    for finding in findings:
         template = by_id.get(finding.rule_id, rules.explanations.override)
         last_day = (
             ""

@@ -1,0 +1,139 @@
+"""Reading a feed body as it streams: NDJSON (one JSON object per line) or CSV (a header line,
+then one record per line). Memory holds one line at a time, whatever the batch size.
+
+A line that cannot be read (bad UTF-8, bad JSON, the wrong number of CSV fields) is a row error
+like any other; only a problem with the whole body (a CSV header naming unknown or missing
+columns, a line longer than ``MAX_LINE_BYTES``) rejects the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from yuekang.feeds.rows import KindSpec, RowProblem
+
+MAX_LINE_BYTES = 16 * 1024
+Format = Literal["ndjson", "csv"]
+MEDIA_TYPES: dict[str, Format] = {
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "text/csv": "csv",
+}
+
+
+class BodyRejected(Exception):
+    """The body as a whole cannot be read as a batch of this kind."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    number: int
+    """1-based line of the body (a CSV header is line 1)."""
+    values: dict[str, Any] | None
+    problem: RowProblem | None = None
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    pending = b""
+    number = 0
+    async for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            number += 1
+            yield number, line
+        if len(pending) > MAX_LINE_BYTES:
+            raise BodyRejected(
+                "line_too_long", f"line {number + 1} is longer than {MAX_LINE_BYTES} bytes"
+            )
+    if pending:
+        yield number + 1, pending
+
+
+def _text(raw: bytes) -> str | None:
+    try:
+        return raw.removesuffix(b"\r").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+_NOT_UTF8 = RowProblem(None, "encoding", "the line is not valid UTF-8")
+
+
+async def read_lines(
+    chunks: AsyncIterator[bytes], fmt: Format, spec: KindSpec
+) -> AsyncIterator[Line]:
+    header: list[str] | None = None
+    async for number, raw in _lines(chunks):
+        text = _text(raw)
+        if text is None:
+            if fmt == "csv" and header is None:
+                raise BodyRejected("bad_header", "the CSV header is not valid UTF-8")
+            yield Line(number, None, _NOT_UTF8)
+            continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        if fmt == "ndjson":
+            yield _json_line(number, text)
+        elif header is None:
+            header = _header(text, spec)
+        else:
+            yield _csv_line(number, text, header)
+    if fmt == "csv" and header is None:
+        raise BodyRejected("bad_header", "the CSV body has no header line")
+
+
+def _json_line(number: int, text: str) -> Line:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return Line(number, None, RowProblem(None, "format", "the line is not valid JSON"))
+    if not isinstance(value, dict):
+        return Line(number, None, RowProblem(None, "format", "the line is not a JSON object"))
+    return Line(number, value)
+
+
+def _header(text: str, spec: KindSpec) -> list[str]:
+    names = [name.strip() for name in next(csv.reader([text]))]
+    unknown = [n for n in names if n not in spec.fields]
+    missing = [n for n in spec.fields if n not in names and n not in spec.optional]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    problems = []
+    if unknown:
+        problems.append(f"unknown column(s) {unknown}")
+    if missing:
+        problems.append(f"missing column(s) {missing}")
+    if duplicated:
+        problems.append(f"repeated column(s) {duplicated}")
+    if problems:
+        raise BodyRejected(
+            "bad_header",
+            f"the CSV header does not fit {spec.kind}: {'; '.join(problems)}; "
+            f"expected {list(spec.fields)}",
+        )
+    return names
+
+
+def _csv_line(number: int, text: str, header: list[str]) -> Line:
+    try:
+        fields = next(csv.reader([text]))
+    except csv.Error:
+        return Line(number, None, RowProblem(None, "format", "the line is not a CSV record"))
+    if len(fields) != len(header):
+        return Line(
+            number,
+            None,
+            RowProblem(None, "format", f"{len(fields)} fields where the header has {len(header)}"),
+        )
+    return Line(number, {name: value for name, value in zip(header, fields, strict=True) if value})

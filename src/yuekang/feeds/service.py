@@ -1,0 +1,227 @@
+"""Feed clients and batch ingestion.
+
+A batch is checked row by row as it streams in; good rows are written in chunks inside the
+request's one transaction, bad rows are reported (line, field, reason). When the body ends, the
+status of every registered person the batch touched is decided again -- still in that transaction
+-- so the batch, its facts, the new statuses and the revoked codes commit together or not at all.
+The client's ``Idempotency-Key`` names the batch: sending it again returns the first result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang import apikeys
+from yuekang.audit import service as audit
+from yuekang.exceptions import BadRequest, Conflict, PayloadTooLarge, ValidationFailed
+from yuekang.feeds import repository
+from yuekang.feeds.models import FeedBatch, FeedClient
+from yuekang.feeds.parse import BodyRejected, Format, read_lines
+from yuekang.feeds.rows import SPECS, FeedKind, RowContext, RowRejected, check_row
+from yuekang.health_status import service as health_status
+from yuekang.pii import BlindIndex
+from yuekang.principals import Actor
+from yuekang.residents.documents import DocType, local_date
+from yuekang.residents.service import doc_index
+from yuekang.rules import RuleSet
+
+KEY_PREFIX = "ykf_"
+CHUNK_ROWS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPrincipal:
+    id: uuid.UUID
+    name: str
+    kinds: frozenset[FeedKind]
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("feed", self.name)
+
+
+async def create_client(
+    session: AsyncSession, *, name: str, kinds: list[FeedKind], actor: Actor, now: dt.datetime
+) -> tuple[FeedClient, str]:
+    """A new feed client and its key (shown once; only its hash is kept)."""
+    exists = await session.execute(select(FeedClient.id).where(FeedClient.name == name))
+    if exists.scalar_one_or_none() is not None:
+        raise Conflict(f"a feed client named {name!r} exists", code="feed_client_exists")
+    client_id = uuid.uuid4()
+    key, key_hash = apikeys.new_key(KEY_PREFIX, client_id)
+    client = FeedClient(
+        id=client_id,
+        name=name,
+        kinds=sorted(k.value for k in set(kinds)),
+        key_hash=key_hash,
+        created_at=now,
+    )
+    session.add(client)
+    await audit.record(
+        session,
+        actor=actor,
+        action="feed_client.create",
+        subject_type="feed_client",
+        subject_id=str(client_id),
+        now=now,
+        detail={"name": name, "kinds": client.kinds},
+    )
+    await session.flush()
+    return client, key
+
+
+async def authenticate(session: AsyncSession, token: str) -> FeedPrincipal | None:
+    parsed = apikeys.parse(KEY_PREFIX, token)
+    if parsed is None:
+        return None
+    client = await session.get(FeedClient, parsed[0])
+    if client is None or client.disabled_at is not None:
+        return None
+    if not apikeys.matches(client.key_hash, parsed[1]):
+        return None
+    return FeedPrincipal(client.id, client.name, frozenset(FeedKind(k) for k in client.kinds))
+
+
+@dataclass(frozen=True)
+class Ingested:
+    batch: FeedBatch
+    replayed: bool
+
+
+async def find_batch(
+    session: AsyncSession, *, client_id: uuid.UUID, idempotency_key: str
+) -> FeedBatch | None:
+    result = await session.execute(
+        select(FeedBatch).where(
+            FeedBatch.client_id == client_id, FeedBatch.idempotency_key == idempotency_key
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+def _replay(batch: FeedBatch, kind: FeedKind) -> Ingested:
+    if batch.kind != kind.value:
+        raise Conflict(
+            f"this Idempotency-Key was used for a {batch.kind} batch", code="idempotency_key_reused"
+        )
+    return Ingested(batch, replayed=True)
+
+
+async def ingest(
+    session: AsyncSession,
+    *,
+    client: FeedPrincipal,
+    kind: FeedKind,
+    fmt: Format,
+    content_type: str,
+    idempotency_key: str,
+    body: AsyncIterator[bytes],
+    blind_index: BlindIndex,
+    rules: RuleSet,
+    max_rows: int,
+    max_reported_errors: int,
+    now: dt.datetime,
+) -> Ingested:
+    previous = await find_batch(session, client_id=client.id, idempotency_key=idempotency_key)
+    if previous is not None:
+        return _replay(previous, kind)
+    batch = FeedBatch(
+        id=uuid.uuid4(),
+        client_id=client.id,
+        kind=kind.value,
+        idempotency_key=idempotency_key,
+        content_type=content_type,
+        rows_total=0,
+        rows_accepted=0,
+        rows_rejected=0,
+        errors=[],
+        errors_truncated=False,
+        persons_recomputed=0,
+        statuses_changed=0,
+        codes_revoked=0,
+        received_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(batch)
+    except IntegrityError:
+        # The same batch id is being applied by a concurrent request, which has now committed.
+        previous = await find_batch(session, client_id=client.id, idempotency_key=idempotency_key)
+        if previous is None:
+            raise
+        return _replay(previous, kind)
+
+    spec = SPECS[kind]
+    writer = repository.FactWriter(session, kind, batch_id=batch.id, now=now)
+    context = RowContext(
+        now=now,
+        today=local_date(now),
+        person=lambda doc_type, number: doc_index(blind_index, DocType(doc_type), number),
+    )
+    errors: list[dict[str, Any]] = []
+    good: list[tuple[Any, ...]] = []
+    total = rejected = dropped = 0
+    try:
+        async for line in read_lines(body, fmt, spec):
+            total += 1
+            if total > max_rows:
+                raise PayloadTooLarge(
+                    f"a batch holds at most {max_rows} rows; split it", code="batch_too_large"
+                )
+            problems = [line.problem] if line.problem is not None else []
+            if line.values is not None:
+                try:
+                    good.append(check_row(spec, line.values, context))
+                except RowRejected as exc:
+                    problems = exc.problems
+            if problems:
+                rejected += 1
+                for problem in problems:
+                    if len(errors) >= max_reported_errors:
+                        dropped += 1
+                    else:
+                        errors.append(
+                            {
+                                "row": line.number,
+                                "field": problem.field,
+                                "reason": problem.reason,
+                                "message": problem.message,
+                            }
+                        )
+            if len(good) >= CHUNK_ROWS:
+                await writer.write(good)
+                good = []
+    except BodyRejected as exc:
+        raise ValidationFailed(exc.message, code=exc.code) from exc
+    if total == 0:
+        raise BadRequest("the batch has no rows", code="empty_batch")
+    await writer.write(good)
+    await writer.finish()
+
+    window = max(
+        (r.when.lasts_days or 0 for r in rules.rules if r.when.fact == "travel"), default=0
+    )
+    touched = await repository.touched_residents(
+        session, kind, batch_id=batch.id, window_days=window, today=context.today
+    )
+    outcome = await health_status.decide(
+        session, resident_ids=touched, rules=rules, now=now, actor=client.actor
+    )
+    batch.rows_total = total
+    batch.rows_rejected = rejected
+    batch.rows_accepted = total - rejected
+    batch.errors = errors
+    batch.errors_truncated = dropped > 0
+    batch.persons_recomputed = outcome.persons
+    batch.statuses_changed = outcome.changed
+    batch.codes_revoked = outcome.revoked
+    await session.flush()
+    return Ingested(batch, replayed=False)
