@@ -16,6 +16,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from yuekang import __version__
+from yuekang.appeals import endpoints as appeals
 from yuekang.auth import endpoints as auth
 from yuekang.auth.sms import SmsSender
 from yuekang.checkpoints import endpoints as checkpoints
@@ -74,6 +75,10 @@ def create_app(
     app.include_router(keyring.admin)
     app.include_router(checkpoints.admin)
     app.include_router(health_status.admin)
+    app.include_router(health_status.resident)
+    app.include_router(health_status.rules_admin)
+    app.include_router(appeals.resident)
+    app.include_router(appeals.admin)
     app.include_router(feeds.router)
     app.include_router(feeds.admin)
 

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
 
 import typer
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from yuekang.context import AppContext
+    from yuekang.rules import RuleSet
 
 app = typer.Typer(
     help="yuekang: health codes with offline verification.",
@@ -29,11 +31,17 @@ keys_app = typer.Typer(help="Health-code signing keys.", no_args_is_help=True)
 checkpoints_app = typer.Typer(help="Checkpoints and their API keys.", no_args_is_help=True)
 operators_app = typer.Typer(help="Staff accounts for the admin API.", no_args_is_help=True)
 status_app = typer.Typer(help="Residents' health status.", no_args_is_help=True)
+feeds_app = typer.Typer(help="Authority data feeds.", no_args_is_help=True)
+feed_clients_app = typer.Typer(help="Systems allowed to push feeds.", no_args_is_help=True)
+rules_app = typer.Typer(help="Health-status rule sets.", no_args_is_help=True)
+feeds_app.add_typer(feed_clients_app, name="clients")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(operators_app, name="operators")
 app.add_typer(status_app, name="status")
+app.add_typer(feeds_app, name="feeds")
+app.add_typer(rules_app, name="rules")
 app.command("verify")(verify_command)
 
 T = TypeVar("T")
@@ -241,6 +249,75 @@ def checkpoints_create(name: str) -> None:
         )
         typer.echo(f"checkpoint {checkpoint.id} {name!r}", err=True)
         typer.echo(api_key)
+
+    _run(work)
+
+
+@feed_clients_app.command("create")
+def feed_clients_create(
+    name: str,
+    kinds: Annotated[
+        str,
+        typer.Option(help="Comma-separated: cases,nat-results,vaccinations,risk-areas,travel"),
+    ],
+) -> None:
+    """Register a feed client for some kinds of feed and print its key (shown once)."""
+    from pydantic import ValidationError
+
+    from yuekang.feeds import service
+    from yuekang.feeds.schemas import FeedClientCreate
+    from yuekang.principals import Actor
+
+    try:
+        # The same rules as the API's body for this action.
+        body = FeedClientCreate.model_validate(
+            {"name": name, "kinds": [k.strip() for k in kinds.split(",") if k.strip()]}
+        )
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        client, key = await service.create_client(
+            session, name=body.name, kinds=body.kinds, actor=Actor.cli(), now=now
+        )
+        typer.echo(f"feed client {client.id} {name!r} kinds={','.join(client.kinds)}", err=True)
+        typer.echo(key)
+
+    _run(work)
+
+
+def _rule_set_file(path: Path) -> RuleSet:
+    from yuekang.rules import RuleSetError, parse_rule_set
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+    try:
+        return parse_rule_set(data, fmt="json" if path.suffix == ".json" else "toml")
+    except RuleSetError as exc:
+        _fail("invalid rule set:\n  " + "\n  ".join(exc.problems), code=1)
+
+
+@rules_app.command("check")
+def rules_check(path: Path) -> None:
+    """Validate a rule set file (TOML, or JSON by extension) without activating it."""
+    rules = _rule_set_file(path)
+    typer.echo(f"rule set {rules.version}: {len(rules.rules)} rules, valid")
+
+
+@rules_app.command("activate")
+def rules_activate(path: Path) -> None:
+    """Validate a rule set file and put it in force (every process within its refresh time;
+    statuses decided under another version are decided again when next read)."""
+    from yuekang.health_status import rulebook
+    from yuekang.principals import Actor
+
+    rules = _rule_set_file(path)
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        await rulebook.activate(session, rules=rules, actor=Actor.cli(), now=now)
+        typer.echo(f"rule set {rules.version} is active")
 
     _run(work)
 

@@ -2,16 +2,87 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Query, Request, status
 
-from yuekang.deps import Context, Now, SessionDep, StaffOperator
-from yuekang.health_status import service
-from yuekang.health_status.schemas import ResidentFound, ResidentLookup, StatusRead, StatusSet
+from yuekang.codec.reasons import pick_language
+from yuekang.deps import (
+    AnyStaff,
+    Context,
+    CurrentResident,
+    Now,
+    RulesAuthor,
+    SessionDep,
+    StaffOperator,
+)
+from yuekang.exceptions import NotFound, UnsupportedMediaType
+from yuekang.health_status import rulebook, service
+from yuekang.health_status.schemas import (
+    FindingRead,
+    MyStatusRead,
+    NatRead,
+    ResidentFound,
+    ResidentLookup,
+    RuleSetRead,
+    StatusRead,
+    StatusSet,
+    VaccinationRead,
+)
 from yuekang.openapi import errors
 from yuekang.residents import service as residents
+from yuekang.rules import explain, negative_within_hours
 
 admin = APIRouter(prefix="/v1/admin/residents", tags=["admin: residents"])
+resident = APIRouter(prefix="/v1/me", tags=["resident"])
+rules_admin = APIRouter(prefix="/v1/admin/rule-sets", tags=["admin: rules"])
+
+Language = Literal["zh-Hans", "zh-Hant", "en", "pt"]
+
+
+@resident.get("/status", response_model=MyStatusRead, responses=errors(401, 404))
+async def read_my_status(
+    resident_id: CurrentResident,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+    lang: Annotated[Language | None, Query(description="Overrides Accept-Language")] = None,
+    accept_language: Annotated[str | None, Header(alias="Accept-Language")] = None,
+) -> MyStatusRead:
+    """The resident's status and why: reason codes, an explanation in their language, when it
+    lapses, the latest test result and vaccinations. 404 `identity_not_bound` before binding."""
+    rules = await context.rulebook.current()
+    record = await service.current(session, resident_id, rules=rules, now=now)
+    if record is None:
+        raise NotFound("bind an identity document first", code="identity_not_bound")
+    language = lang or pick_language(accept_language)
+    findings = service.stored_findings(record)
+    status = service.status_value(record.status)
+    nat = None
+    if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
+        nat = NatRead(
+            latest_result="positive" if record.nat_result == "positive" else "negative",
+            latest_sampled_at=record.nat_sampled_at,
+            negative_within_hours=negative_within_hours(
+                record.nat_sampled_at, record.nat_result, now=now, buckets=rules.nat_display_hours
+            ),
+        )
+    return MyStatusRead(
+        status=status,
+        reason_codes=record.reason_codes,
+        explanation=explain(findings, rules, language),
+        language=language,
+        reasons=[
+            FindingRead(reason=f.reason, status=f.status, since=f.since, until=f.until)
+            for f in findings
+        ],
+        valid_until=record.valid_until,
+        decided_at=record.updated_at,
+        rule_set_version=record.rule_set_version,
+        nat=nat,
+        vaccination=VaccinationRead(doses=record.vaccine_doses, last_dose_on=record.vaccinated_on),
+        can_appeal=status != "green",
+    )
 
 
 @admin.post("/lookup", response_model=ResidentFound, responses=errors(401, 403, 404, 422))
@@ -65,3 +136,43 @@ async def set_status(
         updated_by=record.updated_by,
         codes_revoked=revoked,
     )
+
+
+@rules_admin.get("/active", response_model=RuleSetRead, responses=errors(401, 403))
+async def read_active_rule_set(context: Context, operator: AnyStaff) -> RuleSetRead:
+    """The rule set in force in this process (at most `rules.refresh_seconds` old)."""
+    rules = await context.rulebook.current()
+    return RuleSetRead(version=rules.version, document=rules.document())
+
+
+@rules_admin.post(
+    "",
+    response_model=RuleSetRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(401, 403, 409, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/toml": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def activate_rule_set(
+    request: Request, session: SessionDep, context: Context, now: Now, operator: RulesAuthor
+) -> RuleSetRead:
+    """Validate a rule set (TOML as `application/toml`, or its JSON form) and put it in force.
+    An invalid one answers 422 `invalid_rule_set` listing every problem, and the rule set in
+    force stays; a version that exists with other content answers 409."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("application/toml", "application/json"):
+        raise UnsupportedMediaType("send application/toml or application/json")
+    rules = rulebook.validated(
+        await request.body(), fmt="toml" if media_type == "application/toml" else "json"
+    )
+    await rulebook.activate(session, rules=rules, actor=operator.actor, now=now)
+    # Other processes see it within their refresh time; this one at once.
+    context.rulebook.invalidate()
+    return RuleSetRead(version=rules.version, document=rules.document())

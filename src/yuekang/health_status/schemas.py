@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,3 +40,44 @@ class ResidentLookup(StrictModel):
 
 class ResidentFound(BaseModel):
     resident_id: uuid.UUID
+
+
+class FindingRead(BaseModel):
+    reason: str = Field(description="A reason code of the rule set (or `override`)")
+    status: Literal["green", "yellow", "red"]
+    since: dt.datetime
+    until: dt.datetime | None = Field(description="When it stops holding without new facts")
+
+
+class NatRead(BaseModel):
+    latest_result: Literal["negative", "positive"]
+    latest_sampled_at: dt.datetime
+    negative_within_hours: int | None = Field(
+        description="The display bucket (24/48/72/168) of a negative latest test, else null"
+    )
+
+
+class VaccinationRead(BaseModel):
+    doses: int
+    last_dose_on: dt.date | None
+
+
+class MyStatusRead(BaseModel):
+    status: Literal["green", "yellow", "red"]
+    reason_codes: list[str]
+    explanation: list[str] = Field(description="One sentence per reason, worst first")
+    language: str
+    reasons: list[FindingRead]
+    valid_until: dt.datetime | None = Field(
+        description="When this decision lapses without new facts (a window ends)"
+    )
+    decided_at: dt.datetime
+    rule_set_version: str | None
+    nat: NatRead | None
+    vaccination: VaccinationRead
+    can_appeal: bool = Field(description="Red and yellow statuses can be contested")
+
+
+class RuleSetRead(BaseModel):
+    version: str
+    document: dict[str, Any] = Field(description="The rule set in its canonical JSON form")

@@ -271,3 +271,19 @@ async def revoke_unexpired_codes(
             )
         )
     return len(rows)
+
+
+def stored_findings(record: HealthStatus) -> list[Finding]:
+    """The findings kept with a decision, as the engine produced them."""
+    return [
+        Finding(
+            rule_id=str(item["rule"]),
+            reason=str(item["reason"]),
+            status=status_value(str(item["status"])),
+            since=dt.datetime.fromisoformat(item["since"]),
+            until=None if item["until"] is None else dt.datetime.fromisoformat(item["until"]),
+            received_at=dt.datetime.fromisoformat(item["since"]),
+            params=item.get("params", {}),
+        )
+        for item in record.findings
+    ]

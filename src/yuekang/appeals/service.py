@@ -1,0 +1,150 @@
+"""Appeals: a resident contests a red or yellow status; an operator accepts (an override with an
+expiry and a reason) or rejects (a reason the resident reads). Every step is audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.appeals.models import Appeal
+from yuekang.audit import service as audit
+from yuekang.exceptions import Conflict, NotFound
+from yuekang.health_status import service as health_status
+from yuekang.pii import PiiCipher
+from yuekang.principals import Actor
+from yuekang.rules import RuleSet
+
+
+def _context(appeal_id: uuid.UUID) -> str:
+    return f"appeals.text:{appeal_id}"
+
+
+async def file(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    text: str,
+    pii: PiiCipher,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> Appeal:
+    status = await health_status.current(session, resident_id, rules=rules, now=now)
+    if status is None:
+        raise NotFound("bind an identity document first", code="identity_not_bound")
+    if status.status == "green":
+        raise Conflict("only a red or yellow status can be contested", code="status_not_contested")
+    pending = await session.execute(
+        select(Appeal.id).where(Appeal.resident_id == resident_id, Appeal.state == "pending")
+    )
+    if pending.first() is not None:
+        raise Conflict("an appeal is already waiting for review", code="appeal_pending")
+    appeal_id = uuid.uuid4()
+    ciphertext, key_id = pii.encrypt(text, context=_context(appeal_id))
+    appeal = Appeal(
+        id=appeal_id,
+        resident_id=resident_id,
+        status_at_filing=status.status,
+        reason_codes=list(status.reason_codes),
+        text_ct=ciphertext,
+        key_id=key_id,
+        state="pending",
+        filed_at=now,
+    )
+    session.add(appeal)
+    await audit.record(
+        session,
+        actor=Actor.resident(resident_id),
+        action="appeal.file",
+        subject_type="appeal",
+        subject_id=str(appeal_id),
+        now=now,
+        detail={"status": status.status, "reason_codes": list(status.reason_codes)},
+    )
+    await session.flush()
+    return appeal
+
+
+async def mine(session: AsyncSession, resident_id: uuid.UUID) -> Sequence[Appeal]:
+    result = await session.execute(
+        select(Appeal).where(Appeal.resident_id == resident_id).order_by(Appeal.filed_at.desc())
+    )
+    return result.scalars().all()
+
+
+async def listing(session: AsyncSession, *, state: str | None, limit: int) -> Sequence[Appeal]:
+    query = select(Appeal).order_by(Appeal.filed_at).limit(limit)
+    if state is not None:
+        query = query.where(Appeal.state == state)
+    return (await session.execute(query)).scalars().all()
+
+
+async def read(
+    session: AsyncSession, *, appeal_id: uuid.UUID, pii: PiiCipher, actor: Actor, now: dt.datetime
+) -> tuple[Appeal, str]:
+    """The appeal with the resident's words; the reading is audited."""
+    appeal = await session.get(Appeal, appeal_id)
+    if appeal is None:
+        raise NotFound("no such appeal", code="appeal_not_found")
+    text = pii.decrypt(appeal.text_ct, key_id=appeal.key_id, context=_context(appeal_id))
+    await audit.record(
+        session,
+        actor=actor,
+        action="appeal.read",
+        subject_type="appeal",
+        subject_id=str(appeal_id),
+        now=now,
+        detail={"resident_id": str(appeal.resident_id)},
+    )
+    return appeal, text
+
+
+async def decide(
+    session: AsyncSession,
+    *,
+    appeal_id: uuid.UUID,
+    accept: bool,
+    reason: str,
+    status: health_status.StatusValue,
+    valid_for: dt.timedelta,
+    rules: RuleSet,
+    actor: Actor,
+    now: dt.datetime,
+) -> Appeal:
+    appeal = await session.get(Appeal, appeal_id, with_for_update=True, populate_existing=True)
+    if appeal is None:
+        raise NotFound("no such appeal", code="appeal_not_found")
+    if appeal.state != "pending":
+        raise Conflict(f"this appeal was already {appeal.state}", code="appeal_already_decided")
+    appeal.state = "accepted" if accept else "rejected"
+    appeal.decided_at = now
+    appeal.decided_by = actor.label
+    appeal.decision_reason = reason
+    if accept:
+        appeal.override_status = status
+        appeal.override_expires_at = now + valid_for
+        await health_status.set_status(
+            session,
+            resident_id=appeal.resident_id,
+            status=status,
+            reason=reason,
+            expires_at=appeal.override_expires_at,
+            appeal_id=appeal.id,
+            rules=rules,
+            actor=actor,
+            now=now,
+        )
+    await audit.record(
+        session,
+        actor=actor,
+        action=f"appeal.{appeal.state.removesuffix('ed')}",
+        subject_type="appeal",
+        subject_id=str(appeal_id),
+        now=now,
+        detail={"reason": reason, "resident_id": str(appeal.resident_id)},
+    )
+    await session.flush()
+    return appeal
