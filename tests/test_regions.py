@@ -65,11 +65,6 @@ def test_name(code: str, name: str) -> None:
     assert regions.name(code) == name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="regions.name() only drops the grouping entry '市辖区'; the other GB2260 groupings "
-    "('县' under Beijing/Tianjin/Shanghai/Chongqing, '省直辖县级行政区划') end up inside the name",
-)
 @pytest.mark.parametrize(
     ("code", "name"),
     [
@@ -82,11 +77,6 @@ def test_name_skips_grouping_entries(code: str, name: str) -> None:
     assert regions.name(code) == name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_names() orders revisions with int(key), so the YYYYMM revisions (200306..200506) "
-    "sort after 2013 and their older names win over 2007-2011's for codes later dropped",
-)
 def test_name_uses_the_latest_revision_holding_the_code() -> None:
     # 469031: 昌江黎族自治县 until 2006, 西沙群岛 in 2007-2011, gone since 2012.
     assert (regions.name("469031") or "").endswith("西沙群岛")
@@ -127,3 +117,17 @@ def test_prefix(code: str, prefix: str) -> None:
 def test_within_and_same_city(place: str, area: str, within: bool, same_city: bool) -> None:
     assert regions.within(place, area) is within
     assert regions.same_city(place, area) is same_city
+
+
+@pytest.mark.parametrize(
+    ("place", "area", "same"),
+    [
+        pytest.param("110228", "110101", True, id="beijing-county-and-district"),
+        pytest.param("429005", "429004", False, id="two-province-run-cities"),
+        pytest.param("429004", "429004", True, id="province-run-city-itself"),
+        pytest.param("440111", "440106", True, id="two-districts-of-guangzhou"),
+        pytest.param("440306", "440106", False, id="shenzhen-is-not-guangzhou"),
+    ],
+)
+def test_same_city_follows_the_real_city(place: str, area: str, same: bool) -> None:
+    assert regions.same_city(place, area) is same

@@ -553,3 +553,11 @@ def test_canonical_json_is_canonical() -> None:
 def test_rule_set_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="invalid rule set"):
         parse_rule_set(broken(_empty_rules))
+
+
+def test_a_rule_cannot_take_the_override_id() -> None:
+    doc = document()
+    rule(doc, "confirmed")["id"] = "override"
+    with pytest.raises(RuleSetError) as refused:
+        parse_rule_set(doc)
+    assert any("'override' is reserved" in p for p in refused.value.problems)

@@ -195,7 +195,7 @@ async def touched_residents(
     earliest_travel = today - dt.timedelta(days=window_days)
     starts: dict[str, dt.date] = {}
     for region_code, valid_from in areas:
-        city = regions.prefix(region_code)[:4]
+        city = regions.city_prefix(region_code)
         starts[city] = min(starts.get(city, valid_from), valid_from)
     found: set[uuid.UUID] = set()
     for city, valid_from in starts.items():

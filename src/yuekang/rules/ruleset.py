@@ -156,6 +156,8 @@ class RuleSet(_Model):
             duplicates = sorted({v for v in values if values.count(v) > 1})
             if duplicates:
                 problems.append(f"rule {label}s must be unique: {duplicates}")
+            if "override" in values:
+                problems.append(f"rule {label} 'override' is reserved for operators' decisions")
         hours = self.nat_display_hours
         if any(h <= 0 for h in hours) or hours != sorted(set(hours)):
             problems.append("nat_display_hours must be positive and strictly increasing")
