@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,51 +14,16 @@ import pytest
 import zxingcpp
 from PIL import Image
 
+from support.servers import YUEKANG, serve, server_env
+
 pytestmark = pytest.mark.e2e
-
-YUEKANG = shutil.which("yuekang", path=str(Path(sys.executable).parent)) or "yuekang"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def server(fresh_database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "YUEKANG_ENV": "dev",
-        "YUEKANG_DATABASE_URL": fresh_database_url,
-        "YUEKANG_KEYS_DIR": str(tmp_path / "keys"),
-    }
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [YUEKANG, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "serve.log").read_text())
-            time.sleep(0.2)
-        yield base, env
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+    env = server_env(fresh_database_url, tmp_path / "keys")
+    with serve(env, tmp_path) as running:
+        yield running.base, env
 
 
 def test_resident_to_checkpoint_over_real_http(server, tmp_path: Path):
