@@ -13,7 +13,6 @@ domain-separated, normalised value. Equality is all it reveals.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 from collections.abc import Mapping
 
@@ -21,6 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_BYTES = 12
+_SHA256_BLOCK = 64
 
 
 class PiiDecryptionError(Exception):
@@ -56,9 +56,20 @@ class PiiCipher:
 
 
 class BlindIndex:
+    """HMAC-SHA256 (RFC 2104) with the key's padded inner and outer hash states computed once:
+    a feed batch indexes up to 100,000 documents, and setting up a fresh HMAC for each one
+    costs three times the hashing itself."""
+
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
     def __call__(self, domain: str, value: str) -> bytes:
-        message = domain.encode("utf-8") + b"\x00" + value.encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        inner = self._inner.copy()
+        inner.update(domain.encode("utf-8") + b"\x00" + value.encode("utf-8"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()

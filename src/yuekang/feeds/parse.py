@@ -82,7 +82,7 @@ async def read_lines(
             continue
         if number == 1:
             text = text.removeprefix("\ufeff")
-        if not text.strip():
+        if not text or text.isspace():
             continue
         if fmt == "ndjson":
             yield _json_line(number, text)

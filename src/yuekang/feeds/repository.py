@@ -5,13 +5,15 @@ each written row with the batch id so the batch can find whom it touched."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, text
+from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -77,7 +79,14 @@ STAGE = "feed_stage"
 
 
 class FactWriter:
-    """Buffers nothing itself: each :meth:`write` sends one chunk of checked rows."""
+    """Writes checked rows chunk by chunk.
+
+    On PostgreSQL each chunk is COPied into a temporary staging table and merged into the fact
+    table by one upsert, in a background task: the database works on one chunk (on its own core)
+    while this process checks the next. At most one chunk is in flight, since a connection runs
+    one statement at a time; :meth:`finish` waits for the last, and :meth:`close` must run before
+    the transaction ends whatever happened.
+    """
 
     def __init__(
         self, session: AsyncSession, kind: FeedKind, *, batch_id: uuid.UUID, now: dt.datetime
@@ -88,65 +97,58 @@ class FactWriter:
         self.now = now
         self.postgres = dialect_name(session) == "postgresql"
         self._ordinal = 0
-        self._staged = False
+        self._driver: Any = None
+        self._in_flight: asyncio.Task[None] | None = None
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        if self.postgres:
-            await self._copy(rows)
-        else:
+        if not self.postgres:
             await self._upsert(rows)
+            return
+        await self._wait()
+        if self._driver is None:
+            self._driver = await self._staging()
+        start = self._ordinal
+        self._ordinal += len(rows)
+        records = [(start + i, *row) for i, row in enumerate(rows)]
+        self._in_flight = asyncio.create_task(self._copy_and_merge(records))
 
     async def finish(self) -> None:
-        if not (self.postgres and self._staged):
-            return
-        target = self.target
-        columns = ", ".join(target.columns)
-        key = ", ".join(target.key)
-        changed = " OR ".join(
-            f"{target.table.name}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in target.updatable
-        )
-        action = (
-            "DO NOTHING"
-            if not target.updatable
-            else "DO UPDATE SET "
-            + ", ".join(
-                f"{c} = EXCLUDED.{c}" for c in (*target.updatable, "batch_id", "received_at")
-            )
-            + f" WHERE {changed}"
-        )
-        # DISTINCT ON keeps the last row of each key: one statement may not update a row twice.
-        await self.session.execute(
-            text(
-                f"INSERT INTO {target.table.name} ({columns}, batch_id, received_at) "  # noqa: S608
-                f"SELECT DISTINCT ON ({key}) {columns}, :batch_id, :received_at FROM {STAGE} "
-                f"ORDER BY {key}, ordinal DESC ON CONFLICT ({key}) {action}"
-            ),
-            {"batch_id": self.batch_id, "received_at": self.now},
-        )
-        await self.session.execute(text(f"DROP TABLE {STAGE}"))
+        await self._wait()
 
-    async def _copy(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def close(self) -> None:
+        """Let an in-flight chunk end (its error, if any, is the caller's to have seen)."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _wait(self) -> None:
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _staging(self) -> Any:
         connection = await (await self.session.connection()).get_raw_connection()
         driver = connection.driver_connection
         assert driver is not None
-        if not self._staged:
-            definition = ", ".join(
-                f"{name} {kind}"
-                for name, kind in zip(self.target.columns, self.target.pg_types, strict=True)
-            )
-            await driver.execute(
-                f"CREATE TEMP TABLE {STAGE} (ordinal bigint, {definition}) ON COMMIT DROP"
-            )
-            self._staged = True
-        start = self._ordinal
-        self._ordinal += len(rows)
-        await driver.copy_records_to_table(
-            STAGE,
-            records=[(start + i, *row) for i, row in enumerate(rows)],
-            columns=("ordinal", *self.target.columns),
+        definition = ", ".join(
+            f"{name} {kind}"
+            for name, kind in zip(self.target.columns, self.target.pg_types, strict=True)
         )
+        await driver.execute(
+            f"CREATE TEMP TABLE {STAGE} (ordinal bigint, {definition}) ON COMMIT DROP"
+        )
+        return driver
+
+    async def _copy_and_merge(self, records: list[tuple[Any, ...]]) -> None:
+        target = self.target
+        await self._driver.copy_records_to_table(
+            STAGE, records=records, columns=("ordinal", *target.columns)
+        )
+        await self._driver.execute(_merge_sql(target), self.batch_id, self.now)
+        await self._driver.execute(f"TRUNCATE {STAGE}")
 
     async def _upsert(self, rows: Sequence[tuple[Any, ...]]) -> None:
         target = self.target
@@ -169,6 +171,28 @@ class FactWriter:
         await self.session.execute(
             statement, [{**dict(zip(target.columns, row, strict=True)), **extra} for row in rows]
         )
+
+
+def _merge_sql(target: Target) -> str:
+    columns = ", ".join(target.columns)
+    key = ", ".join(target.key)
+    table = target.table.name
+    if target.updatable:
+        changed = " OR ".join(
+            f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in target.updatable
+        )
+        assignments = ", ".join(
+            f"{c} = EXCLUDED.{c}" for c in (*target.updatable, "batch_id", "received_at")
+        )
+        action = f"DO UPDATE SET {assignments} WHERE {changed}"
+    else:
+        action = "DO NOTHING"
+    # DISTINCT ON keeps the last row of each key: one statement may not update a row twice.
+    return (
+        f"INSERT INTO {table} ({columns}, batch_id, received_at) "  # noqa: S608
+        f"SELECT DISTINCT ON ({key}) {columns}, $1, $2 FROM {STAGE} "
+        f"ORDER BY {key}, ordinal DESC ON CONFLICT ({key}) {action}"
+    )
 
 
 async def touched_residents(

@@ -199,12 +199,16 @@ async def ingest(
             if len(good) >= CHUNK_ROWS:
                 await writer.write(good)
                 good = []
+        if total == 0:
+            raise BadRequest("the batch has no rows", code="empty_batch")
+        await writer.write(good)
+        await writer.finish()
     except BodyRejected as exc:
         raise ValidationFailed(exc.message, code=exc.code) from exc
-    if total == 0:
-        raise BadRequest("the batch has no rows", code="empty_batch")
-    await writer.write(good)
-    await writer.finish()
+    finally:
+        # Whatever ended the body (a refusal, a client gone), no chunk may still be writing when
+        # the transaction rolls back.
+        await writer.close()
 
     window = max(
         (r.when.lasts_days or 0 for r in rules.rules if r.when.fact == "travel"), default=0
