@@ -628,3 +628,33 @@ def test_pyjwt_token_without_prefix_is_malformed(
 
     with pytest.raises(MalformedCode):
         read(token, trusted)
+
+
+# ----------------------------------------------------------------- NAT and vaccination summaries
+
+
+def test_the_largest_code_with_both_summaries_fits_the_qr_budget(any_key: SigningKey) -> None:
+    # The longest of everything a code can hold: yellow, a masked name of three four-byte
+    # characters, "negative within 168 hours", ten doses.
+    claims = dataclasses.replace(now_claims("yellow", nm="𠀀*𠀁"), nt=168, vx=10)
+    text = sign_health_code(claims, any_key)
+    assert len(text.encode()) <= QR_TEXT_BUDGET
+    assert read_health_code(text, {any_key.kid: any_key.public()}, now=claims.iat)
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("nt", "48"), ("nt", -1), ("nt", True), ("vx", 1.5), ("vx", 100000), ("vx", [3])],
+)
+def test_a_summary_claim_of_the_wrong_type_is_malformed(
+    es_key: SigningKey, claim: str, value: object
+) -> None:
+    text = valid(es_key, **{claim: value})
+    with pytest.raises(MalformedCode, match=claim):
+        read_health_code(text, {es_key.kid: es_key.public()}, now=IAT)
+
+
+def test_summary_claims_come_back_from_a_signed_code(es_key: SigningKey) -> None:
+    text = valid(es_key, nt=48, vx=3)
+    verified = read_health_code(text, {es_key.kid: es_key.public()}, now=IAT)
+    assert (verified.claims.nt, verified.claims.vx) == (48, 3)

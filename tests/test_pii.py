@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import hmac
+
+import pytest
+
+from yuekang.pii import BlindIndex, PiiCipher, PiiDecryptionError
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"k" * 32, b"a-key-longer-than-one-sha256-block-" * 3, b"", b"\x00\xff" * 16],
+    ids=["32-bytes", "longer-than-a-block", "empty", "binary"],
+)
+@pytest.mark.parametrize("value", ["prc_id:11010519491231002X", "", "张小三"])
+def test_blind_index_is_hmac_sha256(key: bytes, value: str) -> None:
+    # Indexes written before the precomputed pads must still match: it is HMAC, byte for byte.
+    expected = hmac.digest(key, b"doc\x00" + value.encode(), "sha256")
+    assert BlindIndex(key)("doc", value) == expected
+
+
+def test_blind_index_separates_domains_and_keys() -> None:
+    index = BlindIndex(b"k" * 32)
+    assert index("doc", "x") != index("phone", "x")
+    assert index("doc", "x") != BlindIndex(b"j" * 32)("doc", "x")
+
+
+def test_ciphertext_is_bound_to_its_row() -> None:
+    cipher = PiiCipher({"k1": b"\x01" * 32}, "k1")
+    sealed, key_id = cipher.encrypt("张小三", context="identities.name:1")
+    assert cipher.decrypt(sealed, key_id=key_id, context="identities.name:1") == "张小三"
+    with pytest.raises(PiiDecryptionError):
+        cipher.decrypt(sealed, key_id=key_id, context="identities.name:2")
