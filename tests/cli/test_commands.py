@@ -133,3 +133,53 @@ def test_status_set_checks_the_reason_like_the_api(env: Path):
     )
     assert code == 2
     assert "reason" in err
+
+
+def test_feed_clients_are_created_with_their_kinds(env: Path):
+    code, out, err = run("feeds", "clients", "create", "cdc-gz", "--kinds", "cases,nat-results")
+    assert code == 0
+    assert out.strip().startswith("ykf_")
+    assert "kinds=cases,nat-results" in err
+    code, _, err = run("feeds", "clients", "create", "cdc-gz", "--kinds", "cases")
+    assert code == 1
+    assert "feed_client_exists" in err
+    code, _, err = run("feeds", "clients", "create", "lab", "--kinds", "cases,gossip")
+    assert code == 2
+    assert "kinds.1" in err
+    assert "risk-areas" in err
+
+
+def _rule_set(tmp_path: Path, **changes: object) -> Path:
+    from yuekang.rules import default_rule_set
+
+    document = {**default_rule_set().document(), **changes}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(document, ensure_ascii=False))
+    return path
+
+
+def test_rules_check_lists_every_problem_and_activate_refuses_a_bad_file(env: Path):
+    default = Path(__file__).parents[2] / "src/yuekang/rules/rulesets/gd-2021.toml"
+    code, out, _ = run("rules", "check", str(default))
+    assert code == 0
+    assert "gd-2021.1" in out
+    bad = _rule_set(env, version="bad version", utc_offset_hours=99)
+    code, _, err = run("rules", "activate", str(bad))
+    assert code == 1
+    assert "version" in err
+    assert "utc_offset_hours" in err
+    code, _, err = run("rules", "check", str(env / "missing.toml"))
+    assert code == 2
+    assert "cannot read" in err
+
+
+def test_rules_activate_puts_a_new_version_in_force_once(env: Path):
+    path = _rule_set(env, version="gd-2021.2")
+    code, out, _ = run("rules", "activate", str(path))
+    assert code == 0
+    assert "gd-2021.2 is active" in out
+    assert run("rules", "activate", str(path))[0] == 0  # the same content again: fine
+    changed = _rule_set(env, version="gd-2021.2", description="something else")
+    code, _, err = run("rules", "activate", str(changed))
+    assert code == 1
+    assert "rule_set_version_exists" in err
