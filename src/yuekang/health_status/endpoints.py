@@ -25,6 +25,7 @@ from yuekang.health_status.schemas import (
     ResidentFound,
     ResidentLookup,
     RuleSetRead,
+    StatusChangeRead,
     StatusRead,
     StatusSet,
     VaccinationRead,
@@ -136,6 +137,39 @@ async def set_status(
         updated_by=record.updated_by,
         codes_revoked=revoked,
     )
+
+
+@admin.get(
+    "/{resident_id}/status-history",
+    response_model=list[StatusChangeRead],
+    responses=errors(401, 403, 404, 422),
+)
+async def read_status_history(
+    resident_id: uuid.UUID,
+    session: SessionDep,
+    now: Now,
+    operator: AnyStaff,
+    reason: Annotated[str, Query(min_length=3, max_length=500, description="Why; audited")],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[StatusChangeRead]:
+    """What changed a resident's status, when, from which findings under which rule-set version,
+    newest first. Reading it is written to the audit log with `reason`."""
+    changes = await service.history(
+        session, resident_id=resident_id, actor=operator.actor, reason=reason, now=now, limit=limit
+    )
+    return [
+        StatusChangeRead(
+            at=c.at,
+            old_status=None if c.old_status is None else service.status_value(c.old_status),
+            new_status=service.status_value(c.new_status),
+            reason_codes=list(c.detail.get("reason_codes", [])),
+            rule_set_version=c.detail.get("rule_set_version"),
+            findings=list(c.detail.get("findings", [])),
+            reason=c.reason_text,
+            actor=c.actor,
+        )
+        for c in changes
+    ]
 
 
 @rules_admin.get("/active", response_model=RuleSetRead, responses=errors(401, 403))

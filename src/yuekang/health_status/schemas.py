@@ -81,3 +81,14 @@ class MyStatusRead(BaseModel):
 class RuleSetRead(BaseModel):
     version: str
     document: dict[str, Any] = Field(description="The rule set in its canonical JSON form")
+
+
+class StatusChangeRead(BaseModel):
+    at: dt.datetime
+    old_status: Literal["green", "yellow", "red"] | None
+    new_status: Literal["green", "yellow", "red"]
+    reason_codes: list[str]
+    rule_set_version: str | None
+    findings: list[dict[str, Any]] = Field(description="The findings behind the new status")
+    reason: str | None = Field(description="An operator's reason, for overrides")
+    actor: str

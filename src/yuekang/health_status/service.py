@@ -287,3 +287,33 @@ def stored_findings(record: HealthStatus) -> list[Finding]:
         )
         for item in record.findings
     ]
+
+
+async def history(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    actor: Actor,
+    reason: str,
+    now: dt.datetime,
+    limit: int,
+) -> Sequence[StatusChange]:
+    """A resident's status history, newest first. Health data: the reading is audited."""
+    if await session.get(HealthStatus, resident_id) is None:
+        raise NotFound("no status is recorded for this resident", code="resident_not_found")
+    rows = await session.execute(
+        select(StatusChange)
+        .where(StatusChange.resident_id == resident_id)
+        .order_by(StatusChange.at.desc(), StatusChange.id.desc())
+        .limit(limit)
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="status.history.read",
+        subject_type="resident",
+        subject_id=str(resident_id),
+        now=now,
+        detail={"reason": reason},
+    )
+    return rows.scalars().all()
