@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select
+from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +36,18 @@ class Target:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     pg_types: tuple[str, ...]
+    improvement: str | None = None
+    """SQL true when a resent row only makes things better: it keeps its received time, so an
+    override granted since still covers it (a correction must not undo an accepted appeal)."""
+
+    def received_at_sql(self) -> str:
+        if self.improvement is None:
+            return "excluded.received_at"
+        table = self.table.name
+        return (
+            f"CASE WHEN {self.improvement.format(t=table)} THEN {table}.received_at "
+            "ELSE excluded.received_at END"
+        )
 
     @property
     def updatable(self) -> tuple[str, ...]:
@@ -48,12 +60,17 @@ TARGETS: dict[FeedKind, Target] = {
         ("person", "category", "start_date", "end_date"),
         ("person", "category", "start_date"),
         ("bytea", "text", "date", "date"),
+        # An episode given an end, or an earlier one.
+        "excluded.end_date IS NOT NULL AND "
+        "({t}.end_date IS NULL OR excluded.end_date < {t}.end_date)",
     ),
     FeedKind.NAT_RESULTS: Target(
         NatRecord.__table__,  # type: ignore[arg-type]
         ("person", "sampled_at", "result", "lab"),
         ("person", "sampled_at", "lab"),
         ("bytea", "timestamptz", "text", "text"),
+        # A result corrected to negative.
+        "excluded.result = 'negative'",
     ),
     FeedKind.VACCINATIONS: Target(
         VaccinationRecord.__table__,  # type: ignore[arg-type]
@@ -161,7 +178,7 @@ class FactWriter:
                 set_={
                     **{c: excluded[c] for c in target.updatable},
                     "batch_id": excluded.batch_id,
-                    "received_at": excluded.received_at,
+                    "received_at": text(target.received_at_sql()),
                 },
                 where=or_(*(table.c[c].is_distinct_from(excluded[c]) for c in target.updatable)),
             )
@@ -182,7 +199,8 @@ def _merge_sql(target: Target) -> str:
             f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in target.updatable
         )
         assignments = ", ".join(
-            f"{c} = EXCLUDED.{c}" for c in (*target.updatable, "batch_id", "received_at")
+            [f"{c} = EXCLUDED.{c}" for c in (*target.updatable, "batch_id")]
+            + [f"received_at = {target.received_at_sql()}"]
         )
         action = f"DO UPDATE SET {assignments} WHERE {changed}"
     else:

@@ -113,7 +113,14 @@ async def activate(
             uploaded_by=actor.label,
         )
         session.add(record)
-    record.activated_at = now
+    # Activations are ordered by time; a process whose clock is behind (or a fixed test clock)
+    # must still put the rule set it was asked for in force, so never stamp at or before the
+    # latest activation.
+    latest = await active_record(session)
+    if latest is not None and latest.activated_at is not None and latest.activated_at >= now:
+        record.activated_at = latest.activated_at + dt.timedelta(microseconds=1)
+    else:
+        record.activated_at = now
     await audit.record(
         session,
         actor=actor,
