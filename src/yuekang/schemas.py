@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+"""An ``Idempotency-Key``: 1-128 printable ASCII characters, no spaces (use with fullmatch)."""
 
 
 class StrictModel(BaseModel):

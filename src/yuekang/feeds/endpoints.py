@@ -20,6 +20,7 @@ from yuekang.feeds.schemas import (
     RowError,
 )
 from yuekang.openapi import errors
+from yuekang.schemas import IDEMPOTENCY_KEY
 
 router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
 admin = APIRouter(prefix="/v1/admin/feed-clients", tags=["admin: feeds"])
@@ -99,7 +100,7 @@ async def push_batch(
         raise BadRequest(
             "name the batch with an Idempotency-Key header", code="idempotency_key_required"
         )
-    if not (1 <= len(idempotency_key) <= 128 and idempotency_key.isascii()):
+    if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise BadRequest(
             "Idempotency-Key must be 1-128 printable ASCII characters",
             code="invalid_idempotency_key",

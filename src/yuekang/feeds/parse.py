@@ -50,6 +50,10 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes
         *complete, pending = pending.split(b"\n")
         for line in complete:
             number += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise BodyRejected(
+                    "line_too_long", f"line {number} is longer than {MAX_LINE_BYTES} bytes"
+                )
             yield number, line
         if len(pending) > MAX_LINE_BYTES:
             raise BodyRejected(
@@ -97,7 +101,8 @@ async def read_lines(
 def _json_line(number: int, text: str) -> Line:
     try:
         value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and integers too long to convert.
         return Line(number, None, RowProblem(None, "format", "the line is not valid JSON"))
     if not isinstance(value, dict):
         return Line(number, None, RowProblem(None, "format", "the line is not a JSON object"))

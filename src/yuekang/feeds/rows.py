@@ -42,9 +42,16 @@ class RowRejected(Exception):
 
 # Nothing the feeds describe happened before the first reports of December 2019.
 EARLIEST_DATE = dt.date(2019, 12, 1)
+EARLIEST_INSTANT = dt.datetime(2019, 12, 1, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 # A lab's clock may run a little ahead of ours; a sample time further ahead is a mistake.
 FUTURE_LEEWAY = dt.timedelta(minutes=5)
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_RFC3339_LOCAL = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+)
 _DOC_TYPES = {t.value: t for t in DocType}
 _CATEGORIES = {c.value: c for c in CaseCategory}
 
@@ -84,6 +91,9 @@ class _Row:
             self.fail(field, "format", f"{field} must be a string")
             return None
         value = value.strip()
+        if not _storable(value):
+            self.fail(field, "format", f"{field} must be valid Unicode text")
+            return None
         if len(value) > max_length:
             self.fail(field, "too_long", f"{field} is longer than {max_length} characters")
             return None
@@ -129,16 +139,18 @@ class _Row:
         value = self.text(field, max_length=40)
         if value is None:
             return None
+        if not _RFC3339.fullmatch(value):
+            if _RFC3339_LOCAL.fullmatch(value):
+                self.fail(field, "format", f"{field} needs a UTC offset (e.g. +08:00 or Z)")
+            else:
+                self.fail(field, "format", f"{field} must be an RFC 3339 date-time")
+            return None
         try:
-            moment = dt.datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(field, "format", f"{field} must be an RFC 3339 date-time")
+            moment = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            self.fail(field, "format", f"{field} is not a real date-time")
             return None
-        if moment.tzinfo is None:
-            self.fail(field, "format", f"{field} needs a UTC offset (e.g. +08:00 or Z)")
-            return None
-        moment = moment.astimezone(dt.UTC)
-        if moment.date() < EARLIEST_DATE:
+        if moment < EARLIEST_INSTANT:
             self.fail(field, "too_old", f"{field} is before {EARLIEST_DATE.isoformat()}")
         elif moment > context.now + FUTURE_LEEWAY:
             self.fail(field, "future", f"{field} is in the future")
@@ -146,8 +158,13 @@ class _Row:
 
     def integer(self, field: str, low: int, high: int) -> int | None:
         value = self.values.get(field)
-        if isinstance(value, str) and value.strip().isdecimal():
-            value = int(value)
+        if isinstance(value, str):
+            digits = value.strip()
+            if digits.isascii() and digits.isdecimal():
+                if len(digits) > len(str(high)):
+                    self.fail(field, "out_of_range", f"{field} must be between {low} and {high}")
+                    return None
+                value = int(digits)
         if value is None or value == "":
             self.fail(field, "missing", f"{field} is required")
             return None
@@ -265,14 +282,25 @@ SPECS: dict[FeedKind, KindSpec] = {
 _NAMES = {kind: frozenset(spec.fields) for kind, spec in SPECS.items()}
 
 
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: object) -> str:
+    """A field name from the request, safe to echo back (lone surrogates escaped, bounded)."""
+    return str(name)[:64].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def check_row(spec: KindSpec, values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...]:
     """The row as a database tuple, or :class:`RowRejected` with every problem found."""
     row = _Row(values)
     unknown = () if spec.names.issuperset(values) else [n for n in values if n not in spec.names]
     for name in unknown:
-        row.fail(
-            str(name)[:64], "unknown_field", f"{str(name)[:64]!r} is not a field of {spec.kind}"
-        )
+        row.fail(_shown(name), "unknown_field", f"{_shown(name)!r} is not a field of {spec.kind}")
     record = spec.check(row, context)
     if row.problems:
         raise RowRejected(row.problems)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
@@ -12,10 +11,9 @@ from yuekang.health_codes import service
 from yuekang.health_codes.models import HealthCode
 from yuekang.health_codes.schemas import CodeRead
 from yuekang.openapi import errors
+from yuekang.schemas import IDEMPOTENCY_KEY
 
 router = APIRouter(prefix="/v1/codes", tags=["health codes"])
-
-IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
 def _read(code: HealthCode, request: Request) -> CodeRead:
@@ -52,7 +50,7 @@ async def issue_code(
     returns the same code (header `Idempotent-Replayed: true`). 409 `identity_required` before an
     identity is bound; 503 `no_signing_key` when no active key outlives a new code.
     """
-    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise BadRequest(
             "Idempotency-Key must be 1-128 printable ASCII characters",
             code="invalid_idempotency_key",
