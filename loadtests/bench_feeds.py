@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -166,8 +167,11 @@ def main() -> None:
             results: list[tuple[float, float, dict[str, object]]] = []
             spy = None
             if args.profile:
+                py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+                if py_spy is None:
+                    raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
                 spy = subprocess.Popen(  # noqa: S603 -- a profiler on our own process
-                    ["py-spy", "record", "-p", str(process.pid), "-o", args.profile, "-r", "200"],
+                    [py_spy, "record", "-p", str(process.pid), "-o", args.profile, "-r", "200"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
