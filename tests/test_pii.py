@@ -31,3 +31,14 @@ def test_ciphertext_is_bound_to_its_row() -> None:
     assert cipher.decrypt(sealed, key_id=key_id, context="identities.name:1") == "张小三"
     with pytest.raises(PiiDecryptionError):
         cipher.decrypt(sealed, key_id=key_id, context="identities.name:2")
+
+
+def test_document_index_is_stable() -> None:
+    # Facts filed by feeds and identities bound later must meet on this exact value.
+    from yuekang.residents.documents import DocType
+    from yuekang.residents.service import doc_index
+
+    index = BlindIndex(b"k" * 32)
+    assert doc_index(index, DocType.PRC_ID, "11010519491231002X") == hmac.digest(
+        b"k" * 32, b"doc\x00prc_id:11010519491231002X", "sha256"
+    )

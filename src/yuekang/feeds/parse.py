@@ -42,25 +42,30 @@ class Line:
     problem: RowProblem | None = None
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """The complete lines of each piece of the body, numbered (one list per piece: a batch has
+    up to 100,000 lines, and a step of an async generator costs more than reading a line)."""
     pending = b""
     number = 0
     async for chunk in chunks:
         pending += chunk
         *complete, pending = pending.split(b"\n")
+        numbered = []
         for line in complete:
             number += 1
             if len(line) > MAX_LINE_BYTES:
                 raise BodyRejected(
                     "line_too_long", f"line {number} is longer than {MAX_LINE_BYTES} bytes"
                 )
-            yield number, line
+            numbered.append((number, line))
         if len(pending) > MAX_LINE_BYTES:
             raise BodyRejected(
                 "line_too_long", f"line {number + 1} is longer than {MAX_LINE_BYTES} bytes"
             )
+        if numbered:
+            yield numbered
     if pending:
-        yield number + 1, pending
+        yield [(number + 1, pending)]
 
 
 def _text(raw: bytes) -> str | None:
@@ -75,25 +80,30 @@ _NOT_UTF8 = RowProblem(None, "encoding", "the line is not valid UTF-8")
 
 async def read_lines(
     chunks: AsyncIterator[bytes], fmt: Format, spec: KindSpec
-) -> AsyncIterator[Line]:
+) -> AsyncIterator[list[Line]]:
+    """The body's rows, a list per piece of the body received."""
     header: list[str] | None = None
-    async for number, raw in _lines(chunks):
-        text = _text(raw)
-        if text is None:
-            if fmt == "csv" and header is None:
-                raise BodyRejected("bad_header", "the CSV header is not valid UTF-8")
-            yield Line(number, None, _NOT_UTF8)
-            continue
-        if number == 1:
-            text = text.removeprefix("\ufeff")
-        if not text or text.isspace():
-            continue
-        if fmt == "ndjson":
-            yield _json_line(number, text)
-        elif header is None:
-            header = _header(text, spec)
-        else:
-            yield _csv_line(number, text, header)
+    async for numbered in _lines(chunks):
+        rows: list[Line] = []
+        for number, raw in numbered:
+            text = _text(raw)
+            if text is None:
+                if fmt == "csv" and header is None:
+                    raise BodyRejected("bad_header", "the CSV header is not valid UTF-8")
+                rows.append(Line(number, None, _NOT_UTF8))
+                continue
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            if not text or text.isspace():
+                continue
+            if fmt == "ndjson":
+                rows.append(_json_line(number, text))
+            elif header is None:
+                header = _header(text, spec)
+            else:
+                rows.append(_csv_line(number, text, header))
+        if rows:
+            yield rows
     if fmt == "csv" and header is None:
         raise BodyRejected("bad_header", "the CSV body has no header line")
 

@@ -10,6 +10,7 @@ The client's ``Idempotency-Key`` names the batch: sending it again returns the f
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from yuekang.feeds.rows import SPECS, FeedKind, RowContext, RowRejected, check_r
 from yuekang.health_status import service as health_status
 from yuekang.pii import BlindIndex
 from yuekang.principals import Actor
-from yuekang.residents.documents import DocType, local_date
+from yuekang.residents.documents import local_date
 from yuekang.residents.service import doc_index
 from yuekang.rules import RuleSet
 
@@ -164,25 +165,28 @@ async def ingest(
     context = RowContext(
         now=now,
         today=local_date(now),
-        person=lambda doc_type, number: doc_index(blind_index, DocType(doc_type), number),
+        person=functools.partial(doc_index, blind_index),
     )
     errors: list[dict[str, Any]] = []
     good: list[tuple[Any, ...]] = []
     total = rejected = dropped = 0
     try:
-        async for line in read_lines(body, fmt, spec):
-            total += 1
+        async for lines in read_lines(body, fmt, spec):
+            total += len(lines)
             if total > max_rows:
                 raise PayloadTooLarge(
                     f"a batch holds at most {max_rows} rows; split it", code="batch_too_large"
                 )
-            problems = [line.problem] if line.problem is not None else []
-            if line.values is not None:
-                try:
-                    good.append(check_row(spec, line.values, context))
-                except RowRejected as exc:
-                    problems = exc.problems
-            if problems:
+            for line in lines:
+                if line.values is not None:
+                    try:
+                        good.append(check_row(spec, line.values, context))
+                        continue
+                    except RowRejected as exc:
+                        problems = exc.problems
+                else:
+                    assert line.problem is not None
+                    problems = [line.problem]
                 rejected += 1
                 for problem in problems:
                     if len(errors) >= max_reported_errors:

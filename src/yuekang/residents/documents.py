@@ -186,7 +186,8 @@ def normalize_doc_number(doc_type: DocType, raw: str) -> str:
     Removes all whitespace, maps full-width characters to ASCII, uppercases, and for HKID and Macao
     BIR drops the parentheses printed around the check digit (``A123456(3)`` -> ``A1234563``).
     """
-    doc_type = DocType(doc_type)
+    if doc_type.__class__ is not DocType:
+        doc_type = DocType(doc_type)
     if raw.isascii() and raw.isalnum():
         # The common case (and every feed row): nothing to map or strip.
         return raw.upper()
@@ -213,7 +214,8 @@ def validate_document(
     """
     # Coerce so that a plain string value from JSON takes the same branches as the enum member
     # (identity checks and dict lookups below rely on real members).
-    doc_type = DocType(doc_type)
+    if doc_type.__class__ is not DocType:
+        doc_type = DocType(doc_type)
     if today is None:
         today = local_date(datetime.datetime.now(datetime.UTC))
     if birth_date is not None and birth_date > today:

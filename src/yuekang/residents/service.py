@@ -22,7 +22,8 @@ from yuekang.rules import RuleSet
 
 
 def doc_index(blind_index: BlindIndex, doc_type: DocType, number: str) -> bytes:
-    return blind_index("doc", f"{doc_type.value}:{number}")
+    # A DocType is a str whose value is its text: "prc_id:<number>".
+    return blind_index("doc", doc_type + ":" + number)
 
 
 def _validated(
