@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,11 +99,19 @@ STAGE = "feed_stage"
 class FactWriter:
     """Writes checked rows chunk by chunk.
 
-    On PostgreSQL each chunk is COPied into a temporary staging table and merged into the fact
-    table by one upsert, in a background task: the database works on one chunk (on its own core)
-    while this process checks the next. At most one chunk is in flight, since a connection runs
-    one statement at a time; :meth:`finish` waits for the last, and :meth:`close` must run before
-    the transaction ends whatever happened.
+    On PostgreSQL, in a background task -- the database works on one chunk (on its own core)
+    while this process checks the next:
+
+    - first, COPY straight into the fact table inside a savepoint. New facts, the usual case,
+      take the bulk-load path at raw COPY speed;
+    - if that meets a row already stored (a resend, or the same key twice in the chunk), the
+      savepoint is rolled back, and that chunk and every later one go through a temporary staging
+      table and one ``INSERT ... SELECT DISTINCT ON ... ON CONFLICT`` merge instead, which keeps
+      the last row of a key and updates a stored row only when a value changed.
+
+    At most one chunk is in flight, since a connection runs one statement at a time;
+    :meth:`finish` waits for the last, and :meth:`close` must run before the transaction ends
+    whatever happened.
     """
 
     def __init__(
@@ -115,6 +124,8 @@ class FactWriter:
         self.postgres = dialect_name(session) == "postgresql"
         self._ordinal = 0
         self._driver: Any = None
+        self._staged = False
+        self._direct = True
         self._in_flight: asyncio.Task[None] | None = None
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -125,7 +136,8 @@ class FactWriter:
             return
         await self._wait()
         if self._driver is None:
-            self._driver = await self._staging()
+            connection = await (await self.session.connection()).get_raw_connection()
+            self._driver = connection.driver_connection
         start = self._ordinal
         self._ordinal += len(rows)
         records = [(start + i, *row) for i, row in enumerate(rows)]
@@ -146,21 +158,27 @@ class FactWriter:
         if task is not None:
             await task
 
-    async def _staging(self) -> Any:
-        connection = await (await self.session.connection()).get_raw_connection()
-        driver = connection.driver_connection
-        assert driver is not None
-        definition = ", ".join(
-            f"{name} {kind}"
-            for name, kind in zip(self.target.columns, self.target.pg_types, strict=True)
-        )
-        await driver.execute(
-            f"CREATE TEMP TABLE {STAGE} (ordinal bigint, {definition}) ON COMMIT DROP"
-        )
-        return driver
-
     async def _copy_and_merge(self, records: list[tuple[Any, ...]]) -> None:
         target = self.target
+        if self._direct:
+            try:
+                async with self._driver.transaction():  # a savepoint: the request's is open
+                    await self._driver.copy_records_to_table(
+                        target.table.name,
+                        records=[(*r[1:], self.batch_id, self.now) for r in records],
+                        columns=(*target.columns, "batch_id", "received_at"),
+                    )
+                return
+            except asyncpg.UniqueViolationError:
+                self._direct = False
+        if not self._staged:
+            definition = ", ".join(
+                f"{name} {kind}" for name, kind in zip(target.columns, target.pg_types, strict=True)
+            )
+            await self._driver.execute(
+                f"CREATE TEMP TABLE {STAGE} (ordinal bigint, {definition}) ON COMMIT DROP"
+            )
+            self._staged = True
         await self._driver.copy_records_to_table(
             STAGE, records=records, columns=("ordinal", *target.columns)
         )
