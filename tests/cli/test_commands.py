@@ -133,6 +133,12 @@ def test_status_set_checks_the_reason_like_the_api(env: Path):
     )
     assert code == 2
     assert "reason" in err
+    code, _, err = run(
+        "status", "set", "--doc-type", "prc_id", "--doc-number", "11010519491231002X",
+        "--status", "red", "--reason", "close contact", "--valid-days", "365",
+    )  # fmt: skip
+    assert code == 2
+    assert "valid_days" in err
 
 
 def test_feed_clients_are_created_with_their_kinds(env: Path):

@@ -352,8 +352,13 @@ def status_set(
     doc_number: Annotated[str, typer.Option()],
     status: Annotated[Literal["green", "yellow", "red"], typer.Option()],
     reason: Annotated[str, typer.Option(help="Recorded in the status history and audit log")],
+    valid_days: Annotated[
+        int | None,
+        typer.Option(help="How long it overrides the facts known now (default: until replaced)"),
+    ] = None,
 ) -> None:
-    """Set the status of the resident holding a document."""
+    """Override the status of the resident holding a document (facts that arrive later still
+    count)."""
     from pydantic import ValidationError
 
     from yuekang.health_status import service
@@ -368,7 +373,7 @@ def status_set(
         _fail(f"unknown document type {doc_type!r}")
     try:
         # The same rules as the API's body for this action.
-        change = StatusSet(status=status, reason=reason)
+        change = StatusSet(status=status, reason=reason, valid_days=valid_days)
     except ValidationError as exc:
         _fail("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
 
@@ -388,6 +393,9 @@ def status_set(
             resident_id=resident_id,
             status=change.status,
             reason=change.reason,
+            expires_at=None
+            if change.valid_days is None
+            else now + dt.timedelta(days=change.valid_days),
             rules=await context.rulebook.current(),
             actor=actor,
             now=now,
