@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import uuid
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import LargeBinary, Uuid, bindparam, inspect, select, text
 
-from yuekang.db import create_engine, migrate
+from yuekang.db import UTCDateTime, create_engine, migrate
+from yuekang.health_status.models import StatusOverride
 from yuekang.models import Base
 
 
@@ -50,8 +54,7 @@ def test_migrations_go_down_and_up_again(fresh_database_url: str):
     assert set(Base.metadata.tables) <= _tables(fresh_database_url)
 
 
-def migrate_down(url: str) -> None:
-    from alembic import command
+def _config(url: str) -> Any:
     from alembic.config import Config
 
     from yuekang.db import migrations_dir
@@ -59,4 +62,59 @@ def migrate_down(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["database_url"] = url
-    command.downgrade(config, "base")
+    return config
+
+
+def migrate_down(url: str, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(_config(url), revision)
+
+
+def test_statuses_set_by_operators_before_the_rules_engine_are_kept(fresh_database_url: str):
+    from alembic import command
+
+    url = fresh_database_url
+    migrate_down(url, "0001")
+    resident = uuid.uuid4()
+    when = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
+
+    typed = [
+        bindparam("id", type_=Uuid()),
+        bindparam("index", type_=LargeBinary()),
+        bindparam("at", type_=UTCDateTime()),
+    ]
+
+    async def seed() -> None:
+        engine = create_engine(url, pool_size=1)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO residents (id, phone_index, phone_ct, phone_key_id, created_at) "
+                    "VALUES (:id, :index, :ct, 'k1', :at)"
+                ).bindparams(*typed),
+                {"id": resident, "index": b"i" * 32, "ct": b"c", "at": when},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO health_status (resident_id, status, reason_codes, reason_text, "
+                    "source, updated_at, updated_by) VALUES (:id, 'red', '[]', 'close contact', "
+                    "'operator', :at, 'operator:7')"
+                ).bindparams(*typed[:1], typed[2]),
+                {"id": resident, "at": when},
+            )
+        await engine.dispose()
+
+    async def overrides() -> list[tuple[str, str, str]]:
+        engine = create_engine(url, pool_size=1)
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(StatusOverride.status, StatusOverride.reason, StatusOverride.granted_by)
+            )
+            found = [tuple(r) for r in rows.all()]
+        await engine.dispose()
+        return found
+
+    asyncio.run(seed())
+    command.upgrade(_config(url), "head")
+    assert asyncio.run(overrides()) == [("red", "close contact", "operator:7")]

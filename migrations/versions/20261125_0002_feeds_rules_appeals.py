@@ -247,6 +247,19 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("vaccinated_on", sa.Date(), nullable=True))
 
+    # Before rules, an operator's status was written straight into health_status. Keep each as
+    # an override, or the first re-decision from (absent) facts would turn it green.
+    op.execute(
+        """
+        INSERT INTO status_overrides (resident_id, status, reason, granted_at, expires_at,
+                                      granted_by, appeal_id)
+        SELECT resident_id, status, COALESCE(reason_text, 'set before the rules engine'),
+               updated_at, NULL, updated_by, NULL
+        FROM health_status
+        WHERE source <> 'default'
+        """
+    )
+
 
 def downgrade() -> None:
     with op.batch_alter_table("health_status", schema=None) as batch_op:
