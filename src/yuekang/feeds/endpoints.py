@@ -119,6 +119,7 @@ async def push_batch(
         max_rows=feeds.max_rows,
         max_reported_errors=feeds.max_reported_errors,
         now=now,
+        clock=context.clock.now,
     )
     if result.replayed:
         response.status_code = status.HTTP_200_OK

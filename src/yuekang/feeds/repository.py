@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import Table, and_, or_, select, text
+from sqlalchemy import Table, and_, or_, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -231,6 +231,28 @@ def _merge_sql(target: Target) -> str:
     )
 
 
+# Travel and risk-area batches each decide people from the other's rows: two of them committing
+# side by side could each miss the other's. One transaction-scoped advisory lock orders them.
+_TRAVEL_AND_AREAS_LOCK = 0x796B_7472
+
+
+async def hold_decision_locks(session: AsyncSession, kind: FeedKind) -> None:
+    """Before finding whom a batch touched (PostgreSQL; SQLite has one writer at a time):
+
+    - a SHARE lock on ``identities`` waits for identity bindings in flight and holds new ones
+      until this batch commits, so a person who binds meanwhile is either found here or decided
+      by their binding with this batch's facts visible;
+    - travel and risk-area batches take turns (see above).
+    """
+    if dialect_name(session) != "postgresql":
+        return
+    await session.execute(text("LOCK TABLE identities IN SHARE MODE"))
+    if kind in (FeedKind.TRAVEL, FeedKind.RISK_AREAS):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TRAVEL_AND_AREAS_LOCK}
+        )
+
+
 async def touched_residents(
     session: AsyncSession, kind: FeedKind, *, batch_id: uuid.UUID, window_days: int, today: dt.date
 ) -> list[uuid.UUID]:
@@ -272,3 +294,28 @@ async def touched_residents(
         )
         found.update(rows.scalars())
     return sorted(found)
+
+
+async def restamp(
+    session: AsyncSession,
+    kind: FeedKind,
+    *,
+    batch_id: uuid.UUID,
+    persons: Sequence[bytes],
+    written_at: dt.datetime,
+    received_at: dt.datetime,
+) -> None:
+    """Mark this batch's facts about ``persons`` as received at ``received_at``: those it wrote
+    as new (stamped ``written_at``), not corrections for the better, which keep their time."""
+    if kind is FeedKind.RISK_AREAS or not persons:
+        return
+    table = TARGETS[kind].table
+    await session.execute(
+        update(table)
+        .where(
+            table.c.batch_id == batch_id,
+            table.c.person.in_(list(persons)),
+            table.c.received_at == written_at,
+        )
+        .values(received_at=received_at)
+    )

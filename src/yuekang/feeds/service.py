@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,7 @@ async def ingest(
     max_rows: int,
     max_reported_errors: int,
     now: dt.datetime,
+    clock: Callable[[], dt.datetime],
 ) -> Ingested:
     previous = await find_batch(session, client_id=client.id, idempotency_key=idempotency_key)
     if previous is not None:
@@ -217,11 +218,25 @@ async def ingest(
     window = max(
         (r.when.lasts_days or 0 for r in rules.rules if r.when.fact == "travel"), default=0
     )
+    await repository.hold_decision_locks(session, kind)
     touched = await repository.touched_residents(
         session, kind, batch_id=batch.id, window_days=window, today=context.today
     )
+
+    async def stamp(session: AsyncSession, people: Mapping[uuid.UUID, bytes]) -> dt.datetime:
+        decided_at = max(clock(), now)
+        await repository.restamp(
+            session,
+            kind,
+            batch_id=batch.id,
+            persons=list(people.values()),
+            written_at=now,
+            received_at=decided_at,
+        )
+        return decided_at
+
     outcome = await health_status.decide(
-        session, resident_ids=touched, rules=rules, now=now, actor=client.actor
+        session, resident_ids=touched, rules=rules, now=now, actor=client.actor, after_lock=stamp
     )
     batch.rows_total = total
     batch.rows_rejected = rejected

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +43,12 @@ class Recomputed:
         )
 
 
+AfterLock = Callable[[AsyncSession, Mapping[uuid.UUID, bytes]], Awaitable[dt.datetime]]
+"""Runs once a chunk's status rows are locked; returns the time to decide at. A feed batch uses
+it to stamp its facts as received *now*: an override granted before this moment could not have
+seen them (they were not committed), one granted after waits for this transaction."""
+
+
 async def decide(
     session: AsyncSession,
     *,
@@ -50,13 +56,19 @@ async def decide(
     rules: RuleSet,
     now: dt.datetime,
     actor: Actor,
+    after_lock: AfterLock | None = None,
 ) -> Recomputed:
     """Decide again the status of each resident (who has bound an identity) from their facts."""
     total = Recomputed()
     ordered = sorted(set(resident_ids))
     for start in range(0, len(ordered), CHUNK):
         total += await _decide_chunk(
-            session, ordered[start : start + CHUNK], rules=rules, now=now, actor=actor
+            session,
+            ordered[start : start + CHUNK],
+            rules=rules,
+            now=now,
+            actor=actor,
+            after_lock=after_lock,
         )
     return total
 
@@ -68,6 +80,7 @@ async def _decide_chunk(
     rules: RuleSet,
     now: dt.datetime,
     actor: Actor,
+    after_lock: AfterLock | None,
 ) -> Recomputed:
     people = await repository.persons(session, resident_ids)
     if not people:
@@ -86,6 +99,8 @@ async def _decide_chunk(
             )
         ).scalars()
     }
+    if after_lock is not None:
+        now = await after_lock(session, people)
     facts = await repository.load_facts(session, people, now=now)
     changed = revoked = 0
     for resident_id in people:
