@@ -390,3 +390,32 @@ async def test_an_override_expires_and_the_facts_count_again(
     assert status["status"] == "green"
     assert status["reason_codes"] == []
     assert status["valid_until"] is None
+
+
+async def test_an_appeal_overtaken_by_new_facts_cannot_be_accepted(
+    running: RunningApp, clock: ManualClock
+):
+    api = running.api
+    resident = await api.registered()
+    await push_case(running, resident, "secondary_contact", local_today(clock))
+    appeal = await file(api, resident)
+    assert appeal["status_at_filing"] == "yellow"
+    clock.advance(60)
+    await push_case(running, resident, "confirmed", local_today(clock))
+    staff = bearer(await running.operator_token(Role.OPERATOR))
+
+    accepted = await running.client.post(
+        f"/v1/admin/appeals/{appeal['id']}/decision",
+        headers=staff,
+        json={"decision": "accept", "reason": "was elsewhere"},
+    )
+
+    assert accepted.status_code == 409
+    assert accepted.json()["error"]["code"] == "appeal_outdated"
+    assert "confirmed_case" in accepted.json()["error"]["message"]
+    status = await my_status(api, resident)
+    assert status["status"] == "red"
+    rejected = await decide(
+        running, staff, appeal["id"], decision="reject", reason="status changed; appeal again"
+    )
+    assert rejected["state"] == "rejected"

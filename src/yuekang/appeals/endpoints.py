@@ -72,12 +72,15 @@ async def my_appeals(resident_id: CurrentResident, session: SessionDep) -> list[
 @admin.get("", response_model=list[AppealSummary], responses=errors(401, 403, 422))
 async def list_appeals(
     session: SessionDep,
+    now: Now,
     operator: AppealReviewer,
     state: Literal["pending", "accepted", "rejected"] | None = "pending",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AppealSummary]:
-    """Appeals to review, oldest first (without the residents' words)."""
-    appeals = await service.listing(session, state=state, limit=limit)
+    """Appeals to review, oldest first (without the residents' words). The listing is audited."""
+    appeals = await service.listing(
+        session, state=state, limit=limit, actor=operator.actor, now=now
+    )
     return [AppealSummary.model_validate(_read(a)) for a in appeals]
 
 
@@ -111,7 +114,8 @@ async def decide_appeal(
 ) -> AppealSummary:
     """Accept (the resident gets `status`, green by default, for `valid_days`, overriding the
     facts known now) or reject (the reason is shown to the resident). Audited; 409
-    `appeal_already_decided` for a second decision."""
+    `appeal_already_decided` for a second decision; 409 `appeal_outdated` when accepting an
+    appeal whose status or reasons have changed since it was filed (reject it instead)."""
     appeal = await service.decide(
         session,
         appeal_id=appeal_id,

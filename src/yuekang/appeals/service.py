@@ -75,11 +75,29 @@ async def mine(session: AsyncSession, resident_id: uuid.UUID) -> Sequence[Appeal
     return result.scalars().all()
 
 
-async def listing(session: AsyncSession, *, state: str | None, limit: int) -> Sequence[Appeal]:
+async def listing(
+    session: AsyncSession,
+    *,
+    state: str | None,
+    limit: int,
+    actor: Actor,
+    now: dt.datetime,
+) -> Sequence[Appeal]:
+    """Appeals, oldest first. They name residents and their health reasons: audited."""
     query = select(Appeal).order_by(Appeal.filed_at).limit(limit)
     if state is not None:
         query = query.where(Appeal.state == state)
-    return (await session.execute(query)).scalars().all()
+    appeals = (await session.execute(query)).scalars().all()
+    await audit.record(
+        session,
+        actor=actor,
+        action="appeal.list",
+        subject_type="appeal",
+        subject_id="*",
+        now=now,
+        detail={"state": state, "count": len(appeals)},
+    )
+    return appeals
 
 
 async def read(
@@ -124,6 +142,19 @@ async def decide(
     appeal.decided_by = actor.label
     appeal.decision_reason = reason
     if accept:
+        current = await health_status.current(session, appeal.resident_id, rules=rules, now=now)
+        if current is not None and (
+            current.status != appeal.status_at_filing
+            or list(current.reason_codes) != list(appeal.reason_codes)
+        ):
+            # The reviewer judged the reasons the resident contested; an override now would also
+            # hide whatever arrived since.
+            raise Conflict(
+                f"the status changed since the appeal was filed (now {current.status}: "
+                f"{', '.join(current.reason_codes) or 'no reasons'}); reject this appeal so the "
+                "resident can contest the new status",
+                code="appeal_outdated",
+            )
         appeal.override_status = status
         appeal.override_expires_at = now + valid_for
         await health_status.set_status(
