@@ -7,6 +7,7 @@ in local time (UTC+8, the rule set's ``utc_offset_hours``): ``at(3, 9)`` is 09:0
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 
@@ -362,8 +363,27 @@ SECOND_EPISODE = (case("confirmed", 0), released(3), case("confirmed", 10), rele
             (positive(0), released(5)), last(4), "red", ["positive_nat"], id="nat-release-eve"
         ),
         pytest.param((positive(0), released(5)), at(5), "green", [], id="nat-released"),
+        # A release and a positive on the same day: whichever was reported later wins.
         pytest.param(
-            (positive(0), released(0)), at(0, 12), "green", [], id="nat-released-same-day"
+            (positive(0), released(0)),
+            at(1),
+            "red",
+            ["positive_nat"],
+            id="nat-after-a-release-reported-that-morning",
+        ),
+        pytest.param(
+            (positive(0), case("released", 0, received=at(0, 20))),
+            at(1),
+            "green",
+            [],
+            id="nat-released-that-evening",
+        ),
+        pytest.param(
+            (case("confirmed", 0, received=at(0, 12)), released(0)),
+            at(1),
+            "red",
+            ["confirmed_case"],
+            id="case-confirmed-after-a-same-day-release",
         ),
         pytest.param(
             (released(-1), positive(0)),
@@ -1141,3 +1161,23 @@ def test_explain_override_and_new_fact() -> None:
         "You were identified as a close contact on 2021-06-06; this lasts until 2021-06-19.",
         "Reviewed by staff on 2021-06-02: appeal accepted",
     ]
+
+
+@pytest.mark.parametrize(
+    ("area_received", "expected"),
+    [
+        pytest.param(at(1, 11), "green", id="area-known-when-the-appeal-was-accepted"),
+        pytest.param(at(1, 13), "red", id="area-declared-after-the-appeal"),
+    ],
+)
+def test_a_risk_area_declared_after_an_override_still_counts(
+    area_received: dt.datetime, expected: str
+) -> None:
+    known_area = dataclasses.replace(area("440104", "high"), received_at=area_received)
+    facts = Facts(
+        travel=(trip("440104", 0),), risk_areas=(known_area,), override=override(granted=at(1, 12))
+    )
+
+    decision = evaluate(facts, now=at(2), rules=RULES)
+
+    assert decision.status == expected

@@ -307,15 +307,16 @@ async def restamp(
 ) -> None:
     """Mark this batch's facts about ``persons`` as received at ``received_at``: those it wrote
     as new (stamped ``written_at``), not corrections for the better, which keep their time."""
-    if kind is FeedKind.RISK_AREAS or not persons:
-        return
     table = TARGETS[kind].table
+    if kind is FeedKind.RISK_AREAS:
+        # Areas belong to no one person: a batch has few, stamp them all.
+        scope = table.c.batch_id == batch_id
+    elif persons:
+        scope = and_(table.c.batch_id == batch_id, table.c.person.in_(list(persons)))
+    else:
+        return
     await session.execute(
         update(table)
-        .where(
-            table.c.batch_id == batch_id,
-            table.c.person.in_(list(persons)),
-            table.c.received_at == written_at,
-        )
+        .where(scope, table.c.received_at == written_at)
         .values(received_at=received_at)
     )

@@ -103,7 +103,7 @@ async def load_facts(
     areas: tuple[RiskArea, ...] = ()
     if earliest is not None:
         areas = tuple(
-            RiskArea(a.region_code, _level(a.level), a.valid_from, a.valid_to)
+            RiskArea(a.region_code, _level(a.level), a.valid_from, a.valid_to, a.received_at)
             for a in (
                 await session.execute(
                     select(RiskAreaRecord).where(

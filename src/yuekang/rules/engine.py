@@ -84,7 +84,9 @@ class _Calendar:
 def evaluate(facts: Facts, *, now: dt.datetime, rules: RuleSet) -> Decision:
     """Decide a person's status from ``facts`` at ``now`` under ``rules``."""
     calendar = _Calendar(rules.utc_offset_hours)
-    releases = sorted(c.start for c in facts.cases if c.category is CaseCategory.RELEASED)
+    releases = sorted(
+        ((c.start, c.received_at) for c in facts.cases if c.category is CaseCategory.RELEASED),
+    )
     candidates = [
         finding for rule in rules.rules for finding in _findings(rule, facts, calendar, releases)
     ]
@@ -124,7 +126,7 @@ def evaluate(facts: Facts, *, now: dt.datetime, rules: RuleSet) -> Decision:
 
 
 def _findings(
-    rule: Rule, facts: Facts, calendar: _Calendar, releases: list[dt.date]
+    rule: Rule, facts: Facts, calendar: _Calendar, releases: list[_Release]
 ) -> Iterator[Finding]:
     when = rule.when
     for since, until, received_at, params in _triggers(when, facts, calendar, releases):
@@ -161,14 +163,14 @@ def _triggers(
     when: CaseCondition | NatPositiveCondition | TravelCondition,
     facts: Facts,
     calendar: _Calendar,
-    releases: list[dt.date],
+    releases: list[_Release],
 ) -> Iterator[_Trigger]:
     if isinstance(when, CaseCondition):
         for case in facts.cases:
             if case.category not in when.categories:
                 continue
             end = None if case.end is None else case.end + dt.timedelta(days=1)
-            end = _released(case.start, end, releases)
+            end = _released(case.start, case.received_at, end, releases)
             until = None if end is None else calendar.start_of(end)
             yield (
                 calendar.start_of(case.start),
@@ -180,7 +182,7 @@ def _triggers(
         for test in facts.nats:
             if test.result != "positive":
                 continue
-            end = _released(calendar.day_of(test.sampled_at), None, releases)
+            end = _released(calendar.day_of(test.sampled_at), test.received_at, None, releases)
             until = None if end is None else max(calendar.start_of(end), test.sampled_at)
             yield test.sampled_at, until, test.received_at, {}
     else:
@@ -197,10 +199,14 @@ def _triggers(
             if not hits:
                 continue
             level = "high" if any(a.level == "high" for a in hits) else "medium"
+            # A trip becomes a finding once both it and the area are known.
+            received_at = max(
+                [trip.received_at, *(a.received_at for a in hits if a.received_at is not None)]
+            )
             yield (
                 calendar.start_of(trip.date),
                 None,
-                trip.received_at,
+                received_at,
                 {
                     "region": trip.region,
                     "region_name": regions.name(trip.region) or trip.region,
@@ -210,12 +216,18 @@ def _triggers(
             )
 
 
-def _released(start: dt.date, end: dt.date | None, releases: list[dt.date]) -> dt.date | None:
+_Release = tuple[dt.date, dt.datetime]
+
+
+def _released(
+    start: dt.date, received_at: dt.datetime, end: dt.date | None, releases: list[_Release]
+) -> dt.date | None:
     """The day an episode starting on ``start`` stops holding: its own end, or the first release
-    on or after its start."""
-    for release in releases:
-        if release >= start:
-            return release if end is None else min(end, release)
+    after its start day -- or on it, if the release was not reported before the episode (a case
+    confirmed on the day of an earlier release is a new case)."""
+    for day, reported in releases:
+        if day > start or (day == start and reported >= received_at):
+            return day if end is None else min(end, day)
     return end
 
 

@@ -66,6 +66,8 @@ class RiskArea:
     valid_from: dt.date
     valid_to: dt.date | None
     """Last day the level holds (inclusive); ``None`` until the authority lifts it."""
+    received_at: dt.datetime | None = None
+    """When the service learned of it: a trip becomes a finding only once the area is known."""
 
 
 @dataclass(frozen=True, slots=True)
