@@ -419,3 +419,29 @@ async def test_an_appeal_overtaken_by_new_facts_cannot_be_accepted(
         running, staff, appeal["id"], decision="reject", reason="status changed; appeal again"
     )
     assert rejected["state"] == "rejected"
+
+
+async def test_a_code_never_outlives_the_override_it_shows(running: RunningApp, clock: ManualClock):
+    api = running.api
+    resident = await red_resident(running, clock)
+    appeal = await file(api, resident)
+    staff = bearer(await running.operator_token(Role.OPERATOR))
+    await decide(
+        running, staff, appeal["id"], decision="accept", reason="review pending", valid_days=1
+    )
+    clock.advance((dt.timedelta(days=1) - dt.timedelta(minutes=2)).total_seconds())
+    await sign_in_again(api, resident)
+
+    code = await api.code(resident)
+
+    # Two minutes before the override ends, the green code lasts two minutes, not an hour.
+    expires = dt.datetime.fromisoformat(code["expires_at"])
+    assert expires - clock.now() == dt.timedelta(minutes=2)
+    clock.advance(600)
+    verdict = await running.client.post(
+        "/v1/verify",
+        headers=bearer(await running.checkpoint_key()),
+        json={"qr_text": code["qr_text"]},
+    )
+    assert verdict.json()["verdict"] == "invalid"
+    assert (await my_status(api, resident))["status"] == "red"

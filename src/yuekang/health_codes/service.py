@@ -32,6 +32,7 @@ from yuekang.residents.models import Identity
 from yuekang.rules import RuleSet, negative_within_hours
 
 CODE_ID_BYTES = 16
+_SHORTEST = dt.timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,13 @@ async def issue_code(
     # Whole seconds: the token carries integer seconds and the stored times must say the same.
     issued_at = from_epoch(epoch(now))
     expires_at = issued_at + lifetime
+    if status.valid_until is not None:
+        # A code never outlives the decision it shows: when a window ends or an override
+        # expires the status may get worse with no feed and nobody reading it, and a code that
+        # said otherwise would stay valid at the gates.
+        expires_at = min(
+            expires_at, max(from_epoch(epoch(status.valid_until)), issued_at + _SHORTEST)
+        )
     key = await keyring.signing_key_for(expires_at=expires_at, now=now)
     if key is None:
         raise ServiceUnavailable(
