@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from yuekang import __version__
@@ -131,6 +133,20 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
     return record.kid
 
 
+# Deadlock, serialization failure, lock not available: the transaction was rolled back whole and
+# the same request can simply be sent again.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def _retryable(exc: BaseException) -> bool:
+    original = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return True
+    # SQLite past its busy timeout.
+    return "database is locked" in str(original)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(YuekangError)
     async def _yuekang_error(_request: Request, exc: YuekangError) -> JSONResponse:
@@ -159,6 +175,23 @@ def install_error_handlers(app: FastAPI) -> None:
                 }
             },
             status_code=422,
+        )
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(asyncpg.PostgresError)
+    async def _busy(_request: Request, exc: Exception) -> JSONResponse:
+        if not _retryable(exc):
+            raise exc
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "busy_retry",
+                    "message": "the request met a concurrent one in the database and was "
+                    "undone; nothing was applied: send it again",
+                }
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -4,6 +4,7 @@ accepted while a batch streams in, an identity bound while a batch is being deci
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +14,15 @@ from feeds.feedkit import case, local_time, my_status, nat, ndjson, post, today,
 from support.api import Api, random_phone, random_prc_id
 from yuekang.clock import ManualClock
 from yuekang.principals import Role
+
+
+def travel_row(number: str, region: str, when: dt.date) -> dict[str, str]:
+    return {
+        "doc_type": "prc_id",
+        "doc_number": number,
+        "region_code": region,
+        "date": when.isoformat(),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -99,3 +109,27 @@ async def test_binding_while_a_batch_about_that_person_is_decided(
     status = await my_status(running, resident)
     assert status["status"] == "red"
     assert status["reason_codes"] == ["confirmed_case"]
+
+
+async def test_overlapping_batches_never_fail_with_a_server_error(running: RunningApp):
+    # The same 12,000 trips from two clients at once, in opposite orders: PostgreSQL may find a
+    # deadlock and undo one batch. That must come back as a 503 to resend, and the resend works.
+    numbers = [random_prc_id()[0] for _ in range(3000)]
+    rows = [
+        travel_row(number, region, today(running) - dt.timedelta(days=days_back))
+        for number in numbers
+        for region, days_back in (("440104", 2), ("440305", 3), ("510107", 4), ("310101", 5))
+    ]
+    forward, backward = ndjson(*rows), ndjson(*reversed(rows))
+    one, other = await running.feed_key("travel"), await running.feed_key("travel")
+    answers = await asyncio.gather(
+        post(running, one, "travel", forward, idempotency_key="a"),
+        post(running, other, "travel", backward, idempotency_key="b"),
+    )
+    assert {a.status_code for a in answers} <= {201, 503}
+    for answer, key, body in zip(answers, (one, other), (forward, backward), strict=True):
+        if answer.status_code == 503:
+            assert answer.json()["error"]["code"] == "busy_retry"
+            assert answer.headers["Retry-After"] == "1"
+            again = await post(running, key, "travel", body, idempotency_key="again")
+            assert again.status_code == 201, again.text
