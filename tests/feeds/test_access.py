@@ -131,3 +131,15 @@ async def test_an_idempotency_key_with_a_control_character_is_refused(running: R
     body = ndjson(case_row("110105198001010011", "2024-01-01"))
     response = await post(running, key, "cases", body, idempotency_key="batch\t7")
     assert error_code(response) == (400, "invalid_idempotency_key")
+
+
+async def test_a_feed_client_name_fits_where_it_is_recorded(running: RunningApp) -> None:
+    admin = {"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"}
+    longest = await running.client.post(
+        "/v1/admin/feed-clients", headers=admin, json={"name": "a" * 64, "kinds": ["cases"]}
+    )
+    assert longest.status_code == 201, longest.text
+    too_long = await running.client.post(
+        "/v1/admin/feed-clients", headers=admin, json={"name": "b" * 65, "kinds": ["cases"]}
+    )
+    assert too_long.status_code == 422

@@ -222,6 +222,13 @@ async def test_a_csv_header_that_does_not_fit_refuses_the_batch(
         ),
         pytest.param(b"", CSV, 422, "bad_header", id="csv-without-header"),
         pytest.param(b"\xff\xfe,doc_number\n", CSV, 422, "bad_header", id="csv-header-not-utf8"),
+        pytest.param(
+            b"doc_type,doc_number,category,start_date\rprc_id,1,close_contact,2026-01-01\r",
+            CSV,
+            422,
+            "bad_header",
+            id="csv-with-old-mac-line-ends",
+        ),
     ],
 )
 async def test_a_body_without_rows_is_refused(

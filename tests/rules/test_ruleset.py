@@ -561,3 +561,23 @@ def test_a_rule_cannot_take_the_override_id() -> None:
     with pytest.raises(RuleSetError) as refused:
         parse_rule_set(doc)
     assert any("'override' is reserved" in p for p in refused.value.problems)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{}", "{0}", "{since:%Y}", "{since!r}", "{since:>999999999}", "{since.year}", "{x[0]}"],
+)
+def test_explanations_take_plain_placeholders_only(template: str) -> None:
+    # Each of these would fail, or allocate without bound, when a resident opens their status.
+    doc = document()
+    rule(doc, "close_contact")["explain"]["en"] = f"Close contact {template}"
+    with pytest.raises(RuleSetError) as refused:
+        parse_rule_set(doc)
+    assert any("plain names" in p for p in refused.value.problems)
+
+
+@pytest.mark.parametrize("fmt", ["json", "toml"])
+def test_a_document_nested_without_end_is_refused_not_crashed(fmt: str) -> None:
+    text = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(RuleSetError):
+        parse_rule_set(text if fmt == "json" else f"a = {text}", fmt=fmt)

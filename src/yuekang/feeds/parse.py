@@ -120,7 +120,13 @@ def _json_line(number: int, text: str) -> Line:
 
 
 def _header(text: str, spec: KindSpec) -> list[str]:
-    names = [name.strip() for name in next(csv.reader([text]))]
+    try:
+        names = [name.strip() for name in next(csv.reader([text]))]
+    except csv.Error as exc:
+        raise BodyRejected(
+            "bad_header",
+            f"the CSV header cannot be read ({exc}); lines must end with LF or CRLF",
+        ) from exc
     unknown = [n for n in names if n not in spec.fields]
     missing = [n for n in spec.fields if n not in names and n not in spec.optional]
     duplicated = sorted({n for n in names if names.count(n) > 1})

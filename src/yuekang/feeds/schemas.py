@@ -32,7 +32,8 @@ class BatchRead(BaseModel):
 
 
 class FeedClientCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+    # 64: the name is written as the actor ("feed:<name>") of every status change it causes.
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
     kinds: list[FeedKind] = Field(min_length=1)
 
 

@@ -61,9 +61,21 @@ class Explanation(_Model):
         problems = []
         for language in LANGUAGES:
             try:
-                fields = {f for _, f, _, _ in string.Formatter().parse(self.text(language)) if f}
+                parsed = list(string.Formatter().parse(self.text(language)))
             except ValueError as exc:
                 problems.append(f"{language}: {exc}")
+                continue
+            fields = {field for _, field, _, _ in parsed if field is not None}
+            # Only plain {name} placeholders: a format spec or conversion ({since:%Y}, {x!r},
+            # {}) could fail, or allocate without bound, when a resident's status is shown.
+            if any(
+                field is not None and (not field.isidentifier() or spec or conversion)
+                for _, field, spec, conversion in parsed
+            ):
+                problems.append(
+                    f"{language}: placeholders must be plain names like {{since}}, "
+                    "without positions, format specs or conversions"
+                )
                 continue
             unknown = fields - allowed
             if unknown:
@@ -200,12 +212,15 @@ def parse_rule_set(document: str | bytes | dict[str, Any], *, fmt: str = "toml")
             raw = tomllib.loads(text)
         else:
             raw = json.loads(document)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and over-long integers.
         raise RuleSetError([f"not valid {fmt.upper()}: {exc}"]) from exc
     if not isinstance(raw, dict):
         raise RuleSetError(["a rule set is a table (object) at the top level"])
     try:
         return RuleSet.model_validate(raw)
+    except RecursionError as exc:
+        raise RuleSetError(["the document is nested too deeply"]) from exc
     except ValidationError as exc:
         raise RuleSetError([_problem(error) for error in exc.errors()]) from exc
 
