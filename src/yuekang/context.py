@@ -34,6 +34,8 @@ class AppContext:
     http: httpx.AsyncClient
     read_engine: AsyncEngine
     rulebook: RuleBook
+    read_sessionmaker: async_sessionmaker[AsyncSession]
+    """Sessions that never take SQLite's write lock (on PostgreSQL, the same engine)."""
 
     @classmethod
     def build(
@@ -83,6 +85,7 @@ class AppContext:
                 sessionmaker=create_sessionmaker(read_engine),
                 refresh_seconds=settings.rules.refresh_seconds,
             ),
+            read_sessionmaker=create_sessionmaker(read_engine),
         )
 
     async def close(self) -> None:

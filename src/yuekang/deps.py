@@ -114,8 +114,11 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[OperatorPrincipal]]:
     return dependency
 
 
-async def current_feed_client(credentials: Bearer, session: SessionDep) -> FeedPrincipal:
-    principal = await feeds.authenticate(session, _token(credentials))
+async def current_feed_client(credentials: Bearer, context: Context) -> FeedPrincipal:
+    # A read session of its own: on SQLite, the request's session would take the write lock
+    # here and hold it while the batch body uploads.
+    async with context.read_sessionmaker() as session:
+        principal = await feeds.authenticate(session, _token(credentials))
     if principal is None:
         raise Unauthorized("unknown or disabled feed credential", code="invalid_feed_key")
     return principal

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 from sqlalchemy import select
 
+from yuekang.db import dialect_name
 from yuekang.deps import AdminOperator, Context, CurrentFeedClient, Now, SessionDep
 from yuekang.exceptions import BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from yuekang.feeds import service
@@ -26,6 +29,23 @@ router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
 admin = APIRouter(prefix="/v1/admin/feed-clients", tags=["admin: feeds"])
 
 _KINDS = {kind.value: kind for kind in FeedKind}
+_SPOOL_IN_MEMORY = 1024 * 1024
+_SPOOL_PIECE = 64 * 1024
+
+
+async def spooled(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The whole body, read first (into memory up to 1 MiB, then a temporary file), replayed."""
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+    async for chunk in body:
+        spool.write(chunk)
+    spool.seek(0)
+
+    async def replay() -> AsyncIterator[bytes]:
+        with spool:
+            while piece := spool.read(_SPOOL_PIECE):
+                yield piece
+
+    return replay()
 
 
 def _read(batch: FeedBatch) -> BatchRead:
@@ -106,6 +126,11 @@ async def push_batch(
             code="invalid_idempotency_key",
         )
     feeds = context.settings.feeds
+    body: AsyncIterator[bytes] = request.stream()
+    if dialect_name(session) == "sqlite":
+        # SQLite has one writer: take the body in before the transaction starts, so a slow
+        # upload does not hold every other request's writes.
+        body = await spooled(body)
     result = await service.ingest(
         session,
         client=client,
@@ -113,7 +138,7 @@ async def push_batch(
         fmt=fmt,
         content_type=media_type,
         idempotency_key=idempotency_key,
-        body=request.stream(),
+        body=body,
         blind_index=context.blind_index,
         rules=await context.rulebook.current(),
         max_rows=feeds.max_rows,
