@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RunningApp, make_settings
+from conftest import RunningApp, make_settings, start_app
 from support.api import Resident
+from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
-from yuekang.config import Settings
+from yuekang.config import RuleSettings, Settings
 from yuekang.principals import Role
 from yuekang.rules import default_rule_set
 
@@ -242,3 +243,23 @@ async def test_the_last_activation_is_in_force_even_within_the_same_instant(runn
     assert back.status_code == 201, back.text
     assert back.json()["version"] == DEFAULT_VERSION
     assert (await active(running, author))["version"] == DEFAULT_VERSION
+
+
+async def test_a_process_still_on_the_old_rules_does_not_decide_back(
+    settings: Settings, running: RunningApp, clock: ManualClock, sms: MemorySmsSender
+):
+    # A second process on the same database that re-reads the rule set only rarely.
+    lagging_settings = settings.model_copy(update={"rules": RuleSettings(refresh_seconds=3600)})
+    async for lagging in start_app(lagging_settings, clock, sms, bootstrap=False):
+        resident = await running.api.registered()
+        assert (await my_status(lagging, resident))["rule_set_version"] == DEFAULT_VERSION
+        author = bearer(await running.operator_token(Role.EPIDEMIOLOGIST))
+        posted = await post_rule_set(
+            running, author, json.dumps(shorter_close_contact()), "application/json"
+        )
+        assert posted.status_code == 201, posted.text
+        assert (await my_status(running, resident))["rule_set_version"] == SHORTER
+
+        # The lagging process still holds the old rules, but must not decide back under them.
+        assert (await my_status(lagging, resident))["rule_set_version"] == SHORTER
+        assert (await my_status(running, resident))["rule_set_version"] == SHORTER

@@ -79,6 +79,12 @@ async def active_record(session: AsyncSession) -> RuleSetRecord | None:
     return result.scalar_one_or_none()
 
 
+async def version_in_force(session: AsyncSession) -> str:
+    """The version every process will be using within its refresh time."""
+    record = await active_record(session)
+    return default_rule_set().version if record is None else record.version
+
+
 def validated(document: str | bytes | dict[str, Any], *, fmt: str) -> RuleSet:
     """The rule set, or a 422 listing every problem."""
     try:

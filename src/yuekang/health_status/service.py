@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang.audit import service as audit
 from yuekang.exceptions import NotFound
 from yuekang.health_codes.models import HealthCode, Revocation
-from yuekang.health_status import repository
+from yuekang.health_status import repository, rulebook
 from yuekang.health_status.models import HealthStatus, StatusChange, StatusOverride
 from yuekang.principals import Actor
 from yuekang.rules import SEVERITY, Decision, Finding, RuleSet, evaluate
@@ -192,16 +192,21 @@ async def current(
     now: dt.datetime,
 ) -> HealthStatus | None:
     """The resident's status row, locked, decided again first if it has lapsed (``valid_until``
-    passed) or was decided under another rule set."""
+    passed) or was decided under a rule set no longer in force."""
     record = await session.get(
         HealthStatus, resident_id, with_for_update=True, populate_existing=True
     )
     if record is None:
         return None
-    stale = record.rule_set_version != rules.version or (
-        record.valid_until is not None and record.valid_until <= now
+    lapsed = record.valid_until is not None and record.valid_until <= now
+    # Another version is either newer (decide again) or this process's cache is behind for a
+    # few seconds (keep the record: deciding it back under the old rules would flap).
+    outdated = (
+        not lapsed
+        and record.rule_set_version != rules.version
+        and await rulebook.version_in_force(session) == rules.version
     )
-    if stale:
+    if lapsed or outdated:
         await decide(
             session, resident_ids=[resident_id], rules=rules, now=now, actor=Actor.system("rules")
         )

@@ -11,6 +11,7 @@ The grammar is in ``docs/RULES.md``; ``rulesets/gd-2021.toml`` is the default.
 
 from __future__ import annotations
 
+import functools
 import json
 import string
 import tomllib
@@ -231,6 +232,7 @@ def _problem(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
+@functools.cache
 def default_rule_set() -> RuleSet:
     """The rule set shipped with the service (``rulesets/gd-2021.toml``)."""
     text = (
