@@ -26,6 +26,10 @@ STABLE_CODES = {
     "revoked",
     "untrusted_issuer",
     "key_not_valid",
+    "trust_stale",
+    "trust_expired",
+    "wrong_clock",
+    "no_trust",
 }
 
 

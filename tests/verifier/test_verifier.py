@@ -38,6 +38,7 @@ VERDICT_KEYS = {
     "masked_name",
     "issued_at",
     "expires_at",
+    "warnings",
 }
 
 
@@ -265,6 +266,7 @@ def test_to_dict_of_a_valid_verdict(verifier: Verifier, trust: Trust) -> None:
         "masked_name": NAME,
         "issued_at": IAT,
         "expires_at": EXP,
+        "warnings": [],
     }
     assert json.loads(json.dumps(data, ensure_ascii=False)) == data
 
@@ -291,7 +293,8 @@ def test_to_dict_of_an_invalid_verdict(
     assert set(data) == VERDICT_KEYS
     assert data["verdict"] == "invalid"
     assert data["reasons"] == [{"code": "bad_signature", "message": text}]
-    assert all(data[k] is None for k in VERDICT_KEYS - {"verdict", "reasons"})
+    assert all(data[k] is None for k in VERDICT_KEYS - {"verdict", "reasons", "warnings"})
+    assert data["warnings"] == []
 
 
 @pytest.mark.parametrize("language", ["zh-Hans", "zh-Hant", "en", "pt"])

@@ -34,6 +34,9 @@ class VerdictRead(BaseModel):
     masked_name: str | None
     issued_at: int | None = Field(description="UTC seconds")
     expires_at: int | None = Field(description="UTC seconds")
+    warnings: list[ReasonRead] = Field(
+        default=[], description="Notes that do not change the verdict (offline: a stale bundle)"
+    )
 
 
 class CheckpointCreate(StrictModel):

@@ -38,6 +38,14 @@ class Reason(StrEnum):
     """The issuer named in the code is not the one the key belongs to, or is not trusted here."""
     KEY_NOT_VALID = "key_not_valid"
     """The key was compromised, or the code was signed outside the key's validity window."""
+    TRUST_STALE = "trust_stale"
+    """A warning: the verifier's trust bundle is past its expiry but within its grace period."""
+    TRUST_EXPIRED = "trust_expired"
+    """The trust bundle is past its grace period: nothing can be verified until it is synced."""
+    WRONG_CLOCK = "wrong_clock"
+    """The device clock is earlier than the trust bundle was issued: fix the clock."""
+    NO_TRUST = "no_trust"
+    """The verifier holds no trust bundle yet: sync first."""
 
 
 LANGUAGES: Final = ("zh-Hans", "zh-Hant", "en", "pt")
@@ -103,6 +111,30 @@ MESSAGES: Final[Mapping[Reason, Mapping[str, str]]] = {
         "zh-Hant": "簽發密鑰已失效",
         "en": "Signing key no longer valid",
         "pt": "Chave de assinatura já não é válida",
+    },
+    Reason.TRUST_STALE: {
+        "zh-Hans": "核验数据已过期，请尽快同步",
+        "zh-Hant": "核驗資料已過期，請盡快同步",
+        "en": "Trust data out of date: sync soon",
+        "pt": "Dados de confiança desatualizados: sincronize em breve",
+    },
+    Reason.TRUST_EXPIRED: {
+        "zh-Hans": "核验数据已失效，无法核验，请同步",
+        "zh-Hant": "核驗資料已失效，無法核驗，請同步",
+        "en": "Trust data expired: cannot verify until synced",
+        "pt": "Dados de confiança expirados: sincronize para verificar",
+    },
+    Reason.WRONG_CLOCK: {
+        "zh-Hans": "设备时间有误，请校准",
+        "zh-Hant": "裝置時間有誤，請校準",
+        "en": "Device clock is wrong: set it right",
+        "pt": "Relógio do dispositivo errado: acerte-o",
+    },
+    Reason.NO_TRUST: {
+        "zh-Hans": "尚未同步核验数据",
+        "zh-Hant": "尚未同步核驗資料",
+        "en": "No trust data yet: sync first",
+        "pt": "Sem dados de confiança: sincronize primeiro",
     },
 }
 

@@ -28,7 +28,7 @@ from yuekang.codec.jwks import parse_jwks
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import DEFAULT_LANGUAGE, Reason, message
 
-__all__ = ["DEFAULT_LEEWAY", "Reason", "Verdict", "Verifier"]
+__all__ = ["DEFAULT_LEEWAY", "Reason", "TrustStore", "Verdict", "Verifier"]
 
 DEFAULT_LEEWAY = 120
 """Seconds of clock skew tolerated either side: handheld scanners drift."""
@@ -38,7 +38,9 @@ DEFAULT_LEEWAY = 120
 class Verdict:
     """The outcome of verifying one health code."""
 
-    verdict: Literal["valid", "invalid"]
+    verdict: Literal["valid", "invalid", "cannot_verify"]
+    """``cannot_verify``: this device cannot judge any code now (no trust bundle, an expired one,
+    a wrong clock); the reasons say why. It is never a silent ``valid``."""
     reasons: tuple[Reason, ...] = ()
     status: Status | None = None
     code_id: str | None = None
@@ -47,6 +49,8 @@ class Verdict:
     masked_name: str | None = None
     issued_at: int | None = None
     expires_at: int | None = None
+    warnings: tuple[Reason, ...] = ()
+    """Things the operator should know that do not change the verdict (a stale trust bundle)."""
 
     @property
     def valid(self) -> bool:
@@ -68,6 +72,7 @@ class Verdict:
             "masked_name": self.masked_name,
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
+            "warnings": [{"code": w.value, "message": message(w, language)} for w in self.warnings],
         }
 
 
@@ -109,3 +114,6 @@ class Verifier:
             expires_at=claims.exp,
         )
         return verdict.revoked() if claims.jti in revoked else verdict
+
+
+from yuekang.verifier.trust import TrustStore  # noqa: E402 -- it builds on the names above
