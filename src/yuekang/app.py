@@ -35,6 +35,8 @@ from yuekang.keyring import service as keys
 from yuekang.middleware import BodySizeLimit
 from yuekang.principals import Actor
 from yuekang.residents import endpoints as residents
+from yuekang.trust import endpoints as trust
+from yuekang.trust import service as anchors
 
 log = logging.getLogger("yuekang")
 
@@ -87,6 +89,7 @@ def create_app(
     app.include_router(appeals.resident)
     app.include_router(appeals.admin)
     app.include_router(feeds.router)
+    app.include_router(trust.router)
     app.include_router(feeds.admin)
 
     @app.get("/healthz", tags=["ops"])
@@ -108,11 +111,15 @@ def serve_app() -> FastAPI:
 async def bootstrap_dev_key(context: AppContext) -> str | None:
     """In development, make sure a key can sign; returns the new key id, if one was made. The
     first run has no checkpoint that could have synced an earlier key set, so the publish lead
-    does not apply. Production never does this: keys are generated and activated by an admin."""
+    does not apply. Production never does this: keys are generated and activated by an admin.
+    A trust anchor key is made too, if there is none."""
     async with context.sessionmaker() as session, session.begin():
+        now = context.clock.now()
+        await anchors.anchor_key(
+            session, passphrase=context.secrets.key_passphrase, now=now, create=True
+        )
         if await keys.has_active_key(session):
             return None
-        now = context.clock.now()
         record = await keys.generate(
             session,
             alg=context.settings.keys.default_algorithm,

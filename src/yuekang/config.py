@@ -96,6 +96,15 @@ class FeedSettings(BaseModel):
     )
 
 
+class TrustSettings(BaseModel):
+    bundle_lifetime_seconds: int = Field(
+        86_400, ge=300, description="a trust bundle is fresh this long (re-signed at half of it)"
+    )
+    bundle_grace_seconds: int = Field(
+        3 * 86_400, ge=0, description="after expiry, checkpoints keep verifying (with a warning)"
+    )
+
+
 class SessionSettings(BaseModel):
     ttl_seconds: int = Field(43200, ge=60)
 
@@ -162,6 +171,7 @@ class Settings(BaseSettings):
     session: SessionSettings = SessionSettings()
     rules: RuleSettings = RuleSettings()
     feeds: FeedSettings = FeedSettings()
+    trust: TrustSettings = TrustSettings()
     sms: SmsSettings = SmsSettings()
     secrets: Secrets | None = None
 

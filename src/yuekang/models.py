@@ -24,8 +24,10 @@ from yuekang.health_status.models import (
 from yuekang.keyring.models import SigningKeyRecord
 from yuekang.operators.models import Operator
 from yuekang.residents.models import Identity, Resident
+from yuekang.trust.models import AnchorKey, TrustBundleRecord
 
 __all__ = [
+    "AnchorKey",
     "Appeal",
     "AuditEvent",
     "Base",
@@ -48,5 +50,6 @@ __all__ = [
     "StatusChange",
     "StatusOverride",
     "TravelRecord",
+    "TrustBundleRecord",
     "VaccinationRecord",
 ]

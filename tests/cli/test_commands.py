@@ -189,3 +189,15 @@ def test_rules_activate_puts_a_new_version_in_force_once(env: Path):
     code, _, err = run("rules", "activate", str(changed))
     assert code == 1
     assert "rule_set_version_exists" in err
+
+
+def test_the_anchor_key_is_made_once_and_printed_for_pinning(env: Path):
+    from yuekang.codec.keys import VerificationKey
+
+    code, out, err = run("keys", "anchor")
+    assert code == 0
+    anchor = VerificationKey.from_jwk(json.loads(out))
+    assert anchor.kid in err
+    code, again, _ = run("keys", "anchor")
+    assert code == 0
+    assert json.loads(again) == json.loads(out)

@@ -167,6 +167,23 @@ def keys_generate(
     _run(work)
 
 
+@keys_app.command("anchor")
+def keys_anchor() -> None:
+    """Print the trust anchor's public key (a JWK; its kid is the fingerprint) for checkpoints to
+    pin, making the anchor key on first use. Hand it to checkpoints out of band."""
+    from yuekang.trust import service
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        anchor = await service.anchor_key(
+            session, passphrase=context.secrets.key_passphrase, now=now, create=True
+        )
+        assert anchor is not None
+        typer.echo(f"anchor {anchor.kid} ({anchor.alg})", err=True)
+        typer.echo(json.dumps(anchor.public().to_jwk()))
+
+    _run(work)
+
+
 @keys_app.command("list")
 def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List signing keys and their states."""

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from yuekang.deps import Context, CurrentCheckpoint, Now, SessionDep
+from yuekang.exceptions import ServiceUnavailable
+from yuekang.openapi import errors
+from yuekang.trust import service
+
+router = APIRouter(tags=["checkpoints"])
+
+MEDIA_TYPE = "application/jose"
+
+
+@router.get(
+    "/v1/trust-bundle",
+    response_class=Response,
+    responses={
+        200: {"content": {MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "A bundle"},
+        304: {"description": "The bundle named by If-None-Match is still the latest"},
+        **errors(401, 503),
+    },
+)
+async def trust_bundle(
+    session: SessionDep,
+    context: Context,
+    now: Now,
+    checkpoint: CurrentCheckpoint,
+    since: Annotated[int | None, Query(ge=1, description="A version held: answer a delta")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The signed checkpoint trust bundle (a JWS; see `docs/CHECKPOINTS.md`): keys with their
+    states and windows, unexpired revocations, policies. `ETag` is the version: `If-None-Match`
+    answers 304 when nothing changed; `?since=VERSION` answers a delta on top of that version
+    (or the full bundle when it cannot). 503 `no_anchor_key` until an anchor key exists."""
+    settings = context.settings
+    anchor = await service.anchor_key(
+        session, passphrase=context.secrets.key_passphrase, now=now, create=False
+    )
+    if anchor is None:
+        raise ServiceUnavailable(
+            "no trust anchor key yet: run `yuekang keys anchor`", code="no_anchor_key"
+        )
+    record = await service.current(
+        session,
+        anchor=anchor,
+        issuer=settings.issuer,
+        now=now,
+        lifetime=dt.timedelta(seconds=settings.trust.bundle_lifetime_seconds),
+        grace=dt.timedelta(seconds=settings.trust.bundle_grace_seconds),
+        max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
+    )
+    etag = f'"v{record.version}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    text = record.text
+    if since is not None:
+        text = (
+            await service.delta(session, anchor=anchor, latest_record=record, since=since, now=now)
+            or text
+        )
+    return Response(content=text, media_type=MEDIA_TYPE, headers=headers)

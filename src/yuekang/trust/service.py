@@ -1,0 +1,177 @@
+"""The trust anchor and the checkpoint trust bundles it signs.
+
+A bundle is built from what is in the database -- published signing keys with their states and
+windows, unexpired revocations, the checkpoint policies -- and stored with a version. Every
+process serves the latest stored bundle; a new version is made only when the content changed or
+the latest has used up half its lifetime, so checkpoints re-sync long before a bundle expires.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.clock import epoch, from_epoch
+from yuekang.codec.bundle import (
+    BundleKey,
+    TrustBundle,
+    bucket,
+    bundle_payload,
+    read_bundle,
+    sign_bundle,
+)
+from yuekang.codec.keys import SigningKey, private_key_from_pem, private_key_to_pem
+from yuekang.health_codes.models import Revocation
+from yuekang.keyring import service as keys
+from yuekang.keyring.models import SigningKeyRecord
+from yuekang.rules.policy import default_policies
+from yuekang.trust.models import AnchorKey, TrustBundleRecord
+
+# A delta lists revocations made since its base was built, with this overlap: a revocation whose
+# transaction began before the base was built but committed after is not missed (sets merge).
+DELTA_OVERLAP = dt.timedelta(minutes=5)
+
+
+async def anchor_key(
+    session: AsyncSession, *, passphrase: str, now: dt.datetime, create: bool
+) -> SigningKey | None:
+    """The anchor signing key; made on first use when ``create`` (development, or the
+    ``yuekang keys anchor`` command)."""
+    record = (
+        await session.execute(select(AnchorKey).order_by(AnchorKey.created_at.desc()).limit(1))
+    ).scalar_one_or_none()
+    if record is not None:
+        return SigningKey.from_private_key(
+            private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
+        )
+    if not create:
+        return None
+    key = SigningKey.generate("ES256")
+    session.add(
+        AnchorKey(
+            kid=key.kid,
+            alg=key.alg,
+            public_jwk=json.dumps(key.public().to_jwk()),
+            private_pem=private_key_to_pem(key.private_key, passphrase.encode("utf-8")),
+            created_at=now,
+        )
+    )
+    await session.flush()
+    return key
+
+
+async def latest(session: AsyncSession) -> TrustBundleRecord | None:
+    return (
+        await session.execute(
+            select(TrustBundleRecord).order_by(TrustBundleRecord.version.desc()).limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+def _bundle_keys(records: Sequence[SigningKeyRecord], issuer: str) -> tuple[BundleKey, ...]:
+    published = sorted((r for r in records if r.state != "compromised"), key=lambda r: r.kid)
+    return tuple(
+        BundleKey(
+            key=keys.verification_key(record, issuer),
+            state="active" if record.state == "active" else record.state,  # type: ignore[arg-type]
+            not_before=epoch(record.published_at),
+            not_after=epoch(record.not_after),
+        )
+        for record in published
+    )
+
+
+async def _revoked(
+    session: AsyncSession, *, now: dt.datetime, since: dt.datetime | None = None
+) -> dict[int, frozenset[str]]:
+    query = select(Revocation.code_id, Revocation.expires_at).where(Revocation.expires_at > now)
+    if since is not None:
+        query = query.where(Revocation.revoked_at > since)
+    groups: dict[int, set[str]] = {}
+    for code_id, expires_at in (await session.execute(query)).all():
+        groups.setdefault(bucket(epoch(expires_at)), set()).add(code_id)
+    return {until: frozenset(ids) for until, ids in groups.items()}
+
+
+async def delta(
+    session: AsyncSession,
+    *,
+    anchor: SigningKey,
+    latest_record: TrustBundleRecord,
+    since: int,
+    now: dt.datetime,
+) -> str | None:
+    """The latest bundle as a delta on top of version ``since`` (keys and policies whole, only
+    the revocations made since), or None when ``since`` is not a version we made."""
+    base = await session.get(TrustBundleRecord, since)
+    if base is None or since >= latest_record.version:
+        return None
+    full = read_bundle(latest_record.text, anchor.public())
+    added = await _revoked(session, now=now, since=base.issued_at - DELTA_OVERLAP)
+    return sign_bundle(dataclasses.replace(full, revoked=added, base=since), anchor)
+
+
+async def current(
+    session: AsyncSession,
+    *,
+    anchor: SigningKey,
+    issuer: str,
+    now: dt.datetime,
+    lifetime: dt.timedelta,
+    grace: dt.timedelta,
+    max_code_lifetime: dt.timedelta,
+) -> TrustBundleRecord:
+    """The bundle to serve now, made (and stored) if the content changed or it needs re-signing."""
+    records = await keys.trusted_records(session, now=now, max_code_lifetime=max_code_lifetime)
+    content = TrustBundle(
+        issuer=issuer,
+        version=0,
+        issued_at=0,
+        expires_at=1,
+        grace=int(grace.total_seconds()),
+        keys=_bundle_keys(records, issuer),
+        revoked=await _revoked(session, now=now),
+        policies=default_policies().document(),
+    )
+    payload = bundle_payload(content)
+    for volatile in ("version", "issued_at", "expires_at"):
+        payload.pop(volatile)
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    last = await latest(session)
+    if (
+        last is not None
+        and last.digest == digest
+        and now < last.issued_at + (last.expires_at - last.issued_at) / 2
+    ):
+        return last
+    issued_at = from_epoch(epoch(now))
+    record = TrustBundleRecord(
+        version=1 if last is None else last.version + 1,
+        digest=digest,
+        issued_at=issued_at,
+        expires_at=issued_at + lifetime,
+        text="",
+    )
+    signed = dataclasses.replace(
+        content,
+        version=record.version,
+        issued_at=epoch(issued_at),
+        expires_at=epoch(record.expires_at),
+    )
+    record.text = sign_bundle(signed, anchor)
+    try:
+        async with session.begin_nested():
+            session.add(record)
+    except IntegrityError:
+        # Another process made this version at the same moment: serve theirs.
+        theirs = await latest(session)
+        assert theirs is not None
+        return theirs
+    return record

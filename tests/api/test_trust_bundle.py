@@ -1,0 +1,119 @@
+"""Checkpoints fetch the signed trust bundle: it carries what an offline verifier needs, changes
+version only when something changed (or it needs re-signing), and comes as a delta on request.
+
+The bundle is one per database, so each test has a database of its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import RunningApp, make_settings
+from yuekang.clock import ManualClock, epoch
+from yuekang.codec.bundle import read_bundle
+from yuekang.codec.keys import VerificationKey
+from yuekang.config import Settings
+from yuekang.principals import Role
+from yuekang.trust import service as trust
+from yuekang.verifier import TrustStore
+
+
+@pytest.fixture
+def settings(fresh_database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(fresh_database_url, tmp_path / "keys")
+
+
+async def pinned_anchor(running: RunningApp) -> VerificationKey:
+    """What `yuekang keys anchor` prints, as a checkpoint would pin it."""
+    async with running.context.sessionmaker() as session, session.begin():
+        anchor = await trust.anchor_key(
+            session,
+            passphrase=running.context.secrets.key_passphrase,
+            now=running.context.clock.now(),
+            create=False,
+        )
+    assert anchor is not None
+    return VerificationKey.from_jwk(json.loads(json.dumps(anchor.public().to_jwk())))
+
+
+async def fetch(running: RunningApp, gate: str, **params: object) -> tuple[int, str, str]:
+    headers = {"Authorization": f"Bearer {gate}"}
+    if "etag" in params:
+        headers["If-None-Match"] = str(params.pop("etag"))
+    response = await running.client.get("/v1/trust-bundle", headers=headers, params=params)
+    return response.status_code, response.headers.get("ETag", ""), response.text
+
+
+async def test_a_checkpoint_verifies_offline_with_the_bundle(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    resident = await running.api.registered()
+    code = await running.api.code(resident)
+
+    status, etag, text = await fetch(running, gate)
+
+    assert (status, etag) == (200, '"v1"')
+    store = TrustStore(await pinned_anchor(running)).load(text, now=epoch(clock.now()))
+    assert store.freshness(epoch(clock.now())) == "fresh"
+    assert store.verify(code["qr_text"], now=epoch(clock.now())).valid
+    assert (await fetch(running, gate, etag='"v1"'))[0] == 304
+
+
+async def test_a_revocation_makes_a_new_version_and_a_delta(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    resident = await running.api.registered()
+    code = await running.api.code(resident)
+    _, _, first = await fetch(running, gate)
+    now = epoch(clock.now())
+    synced = TrustStore(await pinned_anchor(running)).load(first, now=now)
+
+    operator = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
+    me = (await running.client.get("/v1/me", headers=resident.auth)).json()
+    clock.advance(60)
+    changed = await running.client.put(
+        f"/v1/admin/residents/{me['resident_id']}/status",
+        headers=operator,
+        json={"status": "red", "reason": "close contact"},
+    )
+    assert changed.json()["codes_revoked"] == 1
+
+    assert (await fetch(running, gate, etag='"v1"'))[0] == 200
+    status, etag, delta = await fetch(running, gate, since=1)
+    assert (status, etag) == (200, '"v2"')
+    assert read_bundle(delta, synced.anchor).base == 1
+    updated = synced.load(delta, now=epoch(clock.now()))
+    verdict = updated.verify(code["qr_text"], now=epoch(clock.now()))
+    assert [r.value for r in verdict.reasons] == ["revoked"]
+    # A checkpoint that missed version 1 asks for a delta it cannot use: it gets the whole.
+    _, _, whole = await fetch(running, gate, since=99)
+    assert read_bundle(whole, synced.anchor).base is None
+
+
+async def test_the_bundle_is_re_signed_at_half_its_lifetime(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    assert (await fetch(running, gate))[1] == '"v1"'
+    clock.advance(dt.timedelta(hours=11).total_seconds())
+    assert (await fetch(running, gate))[1] == '"v1"'
+    clock.advance(dt.timedelta(hours=2).total_seconds())
+    status, etag, text = await fetch(running, gate)
+    assert (status, etag) == (200, '"v2"')
+    bundle = read_bundle(text, await pinned_anchor(running))
+    assert bundle.expires_at - epoch(clock.now()) == 86_400
+
+
+async def test_only_checkpoints_fetch_the_bundle(running: RunningApp):
+    anonymous = await running.client.get("/v1/trust-bundle")
+    assert anonymous.status_code == 401
+    staff = await running.client.get(
+        "/v1/trust-bundle",
+        headers={"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"},
+    )
+    assert staff.status_code == 401
