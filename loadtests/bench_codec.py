@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from yuekang.codec.bundle import BundleKey, TrustBundle, bucket, sign_bundle
 from yuekang.codec.healthcode import HealthCodeClaims, read_health_code, sign_health_code
 from yuekang.codec.jwks import build_jwks
-from yuekang.codec.keys import Algorithm, SigningKey, b64url_decode
-from yuekang.verifier import Verifier
+from yuekang.codec.keys import Algorithm, SigningKey, b64url_decode, b64url_encode
+from yuekang.verifier import TrustStore, Verifier
 
 
 def rates(contenders: dict[str, Callable[[], object]], seconds: float) -> dict[str, float]:
@@ -100,10 +101,30 @@ def main() -> None:
     def offline() -> None:
         verifier.verify(qr_text, now=now)
 
+    # The checkpoint's whole offline path: a trust store holding a signed bundle with 100,000
+    # revocations (freshness, key windows, the revocation set, the verdict).
+    anchor = SigningKey.generate("ES256")
+    revoked = {b64url_encode(secrets.token_bytes(16)) for _ in range(100_000)}
+    bundle = TrustBundle(
+        issuer="yk:gd",
+        version=1,
+        issued_at=now - 60,
+        expires_at=now + 86_400,
+        grace=259_200,
+        keys=(BundleKey(key.public(), "active", now - 3600, now + 90 * 86_400),),
+        revoked={bucket(now + 3600): frozenset(revoked)},
+    )
+    store = TrustStore(anchor.public()).load(sign_bundle(bundle, anchor), now=now)
+    assert store.verify(qr_text, now=now).valid
+
+    def checkpoint() -> None:
+        store.verify(qr_text, now=now)
+
     verifying: dict[str, Callable[[], object]] = {
         "raw verify (limit)": raw_verify,
         "yuekang read_health_code": ours,
         "yuekang Verifier.verify": offline,
+        "yuekang TrustStore.verify (bundle, 100k revoked)": checkpoint,
     }
     pem = public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
