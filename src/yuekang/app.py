@@ -3,6 +3,8 @@ builds the engine, key ring and senders and disposes of them on shutdown."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import gc
 import logging
@@ -35,6 +37,8 @@ from yuekang.keyring import service as keys
 from yuekang.middleware import BodySizeLimit
 from yuekang.principals import Actor
 from yuekang.residents import endpoints as residents
+from yuekang.scans import endpoints as scans
+from yuekang.scans import service as scan_records
 from yuekang.trust import endpoints as trust
 from yuekang.trust import service as anchors
 
@@ -59,9 +63,13 @@ def create_app(
         # take it out of the cyclic collector's view, so collections triggered by a request's
         # garbage (a 100,000-row feed batch makes a lot) do not rescan it each time.
         gc.freeze()
+        purging = asyncio.create_task(_purge_scans_forever(context))
         try:
             yield
         finally:
+            purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purging
             await context.close()
 
     app = FastAPI(
@@ -90,6 +98,8 @@ def create_app(
     app.include_router(appeals.admin)
     app.include_router(feeds.router)
     app.include_router(trust.router)
+    app.include_router(scans.router)
+    app.include_router(scans.tracing)
     app.include_router(feeds.admin)
 
     @app.get("/healthz", tags=["ops"])
@@ -101,6 +111,26 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+async def purge_scans(context: AppContext) -> int:
+    """Delete scan records past the retention period; returns how many."""
+    before = context.clock.now() - dt.timedelta(days=context.settings.scans.retention_days)
+    async with context.sessionmaker() as session, session.begin():
+        return await scan_records.purge(session, before=before)
+
+
+async def _purge_scans_forever(context: AppContext) -> None:
+    # Every process runs it; deleting what another process already deleted costs nothing.
+    while True:
+        await asyncio.sleep(context.settings.scans.purge_interval_seconds)
+        try:
+            purged = await purge_scans(context)
+        except Exception:
+            log.exception("purging scan records failed; will try again")
+        else:
+            if purged:
+                log.info("purged %d scan records past retention", purged)
 
 
 def serve_app() -> FastAPI:

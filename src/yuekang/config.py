@@ -105,6 +105,11 @@ class TrustSettings(BaseModel):
     )
 
 
+class ScanSettings(BaseModel):
+    retention_days: int = Field(28, ge=1, le=366, description="scan records older are purged")
+    purge_interval_seconds: int = Field(3600, ge=10, description="how often the server purges")
+
+
 class SessionSettings(BaseModel):
     ttl_seconds: int = Field(43200, ge=60)
 
@@ -172,6 +177,7 @@ class Settings(BaseSettings):
     rules: RuleSettings = RuleSettings()
     feeds: FeedSettings = FeedSettings()
     trust: TrustSettings = TrustSettings()
+    scans: ScanSettings = ScanSettings()
     sms: SmsSettings = SmsSettings()
     secrets: Secrets | None = None
 

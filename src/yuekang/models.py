@@ -24,6 +24,7 @@ from yuekang.health_status.models import (
 from yuekang.keyring.models import SigningKeyRecord
 from yuekang.operators.models import Operator
 from yuekang.residents.models import Identity, Resident
+from yuekang.scans.models import ScanRecord
 from yuekang.trust.models import AnchorKey, TrustBundleRecord
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Revocation",
     "RiskAreaRecord",
     "RuleSetRecord",
+    "ScanRecord",
     "SigningKeyRecord",
     "StatusChange",
     "StatusOverride",

@@ -14,6 +14,7 @@ from yuekang.checkpoints.schemas import (
 from yuekang.codec.reasons import pick_language
 from yuekang.deps import Context, CurrentCheckpoint, Now, SessionDep, StaffOperator
 from yuekang.openapi import errors
+from yuekang.scans import service as scans
 
 router = APIRouter(tags=["checkpoints"])
 
@@ -39,6 +40,8 @@ async def verify(
         keyring=context.keyring,
         now=now,
     )
+    # The scan record: code id, checkpoint, time, verdict -- nothing else about the person.
+    await scans.record_online(session, checkpoint_id=checkpoint.id, verdict=verdict, now=now)
     return VerdictRead.model_validate(verdict.to_dict(pick_language(accept_language)))
 
 

@@ -34,6 +34,7 @@ status_app = typer.Typer(help="Residents' health status.", no_args_is_help=True)
 feeds_app = typer.Typer(help="Authority data feeds.", no_args_is_help=True)
 feed_clients_app = typer.Typer(help="Systems allowed to push feeds.", no_args_is_help=True)
 rules_app = typer.Typer(help="Health-status rule sets.", no_args_is_help=True)
+scans_app = typer.Typer(help="Scan records.", no_args_is_help=True)
 feeds_app.add_typer(feed_clients_app, name="clients")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
@@ -42,6 +43,7 @@ app.add_typer(operators_app, name="operators")
 app.add_typer(status_app, name="status")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(rules_app, name="rules")
+app.add_typer(scans_app, name="scans")
 app.command("verify")(verify_command)
 
 T = TypeVar("T")
@@ -335,6 +337,19 @@ def rules_activate(path: Path) -> None:
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         await rulebook.activate(session, rules=rules, actor=Actor.cli(), now=now)
         typer.echo(f"rule set {rules.version} is active")
+
+    _run(work)
+
+
+@scans_app.command("purge")
+def scans_purge() -> None:
+    """Delete scan records older than the retention period (YUEKANG_SCANS__RETENTION_DAYS);
+    the server also does this on its own every hour."""
+    from yuekang.app import purge_scans
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        purged = await purge_scans(context)
+        typer.echo(f"{purged} scan record(s) purged")
 
     _run(work)
 

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from yuekang.deps import Context, CurrentCheckpoint, Now, RulesAuthor, SessionDep
+from yuekang.exceptions import ValidationFailed
+from yuekang.openapi import errors
+from yuekang.scans import service
+from yuekang.scans.models import ScanRecord
+from yuekang.scans.schemas import (
+    CaseReference,
+    ResolvedPerson,
+    ScanBatch,
+    ScanBatchResult,
+    ScanRead,
+)
+
+router = APIRouter(tags=["checkpoints"])
+tracing = APIRouter(prefix="/v1/admin", tags=["admin: contact tracing"])
+
+# Contact tracing is the epidemiologists' work: the same role that writes the rules.
+Epidemiologist = RulesAuthor
+CaseRef = Annotated[str, Query(min_length=3, max_length=100, description="Audited")]
+CLOCK_SLACK = dt.timedelta(minutes=5)
+
+
+def _read(record: ScanRecord) -> ScanRead:
+    return ScanRead(
+        checkpoint_id=record.checkpoint_id,
+        code_id=record.code_id,
+        scanned_at=record.scanned_at,
+        verdict=record.verdict,
+        reason=record.reason,
+        source=record.source,
+    )
+
+
+@router.post("/v1/scans", response_model=ScanBatchResult, responses=errors(401, 422))
+async def upload_scans(
+    body: ScanBatch,
+    checkpoint: CurrentCheckpoint,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+) -> ScanBatchResult:
+    """Upload scans made offline: code id, time, verdict (nothing else about the person). Each is
+    stored once per checkpoint and `scan_id`: repeating an upload is safe. Scans from the future
+    or older than the retention period are refused (422)."""
+    oldest = now - dt.timedelta(days=context.settings.scans.retention_days)
+    for index, scan in enumerate(body.scans):
+        if not oldest <= scan.scanned_at <= now + CLOCK_SLACK:
+            raise ValidationFailed(
+                f"scans.{index}.scanned_at: outside the retention period or in the future",
+                fields=[
+                    {
+                        "field": f"scans.{index}.scanned_at",
+                        "reason": "out_of_range",
+                        "message": "outside the retention period or in the future",
+                    }
+                ],
+            )
+    stored = await service.upload(
+        session,
+        checkpoint_id=checkpoint.id,
+        scans=[
+            service.Scan(s.scan_id, s.code_id, s.scanned_at, s.verdict, s.reason)
+            for s in body.scans
+        ],
+        now=now,
+    )
+    unique = len({s.scan_id for s in body.scans})
+    return ScanBatchResult(received=len(body.scans), stored=stored, duplicates=unique - stored)
+
+
+@tracing.get(
+    "/checkpoints/{checkpoint_id}/scans",
+    response_model=list[ScanRead],
+    responses=errors(401, 403, 422),
+)
+async def scans_at_checkpoint(
+    checkpoint_id: uuid.UUID,
+    session: SessionDep,
+    now: Now,
+    operator: Epidemiologist,
+    start: Annotated[dt.datetime, Query(alias="from")],
+    end: Annotated[dt.datetime, Query(alias="to")],
+    case_reference: CaseRef,
+) -> list[ScanRead]:
+    """Which codes were scanned at a checkpoint in `[from, to)`. Audited with the case
+    reference; epidemiologists only."""
+    if start.tzinfo is None or end.tzinfo is None or end <= start:
+        raise ValidationFailed("from and to need UTC offsets, and from before to")
+    records = await service.at_checkpoint(
+        session,
+        checkpoint_id=checkpoint_id,
+        start=start,
+        end=end,
+        case_reference=case_reference,
+        actor=operator.actor,
+        now=now,
+    )
+    return [_read(r) for r in records]
+
+
+@tracing.get(
+    "/codes/{code_id}/scans", response_model=list[ScanRead], responses=errors(401, 403, 404)
+)
+async def scans_of_person(
+    code_id: str,
+    session: SessionDep,
+    now: Now,
+    operator: Epidemiologist,
+    case_reference: CaseRef,
+) -> list[ScanRead]:
+    """Where the holder of this code had any of their codes scanned. Audited with the case
+    reference; epidemiologists only."""
+    records = await service.of_person(
+        session, code_id=code_id, case_reference=case_reference, actor=operator.actor, now=now
+    )
+    return [_read(r) for r in records]
+
+
+@tracing.post(
+    "/codes/{code_id}/resolve", response_model=ResolvedPerson, responses=errors(401, 403, 404, 422)
+)
+async def resolve_code(
+    code_id: str, body: CaseReference, session: SessionDep, now: Now, operator: Epidemiologist
+) -> ResolvedPerson:
+    """The resident a code belongs to, for a case. Audited; epidemiologists only."""
+    resident_id = await service.resolve(
+        session, code_id=code_id, case_reference=body.case_reference, actor=operator.actor, now=now
+    )
+    return ResolvedPerson(resident_id=resident_id)

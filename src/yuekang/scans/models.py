@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from yuekang.db import BIGINT_PK, Base, UTCDateTime
+
+
+class ScanRecord(Base):
+    """One scan at a checkpoint: which code, where, when, and the verdict -- nothing else about
+    the person. Kept for the retention period (28 days by default), then purged."""
+
+    __tablename__ = "scan_records"
+    __table_args__ = (
+        UniqueConstraint("checkpoint_id", "scan_id", name="uq_scan_records_scan"),
+        Index("ix_scan_records_code_id_scanned_at", "code_id", "scanned_at"),
+        Index("ix_scan_records_checkpoint_id_scanned_at", "checkpoint_id", "scanned_at"),
+        Index("ix_scan_records_scanned_at", "scanned_at"),
+        CheckConstraint("verdict IN ('valid', 'invalid', 'cannot_verify')", name="verdict"),
+        CheckConstraint("source IN ('online', 'offline')", name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
+    checkpoint_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("checkpoints.id", ondelete="CASCADE")
+    )
+    scan_id: Mapped[str] = mapped_column(String(64))
+    code_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    scanned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source: Mapped[str] = mapped_column(String(8))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from yuekang.schemas import StrictModel
+
+
+class ScanUpload(StrictModel):
+    scan_id: str = Field(
+        pattern=r"^[\x21-\x7e]{1,64}$", description="Chosen by the checkpoint; unique for it"
+    )
+    code_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{22}$",
+        description="Null when the scan was unreadable",
+    )
+    scanned_at: AwareDatetime
+    verdict: Literal["valid", "invalid", "cannot_verify"]
+    reason: str | None = Field(default=None, pattern=r"^[a-z_]{1,32}$")
+
+
+class ScanBatch(StrictModel):
+    scans: list[ScanUpload] = Field(min_length=1, max_length=1000)
+
+
+class ScanBatchResult(BaseModel):
+    received: int
+    stored: int = Field(description="New records")
+    duplicates: int = Field(description="Already stored from an earlier upload: skipped")
+
+
+class ScanRead(BaseModel):
+    checkpoint_id: uuid.UUID
+    code_id: str | None
+    scanned_at: dt.datetime
+    verdict: str
+    reason: str | None
+    source: str
+
+
+class CaseReference(StrictModel):
+    case_reference: str = Field(min_length=3, max_length=100, description="Audited")
+
+
+class ResolvedPerson(BaseModel):
+    resident_id: uuid.UUID

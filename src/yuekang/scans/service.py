@@ -1,0 +1,188 @@
+"""Scan records, their retention, and the contact-tracing queries over them.
+
+A record holds the code id, the checkpoint, the time and the verdict: nothing else about the
+person. Resolving a code to a person is a separate, audited step that needs a case reference, and
+only epidemiologists may take it (or run any query here).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.audit import service as audit
+from yuekang.db import dialect_name
+from yuekang.exceptions import NotFound
+from yuekang.health_codes.models import HealthCode
+from yuekang.principals import Actor
+from yuekang.scans.models import ScanRecord
+from yuekang.verifier import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    scan_id: str
+    code_id: str | None
+    scanned_at: dt.datetime
+    verdict: str
+    reason: str | None
+
+
+async def record_online(
+    session: AsyncSession, *, checkpoint_id: uuid.UUID, verdict: Verdict, now: dt.datetime
+) -> None:
+    session.add(
+        ScanRecord(
+            checkpoint_id=checkpoint_id,
+            scan_id=f"online-{uuid.uuid4().hex}",
+            code_id=verdict.code_id,
+            scanned_at=now,
+            verdict=verdict.verdict,
+            reason=verdict.reasons[0].value if verdict.reasons else None,
+            source="online",
+            received_at=now,
+        )
+    )
+
+
+async def upload(
+    session: AsyncSession, *, checkpoint_id: uuid.UUID, scans: Sequence[Scan], now: dt.datetime
+) -> int:
+    """Store scans made offline; one already stored (same checkpoint and scan id) is skipped, so
+    an upload can be repeated safely. Returns how many were new."""
+    if not scans:
+        return 0
+    rows = [
+        {
+            "checkpoint_id": checkpoint_id,
+            "scan_id": scan.scan_id,
+            "code_id": scan.code_id,
+            "scanned_at": scan.scanned_at,
+            "verdict": scan.verdict,
+            "reason": scan.reason,
+            "source": "offline",
+            "received_at": now,
+        }
+        for scan in {s.scan_id: s for s in scans}.values()
+    ]
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    statement = (
+        insert(ScanRecord)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["checkpoint_id", "scan_id"])
+        .returning(ScanRecord.id)
+    )
+    return len((await session.execute(statement)).all())
+
+
+async def purge(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Delete every scan record made before ``before``; returns how many."""
+    result = await session.execute(delete(ScanRecord).where(ScanRecord.scanned_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def at_checkpoint(
+    session: AsyncSession,
+    *,
+    checkpoint_id: uuid.UUID,
+    start: dt.datetime,
+    end: dt.datetime,
+    case_reference: str,
+    actor: Actor,
+    now: dt.datetime,
+) -> Sequence[ScanRecord]:
+    """Which codes were scanned at a checkpoint in a time window (audited)."""
+    rows = (
+        (
+            await session.execute(
+                select(ScanRecord)
+                .where(
+                    ScanRecord.checkpoint_id == checkpoint_id,
+                    ScanRecord.scanned_at >= start,
+                    ScanRecord.scanned_at < end,
+                )
+                .order_by(ScanRecord.scanned_at)
+                .limit(10_000)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="scans.at_checkpoint",
+        subject_type="checkpoint",
+        subject_id=str(checkpoint_id),
+        now=now,
+        detail={
+            "case_reference": case_reference,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "results": len(rows),
+        },
+    )
+    return rows
+
+
+async def _owner(session: AsyncSession, code_id: str) -> uuid.UUID:
+    owner = (
+        await session.execute(select(HealthCode.resident_id).where(HealthCode.code_id == code_id))
+    ).scalar_one_or_none()
+    if owner is None:
+        raise NotFound("no such code", code="code_not_found")
+    return owner
+
+
+async def of_person(
+    session: AsyncSession, *, code_id: str, case_reference: str, actor: Actor, now: dt.datetime
+) -> Sequence[ScanRecord]:
+    """Where the holder of ``code_id`` had any of their codes scanned (audited)."""
+    owner = await _owner(session, code_id)
+    codes = select(HealthCode.code_id).where(HealthCode.resident_id == owner)
+    rows = (
+        (
+            await session.execute(
+                select(ScanRecord)
+                .where(ScanRecord.code_id.in_(codes))
+                .order_by(ScanRecord.scanned_at)
+                .limit(10_000)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="scans.of_person",
+        subject_type="resident",
+        subject_id=str(owner),
+        now=now,
+        detail={"case_reference": case_reference, "code_id": code_id, "results": len(rows)},
+    )
+    return rows
+
+
+async def resolve(
+    session: AsyncSession, *, code_id: str, case_reference: str, actor: Actor, now: dt.datetime
+) -> uuid.UUID:
+    """The resident holding ``code_id`` (audited with the case reference)."""
+    owner = await _owner(session, code_id)
+    await audit.record(
+        session,
+        actor=actor,
+        action="scans.resolve_code",
+        subject_type="resident",
+        subject_id=str(owner),
+        now=now,
+        detail={"case_reference": case_reference, "code_id": code_id},
+    )
+    return owner

@@ -1,0 +1,170 @@
+"""Scan records: the minimum kept, uploads that can be repeated, retention, and contact tracing
+that only epidemiologists may do, each query audited with its case reference."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from conftest import RunningApp
+from yuekang.app import purge_scans
+from yuekang.audit.models import AuditEvent
+from yuekang.clock import ManualClock
+from yuekang.principals import Role
+from yuekang.scans.models import ScanRecord
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def records_of(running: RunningApp, code_id: str) -> list[ScanRecord]:
+    async with running.context.sessionmaker() as session:
+        rows = await session.execute(select(ScanRecord).where(ScanRecord.code_id == code_id))
+        return list(rows.scalars())
+
+
+async def checkpoint_id(running: RunningApp, key: str) -> str:
+    return uuid.UUID(hex=key.removeprefix("ykc_").split("_")[0]).__str__()
+
+
+def scan(code_id: str | None, at: dt.datetime, verdict: str = "valid", **extra: Any) -> dict:
+    return {
+        "scan_id": extra.pop("scan_id", uuid.uuid4().hex),
+        "code_id": code_id,
+        "scanned_at": at.isoformat(),
+        "verdict": verdict,
+        **extra,
+    }
+
+
+async def test_online_verification_keeps_only_code_place_time_and_verdict(running: RunningApp):
+    gate = await running.checkpoint_key()
+    code = await running.api.code(await running.api.registered())
+    await running.client.post("/v1/verify", headers=bearer(gate), json={"qr_text": code["qr_text"]})
+
+    [record] = await records_of(running, code["code_id"])
+
+    assert str(record.checkpoint_id) == await checkpoint_id(running, gate)
+    assert (record.verdict, record.reason, record.source) == ("valid", None, "online")
+    stored = {c.name for c in ScanRecord.__table__.columns}
+    assert stored == {
+        "id", "checkpoint_id", "scan_id", "code_id", "scanned_at", "verdict", "reason", "source",
+        "received_at",
+    }  # fmt: skip
+
+
+async def test_offline_scans_are_stored_once_however_often_uploaded(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    code = await running.api.code(await running.api.registered())
+    batch = {
+        "scans": [
+            scan(code["code_id"], clock.now(), scan_id="s-1"),
+            scan(code["code_id"], clock.now(), "invalid", reason="revoked", scan_id="s-2"),
+            scan(None, clock.now(), "invalid", reason="malformed", scan_id="s-3"),
+        ]
+    }
+    first = await running.client.post("/v1/scans", headers=bearer(gate), json=batch)
+    again = await running.client.post("/v1/scans", headers=bearer(gate), json=batch)
+
+    assert first.json() == {"received": 3, "stored": 3, "duplicates": 0}
+    assert again.json() == {"received": 3, "stored": 0, "duplicates": 3}
+    assert sorted(r.scan_id for r in await records_of(running, code["code_id"])) == ["s-1", "s-2"]
+
+
+async def test_scans_from_the_future_or_past_retention_are_refused(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    for when in (clock.now() + dt.timedelta(hours=1), clock.now() - dt.timedelta(days=29)):
+        refused = await running.client.post(
+            "/v1/scans", headers=bearer(gate), json={"scans": [scan(None, when)]}
+        )
+        assert refused.status_code == 422
+    bad_id = await running.client.post(
+        "/v1/scans", headers=bearer(gate), json={"scans": [scan("not-a-code-id", clock.now())]}
+    )
+    assert bad_id.status_code == 422
+
+
+async def test_records_past_retention_are_purged_from_the_table(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    old = await running.api.code(await running.api.registered())
+    await running.client.post("/v1/verify", headers=bearer(gate), json={"qr_text": old["qr_text"]})
+    clock.advance(dt.timedelta(days=20).total_seconds())
+    recent = await running.api.code(await running.api.registered())
+    await running.client.post(
+        "/v1/verify", headers=bearer(gate), json={"qr_text": recent["qr_text"]}
+    )
+    clock.advance(dt.timedelta(days=9).total_seconds())
+
+    assert await purge_scans(running.context) >= 1
+
+    assert await records_of(running, old["code_id"]) == []
+    assert len(await records_of(running, recent["code_id"])) == 1
+
+
+async def test_contact_tracing_is_for_epidemiologists_and_audited(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    resident = await running.api.registered()
+    first, second = await running.api.code(resident), await running.api.code(resident)
+    for code in (first, second):
+        await running.client.post(
+            "/v1/verify", headers=bearer(gate), json={"qr_text": code["qr_text"]}
+        )
+    epi = bearer(await running.operator_token(Role.EPIDEMIOLOGIST))
+    window = {
+        "from": (clock.now() - dt.timedelta(minutes=1)).isoformat(),
+        "to": (clock.now() + dt.timedelta(minutes=1)).isoformat(),
+        "case_reference": "GZ-2026-0117",
+    }
+    place = await checkpoint_id(running, gate)
+
+    at_gate = await running.client.get(
+        f"/v1/admin/checkpoints/{place}/scans", headers=epi, params=window
+    )
+    travels = await running.client.get(
+        f"/v1/admin/codes/{first['code_id']}/scans",
+        headers=epi,
+        params={"case_reference": "GZ-2026-0117"},
+    )
+    who = await running.client.post(
+        f"/v1/admin/codes/{second['code_id']}/resolve",
+        headers=epi,
+        json={"case_reference": "GZ-2026-0117"},
+    )
+
+    assert {s["code_id"] for s in at_gate.json()} >= {first["code_id"], second["code_id"]}
+    assert {s["code_id"] for s in travels.json()} == {first["code_id"], second["code_id"]}
+    me = (await running.client.get("/v1/me", headers=resident.auth)).json()
+    assert who.json() == {"resident_id": me["resident_id"]}
+    async with running.context.sessionmaker() as session:
+        audited = (
+            await session.execute(
+                select(AuditEvent.action, AuditEvent.detail).where(
+                    AuditEvent.action.like("scans.%")
+                )
+            )
+        ).all()
+    mine = [a for a, d in audited if d.get("case_reference") == "GZ-2026-0117"]
+    assert {"scans.at_checkpoint", "scans.of_person", "scans.resolve_code"} <= set(mine)
+
+    for role in (Role.OPERATOR, Role.ADMIN):
+        other = bearer(await running.operator_token(role))
+        refused = await running.client.post(
+            f"/v1/admin/codes/{second['code_id']}/resolve",
+            headers=other,
+            json={"case_reference": "GZ-2026-0117"},
+        )
+        assert refused.status_code == 403
+    no_case = await running.client.get(f"/v1/admin/codes/{first['code_id']}/scans", headers=epi)
+    assert no_case.status_code == 422
