@@ -39,12 +39,16 @@ class Server:
     base: str
     env: dict[str, str]
     log: Path
+    port: int
 
 
 @contextmanager
-def serve(env: dict[str, str], workdir: Path, name: str = "serve") -> Iterator[Server]:
-    """Start ``yuekang serve`` and wait until ``/healthz`` answers; stop it on exit."""
-    port = free_port()
+def serve(
+    env: dict[str, str], workdir: Path, name: str = "serve", port: int | None = None
+) -> Iterator[Server]:
+    """Start ``yuekang serve`` and wait until ``/healthz`` answers; stop it on exit. ``port``
+    restarts a server where its clients know it."""
+    port = port or free_port()
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -66,7 +70,7 @@ def serve(env: dict[str, str], workdir: Path, name: str = "serve") -> Iterator[S
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(log_path.read_text())
                 time.sleep(0.2)
-            yield Server(base, env, log_path)
+            yield Server(base, env, log_path, port)
         finally:
             process.terminate()
             process.wait(timeout=10)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
 
 import typer
 
+from yuekang.cli.checkpoint import checkpoint_app
 from yuekang.cli.verify import verify_command
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ app.add_typer(status_app, name="status")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(rules_app, name="rules")
 app.add_typer(scans_app, name="scans")
+app.add_typer(checkpoint_app, name="checkpoint")
 app.command("verify")(verify_command)
 
 T = TypeVar("T")

@@ -64,3 +64,18 @@ async def trust_bundle(
             or text
         )
     return Response(content=text, media_type=MEDIA_TYPE, headers=headers)
+
+
+@router.get("/v1/trust-anchor", responses=errors(503))
+async def trust_anchor(session: SessionDep, context: Context, now: Now) -> dict[str, str]:
+    """The anchor's public key (a JWK). A checkpoint pins it only if its `kid` -- the RFC 7638
+    thumbprint -- is the fingerprint it was given out of band."""
+    anchor = await service.anchor_key(
+        session, passphrase=context.secrets.key_passphrase, now=now, create=False
+    )
+    if anchor is None:
+        raise ServiceUnavailable(
+            "no trust anchor key yet: run `yuekang keys anchor`", code="no_anchor_key"
+        )
+    jwk: dict[str, str] = anchor.public().to_jwk()
+    return jwk

@@ -1,0 +1,268 @@
+"""``yuekang checkpoint``: a checkpoint device that keeps working with no network.
+
+``sync`` fetches the signed trust bundle (a delta when it can) into a state directory, pinning
+the anchor given out of band on the first sync; ``scan`` judges a code offline with that bundle
+and the place's policy and queues a scan record; ``upload`` sends the queue (safe to repeat).
+
+State directory (``--state``, default ``./checkpoint-state``), readable by this user only:
+``anchor.json`` (the pinned anchor JWK), ``server.json`` (server URL and checkpoint key),
+``bundle.jws`` and ``deltas/`` (the bundle as fetched), ``queue.jsonl`` (scans not yet uploaded).
+Imports the offline verifier and httpx only: nothing of the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from yuekang.codec.bundle import BundleError
+from yuekang.codec.errors import InvalidKey
+from yuekang.codec.keys import VerificationKey
+from yuekang.codec.reasons import LANGUAGES
+from yuekang.verifier import TrustStore, Verdict
+
+checkpoint_app = typer.Typer(
+    help="A checkpoint device, offline after one sync.", no_args_is_help=True
+)
+
+State = Annotated[Path, typer.Option("--state", help="The device's state directory")]
+DEFAULT_STATE = Path("checkpoint-state")
+UPLOAD_BATCH = 1000
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _private_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    temporary.replace(path)
+
+
+def _pin(anchor: str, server: str, http: Any) -> VerificationKey:
+    """The anchor from a JWK file, or -- given its fingerprint -- the server's, only if its
+    thumbprint is that fingerprint (the key is then the one given out of band, whoever serves
+    it)."""
+    path = Path(anchor)
+    if path.exists():
+        return VerificationKey.from_jwk(json.loads(path.read_text()))
+    response = http.get(f"{server}/v1/trust-anchor")
+    response.raise_for_status()
+    key = VerificationKey.from_jwk(response.json())
+    if key.kid != anchor:
+        _fail(f"the server's anchor is {key.kid}, not the pinned {anchor}: refusing it", 1)
+    return key
+
+
+def load_store(state: Path, *, now: int) -> TrustStore:
+    try:
+        anchor = VerificationKey.from_jwk(json.loads((state / "anchor.json").read_text()))
+    except FileNotFoundError:
+        _fail(f"{state} holds no pinned anchor: run `yuekang checkpoint sync` first")
+    store = TrustStore(anchor)
+    bundle = state / "bundle.jws"
+    if bundle.exists():
+        store = store.load(bundle.read_text(), now=now)
+        for delta in sorted((state / "deltas").glob("*.jws")):
+            store = store.load(delta.read_text(), now=now)
+    return store
+
+
+@checkpoint_app.command("sync")
+def sync(
+    server: Annotated[str | None, typer.Option(help="The service's URL (first sync)")] = None,
+    key: Annotated[str | None, typer.Option(help="This checkpoint's API key (first sync)")] = None,
+    anchor: Annotated[
+        str | None, typer.Option(help="The anchor JWK file, or its fingerprint (first sync)")
+    ] = None,
+    state: State = DEFAULT_STATE,
+) -> None:
+    """Fetch the trust bundle (a delta when possible) and keep it in the state directory."""
+    import httpx
+
+    saved: dict[str, str] = {}
+    if (state / "server.json").exists():
+        saved = json.loads((state / "server.json").read_text())
+    server = (server or saved.get("server") or "").rstrip("/")
+    key = key or saved.get("key")
+    if not server or not key:
+        _fail("the first sync needs --server and --key")
+    now = int(time.time())
+    with httpx.Client(timeout=30) as http:
+        try:
+            if not (state / "anchor.json").exists():
+                if anchor is None:
+                    _fail("the first sync needs --anchor: the anchor JWK file or its fingerprint")
+                pinned = _pin(anchor, server, http)
+                _private_write(state / "anchor.json", json.dumps(pinned.to_jwk()))
+            _private_write(state / "server.json", json.dumps({"server": server, "key": key}))
+            store = load_store(state, now=now)
+            headers = {"Authorization": f"Bearer {key}"}
+            params = {}
+            if store.bundle is not None:
+                headers["If-None-Match"] = f'"v{store.bundle.version}"'
+                params["since"] = str(store.bundle.version)
+            response = http.get(f"{server}/v1/trust-bundle", headers=headers, params=params)
+        except httpx.HTTPError as exc:
+            _fail(f"cannot reach {server}: {exc}", 1)
+        except (InvalidKey, ValueError, BundleError) as exc:
+            _fail(str(exc), 1)
+    if response.status_code == 304:
+        typer.echo(f"up to date: version {store.bundle.version if store.bundle else '?'}")
+        return
+    if response.status_code != 200:
+        _fail(f"the server answered {response.status_code}: {response.text[:200]}", 1)
+    try:
+        updated = store.load(response.text, now=now)
+    except BundleError as exc:
+        _fail(f"refused the bundle: {exc}", 1)
+    assert updated.bundle is not None
+    is_delta = (
+        store.bundle is not None
+        and updated.bundle.version != store.bundle.version
+        and ('"base"' in _payload(response.text))
+    )
+    if is_delta:
+        _private_write(state / "deltas" / f"{updated.bundle.version:010d}.jws", response.text)
+    else:
+        _private_write(state / "bundle.jws", response.text)
+        for old in (state / "deltas").glob("*.jws"):
+            old.unlink()
+    typer.echo(
+        f"synced version {updated.bundle.version} ({'delta' if is_delta else 'full'}), "
+        f"{len(updated.bundle.keys)} keys, {len(updated.revoked)} revoked codes, "
+        f"fresh until {updated.bundle.expires_at}"
+    )
+
+
+def _payload(text: str) -> str:
+    from yuekang.codec.keys import b64url_decode
+
+    return b64url_decode(text.split(".")[1]).decode("utf-8", "replace")
+
+
+@checkpoint_app.command("scan")
+def scan(
+    qr_text: Annotated[str | None, typer.Argument(help="The text of the QR code")] = None,
+    image: Annotated[Path | None, typer.Option(help="Read the code from a PNG/JPEG")] = None,
+    place: Annotated[str, typer.Option(help="venue, transport or border")] = "venue",
+    at: Annotated[
+        int | None,
+        typer.Option(help="Re-judge as of this UTC second (no scan record is queued)"),
+    ] = None,
+    language: Annotated[str, typer.Option(help="zh-Hans, zh-Hant, en or pt")] = "zh-Hans",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    state: State = DEFAULT_STATE,
+) -> None:
+    """Judge a code offline, apply the place's policy, queue a scan record.
+
+    Exit status: 0 allow, 1 deny (or an invalid code), 3 manual check, 4 cannot verify (no,
+    expired or untrusted bundle; wrong clock), 2 usage error."""
+    from yuekang.cli.verify import read_qr_image
+    from yuekang.rules.policy import decide, parse_policies
+    from yuekang.rules.ruleset import RuleSetError
+
+    if (qr_text is None) == (image is None):
+        _fail("give either QR_TEXT or --image PNG")
+    if place not in ("venue", "transport", "border") or language not in LANGUAGES:
+        _fail("--place is venue, transport or border; --language one of " + ", ".join(LANGUAGES))
+    now = at if at is not None else int(time.time())
+    try:
+        text = read_qr_image(image) if image is not None else str(qr_text)
+        store = load_store(state, now=now)
+    except (OSError, ValueError, BundleError) as exc:
+        _fail(str(exc))
+    verdict = store.verify(text, now=now)
+    decision = "deny"
+    decision_reason = verdict.reasons[0].value if verdict.reasons else ""
+    if verdict.verdict == "cannot_verify":
+        decision = "cannot_verify"
+    elif verdict.valid and store.bundle is not None and verdict.status is not None:
+        try:
+            policy = parse_policies(dict(store.bundle.policies)).for_place(place)  # type: ignore[arg-type]
+        except RuleSetError as exc:
+            _fail(f"the bundle's policies do not validate: {exc}", 4)
+        outcome = decide(
+            policy,
+            status=verdict.status,
+            negative_within_hours=_claim(text, "nt"),
+            doses=_claim(text, "vx"),
+        )
+        decision, decision_reason = outcome.verdict, outcome.reason
+    if at is None:
+        _queue(state, verdict, now)
+    result = {**verdict.to_dict(language), "decision": decision, "decision_reason": decision_reason}
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        typer.echo(f"{decision.upper()}  ({decision_reason})")
+        typer.echo(
+            f"verdict: {verdict.verdict}  status: {verdict.status}  name: {verdict.masked_name}"
+        )
+        for item in result["reasons"] + result["warnings"]:
+            typer.echo(f"  {item['code']}: {item['message']}")
+    raise typer.Exit({"allow": 0, "manual_check": 3, "cannot_verify": 4}.get(decision, 1))
+
+
+def _claim(qr_text: str, name: str) -> int | None:
+    try:
+        value = json.loads(_payload(qr_text.removeprefix("YK1:"))).get(name)
+    except (ValueError, IndexError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _queue(state: Path, verdict: Verdict, now: int) -> None:
+    from datetime import UTC, datetime
+
+    record = {
+        "scan_id": uuid.uuid4().hex,
+        "code_id": verdict.code_id,
+        "scanned_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "verdict": verdict.verdict,
+        "reason": verdict.reasons[0].value if verdict.reasons else None,
+    }
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (state / "queue.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+@checkpoint_app.command("upload")
+def upload(state: State = DEFAULT_STATE) -> None:
+    """Send the queued scan records; safe to repeat (the server stores each scan once)."""
+    import httpx
+
+    queue = state / "queue.jsonl"
+    if not queue.exists() or not queue.read_text().strip():
+        typer.echo("nothing to upload")
+        return
+    saved = json.loads((state / "server.json").read_text())
+    records = [json.loads(line) for line in queue.read_text().splitlines() if line.strip()]
+    stored = duplicates = 0
+    with httpx.Client(timeout=30) as http:
+        for start in range(0, len(records), UPLOAD_BATCH):
+            try:
+                response = http.post(
+                    f"{saved['server']}/v1/scans",
+                    headers={"Authorization": f"Bearer {saved['key']}"},
+                    json={"scans": records[start : start + UPLOAD_BATCH]},
+                )
+            except httpx.HTTPError as exc:
+                _fail(f"cannot reach {saved['server']}: {exc}; the queue is kept", 1)
+            if response.status_code != 200:
+                _fail(f"the server answered {response.status_code}: {response.text[:200]}", 1)
+            stored += response.json()["stored"]
+            duplicates += response.json()["duplicates"]
+    _private_write(queue, "")
+    typer.echo(f"uploaded {len(records)} scan(s): {stored} new, {duplicates} already there")

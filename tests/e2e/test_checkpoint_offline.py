@@ -1,0 +1,114 @@
+"""A checkpoint that keeps judging with the server down: sync once, stop the server, scan valid,
+forged, expired and revoked codes offline with the CLI, start the server again and upload the
+queued scans -- twice -- finding each exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from support.api import random_prc_id
+from support.servers import YUEKANG, cli, serve, server_env
+from yuekang.db import create_engine
+from yuekang.scans.models import ScanRecord
+
+pytestmark = pytest.mark.e2e
+
+
+def _resident_code(base: str, phone: str) -> tuple[dict[str, str], str]:
+    number, birth = random_prc_id()
+    with httpx.Client(base_url=base, timeout=30) as client:
+        sent = client.post("/v1/auth/otp", json={"phone": phone}).json()
+        token = client.post(
+            "/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]}
+        ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        bound = client.put(
+            "/v1/me/identity",
+            headers=auth,
+            json={
+                "name": "陈大文",
+                "doc_type": "prc_id",
+                "doc_number": number,
+                "birth_date": birth.isoformat(),
+            },
+        )
+        assert bound.status_code == 201, bound.text
+        code = client.post("/v1/codes", headers=auth).json()
+    return code, number
+
+
+def _scan(env: dict[str, str], workdir: Path, *args: str) -> tuple[int, dict[str, object]]:
+    done = subprocess.run(
+        [YUEKANG, "checkpoint", "scan", "--state", str(workdir / "gate"), "--json", *args],
+        capture_output=True, text=True, env=env, cwd=workdir, timeout=60,
+    )  # fmt: skip
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def _offline_records(url: str) -> int:
+    async def count() -> int:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                query = select(func.count()).where(ScanRecord.source == "offline")
+                return int((await connection.execute(query)).scalar_one())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())
+
+
+def test_a_checkpoint_judges_offline_and_uploads_exactly_once(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    env = server_env(fresh_database_url, tmp_path / "keys")
+    with serve(env, tmp_path, "first") as server:
+        anchor = json.loads(cli(env, tmp_path, "keys", "anchor"))
+        gate_key = cli(env, tmp_path, "checkpoints", "create", "Hengqin port")
+        valid, _ = _resident_code(server.base, "+8613700137001")
+        revoked, number = _resident_code(server.base, "+8613700137002")
+        cli(env, tmp_path, "status", "set", "--doc-type", "prc_id", "--doc-number", number,
+            "--status", "red", "--reason", "close contact")  # fmt: skip
+        synced = cli(
+            env, tmp_path, "checkpoint", "sync", "--server", server.base, "--key", gate_key,
+            "--anchor", anchor["kid"], "--state", str(tmp_path / "gate"),
+        )  # fmt: skip
+        assert "synced version" in synced
+
+    # The server is down from here on.
+    code, allowed = _scan(env, tmp_path, valid["qr_text"])
+    assert (code, allowed["decision"], allowed["verdict"]) == (0, "allow", "valid")
+    tail = valid["qr_text"][-6:]
+    forged_text = valid["qr_text"][:-6] + ("AAAAAA" if tail != "AAAAAA" else "BBBBBB")
+    code, forged = _scan(env, tmp_path, forged_text)
+    assert (code, [r["code"] for r in forged["reasons"]]) == (1, ["bad_signature"])
+    later = str(_epoch(valid["expires_at"]) + 600)
+    code, expired = _scan(env, tmp_path, valid["qr_text"], "--at", later)
+    assert (code, [r["code"] for r in expired["reasons"]]) == (1, ["expired"])
+    code, refused = _scan(env, tmp_path, revoked["qr_text"])
+    assert (code, [r["code"] for r in refused["reasons"]]) == (1, ["revoked"])
+    queued = (tmp_path / "gate" / "queue.jsonl").read_text()
+    assert len(queued.splitlines()) == 3  # a re-judgement with --at is not a scan
+
+    with serve(env, tmp_path, "second", port=server.port):
+        first = cli(env, tmp_path, "checkpoint", "upload", "--state", str(tmp_path / "gate"))
+        assert "3 new" in first
+        # The device resends the same records (say the answer was lost): nothing is doubled.
+        (tmp_path / "gate" / "queue.jsonl").write_text(queued)
+        again = cli(env, tmp_path, "checkpoint", "upload", "--state", str(tmp_path / "gate"))
+        assert "0 new, 3 already there" in again
+    assert _offline_records(fresh_database_url) == 3
+
+
+def _epoch(text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
