@@ -47,6 +47,7 @@ class Actor:
 class CheckpointPrincipal:
     id: uuid.UUID
     name: str
+    kind: Literal["venue", "transport", "border"] = "venue"
 
 
 @dataclass(frozen=True, slots=True)

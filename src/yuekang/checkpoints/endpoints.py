@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header
 
 from yuekang.checkpoints import service
+from yuekang.checkpoints.models import Checkpoint
 from yuekang.checkpoints.schemas import (
     CheckpointCreate,
     CheckpointCreated,
@@ -32,7 +34,8 @@ async def verify(
 
     Always 200 for a code, whatever its state: an invalid, expired, forged or revoked code is a
     verdict `invalid` with reasons, never an HTTP error. Reason messages follow `Accept-Language`
-    (zh-Hans default, zh-Hant, en, pt).
+    (zh-Hans default, zh-Hant, en, pt). `decision` is the checkpoint's policy (by its kind)
+    applied to the verdict: `allow`, `deny` or `manual_check`, with `decision_reason`.
     """
     verdict = await service.verify_online(
         session,
@@ -42,7 +45,14 @@ async def verify(
     )
     # The scan record: code id, checkpoint, time, verdict -- nothing else about the person.
     await scans.record_online(session, checkpoint_id=checkpoint.id, verdict=verdict, now=now)
-    return VerdictRead.model_validate(verdict.to_dict(pick_language(accept_language)))
+    decision = service.apply_policy(verdict, qr_text=body.qr_text, kind=checkpoint.kind)
+    return VerdictRead.model_validate(
+        {
+            **verdict.to_dict(pick_language(accept_language)),
+            "decision": decision.verdict,
+            "decision_reason": decision.reason,
+        }
+    )
 
 
 admin = APIRouter(prefix="/v1/admin/checkpoints", tags=["admin: checkpoints"])
@@ -57,8 +67,43 @@ async def create_checkpoint(
 ) -> CheckpointCreated:
     """Register a checkpoint; its API key is in this response only."""
     checkpoint, api_key = await service.create_checkpoint(
-        session, name=body.name, actor=operator.actor, now=now
+        session,
+        name=body.name,
+        kind=body.kind,
+        region_code=body.region_code,
+        actor=operator.actor,
+        now=now,
     )
+    return _created(checkpoint, api_key)
+
+
+def _created(checkpoint: Checkpoint, api_key: str) -> CheckpointCreated:
     return CheckpointCreated(
-        id=checkpoint.id, name=checkpoint.name, created_at=checkpoint.created_at, api_key=api_key
+        id=checkpoint.id,
+        name=checkpoint.name,
+        kind=checkpoint.kind,
+        region_code=checkpoint.region_code,
+        created_at=checkpoint.created_at,
+        api_key=api_key,
     )
+
+
+@admin.post(
+    "/{checkpoint_id}/rotate-key", response_model=CheckpointCreated, responses=errors(401, 403, 404)
+)
+async def rotate_checkpoint_key(
+    checkpoint_id: uuid.UUID, session: SessionDep, now: Now, operator: StaffOperator
+) -> CheckpointCreated:
+    """A new API key for the checkpoint, in this response only; the old key stops working."""
+    checkpoint, api_key = await service.rotate_key(
+        session, checkpoint_id=checkpoint_id, actor=operator.actor, now=now
+    )
+    return _created(checkpoint, api_key)
+
+
+@admin.post("/{checkpoint_id}/disable", status_code=204, responses=errors(401, 403, 404))
+async def disable_checkpoint(
+    checkpoint_id: uuid.UUID, session: SessionDep, now: Now, operator: StaffOperator
+) -> None:
+    """The checkpoint's key stops working for verification, bundles and uploads."""
+    await service.disable(session, checkpoint_id=checkpoint_id, actor=operator.actor, now=now)

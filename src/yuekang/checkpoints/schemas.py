@@ -37,14 +37,24 @@ class VerdictRead(BaseModel):
     warnings: list[ReasonRead] = Field(
         default=[], description="Notes that do not change the verdict (offline: a stale bundle)"
     )
+    decision: Literal["allow", "deny", "manual_check"] | None = Field(
+        default=None, description="The checkpoint's policy applied to the verdict"
+    )
+    decision_reason: str | None = None
 
 
 class CheckpointCreate(StrictModel):
     name: str = Field(min_length=1, max_length=128)
+    kind: Literal["venue", "transport", "border"] = Field(
+        "venue", description="Which policy applies at this place"
+    )
+    region_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
 
 
 class CheckpointCreated(BaseModel):
     id: uuid.UUID
     name: str
+    kind: str = "venue"
+    region_code: str | None = None
     created_at: dt.datetime
     api_key: str = Field(description="Shown once; only its hash is stored")

@@ -6,29 +6,54 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from yuekang import apikeys
+from yuekang import apikeys, regions
 from yuekang.audit import service as audit
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.clock import epoch
+from yuekang.codec.healthcode import summary_claims
+from yuekang.exceptions import NotFound, ValidationFailed
 from yuekang.health_codes.models import Revocation
 from yuekang.keyring.ring import KeyRing
 from yuekang.principals import Actor, CheckpointPrincipal
+from yuekang.rules.policy import Decision, decide, default_policies
 from yuekang.verifier import Verdict
 
 KEY_PREFIX = "ykc_"
 
 
+PlaceKind = Literal["venue", "transport", "border"]
+
+
 async def create_checkpoint(
-    session: AsyncSession, *, name: str, actor: Actor, now: dt.datetime
+    session: AsyncSession,
+    *,
+    name: str,
+    actor: Actor,
+    now: dt.datetime,
+    kind: PlaceKind = "venue",
+    region_code: str | None = None,
 ) -> tuple[Checkpoint, str]:
     """Create a checkpoint; returns it and its API key, which is shown once and never stored."""
+    if region_code is not None and not regions.is_known(region_code):
+        raise ValidationFailed(
+            "region_code: not a GB/T 2260 division code",
+            fields=[{"field": "region_code", "reason": "unknown_region", "message": "unknown"}],
+        )
     checkpoint_id = uuid.uuid4()
     api_key, key_hash = apikeys.new_key(KEY_PREFIX, checkpoint_id)
-    checkpoint = Checkpoint(id=checkpoint_id, name=name, key_hash=key_hash, created_at=now)
+    checkpoint = Checkpoint(
+        id=checkpoint_id,
+        name=name,
+        key_hash=key_hash,
+        created_at=now,
+        kind=kind,
+        region_code=region_code,
+    )
     session.add(checkpoint)
     await audit.record(
         session,
@@ -37,10 +62,52 @@ async def create_checkpoint(
         subject_type="checkpoint",
         subject_id=str(checkpoint_id),
         now=now,
-        detail={"name": name},
+        detail={"name": name, "kind": kind, "region_code": region_code},
     )
     await session.flush()
     return checkpoint, api_key
+
+
+async def rotate_key(
+    session: AsyncSession, *, checkpoint_id: uuid.UUID, actor: Actor, now: dt.datetime
+) -> tuple[Checkpoint, str]:
+    """A new API key for the checkpoint; the old one stops working at once."""
+    checkpoint = await _get(session, checkpoint_id)
+    api_key, checkpoint.key_hash = apikeys.new_key(KEY_PREFIX, checkpoint.id)
+    await audit.record(
+        session,
+        actor=actor,
+        action="checkpoint.rotate_key",
+        subject_type="checkpoint",
+        subject_id=str(checkpoint.id),
+        now=now,
+    )
+    return checkpoint, api_key
+
+
+async def disable(
+    session: AsyncSession, *, checkpoint_id: uuid.UUID, actor: Actor, now: dt.datetime
+) -> Checkpoint:
+    """The checkpoint's key stops working (online verification, bundle, uploads)."""
+    checkpoint = await _get(session, checkpoint_id)
+    if checkpoint.disabled_at is None:
+        checkpoint.disabled_at = now
+        await audit.record(
+            session,
+            actor=actor,
+            action="checkpoint.disable",
+            subject_type="checkpoint",
+            subject_id=str(checkpoint.id),
+            now=now,
+        )
+    return checkpoint
+
+
+async def _get(session: AsyncSession, checkpoint_id: uuid.UUID) -> Checkpoint:
+    checkpoint = await session.get(Checkpoint, checkpoint_id, with_for_update=True)
+    if checkpoint is None:
+        raise NotFound("no such checkpoint", code="checkpoint_not_found")
+    return checkpoint
 
 
 async def list_checkpoints(session: AsyncSession) -> Sequence[Checkpoint]:
@@ -59,7 +126,11 @@ async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal
         return None
     if not apikeys.matches(checkpoint.key_hash, secret):
         return None
-    return CheckpointPrincipal(id=checkpoint.id, name=checkpoint.name)
+    kind: PlaceKind = (
+        "border" if checkpoint.kind == "border" else
+        "transport" if checkpoint.kind == "transport" else "venue"
+    )  # fmt: skip
+    return CheckpointPrincipal(id=checkpoint.id, name=checkpoint.name, kind=kind)
 
 
 async def verify_online(
@@ -77,3 +148,17 @@ async def verify_online(
         if revoked is not None:
             return verdict.revoked()
     return verdict
+
+
+def apply_policy(verdict: Verdict, *, qr_text: str, kind: PlaceKind) -> Decision:
+    """The place's policy on a verdict: a code that is not valid is denied with its reason."""
+    if not verdict.valid or verdict.status is None:
+        reason = verdict.reasons[0].value if verdict.reasons else "invalid"
+        return Decision("deny", reason)
+    nt, vx = summary_claims(qr_text)
+    return decide(
+        default_policies().for_place(kind),
+        status=verdict.status,
+        negative_within_hours=nt,
+        doses=vx,
+    )

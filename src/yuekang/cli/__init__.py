@@ -259,17 +259,77 @@ def keys_retire(
 
 
 @checkpoints_app.command("create")
-def checkpoints_create(name: str) -> None:
+def checkpoints_create(
+    name: str,
+    kind: Annotated[str, typer.Option(help="venue, transport or border (its policy)")] = "venue",
+    region: Annotated[str | None, typer.Option(help="GB/T 2260 code of its place")] = None,
+) -> None:
     """Register a checkpoint and print its API key (shown once; only a hash is stored)."""
+    from pydantic import ValidationError
+
     from yuekang.checkpoints import service
+    from yuekang.checkpoints.schemas import CheckpointCreate
     from yuekang.principals import Actor
+
+    try:
+        # The same rules as the API's body for this action.
+        body = CheckpointCreate.model_validate({"name": name, "kind": kind, "region_code": region})
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         checkpoint, api_key = await service.create_checkpoint(
-            session, name=name, actor=Actor.cli(), now=now
+            session,
+            name=body.name,
+            kind=body.kind,
+            region_code=body.region_code,
+            actor=Actor.cli(),
+            now=now,
         )
-        typer.echo(f"checkpoint {checkpoint.id} {name!r}", err=True)
+        typer.echo(f"checkpoint {checkpoint.id} {name!r} ({checkpoint.kind})", err=True)
         typer.echo(api_key)
+
+    _run(work)
+
+
+@checkpoints_app.command("rotate-key")
+def checkpoints_rotate_key(checkpoint_id: str) -> None:
+    """Print a new API key for a checkpoint; the old one stops working at once."""
+    import uuid
+
+    from yuekang.checkpoints import service
+    from yuekang.principals import Actor
+
+    try:
+        parsed = uuid.UUID(checkpoint_id)
+    except ValueError:
+        _fail(f"not a checkpoint id: {checkpoint_id!r}")
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        _, api_key = await service.rotate_key(
+            session, checkpoint_id=parsed, actor=Actor.cli(), now=now
+        )
+        typer.echo(api_key)
+
+    _run(work)
+
+
+@checkpoints_app.command("disable")
+def checkpoints_disable(checkpoint_id: str) -> None:
+    """Stop a checkpoint's key from working."""
+    import uuid
+
+    from yuekang.checkpoints import service
+    from yuekang.principals import Actor
+
+    try:
+        parsed = uuid.UUID(checkpoint_id)
+    except ValueError:
+        _fail(f"not a checkpoint id: {checkpoint_id!r}")
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        await service.disable(session, checkpoint_id=parsed, actor=Actor.cli(), now=now)
+        typer.echo(f"checkpoint {parsed} disabled")
 
     _run(work)
 

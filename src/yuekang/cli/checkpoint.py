@@ -23,6 +23,7 @@ import typer
 
 from yuekang.codec.bundle import BundleError
 from yuekang.codec.errors import InvalidKey
+from yuekang.codec.healthcode import summary_claims
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import LANGUAGES
 from yuekang.verifier import TrustStore, Verdict
@@ -193,12 +194,8 @@ def scan(
             policy = parse_policies(dict(store.bundle.policies)).for_place(place)  # type: ignore[arg-type]
         except RuleSetError as exc:
             _fail(f"the bundle's policies do not validate: {exc}", 4)
-        outcome = decide(
-            policy,
-            status=verdict.status,
-            negative_within_hours=_claim(text, "nt"),
-            doses=_claim(text, "vx"),
-        )
+        nt, vx = summary_claims(text)
+        outcome = decide(policy, status=verdict.status, negative_within_hours=nt, doses=vx)
         decision, decision_reason = outcome.verdict, outcome.reason
     if at is None:
         _queue(state, verdict, now)
@@ -213,14 +210,6 @@ def scan(
         for item in result["reasons"] + result["warnings"]:
             typer.echo(f"  {item['code']}: {item['message']}")
     raise typer.Exit({"allow": 0, "manual_check": 3, "cannot_verify": 4}.get(decision, 1))
-
-
-def _claim(qr_text: str, name: str) -> int | None:
-    try:
-        value = json.loads(_payload(qr_text.removeprefix("YK1:"))).get(name)
-    except (ValueError, IndexError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _queue(state: Path, verdict: Verdict, now: int) -> None:
