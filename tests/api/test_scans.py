@@ -72,20 +72,29 @@ async def test_offline_scans_are_stored_once_however_often_uploaded(
     first = await running.client.post("/v1/scans", headers=bearer(gate), json=batch)
     again = await running.client.post("/v1/scans", headers=bearer(gate), json=batch)
 
-    assert first.json() == {"received": 3, "stored": 3, "duplicates": 0}
-    assert again.json() == {"received": 3, "stored": 0, "duplicates": 3}
+    assert first.json() == {"received": 3, "stored": 3, "duplicates": 0, "refused": []}
+    assert again.json() == {"received": 3, "stored": 0, "duplicates": 3, "refused": []}
     assert sorted(r.scan_id for r in await records_of(running, code["code_id"])) == ["s-1", "s-2"]
 
 
-async def test_scans_from_the_future_or_past_retention_are_refused(
+async def test_scans_from_the_future_or_past_retention_are_set_aside_not_stored(
     running: RunningApp, clock: ManualClock
 ):
     gate = await running.checkpoint_key()
-    for when in (clock.now() + dt.timedelta(hours=1), clock.now() - dt.timedelta(days=29)):
-        refused = await running.client.post(
-            "/v1/scans", headers=bearer(gate), json={"scans": [scan(None, when)]}
-        )
-        assert refused.status_code == 422
+    code = await running.api.code(await running.api.registered())
+    batch = {
+        "scans": [
+            scan(code["code_id"], clock.now() + dt.timedelta(hours=1), scan_id="ahead"),
+            scan(code["code_id"], clock.now() - dt.timedelta(days=29), scan_id="too-old"),
+            scan(code["code_id"], clock.now(), scan_id="fine"),
+        ]
+    }
+    answer = await running.client.post("/v1/scans", headers=bearer(gate), json=batch)
+
+    assert answer.json() == {
+        "received": 3, "stored": 1, "duplicates": 0, "refused": ["ahead", "too-old"],
+    }  # fmt: skip
+    assert [r.scan_id for r in await records_of(running, code["code_id"])] == ["fine"]
     bad_id = await running.client.post(
         "/v1/scans", headers=bearer(gate), json={"scans": [scan("not-a-code-id", clock.now())]}
     )

@@ -98,9 +98,25 @@ def test_a_checkpoint_judges_offline_and_uploads_exactly_once(
     queued = (tmp_path / "gate" / "queue.jsonl").read_text()
     assert len(queued.splitlines()) == 3  # a re-judgement with --at is not a scan
 
+    # A scan from a moment when the device clock was a day ahead.
+    ahead = {
+        "scan_id": "clock-ahead",
+        "code_id": None,
+        "verdict": "invalid",
+        "scanned_at": "2099-01-01T00:00:00+00:00",
+        "reason": "malformed",
+    }
+    (tmp_path / "gate" / "queue.jsonl").write_text(queued + json.dumps(ahead) + "\n")
+
     with serve(env, tmp_path, "second", port=server.port):
-        first = cli(env, tmp_path, "checkpoint", "upload", "--state", str(tmp_path / "gate"))
-        assert "3 new" in first
+        done = subprocess.run(
+            [YUEKANG, "checkpoint", "upload", "--state", str(tmp_path / "gate")],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "3 new" in done.stdout
+        assert "1 scan(s) refused" in done.stderr
+        assert "clock-ahead" in (tmp_path / "gate" / "refused.jsonl").read_text()
         # The device resends the same records (say the answer was lost): nothing is doubled.
         (tmp_path / "gate" / "queue.jsonl").write_text(queued)
         again = cli(env, tmp_path, "checkpoint", "upload", "--state", str(tmp_path / "gate"))

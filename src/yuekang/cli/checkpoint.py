@@ -239,6 +239,7 @@ def upload(state: State = DEFAULT_STATE) -> None:
     saved = json.loads((state / "server.json").read_text())
     records = [json.loads(line) for line in queue.read_text().splitlines() if line.strip()]
     stored = duplicates = 0
+    refused: list[str] = []
     with httpx.Client(timeout=30) as http:
         for start in range(0, len(records), UPLOAD_BATCH):
             try:
@@ -253,5 +254,17 @@ def upload(state: State = DEFAULT_STATE) -> None:
                 _fail(f"the server answered {response.status_code}: {response.text[:200]}", 1)
             stored += response.json()["stored"]
             duplicates += response.json()["duplicates"]
+            refused += response.json().get("refused", [])
     _private_write(queue, "")
     typer.echo(f"uploaded {len(records)} scan(s): {stored} new, {duplicates} already there")
+    if refused:
+        # Kept aside for whoever looks after the device: usually its clock was wrong.
+        with (state / "refused.jsonl").open("a") as handle:
+            for record in records:
+                if record["scan_id"] in refused:
+                    handle.write(json.dumps(record) + "\n")
+        typer.echo(
+            f"{len(refused)} scan(s) refused (dated in the future or too old; check the clock), "
+            f"kept in {state / 'refused.jsonl'}",
+            err=True,
+        )

@@ -48,32 +48,24 @@ async def upload_scans(
     now: Now,
 ) -> ScanBatchResult:
     """Upload scans made offline: code id, time, verdict (nothing else about the person). Each is
-    stored once per checkpoint and `scan_id`: repeating an upload is safe. Scans from the future
-    or older than the retention period are refused (422)."""
+    stored once per checkpoint and `scan_id`: repeating an upload is safe. Scans dated in the
+    future (beyond 5 minutes) or older than the retention period are not stored; their ids come
+    back in `refused`."""
     oldest = now - dt.timedelta(days=context.settings.scans.retention_days)
-    for index, scan in enumerate(body.scans):
-        if not oldest <= scan.scanned_at <= now + CLOCK_SLACK:
-            raise ValidationFailed(
-                f"scans.{index}.scanned_at: outside the retention period or in the future",
-                fields=[
-                    {
-                        "field": f"scans.{index}.scanned_at",
-                        "reason": "out_of_range",
-                        "message": "outside the retention period or in the future",
-                    }
-                ],
-            )
+    # A scan dated in the future (a device clock far ahead) or past retention is set aside and
+    # named, not stored: one such record must not hold back a device's whole queue.
+    kept = [s for s in body.scans if oldest <= s.scanned_at <= now + CLOCK_SLACK]
+    refused = sorted({s.scan_id for s in body.scans} - {s.scan_id for s in kept})
     stored = await service.upload(
         session,
         checkpoint_id=checkpoint.id,
-        scans=[
-            service.Scan(s.scan_id, s.code_id, s.scanned_at, s.verdict, s.reason)
-            for s in body.scans
-        ],
+        scans=[service.Scan(s.scan_id, s.code_id, s.scanned_at, s.verdict, s.reason) for s in kept],
         now=now,
     )
-    unique = len({s.scan_id for s in body.scans})
-    return ScanBatchResult(received=len(body.scans), stored=stored, duplicates=unique - stored)
+    unique = len({s.scan_id for s in kept})
+    return ScanBatchResult(
+        received=len(body.scans), stored=stored, duplicates=unique - stored, refused=refused
+    )
 
 
 @tracing.get(

@@ -31,6 +31,9 @@ class ScanBatchResult(BaseModel):
     received: int
     stored: int = Field(description="New records")
     duplicates: int = Field(description="Already stored from an earlier upload: skipped")
+    refused: list[str] = Field(
+        default=[], description="Scan ids not stored: dated in the future or past retention"
+    )
 
 
 class ScanRead(BaseModel):
