@@ -33,6 +33,9 @@ FORBIDDEN = (
 )
 PURE_PACKAGES = ("yuekang.codec", "yuekang.verifier")
 ALLOWED_THIRD_PARTY = {"cryptography"}
+# The verifier also applies checkpoint policies with the pure rules engine (itself free of the
+# server: the fresh-import test above covers what it loads).
+ALSO_FOR_THE_VERIFIER = ("yuekang.rules",)
 
 
 def _loaded_modules(module: str, tmp_path: Path) -> list[str]:
@@ -53,14 +56,27 @@ def _matches(name: str, forbidden: str) -> bool:
     return name == forbidden or name.startswith(forbidden + ".")
 
 
+# The verifier applies checkpoint policies with the rules engine, whose pydantic models load the
+# `socket` module (pydantic_core's network types); nothing there opens a connection.
+FORBIDDEN_TO_THE_VERIFIER = tuple(f for f in FORBIDDEN if f != "socket")
+
+
 @pytest.mark.parametrize(
-    "module", ["yuekang.verifier", "yuekang.codec.healthcode", "yuekang.codec.jwks"]
+    ("module", "forbidden"),
+    [
+        ("yuekang.verifier", FORBIDDEN_TO_THE_VERIFIER),
+        ("yuekang.codec.healthcode", FORBIDDEN),
+        ("yuekang.codec.jwks", FORBIDDEN),
+        ("yuekang.codec.bundle", FORBIDDEN),
+    ],
 )
-def test_fresh_import_loads_nothing_forbidden(module: str, tmp_path: Path) -> None:
+def test_fresh_import_loads_nothing_forbidden(
+    module: str, forbidden: tuple[str, ...], tmp_path: Path
+) -> None:
     loaded = _loaded_modules(module, tmp_path)
 
     assert module in loaded  # the probe did import what it claims to
-    assert [m for m in loaded if any(_matches(m, f) for f in FORBIDDEN)] == []
+    assert [m for m in loaded if any(_matches(m, f) for f in forbidden)] == []
 
 
 def test_the_probe_would_notice_a_forbidden_import(tmp_path: Path) -> None:
@@ -106,7 +122,10 @@ def layering_violations(source: str, module: str, is_package: bool = False) -> l
     def allowed(name: str) -> bool:
         top = name.split(".")[0]
         if top == "yuekang":
-            return name == "yuekang.__version__" or any(_matches(name, p) for p in PURE_PACKAGES)
+            packages = PURE_PACKAGES
+            if _matches(module, "yuekang.verifier"):
+                packages += ALSO_FOR_THE_VERIFIER
+            return name == "yuekang.__version__" or any(_matches(name, p) for p in packages)
         if top in sys.stdlib_module_names:
             return not any(_matches(name, f) for f in FORBIDDEN)
         return top in ALLOWED_THIRD_PARTY
@@ -146,9 +165,16 @@ def test_pure_packages_import_only_the_codec_the_stdlib_and_cryptography(path: P
         ("from .. import keys", []),
         ("from ..errors import InvalidKey", []),
         ("from yuekang.verifier import Verifier", []),
+        ("from yuekang.rules.policy import decide", ["yuekang.rules.policy.decide"]),
         ("import json, re, base64\nfrom cryptography.hazmat.primitives import hashes", []),
     ],
 )
 def test_layering_check_catches_violations(source: str, expected: list[str]) -> None:
     # Run as if the source were yuekang/codec/sub/mod.py, so ".." is yuekang.codec.
     assert layering_violations(source, "yuekang.codec.sub.mod") == expected
+
+
+def test_only_the_verifier_may_use_the_rules_engine() -> None:
+    source = "from yuekang.rules.policy import decide"
+    assert layering_violations(source, "yuekang.verifier.trust") == []
+    assert layering_violations(source, "yuekang.codec.bundle") == ["yuekang.rules.policy.decide"]

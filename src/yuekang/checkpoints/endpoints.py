@@ -45,7 +45,7 @@ async def verify(
     )
     # The scan record: code id, checkpoint, time, verdict -- nothing else about the person.
     await scans.record_online(session, checkpoint_id=checkpoint.id, verdict=verdict, now=now)
-    decision = service.apply_policy(verdict, qr_text=body.qr_text, kind=checkpoint.kind)
+    decision = service.apply_policy(verdict, kind=checkpoint.kind)
     return VerdictRead.model_validate(
         {
             **verdict.to_dict(pick_language(accept_language)),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,18 +14,14 @@ from yuekang import apikeys, regions
 from yuekang.audit import service as audit
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.clock import epoch
-from yuekang.codec.healthcode import summary_claims
 from yuekang.exceptions import NotFound, ValidationFailed
 from yuekang.health_codes.models import Revocation
 from yuekang.keyring.ring import KeyRing
 from yuekang.principals import Actor, CheckpointPrincipal
-from yuekang.rules.policy import Decision, decide, default_policies
-from yuekang.verifier import Verdict
+from yuekang.rules.policy import Decision, PlaceKind, default_policies
+from yuekang.verifier import Verdict, policy_decision
 
 KEY_PREFIX = "ykc_"
-
-
-PlaceKind = Literal["venue", "transport", "border"]
 
 
 async def create_checkpoint(
@@ -150,15 +145,6 @@ async def verify_online(
     return verdict
 
 
-def apply_policy(verdict: Verdict, *, qr_text: str, kind: PlaceKind) -> Decision:
-    """The place's policy on a verdict: a code that is not valid is denied with its reason."""
-    if not verdict.valid or verdict.status is None:
-        reason = verdict.reasons[0].value if verdict.reasons else "invalid"
-        return Decision("deny", reason)
-    nt, vx = summary_claims(qr_text)
-    return decide(
-        default_policies().for_place(kind),
-        status=verdict.status,
-        negative_within_hours=nt,
-        doses=vx,
-    )
+def apply_policy(verdict: Verdict, *, kind: PlaceKind) -> Decision:
+    """This kind of place's policy on a verdict, as a checkpoint device decides it offline."""
+    return policy_decision(verdict, default_policies().for_place(kind))

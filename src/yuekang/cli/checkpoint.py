@@ -21,12 +21,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from yuekang.codec.bundle import BundleError
+from yuekang.codec.bundle import BundleError, read_bundle
 from yuekang.codec.errors import InvalidKey
-from yuekang.codec.healthcode import summary_claims
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import LANGUAGES
-from yuekang.verifier import TrustStore, Verdict
+from yuekang.verifier import TrustStore, Verdict, policy_decision
 
 checkpoint_app = typer.Typer(
     help="A checkpoint device, offline after one sync.", no_args_is_help=True
@@ -125,17 +124,14 @@ def sync(
     if response.status_code != 200:
         _fail(f"the server answered {response.status_code}: {response.text[:200]}", 1)
     try:
-        updated = store.load(response.text, now=now)
+        incoming = read_bundle(response.text, store.anchor)
+        updated = store.apply(incoming, now=now)
     except BundleError as exc:
         _fail(f"refused the bundle: {exc}", 1)
     assert updated.bundle is not None
-    is_delta = (
-        store.bundle is not None
-        and updated.bundle.version != store.bundle.version
-        and ('"base"' in _payload(response.text))
-    )
+    is_delta = incoming.base is not None
     if is_delta:
-        _private_write(state / "deltas" / f"{updated.bundle.version:010d}.jws", response.text)
+        _private_write(state / "deltas" / f"{incoming.version:010d}.jws", response.text)
     else:
         _private_write(state / "bundle.jws", response.text)
         for old in (state / "deltas").glob("*.jws"):
@@ -145,12 +141,6 @@ def sync(
         f"{len(updated.bundle.keys)} keys, {len(updated.revoked)} revoked codes, "
         f"fresh until {updated.bundle.expires_at}"
     )
-
-
-def _payload(text: str) -> str:
-    from yuekang.codec.keys import b64url_decode
-
-    return b64url_decode(text.split(".")[1]).decode("utf-8", "replace")
 
 
 @checkpoint_app.command("scan")
@@ -171,7 +161,6 @@ def scan(
     Exit status: 0 allow, 1 deny (or an invalid code), 3 manual check, 4 cannot verify (no,
     expired or untrusted bundle; wrong clock), 2 usage error."""
     from yuekang.cli.verify import read_qr_image
-    from yuekang.rules.policy import decide, parse_policies
     from yuekang.rules.ruleset import RuleSetError
 
     if (qr_text is None) == (image is None):
@@ -185,17 +174,14 @@ def scan(
     except (OSError, ValueError, BundleError) as exc:
         _fail(str(exc))
     verdict = store.verify(text, now=now)
-    decision = "deny"
-    decision_reason = verdict.reasons[0].value if verdict.reasons else ""
     if verdict.verdict == "cannot_verify":
         decision = "cannot_verify"
-    elif verdict.valid and store.bundle is not None and verdict.status is not None:
+        decision_reason = verdict.reasons[0].value
+    else:
         try:
-            policy = parse_policies(dict(store.bundle.policies)).for_place(place)  # type: ignore[arg-type]
+            outcome = policy_decision(verdict, store.policy(place))  # type: ignore[arg-type]
         except RuleSetError as exc:
             _fail(f"the bundle's policies do not validate: {exc}", 4)
-        nt, vx = summary_claims(text)
-        outcome = decide(policy, status=verdict.status, negative_within_hours=nt, doses=vx)
         decision, decision_reason = outcome.verdict, outcome.reason
     if at is None:
         _queue(state, verdict, now)

@@ -274,19 +274,3 @@ def _claims(payload: dict[str, Any]) -> HealthCodeClaims:
         nt=small("nt"),
         vx=small("vx"),
     )
-
-
-def summary_claims(qr_text: str) -> tuple[int | None, int | None]:
-    """The ``nt`` and ``vx`` claims of a code **already verified** (this checks nothing)."""
-    try:
-        payload = json.loads(b64url_decode(qr_text.removeprefix(PREFIX).split(".")[1]))
-    except (ValueError, IndexError, UnicodeDecodeError, RecursionError):
-        return None, None
-    if not isinstance(payload, dict):
-        return None, None
-
-    def small(name: str) -> int | None:
-        value = payload.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    return small("nt"), small("vx")

@@ -27,8 +27,9 @@ from yuekang.codec.healthcode import Status, read_health_code
 from yuekang.codec.jwks import parse_jwks
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import DEFAULT_LANGUAGE, Reason, message
+from yuekang.rules.policy import Decision, Policy, decide
 
-__all__ = ["DEFAULT_LEEWAY", "Reason", "TrustStore", "Verdict", "Verifier"]
+__all__ = ["DEFAULT_LEEWAY", "Reason", "TrustStore", "Verdict", "Verifier", "policy_decision"]
 
 DEFAULT_LEEWAY = 120
 """Seconds of clock skew tolerated either side: handheld scanners drift."""
@@ -51,6 +52,10 @@ class Verdict:
     expires_at: int | None = None
     warnings: tuple[Reason, ...] = ()
     """Things the operator should know that do not change the verdict (a stale trust bundle)."""
+    negative_within_hours: int | None = None
+    """The code's ``nt`` claim, for checkpoint policies (not part of :meth:`to_dict`)."""
+    doses: int | None = None
+    """The code's ``vx`` claim, for checkpoint policies (not part of :meth:`to_dict`)."""
 
     @property
     def valid(self) -> bool:
@@ -112,8 +117,23 @@ class Verifier:
             masked_name=claims.nm,
             issued_at=claims.iat,
             expires_at=claims.exp,
+            negative_within_hours=claims.nt,
+            doses=claims.vx,
         )
         return verdict.revoked() if claims.jti in revoked else verdict
+
+
+def policy_decision(verdict: Verdict, policy: Policy) -> Decision:
+    """A place's policy applied to a verdict; a code that is not valid is denied with its first
+    reason. The server and a checkpoint device decide with this same function."""
+    if not verdict.valid or verdict.status is None:
+        return Decision("deny", verdict.reasons[0].value if verdict.reasons else "invalid")
+    return decide(
+        policy,
+        status=verdict.status,
+        negative_within_hours=verdict.negative_within_hours,
+        doses=verdict.doses,
+    )
 
 
 from yuekang.verifier.trust import TrustStore  # noqa: E402 -- it builds on the names above

@@ -23,6 +23,7 @@ from typing import Literal
 from yuekang.codec.bundle import BundleError, TrustBundle, read_bundle
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import Reason
+from yuekang.rules.policy import PlaceKind, Policy, parse_policies
 from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier
 
 Freshness = Literal["fresh", "stale", "expired", "wrong_clock", "none"]
@@ -49,7 +50,10 @@ class TrustStore:
     def load(self, text: str, *, now: int) -> TrustStore:
         """This store with ``text`` (a full bundle or a delta) applied; raises
         :class:`~yuekang.codec.bundle.BundleError` and leaves this store as it was."""
-        new = read_bundle(text, self.anchor)
+        return self.apply(read_bundle(text, self.anchor), now=now)
+
+    def apply(self, new: TrustBundle, *, now: int) -> TrustStore:
+        """Like :meth:`load`, for a bundle already read (and so checked) with this anchor."""
         current = self.bundle
         if current is not None:
             if new.issuer != current.issuer:
@@ -93,6 +97,12 @@ class TrustStore:
         # key signs once it is activated. Each key's window (nbf/exp) still bounds its codes.
         keys: Mapping[str, VerificationKey] = {k.key.kid: k.key for k in self.bundle.keys}
         return Verifier(keys, leeway=self.leeway)
+
+    def policy(self, kind: PlaceKind) -> Policy:
+        """The policy for a kind of place from the bundle (raises RuleSetError if it does not
+        validate -- the bundle was signed, but by a server of another version)."""
+        assert self.bundle is not None
+        return parse_policies(dict(self.bundle.policies)).for_place(kind)
 
     @cached_property
     def revoked(self) -> frozenset[str]:
