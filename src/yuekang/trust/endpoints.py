@@ -60,7 +60,16 @@ async def trust_bundle(
     text = record.text
     if since is not None:
         text = (
-            await service.delta(session, anchor=anchor, latest_record=record, since=since, now=now)
+            await service.delta(
+                session,
+                anchor=anchor,
+                latest_record=record,
+                since=since,
+                issuer=settings.issuer,
+                grace=dt.timedelta(seconds=settings.trust.bundle_grace_seconds),
+                now=now,
+                max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
+            )
             or text
         )
     return Response(content=text, media_type=MEDIA_TYPE, headers=headers)

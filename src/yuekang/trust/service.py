@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,8 +23,6 @@ from yuekang.codec.bundle import (
     BundleKey,
     TrustBundle,
     bucket,
-    bundle_payload,
-    read_bundle,
     sign_bundle,
 )
 from yuekang.codec.keys import SigningKey, private_key_from_pem, private_key_to_pem
@@ -100,22 +98,86 @@ async def _revoked(
     return {until: frozenset(ids) for until, ids in groups.items()}
 
 
+async def _content(
+    session: AsyncSession,
+    *,
+    records: Sequence[SigningKeyRecord],
+    issuer: str,
+    grace: dt.timedelta,
+    now: dt.datetime,
+    revoked_since: dt.datetime | None = None,
+) -> TrustBundle:
+    """Keys, revocations and policies as they are now; version and times are the caller's."""
+    return TrustBundle(
+        issuer=issuer,
+        version=0,
+        issued_at=0,
+        expires_at=1,
+        grace=int(grace.total_seconds()),
+        keys=_bundle_keys(records, issuer),
+        revoked=await _revoked(session, now=now, since=revoked_since),
+        policies=default_policies().document(),
+    )
+
+
+async def _fingerprint(
+    session: AsyncSession, records: Sequence[SigningKeyRecord], issuer: str, grace: dt.timedelta
+) -> str:
+    """What the bundle's content depends on, without reading it: key states and windows, the
+    policies' version, and how many revocations there are and the newest. Every sync asks, so
+    it costs one aggregate query instead of loading every revocation."""
+    count, newest = (
+        await session.execute(select(func.count(), func.max(Revocation.revoked_at)))
+    ).one()
+    state = {
+        "issuer": issuer,
+        "grace": int(grace.total_seconds()),
+        "keys": sorted(
+            (r.kid, r.state, epoch(r.published_at), epoch(r.not_after))
+            for r in records
+            if r.state != "compromised"
+        ),
+        "policies": default_policies().version,
+        "revocations": [count, None if newest is None else newest.isoformat()],
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
 async def delta(
     session: AsyncSession,
     *,
     anchor: SigningKey,
     latest_record: TrustBundleRecord,
     since: int,
+    issuer: str,
+    grace: dt.timedelta,
     now: dt.datetime,
+    max_code_lifetime: dt.timedelta,
 ) -> str | None:
     """The latest bundle as a delta on top of version ``since`` (keys and policies whole, only
     the revocations made since), or None when ``since`` is not a version we made."""
     base = await session.get(TrustBundleRecord, since)
     if base is None or since >= latest_record.version:
         return None
-    full = read_bundle(latest_record.text, anchor.public())
-    added = await _revoked(session, now=now, since=base.issued_at - DELTA_OVERLAP)
-    return sign_bundle(dataclasses.replace(full, revoked=added, base=since), anchor)
+    records = await keys.trusted_records(session, now=now, max_code_lifetime=max_code_lifetime)
+    content = await _content(
+        session,
+        records=records,
+        issuer=issuer,
+        grace=grace,
+        now=now,
+        revoked_since=base.issued_at - DELTA_OVERLAP,
+    )
+    return sign_bundle(
+        dataclasses.replace(
+            content,
+            version=latest_record.version,
+            issued_at=epoch(latest_record.issued_at),
+            expires_at=epoch(latest_record.expires_at),
+            base=since,
+        ),
+        anchor,
+    )
 
 
 async def current(
@@ -130,20 +192,7 @@ async def current(
 ) -> TrustBundleRecord:
     """The bundle to serve now, made (and stored) if the content changed or it needs re-signing."""
     records = await keys.trusted_records(session, now=now, max_code_lifetime=max_code_lifetime)
-    content = TrustBundle(
-        issuer=issuer,
-        version=0,
-        issued_at=0,
-        expires_at=1,
-        grace=int(grace.total_seconds()),
-        keys=_bundle_keys(records, issuer),
-        revoked=await _revoked(session, now=now),
-        policies=default_policies().document(),
-    )
-    payload = bundle_payload(content)
-    for volatile in ("version", "issued_at", "expires_at"):
-        payload.pop(volatile)
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    digest = await _fingerprint(session, records, issuer, grace)
     last = await latest(session)
     if (
         last is not None
@@ -151,6 +200,7 @@ async def current(
         and now < last.issued_at + (last.expires_at - last.issued_at) / 2
     ):
         return last
+    content = await _content(session, records=records, issuer=issuer, grace=grace, now=now)
     issued_at = from_epoch(epoch(now))
     record = TrustBundleRecord(
         version=1 if last is None else last.version + 1,
