@@ -128,7 +128,8 @@ CurrentFeedClient = Annotated[FeedPrincipal, Depends(current_feed_client)]
 
 AdminOperator = Annotated[OperatorPrincipal, Depends(require_role(Role.ADMIN))]
 AppealReviewer = Annotated[OperatorPrincipal, Depends(require_role(Role.OPERATOR))]
-RulesAuthor = Annotated[OperatorPrincipal, Depends(require_role(Role.EPIDEMIOLOGIST))]
+Epidemiologist = Annotated[OperatorPrincipal, Depends(require_role(Role.EPIDEMIOLOGIST))]
+"""Writes the rules and does contact tracing."""
 AnyStaff = Annotated[
     OperatorPrincipal,
     Depends(require_role(Role.OPERATOR, Role.EPIDEMIOLOGIST, Role.ADMIN)),

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from yuekang.rules.policy import PlaceKind
+
 
 class Role(StrEnum):
     OPERATOR = "operator"
@@ -47,7 +49,7 @@ class Actor:
 class CheckpointPrincipal:
     id: uuid.UUID
     name: str
-    kind: Literal["venue", "transport", "border"] = "venue"
+    kind: PlaceKind = "venue"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from yuekang.exceptions import NotFound, ValidationFailed
 from yuekang.health_codes.models import Revocation
 from yuekang.keyring.ring import KeyRing
 from yuekang.principals import Actor, CheckpointPrincipal
-from yuekang.rules.policy import Decision, PlaceKind, default_policies
+from yuekang.rules.policy import Decision, PlaceKind, as_place_kind, default_policies
 from yuekang.verifier import Verdict, policy_decision
 
 KEY_PREFIX = "ykc_"
@@ -121,11 +121,9 @@ async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal
         return None
     if not apikeys.matches(checkpoint.key_hash, secret):
         return None
-    kind: PlaceKind = (
-        "border" if checkpoint.kind == "border" else
-        "transport" if checkpoint.kind == "transport" else "venue"
-    )  # fmt: skip
-    return CheckpointPrincipal(id=checkpoint.id, name=checkpoint.name, kind=kind)
+    return CheckpointPrincipal(
+        id=checkpoint.id, name=checkpoint.name, kind=as_place_kind(checkpoint.kind)
+    )
 
 
 async def verify_online(

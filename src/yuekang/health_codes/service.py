@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.clock import epoch, from_epoch
 from yuekang.codec.errors import CodeTooLarge
-from yuekang.codec.healthcode import STATUSES, HealthCodeClaims, Status, sign_health_code
+from yuekang.codec.healthcode import HealthCodeClaims, sign_health_code
 from yuekang.codec.keys import is_b64url_id
 from yuekang.exceptions import Conflict, NotFound, ServiceUnavailable
 from yuekang.health_codes import qr
@@ -30,6 +30,7 @@ from yuekang.health_status import service as health_status
 from yuekang.keyring.ring import KeyRing
 from yuekang.residents.models import Identity
 from yuekang.rules import RuleSet, negative_within_hours
+from yuekang.rules.facts import as_status
 
 CODE_ID_BYTES = 16
 _SHORTEST = dt.timedelta(seconds=1)
@@ -87,7 +88,7 @@ async def issue_code(
         jti=secrets.token_urlsafe(CODE_ID_BYTES),
         iat=epoch(issued_at),
         exp=epoch(expires_at),
-        st=_status(status.status),
+        st=as_status(status.status),
         nm=identity.masked_name,
         nt=negative_within_hours(
             status.nat_sampled_at, status.nat_result, now=now, buckets=rules.nat_display_hours
@@ -120,13 +121,6 @@ async def issue_code(
             raise
         return Issued(await _replayable(session, previous, now), replayed=True)
     return Issued(code, replayed=False)
-
-
-def _status(value: str) -> Status:
-    for status in STATUSES:
-        if value == status:
-            return status
-    raise ValueError(f"unknown status {value!r}")
 
 
 async def _replayable(session: AsyncSession, code: HealthCode, now: dt.datetime) -> HealthCode:

@@ -11,8 +11,8 @@ from yuekang.deps import (
     AnyStaff,
     Context,
     CurrentResident,
+    Epidemiologist,
     Now,
-    RulesAuthor,
     SessionDep,
     StaffOperator,
 )
@@ -33,6 +33,7 @@ from yuekang.health_status.schemas import (
 from yuekang.openapi import errors
 from yuekang.residents import service as residents
 from yuekang.rules import explain, negative_within_hours
+from yuekang.rules.facts import as_status
 
 admin = APIRouter(prefix="/v1/admin/residents", tags=["admin: residents"])
 resident = APIRouter(prefix="/v1/me", tags=["resident"])
@@ -58,7 +59,7 @@ async def read_my_status(
         raise NotFound("bind an identity document first", code="identity_not_bound")
     language = lang or pick_language(accept_language)
     findings = service.stored_findings(record)
-    status = service.status_value(record.status)
+    status = as_status(record.status)
     nat = None
     if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
         nat = NatRead(
@@ -131,7 +132,7 @@ async def set_status(
     )
     return StatusRead(
         resident_id=resident_id,
-        status=service.status_value(record.status),
+        status=as_status(record.status),
         reason=record.reason_text,
         updated_at=record.updated_at,
         updated_by=record.updated_by,
@@ -160,8 +161,8 @@ async def read_status_history(
     return [
         StatusChangeRead(
             at=c.at,
-            old_status=None if c.old_status is None else service.status_value(c.old_status),
-            new_status=service.status_value(c.new_status),
+            old_status=None if c.old_status is None else as_status(c.old_status),
+            new_status=as_status(c.new_status),
             reason_codes=list(c.detail.get("reason_codes", [])),
             rule_set_version=c.detail.get("rule_set_version"),
             findings=list(c.detail.get("findings", [])),
@@ -195,7 +196,7 @@ async def read_active_rule_set(context: Context, operator: AnyStaff) -> RuleSetR
     },
 )
 async def activate_rule_set(
-    request: Request, session: SessionDep, context: Context, now: Now, operator: RulesAuthor
+    request: Request, session: SessionDep, context: Context, now: Now, operator: Epidemiologist
 ) -> RuleSetRead:
     """Validate a rule set (TOML as `application/toml`, or its JSON form) and put it in force.
     An invalid one answers 422 `invalid_rule_set` listing every problem, and the rule set in

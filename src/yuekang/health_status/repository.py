@@ -29,7 +29,7 @@ from yuekang.rules import (
     TravelFact,
     VaccinationFact,
 )
-from yuekang.rules.facts import NatResult, RiskLevel, Status
+from yuekang.rules.facts import NatResult, as_risk_level, as_status
 
 
 async def persons(
@@ -103,7 +103,7 @@ async def load_facts(
     areas: tuple[RiskArea, ...] = ()
     if earliest is not None:
         areas = tuple(
-            RiskArea(a.region_code, _level(a.level), a.valid_from, a.valid_to, a.received_at)
+            RiskArea(a.region_code, as_risk_level(a.level), a.valid_from, a.valid_to, a.received_at)
             for a in (
                 await session.execute(
                     select(RiskAreaRecord).where(
@@ -138,12 +138,7 @@ async def latest_overrides(
         .order_by(StatusOverride.granted_at, StatusOverride.id)
     )
     for row in rows.scalars():
-        status: Status = (
-            "red" if row.status == "red" else "yellow" if row.status == "yellow" else "green"
+        latest[row.resident_id] = Override(
+            as_status(row.status), row.reason, row.granted_at, row.expires_at
         )
-        latest[row.resident_id] = Override(status, row.reason, row.granted_at, row.expires_at)
     return latest
-
-
-def _level(value: str) -> RiskLevel:
-    return "high" if value == "high" else "medium" if value == "medium" else "low"

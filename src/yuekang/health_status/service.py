@@ -14,7 +14,7 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,9 +25,10 @@ from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import repository, rulebook
 from yuekang.health_status.models import HealthStatus, StatusChange, StatusOverride
 from yuekang.principals import Actor
-from yuekang.rules import SEVERITY, Decision, Finding, RuleSet, evaluate
+from yuekang.rules import SEVERITY, Decision, Finding, RuleSet, Status, evaluate
+from yuekang.rules.facts import as_status
 
-StatusValue = Literal["green", "yellow", "red"]
+StatusValue = Status
 CHUNK = 500
 
 
@@ -173,15 +174,11 @@ async def _store(
         )
     )
     revoked = 0
-    if old is not None and SEVERITY[decision.status] > SEVERITY[status_value(old)]:
+    if old is not None and SEVERITY[decision.status] > SEVERITY[as_status(old)]:
         revoked = await revoke_unexpired_codes(
             session, resident_id=resident_id, reason="status_worsened", now=now
         )
     return True, revoked
-
-
-def status_value(value: str) -> StatusValue:
-    return "red" if value == "red" else "yellow" if value == "yellow" else "green"
 
 
 async def current(
@@ -299,7 +296,7 @@ def stored_findings(record: HealthStatus) -> list[Finding]:
         Finding(
             rule_id=str(item["rule"]),
             reason=str(item["reason"]),
-            status=status_value(str(item["status"])),
+            status=as_status(str(item["status"])),
             since=dt.datetime.fromisoformat(item["since"]),
             until=None if item["until"] is None else dt.datetime.fromisoformat(item["until"]),
             received_at=dt.datetime.fromisoformat(item["since"]),

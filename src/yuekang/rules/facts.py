@@ -14,6 +14,22 @@ from typing import Literal
 Status = Literal["green", "yellow", "red"]
 SEVERITY: dict[Status, int] = {"green": 0, "yellow": 1, "red": 2}
 RiskLevel = Literal["high", "medium", "low"]
+RISK_LEVELS: tuple[RiskLevel, ...] = ("high", "medium", "low")
+
+
+def as_status(value: str) -> Status:
+    """A stored status as a :data:`Status`. Anything else is a bug to report, never a green."""
+    if value not in SEVERITY:
+        raise ValueError(f"unknown status {value!r}")
+    return value
+
+
+def as_risk_level(value: str) -> RiskLevel:
+    if value not in RISK_LEVELS:
+        raise ValueError(f"unknown risk level {value!r}")
+    return value
+
+
 NatResult = Literal["negative", "positive"]
 
 

@@ -24,6 +24,15 @@ from yuekang.rules.ruleset import RuleSetError
 
 Verdict = Literal["allow", "deny", "manual_check"]
 PlaceKind = Literal["venue", "transport", "border"]
+PLACE_KINDS: tuple[PlaceKind, ...] = ("venue", "transport", "border")
+
+
+def as_place_kind(value: str) -> PlaceKind:
+    if value not in PLACE_KINDS:
+        raise ValueError(f"unknown kind of place {value!r}")
+    return value
+
+
 DEFAULT_POLICIES = "gd-2021.toml"
 
 

@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from yuekang.codec.reasons import LANGUAGES
 from yuekang.rules.facts import CaseCategory
 
-LANGUAGES = ("zh-Hans", "zh-Hant", "en", "pt")
 DEFAULT_RULE_SET = "gd-2021.toml"
 
 _SLUG = r"^[a-z][a-z0-9_]{1,47}$"

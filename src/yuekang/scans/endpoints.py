@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from yuekang.deps import Context, CurrentCheckpoint, Now, RulesAuthor, SessionDep
+from yuekang.deps import Context, CurrentCheckpoint, Epidemiologist, Now, SessionDep
 from yuekang.exceptions import ValidationFailed
 from yuekang.openapi import errors
 from yuekang.scans import service
@@ -22,8 +22,6 @@ from yuekang.scans.schemas import (
 router = APIRouter(tags=["checkpoints"])
 tracing = APIRouter(prefix="/v1/admin", tags=["admin: contact tracing"])
 
-# Contact tracing is the epidemiologists' work: the same role that writes the rules.
-Epidemiologist = RulesAuthor
 CaseRef = Annotated[str, Query(min_length=3, max_length=100, description="Audited")]
 CLOCK_SLACK = dt.timedelta(minutes=5)
 
