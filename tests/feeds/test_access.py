@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import pytest
@@ -134,11 +135,31 @@ async def test_an_idempotency_key_with_a_control_character_is_refused(running: R
 
 
 async def test_a_feed_client_name_fits_where_it_is_recorded(running: RunningApp) -> None:
+    # The name is written as the actor of every status change the client's batches cause: the
+    # longest name allowed must go through a batch that changes a status, on both databases.
     admin = {"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"}
     longest = await running.client.post(
         "/v1/admin/feed-clients", headers=admin, json={"name": "a" * 64, "kinds": ["cases"]}
     )
     assert longest.status_code == 201, longest.text
+    resident = await running.api.registered()
+    row = {
+        "doc_type": "prc_id",
+        "doc_number": resident.doc_number,
+        "category": "close_contact",
+        "start_date": today(running).isoformat(),
+    }
+    batch = await running.client.post(
+        "/v1/feeds/cases",
+        content=json.dumps(row) + "\n",
+        headers={
+            "Authorization": f"Bearer {longest.json()['api_key']}",
+            "Content-Type": "application/x-ndjson",
+            "Idempotency-Key": "long-name",
+        },
+    )
+    assert batch.status_code == 201, batch.text
+    assert batch.json()["statuses_changed"] == 1
     too_long = await running.client.post(
         "/v1/admin/feed-clients", headers=admin, json={"name": "b" * 65, "kinds": ["cases"]}
     )

@@ -89,7 +89,7 @@ async def test_a_positive_test_the_reviewer_could_not_see_still_counts(
     assert [r["code"] for r in verdict["reasons"]] == ["revoked"]
 
 
-async def test_binding_while_a_batch_about_that_person_is_decided(
+async def test_binding_while_a_batch_about_that_person_streams_in(
     running: RunningApp, api: Api, clock: ManualClock
 ):
     number, birth = random_prc_id()
