@@ -10,6 +10,13 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
 
 
 def new_key(prefix: str, ident: uuid.UUID) -> tuple[str, bytes]:
@@ -34,3 +41,22 @@ def matches(stored_hash: bytes, secret: str) -> bool:
 
 def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
+
+
+async def holder(
+    session: AsyncSession,
+    model: type[T],
+    prefix: str,
+    token: str,
+    *,
+    stored_hash: Callable[[T], bytes],
+) -> T | None:
+    """The enabled row of ``model`` whose key ``token`` is, or None (unknown, malformed, wrong
+    secret, disabled -- the caller answers them all alike)."""
+    parsed = parse(prefix, token)
+    if parsed is None:
+        return None
+    row: Any = await session.get(model, parsed[0])
+    if row is None or row.disabled_at is not None:
+        return None
+    return row if matches(stored_hash(row), parsed[1]) else None

@@ -112,14 +112,10 @@ async def list_checkpoints(session: AsyncSession) -> Sequence[Checkpoint]:
 
 
 async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal | None:
-    parsed = apikeys.parse(KEY_PREFIX, token)
-    if parsed is None:
-        return None
-    checkpoint_id, secret = parsed
-    checkpoint = await session.get(Checkpoint, checkpoint_id)
-    if checkpoint is None or checkpoint.disabled_at is not None:
-        return None
-    if not apikeys.matches(checkpoint.key_hash, secret):
+    checkpoint = await apikeys.holder(
+        session, Checkpoint, KEY_PREFIX, token, stored_hash=lambda c: c.key_hash
+    )
+    if checkpoint is None:
         return None
     return CheckpointPrincipal(
         id=checkpoint.id, name=checkpoint.name, kind=as_place_kind(checkpoint.kind)

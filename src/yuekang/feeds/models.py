@@ -69,55 +69,55 @@ class FeedBatch(Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class CaseRecord(Base):
+class _Fact:
+    """What every fact row has besides its own columns: an id, the batch that last changed it,
+    and when the service learned it (what an override is compared with)."""
+
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class CaseRecord(_Fact, Base):
     __tablename__ = "case_records"
     __table_args__ = (
         UniqueConstraint("person", "category", "start_date", name="uq_case_records_key"),
         Index("ix_case_records_batch_id", "batch_id"),
     )
 
-    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     person: Mapped[bytes] = mapped_column(LargeBinary(32))
     category: Mapped[str] = mapped_column(String(24))
     start_date: Mapped[dt.date] = mapped_column(Date)
     end_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
-    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class NatRecord(Base):
+class NatRecord(_Fact, Base):
     __tablename__ = "nat_results"
     __table_args__ = (
         UniqueConstraint("person", "sampled_at", "lab", name="uq_nat_results_key"),
         Index("ix_nat_results_batch_id", "batch_id"),
     )
 
-    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     person: Mapped[bytes] = mapped_column(LargeBinary(32))
     sampled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     result: Mapped[str] = mapped_column(String(8))
     lab: Mapped[str] = mapped_column(String(128))
-    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class VaccinationRecord(Base):
+class VaccinationRecord(_Fact, Base):
     __tablename__ = "vaccinations"
     __table_args__ = (
         UniqueConstraint("person", "dose", name="uq_vaccinations_key"),
         Index("ix_vaccinations_batch_id", "batch_id"),
     )
 
-    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     person: Mapped[bytes] = mapped_column(LargeBinary(32))
     dose: Mapped[int] = mapped_column(Integer)
     date: Mapped[dt.date] = mapped_column(Date)
     product: Mapped[str] = mapped_column(String(64))
-    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class TravelRecord(Base):
+class TravelRecord(_Fact, Base):
     __tablename__ = "travel_records"
     __table_args__ = (
         UniqueConstraint("person", "region_code", "date", name="uq_travel_records_key"),
@@ -126,15 +126,12 @@ class TravelRecord(Base):
         Index("ix_travel_records_region_code_date", "region_code", "date"),
     )
 
-    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     person: Mapped[bytes] = mapped_column(LargeBinary(32))
     region_code: Mapped[str] = mapped_column(String(6))
     date: Mapped[dt.date] = mapped_column(Date)
-    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class RiskAreaRecord(Base):
+class RiskAreaRecord(_Fact, Base):
     """A declared risk level for a division from ``valid_from``; sending the same division and
     start again changes its level or end (how an authority lifts an area early)."""
 
@@ -144,10 +141,7 @@ class RiskAreaRecord(Base):
         Index("ix_risk_areas_batch_id", "batch_id"),
     )
 
-    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     region_code: Mapped[str] = mapped_column(String(6))
     level: Mapped[str] = mapped_column(String(8))
     valid_from: Mapped[dt.date] = mapped_column(Date)
     valid_to: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
-    batch_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

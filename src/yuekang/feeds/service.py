@@ -80,13 +80,10 @@ async def create_client(
 
 
 async def authenticate(session: AsyncSession, token: str) -> FeedPrincipal | None:
-    parsed = apikeys.parse(KEY_PREFIX, token)
-    if parsed is None:
-        return None
-    client = await session.get(FeedClient, parsed[0])
-    if client is None or client.disabled_at is not None:
-        return None
-    if not apikeys.matches(client.key_hash, parsed[1]):
+    client = await apikeys.holder(
+        session, FeedClient, KEY_PREFIX, token, stored_hash=lambda c: c.key_hash
+    )
+    if client is None:
         return None
     return FeedPrincipal(client.id, client.name, frozenset(FeedKind(k) for k in client.kinds))
 

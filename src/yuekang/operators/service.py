@@ -39,13 +39,9 @@ async def create_operator(
 
 
 async def authenticate(session: AsyncSession, token: str) -> OperatorPrincipal | None:
-    parsed = apikeys.parse(TOKEN_PREFIX, token)
-    if parsed is None:
-        return None
-    operator_id, secret = parsed
-    operator = await session.get(Operator, operator_id)
-    if operator is None or operator.disabled_at is not None:
-        return None
-    if not apikeys.matches(operator.token_hash, secret):
+    operator = await apikeys.holder(
+        session, Operator, TOKEN_PREFIX, token, stored_hash=lambda o: o.token_hash
+    )
+    if operator is None:
         return None
     return OperatorPrincipal(id=operator.id, name=operator.name, role=Role(operator.role))
