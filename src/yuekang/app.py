@@ -29,6 +29,8 @@ from yuekang.clock import Clock
 from yuekang.config import ResolvedSettings, Settings, resolve
 from yuekang.context import AppContext
 from yuekang.exceptions import YuekangError
+from yuekang.exchange import endpoints as exchange
+from yuekang.exchange import keys as exchange_keys
 from yuekang.feeds import endpoints as feeds
 from yuekang.health_codes import endpoints as health_codes
 from yuekang.health_status import endpoints as health_status
@@ -63,13 +65,18 @@ def create_app(
         # take it out of the cyclic collector's view, so collections triggered by a request's
         # garbage (a 100,000-row feed batch makes a lot) do not rescan it each time.
         gc.freeze()
-        purging = asyncio.create_task(_purge_scans_forever(context))
+        tasks = [
+            asyncio.create_task(_purge_scans_forever(context)),
+            asyncio.create_task(context.outbox.run()),
+        ]
         try:
             yield
         finally:
-            purging.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purging
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await context.close()
 
     app = FastAPI(
@@ -101,6 +108,8 @@ def create_app(
     app.include_router(scans.router)
     app.include_router(scans.tracing)
     app.include_router(feeds.admin)
+    app.include_router(exchange.router)
+    app.include_router(exchange.admin)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> dict[str, str]:
@@ -142,12 +151,13 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
     """In development, make sure a key can sign; returns the new key id, if one was made. The
     first run has no checkpoint that could have synced an earlier key set, so the publish lead
     does not apply. Production never does this: keys are generated and activated by an admin.
-    A trust anchor key is made too, if there is none."""
+    A trust anchor key and exchange keys are made too, if there are none."""
     async with context.sessionmaker() as session, session.begin():
         now = context.clock.now()
         await anchors.anchor_key(
             session, passphrase=context.secrets.key_passphrase, now=now, create=True
         )
+        await exchange_keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
         if await keys.has_active_key(session):
             return None
         record = await keys.generate(

@@ -110,6 +110,20 @@ class ScanSettings(BaseModel):
     purge_interval_seconds: int = Field(3600, ge=10, description="how often the server purges")
 
 
+class ExchangeSettings(BaseModel):
+    """Delivery to partner systems (docs/EXCHANGE.md)."""
+
+    request_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    poll_seconds: float = Field(1.0, gt=0, le=60, description="how often the outbox looks for work")
+    lease_seconds: int = Field(60, ge=5, description="a claimed message is someone else's after")
+    backoff_base_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(60.0, gt=0)
+    max_age_seconds: int = Field(86400, ge=60, description="undelivered after this: failed")
+    circuit_failures: int = Field(5, ge=1, description="consecutive failures that open it")
+    circuit_open_seconds: float = Field(30.0, gt=0)
+    package_lifetime_seconds: int = Field(300, ge=30, le=600)
+
+
 class SessionSettings(BaseModel):
     ttl_seconds: int = Field(43200, ge=60)
 
@@ -178,6 +192,7 @@ class Settings(BaseSettings):
     feeds: FeedSettings = FeedSettings()
     trust: TrustSettings = TrustSettings()
     scans: ScanSettings = ScanSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
     sms: SmsSettings = SmsSettings()
     secrets: Secrets | None = None
 

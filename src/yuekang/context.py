@@ -13,6 +13,9 @@ from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ResolvedSettings, Secrets, Settings
 from yuekang.db import create_engine, create_sessionmaker
+from yuekang.exchange.keys import KeyCache
+from yuekang.exchange.outbox import Outbox
+from yuekang.exchange.service import ExchangeDeps
 from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
@@ -36,6 +39,8 @@ class AppContext:
     rulebook: RuleBook
     read_sessionmaker: async_sessionmaker[AsyncSession]
     """Sessions that never take SQLite's write lock (on PostgreSQL, the same engine)."""
+    exchange_keys: KeyCache
+    outbox: Outbox
 
     @classmethod
     def build(
@@ -61,7 +66,7 @@ class AppContext:
                 sms = HttpSmsSender(http, settings.sms.http_url, settings.sms.http_token)
             else:
                 sms = LoggingSmsSender()
-        return cls(
+        context = cls(
             settings=settings,
             secrets=secrets,
             engine=engine,
@@ -86,6 +91,30 @@ class AppContext:
                 refresh_seconds=settings.rules.refresh_seconds,
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
+            exchange_keys=KeyCache(),
+            outbox=None,  # type: ignore[arg-type]  # set below: it needs the built context
+        )
+        context.outbox = Outbox(
+            sessionmaker=sessionmaker,
+            http=http,
+            deps=context.exchange_deps(),
+            settings=settings.exchange,
+            rulebook=context.rulebook,
+            clock=context.clock,
+        )
+        return context
+
+    def exchange_deps(self) -> ExchangeDeps:
+        return ExchangeDeps(
+            issuer=self.settings.issuer,
+            passphrase=self.secrets.key_passphrase,
+            key_cache=self.exchange_keys,
+            pii=self.pii,
+            blind_index=self.blind_index,
+            keyring=self.keyring,
+            code_lifetime=dt.timedelta(seconds=self.settings.codes.lifetime_seconds),
+            leeway=self.settings.codes.clock_leeway_seconds,
+            package_lifetime=self.settings.exchange.package_lifetime_seconds,
         )
 
     async def close(self) -> None:

@@ -5,6 +5,15 @@ from yuekang.audit.models import AuditEvent
 from yuekang.auth.models import OtpChallenge, RateLimitCounter
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.db import Base
+from yuekang.exchange.models import (
+    ConsentReceipt,
+    Conversion,
+    ExchangeKey,
+    ExchangeNonce,
+    OutboxMessage,
+    Partner,
+    PartnerKey,
+)
 from yuekang.feeds.models import (
     CaseRecord,
     FeedBatch,
@@ -34,6 +43,10 @@ __all__ = [
     "Base",
     "CaseRecord",
     "Checkpoint",
+    "ConsentReceipt",
+    "Conversion",
+    "ExchangeKey",
+    "ExchangeNonce",
     "FeedBatch",
     "FeedClient",
     "HealthCode",
@@ -42,6 +55,9 @@ __all__ = [
     "NatRecord",
     "Operator",
     "OtpChallenge",
+    "OutboxMessage",
+    "Partner",
+    "PartnerKey",
     "RateLimitCounter",
     "Resident",
     "Revocation",

@@ -17,7 +17,7 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-ActorType = Literal["resident", "operator", "checkpoint", "cli", "system", "feed"]
+ActorType = Literal["resident", "operator", "checkpoint", "cli", "system", "feed", "partner"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,10 @@ class Actor:
         # The command line runs with the database credentials, so it acts as an admin; the
         # audit log still names the system user who ran it.
         return cls("cli", getpass.getuser(), Role.ADMIN)
+
+    @classmethod
+    def partner(cls, partner_id: str) -> Actor:
+        return cls("partner", partner_id)
 
     @classmethod
     def system(cls, name: str) -> Actor:

@@ -26,7 +26,7 @@ from yuekang.principals import Role
 from yuekang.rules import default_rule_set
 
 LOCAL = dt.timezone(dt.timedelta(hours=8))
-DEFAULT_VERSION = "gd-2021.1"
+DEFAULT_VERSION = "gd-2021.2"
 SHORTER = "gd-2021.2-cc7"
 
 

@@ -57,6 +57,7 @@ from yuekang.codec.healthcode import (
     MAX_INPUT_CHARS,
     PREFIX,
     QR_TEXT_BUDGET,
+    QR_TEXT_BUDGET_CONVERTED,
     HealthCodeClaims,
     read_health_code,
     sign_health_code,
@@ -187,7 +188,10 @@ def test_payload_has_exactly_the_documented_claims(any_key: SigningKey) -> None:
     with_summaries = dataclasses.replace(now_claims(), nt=48, vx=3)
     payload = json.loads(unb64(parts(sign_health_code(with_summaries, any_key))[1]))
     assert list(payload) == ["iss", "jti", "iat", "exp", "st", "nm", "nt", "vx"]
-    assert [f.name for f in dataclasses.fields(HealthCodeClaims)] == list(payload)
+    converted = dataclasses.replace(now_claims(), nt=48, src=("MO", "k" * 22, "d" * 22))
+    payload = json.loads(unb64(parts(sign_health_code(converted, any_key))[1]))
+    assert payload["src"] == ["MO", "k" * 22, "d" * 22]
+    assert {f.name for f in dataclasses.fields(HealthCodeClaims)} == {*payload, "vx"}
     for personal in ("name", "full_name", "doc", "document", "birth", "dob", "phone"):
         assert not any(personal in key for key in payload)
 
@@ -346,9 +350,31 @@ def test_embedded_jwk_attack_fetches_nothing(
 def test_unknown_claims_are_ignored(
     any_key: SigningKey, trusted: dict[str, VerificationKey]
 ) -> None:
-    text = valid(any_key, src="yk:mo", nat="neg", doses=3)
+    text = valid(any_key, origin="yk:mo", nat="neg", doses=3)
 
     assert read(text, trusted).claims == GOLDEN_CLAIMS
+
+
+def test_a_converted_code_keeps_its_source_and_may_use_the_larger_budget(
+    any_key: SigningKey, trusted: dict[str, VerificationKey]
+) -> None:
+    source = ("MO", "A" * 22, "B" * 22)
+    claims = dataclasses.replace(GOLDEN_CLAIMS, nt=168, src=source)
+
+    text = sign_health_code(claims, any_key)
+
+    assert QR_TEXT_BUDGET < len(text) <= QR_TEXT_BUDGET_CONVERTED
+    assert read(text, trusted).claims.src == source
+
+
+@pytest.mark.parametrize(
+    "src", [["MO", "k"], ["MO", "k", 3], "MO.k.d", ["MO", "", "d"], ["MO", "k", "d" * 65]]
+)
+def test_a_malformed_source_claim_is_refused(
+    src: Any, any_key: SigningKey, trusted: dict[str, VerificationKey]
+) -> None:
+    with pytest.raises(MalformedCode, match="src"):
+        read(valid(any_key, src=src), trusted)
 
 
 def test_input_of_exactly_max_chars_is_read(

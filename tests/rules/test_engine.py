@@ -198,7 +198,7 @@ def test_each_rule(
     decision = decide(items, now)
     assert decision.status == status
     assert decision.reason_codes == reasons
-    assert decision.rule_set_version == "gd-2021.1"
+    assert decision.rule_set_version == "gd-2021.2"
 
 
 # Windows: for each, the day before it starts, its first moment, its last moment, the day after.

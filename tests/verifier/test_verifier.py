@@ -29,6 +29,8 @@ from yuekang.codec.reasons import MESSAGES, Reason
 from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier
 
 VERDICT_KEYS = {
+    "origin",
+    "source",
     "verdict",
     "status",
     "reasons",
@@ -267,6 +269,8 @@ def test_to_dict_of_a_valid_verdict(verifier: Verifier, trust: Trust) -> None:
         "issued_at": IAT,
         "expires_at": EXP,
         "warnings": [],
+        "origin": "guangdong",
+        "source": None,
     }
     assert json.loads(json.dumps(data, ensure_ascii=False)) == data
 

@@ -19,7 +19,10 @@ Payload, UTF-8 JSON::
                "nbf": 1764000000,       earliest iat of a code it may sign
                "exp": 1771776000}],     latest exp of a code it may have signed
      "revoked": [{"until": 1764103600, "ids": "<base64url>"}],
-     "policies": {<place kind>: <policy document>}}
+     "policies": {<place kind>: <policy document>},
+     "issuers": [{"id": "macao", "issuer": "MO", "format": "MO1",
+                  "keys": [{<public JWK>, "state": "active" | "retired", "nbf"?, "exp"?}],
+                  "colours": {"verde": "green", "amarelo": "yellow", "vermelho": "red"}}]}
 
 - ``keys`` is always complete (a handful of keys). A compromised key is simply absent.
 - ``revoked`` groups revoked code ids by the hour their codes expire (``until``): ``ids`` is the
@@ -28,6 +31,9 @@ Payload, UTF-8 JSON::
   about 2.2 MB. In a delta, ``revoked`` holds only the entries added since ``base``.
 - ``policies`` is always complete; its grammar belongs to the rules engine (``yuekang.rules``),
   which checks it when the verifier loads the bundle.
+- ``issuers`` (optional, always complete) lists partner systems whose own codes checkpoints
+  recognise (docs/EXCHANGE.md): their code keys -- a ``retired`` one verifies nothing -- and the
+  colour table that turns their colours into a status.
 
 Reading takes the anchor key as an argument and never learns keys from the bundle itself.
 """
@@ -51,6 +57,7 @@ REVOCATION_BUCKET_SECONDS: Final = 3600
 
 KeyState = Literal["active", "retired", "pending"]
 KEY_STATES: Final = ("active", "retired", "pending")
+STATUSES: Final = ("green", "yellow", "red")
 
 
 class BundleError(CodecError):
@@ -74,6 +81,18 @@ class BundleKey:
 
 
 @dataclass(frozen=True, slots=True)
+class BundleIssuer:
+    """A partner issuer whose codes checkpoints recognise."""
+
+    id: str
+    issuer: str
+    format: str
+    keys: tuple[VerificationKey, ...]
+    """Retired keys come back marked compromised: they verify nothing."""
+    colours: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class TrustBundle:
     issuer: str
     version: int
@@ -86,6 +105,7 @@ class TrustBundle:
     policies: Mapping[str, Any] = field(default_factory=dict)
     base: int | None = None
     """For a delta, the version it applies on top of."""
+    issuers: tuple[BundleIssuer, ...] = ()
 
 
 def encode_ids(ids: Iterable[str]) -> str:
@@ -132,9 +152,29 @@ def bundle_payload(bundle: TrustBundle) -> dict[str, Any]:
         ],
         "policies": dict(bundle.policies),
     }
+    if bundle.issuers:
+        payload["issuers"] = [
+            {
+                "id": partner.id,
+                "issuer": partner.issuer,
+                "format": partner.format,
+                "keys": [_issuer_key_entry(key) for key in partner.keys],
+                "colours": dict(partner.colours),
+            }
+            for partner in bundle.issuers
+        ]
     if bundle.base is not None:
         payload["base"] = bundle.base
     return payload
+
+
+def _issuer_key_entry(key: VerificationKey) -> dict[str, Any]:
+    entry: dict[str, Any] = {**key.to_jwk(), "state": "retired" if key.compromised else "active"}
+    if key.not_before is not None:
+        entry["nbf"] = key.not_before
+    if key.not_after is not None:
+        entry["exp"] = key.not_after
+    return entry
 
 
 def sign_bundle(bundle: TrustBundle, anchor: SigningKey) -> str:
@@ -204,6 +244,57 @@ def _bundle(payload: Mapping[str, Any]) -> TrustBundle:
         revoked=groups,
         policies=policies,
         base=base,
+        issuers=_issuers(payload.get("issuers", [])),
+    )
+
+
+def _issuers(entries: Any) -> tuple[BundleIssuer, ...]:
+    if not isinstance(entries, list):
+        raise MalformedBundle("'issuers' must be a list")
+    issuers = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise MalformedBundle("each issuer must be an object")
+        values = [entry.get(name) for name in ("id", "issuer", "format")]
+        names = [value for value in values if isinstance(value, str) and 0 < len(value) <= 64]
+        if len(names) != 3:
+            raise MalformedBundle("an issuer needs 'id', 'issuer' and 'format'")
+        keys, colours = entry.get("keys"), entry.get("colours")
+        if not isinstance(keys, list) or not isinstance(colours, dict):
+            raise MalformedBundle("an issuer needs 'keys' and 'colours'")
+        if not all(isinstance(k, str) and v in STATUSES for k, v in colours.items()):
+            raise MalformedBundle("an issuer's colours map to green, yellow or red")
+        issuers.append(
+            BundleIssuer(
+                id=names[0],
+                issuer=names[1],
+                format=names[2],
+                keys=tuple(_issuer_key(jwk, names[1]) for jwk in keys),
+                colours=colours,
+            )
+        )
+    return tuple(issuers)
+
+
+def _issuer_key(jwk: Any, issuer: str) -> VerificationKey:
+    if not isinstance(jwk, dict) or jwk.get("state") not in ("active", "retired"):
+        raise MalformedBundle("an issuer key needs a state of active or retired")
+    window = [jwk.get("nbf"), jwk.get("exp")]
+    if any(value is not None and not _is_int(value) for value in window):
+        raise MalformedBundle("an issuer key's nbf and exp are UTC seconds")
+    public = {k: v for k, v in jwk.items() if k not in ("state", "nbf", "exp")}
+    try:
+        key = VerificationKey.from_jwk(public, issuer=issuer)
+    except InvalidKey as exc:
+        raise MalformedBundle(f"an issuer key is not usable: {exc}") from exc
+    return VerificationKey(
+        kid=key.kid,
+        alg=key.alg,
+        public_key=key.public_key,
+        issuer=issuer,
+        not_before=window[0],
+        not_after=window[1],
+        compromised=jwk["state"] == "retired",
     )
 
 

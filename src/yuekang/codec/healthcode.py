@@ -34,7 +34,12 @@ claim     meaning                                                             by
 ``nm``    masked name for the human check at the gate (``张*三``)               ~14
 ``nt``    optional: latest test negative within this many hours (24/48/72/168)  8-9
 ``vx``    optional: vaccine doses received (omitted when none)                  7
+``src``   converted codes only: ``[source issuer, source kid, source digest]``  ~58
 ========  ==================================================================  ==========
+
+``src`` says where a converted code came from (docs/EXCHANGE.md): the partner's issuer id, the id
+of the key that signed the partner's code, and the first 128 bits of SHA-256 over the partner's
+code text, base64url. The partner's code is never re-signed as ours; this claim keeps the trail.
 
 Nothing else personal ever goes in: no full name, no document number, no birth date, no phone.
 Verifiers ignore claims they do not know, so later minor additions (a NAT summary, a dose count, a
@@ -47,7 +52,9 @@ code (green, three-character Chinese name, ES256 or EdDSA) is 298 characters: ve
 :func:`sign_health_code` refuses to sign anything over :data:`QR_TEXT_BUDGET`. The fixed overhead
 is 4 (prefix) + 62 (header) + 86 (signature) + 2 (dots) = 154 characters, leaving 177 base64url
 characters -- 132 bytes of JSON -- for the claims; the six claims above use 108 of them, which
-leaves 24 bytes for short optional claims; ``nt`` and ``vx`` take at most 16 of them.
+leaves 24 bytes for short optional claims; ``nt`` and ``vx`` take at most 16 of them. A
+converted code needs room for ``src`` as well: it may reach :data:`QR_TEXT_BUDGET_CONVERTED`,
+QR version 15 at level M (412 bytes), still easy on a phone screen.
 
 Times are integer UTC seconds; verification takes ``now`` as an argument and allows a symmetric
 clock leeway for devices whose clocks drift.
@@ -86,6 +93,8 @@ from yuekang.codec.keys import (
 PREFIX: Final = "YK1:"
 QR_TEXT_BUDGET: Final = 331
 """Longest ``qr_text`` we sign: the byte capacity of QR version 13 at error-correction level M."""
+QR_TEXT_BUDGET_CONVERTED: Final = 412
+"""Longest converted code (one with ``src``): QR version 15 at level M."""
 MAX_INPUT_CHARS: Final = 4096
 """Longer input is refused as malformed before any parsing, whatever it claims to be."""
 MAX_KID_CHARS: Final = 64
@@ -111,9 +120,11 @@ class HealthCodeClaims:
     """Hours within which the latest test was negative, when it was (a display bucket)."""
     vx: int | None = None
     """Vaccine doses received, when any."""
+    src: tuple[str, str, str] | None = None
+    """For a converted code: source issuer, source key id, source code digest."""
 
     def to_json(self) -> bytes:
-        body: dict[str, str | int] = {
+        body: dict[str, str | int | list[str]] = {
             "iss": self.iss,
             "jti": self.jti,
             "iat": self.iat,
@@ -125,6 +136,8 @@ class HealthCodeClaims:
             body["nt"] = self.nt
         if self.vx:
             body["vx"] = self.vx
+        if self.src is not None:
+            body["src"] = list(self.src)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -152,8 +165,9 @@ def sign_health_code(claims: HealthCodeClaims, key: SigningKey) -> str:
     # Both algorithms give signatures of SIGNATURE_BYTES, so the size is known before signing and
     # nothing over the budget is ever signed.
     length = len(PREFIX) + len(signing_input) + 1 + _SIGNATURE_CHARS
-    if length > QR_TEXT_BUDGET:
-        raise CodeTooLarge(f"the code would be {length} characters; the budget is {QR_TEXT_BUDGET}")
+    budget = QR_TEXT_BUDGET if claims.src is None else QR_TEXT_BUDGET_CONVERTED
+    if length > budget:
+        raise CodeTooLarge(f"the code would be {length} characters; the budget is {budget}")
     return PREFIX + signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
 
 
@@ -261,6 +275,13 @@ def _claims(payload: dict[str, Any]) -> HealthCodeClaims:
             raise MalformedCode(f"claim {name!r} must be a small non-negative integer")
         return value
 
+    src = payload.get("src")
+    if src is not None and (
+        not isinstance(src, list)
+        or len(src) != 3
+        or not all(isinstance(part, str) and 0 < len(part) <= MAX_KID_CHARS for part in src)
+    ):
+        raise MalformedCode("claim 'src' must be [issuer, kid, digest]")
     status = payload.get("st")
     if status not in STATUSES:
         raise MalformedCode("claim 'st' must be green, yellow or red")
@@ -273,4 +294,5 @@ def _claims(payload: dict[str, Any]) -> HealthCodeClaims:
         nm=text("nm"),
         nt=small("nt"),
         vx=small("vx"),
+        src=None if src is None else (src[0], src[1], src[2]),
     )

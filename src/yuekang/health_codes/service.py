@@ -24,6 +24,8 @@ from yuekang.codec.errors import CodeTooLarge
 from yuekang.codec.healthcode import HealthCodeClaims, sign_health_code
 from yuekang.codec.keys import is_b64url_id
 from yuekang.exceptions import Conflict, NotFound, ServiceUnavailable
+from yuekang.exchange.conditions import start_of_day
+from yuekang.exchange.models import Conversion
 from yuekang.health_codes import qr
 from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import service as health_status
@@ -83,6 +85,20 @@ async def issue_code(
             "no signing key can cover a new code; an operator must activate a key",
             code="no_signing_key",
         )
+    nat_sampled_at, nat_result = status.nat_sampled_at, status.nat_result
+    source = await _converted_from(session, resident_id, now) if status.status == "green" else None
+    src = None
+    if source is not None:
+        assert source.source_issuer
+        assert source.source_kid
+        assert source.source_digest
+        src = (source.source_issuer, source.source_kid, source.source_digest)
+        # The converted code carries the date of the partner's negative test (the 2020 rule);
+        # our own, if newer, still wins.
+        assert source.nat_sampled_on is not None
+        partner_nat = start_of_day(source.nat_sampled_on, rules.utc_offset_hours)
+        if nat_sampled_at is None or partner_nat > nat_sampled_at:
+            nat_sampled_at, nat_result = partner_nat, "negative"
     claims = HealthCodeClaims(
         iss=issuer,
         jti=secrets.token_urlsafe(CODE_ID_BYTES),
@@ -91,9 +107,10 @@ async def issue_code(
         st=as_status(status.status),
         nm=identity.masked_name,
         nt=negative_within_hours(
-            status.nat_sampled_at, status.nat_result, now=now, buckets=rules.nat_display_hours
+            nat_sampled_at, nat_result, now=now, buckets=rules.nat_display_hours
         ),
         vx=status.vaccine_doses or None,
+        src=src,
     )
     try:
         qr_text = sign_health_code(claims, key)
@@ -121,6 +138,26 @@ async def issue_code(
             raise
         return Issued(await _replayable(session, previous, now), replayed=True)
     return Issued(code, replayed=False)
+
+
+async def _converted_from(
+    session: AsyncSession, resident_id: uuid.UUID, now: dt.datetime
+) -> Conversion | None:
+    """The conversion from a partner whose provenance the resident's codes carry now: from the
+    conversion until its test leaves the window (docs/EXCHANGE.md)."""
+    return (
+        await session.execute(
+            select(Conversion)
+            .where(
+                Conversion.resident_id == resident_id,
+                Conversion.direction == "inbound",
+                Conversion.state == "completed",
+                Conversion.valid_until > now,
+            )
+            .order_by(Conversion.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
 
 
 async def _replayable(session: AsyncSession, code: HealthCode, now: dt.datetime) -> HealthCode:

@@ -147,6 +147,33 @@ class Explanations(_Model):
     override: Explanation
 
 
+class ConversionConditions(_Model):
+    """Green-to-green conditions for converting a code from or to a partner system."""
+
+    nat_window_hours: int = Field(
+        default=168, ge=1, le=24 * 30, description="A negative test sampled within this window"
+    )
+    no_travel_days: int = Field(
+        default=14, ge=0, le=366, description="No stay outside the region within this many days"
+    )
+
+
+class PartnerExchange(_Model):
+    mapping: str = Field(default="gd-mo-2020", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    home_regions: list[str] = Field(
+        default=["44", "82"],
+        min_length=1,
+        max_length=20,
+        description="GB/T 2260 prefixes that count as inside the region (Guangdong, Macao)",
+    )
+    inbound: ConversionConditions = Field(default_factory=ConversionConditions)
+    outbound: ConversionConditions = Field(default_factory=ConversionConditions)
+
+
+class Exchange(_Model):
+    macao: PartnerExchange = Field(default_factory=PartnerExchange)
+
+
 class RuleSet(_Model):
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     description: str = Field(default="", max_length=500)
@@ -161,6 +188,7 @@ class RuleSet(_Model):
     )
     explanations: Explanations
     rules: list[Rule] = Field(min_length=1, max_length=200)
+    exchange: Exchange = Field(default_factory=Exchange)
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:

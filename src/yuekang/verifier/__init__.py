@@ -18,6 +18,7 @@ input: a garbled scan is an ``invalid`` verdict with reason ``malformed``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -26,13 +27,38 @@ from yuekang.codec.errors import InvalidCode
 from yuekang.codec.healthcode import Status, read_health_code
 from yuekang.codec.jwks import parse_jwks
 from yuekang.codec.keys import VerificationKey
+from yuekang.codec.macao import PREFIX as MACAO_PREFIX
+from yuekang.codec.macao import is_macao_code, read_macao_code
 from yuekang.codec.reasons import DEFAULT_LANGUAGE, Reason, message
 from yuekang.rules.policy import Decision, Policy, decide
 
-__all__ = ["DEFAULT_LEEWAY", "Reason", "TrustStore", "Verdict", "Verifier", "policy_decision"]
+__all__ = [
+    "DEFAULT_LEEWAY",
+    "PartnerIssuer",
+    "Reason",
+    "TrustStore",
+    "Verdict",
+    "Verifier",
+    "policy_decision",
+]
 
+_MACAO_TIME = dt.timezone(dt.timedelta(hours=8))
 DEFAULT_LEEWAY = 120
 """Seconds of clock skew tolerated either side: handheld scanners drift."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerIssuer:
+    """A partner system whose codes a checkpoint recognises (docs/EXCHANGE.md, section 8)."""
+
+    id: str
+    """Our name for the partner, e.g. ``macao``: verdicts say ``issued_by_macao``."""
+    issuer: str
+    """The issuer id in its codes, e.g. ``MO``."""
+    format: str
+    keys: Mapping[str, VerificationKey]
+    colours: Mapping[str, Status]
+    """The partner's colours and the status each stands for (the mapping table)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +82,10 @@ class Verdict:
     """The code's ``nt`` claim, for checkpoint policies (not part of :meth:`to_dict`)."""
     doses: int | None = None
     """The code's ``vx`` claim, for checkpoint policies (not part of :meth:`to_dict`)."""
+    origin: str | None = None
+    """``guangdong`` (ours), ``converted_from_<partner>`` or ``issued_by_<partner>``."""
+    source: tuple[str, str, str] | None = None
+    """For a converted code: the source issuer, key id and code digest."""
 
     @property
     def valid(self) -> bool:
@@ -78,6 +108,10 @@ class Verdict:
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
             "warnings": [{"code": w.value, "message": message(w, language)} for w in self.warnings],
+            "origin": self.origin,
+            "source": None
+            if self.source is None
+            else dict(zip(("issuer", "kid", "digest"), self.source, strict=True)),
         }
 
 
@@ -85,10 +119,16 @@ class Verifier:
     """Verifies health codes against a fixed set of trusted keys."""
 
     def __init__(
-        self, keys: Mapping[str, VerificationKey], *, leeway: int = DEFAULT_LEEWAY
+        self,
+        keys: Mapping[str, VerificationKey],
+        *,
+        leeway: int = DEFAULT_LEEWAY,
+        partners: Collection[PartnerIssuer] = (),
     ) -> None:
         self._keys = dict(keys)
         self._leeway = leeway
+        self._partners = {p.format: p for p in partners}
+        self._partner_names = {p.issuer: p.id for p in partners}
 
     @classmethod
     def from_jwks(
@@ -103,11 +143,16 @@ class Verifier:
 
     def verify(self, qr_text: str, *, now: int, revoked: Collection[str] = ()) -> Verdict:
         """Judge ``qr_text`` at time ``now`` (UTC seconds); ``revoked`` holds revoked code ids."""
+        if isinstance(qr_text, str) and is_macao_code(qr_text):
+            return self._verify_macao(qr_text, now=now)
         try:
             code = read_health_code(qr_text, self._keys, now=now, leeway=self._leeway)
         except InvalidCode as exc:
             return Verdict(verdict="invalid", reasons=(exc.reason,))
         claims = code.claims
+        origin = "guangdong"
+        if claims.src is not None:
+            origin = f"converted_from_{self._partner_names.get(claims.src[0], claims.src[0])}"
         verdict = Verdict(
             verdict="valid",
             status=claims.st,
@@ -119,8 +164,48 @@ class Verifier:
             expires_at=claims.exp,
             negative_within_hours=claims.nt,
             doses=claims.vx,
+            origin=origin,
+            source=claims.src,
         )
         return verdict.revoked() if claims.jti in revoked else verdict
+
+    def _verify_macao(self, qr_text: str, *, now: int) -> Verdict:
+        partner = self._partners.get(MACAO_PREFIX.rstrip(":"))
+        if partner is None:
+            # A partner this checkpoint was not told to recognise: as good as an unknown key.
+            return Verdict(verdict="invalid", reasons=(Reason.UNTRUSTED_ISSUER,))
+        try:
+            code = read_macao_code(qr_text, partner.keys, now=now, leeway=self._leeway)
+        except InvalidCode as exc:
+            return Verdict(
+                verdict="invalid", reasons=(exc.reason,), origin=f"issued_by_{partner.id}"
+            )
+        claims = code.claims
+        status = partner.colours.get(claims.cor)
+        if status is None:
+            return Verdict(verdict="invalid", reasons=(Reason.MALFORMED,))
+        return Verdict(
+            verdict="valid",
+            status=status,
+            code_id=claims.cti,
+            issuer=claims.iss,
+            kid=code.kid,
+            masked_name=claims.nome,
+            issued_at=claims.iat,
+            expires_at=claims.exp,
+            negative_within_hours=_hours_since(claims.tan, now),
+            origin=f"issued_by_{partner.id}",
+        )
+
+
+def _hours_since(day: str | None, now: int) -> int | None:
+    """Hours from the start of the test's day (Macao time) to ``now``: a Macao code carries a
+    date, and a policy asks for "negative within N hours". Counting from the day's start can only
+    make the test look older, never fresher, than it was."""
+    if day is None:
+        return None
+    start = dt.datetime.fromisoformat(day).replace(tzinfo=_MACAO_TIME)
+    return max(0, (now - int(start.timestamp())) // 3600)
 
 
 def policy_decision(verdict: Verdict, policy: Policy) -> Decision:

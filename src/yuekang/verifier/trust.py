@@ -23,8 +23,9 @@ from typing import Literal
 from yuekang.codec.bundle import BundleError, TrustBundle, read_bundle
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import Reason
+from yuekang.rules.facts import as_status
 from yuekang.rules.policy import PlaceKind, Policy, parse_policies
-from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier
+from yuekang.verifier import DEFAULT_LEEWAY, PartnerIssuer, Verdict, Verifier
 
 Freshness = Literal["fresh", "stale", "expired", "wrong_clock", "none"]
 
@@ -96,7 +97,17 @@ class TrustStore:
         # Pending keys count: a checkpoint synced before a rotation must accept the codes the new
         # key signs once it is activated. Each key's window (nbf/exp) still bounds its codes.
         keys: Mapping[str, VerificationKey] = {k.key.kid: k.key for k in self.bundle.keys}
-        return Verifier(keys, leeway=self.leeway)
+        partners = [
+            PartnerIssuer(
+                id=p.id,
+                issuer=p.issuer,
+                format=p.format,
+                keys={key.kid: key for key in p.keys},
+                colours={colour: as_status(status) for colour, status in p.colours.items()},
+            )
+            for p in self.bundle.issuers
+        ]
+        return Verifier(keys, leeway=self.leeway, partners=partners)
 
     def policy(self, kind: PlaceKind) -> Policy:
         """The policy for a kind of place from the bundle (raises RuleSetError if it does not

@@ -1,0 +1,141 @@
+"""Our exchange keys: one ``sig`` key that signs packages and requests, one ``enc`` key partners
+encrypt packages to, each rotated on its own. A retired ``enc`` key keeps decrypting for the
+longest package lifetime, so a package sealed just before a rotation is not lost."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.audit import service as audit
+from yuekang.codec.exchange import MAX_LIFETIME, EncryptionKey
+from yuekang.codec.keys import SigningKey, private_key_from_pem, private_key_to_pem
+from yuekang.exchange.models import ExchangeKey
+from yuekang.principals import Actor
+
+Use = Literal["sig", "enc"]
+DECRYPT_AFTER_RETIRING = dt.timedelta(seconds=MAX_LIFETIME + 120)
+
+
+@dataclass(frozen=True)
+class OurKeys:
+    signer: SigningKey
+    decryption: dict[str, EncryptionKey]
+    """Active and recently retired ``enc`` keys, by kid."""
+
+
+class KeyCache:
+    """Decrypted private keys by kid, for the process's lifetime: a key's private half never
+    changes, and unwrapping PKCS#8 on every request would cost more than the exchange itself.
+    States are read from the database on every use, so a rotation is seen at once."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, Any] = {}
+
+    def private(self, record: ExchangeKey, passphrase: str) -> Any:
+        key = self._keys.get(record.kid)
+        if key is None:
+            key = private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
+            self._keys[record.kid] = key
+        return key
+
+
+async def _create(session: AsyncSession, *, use: Use, passphrase: str, now: dt.datetime) -> str:
+    public: dict[str, Any]
+    if use == "sig":
+        signer = SigningKey.generate("ES256")
+        kid, private, public = signer.kid, signer.private_key, signer.public().to_jwk()
+    else:
+        enc = EncryptionKey.generate()
+        kid, private, public = enc.kid, enc.private_key, enc.public().to_jwk()
+    session.add(
+        ExchangeKey(
+            kid=kid,
+            use=use,
+            state="active",
+            public_jwk=json.dumps(public, separators=(",", ":")),
+            private_pem=private_key_to_pem(private, passphrase.encode("utf-8")),
+            created_at=now,
+        )
+    )
+    await session.flush()
+    return kid
+
+
+async def ensure(session: AsyncSession, *, passphrase: str, now: dt.datetime) -> list[str]:
+    """Make the keys that are missing (first run); the kids made."""
+    active = set(
+        (
+            await session.execute(select(ExchangeKey.use).where(ExchangeKey.state == "active"))
+        ).scalars()
+    )
+    return [
+        await _create(session, use=use, passphrase=passphrase, now=now)
+        for use in ("sig", "enc")
+        if use not in active
+    ]
+
+
+async def rotate(
+    session: AsyncSession, *, use: Use, passphrase: str, actor: Actor, now: dt.datetime
+) -> str:
+    """Retire the active key of ``use`` and make a new one; the new kid."""
+    await session.execute(
+        update(ExchangeKey)
+        .where(ExchangeKey.use == use, ExchangeKey.state == "active")
+        .values(state="retired", retired_at=now)
+    )
+    kid = await _create(session, use=use, passphrase=passphrase, now=now)
+    await audit.record(
+        session,
+        actor=actor,
+        action="exchange.key_rotate",
+        subject_type="exchange_key",
+        subject_id=kid,
+        now=now,
+        detail={"use": use},
+    )
+    return kid
+
+
+async def records(session: AsyncSession) -> list[ExchangeKey]:
+    return list(
+        (await session.execute(select(ExchangeKey).order_by(ExchangeKey.created_at))).scalars()
+    )
+
+
+async def our_keys(
+    session: AsyncSession, *, passphrase: str, cache: KeyCache, now: dt.datetime
+) -> OurKeys | None:
+    """The keys to sign with and to decrypt with now; None until both exist."""
+    signer: SigningKey | None = None
+    decryption: dict[str, EncryptionKey] = {}
+    for record in await records(session):
+        if record.use == "sig" and record.state == "active":
+            signer = SigningKey.from_private_key(cache.private(record, passphrase))
+        elif record.use == "enc" and (
+            record.state == "active"
+            or (record.retired_at is not None and now - record.retired_at < DECRYPT_AFTER_RETIRING)
+        ):
+            key = EncryptionKey.from_private_key(cache.private(record, passphrase))
+            decryption[key.kid] = key
+    if signer is None or not decryption:
+        return None
+    return OurKeys(signer=signer, decryption=decryption)
+
+
+def document_entries(records_: list[ExchangeKey]) -> list[dict[str, Any]]:
+    """Our exchange keys as key-document entries (docs/EXCHANGE.md, section 1). Retired ``enc``
+    keys are left out: nobody may encrypt to them any more."""
+    entries = []
+    for record in records_:
+        if record.use == "enc" and record.state != "active":
+            continue
+        jwk = json.loads(record.public_jwk)
+        entries.append({**jwk, "purpose": "exchange", "state": record.state})
+    return entries

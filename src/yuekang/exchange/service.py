@@ -1,0 +1,860 @@
+"""Conversions between Guangdong and a partner system (docs/EXCHANGE.md).
+
+Inbound: open the partner's package, verify the partner's code it carries, check the
+green-to-green conditions, match the person by document and birth date, and issue our code with
+a ``src`` claim. Outbound: check our conditions, record the consent and queue an outbox message
+in one transaction; :mod:`yuekang.exchange.outbox` delivers it.
+
+Every transfer, refused or not, leaves an audit event naming the direction, the partner, the
+fields and the consent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from yuekang.audit import service as audit
+from yuekang.auth.service import get_or_create_resident, normalize_phone, phone_index
+from yuekang.clock import epoch, from_epoch
+from yuekang.codec.errors import InvalidCode
+from yuekang.codec.exchange import (
+    REQUEST_WINDOW,
+    ExchangeError,
+    OpenedPackage,
+    open_package,
+    verify_request,
+)
+from yuekang.codec.macao import read_macao_code
+from yuekang.exceptions import (
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    YuekangError,
+)
+from yuekang.exchange import conditions, partners
+from yuekang.exchange import keys as exchange_keys
+from yuekang.exchange.mapping import load_table
+from yuekang.exchange.models import (
+    ConsentReceipt,
+    Conversion,
+    ExchangeNonce,
+    OutboxMessage,
+)
+from yuekang.exchange.partners import PartnerView
+from yuekang.feeds.models import TravelRecord
+from yuekang.health_codes import service as health_codes
+from yuekang.health_status import service as health_status
+from yuekang.keyring.ring import KeyRing
+from yuekang.pii import BlindIndex, PiiCipher
+from yuekang.principals import Actor
+from yuekang.residents import service as residents
+from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
+from yuekang.residents.models import Identity
+from yuekang.rules import RuleSet
+from yuekang.rules.ruleset import PartnerExchange
+
+PURPOSE = "health-code-conversion"
+CONSENT_TEXT_VERSION = "2020-05.1"
+FIELDS = ("name", "document", "birth_date", "phone", "status", "nat", "travel")
+"""Everything a conversion request carries, named as a consent names it."""
+
+CONSENT_TEXT = {
+    "zh-Hans": "我同意将上述个人信息发送至{recipient}，仅用于本次健康码转换。",
+    "zh-Hant": "我同意將上述個人資料發送至{recipient}，僅用於本次健康碼轉換。",
+    "en": "I agree to send the data above to {recipient}, only to convert my health code "
+    "this time.",
+    "pt": "Autorizo o envio dos dados acima para {recipient}, apenas para converter o meu código "
+    "de saúde desta vez.",
+}
+PARTNER_NAMES = {"macao": "澳门特别行政区卫生局 / Serviços de Saúde de Macau"}
+
+# How each refusal of the codec or of the conditions is answered (docs/EXCHANGE.md, section 7).
+_CODEC_STATUS = {
+    "package_malformed": 400,
+    "signature_missing": 401,
+    "signature_malformed": 401,
+    "request_mismatch": 401,
+    "request_too_old": 401,
+    "unknown_sender_key": 401,
+    "retired_sender_key": 401,
+    "bad_signature": 401,
+}
+
+
+class ExchangeRefused(YuekangError):
+    """A refusal with the status docs/EXCHANGE.md gives its code."""
+
+    def __init__(self, code: str, message: str, *, status: int = 422, **kwargs: Any) -> None:
+        super().__init__(message, code=code, **kwargs)
+        self.status_code = status
+
+
+def _codec_error(exc: ExchangeError) -> YuekangError:
+    code = exc.code
+    status = _CODEC_STATUS.get(code, 422)
+    if status == 401:
+        return Unauthorized(str(exc), code=code, headers={})
+    return ExchangeRefused(code, str(exc), status=status)
+
+
+@dataclass(frozen=True)
+class ExchangeDeps:
+    """What a conversion needs from the application context."""
+
+    issuer: str
+    passphrase: str
+    key_cache: exchange_keys.KeyCache
+    pii: PiiCipher
+    blind_index: BlindIndex
+    keyring: KeyRing
+    code_lifetime: dt.timedelta
+    leeway: int
+    package_lifetime: int
+
+
+# --- the package body -------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Subject(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    doc_type: str = Field(min_length=1, max_length=32)
+    doc_number: str = Field(min_length=1, max_length=32)
+    birth_date: dt.date
+    phone: str = Field(min_length=4, max_length=32)
+
+
+class Source(_Strict):
+    code: str = Field(min_length=1, max_length=4096)
+
+
+class Nat(_Strict):
+    sampled_on: dt.date
+    result: Literal["negative", "positive"]
+
+
+class Travel(_Strict):
+    outside_region_14d: bool
+
+
+class PackageConsent(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    granted_at: int = Field(ge=0)
+    recipient: str = Field(min_length=1, max_length=64)
+    purpose: str = Field(min_length=1, max_length=64)
+    text_version: str = Field(min_length=1, max_length=32)
+    fields: list[str] = Field(max_length=32)
+
+
+class ConversionRequest(_Strict):
+    typ: Literal["conversion.request"]
+    cid: str = Field(min_length=1, max_length=64)
+    subject: Subject
+    source: Source
+    nat: Nat | None
+    travel: Travel
+    consent: PackageConsent
+
+
+def parse_request(claims: Any) -> ConversionRequest:
+    try:
+        return ConversionRequest.model_validate(claims)
+    except ValidationError as exc:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["type"], "message": e["msg"]}
+            for e in exc.errors()[:20]
+        ]
+        raise ExchangeRefused(
+            "package_malformed",
+            "the package is not a conversion request",
+            status=400,
+            fields=fields,
+        ) from exc
+
+
+def consent_covers(consent: PackageConsent, *, recipient: str) -> list[str]:
+    """What the consent is missing for this transfer: the recipient, the purpose, or fields."""
+    missing = [] if consent.recipient == recipient else ["recipient"]
+    if consent.purpose != PURPOSE:
+        missing.append("purpose")
+    missing += [f for f in FIELDS if f not in consent.fields]
+    return missing
+
+
+# --- inbound ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A direct call's signature and what it signs."""
+
+    proof: str | None
+    method: str
+    path: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    body: dict[str, Any]
+
+
+async def _partner(session: AsyncSession, partner_id: str) -> PartnerView:
+    partner = await partners.load(session, partner_id)
+    if partner is None or not partner.sig_keys:
+        raise ServiceUnavailable(
+            f"the partner {partner_id!r} is not registered here", code="partner_not_configured"
+        )
+    return partner
+
+
+async def _nonce(
+    session: AsyncSession, *, partner_id: str, kind: str, jti: str, expires_at: dt.datetime
+) -> bool:
+    """Record a package or request id; False if it was seen before (on any process)."""
+    try:
+        async with session.begin_nested():
+            session.add(
+                ExchangeNonce(partner_id=partner_id, kind=kind, jti=jti, expires_at=expires_at)
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def purge_nonces(session: AsyncSession, *, now: dt.datetime) -> int:
+    """Forget ids that could no longer be accepted anyway."""
+    result = await session.execute(delete(ExchangeNonce).where(ExchangeNonce.expires_at < now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def receive_inbound(
+    session: AsyncSession,
+    *,
+    partner_id: str,
+    package: str,
+    signed: Signed | None,
+    idempotency_key: str | None,
+    deps: ExchangeDeps,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> Answer:
+    """A conversion package from the partner, carried by the person's browser (``signed`` is
+    None) or sent by the partner itself."""
+    partner = await _partner(session, partner_id)
+    if signed is not None:
+        try:
+            proof = verify_request(
+                signed.proof,
+                keys=partner.sig_keys,
+                retired_kids=partner.retired_sig,
+                method=signed.method,
+                path=signed.path,
+                body=signed.body,
+                idempotency_key=idempotency_key,
+                now=epoch(now),
+            )
+        except ExchangeError as exc:
+            raise _codec_error(exc) from exc
+        fresh = await _nonce(
+            session,
+            partner_id=partner.id,
+            kind="request",
+            jti=proof.jti,
+            expires_at=now + dt.timedelta(seconds=2 * REQUEST_WINDOW),
+        )
+        if not fresh:
+            raise Conflict("this request signature was used before", code="request_replayed")
+    elif idempotency_key is not None:
+        raise Unauthorized(
+            "a call with an Idempotency-Key is a direct call and must be signed",
+            code="signature_missing",
+            headers={},
+        )
+    ours = await exchange_keys.our_keys(
+        session, passphrase=deps.passphrase, cache=deps.key_cache, now=now
+    )
+    if ours is None:
+        raise ServiceUnavailable("no exchange keys yet", code="partner_not_configured")
+    try:
+        opened = open_package(
+            package,
+            decryption_keys=ours.decryption,
+            sender_keys=partner.sig_keys,
+            retired_sender_kids=partner.retired_sig,
+            issuer=partner.issuer,
+            audience=deps.issuer,
+            now=epoch(now),
+            leeway=deps.leeway,
+        )
+    except ExchangeError as exc:
+        raise _codec_error(exc) from exc
+    jti = str(opened.claims["jti"])
+    if idempotency_key is not None:
+        earlier = (
+            await session.execute(
+                select(Conversion).where(
+                    Conversion.partner_id == partner.id,
+                    Conversion.direction == "inbound",
+                    Conversion.idempotency_key == idempotency_key,
+                )
+            )
+        ).scalar_one_or_none()
+        if earlier is not None:
+            if earlier.package_jti != jti or earlier.response is None:
+                raise Conflict(
+                    "this Idempotency-Key was used with another package",
+                    code="idempotency_key_reused",
+                )
+            return Answer(200, json.loads(earlier.response))
+    fresh = await _nonce(
+        session,
+        partner_id=partner.id,
+        kind="package",
+        jti=jti,
+        expires_at=from_epoch(int(opened.claims["exp"])) + dt.timedelta(seconds=deps.leeway),
+    )
+    if not fresh:
+        raise Conflict("this package was accepted before", code="package_replayed")
+    request = parse_request(opened.claims)
+    conversion = Conversion(
+        id=uuid.uuid4(),
+        direction="inbound",
+        partner_id=partner.id,
+        state="refused",
+        idempotency_key=idempotency_key,
+        package_jti=jti,
+        fields=json.dumps(sorted(set(request.consent.fields) & set(FIELDS))),
+        created_at=now,
+    )
+    session.add(conversion)
+    try:
+        answer = await _convert_inbound(
+            session,
+            partner=partner,
+            request=request,
+            opened=opened,
+            conversion=conversion,
+            carried="partner" if signed is not None else "browser",
+            deps=deps,
+            rules=rules,
+            now=now,
+        )
+    except YuekangError as exc:
+        # The refusal is recorded (and the package stays used): a transfer that was attempted
+        # is part of the record, whatever its outcome.
+        conversion.error_code = exc.code
+        conversion.response = json.dumps(exc.body())
+        await _audit(
+            session,
+            actor=Actor.partner(partner.id),
+            action="exchange.inbound.refused",
+            conversion=conversion,
+            consent=request.consent.id,
+            now=now,
+            extra={"code": exc.code},
+        )
+        exc.commit = True
+        raise
+    return answer
+
+
+async def _audit(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    action: str,
+    conversion: Conversion,
+    consent: str | None,
+    now: dt.datetime,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    await audit.record(
+        session,
+        actor=actor,
+        action=action,
+        subject_type="resident" if conversion.resident_id else "conversion",
+        subject_id=str(conversion.resident_id or conversion.id),
+        now=now,
+        detail={
+            "conversion": str(conversion.id),
+            "direction": conversion.direction,
+            "partner": conversion.partner_id,
+            "fields": json.loads(conversion.fields),
+            "consent": consent,
+            **(extra or {}),
+        },
+    )
+
+
+async def _convert_inbound(
+    session: AsyncSession,
+    *,
+    partner: PartnerView,
+    request: ConversionRequest,
+    opened: OpenedPackage,
+    conversion: Conversion,
+    carried: str,
+    deps: ExchangeDeps,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> Answer:
+    missing = consent_covers(request.consent, recipient=deps.issuer)
+    if missing:
+        raise ExchangeRefused(
+            "consent_insufficient",
+            f"the consent does not cover: {', '.join(missing)}",
+        )
+    exchange = _terms(rules, partner.id)
+    table = load_table(exchange.mapping)
+    try:
+        source = read_macao_code(
+            request.source.code, partner.code_keys, now=epoch(now), leeway=deps.leeway
+        )
+    except InvalidCode as exc:
+        raise ExchangeRefused(
+            "source_code_invalid",
+            f"the partner's code does not verify: {exc.reason.value}",
+            fields=[{"field": "source.code", "reason": exc.reason.value, "message": str(exc)}],
+        ) from exc
+    if source.claims.iss != partner.issuer:
+        raise ExchangeRefused("source_code_invalid", "the code is not the partner's own")
+    conversion.source_issuer = source.claims.iss
+    conversion.source_kid = source.kid
+    conversion.source_digest = source.digest
+    nat_sampled_at = None
+    if request.nat is not None:
+        nat_sampled_at = conditions.start_of_day(request.nat.sampled_on, rules.utc_offset_hours)
+        conversion.nat_sampled_on = request.nat.sampled_on
+    problems = conditions.refusals(
+        exchange.inbound,
+        status=table.status_of(source.claims.cor),
+        nat_sampled_at=nat_sampled_at,
+        nat_result=None if request.nat is None else request.nat.result,
+        outside_region_days=[local_date(now)] if request.travel.outside_region_14d else [],
+        now=now,
+        today=local_date(now),
+    )
+    if problems:
+        raise ExchangeRefused(
+            problems[0],
+            "the green-to-green conditions are not met: " + ", ".join(problems),
+            fields=[{"field": "conditions", "reason": p, "message": p} for p in problems],
+        )
+    resident_id = await _match(session, subject=request.subject, deps=deps, rules=rules, now=now)
+    conversion.resident_id = resident_id
+    status = await health_status.current(session, resident_id, rules=rules, now=now)
+    if status is None or status.status != "green":
+        raise ExchangeRefused(
+            "not_eligible_here", "a Guangdong code cannot be issued for this person now"
+        )
+    consent = ConsentReceipt(
+        id=uuid.uuid4(),
+        resident_id=resident_id,
+        direction="inbound",
+        partner_id=partner.id,
+        recorded_by=partner.issuer,
+        external_id=request.consent.id,
+        recipient=request.consent.recipient,
+        purpose=request.consent.purpose,
+        fields=json.dumps(request.consent.fields),
+        text_version=request.consent.text_version,
+        granted_at=from_epoch(request.consent.granted_at),
+    )
+    session.add(consent)
+    await session.flush()
+    assert nat_sampled_at is not None
+    conversion.consent_id = consent.id
+    conversion.valid_until = min(
+        nat_sampled_at + dt.timedelta(hours=exchange.inbound.nat_window_hours),
+        from_epoch(source.claims.exp) + dt.timedelta(days=1),
+    )
+    conversion.state = "completed"
+    conversion.completed_at = now
+    await session.flush()
+    issued = await health_codes.issue_code(
+        session,
+        resident_id=resident_id,
+        idempotency_key=None,
+        keyring=deps.keyring,
+        issuer=deps.issuer,
+        lifetime=deps.code_lifetime,
+        rules=rules,
+        now=now,
+    )
+    code = issued.code
+    conversion.code_id = code.code_id
+    body = {
+        "conversion_id": str(conversion.id),
+        "state": "completed",
+        "code": {
+            "code_id": code.code_id,
+            "qr_text": code.qr_text,
+            "status": code.status,
+            "expires_at": code.expires_at.isoformat(),
+            "source": {
+                "issuer": source.claims.iss,
+                "kid": source.kid,
+                "digest": source.digest,
+            },
+        },
+    }
+    conversion.response = json.dumps(body, ensure_ascii=False)
+    await _audit(
+        session,
+        actor=Actor.partner(partner.id),
+        action="exchange.inbound.completed",
+        conversion=conversion,
+        consent=request.consent.id,
+        now=now,
+        extra={"carried_by": carried, "code": code.code_id, "sender_kid": opened.sender_kid},
+    )
+    return Answer(201, body)
+
+
+def _terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
+    if partner_id != "macao":
+        raise ServiceUnavailable(
+            f"the rule set has no exchange terms for {partner_id!r}", code="partner_not_configured"
+        )
+    return rules.exchange.macao
+
+
+async def _match(
+    session: AsyncSession,
+    *,
+    subject: Subject,
+    deps: ExchangeDeps,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> uuid.UUID:
+    """The resident this person is, by document number and birth date; made when there is none.
+
+    The account of the document wins; without one, the account of the phone takes the document if
+    it has none; else a new account. The match is made in a savepoint, so a refusal after it
+    leaves no account behind."""
+    try:
+        doc_type = DocType(subject.doc_type)
+    except ValueError as exc:
+        raise ExchangeRefused(
+            "unmapped_document_type", f"document type {subject.doc_type!r} is not known here"
+        ) from exc
+    try:
+        number = validate_document(
+            doc_type, subject.doc_number, subject.birth_date, today=local_date(now)
+        )
+    except DocumentError as exc:
+        raise ExchangeRefused(
+            "invalid_document",
+            f"{exc.field}: {exc.message}",
+            fields=[
+                {"field": f"subject.{exc.field}", "reason": exc.reason, "message": exc.message}
+            ],
+        ) from exc
+    index = residents.doc_index(deps.blind_index, doc_type, number)
+    owner = (
+        await session.execute(select(Identity).where(Identity.doc_index == index))
+    ).scalar_one_or_none()
+    if owner is not None:
+        birth = deps.pii.decrypt(
+            owner.birth_date_ct,
+            key_id=owner.key_id,
+            context=f"identities.birth_date:{owner.resident_id}",
+        )
+        if birth != subject.birth_date.isoformat():
+            raise ExchangeRefused(
+                "identity_mismatch",
+                "this document is known here with another birth date",
+                status=409,
+            )
+        return owner.resident_id
+    try:
+        phone = normalize_phone(subject.phone)
+    except ValueError as exc:
+        raise ExchangeRefused(
+            "package_malformed",
+            "the phone number is not usable",
+            status=400,
+            fields=[{"field": "subject.phone", "reason": "format", "message": str(exc)}],
+        ) from exc
+    resident = await get_or_create_resident(
+        session,
+        phone=phone,
+        index=phone_index(deps.blind_index, phone),
+        pii=deps.pii,
+        now=now,
+    )
+    if await session.get(Identity, resident.id) is not None:
+        raise ExchangeRefused(
+            "phone_bound_to_other_identity",
+            "the account of this phone holds another document",
+            status=409,
+        )
+    await residents.bind_identity(
+        session,
+        resident_id=resident.id,
+        name=subject.name,
+        doc_type=doc_type,
+        doc_number=number,
+        birth_date=subject.birth_date,
+        pii=deps.pii,
+        blind_index=deps.blind_index,
+        rules=rules,
+        now=now,
+    )
+    return resident.id
+
+
+# --- outbound ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboundConsent:
+    recipient: str
+    fields: list[str]
+    accepted: bool
+    text_version: str
+
+
+def consent_screen(partner: PartnerView | None, partner_id: str) -> dict[str, Any]:
+    """What the consent screen shows: the recipient, every field sent, the text."""
+    recipient = partner.issuer if partner else None
+    name = PARTNER_NAMES.get(partner_id, partner_id)
+    return {
+        "recipient": recipient,
+        "recipient_name": name,
+        "purpose": PURPOSE,
+        "fields": list(FIELDS),
+        "text_version": CONSENT_TEXT_VERSION,
+        "text": {lang: text.format(recipient=name) for lang, text in CONSENT_TEXT.items()},
+        "available": partner is not None and partner.enc_key is not None,
+    }
+
+
+async def outside_region_days(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    home_regions: list[str],
+    since: dt.date,
+) -> list[dt.date]:
+    """Days the travel feed places this person outside the region since ``since``."""
+    identity = await session.get(Identity, resident_id)
+    if identity is None:
+        return []
+    rows = await session.execute(
+        select(TravelRecord.region_code, TravelRecord.date).where(
+            TravelRecord.person == identity.doc_index, TravelRecord.date >= since
+        )
+    )
+    return [
+        day
+        for region, day in rows.all()
+        if not any(region.startswith(prefix) for prefix in home_regions)
+    ]
+
+
+async def request_outbound(
+    session: AsyncSession,
+    *,
+    partner_id: str,
+    resident_id: uuid.UUID,
+    consent: OutboundConsent,
+    idempotency_key: str,
+    deps: ExchangeDeps,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> tuple[Conversion, bool]:
+    """Queue a conversion to the partner; ``(conversion, replayed)``."""
+    scoped_key = f"{resident_id}:{idempotency_key}"
+    earlier = (
+        await session.execute(
+            select(Conversion).where(
+                Conversion.partner_id == partner_id,
+                Conversion.direction == "outbound",
+                Conversion.idempotency_key == scoped_key,
+            )
+        )
+    ).scalar_one_or_none()
+    if earlier is not None:
+        return earlier, True
+    partner = await partners.load(session, partner_id)
+    if partner is None or partner.enc_key is None or not partner.sig_keys:
+        raise ServiceUnavailable(
+            "conversion to this partner is not available", code="partner_not_configured"
+        )
+    if not consent.accepted:
+        raise ExchangeRefused("consent_insufficient", "the consent was not given")
+    missing = [] if consent.recipient == partner.issuer else ["recipient"]
+    missing += [f for f in FIELDS if f not in consent.fields]
+    extra = [f for f in consent.fields if f not in FIELDS]
+    if missing or extra:
+        raise ExchangeRefused(
+            "consent_insufficient",
+            "the consent must name the recipient and exactly the fields sent: "
+            + ", ".join(list(FIELDS)),
+            fields=[{"field": "consent.fields", "reason": "missing", "message": m} for m in missing]
+            + [{"field": "consent.fields", "reason": "unknown", "message": e} for e in extra],
+        )
+    if await session.get(Identity, resident_id) is None:
+        raise Conflict("bind an identity document first", code="identity_required")
+    terms = _terms(rules, partner.id)
+    await check_outbound(session, resident_id=resident_id, terms=terms, rules=rules, now=now)
+    receipt = ConsentReceipt(
+        id=uuid.uuid4(),
+        resident_id=resident_id,
+        direction="outbound",
+        partner_id=partner.id,
+        recorded_by=deps.issuer,
+        recipient=consent.recipient,
+        purpose=PURPOSE,
+        fields=json.dumps(list(FIELDS)),
+        text_version=consent.text_version,
+        granted_at=now,
+    )
+    session.add(receipt)
+    await session.flush()
+    conversion = Conversion(
+        id=uuid.uuid4(),
+        direction="outbound",
+        partner_id=partner.id,
+        resident_id=resident_id,
+        state="queued",
+        idempotency_key=scoped_key,
+        consent_id=receipt.id,
+        fields=json.dumps(list(FIELDS)),
+        created_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(conversion)
+    except IntegrityError:
+        # The same key raced in from another request: answer with that one.
+        session.expunge(receipt)
+        raced = (
+            await session.execute(
+                select(Conversion).where(
+                    Conversion.partner_id == partner_id,
+                    Conversion.direction == "outbound",
+                    Conversion.idempotency_key == scoped_key,
+                )
+            )
+        ).scalar_one()
+        return raced, True
+    payload = {
+        "typ": "conversion.request",
+        "consent": {
+            "id": str(receipt.id),
+            "granted_at": epoch(now),
+            "recipient": consent.recipient,
+            "purpose": PURPOSE,
+            "text_version": consent.text_version,
+            "fields": list(FIELDS),
+        },
+    }
+    message_id = uuid.uuid4()
+    ciphertext, key_id = deps.pii.encrypt(
+        json.dumps(payload), context=f"outbox.payload:{message_id}"
+    )
+    session.add(
+        OutboxMessage(
+            id=message_id,
+            partner_id=partner.id,
+            conversion_id=conversion.id,
+            kind="conversion.request",
+            payload_ct=ciphertext,
+            key_id=key_id,
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    await _audit(
+        session,
+        actor=Actor.resident(resident_id),
+        action="exchange.outbound.requested",
+        conversion=conversion,
+        consent=str(receipt.id),
+        now=now,
+    )
+    return conversion, False
+
+
+async def check_outbound(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    terms: PartnerExchange,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> None:
+    """Our green-to-green conditions for sending this person to the partner, now."""
+    status = await health_status.current(session, resident_id, rules=rules, now=now)
+    today = local_date(now)
+    problems = conditions.refusals(
+        terms.outbound,
+        status="none" if status is None else status.status,
+        nat_sampled_at=None if status is None else status.nat_sampled_at,
+        nat_result=None if status is None else status.nat_result,
+        outside_region_days=await outside_region_days(
+            session,
+            resident_id=resident_id,
+            home_regions=terms.home_regions,
+            since=today - dt.timedelta(days=terms.outbound.no_travel_days),
+        ),
+        now=now,
+        today=today,
+    )
+    if problems:
+        code = "status_not_green" if problems[0] == "source_not_green" else problems[0]
+        raise ExchangeRefused(
+            code,
+            "the conditions for a conversion are not met: " + ", ".join(problems),
+            fields=[{"field": "conditions", "reason": p, "message": p} for p in problems],
+        )
+
+
+async def get_outbound(
+    session: AsyncSession, *, resident_id: uuid.UUID, conversion_id: uuid.UUID
+) -> tuple[Conversion, OutboxMessage | None]:
+    conversion = await session.get(Conversion, conversion_id)
+    if (
+        conversion is None
+        or conversion.direction != "outbound"
+        or conversion.resident_id != resident_id
+    ):
+        raise NotFound("no such conversion", code="conversion_not_found")
+    message = (
+        await session.execute(
+            select(OutboxMessage).where(OutboxMessage.conversion_id == conversion.id)
+        )
+    ).scalar_one_or_none()
+    return conversion, message
+
+
+async def list_outbound(session: AsyncSession, *, resident_id: uuid.UUID) -> list[Conversion]:
+    return list(
+        (
+            await session.execute(
+                select(Conversion)
+                .where(Conversion.resident_id == resident_id)
+                .order_by(Conversion.created_at.desc())
+                .limit(50)
+            )
+        ).scalars()
+    )
