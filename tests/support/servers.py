@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,15 +44,20 @@ class Server:
 
 @contextmanager
 def serve(
-    env: dict[str, str], workdir: Path, name: str = "serve", port: int | None = None
+    env: dict[str, str],
+    workdir: Path,
+    name: str = "serve",
+    port: int | None = None,
+    command: Sequence[str] = ("serve",),
 ) -> Iterator[Server]:
-    """Start ``yuekang serve`` and wait until ``/healthz`` answers; stop it on exit. ``port``
-    restarts a server where its clients know it."""
+    """Start ``yuekang serve`` (or another serving ``command``, such as the reference Macao
+    system) and wait until ``/healthz`` answers; stop it on exit. ``port`` restarts a server
+    where its clients know it."""
     port = port or free_port()
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [YUEKANG, "serve", "--port", str(port)],
+            [YUEKANG, *command, "--port", str(port)],
             cwd=workdir,
             env=env,
             stdout=log,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
 import typer
 
 from yuekang.cli.checkpoint import checkpoint_app
+from yuekang.cli.exchange import exchange_app
+from yuekang.cli.partner import partner_app
 from yuekang.cli.verify import verify_command
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ app.add_typer(feeds_app, name="feeds")
 app.add_typer(rules_app, name="rules")
 app.add_typer(scans_app, name="scans")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.add_typer(exchange_app, name="exchange")
+app.add_typer(partner_app, name="partner")
 app.command("verify")(verify_command)
 
 T = TypeVar("T")

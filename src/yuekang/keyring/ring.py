@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from yuekang.codec.jwks import build_jwks
 from yuekang.codec.keys import SigningKey, VerificationKey, private_key_from_pem
+from yuekang.exchange import partners
+from yuekang.exchange.mapping import load_table
 from yuekang.keyring import service
 from yuekang.keyring.models import SigningKeyRecord
-from yuekang.verifier import Verifier
+from yuekang.verifier import PartnerIssuer, Verifier
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,11 @@ class KeyRing:
                     session, now=now, max_code_lifetime=self.max_code_lifetime
                 )
             )
+            # Partner issuers whose own codes online verification recognises (EXCHANGE.md).
+            issuers = await partners.bundle_issuers(
+                session, colours=load_table().colours_from_macao
+            )
+        partner_issuers = [PartnerIssuer.from_bundle(p) for p in issuers]
         keys = {r.kid: service.verification_key(r, self.issuer) for r in records}
         published = [keys[r.kid] for r in records if r.state != "compromised"]
         published.sort(key=lambda k: k.kid)
@@ -87,7 +94,7 @@ class KeyRing:
             loaded_at=now,
             records=records,
             verification_keys=keys,
-            verifier=Verifier(keys, leeway=self.leeway),
+            verifier=Verifier(keys, leeway=self.leeway, partners=partner_issuers),
             jwks=jwks,
             jwks_etag='"' + hashlib.sha256(state.encode()).hexdigest()[:32] + '"',
         )

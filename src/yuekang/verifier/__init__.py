@@ -23,6 +23,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from yuekang.codec.bundle import BundleIssuer
 from yuekang.codec.errors import InvalidCode
 from yuekang.codec.healthcode import Status, read_health_code
 from yuekang.codec.jwks import parse_jwks
@@ -30,6 +31,7 @@ from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import PREFIX as MACAO_PREFIX
 from yuekang.codec.macao import is_macao_code, read_macao_code
 from yuekang.codec.reasons import DEFAULT_LANGUAGE, Reason, message
+from yuekang.rules.facts import as_status
 from yuekang.rules.policy import Decision, Policy, decide
 
 __all__ = [
@@ -59,6 +61,16 @@ class PartnerIssuer:
     keys: Mapping[str, VerificationKey]
     colours: Mapping[str, Status]
     """The partner's colours and the status each stands for (the mapping table)."""
+
+    @classmethod
+    def from_bundle(cls, issuer: BundleIssuer) -> PartnerIssuer:
+        return cls(
+            id=issuer.id,
+            issuer=issuer.issuer,
+            format=issuer.format,
+            keys={key.kid: key for key in issuer.keys},
+            colours={colour: as_status(status) for colour, status in issuer.colours.items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)

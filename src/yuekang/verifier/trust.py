@@ -23,7 +23,6 @@ from typing import Literal
 from yuekang.codec.bundle import BundleError, TrustBundle, read_bundle
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import Reason
-from yuekang.rules.facts import as_status
 from yuekang.rules.policy import PlaceKind, Policy, parse_policies
 from yuekang.verifier import DEFAULT_LEEWAY, PartnerIssuer, Verdict, Verifier
 
@@ -97,16 +96,7 @@ class TrustStore:
         # Pending keys count: a checkpoint synced before a rotation must accept the codes the new
         # key signs once it is activated. Each key's window (nbf/exp) still bounds its codes.
         keys: Mapping[str, VerificationKey] = {k.key.kid: k.key for k in self.bundle.keys}
-        partners = [
-            PartnerIssuer(
-                id=p.id,
-                issuer=p.issuer,
-                format=p.format,
-                keys={key.kid: key for key in p.keys},
-                colours={colour: as_status(status) for colour, status in p.colours.items()},
-            )
-            for p in self.bundle.issuers
-        ]
+        partners = [PartnerIssuer.from_bundle(p) for p in self.bundle.issuers]
         return Verifier(keys, leeway=self.leeway, partners=partners)
 
     def policy(self, kind: PlaceKind) -> Policy:

@@ -1,0 +1,173 @@
+"""``yuekang exchange``: our exchange keys, partner systems and the outbox (docs/EXCHANGE.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from yuekang.context import AppContext
+
+exchange_app = typer.Typer(
+    help="The exchange with partner health-code systems.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="Our exchange keys.", no_args_is_help=True)
+partner_app = typer.Typer(help="Partner systems and their keys.", no_args_is_help=True)
+exchange_app.add_typer(keys_app, name="keys")
+exchange_app.add_typer(partner_app, name="partner")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Our exchange keys and their states."""
+    from yuekang.cli import _run
+    from yuekang.exchange import keys
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        await keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
+        for record in await keys.records(session):
+            typer.echo(f"{record.kid}  {record.use}  {record.state}  {record.created_at:%Y-%m-%d}")
+
+    _run(work)
+
+
+@keys_app.command("rotate")
+def keys_rotate(use: Annotated[Literal["sig", "enc"], typer.Argument()]) -> None:
+    """Retire our active ``sig`` or ``enc`` key and make a new one. Partners learn it from
+    ``GET /v1/exchange/keys``; a retired ``enc`` key still decrypts for 12 minutes."""
+    from yuekang.cli import _run
+    from yuekang.exchange import keys
+    from yuekang.principals import Actor
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        kid = await keys.rotate(
+            session, use=use, passphrase=context.secrets.key_passphrase, actor=Actor.cli(), now=now
+        )
+        typer.echo(f"new {use} key {kid}")
+
+    _run(work)
+
+
+async def _fetch(context: AppContext, url: str) -> object:
+    import httpx
+
+    from yuekang.cli import _fail
+
+    try:
+        response = await context.http.get(url.rstrip("/") + "/v1/exchange/keys", timeout=10)
+        response.raise_for_status()
+        return response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        _fail(f"cannot fetch the key document from {url}: {exc}")
+
+
+def _sync(partner_id: str, url: str | None) -> None:
+    from yuekang.cli import _run
+    from yuekang.exchange import partners
+    from yuekang.principals import Actor
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        base = url
+        if base is None:
+            view = await partners.load(session, partner_id)
+            if view is None:
+                from yuekang.cli import _fail
+
+                _fail(f"no partner {partner_id!r}: add it first")
+            base = view.base_url
+        document = partners.parse_key_document(await _fetch(context, base))
+        result = await partners.save(
+            session,
+            partner_id=partner_id,
+            base_url=url,
+            document=document,
+            actor=Actor.cli(),
+            now=now,
+        )
+        typer.echo(f"partner {partner_id}: issuer {document.issuer}, format {document.format}")
+        for key in result.added:
+            # Compare these with the partner's notice, sent out of band, before relying on them.
+            typer.echo(f"  added   {key.kid}  {key.purpose}/{key.use}  {key.state}")
+        for kid in result.retired:
+            typer.echo(f"  retired {kid}")
+
+    _run(work)
+
+
+@partner_app.command("add")
+def partner_add(
+    partner_id: Annotated[str, typer.Argument(help="Our name for it: macao")],
+    url: Annotated[str, typer.Option(help="The partner's base URL (HTTPS in production)")],
+) -> None:
+    """Register a partner from its key document, printing each key's id (its thumbprint) to
+    compare with the partner's notice."""
+    _sync(partner_id, url)
+
+
+@partner_app.command("sync")
+def partner_sync(partner_id: str) -> None:
+    """Fetch the partner's key document again: new keys added, dropped or retired ones retired."""
+    _sync(partner_id, None)
+
+
+@partner_app.command("retire-key")
+def partner_retire_key(partner_id: str, kid: str) -> None:
+    """Stop trusting one partner key now (say, on its compromise notice)."""
+    from yuekang.cli import _run
+    from yuekang.exchange import partners
+    from yuekang.principals import Actor
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        await partners.retire_key(
+            session, partner_id=partner_id, kid=kid, actor=Actor.cli(), now=now
+        )
+        typer.echo(f"partner key {kid} retired")
+
+    _run(work)
+
+
+@partner_app.command("list")
+def partner_list() -> None:
+    """Registered partners and their keys."""
+    from yuekang.cli import _run
+    from yuekang.exchange import partners
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        for view in await partners.all_partners(session):
+            typer.echo(f"{view.id}  {view.issuer}  {view.code_format}  {view.base_url}")
+            for record in await partners.key_records(session, view.id):
+                typer.echo(f"  {record.kid}  {record.purpose}/{record.use}  {record.state}")
+
+    _run(work)
+
+
+@exchange_app.command("outbox")
+def outbox() -> None:
+    """Messages to partners and where their delivery stands, as JSON lines."""
+    from sqlalchemy import select
+
+    from yuekang.cli import _run
+    from yuekang.exchange.models import OutboxMessage
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        query = select(OutboxMessage).order_by(OutboxMessage.created_at.desc()).limit(200)
+        for m in (await session.execute(query)).scalars():
+            typer.echo(
+                json.dumps(
+                    {
+                        "id": str(m.id),
+                        "partner": m.partner_id,
+                        "state": m.state,
+                        "attempts": m.attempts,
+                        "last_error": m.last_error,
+                        "next_attempt_at": m.next_attempt_at.isoformat(),
+                    }
+                )
+            )
+
+    _run(work)
