@@ -31,6 +31,7 @@ from yuekang.context import AppContext
 from yuekang.exceptions import YuekangError
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
+from yuekang.exchange import service as exchange_service
 from yuekang.feeds import endpoints as feeds
 from yuekang.health_codes import endpoints as health_codes
 from yuekang.health_status import endpoints as health_status
@@ -123,9 +124,12 @@ def create_app(
 
 
 async def purge_scans(context: AppContext) -> int:
-    """Delete scan records past the retention period; returns how many."""
-    before = context.clock.now() - dt.timedelta(days=context.settings.scans.retention_days)
+    """Delete scan records past the retention period, and exchange nonces that could no longer
+    be replayed anyway; returns how many scan records."""
+    now = context.clock.now()
+    before = now - dt.timedelta(days=context.settings.scans.retention_days)
     async with context.sessionmaker() as session, session.begin():
+        await exchange_service.purge_nonces(session, now=now)
         return await scan_records.purge(session, before=before)
 
 
