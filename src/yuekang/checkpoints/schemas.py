@@ -24,6 +24,12 @@ class ReasonRead(BaseModel):
     message: str
 
 
+class SourceRead(BaseModel):
+    issuer: str
+    kid: str
+    digest: str = Field(description="First 128 bits of SHA-256 over the partner's code text")
+
+
 class VerdictRead(BaseModel):
     verdict: Literal["valid", "invalid"]
     status: Literal["green", "yellow", "red"] | None
@@ -41,6 +47,13 @@ class VerdictRead(BaseModel):
         default=None, description="The checkpoint's policy applied to the verdict"
     )
     decision_reason: str | None = None
+    origin: str | None = Field(
+        default=None,
+        description="`guangdong`, `converted_from_macao` or `issued_by_macao` (EXCHANGE.md)",
+    )
+    source: SourceRead | None = Field(
+        default=None, description="For a converted code: the partner code it came from"
+    )
 
 
 class CheckpointCreate(StrictModel):
