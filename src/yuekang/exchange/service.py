@@ -39,6 +39,7 @@ from yuekang.exceptions import (
     NotFound,
     ServiceUnavailable,
     Unauthorized,
+    ValidationFailed,
     YuekangError,
 )
 from yuekang.exchange import conditions, partners
@@ -59,7 +60,7 @@ from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.principals import Actor
 from yuekang.residents import service as residents
 from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
-from yuekang.residents.models import Identity
+from yuekang.residents.models import Identity, Resident
 from yuekang.rules import RuleSet
 from yuekang.rules.ruleset import PartnerExchange
 
@@ -320,7 +321,17 @@ async def receive_inbound(
                     "this Idempotency-Key was used with another package",
                     code="idempotency_key_reused",
                 )
-            return Answer(200, json.loads(earlier.response))
+            stored = json.loads(earlier.response)
+            if earlier.state != "completed":
+                # The same refusal again, with its status: never a 200 for a refusal.
+                error = stored.get("error", {})
+                raise ExchangeRefused(
+                    str(error.get("code") or earlier.error_code),
+                    str(error.get("message", "")),
+                    status=int(stored.get("status", 422)),
+                    fields=error.get("fields", ()),
+                )
+            return Answer(200, stored)
     fresh = await _nonce(
         session,
         partner_id=partner.id,
@@ -358,7 +369,7 @@ async def receive_inbound(
         # The refusal is recorded (and the package stays used): a transfer that was attempted
         # is part of the record, whatever its outcome.
         conversion.error_code = exc.code
-        conversion.response = json.dumps(exc.body())
+        conversion.response = json.dumps({**exc.body(), "status": exc.status_code})
         await _audit(
             session,
             actor=Actor.partner(partner.id),
@@ -455,13 +466,26 @@ async def _convert_inbound(
             "the green-to-green conditions are not met: " + ", ".join(problems),
             fields=[{"field": "conditions", "reason": p, "message": p} for p in problems],
         )
-    resident_id = await _match(session, subject=request.subject, deps=deps, rules=rules, now=now)
-    conversion.resident_id = resident_id
-    status = await health_status.current(session, resident_id, rules=rules, now=now)
+    # The match may make an account and bind the document: in a savepoint, so that a refusal
+    # after it (the person is not green here) leaves no account behind.
+    savepoint = await session.begin_nested()
+    try:
+        resident_id = await _match(
+            session, subject=request.subject, deps=deps, rules=rules, now=now
+        )
+        status = await health_status.current(session, resident_id, rules=rules, now=now)
+    except Exception:
+        await savepoint.rollback()
+        raise
     if status is None or status.status != "green":
+        await savepoint.rollback()
+        if await session.get(Resident, resident_id) is not None:
+            conversion.resident_id = resident_id  # an account that existed before
         raise ExchangeRefused(
             "not_eligible_here", "a Guangdong code cannot be issued for this person now"
         )
+    await savepoint.commit()
+    conversion.resident_id = resident_id
     consent = ConsentReceipt(
         id=uuid.uuid4(),
         resident_id=resident_id,
@@ -584,7 +608,7 @@ async def _match(
         return owner.resident_id
     try:
         phone = normalize_phone(subject.phone)
-    except ValueError as exc:
+    except (ValueError, ValidationFailed) as exc:
         raise ExchangeRefused(
             "package_malformed",
             "the phone number is not usable",
@@ -784,6 +808,8 @@ async def request_outbound(
             created_at=now,
         )
     )
+    # The session does not autoflush: the answer reads the message back.
+    await session.flush()
     await _audit(
         session,
         actor=Actor.resident(resident_id),
