@@ -87,6 +87,10 @@ def test_non_string_issuer_is_refused(trust: Trust, issuer: Any) -> None:
             {**SigningKey.generate("ES256").public().to_jwk(), "use": "enc"}, id="p256-use-enc"
         ),
         pytest.param({"kty": "EC", "use": "enc", "crv": "P-256", "x": "garbage"}, id="broken-enc"),
+        pytest.param(
+            {**SigningKey.generate("ES256").public().to_jwk(), "purpose": "exchange"},
+            id="exchange-signing-key-of-a-key-document",
+        ),
     ],
 )
 def test_other_keys_are_skipped(trust: Trust, other: dict[str, Any]) -> None:

@@ -27,7 +27,8 @@ def parse_jwks(
     """Load a JWKS into a ``kid -> key`` map.
 
     The issuer comes from ``issuer`` if given, else from the document's ``issuer`` member. Keys of
-    other types, curves, algorithms or uses are skipped (a JWKS may hold keys for other purposes);
+    other types, curves, algorithms or uses are skipped (a JWKS may hold keys for other purposes,
+    and a key document's entries whose ``purpose`` is not ``code`` are skipped too);
     a key that looks like ours (P-256 or Ed25519, signing) but is malformed fails the whole load,
     since silently dropping it would turn every code it signed into ``unknown_key`` with no hint.
     """
@@ -49,9 +50,15 @@ def parse_jwks(
 
 
 def _ours(jwk: Mapping[str, Any]) -> bool:
-    use, kty, crv, alg = (jwk.get(name) for name in ("use", "kty", "crv", "alg"))
-    if not all(v is None or isinstance(v, str) for v in (use, kty, crv, alg)):
-        raise InvalidKey("JWK members use, kty, crv and alg must be strings")
+    use, kty, crv, alg, purpose = (
+        jwk.get(name) for name in ("use", "kty", "crv", "alg", "purpose")
+    )
+    if not all(v is None or isinstance(v, str) for v in (use, kty, crv, alg, purpose)):
+        raise InvalidKey("JWK members use, kty, crv, alg and purpose must be strings")
     if use not in (None, "sig") or alg not in (None, *ALGORITHMS):
+        return False
+    # A key document (docs/EXCHANGE.md) lists exchange signing keys beside code keys: an
+    # exchange key must never be trusted to sign a health code.
+    if purpose not in (None, "code"):
         return False
     return (kty, crv) in {("EC", "P-256"), ("OKP", "Ed25519")}
