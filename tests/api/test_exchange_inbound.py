@@ -220,14 +220,29 @@ async def test_an_account_of_the_same_document_is_the_one_converted(gd: RunningA
     assert (await gd.client.get("/v1/me/identity", headers=other.auth)).status_code == 404
 
 
-async def test_an_account_of_the_phone_without_a_document_gets_this_one(
+async def test_a_package_never_binds_a_document_into_an_existing_account(
     gd: RunningApp, keys: OurKeys
 ):
+    # Whoever holds the account proved the phone to us; the package did not. Binding is
+    # permanent, so the person signs in and binds the document themselves, then converts.
     phone = macao_phone()
     resident = await gd.api.sign_in(phone)
-    body = await convert(gd, keys, subject=subject(phone=phone))
+    person = subject(phone=phone)
+
+    sent = await send(gd, MACAO.seal(claims(gd, subject=person), keys.enc))
+
+    assert_refused(sent.response, 409, "phone_in_use")
     identity = await gd.client.get("/v1/me/identity", headers=resident.auth)
-    assert identity.json()["doc_type"] == "macao_id"
+    assert identity.status_code == 404
+    bound = await gd.api.bind(
+        resident,
+        doc_type="macao_id",
+        doc_number=person["doc_number"],
+        birth_date=dt.date.fromisoformat(person["birth_date"]),
+        name=person["name"],
+    )
+    assert bound.status_code == 201, bound.text
+    body = await convert(gd, keys, subject=person)
     mine = await gd.client.get(f"/v1/codes/{body['code']['code_id']}", headers=resident.auth)
     assert mine.status_code == 200
 
@@ -348,9 +363,9 @@ def _changes(gd: RunningApp, case: str) -> dict[str, Any]:
     now = now_s(gd)
     match case:
         case "amarelo":
-            return {"source": {"code": MACAO.code(now, cor="amarelo")}}
+            return {"code": {"cor": "amarelo"}}
         case "vermelho":
-            return {"source": {"code": MACAO.code(now, cor="vermelho")}}
+            return {"code": {"cor": "vermelho"}}
         case "nat_too_old":
             return {"nat": {"sampled_on": days_ago(gd, 8), "result": "negative"}}
         case "nat_missing":
@@ -366,9 +381,9 @@ def _changes(gd: RunningApp, case: str) -> dict[str, Any]:
         case "consent_other_purpose":
             return {"consent": consent(purpose="marketing")}
         case "unregistered_code_key":
-            return {"source": {"code": MACAO.code(now, key=SigningKey.generate())}}
+            return {"code": {"key": SigningKey.generate()}}
         case "expired_code":
-            return {"source": {"code": MACAO.code(now - 7 * 3600, lifetime=6 * 3600)}}
+            return {"code": {"now": now - 7 * 3600}}
         case "yk_code":
             return {"source": {"code": "YK1:abc.def.ghi"}}
         case "wrong_audience":
@@ -450,7 +465,7 @@ async def test_a_source_code_that_does_not_verify_says_why(gd: RunningApp, keys:
 async def test_every_condition_not_met_is_listed(gd: RunningApp, keys: OurKeys):
     package = claims(
         gd,
-        source={"code": MACAO.code(now_s(gd), cor="amarelo")},
+        code={"cor": "amarelo"},
         nat={"sampled_on": days_ago(gd, 9), "result": "negative"},
         travel={"outside_region_14d": True},
     )
@@ -592,7 +607,7 @@ async def test_a_phone_whose_account_holds_another_document_is_refused(
     resident = await gd.api.registered()
     person = subject(phone=resident.phone)
     sent = await send(gd, MACAO.seal(claims(gd, subject=person), keys.enc))
-    assert_refused(sent.response, 409, "phone_bound_to_other_identity")
+    assert_refused(sent.response, 409, "phone_in_use")
     identity = await gd.client.get("/v1/me/identity", headers=resident.auth)
     assert identity.json()["doc_type"] == "prc_id", "the account keeps its own document"
 
@@ -664,7 +679,7 @@ async def test_a_refusal_after_matching_leaves_no_account_behind(gd: RunningApp,
 
 
 async def test_a_refused_conversion_is_recorded_and_audited(gd: RunningApp, keys: OurKeys):
-    given = consent()
+    given = consent(granted_at=now_s(gd) - 60)
     package = claims(gd, consent=given, nat={"sampled_on": days_ago(gd, 10), "result": "negative"})
     sent = await send(gd, MACAO.seal(package, keys.enc))
     assert_refused(sent.response, 422, "nat_too_old")
@@ -679,7 +694,7 @@ async def test_a_refused_conversion_is_recorded_and_audited(gd: RunningApp, keys
     events = [
         e
         for e in await audit_events(gd, "exchange.inbound.refused")
-        if e.detail["conversion"] == str(stored.id)
+        if e.detail.get("conversion") == str(stored.id)
     ]
     assert len(events) == 1
     detail = events[0].detail
@@ -797,3 +812,92 @@ async def test_our_key_document_lists_our_keys(gd: RunningApp):
     assert keys.enc.kid != keys.sig.kid
     for entry in keys.document["keys"]:
         assert "d" not in entry
+
+
+# --- the package must describe the code it carries --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "field"),
+    [
+        ({"tdoc": "PTM"}, "subject.doc_type"),
+        ({"nome": "李*明"}, "subject.name"),
+        ({"tan": "2020-05-10"}, "nat.sampled_on"),
+    ],
+    ids=["document type", "name", "test date"],
+)
+async def test_a_package_that_does_not_describe_its_code_is_refused(
+    gd: RunningApp, keys: OurKeys, code: dict[str, str], field: str
+):
+    # Macao's code is what its own gates trust; a package claiming a fresher test or another
+    # person than its code must not become a green code here.
+    sent = await send(gd, MACAO.seal(claims(gd, code=code), keys.enc))
+
+    assert_refused(sent.response, 422, "source_mismatch")
+    assert [f["field"] for f in sent.json()["error"]["fields"]] == [field]
+
+
+async def test_a_mainland_document_converts_under_the_macao_type_other(
+    gd: RunningApp, keys: OurKeys
+):
+    number, birth = random_prc_id()
+    person = subject(doc_type="prc_id", doc_number=number, birth_date=birth.isoformat())
+
+    body = await convert(gd, keys, subject=person)
+
+    assert body["code"]["status"] == "green"
+
+
+@pytest.mark.parametrize(
+    "granted_at",
+    [lambda now: now - 2 * 86_400, lambda now: now + 3600, lambda now: 10**15, lambda now: 10**20],
+    ids=["two days before", "in the future", "year 33000", "beyond any calendar"],
+)
+async def test_a_consent_not_given_for_this_transfer_is_refused(
+    gd: RunningApp, keys: OurKeys, granted_at: Any
+):
+    given = consent(granted_at=granted_at(now_s(gd)))
+
+    sent = await send(gd, MACAO.seal(claims(gd, consent=given), keys.enc))
+
+    assert_refused(sent.response, 422, "consent_insufficient")
+
+
+async def test_a_macao_code_valid_for_centuries_converts_without_error(
+    gd: RunningApp, keys: OurKeys
+):
+    body = await convert(gd, keys, code={"lifetime": 2**40})
+
+    assert body["code"]["status"] == "green"
+
+
+async def test_our_own_outage_keeps_nothing_and_the_package_can_be_sent_again(
+    gd: RunningApp, keys: OurKeys, monkeypatch: pytest.MonkeyPatch
+):
+    package = MACAO.seal(claims(gd), keys.enc)
+
+    async def no_key(**_: object) -> None:
+        return None
+
+    with monkeypatch.context() as patched:
+        patched.setattr(gd.context.keyring, "signing_key_for", no_key)
+        down = await send(gd, package, idempotency_key="outage-1")
+    assert error_code(down.response) == (503, "no_signing_key")
+
+    again = await send(gd, package, idempotency_key="outage-1")
+
+    assert again.status == 201, again.response.text
+    replayed = await send(gd, package, idempotency_key="outage-1")
+    assert replayed.status == 200 and replayed.json() == again.json()
+
+
+async def test_a_replayed_or_unreadable_package_is_audited(gd: RunningApp, keys: OurKeys):
+    package = MACAO.seal(claims(gd), keys.enc)
+    assert (await carry(gd, package)).status_code == 201
+    assert error_code(await carry(gd, package)) == (409, "package_replayed")
+    garbled = MACAO.seal(claims(gd, subject=None), keys.enc)
+    assert error_code(await carry(gd, garbled))[1] == "package_malformed"
+
+    codes = [e.detail["code"] for e in await audit_events(gd, "exchange.inbound.refused")]
+
+    assert "package_replayed" in codes and "package_malformed" in codes

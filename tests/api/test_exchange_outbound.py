@@ -524,6 +524,7 @@ CONSENTS_THAT_FALL_SHORT = {
     "ourselves as recipient": {"recipient": GD},
     "another spelling of Macao": {"recipient": "mo"},
     "declined": {"accepted": False},
+    "an older consent text": {"text_version": "2019-01.0"},
 }
 
 
@@ -746,3 +747,25 @@ async def test_operators_see_the_outbox_and_residents_only_their_own(
     assert (
         await gd.client.get("/v1/admin/exchange/partners", headers=resident.auth)
     ).status_code in (401, 403)
+
+
+async def test_a_refused_request_is_audited_with_its_reason(gd: RunningApp, macao: MacaoServer):
+    resident = await gd.api.registered("张小三")  # no test at all
+
+    response = await ask(gd, resident)
+
+    assert error_code(response) == (422, "nat_missing")
+    events = await audit_events(gd, "exchange.outbound.refused")
+    assert [(e.actor_type, e.detail["code"]) for e in events] == [("resident", "nat_missing")]
+    assert await outbox(gd) == []
+
+
+async def test_the_longest_idempotency_key_is_accepted(gd: RunningApp, macao: MacaoServer):
+    resident = await green_resident(gd)
+    key = "k" * 128
+
+    first = await ask(gd, resident, key=key)
+    again = await ask(gd, resident, key=key)
+
+    assert first.status_code == 202, first.text
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])

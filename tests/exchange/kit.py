@@ -33,8 +33,10 @@ from yuekang.codec.exchange import (
 from yuekang.codec.keys import SigningKey, VerificationKey
 from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code
 from yuekang.exchange import partners
+from yuekang.exchange.mapping import load_table
 from yuekang.principals import Actor
 from yuekang.residents.documents import local_date
+from yuekang.residents.masking import mask_name
 
 MO = "MO"
 GD = "yk:gd"
@@ -87,6 +89,7 @@ class FakeMacao:
         tdoc: str = "BIR",
         tan: str | None = None,
         lifetime: int = 6 * 3600,
+        nome: str = "陳*文",
     ) -> str:
         """A Macao health code (``MO1:``), issued at ``now``."""
         claims = MacaoCodeClaims(
@@ -95,7 +98,7 @@ class FakeMacao:
             iat=now,
             exp=now + lifetime,
             cor=cor,  # type: ignore[arg-type]
-            nome="陳*文",
+            nome=nome,
             tdoc=tdoc,
             tan=tan,
         )
@@ -242,7 +245,10 @@ def claims(
     running: RunningApp, macao: FakeMacao = MACAO, *, lifetime: int = 300, **changes: Any
 ) -> dict[str, Any]:
     """A conversion request from Macao to us, valid now: a green Macao code, a negative test two
-    days ago, no travel, a consent covering everything. ``changes`` replace top-level members."""
+    days ago, no travel, a consent covering everything. ``changes`` replace top-level members;
+    unless ``source`` is one of them, the Macao code is made to match the package (document
+    type, masked name, test date), with ``code`` changing it (``{"cor": "amarelo"}``)."""
+    code_changes: dict[str, Any] = changes.pop("code", {})
     now = now_s(running)
     body: dict[str, Any] = {
         "iss": MO,
@@ -253,13 +259,33 @@ def claims(
         "typ": "conversion.request",
         "cid": str(uuid.uuid4()),
         "subject": subject(),
-        "source": {"code": macao.code(now, tan=days_ago(running, 2))},
+        "source": None,
         "nat": {"sampled_on": days_ago(running, 2), "result": "negative"},
         "travel": {"outside_region_14d": False},
         "consent": consent(granted_at=now - 10),
     }
     body.update(changes)
+    if "source" not in changes:
+        issued = code_changes.pop("now", now)
+        body["source"] = {"code": macao.code(issued, **{**matching(body), **code_changes})}
     return body
+
+
+def matching(body: dict[str, Any]) -> dict[str, Any]:
+    """The Macao code claims that describe the package's person and test, as Macao would sign."""
+    person, nat = body.get("subject"), body.get("nat")
+    claims: dict[str, Any] = {}
+    if isinstance(person, dict):
+        if isinstance(person.get("name"), str) and person["name"]:
+            claims["nome"] = mask_name(person["name"])
+        doc_type = person.get("doc_type")
+        table = load_table().documents_to_macao
+        claims["tdoc"] = table.get(doc_type, "OUTRO") if isinstance(doc_type, str) else "OUTRO"
+        if claims["tdoc"] == "unmapped":
+            claims["tdoc"] = "OUTRO"
+    negative = isinstance(nat, dict) and nat.get("result") == "negative"
+    claims["tan"] = nat["sampled_on"] if negative else None  # type: ignore[index]
+    return claims
 
 
 @dataclass

@@ -60,6 +60,7 @@ class Api:
         name: str = "张小三",
         doc_number: str | None = None,
         birth_date: dt.date | None = None,
+        doc_type: str = "prc_id",
     ) -> httpx.Response:
         if doc_number is None:
             doc_number, birth_date = random_prc_id(birth_date)
@@ -69,7 +70,7 @@ class Api:
             headers=resident.auth,
             json={
                 "name": name,
-                "doc_type": "prc_id",
+                "doc_type": doc_type,
                 "doc_number": doc_number,
                 "birth_date": birth_date.isoformat(),
             },

@@ -12,12 +12,13 @@ fields and the consent.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,7 +34,7 @@ from yuekang.codec.exchange import (
     open_package,
     verify_request,
 )
-from yuekang.codec.macao import read_macao_code
+from yuekang.codec.macao import MacaoCodeClaims, read_macao_code
 from yuekang.exceptions import (
     Conflict,
     NotFound,
@@ -44,7 +45,7 @@ from yuekang.exceptions import (
 )
 from yuekang.exchange import conditions, partners
 from yuekang.exchange import keys as exchange_keys
-from yuekang.exchange.mapping import load_table
+from yuekang.exchange.mapping import MappingTable, Unmapped, load_table
 from yuekang.exchange.models import (
     ConsentReceipt,
     Conversion,
@@ -60,11 +61,14 @@ from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.principals import Actor
 from yuekang.residents import service as residents
 from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
+from yuekang.residents.masking import mask_name
 from yuekang.residents.models import Identity, Resident
 from yuekang.rules import RuleSet
 from yuekang.rules.ruleset import PartnerExchange
 
 PURPOSE = "health-code-conversion"
+CONSENT_MAX_AGE = 86_400
+"""A consent given more than a day before its package was sealed is not this transfer's."""
 CONSENT_TEXT_VERSION = "2020-05.1"
 FIELDS = ("name", "document", "birth_date", "phone", "status", "nat", "travel")
 """Everything a conversion request carries, named as a consent names it."""
@@ -148,12 +152,12 @@ class Nat(_Strict):
 
 
 class Travel(_Strict):
-    outside_region_14d: bool
+    outside_region_14d: StrictBool
 
 
 class PackageConsent(_Strict):
     id: str = Field(min_length=1, max_length=64)
-    granted_at: int = Field(ge=0)
+    granted_at: StrictInt = Field(ge=0)
     recipient: str = Field(min_length=1, max_length=64)
     purpose: str = Field(min_length=1, max_length=64)
     text_version: str = Field(min_length=1, max_length=32)
@@ -306,32 +310,9 @@ async def receive_inbound(
         raise _codec_error(exc) from exc
     jti = str(opened.claims["jti"])
     if idempotency_key is not None:
-        earlier = (
-            await session.execute(
-                select(Conversion).where(
-                    Conversion.partner_id == partner.id,
-                    Conversion.direction == "inbound",
-                    Conversion.idempotency_key == idempotency_key,
-                )
-            )
-        ).scalar_one_or_none()
-        if earlier is not None:
-            if earlier.package_jti != jti or earlier.response is None:
-                raise Conflict(
-                    "this Idempotency-Key was used with another package",
-                    code="idempotency_key_reused",
-                )
-            stored = json.loads(earlier.response)
-            if earlier.state != "completed":
-                # The same refusal again, with its status: never a 200 for a refusal.
-                error = stored.get("error", {})
-                raise ExchangeRefused(
-                    str(error.get("code") or earlier.error_code),
-                    str(error.get("message", "")),
-                    status=int(stored.get("status", 422)),
-                    fields=error.get("fields", ()),
-                )
-            return Answer(200, stored)
+        replayed = await _replay(session, partner.id, idempotency_key, jti)
+        if replayed is not None:
+            return replayed
     fresh = await _nonce(
         session,
         partner_id=partner.id,
@@ -340,8 +321,20 @@ async def receive_inbound(
         expires_at=from_epoch(int(opened.claims["exp"])) + dt.timedelta(seconds=deps.leeway),
     )
     if not fresh:
-        raise Conflict("this package was accepted before", code="package_replayed")
-    request = parse_request(opened.claims)
+        if idempotency_key is not None:
+            # The same call sent twice at once: the other one committed while we waited on
+            # its nonce, so answer as it was answered.
+            replayed = await _replay(session, partner.id, idempotency_key, jti)
+            if replayed is not None:
+                return replayed
+        await _refused_early(session, partner.id, jti, "package_replayed", now)
+        raise Conflict("this package was accepted before", code="package_replayed", commit=True)
+    try:
+        request = parse_request(opened.claims)
+    except ExchangeRefused as exc:
+        await _refused_early(session, partner.id, jti, exc.code, now)
+        exc.commit = True
+        raise
     conversion = Conversion(
         id=uuid.uuid4(),
         direction="inbound",
@@ -353,6 +346,10 @@ async def receive_inbound(
         created_at=now,
     )
     session.add(conversion)
+    correlation = {"cid": request.cid, "jti": jti, "sender_kid": opened.sender_kid}
+    # Everything the conversion writes (an account, a binding, a consent receipt, a code) is in
+    # one savepoint: a refusal at any step leaves only the refused conversion and its audit.
+    savepoint = await session.begin_nested()
     try:
         answer = await _convert_inbound(
             session,
@@ -361,13 +358,21 @@ async def receive_inbound(
             opened=opened,
             conversion=conversion,
             carried="partner" if signed is not None else "browser",
+            correlation=correlation,
             deps=deps,
             rules=rules,
             now=now,
         )
     except YuekangError as exc:
-        # The refusal is recorded (and the package stays used): a transfer that was attempted
-        # is part of the record, whatever its outcome.
+        matched = conversion.resident_id
+        await savepoint.rollback()
+        if exc.status_code >= 500:
+            # Our own outage (no signing key, say): nothing is kept, the package stays unused,
+            # and the partner may send it again.
+            raise
+        await session.refresh(conversion)
+        if matched is not None and await session.get(Resident, matched) is not None:
+            conversion.resident_id = matched  # an account that existed before
         conversion.error_code = exc.code
         conversion.response = json.dumps({**exc.body(), "status": exc.status_code})
         await _audit(
@@ -377,11 +382,60 @@ async def receive_inbound(
             conversion=conversion,
             consent=request.consent.id,
             now=now,
-            extra={"code": exc.code},
+            extra={"code": exc.code, **correlation},
         )
         exc.commit = True
         raise
+    await savepoint.commit()
     return answer
+
+
+async def _replay(
+    session: AsyncSession, partner_id: str, idempotency_key: str, jti: str
+) -> Answer | None:
+    """The first answer to a repeated Idempotency-Key, or None if the key is new."""
+    earlier = (
+        await session.execute(
+            select(Conversion).where(
+                Conversion.partner_id == partner_id,
+                Conversion.direction == "inbound",
+                Conversion.idempotency_key == idempotency_key,
+            )
+        )
+    ).scalar_one_or_none()
+    if earlier is None:
+        return None
+    if earlier.package_jti != jti or earlier.response is None:
+        raise Conflict(
+            "this Idempotency-Key was used with another package",
+            code="idempotency_key_reused",
+        )
+    stored = json.loads(earlier.response)
+    if earlier.state != "completed":
+        # The same refusal again, with its status: never a 200 for a refusal.
+        error = stored.get("error", {})
+        raise ExchangeRefused(
+            str(error.get("code") or earlier.error_code),
+            str(error.get("message", "")),
+            status=int(stored.get("status", 422)),
+            fields=error.get("fields", ()),
+        )
+    return Answer(200, stored)
+
+
+async def _refused_early(
+    session: AsyncSession, partner_id: str, jti: str, code: str, now: dt.datetime
+) -> None:
+    """The audit of a package refused before it became a conversion (replayed, unreadable)."""
+    await audit.record(
+        session,
+        actor=Actor.partner(partner_id),
+        action="exchange.inbound.refused",
+        subject_type="package",
+        subject_id=jti,
+        now=now,
+        detail={"direction": "inbound", "partner": partner_id, "code": code, "jti": jti},
+    )
 
 
 async def _audit(
@@ -420,11 +474,15 @@ async def _convert_inbound(
     opened: OpenedPackage,
     conversion: Conversion,
     carried: str,
+    correlation: dict[str, str],
     deps: ExchangeDeps,
     rules: RuleSet,
     now: dt.datetime,
 ) -> Answer:
     missing = consent_covers(request.consent, recipient=deps.issuer)
+    issued_at = int(opened.claims["iat"])
+    if not issued_at - CONSENT_MAX_AGE <= request.consent.granted_at <= issued_at + deps.leeway:
+        missing.append("granted_at")
     if missing:
         raise ExchangeRefused(
             "consent_insufficient",
@@ -444,6 +502,7 @@ async def _convert_inbound(
         ) from exc
     if source.claims.iss != partner.issuer:
         raise ExchangeRefused("source_code_invalid", "the code is not the partner's own")
+    _same_person(request, source.claims, table)
     conversion.source_issuer = source.claims.iss
     conversion.source_kid = source.kid
     conversion.source_digest = source.digest
@@ -466,26 +525,13 @@ async def _convert_inbound(
             "the green-to-green conditions are not met: " + ", ".join(problems),
             fields=[{"field": "conditions", "reason": p, "message": p} for p in problems],
         )
-    # The match may make an account and bind the document: in a savepoint, so that a refusal
-    # after it (the person is not green here) leaves no account behind.
-    savepoint = await session.begin_nested()
-    try:
-        resident_id = await _match(
-            session, subject=request.subject, deps=deps, rules=rules, now=now
-        )
-        status = await health_status.current(session, resident_id, rules=rules, now=now)
-    except Exception:
-        await savepoint.rollback()
-        raise
+    resident_id = await _match(session, subject=request.subject, deps=deps, rules=rules, now=now)
+    conversion.resident_id = resident_id
+    status = await health_status.current(session, resident_id, rules=rules, now=now)
     if status is None or status.status != "green":
-        await savepoint.rollback()
-        if await session.get(Resident, resident_id) is not None:
-            conversion.resident_id = resident_id  # an account that existed before
         raise ExchangeRefused(
             "not_eligible_here", "a Guangdong code cannot be issued for this person now"
         )
-    await savepoint.commit()
-    conversion.resident_id = resident_id
     consent = ConsentReceipt(
         id=uuid.uuid4(),
         resident_id=resident_id,
@@ -503,10 +549,9 @@ async def _convert_inbound(
     await session.flush()
     assert nat_sampled_at is not None
     conversion.consent_id = consent.id
-    conversion.valid_until = min(
-        nat_sampled_at + dt.timedelta(hours=exchange.inbound.nat_window_hours),
-        from_epoch(source.claims.exp) + dt.timedelta(days=1),
-    )
+    # The conversion holds while its test is in the window (the code it came from was checked
+    # to be valid now; its own expiry may be far off or absurd, so it does not bound this).
+    conversion.valid_until = nat_sampled_at + dt.timedelta(hours=exchange.inbound.nat_window_hours)
     conversion.state = "completed"
     conversion.completed_at = now
     await session.flush()
@@ -545,9 +590,39 @@ async def _convert_inbound(
         conversion=conversion,
         consent=request.consent.id,
         now=now,
-        extra={"carried_by": carried, "code": code.code_id, "sender_kid": opened.sender_kid},
+        extra={"carried_by": carried, "code": code.code_id, **correlation},
     )
     return Answer(201, body)
+
+
+def _same_person(request: ConversionRequest, code: MacaoCodeClaims, table: MappingTable) -> None:
+    """The package must describe the person and test of the code it carries: the code is what
+    Macao signed for its own gates, the package's other members only ride along with it."""
+    # The code's document type is coarse (OUTRO stands for several of ours): the package names the
+    # exact type, which must be one the table files under the code's type.
+    try:
+        coded_as = table.doc_type_to_macao(request.subject.doc_type)
+    except Unmapped as exc:
+        raise ExchangeRefused(
+            "unmapped_document_type",
+            f"document type {request.subject.doc_type!r} has no Macao counterpart",
+        ) from exc
+    mismatched = []
+    if coded_as != code.tdoc:
+        mismatched.append("subject.doc_type")
+    if mask_name(request.subject.name) != code.nome:
+        mismatched.append("subject.name")
+    # The code carries the date of the latest negative test; a positive test is refused below
+    # on its own merits, whatever the code says.
+    negative = request.nat is not None and request.nat.result == "negative"
+    if negative and request.nat is not None and request.nat.sampled_on.isoformat() != code.tan:
+        mismatched.append("nat.sampled_on")
+    if mismatched:
+        raise ExchangeRefused(
+            "source_mismatch",
+            "the package does not describe the code it carries: " + ", ".join(mismatched),
+            fields=[{"field": f, "reason": "mismatch", "message": f} for f in mismatched],
+        )
 
 
 def _terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
@@ -568,9 +643,10 @@ async def _match(
 ) -> uuid.UUID:
     """The resident this person is, by document number and birth date; made when there is none.
 
-    The account of the document wins; without one, the account of the phone takes the document if
-    it has none; else a new account. The match is made in a savepoint, so a refusal after it
-    leaves no account behind."""
+    The account of the document wins. Without one, a new account is made for the phone -- but
+    never is a document bound into an account that already exists: whoever holds that account
+    proved the phone to us, the package did not, and binding is permanent. That person signs in
+    and binds the document themselves, then converts again."""
     try:
         doc_type = DocType(subject.doc_type)
     except ValueError as exc:
@@ -615,19 +691,26 @@ async def _match(
             status=400,
             fields=[{"field": "subject.phone", "reason": "format", "message": str(exc)}],
         ) from exc
-    resident = await get_or_create_resident(
-        session,
-        phone=phone,
-        index=phone_index(deps.blind_index, phone),
-        pii=deps.pii,
-        now=now,
-    )
-    if await session.get(Identity, resident.id) is not None:
+    index = phone_index(deps.blind_index, phone)
+    if await residents.resident_by_phone_index(session, index) is not None:
         raise ExchangeRefused(
-            "phone_bound_to_other_identity",
-            "the account of this phone holds another document",
+            "phone_in_use",
+            "this phone has a Guangdong account: sign in, bind the document there, and convert "
+            "again",
             status=409,
         )
+    resident = await get_or_create_resident(
+        session, phone=phone, index=index, pii=deps.pii, now=now
+    )
+    await audit.record(
+        session,
+        actor=Actor.partner("macao"),
+        action="resident.create",
+        subject_type="resident",
+        subject_id=str(resident.id),
+        now=now,
+        detail={"via": "exchange.inbound"},
+    )
     await residents.bind_identity(
         session,
         resident_id=resident.id,
@@ -639,6 +722,7 @@ async def _match(
         blind_index=deps.blind_index,
         rules=rules,
         now=now,
+        actor=Actor.partner("macao"),
     )
     return resident.id
 
@@ -703,8 +787,10 @@ async def request_outbound(
     rules: RuleSet,
     now: dt.datetime,
 ) -> tuple[Conversion, bool]:
-    """Queue a conversion to the partner; ``(conversion, replayed)``."""
-    scoped_key = f"{resident_id}:{idempotency_key}"
+    """Queue a conversion to the partner; ``(conversion, replayed)``. A refusal is audited
+    (and only the audit event committed): an attempted transfer is part of the record."""
+    # Scoped to the resident, and hashed so that any key the header allows fits the column.
+    scoped_key = hashlib.sha256(f"{resident_id}:{idempotency_key}".encode()).hexdigest()
     earlier = (
         await session.execute(
             select(Conversion).where(
@@ -720,6 +806,55 @@ async def request_outbound(
     if partner is None or partner.enc_key is None or not partner.sig_keys:
         raise ServiceUnavailable(
             "conversion to this partner is not available", code="partner_not_configured"
+        )
+    try:
+        return await _queue_outbound(
+            session,
+            partner=partner,
+            resident_id=resident_id,
+            consent=consent,
+            scoped_key=scoped_key,
+            deps=deps,
+            rules=rules,
+            now=now,
+        )
+    except YuekangError as exc:
+        if exc.status_code >= 500:
+            raise
+        await audit.record(
+            session,
+            actor=Actor.resident(resident_id),
+            action="exchange.outbound.refused",
+            subject_type="resident",
+            subject_id=str(resident_id),
+            now=now,
+            detail={
+                "direction": "outbound",
+                "partner": partner.id,
+                "fields": [f for f in consent.fields if f in FIELDS],
+                "code": exc.code,
+            },
+        )
+        exc.commit = True
+        raise
+
+
+async def _queue_outbound(
+    session: AsyncSession,
+    *,
+    partner: PartnerView,
+    resident_id: uuid.UUID,
+    consent: OutboundConsent,
+    scoped_key: str,
+    deps: ExchangeDeps,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> tuple[Conversion, bool]:
+    if consent.text_version != CONSENT_TEXT_VERSION:
+        raise ExchangeRefused(
+            "consent_insufficient",
+            f"the consent was given to another text ({consent.text_version!r}); show the "
+            f"current one ({CONSENT_TEXT_VERSION!r}) and ask again",
         )
     if not consent.accepted:
         raise ExchangeRefused("consent_insufficient", "the consent was not given")
@@ -738,6 +873,31 @@ async def request_outbound(
         raise Conflict("bind an identity document first", code="identity_required")
     terms = _terms(rules, partner.id)
     await check_outbound(session, resident_id=resident_id, terms=terms, rules=rules, now=now)
+    conversion = Conversion(
+        id=uuid.uuid4(),
+        direction="outbound",
+        partner_id=partner.id,
+        resident_id=resident_id,
+        state="queued",
+        idempotency_key=scoped_key,
+        fields=json.dumps(list(FIELDS)),
+        created_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(conversion)
+    except IntegrityError:
+        # The same key raced in from another request: answer with that one.
+        raced = (
+            await session.execute(
+                select(Conversion).where(
+                    Conversion.partner_id == partner.id,
+                    Conversion.direction == "outbound",
+                    Conversion.idempotency_key == scoped_key,
+                )
+            )
+        ).scalar_one()
+        return raced, True
     receipt = ConsentReceipt(
         id=uuid.uuid4(),
         resident_id=resident_id,
@@ -752,33 +912,7 @@ async def request_outbound(
     )
     session.add(receipt)
     await session.flush()
-    conversion = Conversion(
-        id=uuid.uuid4(),
-        direction="outbound",
-        partner_id=partner.id,
-        resident_id=resident_id,
-        state="queued",
-        idempotency_key=scoped_key,
-        consent_id=receipt.id,
-        fields=json.dumps(list(FIELDS)),
-        created_at=now,
-    )
-    try:
-        async with session.begin_nested():
-            session.add(conversion)
-    except IntegrityError:
-        # The same key raced in from another request: answer with that one.
-        session.expunge(receipt)
-        raced = (
-            await session.execute(
-                select(Conversion).where(
-                    Conversion.partner_id == partner_id,
-                    Conversion.direction == "outbound",
-                    Conversion.idempotency_key == scoped_key,
-                )
-            )
-        ).scalar_one()
-        return raced, True
+    conversion.consent_id = receipt.id
     payload = {
         "typ": "conversion.request",
         "consent": {

@@ -66,6 +66,7 @@ async def bind_identity(
     blind_index: BlindIndex,
     rules: RuleSet,
     now: dt.datetime,
+    actor: Actor | None = None,
 ) -> BindResult:
     """Bind a document once. Binding the same document again is a no-op; another document, or a
     document already bound to someone else, is a conflict (real-name binding is not editable from
@@ -114,7 +115,7 @@ async def bind_identity(
     )
     await audit.record(
         session,
-        actor=Actor.resident(resident_id),
+        actor=actor or Actor.resident(resident_id),
         action="identity.bind",
         subject_type="resident",
         subject_id=str(resident_id),
@@ -122,6 +123,12 @@ async def bind_identity(
         detail={"doc_type": doc_type.value},
     )
     return BindResult(_masked(identity, number), created=True)
+
+
+async def resident_by_phone_index(session: AsyncSession, index: bytes) -> Resident | None:
+    return (
+        await session.execute(select(Resident).where(Resident.phone_index == index))
+    ).scalar_one_or_none()
 
 
 def _masked(identity: Identity, number: str) -> MaskedIdentity:
