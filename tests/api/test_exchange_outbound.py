@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import read_macao_code
 from yuekang.config import ExchangeSettings, Settings
 from yuekang.exchange.models import ConsentReceipt, Conversion
-from yuekang.exchange.outbox import INBOUND_PATH, Outbox
+from yuekang.exchange.outbox import INBOUND_PATH, Outbox, claim, prepare, record_result
 from yuekang.verifier import Verifier
 
 PACKAGE_MEMBERS = {
@@ -632,7 +633,7 @@ async def test_a_server_error_is_retried(gd: RunningApp, macao: MacaoServer):
     assert await deliver(gd) == 1
     view = await read(gd, resident, asked["id"])
     assert (view["state"], view["attempts"], view["error_code"]) == ("queued", 1, None)
-    assert (await message_of(gd, asked["id"]))["last_error"] == "http_503"
+    assert (await message_of(gd, asked["id"]))["last_error"] == "http_503: unavailable"
     macao.refusal = None
     advance(gd, 61)
     assert await deliver(gd) == 1
@@ -769,3 +770,91 @@ async def test_the_longest_idempotency_key_is_accepted(gd: RunningApp, macao: Ma
 
     assert first.status_code == 202, first.text
     assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (429, {"error": {"code": "rate_limited", "message": "devagar"}}),
+        (401, {"error": {"code": "unknown_sender_key", "message": "chave desconhecida"}}),
+        (422, {"error": {"code": "wrong_recipient_key", "message": "outra chave"}}),
+    ],
+    ids=["throttled", "our key not synced there", "their key rotated"],
+)
+async def test_not_now_is_retried_not_refused(
+    gd: RunningApp, macao: MacaoServer, status: int, body: dict[str, Any]
+):
+    resident = await green_resident(gd)
+    asked = await queued(gd, resident)
+    macao.refusal = (status, body)
+
+    assert await deliver(gd) == 1
+    view = await read(gd, resident, asked["id"])
+    assert view["state"] == "queued" and view["next_attempt_at"] is not None
+    assert body["error"]["code"] in (await message_of(gd, asked["id"]))["last_error"]
+
+    macao.refusal = None
+    advance(gd, 120)
+    assert await deliver(gd) == 1
+    assert (await read(gd, resident, asked["id"]))["state"] == "delivered"
+    assert len(macao.issued) == 1
+
+
+async def test_our_own_outage_is_retried(
+    gd: RunningApp, macao: MacaoServer, monkeypatch: pytest.MonkeyPatch
+):
+    resident = await green_resident(gd)
+    asked = await queued(gd, resident)
+
+    async def no_key(**_: object) -> None:
+        return None
+
+    with monkeypatch.context() as patched:
+        patched.setattr(gd.context.keyring, "signing_key_for", no_key)
+        assert await deliver(gd) == 0
+    assert (await message_of(gd, asked["id"]))["last_error"] == "no_signing_key"
+    assert (await read(gd, resident, asked["id"]))["state"] == "queued"
+    advance(gd, 120)
+    assert await deliver(gd) == 1
+    assert (await read(gd, resident, asked["id"]))["state"] == "delivered"
+
+
+async def test_an_attempt_whose_lease_was_taken_over_records_nothing(
+    gd: RunningApp, macao: MacaoServer
+):
+    # A process that stalled past its lease must not overwrite what the process that took the
+    # message over recorded, nor send it a second time.
+    resident = await green_resident(gd)
+    asked = await queued(gd, resident)
+    async with gd.context.sessionmaker() as session, session.begin():
+        [message_id] = await claim(
+            session, now=gd.context.clock.now(), lease=dt.timedelta(seconds=1), token="stalled"
+        )
+    advance(gd, 2)
+    assert await deliver(gd) == 1
+    assert (await read(gd, resident, asked["id"]))["state"] == "delivered"
+
+    async with gd.context.sessionmaker() as session, session.begin():
+        late = await prepare(
+            session,
+            message_id,
+            token="stalled",
+            deps=gd.context.exchange_deps(),
+            settings=gd.context.settings.exchange,
+            rules=await gd.context.rulebook.current(),
+            now=gd.context.clock.now(),
+        )
+        outcome = await record_result(
+            session,
+            message_id,
+            token="stalled",
+            response=None,
+            error="ReadTimeout",
+            settings=gd.context.settings.exchange,
+            rng=random.Random(1),
+            now=gd.context.clock.now(),
+        )
+
+    assert late is None and outcome == "stale"
+    assert (await read(gd, resident, asked["id"]))["state"] == "delivered"
+    assert len(macao.issued) == 1

@@ -187,6 +187,8 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Who holds the message now: only the holder of this token may record an attempt."""
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

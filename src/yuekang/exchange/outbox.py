@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import random
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +59,8 @@ class Prepared:
 
 
 def backoff(attempts: int, settings: ExchangeSettings, rng: random.Random) -> float:
-    """Seconds before the next attempt: exponential, capped, with full jitter so a partner that
-    comes back is not met by every queued message at the same instant."""
+    """Seconds before the next attempt: exponential, capped, with jitter (between half the base
+    and the ceiling) so a partner that comes back is not met by every queued message at once."""
     ceiling = min(settings.backoff_max_seconds, settings.backoff_base_seconds * 2 ** (attempts - 1))
     return rng.uniform(
         settings.backoff_base_seconds / 2, max(ceiling, settings.backoff_base_seconds)
@@ -67,9 +68,9 @@ def backoff(attempts: int, settings: ExchangeSettings, rng: random.Random) -> fl
 
 
 async def claim(
-    session: AsyncSession, *, now: dt.datetime, lease: dt.timedelta, limit: int = 10
+    session: AsyncSession, *, now: dt.datetime, lease: dt.timedelta, token: str, limit: int = 10
 ) -> list[uuid.UUID]:
-    """Due messages, leased to this process."""
+    """Due messages, leased to the holder of ``token`` until ``now + lease``."""
     query = (
         select(OutboxMessage.id)
         .where(
@@ -85,7 +86,9 @@ async def claim(
     ids = list((await session.execute(query)).scalars())
     if ids:
         await session.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(locked_until=now + lease)
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(locked_until=now + lease, lease=token)
         )
     return ids
 
@@ -102,7 +105,7 @@ async def _finish(
     action: str,
 ) -> None:
     message.state = state
-    message.locked_until = None
+    _release(message)
     message.last_error = error
     conversion.state = conversion_state
     conversion.error_code = error
@@ -118,10 +121,29 @@ async def _finish(
     )
 
 
+def _release(message: OutboxMessage) -> None:
+    message.locked_until = None
+    message.lease = None
+
+
+def _later(
+    message: OutboxMessage,
+    *,
+    error: str,
+    now: dt.datetime,
+    delay: float,
+) -> None:
+    """Try again after ``delay`` seconds, keeping why."""
+    _release(message)
+    message.last_error = error[:200]
+    message.next_attempt_at = now + dt.timedelta(seconds=delay)
+
+
 async def prepare(
     session: AsyncSession,
     message_id: uuid.UUID,
     *,
+    token: str,
     deps: ExchangeDeps,
     settings: ExchangeSettings,
     rules: RuleSet,
@@ -129,9 +151,14 @@ async def prepare(
 ) -> Prepared | None:
     """Everything for one attempt, or None when the message needs no attempt now (delivered
     meanwhile, circuit open, too old, or the person no longer qualifies)."""
-    message = await session.get(OutboxMessage, message_id, with_for_update=True)
-    if message is None or message.state != "pending":
-        return None
+    message = await session.get(
+        OutboxMessage, message_id, with_for_update=True, populate_existing=True
+    )
+    if message is None or message.state != "pending" or message.lease != token:
+        return None  # delivered meanwhile, or our lease ran out and another process holds it
+    # The lease runs from now: an attempt (one request, bounded by its timeout) ends well
+    # within it, so nobody else can take the message while we send it.
+    message.locked_until = now + dt.timedelta(seconds=settings.lease_seconds)
     conversion = await session.get(Conversion, message.conversion_id)
     assert conversion is not None
     assert conversion.resident_id is not None
@@ -149,13 +176,16 @@ async def prepare(
         )
         return None
     if partner is None or partner.enc_key is None:
-        message.next_attempt_at = now + dt.timedelta(seconds=settings.backoff_max_seconds)
-        message.locked_until = None
-        message.last_error = "partner_not_configured"
+        _later(
+            message,
+            error="partner_not_configured",
+            now=now,
+            delay=settings.backoff_max_seconds,
+        )
         return None
     if partner.circuit_open_until is not None and partner.circuit_open_until > now:
+        _release(message)
         message.next_attempt_at = partner.circuit_open_until
-        message.locked_until = None
         return None
     # The person must still qualify when the message leaves, not only when it was queued: a
     # status that turned red while the partner was down must not become a green code there.
@@ -178,6 +208,10 @@ async def prepare(
             now=now,
         )
     except YuekangError as exc:
+        if exc.status_code >= 500:
+            # Ours to fix (no signing key, say), not the person's: try again later.
+            _later(message, error=exc.code, now=now, delay=settings.backoff_max_seconds)
+            return None
         await _finish(
             session,
             message,
@@ -193,9 +227,7 @@ async def prepare(
         session, passphrase=deps.passphrase, cache=deps.key_cache, now=now
     )
     if ours is None:
-        message.locked_until = None
-        message.last_error = "no_exchange_keys"
-        message.next_attempt_at = now + dt.timedelta(seconds=settings.backoff_max_seconds)
+        _later(message, error="no_exchange_keys", now=now, delay=settings.backoff_max_seconds)
         return None
     payload = json.loads(
         deps.pii.decrypt(
@@ -302,31 +334,50 @@ async def _status_record(session: AsyncSession, resident_id: uuid.UUID) -> dict[
     }
 
 
+RETRY_STATUSES = frozenset({408, 425, 429})
+"""Answers below 500 that say "not now" rather than "no"."""
+KEY_TROUBLE = frozenset(
+    {"wrong_recipient_key", "unknown_sender_key", "retired_sender_key", "request_too_old"}
+)
+"""Refusals that mean the two sides' keys (or clocks) disagree -- a rotation not yet synced by
+an operator -- not that the person does not qualify: retried until fixed or too old."""
+
+
 async def record_result(
     session: AsyncSession,
     message_id: uuid.UUID,
     *,
+    token: str,
     response: httpx.Response | None,
     error: str | None,
     settings: ExchangeSettings,
     rng: random.Random,
     now: dt.datetime,
 ) -> str:
-    """Store what the attempt came to; the message's new state."""
-    message = await session.get(OutboxMessage, message_id, with_for_update=True)
+    """Store what the attempt came to; the message's new state (``stale`` when the lease was
+    lost meanwhile: the holder of the new lease records its own attempt)."""
+    message = await session.get(
+        OutboxMessage, message_id, with_for_update=True, populate_existing=True
+    )
     assert message is not None
+    if message.state != "pending" or message.lease != token:
+        return "stale"
     conversion = await session.get(Conversion, message.conversion_id)
     partner = await session.get(Partner, message.partner_id, with_for_update=True)
     assert conversion is not None
     assert partner is not None
-    if response is not None and response.status_code < 500:
+    status = None if response is None else response.status_code
+    body = {} if response is None else _json(response)
+    error_body = body.get("error")
+    code = error_body.get("code") if isinstance(error_body, dict) else None
+    if status is not None and status < 500 and status not in RETRY_STATUSES:
+        # The partner answered: it is up, whatever it said.
         partner.circuit_failures = 0
         partner.circuit_open_until = None
-        body = _json(response)
-        if response.status_code in (200, 201) and isinstance(body.get("code"), str):
+        if status in (200, 201) and isinstance(body.get("code"), str):
             message.state = "delivered"
             message.delivered_at = now
-            message.locked_until = None
+            _release(message)
             message.last_error = None
             conversion.state = "delivered"
             conversion.completed_at = now
@@ -344,25 +395,28 @@ async def record_result(
                 extra={"attempts": message.attempts},
             )
             return "delivered"
-        error_body = body.get("error")
-        code = error_body.get("code") if isinstance(error_body, dict) else None
-        await _finish(
-            session,
-            message,
-            conversion,
-            state="refused",
-            conversion_state="refused",
-            error=str(code or f"http_{response.status_code}")[:64],
-            now=now,
-            action="exchange.outbound.refused",
+        if 400 <= status < 500 and code not in KEY_TROUBLE:
+            await _finish(
+                session,
+                message,
+                conversion,
+                state="refused",
+                conversion_state="refused",
+                error=str(code or f"http_{status}")[:64],
+                now=now,
+                action="exchange.outbound.refused",
+            )
+            return "refused"
+        why = (
+            f"partner_keys: {code}; run yuekang exchange partner sync" if code else f"http_{status}"
         )
-        return "refused"
-    partner.circuit_failures += 1
-    if partner.circuit_failures >= settings.circuit_failures:
-        partner.circuit_open_until = now + dt.timedelta(seconds=settings.circuit_open_seconds)
-    message.last_error = error or f"http_{response.status_code if response else 'error'}"
-    message.locked_until = None
-    message.next_attempt_at = now + dt.timedelta(seconds=backoff(message.attempts, settings, rng))
+    else:
+        # Down, overloaded or unreachable: that is what the circuit counts.
+        partner.circuit_failures += 1
+        if partner.circuit_failures >= settings.circuit_failures:
+            partner.circuit_open_until = now + dt.timedelta(seconds=settings.circuit_open_seconds)
+        why = error or (f"http_{status}: {code}" if code else f"http_{status}")
+    _later(message, error=why, now=now, delay=backoff(message.attempts, settings, rng))
     if (
         partner.circuit_open_until is not None
         and partner.circuit_open_until > message.next_attempt_at
@@ -409,22 +463,32 @@ class Outbox:
     async def run_once(self) -> int:
         """Attempt every due message once; how many were attempted."""
         now = self._clock.now()
+        token = secrets.token_hex(16)
         async with self._sessionmaker() as session, session.begin():
             ids = await claim(
-                session, now=now, lease=dt.timedelta(seconds=self._settings.lease_seconds)
+                session,
+                now=now,
+                lease=dt.timedelta(seconds=self._settings.lease_seconds),
+                token=token,
             )
         attempted = 0
         for message_id in ids:
-            attempted += await self._attempt(message_id)
+            try:
+                attempted += await self._attempt(message_id, token)
+            except Exception:
+                # One message that cannot be prepared (a corrupt payload, say) must not hold
+                # back the others; its lease runs out and it is tried again later.
+                log.exception("outbox message %s could not be attempted", message_id)
         return attempted
 
-    async def _attempt(self, message_id: uuid.UUID) -> int:
+    async def _attempt(self, message_id: uuid.UUID, token: str) -> int:
         now = self._clock.now()
         rules = await self._rulebook.current()
         async with self._sessionmaker() as session, session.begin():
             prepared = await prepare(
                 session,
                 message_id,
+                token=token,
                 deps=self._deps,
                 settings=self._settings,
                 rules=rules,
@@ -447,6 +511,7 @@ class Outbox:
             outcome = await record_result(
                 session,
                 message_id,
+                token=token,
                 response=response,
                 error=error,
                 settings=self._settings,
