@@ -130,7 +130,19 @@ def test_conversions_both_ways_between_two_systems(pg_server: str, tmp_path: Pat
     macao_command = (*MACAO, "--data-dir", str(macao_dir))
     with serve(env, tmp_path, "guangdong", port=gd_port) as gd_server:
         with serve(env, tmp_path, "macao", port=macao_port, command=macao_command) as macao:
-            added = cli(env, tmp_path, "exchange", "partner", "add", "macao", "--url", macao.base)
+            # The operator compares key ids with Macao's notice: a key nobody announced is refused
+            # and nothing is stored.
+            announced = [
+                k["kid"] for k in httpx.get(f"{macao.base}/v1/exchange/keys").json()["keys"]
+            ]
+            add = [YUEKANG, "exchange", "partner", "add", "macao", "--url", macao.base]
+            refused = subprocess.run(
+                [*add, "--expect-kid", announced[0]],
+                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+            )  # fmt: skip
+            assert refused.returncode != 0 and "nothing stored" in refused.stderr
+            expected = [arg for kid in announced for arg in ("--expect-kid", kid)]
+            added = cli(env, tmp_path, *add[1:], *expected)
             assert "issuer MO" in added and "code/sig" in added and "exchange/enc" in added
             converted, macao_code, auth, screen = _macao_to_guangdong(
                 env, tmp_path, gd_server, macao

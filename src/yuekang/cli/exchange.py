@@ -22,6 +22,20 @@ exchange_app.add_typer(keys_app, name="keys")
 exchange_app.add_typer(partner_app, name="partner")
 
 
+@keys_app.command("init")
+def keys_init() -> None:
+    """Make our exchange keys (a signing and an encryption key) if there are none; development
+    servers do this on first run."""
+    from yuekang.cli import _run
+    from yuekang.exchange import keys
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        made = await keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
+        typer.echo("made " + ", ".join(made) if made else "exchange keys exist already")
+
+    _run(work)
+
+
 @keys_app.command("list")
 def keys_list() -> None:
     """Our exchange keys and their states."""
@@ -29,7 +43,6 @@ def keys_list() -> None:
     from yuekang.exchange import keys
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
-        await keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
         for record in await keys.records(session):
             typer.echo(f"{record.kid}  {record.use}  {record.state}  {record.created_at:%Y-%m-%d}")
 
@@ -66,8 +79,10 @@ async def _fetch(context: AppContext, url: str) -> object:
         _fail(f"cannot fetch the key document from {url}: {exc}")
 
 
-def _sync(partner_id: str, url: str | None) -> None:
-    from yuekang.cli import _run
+def _sync(partner_id: str, url: str | None, expected: list[str]) -> None:
+    from urllib.parse import urlsplit
+
+    from yuekang.cli import _fail, _run
     from yuekang.exchange import partners
     from yuekang.principals import Actor
 
@@ -76,11 +91,21 @@ def _sync(partner_id: str, url: str | None) -> None:
         if base is None:
             view = await partners.load(session, partner_id)
             if view is None:
-                from yuekang.cli import _fail
-
                 _fail(f"no partner {partner_id!r}: add it first")
             base = view.base_url
+        address = urlsplit(base)
+        if address.scheme != "https" and not context.settings.is_dev:
+            # Outside development, the key document is only as trustworthy as the channel.
+            _fail("a partner's URL must be https outside development")
+        if address.scheme not in ("http", "https") or not address.hostname:
+            _fail(f"not a URL: {base!r}")
         document = partners.parse_key_document(await _fetch(context, base))
+        known = {record.kid for record in await partners.key_records(session, partner_id)}
+        new = [key.kid for key in document.keys if key.kid not in known]
+        unexpected = sorted(set(new) - set(expected))
+        if expected and unexpected:
+            # Nothing is stored: a key nobody announced is exactly what an attacker would add.
+            _fail("keys not in --expect-kid, nothing stored: " + ", ".join(unexpected))
         result = await partners.save(
             session,
             partner_id=partner_id,
@@ -103,16 +128,29 @@ def _sync(partner_id: str, url: str | None) -> None:
 def partner_add(
     partner_id: Annotated[str, typer.Argument(help="Our name for it: macao")],
     url: Annotated[str, typer.Option(help="The partner's base URL (HTTPS in production)")],
+    expect_kid: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A key id from the partner's notice; repeat for each. New keys not "
+            "listed are refused and nothing is stored."
+        ),
+    ] = None,
 ) -> None:
     """Register a partner from its key document, printing each key's id (its thumbprint) to
-    compare with the partner's notice."""
-    _sync(partner_id, url)
+    compare with the partner's notice -- or checking them against --expect-kid first."""
+    _sync(partner_id, url, expect_kid or [])
 
 
 @partner_app.command("sync")
-def partner_sync(partner_id: str) -> None:
+def partner_sync(
+    partner_id: str,
+    expect_kid: Annotated[
+        list[str] | None,
+        typer.Option(help="Key ids announced by the partner; other new keys are refused."),
+    ] = None,
+) -> None:
     """Fetch the partner's key document again: new keys added, dropped or retired ones retired."""
-    _sync(partner_id, None)
+    _sync(partner_id, None, expect_kid or [])
 
 
 @partner_app.command("retire-key")

@@ -294,7 +294,10 @@ async def receive_inbound(
         session, passphrase=deps.passphrase, cache=deps.key_cache, now=now
     )
     if ours is None:
-        raise ServiceUnavailable("no exchange keys yet", code="partner_not_configured")
+        raise ServiceUnavailable(
+            "no exchange keys yet: run `yuekang exchange keys init`",
+            code="partner_not_configured",
+        )
     try:
         opened = open_package(
             package,
