@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -30,6 +31,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class MacaoBase(DeclarativeBase):
+    # Times are UTC seconds: 64 bits, or they overflow in 2038 on PostgreSQL.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {int: BigInteger}
     metadata = MetaData(
         naming_convention={
             "ix": "ix_%(column_0_label)s",
