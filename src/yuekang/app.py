@@ -44,6 +44,7 @@ from yuekang.scans import endpoints as scans
 from yuekang.scans import service as scan_records
 from yuekang.trust import endpoints as trust
 from yuekang.trust import service as anchors
+from yuekang.web import endpoints as web
 
 log = logging.getLogger("yuekang")
 
@@ -111,6 +112,7 @@ def create_app(
     app.include_router(feeds.admin)
     app.include_router(exchange.router)
     app.include_router(exchange.admin)
+    web.mount(app)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> dict[str, str]:

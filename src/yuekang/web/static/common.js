@@ -1,0 +1,82 @@
+// Shared by every page: language, text lookup, and calls to the JSON API.
+// Pages are plain ES modules: no framework, no build step.
+
+export const LANGUAGES = ["zh-Hans", "zh-Hant", "en", "pt"];
+const LANGUAGE_NAMES = { "zh-Hans": "简体", "zh-Hant": "繁體", en: "EN", pt: "PT" };
+
+/** The page language: ?lang=, then the saved choice, then zh-Hans (the default). */
+export function language() {
+  const asked = new URLSearchParams(location.search).get("lang");
+  if (LANGUAGES.includes(asked)) {
+    localStorage.setItem("yk.lang", asked);
+    return asked;
+  }
+  const saved = localStorage.getItem("yk.lang");
+  return LANGUAGES.includes(saved) ? saved : "zh-Hans";
+}
+
+/** A translator over a page's table: {key: {"zh-Hans": ..., "zh-Hant": ..., en: ..., pt: ...}}. */
+export function translator(table) {
+  const lang = language();
+  document.documentElement.lang = lang;
+  return (key, values = {}) => {
+    const entry = table[key];
+    const text = entry ? entry[lang] ?? entry["zh-Hans"] : key;
+    return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+  };
+}
+
+/** Fill every [data-t] element with its text, and [data-t-placeholder] placeholders. */
+export function translatePage(t) {
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+  for (const el of document.querySelectorAll("[data-t-placeholder]")) {
+    el.placeholder = t(el.dataset.tPlaceholder);
+  }
+}
+
+/** A language switcher in `container`: reloads the page in the chosen language. */
+export function languageSwitcher(container) {
+  const current = language();
+  for (const lang of LANGUAGES) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = LANGUAGE_NAMES[lang];
+    button.className = lang === current ? "lang current" : "lang";
+    button.addEventListener("click", () => {
+      const url = new URL(location.href);
+      url.searchParams.set("lang", lang);
+      location.href = url.toString();
+    });
+    container.append(button);
+  }
+}
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = error.code || `http_${status}`;
+    this.fields = error.fields || [];
+  }
+}
+
+/** Call the API; JSON in and out. Errors become ApiError with the API's stable code. */
+export async function api(path, { method = "GET", token, body, headers = {} } = {}) {
+  const init = { method, headers: { Accept: "application/json", "Accept-Language": language(), ...headers } };
+  if (token) init.headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+/** A fresh Idempotency-Key for a request that must not be applied twice. */
+export function idempotencyKey() {
+  return crypto.randomUUID();
+}

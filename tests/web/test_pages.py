@@ -1,0 +1,46 @@
+"""Every page is served with its security headers, and the libraries it loads come from npm."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from support.servers import Server
+
+
+@pytest.mark.parametrize("path", ["/", "/scanner", "/console"])
+def test_pages_are_served_with_a_strict_policy(web_server: Server, path: str) -> None:
+    response = httpx.get(web_server.base + path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/vendor/zxing/iife/reader/index.js",
+        "/static/vendor/zxing/reader/zxing_reader.wasm",
+        "/static/vendor/chart/chart.umd.min.js",
+    ],
+)
+def test_the_libraries_from_npm_are_served(web_server: Server, path: str) -> None:
+    assert httpx.get(web_server.base + path).status_code == 200
+
+
+def test_nothing_else_of_node_modules_is_reachable(web_server: Server) -> None:
+    assert httpx.get(web_server.base + "/static/vendor/zxing/../package.json").status_code == 404
+    assert httpx.get(web_server.base + "/static/app/../endpoints.py").status_code == 404
+
+
+def test_a_page_opens_in_chromium(web_server: Server, browser: object) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(web_server.base + "/")
+    assert page.title()
+    assert errors == []
+    page.close()
