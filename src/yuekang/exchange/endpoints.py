@@ -3,6 +3,7 @@ conversions for signed-in residents, and what operators see of the outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER
 from yuekang.db import after_commit
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
-from yuekang.exceptions import BadRequest, UnsupportedMediaType
+from yuekang.exceptions import BadRequest, NotFound, UnsupportedMediaType
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import partners, service
 from yuekang.exchange.models import Conversion, OutboxMessage
@@ -27,6 +28,7 @@ from yuekang.exchange.schemas import (
     OutboxRead,
     PartnerRead,
 )
+from yuekang.health_codes import qr
 from yuekang.openapi import errors
 from yuekang.schemas import IDEMPOTENCY_KEY
 
@@ -213,6 +215,26 @@ async def outbound(
         session, resident_id=resident_id, conversion_id=conversion.id
     )
     return _read(conversion, message)
+
+
+@router.get(
+    "/v1/exchange/macao/outbound/{conversion_id}.png",
+    responses={**errors(401, 404), 200: {"content": {"image/png": {}}}},
+    response_class=Response,
+)
+async def outbound_code_image(
+    conversion_id: uuid.UUID, resident_id: CurrentResident, session: SessionDep
+) -> Response:
+    """The delivered Macao code as a QR image, for the resident who asked for it (404 until it
+    is delivered). The code is Macao's, signed by Macao: we only draw it."""
+    conversion, _ = await service.get_outbound(
+        session, resident_id=resident_id, conversion_id=conversion_id
+    )
+    if conversion.partner_code is None:
+        raise NotFound("the Macao code has not arrived yet", code="conversion_not_delivered")
+    colour = "green" if conversion.state == "delivered" else "red"
+    image = await asyncio.to_thread(qr.render_png, conversion.partner_code, colour)
+    return Response(image, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
 @router.get(
