@@ -15,7 +15,7 @@ import zxingcpp
 from PIL import Image
 
 from support.api import random_prc_id
-from support.servers import Server
+from support.servers import Server, cli
 from web.conftest import screenshot, wait_until
 from yuekang.verifier import Verifier
 
@@ -116,3 +116,61 @@ def test_the_code_renews_itself_before_it_expires(web_server: Server, page: Any)
     )
     wait_until(page, f"() => document.querySelector('#qr').src !== {first!r}")
     assert page.url.endswith("/?lang=en")
+
+
+def test_a_red_resident_appeals_and_the_page_turns_green_when_it_is_accepted(
+    web_server: Server, page: Any, tmp_path: Any
+) -> None:
+    sign_in(page, web_server.base, fresh_phone())
+    number, birth = random_prc_id()
+    page.wait_for_selector("#bind:not(.hidden)")
+    bind(page, number, birth.isoformat())
+    wait_until(page, "() => document.querySelector('#code-card').dataset.status === 'green'")
+    cli(web_server.env, tmp_path, "status", "set", "--doc-type", "prc_id", "--doc-number",
+        number, "--status", "red", "--reason", "close contact of case 2026-1126")  # fmt: skip
+    page.reload()
+    wait_until(page, "() => document.querySelector('#code-card').dataset.status === 'red'")
+    page.click("#appeal-open")
+    page.fill("#appeal-text", "I was in Zhuhai all week; the case was in Foshan.")
+    page.click("#appeal-submit")
+    wait_until(page, "() => document.querySelector('.appeal-item[data-state=pending]')")
+    screenshot(page, "resident-code-red-appeal")
+
+    operator = cli(
+        web_server.env, tmp_path, "operators", "create", "reviewer", "--role", "operator"
+    )
+    staff = {"Authorization": f"Bearer {operator.split()[-1]}"}
+    [appeal] = httpx.get(f"{web_server.base}/v1/admin/appeals", headers=staff).json()
+    decided = httpx.post(
+        f"{web_server.base}/v1/admin/appeals/{appeal['id']}/decision",
+        headers=staff,
+        json={"decision": "accept", "reason": "Not at the place of the case"},
+    )
+    assert decided.status_code == 200, decided.text
+
+    # No reload: the page looks again and turns green, with the answer shown.
+    wait_until(page, "() => document.querySelector('#code-card').dataset.status === 'green'")
+    wait_until(page, "() => document.querySelector('.appeal-item[data-state=accepted]')")
+    assert "Not at the place" in (page.text_content("#appeal-history") or "")
+    screenshot(page, "resident-appeal-accepted")
+
+
+def test_the_macao_consent_screen_names_the_recipient_and_every_field(
+    web_server: Server, page: Any
+) -> None:
+    sign_in(page, web_server.base, fresh_phone())
+    number, birth = random_prc_id()
+    page.wait_for_selector("#bind:not(.hidden)")
+    bind(page, number, birth.isoformat())
+    page.wait_for_selector("#code:not(.hidden)")
+
+    page.click("#macao-open")
+    page.wait_for_selector("#macao:not(.hidden)")
+
+    fields = page.locator("#macao-fields li").all_text_contents()
+    assert len(fields) == 7 and "Date of birth" in fields and "Phone number" in fields
+    assert "Macau" in (page.text_content("#macao-recipient") or "")
+    assert "convert my health code" in (page.text_content("#macao-text") or "")
+    # no partner is registered on this server: the screen says so and sends nothing
+    assert page.is_disabled("#macao-agree")
+    screenshot(page, "resident-macao-consent")

@@ -245,6 +245,8 @@ async function showStatus() {
         : t("nat.older", { date: formatTime(nat.latest_sampled_at, true).slice(0, 10) });
   $("vx-value").textContent = status.vaccination.doses ? t("vx.doses", { doses: status.vaccination.doses }) : t("vx.none");
   $("appeal-open").classList.toggle("hidden", !status.can_appeal);
+  // Only a green code can be converted: the offer is not shown to anyone else.
+  $("macao-offer").classList.toggle("hidden", status.status !== "green");
   // A status that changed since the code was issued (an appeal accepted, a new test) gets a
   // new code at once, so the colour on screen is never behind the decision.
   if (state.code && status.status !== state.code.status) await refreshCode();
@@ -266,8 +268,11 @@ async function showAppeals() {
       return item;
     }),
   );
+  const pending = appeals.some((a) => a.state === "pending");
   if (appeals.length) $("appeal").classList.remove("hidden");
-  $("appeal-form").classList.toggle("hidden", appeals.some((a) => a.state === "pending") || $("appeal-open").classList.contains("hidden"));
+  // One appeal at a time: while one is being reviewed there is nothing more to file.
+  if (pending) $("appeal-open").classList.add("hidden");
+  $("appeal-form").classList.toggle("hidden", pending || $("appeal-open").classList.contains("hidden"));
 }
 
 async function fileAppeal(event) {
@@ -293,9 +298,12 @@ async function showCode() {
   $("masked-name").textContent = me.identity ? me.identity.masked_name : "";
   await refreshCode();
   await showStatus();
-  // While the page is open the status is looked at again now and then: an operator's decision
-  // or a feed shows without a reload.
-  setInterval(() => showStatus().catch(() => {}), 15_000);
+  // While the page is open the status is looked at again now and then, and whenever the page
+  // comes back to the front: an operator's decision or a feed shows without a reload.
+  setInterval(() => showStatus().catch(() => {}), 10_000);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") showStatus().catch(() => {});
+  });
 }
 
 // --- Macao ---------------------------------------------------------------------------------------
