@@ -174,3 +174,17 @@ def test_the_macao_consent_screen_names_the_recipient_and_every_field(
     # no partner is registered on this server: the screen says so and sends nothing
     assert page.is_disabled("#macao-agree")
     screenshot(page, "resident-macao-consent")
+
+
+def test_the_page_speaks_simplified_chinese_unless_asked_otherwise(
+    web_server: Server, page: Any
+) -> None:
+    page.goto(web_server.base + "/")
+    assert page.text_content("header h1") == "粤康码"
+    assert page.text_content("#send-code") == "获取验证码"
+    page.click("text=繁體")
+    page.wait_for_url("**lang=zh-Hant")
+    assert page.text_content("#send-code") == "取得驗證碼"
+    page.goto(web_server.base + "/?lang=pt")
+    assert page.text_content("#send-code") == "Enviar código"
+    screenshot(page, "resident-signin-pt")
