@@ -42,6 +42,7 @@ from yuekang.principals import Actor
 from yuekang.residents import endpoints as residents
 from yuekang.scans import endpoints as scans
 from yuekang.scans import service as scan_records
+from yuekang.stats import endpoints as stats
 from yuekang.trust import endpoints as trust
 from yuekang.trust import service as anchors
 from yuekang.web import endpoints as web
@@ -112,6 +113,7 @@ def create_app(
     app.include_router(feeds.admin)
     app.include_router(exchange.router)
     app.include_router(exchange.admin)
+    app.include_router(stats.admin)
     web.mount(app)
 
     @app.get("/healthz", tags=["ops"])

@@ -5,11 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
+from yuekang import regions
 from yuekang.checkpoints import service
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.checkpoints.schemas import (
     CheckpointCreate,
     CheckpointCreated,
+    CheckpointRead,
     VerdictRead,
     VerifyRequest,
 )
@@ -56,6 +58,25 @@ async def verify(
 
 
 admin = APIRouter(prefix="/v1/admin/checkpoints", tags=["admin: checkpoints"])
+
+
+@admin.get("", response_model=list[CheckpointRead], responses=errors(401, 403))
+async def list_checkpoints(session: SessionDep, operator: StaffOperator) -> list[CheckpointRead]:
+    """Every checkpoint (never its key), with the time of its latest scan on record."""
+    return [
+        CheckpointRead(
+            id=checkpoint.id,
+            name=checkpoint.name,
+            kind=checkpoint.kind,
+            region_code=checkpoint.region_code,
+            region_name=regions.name(checkpoint.region_code) if checkpoint.region_code else None,
+            enabled=checkpoint.disabled_at is None,
+            created_at=checkpoint.created_at,
+            disabled_at=checkpoint.disabled_at,
+            last_scan_at=last_scan_at,
+        )
+        for checkpoint, last_scan_at in await service.listing(session)
+    ]
 
 
 @admin.post("", response_model=CheckpointCreated, status_code=201, responses=errors(401, 403, 422))

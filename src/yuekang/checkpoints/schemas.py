@@ -71,3 +71,17 @@ class CheckpointCreated(BaseModel):
     region_code: str | None = None
     created_at: dt.datetime
     api_key: str = Field(description="Shown once; only its hash is stored")
+
+
+class CheckpointRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    kind: str
+    region_code: str | None
+    region_name: str | None = Field(description="The GB/T 2260 division's name, when known")
+    enabled: bool
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+    last_scan_at: dt.datetime | None = Field(
+        description="The latest scan on record (records are purged after the retention period)"
+    )

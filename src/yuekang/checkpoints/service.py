@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import apikeys, regions
@@ -19,6 +19,7 @@ from yuekang.health_codes.models import Revocation
 from yuekang.keyring.ring import KeyRing
 from yuekang.principals import Actor, CheckpointPrincipal
 from yuekang.rules.policy import Decision, PlaceKind, as_place_kind, default_policies
+from yuekang.scans.models import ScanRecord
 from yuekang.verifier import Verdict, policy_decision
 
 KEY_PREFIX = "ykc_"
@@ -109,6 +110,23 @@ async def list_checkpoints(session: AsyncSession) -> Sequence[Checkpoint]:
     return (
         (await session.execute(select(Checkpoint).order_by(Checkpoint.created_at))).scalars().all()
     )
+
+
+async def listing(session: AsyncSession) -> list[tuple[Checkpoint, dt.datetime | None]]:
+    """Every checkpoint, oldest first, with its latest scan still on record (None when it has
+    none within the retention period)."""
+    # Correlated, so each checkpoint costs one probe of (checkpoint_id, scanned_at) instead of
+    # grouping every scan record on file.
+    latest_scan = (
+        select(func.max(ScanRecord.scanned_at))
+        .where(ScanRecord.checkpoint_id == Checkpoint.id)
+        .correlate(Checkpoint)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        select(Checkpoint, latest_scan).order_by(Checkpoint.created_at, Checkpoint.id)
+    )
+    return [(checkpoint, last_scan_at) for checkpoint, last_scan_at in rows]
 
 
 async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal | None:

@@ -1,0 +1,427 @@
+"""The staff console in Chromium against a real ``yuekang serve``: an admin reads the dashboard,
+creates a checkpoint and sees its key once, and reads the audit log; an operator opens a red
+resident's appeal and accepts it, after which the resident is green through the API.
+
+The data-making steps are plain functions at the top (staff tokens from the CLI, residents and
+their codes, a red status, an appeal) so other browser tests can build the same situation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from support.api import random_phone, random_prc_id
+from support.servers import Server, cli
+from web.conftest import screenshot
+
+CHARTS = ("chart-codes", "chart-scans", "chart-feeds", "chart-outbox")
+APPEAL_TEXT = "我那天一直在家，没有去过通报的地点，请核实。"
+TIMEOUT_MS = 15_000
+CHECKPOINT_KEY = re.compile(r"^ykc_\S+_\S+$")
+
+
+# ---------------------------------------------------------------- making data
+
+
+@dataclass
+class WebResident:
+    phone: str
+    token: str
+    doc_number: str
+    birth_date: dt.date
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def workdir(server: Server) -> Path:
+    """Where the server runs; CLI commands run there with the server's environment."""
+    return server.log.parent
+
+
+def staff_token(server: Server, role: str, name: str | None = None) -> str:
+    """A staff bearer token from ``yuekang operators create`` (it prints only the token)."""
+    name = name or f"{role} {uuid.uuid4().hex[:4]}"
+    return cli(server.env, workdir(server), "operators", "create", name, "--role", role)
+
+
+def checkpoint_key(server: Server, name: str, kind: str = "venue") -> str:
+    return cli(server.env, workdir(server), "checkpoints", "create", name, "--kind", kind)
+
+
+def feed_key(server: Server, name: str, kinds: str = "cases") -> str:
+    return cli(server.env, workdir(server), "feeds", "clients", "create", name, "--kinds", kinds)
+
+
+def resident(server: Server, name: str = "陈小文") -> WebResident:
+    """A resident signed in with the development OTP and with an identity bound."""
+    phone = random_phone()
+    doc_number, birth = random_prc_id()
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        sent = client.post("/v1/auth/otp", json={"phone": phone})
+        assert sent.status_code == 200, sent.text
+        token = client.post(
+            "/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]}
+        )
+        assert token.status_code == 200, token.text
+        person = WebResident(phone, token.json()["access_token"], doc_number, birth)
+        bound = client.put(
+            "/v1/me/identity",
+            headers=person.auth,
+            json={
+                "name": name,
+                "doc_type": "prc_id",
+                "doc_number": doc_number,
+                "birth_date": birth.isoformat(),
+            },
+        )
+        assert bound.status_code == 201, bound.text
+    return person
+
+
+def issue_code(server: Server, person: WebResident) -> dict[str, Any]:
+    response = httpx.post(f"{server.base}/v1/codes", headers=person.auth, timeout=30)
+    assert response.status_code == 201, response.text
+    code: dict[str, Any] = response.json()
+    return code
+
+
+def scan(server: Server, gate: str, qr_text: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.base}/v1/verify",
+        json={"qr_text": qr_text},
+        headers={"Authorization": f"Bearer {gate}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    verdict: dict[str, Any] = response.json()
+    return verdict
+
+
+def feed_batch(server: Server, key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.base}/v1/feeds/cases",
+        content="".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode(),
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/x-ndjson",
+            "Idempotency-Key": uuid.uuid4().hex,
+        },
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    batch: dict[str, Any] = response.json()
+    return batch
+
+
+def make_red(server: Server, person: WebResident, reason: str = "close contact, case 12") -> None:
+    """``yuekang status set``: an override to red, as an operator at the command line."""
+    cli(
+        server.env, workdir(server), "status", "set", "--doc-type", "prc_id",
+        "--doc-number", person.doc_number, "--status", "red", "--reason", reason,
+    )  # fmt: skip
+
+
+def file_appeal(server: Server, person: WebResident, text: str = APPEAL_TEXT) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.base}/v1/me/appeals", headers=person.auth, json={"text": text}, timeout=30
+    )
+    assert response.status_code == 201, response.text
+    appeal: dict[str, Any] = response.json()
+    return appeal
+
+
+def my_status(server: Server, person: WebResident) -> dict[str, Any]:
+    response = httpx.get(f"{server.base}/v1/me/status", headers=person.auth, timeout=30)
+    assert response.status_code == 200, response.text
+    status: dict[str, Any] = response.json()
+    return status
+
+
+def appellant(server: Server) -> tuple[WebResident, dict[str, Any]]:
+    """A resident made red who has filed an appeal: what an operator reviews."""
+    person = resident(server, name="林小红")
+    make_red(server, person)
+    assert my_status(server, person)["status"] == "red"
+    return person, file_appeal(server, person)
+
+
+# ---------------------------------------------------------------- the browser side
+
+
+@dataclass
+class Console:
+    page: Page
+    errors: list[str]
+
+
+@pytest.fixture(scope="module")
+def activity(web_server: Server) -> dict[str, Any]:
+    """Something to count: codes of every colour, scans at two places, a batch with a bad row."""
+    green = resident(web_server)
+    codes = [issue_code(web_server, green) for _ in range(3)]
+    red = resident(web_server, name="王小明")
+    make_red(web_server, red)
+    red_code = issue_code(web_server, red)
+    gate = checkpoint_key(web_server, "拱北口岸 3 号闸", "border")
+    station = checkpoint_key(web_server, "广州南站 进站口", "transport")
+    for code in codes:
+        scan(web_server, gate, code["qr_text"])
+    scan(web_server, gate, "not a health code")
+    scan(web_server, station, red_code["qr_text"])
+    scan(web_server, station, codes[0]["qr_text"])
+    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    batch = feed_batch(
+        web_server,
+        feed_key(web_server, "Guangdong Health Commission"),
+        [
+            {"doc_type": "prc_id", "doc_number": random_prc_id()[0], "category": "close_contact",
+             "start_date": today},
+            {"doc_type": "prc_id", "doc_number": "44010419900101001Z", "category": "close_contact",
+             "start_date": today},
+        ],
+    )  # fmt: skip
+    assert batch["rows_rejected"] == 1
+    with httpx.Client(base_url=web_server.base, timeout=30) as client:
+        bundle = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {gate}"})
+        assert bundle.status_code == 200, bundle.text
+    return {"codes": len(codes) + 1}
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    # Reduced motion: the console then draws charts without animation, so a screenshot shows
+    # them finished.
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, reduced_motion="reduce", locale="zh-CN"
+    )
+    yield context
+    context.close()
+
+
+def open_console(context: BrowserContext, server: Server, token: str, view: str = "") -> Console:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(f"console: {message.text}") if message.type == "error" else None
+        ),
+    )
+    page.on(
+        "response",
+        lambda response: (
+            errors.append(f"HTTP {response.status} {response.url}")
+            if response.status == 404
+            else None
+        ),
+    )
+    page.goto(f"{server.base}/console")
+    expect(page.locator("#view-signin")).to_be_visible()
+    page.fill("#signin-token", token)
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#who")).to_be_visible(timeout=TIMEOUT_MS)
+    if view:
+        page.click(f"#tabs a[data-view={view}]")
+        expect(page.locator(f"#view-{view}")).to_be_visible()
+    return Console(page, errors)
+
+
+def charts_drawn(page: Page) -> bool:
+    return bool(
+        page.evaluate(
+            """ids => ids.every(id => {
+                const chart = window.Chart && window.Chart.getChart(id);
+                const canvas = document.getElementById(id);
+                return chart && canvas.width > 0 && canvas.height > 0;
+            })""",
+            list(CHARTS),
+        )
+    )
+
+
+def test_the_admin_reads_the_dashboard(
+    web_server: Server, context: BrowserContext, activity: dict[str, Any]
+) -> None:
+    admin = staff_token(web_server, "admin", "管理员 张工")
+    console = open_console(context, web_server, admin)
+    page = console.page
+
+    expect(page.locator("body[data-dashboard=ready]")).to_have_count(1, timeout=TIMEOUT_MS)
+    assert charts_drawn(page)
+    expect(page.locator("#who-role")).to_have_text("管理员")
+    expect(page.locator("#tile-codes-value")).to_have_text(str(activity["codes"]))
+    expect(page.locator("#tile-scans-value")).to_have_text("6")
+    expect(page.locator("#tile-bundle-value")).to_have_text("v1")
+    expect(page.locator("#tile-feeds-sub")).to_contain_text("1")
+    expect(page.locator("#batches-body tr")).to_have_count(1)
+    scans = page.evaluate("() => Chart.getChart('chart-scans').data.labels")
+    assert scans[0].startswith("拱北口岸 3 号闸")
+    # Every section of an admin is offered; the appeals of operators are not.
+    visible = page.locator("#tabs a:not(.hidden)")
+    expect(visible).to_have_count(4)
+    expect(page.locator("#tabs a[data-view=appeals]")).to_be_hidden()
+    screenshot(page, "console-dashboard")
+    # A tablet held upright: one chart per row, the tabs on a line of their own.
+    page.set_viewport_size({"width": 820, "height": 1180})
+    expect(page.locator("#tabs")).to_be_visible()
+    assert charts_drawn(page)
+    screenshot(page, "console-dashboard-tablet")
+    assert console.errors == []
+
+
+def test_the_admin_creates_a_checkpoint_and_sees_its_key_once(
+    web_server: Server, context: BrowserContext
+) -> None:
+    console = open_console(context, web_server, staff_token(web_server, "admin"), "checkpoints")
+    page = console.page
+
+    page.fill("#cp-name", "横琴口岸 旅检大厅")
+    page.select_option("#cp-kind", "border")
+    page.fill("#cp-region", "440402")
+    page.click("#cp-create button[type=submit]")
+
+    secret = page.locator("#secret-key")
+    expect(secret).to_have_text(CHECKPOINT_KEY, timeout=TIMEOUT_MS)
+    key = secret.inner_text()
+    expect(page.locator("#secret-title")).to_contain_text("横琴口岸 旅检大厅")
+    row = page.locator("#cp-body tr", has_text="横琴口岸 旅检大厅")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("口岸")
+    expect(row).to_contain_text("440402")
+    expect(row).to_contain_text("珠海")
+    page.click("#secret-copy")
+    expect(page.locator("#secret-copy")).to_have_text("已复制")
+    screenshot(page, "console-checkpoints")
+
+    # The key works, and once hidden it is gone from the page.
+    assert scan(web_server, key, "not a health code")["verdict"] == "invalid"
+    page.click("#secret-done")
+    expect(page.locator("#secret")).to_be_hidden()
+    assert key not in page.content()
+    assert console.errors == []
+
+
+def test_the_admin_reads_the_audit_log(
+    web_server: Server, context: BrowserContext, activity: dict[str, Any]
+) -> None:
+    admin = staff_token(web_server, "admin")
+    # More than a page of one action, to page through.
+    with httpx.Client(base_url=web_server.base, timeout=30) as client:
+        for n in range(52):
+            made = client.post(
+                "/v1/admin/checkpoints",
+                headers={"Authorization": f"Bearer {admin}"},
+                json={"name": f"Audit gate {n:02d}"},
+            )
+            assert made.status_code == 201, made.text
+    console = open_console(context, web_server, admin, "audit")
+    page = console.page
+
+    expect(page.locator("#audit-body tr").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#audit-body")).to_contain_text("operator.create")
+    page.fill("#audit-action", "checkpoint.create")
+    page.select_option("#audit-limit", "50")
+    page.click("#audit-filter button[type=submit]")
+    expect(page.locator("#audit-body tr")).to_have_count(50)
+    expect(page.locator("#audit-body tr").first).to_contain_text("Audit gate 51")
+    actions = page.locator("#audit-body td:nth-child(4)").all_inner_texts()
+    assert set(actions) == {"checkpoint.create"}
+    expect(page.locator("#audit-newer")).to_be_disabled()
+
+    page.click("#audit-older")
+    expect(page.locator("#audit-page")).to_have_text("第 2 页")
+    expect(page.locator("#audit-body tr").first).to_contain_text("Audit gate 01")
+    expect(page.locator("#audit-older")).to_be_disabled()
+    page.click("#audit-newer")
+    expect(page.locator("#audit-body tr").first).to_contain_text("Audit gate 51")
+
+    page.fill("#audit-action", "")
+    page.select_option("#audit-limit", "100")
+    page.click("#audit-filter button[type=submit]")
+    expect(page.locator("#audit-body")).to_contain_text("operator.create")
+    expect(page.locator("#audit-body")).to_contain_text("status.set")
+    screenshot(page, "console-audit")
+    assert console.errors == []
+
+
+def test_an_operator_accepts_an_appeal_and_the_resident_is_green(
+    web_server: Server, context: BrowserContext
+) -> None:
+    person, appeal = appellant(web_server)
+    console = open_console(context, web_server, staff_token(web_server, "operator", "审核员 李"))
+    page = console.page
+    # Operators see appeals and checkpoints, not keys or the audit log.
+    expect(page.locator("#tabs a[data-view=keys]")).to_be_hidden()
+    expect(page.locator("#tabs a[data-view=audit]")).to_be_hidden()
+    page.click("#tabs a[data-view=appeals]")
+
+    row = page.locator(f"#appeals-body tr[data-id='{appeal['id']}']")
+    expect(row).to_contain_text("红码", timeout=TIMEOUT_MS)
+    row.locator("button").click()
+    expect(page.locator(".appeal-text")).to_have_text(APPEAL_TEXT, timeout=TIMEOUT_MS)
+    page.fill("#decision-reason", "经核实当日行程，解除红码。")
+    page.fill("#decision-days", "7")
+    screenshot(page, "console-appeal")
+    page.click("#decision-accept")
+
+    expect(page.locator("#banner")).to_contain_text("申诉已接受", timeout=TIMEOUT_MS)
+    expect(page.locator("#appeal-detail .decided")).to_contain_text("已接受")
+    expect(row).to_have_count(0)
+    status = my_status(web_server, person)
+    assert status["status"] == "green"
+    [override] = status["reasons"]
+    assert (override["reason"], override["status"]) == ("override", "green")
+    lasts = dt.datetime.fromisoformat(override["until"]) - dt.datetime.fromisoformat(
+        override["since"]
+    )
+    assert lasts == dt.timedelta(days=7)
+    screenshot(page, "console-appeal-accepted")
+    assert console.errors == []
+
+
+def test_a_role_sees_its_sections_and_a_403_is_explained(
+    web_server: Server, context: BrowserContext
+) -> None:
+    console = open_console(context, web_server, staff_token(web_server, "epidemiologist"))
+    page = console.page
+    expect(page.locator("body[data-dashboard=ready]")).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(page.locator("#tabs a:not(.hidden)")).to_have_count(1)
+
+    # Asked for by its address anyway: the API's refusal is shown with its code.
+    page.goto(f"{web_server.base}/console#audit")
+    page.reload()
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text("权限不足", timeout=TIMEOUT_MS)
+    expect(banner).to_contain_text("role_required")
+    expect(banner).to_contain_text("403")
+    page.click("#banner-close")
+
+    page.click("#sign-out")
+    expect(page.locator("#view-signin")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('yk.console.token')") is None
+    # 403 is a refusal, not a page error; the console logs a failed fetch as a console error.
+    assert [e for e in console.errors if "403" not in e] == []
+
+
+def test_a_bad_token_is_refused_with_its_code(web_server: Server, context: BrowserContext) -> None:
+    page = context.new_page()
+    page.goto(f"{web_server.base}/console?lang=en")
+    page.fill("#signin-token", "yko_not-a-real-token")
+    page.click("#signin-form button[type=submit]")
+
+    expect(page.locator("#signin-error")).to_contain_text("invalid_operator_token")
+    expect(page.locator("#view-signin")).to_be_visible()
+    expect(page.locator("#signin-form button[type=submit]")).to_have_text("Sign in")
