@@ -1,5 +1,5 @@
 """Guangdong-Macao exchange: our exchange keys, partners and their keys, replay nonces, consent
-receipts, conversions and the outbox
+receipts, conversions and the outbox; an index of codes by issue time for the console
 
 Revision ID: 0006
 Revises: 0005
@@ -18,6 +18,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # The console counts codes issued per day.
+    op.create_index("ix_health_codes_issued_at", "health_codes", ["issued_at"], unique=False)
     op.create_table(
         "exchange_keys",
         sa.Column("kid", sa.String(length=64), nullable=False),
@@ -200,6 +202,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_health_codes_issued_at", table_name="health_codes")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_due")
 

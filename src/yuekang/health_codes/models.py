@@ -17,6 +17,8 @@ class HealthCode(Base):
     __table_args__ = (
         UniqueConstraint("resident_id", "idempotency_key", name="uq_health_codes_idempotency"),
         Index("ix_health_codes_resident_id_expires_at", "resident_id", "expires_at"),
+        # The console counts codes issued per day.
+        Index("ix_health_codes_issued_at", "issued_at"),
         CheckConstraint("status IN ('green', 'yellow', 'red')", name="status"),
     )
 
