@@ -146,7 +146,7 @@ def main() -> None:
         index = BlindIndex(secrets.blind_index_key.encode())
         port = free_port()
         log = (workdir / "serve.log").open("wb")
-        process = subprocess.Popen(  # noqa: S603 -- our own command and arguments
+        process = subprocess.Popen(
             [YUEKANG, "serve", "--port", str(port)],
             cwd=workdir,
             env=env,
@@ -170,7 +170,7 @@ def main() -> None:
                 py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 if py_spy is None:
                     raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-                spy = subprocess.Popen(  # noqa: S603 -- a profiler on our own process
+                spy = subprocess.Popen(
                     [py_spy, "record", "-p", str(process.pid), "-o", args.profile, "-r", "200"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

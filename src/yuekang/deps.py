@@ -22,7 +22,7 @@ from yuekang.operators import service as operators
 from yuekang.principals import CheckpointPrincipal, OperatorPrincipal, Role
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 
@@ -53,7 +53,7 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_now(context: Context) -> dt.datetime:
+async def get_now(context: Context) -> dt.datetime:
     return context.clock.now()
 
 
@@ -71,7 +71,7 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_resident(credentials: Bearer, context: Context, now: Now) -> uuid.UUID:
+async def current_resident(credentials: Bearer, context: Context, now: Now) -> uuid.UUID:
     return read_session_token(
         _token(credentials),
         secret=context.secrets.session_secret,

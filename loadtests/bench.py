@@ -1,0 +1,519 @@
+"""yuekang beside this machine's own limits, in one run.
+
+    .venv/bin/python -m loadtests.bench [--seconds 10] [--connections 64] [--workers 2]
+                                        [--feed-rows 100000] [--write]
+
+Starts a throwaway PostgreSQL cluster, then for each hot path measures a **limit** -- a minimal
+program doing only the essential work -- and **yuekang** doing the same work, with the same
+uvicorn worker count and the same load generator settings:
+
+- online verify: a bare ASGI app that parses the JSON and verifies ES256 with raw
+  `cryptography`, beside `POST /v1/verify` (checkpoint key, revocation, policy, scan record);
+- issuing a code: a bare ASGI app that signs with raw `cryptography` and inserts one row with
+  asyncpg, beside `POST /v1/codes` on PostgreSQL;
+- offline verification: raw ES256 verification on one core, beside `TrustStore.verify`;
+- QR image: a bare ASGI app answering the same PNG bytes, beside `GET /v1/codes/{id}.png` served
+  from the cache; the cold render is timed on its own;
+- trust bundle: `GET /v1/trust-bundle` answered 200 and 304;
+- feed ingestion: raw COPY into PostgreSQL, beside a 100,000-row batch over HTTP
+  (`loadtests.bench_feeds`).
+
+Load comes from wrk (Debian's package) in a separate process on 127.0.0.1, bounded by
+``--seconds``; its own CPU use is reported, to show it is not the bottleneck. ``--write`` puts
+the table, with the machine's description, into docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.api import random_prc_id  # noqa: E402
+from support.postgres import create_database, postgres_server  # noqa: E402
+from support.servers import YUEKANG, cli, free_port, server_env  # noqa: E402
+from yuekang.db import migrate  # noqa: E402
+
+PERFORMANCE = ROOT / "docs" / "PERFORMANCE.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+@dataclass
+class Load:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    wrk_cpu: float
+    """Cores wrk used on average: well under one means it was not what limited the rate."""
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, *, seconds: int, connections: int, script: str | None = None) -> Load:
+    """Drive ``url`` with wrk; throughput, latency percentiles, errors and wrk's own CPU."""
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        if script:
+            lua.write(script)
+            args[1:1] = ["-s", lua.name]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    Path(lua.name).unlink(missing_ok=True)
+    out = done.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(g) for g in socket.groups()) if socket else 0
+    )
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return Load(rate, p50, p99, errors, cpu / seconds)
+
+
+def post_script(path: str, body: str, headers: dict[str, str]) -> str:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def rotating_tokens_script(path: str, tokens: list[str]) -> str:
+    """POST ``path`` with the bearer tokens in turn (many residents, not one hot row)."""
+    listed = ", ".join(json.dumps(t) for t in tokens)
+    return f"""tokens = {{{listed}}}
+i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", {json.dumps(path)},
+                    {{["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1]}}, nil)
+end
+"""
+
+
+def header_script(headers: dict[str, str]) -> str:
+    return "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], health: str, log: Path) -> Iterator[None]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(health, timeout=1).status_code < 500:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(log.read_text())
+                time.sleep(0.2)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def per_second(work: Callable[[], object], seconds: float = 2.0) -> float:
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(100):
+            work()
+        count += 100
+    return count / elapsed
+
+
+def raw_signature_rates() -> tuple[float, float]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    message = b"x" * 300
+    signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    public = key.public_key()
+    verify = per_second(lambda: public.verify(signature, message, ec.ECDSA(hashes.SHA256())))
+    sign = per_second(lambda: key.sign(message, ec.ECDSA(hashes.SHA256())))
+    return verify, sign
+
+
+def offline_rate(base: str, checkpoint: str, qr_text: str) -> tuple[float, float]:
+    """TrustStore.verify per second on one core, beside raw verification of the same code."""
+    from yuekang.codec.keys import VerificationKey, b64url_decode
+    from yuekang.verifier import TrustStore
+
+    anchor = VerificationKey.from_jwk(httpx.get(f"{base}/v1/trust-anchor", timeout=60).json())
+    bundle = httpx.get(
+        f"{base}/v1/trust-bundle", headers={"Authorization": f"Bearer {checkpoint}"}, timeout=60
+    )
+    now = int(time.time())
+    store = TrustStore(anchor).load(bundle.text, now=now)
+    assert store.verify(qr_text, now=now).valid
+    head, payload, signature = qr_text[4:].split(".")
+    kid = json.loads(b64url_decode(head))["kid"]
+    key = store._verifier.keys[kid]  # the same key object the store uses
+    raw = b64url_decode(signature)
+    signing_input = f"{head}.{payload}".encode()
+    raw_rate = per_second(lambda: key.verify(raw, signing_input))
+    ours = per_second(lambda: store.verify(qr_text, now=now))
+    return ours, raw_rate
+
+
+def qr_cold_ms(qr_text: str) -> float:
+    from yuekang.health_codes import qr
+
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        qr.render_png(qr_text, "green")
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python "
+        f"{platform.python_version()}, wrk {wrk_version}"
+    )
+
+
+def residents(base: str, count: int) -> list[str]:
+    tokens = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for _ in range(count):
+            phone = "+86137" + str(secrets.randbelow(10**8)).zfill(8)
+            sent = client.post("/v1/auth/otp", json={"phone": phone}).json()
+            token = client.post(
+                "/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]}
+            ).json()["access_token"]
+            number, birth = random_prc_id()
+            client.put(
+                "/v1/me/identity",
+                headers={"Authorization": f"Bearer {token}"},
+                json={
+                    "name": "张小三",
+                    "doc_type": "prc_id",
+                    "doc_number": number,
+                    "birth_date": birth.isoformat(),
+                },
+            ).raise_for_status()
+            tokens.append(token)
+    return tokens
+
+
+def feed_ratio(rows: int) -> tuple[float, float] | None:
+    if rows <= 0:
+        return None
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench_feeds", "--rows", str(rows), "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    ours = re.search(r"yuekang POST /v1/feeds\s+([\d,]+) rows/s", done.stdout)
+    raw = re.search(r"raw COPY \(limit\)\s+([\d,]+) rows/s", done.stdout)
+    if not (ours and raw):
+        print(done.stdout[-2000:], done.stderr[-2000:])
+        return None
+    return float(ours.group(1).replace(",", "")), float(raw.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--feed-rows", type=int, default=100_000)
+    parser.add_argument("--write", action="store_true", help="update docs/PERFORMANCE.md")
+    options = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    load = {"seconds": options.seconds, "connections": options.connections}
+    rows: list[tuple[str, str, str, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="yk-bench-"))
+
+    verify_raw, sign_raw = raw_signature_rates()
+    print(f"raw ES256 per core: verify {verify_raw:,.0f}/s, sign {sign_raw:,.0f}/s")
+
+    with postgres_server() as pg:
+        url = create_database(pg)
+        migrate(url)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        # Every resident signs in from this one address: lift the per-address OTP limit.
+        env = server_env(url, work / "keys", YUEKANG_OTP__PER_CLIENT_LIMIT="100000")
+        serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(options.workers)]
+        with process(serve, env, f"{base}/healthz", work / "yuekang.log"):
+            gate = cli(env, work, "checkpoints", "create", "bench gate")
+            tokens = residents(base, 50)
+            code = httpx.post(
+                f"{base}/v1/codes", headers={"Authorization": f"Bearer {tokens[0]}"}
+            ).json()
+            qr_text, png_url = code["qr_text"], code["png_url"]
+
+            # Keys for the bare apps: the same curve and signature work.
+            key = ec.generate_private_key(ec.SECP256R1())
+            (work / "private.pem").write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            (work / "public.pem").write_bytes(
+                key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+
+            # Online verify.
+            verify_body = json.dumps({"qr_text": qr_text})
+            ours = wrk(
+                f"{base}/v1/verify",
+                **load,
+                script=post_script(
+                    "/v1/verify",
+                    verify_body,
+                    {"Content-Type": "application/json", "Authorization": f"Bearer {gate}"},
+                ),
+            )
+            bare = _bare(
+                "verify_app",
+                work,
+                options.workers,
+                {"BARE_PUBLIC_PEM": str(work / "public.pem")},
+                lambda url: wrk(
+                    url,
+                    **load,
+                    script=post_script(
+                        "/",
+                        json.dumps({"qr_text": _bare_code(key)}),
+                        {"Content-Type": "application/json"},
+                    ),
+                ),
+            )
+            rows.append(_row("Online verify (`POST /v1/verify`)", ours, bare, 0.5, 25))
+
+            # Issue a code on PostgreSQL.
+            ours = wrk(
+                f"{base}/v1/codes", **load, script=rotating_tokens_script("/v1/codes", tokens)
+            )
+            _bare_table(url)
+            bare = _bare(
+                "issue_app",
+                work,
+                options.workers,
+                {"BARE_PRIVATE_PEM": str(work / "private.pem"), "BARE_DATABASE_URL": _dsn(url)},
+                lambda url_: wrk(url_, **load, script=post_script("/", "{}", {})),
+            )
+            rows.append(_row("Issue a code (`POST /v1/codes`, PostgreSQL)", ours, bare, 0.5, 50))
+
+            # QR image, cached.
+            png = httpx.get(png_url, headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=60)
+            (work / "code.png").write_bytes(png.content)
+            path = png_url.split(str(port), 1)[1]
+            ours = wrk(
+                f"{base}{path}",
+                **load,
+                script=header_script({"Authorization": f"Bearer {tokens[0]}"}),
+            )
+            bare = _bare(
+                "static_app",
+                work,
+                options.workers,
+                {"BARE_FILE": str(work / "code.png")},
+                lambda url_: wrk(url_, **load),
+            )
+            rows.append(_row("QR image, cached (`GET /v1/codes/{id}.png`)", ours, bare, 0.5, None))
+
+            # Trust bundle.
+            full = wrk(
+                f"{base}/v1/trust-bundle",
+                **load,
+                script=header_script({"Authorization": f"Bearer {gate}"}),
+            )
+            etag = httpx.get(
+                f"{base}/v1/trust-bundle", headers={"Authorization": f"Bearer {gate}"}, timeout=60
+            ).headers["etag"]
+            same = wrk(
+                f"{base}/v1/trust-bundle",
+                **load,
+                script=header_script({"Authorization": f"Bearer {gate}", "If-None-Match": etag}),
+            )
+            rows.append(
+                (
+                    "Trust bundle, 200 / 304",
+                    f"{full.rate:,.0f} / {same.rate:,.0f} req/s",
+                    "--",
+                    f"p99 {full.p99_ms:.1f} / {same.p99_ms:.1f} ms",
+                )
+            )
+
+            offline, raw = offline_rate(base, gate, qr_text)
+    rows.append(
+        (
+            "Offline verifier, one core",
+            f"{offline:,.0f}/s",
+            f"{raw:,.0f}/s (raw ES256)",
+            f"**{offline / raw:.0%}** (goal ≥ 85%)",
+        )
+    )
+    cold = qr_cold_ms(qr_text)
+    rows.append(("QR image, cold render", f"{cold:.1f} ms", "--", "goal ≤ 15 ms"))
+    feeds = feed_ratio(options.feed_rows)
+    if feeds:
+        rows.append(
+            (
+                "Feed ingestion, 100,000 rows",
+                f"{feeds[0]:,.0f} rows/s",
+                f"{feeds[1]:,.0f} rows/s (raw COPY)",
+                f"**{feeds[0] / feeds[1]:.0%}** (goal ≥ 50%)",
+            )
+        )
+
+    table = [
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "
+        f"raw ES256 {verify_raw:,.0f} verifications and {sign_raw:,.0f} signatures per second "
+        f"per core; wrk -t2 -c{options.connections} -d{options.seconds}s, "
+        f"{options.workers} uvicorn workers for every server.",
+        "",
+        "| Hot path | yuekang | limit (same run) | ratio, latency |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+    ]
+    print("\n".join(table))
+    if options.write:
+        text = PERFORMANCE.read_text()
+        block = f"{BEGIN}\n" + "\n".join(table) + f"\n{END}"
+        if BEGIN in text:
+            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), block, text, flags=re.S)
+        else:
+            text += "\n## The benchmark — `python -m loadtests.bench`\n\n" + block + "\n"
+        PERFORMANCE.write_text(text)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _row(name: str, ours: Load, bare: Load, goal: float, p99_goal: float | None) -> tuple[str, ...]:
+    print(f"{name}: yuekang {ours}, limit {bare}", flush=True)
+    errors = f", {ours.errors} errors" if ours.errors else ""
+    latency = f"p50 {ours.p50_ms:.1f} ms, p99 {ours.p99_ms:.1f} ms"
+    if p99_goal is not None:
+        latency += f" (goal ≤ {p99_goal} ms)"
+    return (
+        name,
+        f"{ours.rate:,.0f} req/s{errors}",
+        f"{bare.rate:,.0f} req/s (bare ASGI; wrk used {bare.wrk_cpu:.2f} cores)",
+        f"**{ours.rate / bare.rate:.0%}** (goal ≥ {goal:.0%}); {latency}",
+    )
+
+
+def _bare(
+    app: str, work: Path, workers: int, extra: dict[str, str], run: Callable[[str], Load]
+) -> Load:
+    port = free_port()
+    env = {**os.environ, **extra, "PYTHONPATH": str(ROOT)}
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        f"loadtests.bare:{app}",
+        "--factory",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    url = f"http://127.0.0.1:{port}/"
+    with process(args, env, url, work / f"{app}.log"):
+        return run(url)
+
+
+def _bare_code(key: ec.EllipticCurvePrivateKey) -> str:
+    """A code of the same shape and size as ours, signed by the bare app's key."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    head = b64(b'{"alg":"ES256","kid":"AAAAAAAAAAAAAAAAAAAAAA"}')
+    body = b64(
+        json.dumps(
+            {
+                "iss": "yk:gd",
+                "jti": secrets.token_urlsafe(16),
+                "iat": now,
+                "exp": now + 3600,
+                "st": "green",
+                "nm": "张*三",
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+    )
+    r, s = decode_dss_signature(key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    return f"YK1:{head}.{body}." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def _bare_table(url: str) -> None:
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def create() -> None:
+        connection = await asyncpg.connect(_dsn(url))
+        try:
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS bare_codes "
+                "(code_id text PRIMARY KEY, qr_text text NOT NULL, issued_at timestamptz NOT NULL)"
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+
+
+if __name__ == "__main__":
+    main()
