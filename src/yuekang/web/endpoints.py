@@ -19,6 +19,9 @@ NODE_MODULES = HERE / "assets" / "node_modules"
 VENDOR = {
     "zxing": NODE_MODULES / "zxing-wasm" / "dist",
     "chart": NODE_MODULES / "chart.js" / "dist",
+    # Macao codes in the scanner: CBOR tokens and base45, both plain ES modules.
+    "cborg": NODE_MODULES / "cborg" / "lib",
+    "base45": NODE_MODULES / "base45-ts" / "lib",
 }
 # Scripts only from us; WebAssembly for the QR decoder; images from us, data: and blob: (QR
 # images, camera frames); connections only back to us. No inline script anywhere.
@@ -55,6 +58,24 @@ def _route(name: str) -> Callable[[], Response]:
 
 for _path, _name in PAGES.items():
     router.add_api_route(_path, _route(_name), methods=["GET"], name=f"page:{_name}")
+
+SCANNER_WORKER = "scanner-sw.js"
+
+
+@router.get(f"/static/app/{SCANNER_WORKER}", name="scanner-worker")
+def scanner_worker() -> Response:
+    """The scanner's service worker. A worker served from /static/app/ may only control
+    /static/app/; this header lets it control the scanner page (scope /scanner) and nothing
+    else, so the page opens with no network once it has been loaded."""
+    return FileResponse(
+        STATIC / SCANNER_WORKER,
+        media_type="text/javascript",
+        headers={
+            "Service-Worker-Allowed": "/scanner",
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def mount(app: FastAPI) -> None:

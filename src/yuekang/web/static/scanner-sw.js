@@ -1,0 +1,74 @@
+// The scanner's service worker: keeps the page and everything it loads in a cache, so a
+// checkpoint that loaded /scanner once opens it again with no network.
+//
+// Served from /static/app/ with `Service-Worker-Allowed: /scanner` and registered with scope
+// /scanner: it controls the scanner page only. API calls (/v1/...) are never cached: the trust
+// bundle and the scan queue live in IndexedDB, where the page checks and manages them itself.
+
+const CACHE = "yk-scanner-v1";
+const SHELL = [
+  "/scanner",
+  "/static/app/base.css",
+  "/static/app/scanner.css",
+  "/static/app/common.js",
+  "/static/app/scanner.js",
+  "/static/app/scanner-store.js",
+  "/static/app/verify.js",
+  "/static/app/verify-reasons.js",
+  "/static/app/verify-macao.js",
+  "/static/vendor/zxing/iife/reader/index.js",
+  "/static/vendor/zxing/reader/zxing_reader.wasm",
+  "/static/vendor/base45/base45.js",
+  // cborg's tokeniser and the modules it imports
+  ...["decode", "common", "token", "jump", "byte-utils", "0uint", "1negint", "2bytes", "3string", "4array", "5map", "6tag", "7float"].map(
+    (name) => `/static/vendor/cborg/${name}.js`,
+  ),
+];
+const SHELL_PATHS = new Set(SHELL);
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(
+    caches
+      .open(CACHE)
+      .then((cache) => cache.addAll(SHELL.map((path) => new Request(path, { cache: "no-cache" }))))
+      .then(() => self.skipWaiting()),
+  );
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    (async () => {
+      for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+      // Take over the page that registered us, so the next reload is already ours.
+      await self.clients.claim();
+    })(),
+  );
+});
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (request.method !== "GET" || url.origin !== self.location.origin || !SHELL_PATHS.has(url.pathname)) return;
+  event.respondWith(fromCacheThenRefresh(event, request));
+});
+
+/** The cached copy at once (a gate must not wait on a slow network), refreshed in the
+ * background for the next load; the network only when nothing is cached yet. */
+async function fromCacheThenRefresh(event, request) {
+  const cache = await caches.open(CACHE);
+  // ?lang=en and the like are the same page.
+  const cached = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
+  const refresh = fetch(request, { cache: "no-cache" })
+    .then(async (response) => {
+      if (response.ok && response.type === "basic") {
+        await cache.put(new URL(request.url).pathname, response.clone());
+      }
+      return response;
+    })
+    .catch(() => null);
+  if (cached) {
+    event.waitUntil(refresh);
+    return cached;
+  }
+  return (await refresh) ?? Response.error();
+}

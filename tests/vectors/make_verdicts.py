@@ -1,0 +1,576 @@
+"""Write ``verdicts.json``: one table of verdicts that every verifier of ours must give.
+
+Run it with the project's Python (``.venv/bin/python tests/vectors/make_verdicts.py``) to
+regenerate the table; the file is committed. Keys are fixed (the codec tests' golden keys and
+more fixed scalars) so the keys, key ids and bundle payloads are the same every run; ECDSA
+signatures are randomised, so the signature characters change and the verdicts do not.
+
+The table is read by ``tests/verifier/test_vectors.py`` (the Python ``TrustStore`` and
+``policy_decision``) and ``tests/web/test_verify_vectors.py`` (the browser's ``verify.js`` in
+Chromium): both must give exactly the expected answers.
+
+Layout::
+
+    {"anchors": {name: public JWK},
+     "bundles": {name: compact JWS text},
+     "cases": [{"name", "anchor", "bundles": [names loaded in order], "now", "place", "code",
+                "expect": {verdict, reasons, warnings, status, code_id, issuer, kid, masked_name,
+                           issued_at, expires_at, origin, source, decision, decision_reason}}],
+     "loads": [{"name", "anchor", "bundles", "now",
+                "expect": {"error": null | "bad_signature" | "malformed" | "rollback" |
+                                    "delta_mismatch" | "other_issuer",
+                           "version": int | null, "revoked": int}}]}
+
+A case's bundles are loaded at the case's ``now`` (as a checkpoint does at start-up), then its code
+is judged at that ``now``; the decision is the CLI's: ``cannot_verify`` with the first reason when
+the store cannot judge, otherwise ``policy_decision`` with the place's policy from the bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(TESTS.parent / "src"))
+
+import base45  # noqa: E402
+import cbor2  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
+
+from codec.forge import (  # noqa: E402
+    ATTACKS,
+    DROP,
+    EXP,
+    IAT,
+    ISSUER,
+    NOW,
+    Trust,
+    b64,
+    claims,
+    compact_json,
+    flip_char,
+    forge,
+    header,
+    parts,
+    segment,
+    valid,
+    with_parts,
+)
+from yuekang.codec.bundle import (  # noqa: E402
+    BundleIssuer,
+    BundleKey,
+    TrustBundle,
+    bucket,
+    bundle_payload,
+    sign_bundle,
+)
+from yuekang.codec.keys import SigningKey, b64url_decode  # noqa: E402
+from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code  # noqa: E402
+from yuekang.rules.policy import default_policies  # noqa: E402
+from yuekang.verifier import TrustStore, Verdict, policy_decision  # noqa: E402
+
+OUT = Path(__file__).with_name("verdicts.json")
+DAY = 86_400
+ISSUED = IAT - 3600
+GRACE = 3 * DAY
+RFC8037_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
+REVOKED_JTI = "cmV2b2tlZC1jb2RlLWlkMQ"
+DELTA_REVOKED_JTI = "ZGVsdGEtcmV2b2tlZC1pMQ"
+MACAO_TIME = dt.timezone(dt.timedelta(hours=8))
+
+
+def p256(scalar: int) -> SigningKey:
+    return SigningKey.from_private_key(ec.derive_private_key(scalar, ec.SECP256R1()))
+
+
+def ed(seed_byte: int) -> SigningKey:
+    return SigningKey.from_private_key(
+        ed25519.Ed25519PrivateKey.from_private_bytes(bytes([seed_byte]) * 32)
+    )
+
+
+TRUST = Trust(
+    es=p256(0x1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF),
+    ed=SigningKey.from_private_key(
+        ed25519.Ed25519PrivateKey.from_private_bytes(b64url_decode(RFC8037_D))
+    ),
+    attacker=p256(0xBAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0BAD0),
+)
+ANCHOR = p256(0xA11C40A11C40A11C40A11C40A11C40A11C40A11C40A11C40A11C40A11C40A11C)
+ED_ANCHOR = ed(0x5A)
+OTHER_ANCHOR = p256(0x07E407E407E407E407E407E407E407E407E407E407E407E407E407E407E407E4)
+PENDING = p256(0x9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D9E9D)
+LATE = ed(0x1A)
+"""A key whose window starts ten days after the codes here: they lie outside it."""
+MACAO = p256(0x3AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC0)
+MACAO_RETIRED = p256(0x3E713E713E713E713E713E713E713E713E713E713E713E713E713E713E713E71)
+
+
+def _bundle(version: int, **changes: Any) -> TrustBundle:
+    base = TrustBundle(
+        issuer=ISSUER,
+        version=version,
+        issued_at=ISSUED,
+        expires_at=ISSUED + DAY,
+        grace=GRACE,
+        keys=(
+            BundleKey(TRUST.es.public(), "active", IAT - 30 * DAY, IAT + 60 * DAY),
+            BundleKey(TRUST.ed.public(), "active", IAT - 30 * DAY, IAT + 60 * DAY),
+            BundleKey(PENDING.public(), "pending", IAT - DAY, IAT + 90 * DAY),
+            BundleKey(LATE.public(), "active", IAT + 10 * DAY, IAT + 90 * DAY),
+        ),
+        revoked={bucket(EXP): frozenset({REVOKED_JTI})},
+        policies=default_policies().document(),
+        issuers=(
+            BundleIssuer(
+                id="macao",
+                issuer="MO",
+                format="MO1",
+                keys=(
+                    dataclasses.replace(MACAO.public(), issuer="MO"),
+                    dataclasses.replace(MACAO_RETIRED.public(), issuer="MO", compromised=True),
+                ),
+                colours={"verde": "green", "amarelo": "yellow", "vermelho": "red"},
+            ),
+        ),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def _tampered(text: str) -> str:
+    """The bundle with one revocation removed from its payload, signature kept."""
+    head, payload, signature = text.split(".")
+    document = json.loads(b64url_decode(payload))
+    document["revoked"] = []
+    return f"{head}.{segment(document)}.{signature}"
+
+
+def bundles() -> dict[str, str]:
+    v5 = sign_bundle(_bundle(5), ANCHOR)
+    return {
+        "v5": v5,
+        "v4": sign_bundle(_bundle(4), ANCHOR),
+        "v6-delta-on-5": sign_bundle(
+            _bundle(6, base=5, revoked={bucket(EXP): frozenset({DELTA_REVOKED_JTI})}), ANCHOR
+        ),
+        "v7-delta-on-3": sign_bundle(_bundle(7, base=3, revoked={}), ANCHOR),
+        "v9-other-issuer": sign_bundle(_bundle(9, issuer="yk:other", keys=()), ANCHOR),
+        "v5-tampered": _tampered(v5),
+        "v5-other-anchor": sign_bundle(_bundle(5), OTHER_ANCHOR),
+        "v5-ed-anchor": sign_bundle(_bundle(5), ED_ANCHOR),
+        "v5-no-macao": sign_bundle(_bundle(5, issuers=()), ANCHOR),
+        "v5-macao-without-red": sign_bundle(
+            _bundle(
+                5,
+                issuers=(
+                    dataclasses.replace(
+                        _bundle(5).issuers[0], colours={"verde": "green", "amarelo": "yellow"}
+                    ),
+                ),
+            ),
+            ANCHOR,
+        ),
+        "v8-forged-kid": _sign_payload(
+            {**bundle_payload(_bundle(8)), "keys": [_forged_kid_key()]}, ANCHOR
+        ),
+        "v8-bad-ids": _sign_payload(
+            {**bundle_payload(_bundle(8)), "revoked": [{"until": bucket(EXP), "ids": "AAAA"}]},
+            ANCHOR,
+        ),
+        "v8-float-version": _sign_payload({**bundle_payload(_bundle(8)), "version": 8.0}, ANCHOR),
+        "two-parts": ".".join(v5.split(".")[:2]),
+    }
+
+
+def _forged_kid_key() -> dict[str, Any]:
+    """Our key under another key's id: a bundle may not rename a key."""
+    jwk = {**TRUST.es.public().to_jwk(), "state": "active", "nbf": IAT - DAY, "exp": IAT + DAY}
+    jwk["kid"] = TRUST.ed.kid
+    return jwk
+
+
+def _sign_payload(payload: dict[str, Any], anchor: SigningKey) -> str:
+    head = segment({"alg": anchor.alg, "kid": anchor.kid, "typ": "yk-bundle+jws"})
+    signing_input = head + "." + segment(payload)
+    return signing_input + "." + b64(anchor.sign(signing_input.encode("ascii")))
+
+
+def macao(key: SigningKey = MACAO, **changes: Any) -> str:
+    code = MacaoCodeClaims(
+        iss="MO",
+        cti="bWFjYW8tY29kZS1pZC0wMQ",
+        iat=IAT,
+        exp=IAT + 6 * 3600,
+        cor="verde",
+        nome="陳*文",
+        tdoc="BIR",
+        tan=dt.datetime.fromtimestamp(NOW, MACAO_TIME).date().isoformat(),
+    )
+    return sign_macao_code(dataclasses.replace(code, **changes), key)
+
+
+MACAO_TAN = dt.datetime.fromtimestamp(NOW, MACAO_TIME).date().isoformat()
+
+
+def cose(
+    *,
+    protected: Any = None,
+    unprotected: Any = None,
+    claims: Any = None,
+    signer: SigningKey = MACAO,
+    wrap: Any = None,
+    raw: bytes | None = None,
+) -> str:
+    """A Macao code built by hand (cbor2 and base45), so that what the reference signer never
+    writes can be tested: ``None`` takes the usual member, and ``wrap`` turns the signed
+    COSE_Sign1 members into the item that is encoded (another tag, no tag, ...)."""
+    kid = b64url_decode(signer.kid)
+    protected_bytes = cbor2.dumps({1: -7, 4: kid} if protected is None else protected)
+    if isinstance(protected, bytes):
+        protected_bytes = protected
+    payload = cbor2.dumps(_macao_claims() if claims is None else claims)
+    to_sign = cbor2.dumps(["Signature1", protected_bytes, b"", payload])
+    members = [protected_bytes, {} if unprotected is None else unprotected, payload,
+               signer.sign(to_sign)]  # fmt: skip
+    item = cbor2.CBORTag(18, members) if wrap is None else wrap(members)
+    encoded = cbor2.dumps(item) if raw is None else raw
+    return "MO1:" + base45.b45encode(encoded).decode("ascii")
+
+
+def _indefinite_sign1() -> str:
+    """The COSE_Sign1 array with an indefinite length: valid CBOR, read as any other."""
+    text = cose()
+    encoded = base45.b45decode(text[4:])
+    assert encoded[:2] == b"\xd2\x84"
+    return "MO1:" + base45.b45encode(b"\xd2\x9f" + encoded[2:] + b"\xff").decode("ascii")
+
+
+def _macao_health(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"cor": "verde", "tan": MACAO_TAN, "nome": "陳*文", "tdoc": "BIR"}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not DROP}
+
+
+def _macao_claims(**changes: Any) -> dict[Any, Any]:
+    body: dict[Any, Any] = {
+        1: "MO", 4: IAT + 6 * 3600, 6: IAT, 7: b"macao-code-id-01", -65537: _macao_health(),
+    }  # fmt: skip
+    body.update({int(k.removeprefix("c").replace("_", "-")): v for k, v in changes.items()})
+    return {k: v for k, v in body.items() if v is not DROP}
+
+
+def _nested_header() -> str:
+    """A header nested 2,000 levels deep: Python's parser gives up (malformed) long before."""
+    head = b'{"alg":"ES256","kid":"' + TRUST.es.kid.encode() + b'","x":'
+    head += b"[" * 2000 + b"]" * 2000 + b"}"
+    return forge(head, claims(), TRUST.es)
+
+
+def code_cases() -> list[dict[str, Any]]:
+    """(name, code, now, place, bundles) for every case."""
+    es, ed_key = TRUST.es, TRUST.ed
+    main = ["v5"]
+    cases: list[dict[str, Any]] = []
+
+    def add(
+        name: str, code: str, *, now: int = NOW, place: str = "venue", loaded: list[str] = main
+    ) -> None:
+        cases.append({"name": name, "bundles": loaded, "now": now, "place": place, "code": code})
+
+    add("valid-es256-green-venue", valid(es))
+    add("valid-eddsa-green-venue", valid(ed_key))
+    add("valid-es256-green-transport", valid(es), place="transport")
+    add("valid-pending-key", valid(PENDING))
+    for status in ("yellow", "red"):
+        for place in ("venue", "transport", "border"):
+            add(f"{status}-at-{place}", valid(es, st=status), place=place)
+    add("green-no-test-at-border", valid(es), place="border")
+    for hours in (24, 48, 72, 168):
+        add(f"green-nt{hours}-at-border", valid(ed_key, nt=hours), place="border")
+    add("green-nt24-vx3-at-venue", valid(es, nt=24, vx=3))
+    add("yellow-nt24-at-border", valid(es, st="yellow", nt=24), place="border")
+    add(
+        "converted-from-macao",
+        valid(es, src=["MO", MACAO.kid, "c291cmNlLWRpZ2VzdC0wMQ"]),
+    )
+    add(
+        "converted-from-unknown-partner",
+        valid(es, src=["HK", MACAO.kid, "c291cmNlLWRpZ2VzdC0wMQ"]),
+        loaded=["v5-no-macao"],
+    )
+    add("unknown-claim-ignored", valid(es, zz="later"))
+    add("non-bmp-name", valid(es, nm="𠀋*三"))
+    add("expired", valid(es, iat=IAT - 7200, exp=IAT - 300))
+    add("expired-just-within-leeway", valid(es), now=EXP + 119)
+    add("expired-at-leeway", valid(es), now=EXP + 120)
+    add("not-yet-valid", valid(es, iat=NOW + 121, exp=NOW + 3600))
+    add("not-yet-valid-within-leeway", valid(es, iat=NOW + 120, exp=NOW + 3600))
+    add("revoked", valid(es, jti=REVOKED_JTI))
+    add("revoked-at-border", valid(es, jti=REVOKED_JTI, nt=24), place="border")
+    add("revoked-by-delta", valid(es, jti=DELTA_REVOKED_JTI), loaded=["v5", "v6-delta-on-5"])
+    add("not-revoked-before-delta", valid(es, jti=DELTA_REVOKED_JTI))
+    add("forged-signature", with_parts(*parts(valid(es))[:2], flip_char(parts(valid(es))[2], 10)))
+    add(
+        "tampered-payload",
+        with_parts(
+            parts(valid(es))[0],
+            segment(claims(st="green", nm="李*四")),
+            parts(valid(es, st="red"))[2],
+        ),
+    )
+    add("unknown-key", valid(TRUST.attacker))
+    add("alg-none", forge(header(es, alg="none"), claims(), None))
+    add("alg-mismatch", forge(header(ed_key, alg="ES256"), claims(), es))
+    add("crit-header", forge(header(es, crit=["exp"]), claims(), es))
+    add("malformed-base64", with_parts(parts(valid(es))[0] + "=", *parts(valid(es))[1:]))
+    add("yk2-prefix", "YK2:" + valid(es)[4:])
+    add("untrusted-issuer", valid(es, iss="yk:other"))
+    add("key-outside-window", valid(LATE))
+    add("code-outlives-key", valid(es, exp=IAT + 61 * DAY))
+    add("deeply-nested-header", _nested_header())
+    add(
+        "iat-integral-float",
+        forge(
+            header(es), compact_json(claims()).replace(str(IAT).encode(), f"{IAT}.0".encode()), es
+        ),
+    )
+    add(
+        "iat-exponent",
+        forge(header(es), compact_json(claims()).replace(str(IAT).encode(), b"1.7641e9"), es),
+    )
+    add("nt-too-large", valid(es, nt=10_000))
+    add("src-not-a-triple", valid(es, src=["MO", MACAO.kid]))
+    # The store's own state.
+    stale_now = ISSUED + DAY + 3600
+    add(
+        "stale-bundle-warns",
+        valid(es, iat=stale_now - 100, exp=stale_now + 3500),
+        now=stale_now,
+    )
+    # Revocation groups whose hour has passed are dropped on load, whatever codes they list.
+    add(
+        "revocation-group-past-its-hour-is-dropped",
+        valid(es, jti=REVOKED_JTI, iat=stale_now - 3000, exp=EXP + DAY),
+        now=stale_now,
+    )
+    expired_now = ISSUED + DAY + GRACE + 1
+    add("expired-bundle", valid(es, iat=expired_now - 100, exp=expired_now + 3500), now=expired_now)
+    add("wrong-clock", valid(es), now=ISSUED - 121)
+    add(
+        "clock-within-leeway-of-bundle",
+        valid(es, iat=ISSUED - 200),
+        now=ISSUED - 120,
+        place="transport",
+    )
+    add("no-bundle", valid(es), loaded=[])
+    add("ed-anchor-bundle", valid(es), loaded=["v5-ed-anchor"])
+    # Macao codes (MO1: CBOR/COSE, base45).
+    add("macao-green", macao())
+    add("macao-yellow-at-transport", macao(cor="amarelo"), place="transport")
+    add("macao-green-at-border", macao(), place="border")
+    add("macao-retired-key", macao(MACAO_RETIRED))
+    add("macao-unknown-key", macao(TRUST.attacker))
+    add("macao-expired", macao(iat=IAT - 8 * 3600, exp=IAT - 7 * 3600))
+    add("macao-not-recognised-here", macao(), loaded=["v5-no-macao"])
+    add("macao-version-2", "MO2:" + macao()[4:])
+    add("macao-forged", macao()[:-2] + ("00" if not macao().endswith("00") else "11"))
+    add("macao-hand-made", cose())
+    add("macao-trailing-newline", cose() + "\n")
+    add("macao-over-range-triplet", "MO1:GGW")
+    add("macao-empty", "MO1:")
+    add("macao-version-10", "MO10:" + cose()[4:])
+    add("macao-lowercase-base45", cose().lower().replace("mo1:", "MO1:"))
+    add("macao-trailing-bytes", cose(raw=base45.b45decode(cose()[4:]) + b"\x00"))
+    add("macao-untagged", cose(wrap=lambda members: members))
+    add("macao-cwt-tag-61", cose(wrap=lambda m: cbor2.CBORTag(61, cbor2.CBORTag(18, m))))
+    add("macao-self-described", cose(wrap=lambda m: cbor2.CBORTag(55799, cbor2.CBORTag(18, m))))
+    add("macao-three-members", cose(wrap=lambda members: cbor2.CBORTag(18, members[:3])))
+    add("macao-unprotected-not-a-map", cose(unprotected=[]))
+    add("macao-indefinite-array", _indefinite_sign1())
+    kid = b64url_decode(MACAO.kid)
+    add("macao-alg-es384", cose(protected={1: -35, 4: kid}))
+    add("macao-alg-text", cose(protected={1: "ES256", 4: kid}))
+    add("macao-alg-float", cose(protected={1: -7.0, 4: kid}))
+    add("macao-alg-under-true-key", cose(protected={True: -7, 4: kid}))
+    add("macao-protected-empty", cose(protected=b""))
+    add("macao-crit", cose(protected={1: -7, 2: [4], 4: kid}))
+    add("macao-kid-15-bytes", cose(protected={1: -7, 4: kid[:15]}))
+    add("macao-kid-text", cose(protected={1: -7, 4: MACAO.kid}))
+    add("macao-unprotected-alg-ignored", cose(unprotected={1: -35, 4: b"x" * 16}))
+    add("macao-eddsa-key-kid", cose(protected={1: -7, 4: b64url_decode(TRUST.ed.kid)}))
+    add("macao-signed-by-attacker", cose(signer=TRUST.attacker,
+                                          protected={1: -7, 4: kid}))  # fmt: skip
+    add("macao-iat-true", cose(claims=_macao_claims(c6=True)))
+    add("macao-iat-float", cose(claims=_macao_claims(c6=float(IAT))))
+    bignum = cbor2.CBORTag(2, IAT.to_bytes(4, "big"))
+    add("macao-iat-bignum-tag", cose(claims=_macao_claims(c6=bignum)))
+    add("macao-iat-negative", cose(claims=_macao_claims(c6=-1)))
+    add("macao-exp-huge", cose(claims=_macao_claims(c4=2**64)))
+    add("macao-iss-as-float-key", cose(claims={**_macao_claims(), 1.0: "HK"}))
+    add("macao-iss-other", cose(claims=_macao_claims(c1="HK")))
+    add("macao-cti-short", cose(claims=_macao_claims(c7=b"short")))
+    add("macao-no-health", cose(claims=_macao_claims(c_65537=DROP)))
+    add("macao-tan-null", cose(claims=_macao_claims(c_65537=_macao_health(tan=None))))
+    add("macao-tan-not-a-date", cose(claims=_macao_claims(c_65537=_macao_health(tan="2025-02-30"))))
+    add("macao-tan-compact", cose(claims=_macao_claims(c_65537=_macao_health(tan="20251125"))))
+    add(
+        "macao-no-tan-at-border",
+        cose(claims=_macao_claims(c_65537=_macao_health(tan=DROP))),
+        place="border",
+    )
+    add(
+        "macao-old-tan-at-border",
+        cose(claims=_macao_claims(c_65537=_macao_health(tan="2025-11-20"))),
+        place="border",
+    )
+    add("macao-colour-blue", cose(claims=_macao_claims(c_65537=_macao_health(cor="azul"))))
+    add("macao-tdoc-unknown", cose(claims=_macao_claims(c_65537=_macao_health(tdoc="X"))))
+    add("macao-nome-65-chars", cose(claims=_macao_claims(c_65537=_macao_health(nome="陳" * 65))))
+    add(
+        "macao-red-colour-missing-from-table",
+        cose(claims=_macao_claims(c_65537=_macao_health(cor="vermelho"))),
+        loaded=["v5-macao-without-red"],
+    )
+    add("macao-not-yet-valid", cose(claims=_macao_claims(c6=NOW + 121, c4=NOW + 3600)))
+    for attack in ATTACKS:
+        add(f"attack-{attack.id}", attack.build(TRUST))
+    return cases
+
+
+def reasons(items: tuple[Any, ...]) -> list[str]:
+    return [item.value for item in items]
+
+
+def expect(store: TrustStore, code: str, now: int, place: str) -> dict[str, Any]:
+    verdict: Verdict = store.verify(code, now=now)
+    if verdict.verdict == "cannot_verify":
+        decision, decision_reason = "cannot_verify", verdict.reasons[0].value
+    else:
+        outcome = policy_decision(verdict, store.policy(place))  # type: ignore[arg-type]
+        decision, decision_reason = outcome.verdict, outcome.reason
+    document = verdict.to_dict()
+    return {
+        "verdict": verdict.verdict,
+        "reasons": reasons(verdict.reasons),
+        "warnings": reasons(verdict.warnings),
+        "status": verdict.status,
+        "code_id": verdict.code_id,
+        "issuer": verdict.issuer,
+        "kid": verdict.kid,
+        "masked_name": verdict.masked_name,
+        "issued_at": verdict.issued_at,
+        "expires_at": verdict.expires_at,
+        "origin": verdict.origin,
+        "source": document["source"],
+        "decision": decision,
+        "decision_reason": decision_reason,
+    }
+
+
+def load_cases() -> list[dict[str, Any]]:
+    def case(name: str, loaded: list[str], anchor: str = "main") -> dict[str, Any]:
+        return {"name": name, "anchor": anchor, "bundles": loaded, "now": NOW}
+
+    return [
+        case("full-bundle", ["v5"]),
+        case("delta-on-its-base", ["v5", "v6-delta-on-5"]),
+        case("same-version-again", ["v5", "v5"]),
+        case("newer-then-older-is-a-rollback", ["v5", "v4"]),
+        case("delta-on-another-base", ["v5", "v7-delta-on-3"]),
+        case("delta-without-a-base", ["v6-delta-on-5"]),
+        case("another-issuer", ["v5", "v9-other-issuer"]),
+        case("tampered", ["v5-tampered"]),
+        case("signed-by-another-anchor", ["v5-other-anchor"]),
+        case("ed25519-anchor", ["v5-ed-anchor"], anchor="ed"),
+        case("key-under-another-kid", ["v8-forged-kid"]),
+        case("revocation-ids-not-16-bytes", ["v8-bad-ids"]),
+        case("float-version", ["v8-float-version"]),
+        case("two-parts", ["two-parts"]),
+        case("tampered-after-a-good-one", ["v5", "v5-tampered"]),
+    ]
+
+
+ERRORS = {
+    "BadBundleSignature": "bad_signature",
+    "MalformedBundle": "malformed",
+    "BundleRollback": "rollback",
+    "DeltaMismatch": "delta_mismatch",
+    "OtherIssuer": "other_issuer",
+}
+
+
+def anchors() -> dict[str, Any]:
+    return {"main": ANCHOR.public().to_jwk(), "ed": ED_ANCHOR.public().to_jwk()}
+
+
+def store_of(anchor: dict[str, Any], texts: list[str], now: int) -> TrustStore:
+    from yuekang.codec.keys import VerificationKey
+
+    store = TrustStore(VerificationKey.from_jwk(anchor))
+    for text in texts:
+        store = store.load(text, now=now)
+    return store
+
+
+def load_expect(anchor: dict[str, Any], texts: list[str], now: int) -> dict[str, Any]:
+    from yuekang.codec.keys import VerificationKey
+
+    store = TrustStore(VerificationKey.from_jwk(anchor))
+    try:
+        for text in texts:
+            store = store.load(text, now=now)
+    except Exception as exc:
+        error = ERRORS[type(exc).__name__]
+        return {"error": error, "version": None, "revoked": None}
+    assert store.bundle is not None
+    return {"error": None, "version": store.bundle.version, "revoked": len(store.revoked)}
+
+
+def main() -> None:
+    texts = bundles()
+    keys = anchors()
+    cases = []
+    for case in code_cases():
+        store = store_of(
+            keys["main"] if case["bundles"] != ["v5-ed-anchor"] else keys["ed"],
+            [texts[name] for name in case["bundles"]],
+            case["now"],
+        )
+        anchor = "ed" if case["bundles"] == ["v5-ed-anchor"] else "main"
+        cases.append(
+            {
+                **case,
+                "anchor": anchor,
+                "expect": expect(store, case["code"], case["now"], case["place"]),
+            }
+        )
+    loads = []
+    for load in load_cases():
+        loads.append(
+            {
+                **load,
+                "expect": load_expect(
+                    keys[load["anchor"]], [texts[name] for name in load["bundles"]], load["now"]
+                ),
+            }
+        )
+    document = {
+        "generated_by": "tests/vectors/make_verdicts.py",
+        "leeway": 120,
+        "anchors": keys,
+        "bundles": texts,
+        "cases": cases,
+        "loads": loads,
+    }
+    OUT.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"{OUT}: {len(cases)} cases, {len(loads)} loads")
+
+
+if __name__ == "__main__":
+    main()
