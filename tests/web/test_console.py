@@ -358,9 +358,18 @@ def test_the_admin_reads_the_audit_log(
 
 
 def test_an_operator_accepts_an_appeal_and_the_resident_is_green(
-    web_server: Server, context: BrowserContext
+    web_server: Server, context: BrowserContext, browser: Browser
 ) -> None:
     person, appeal = appellant(web_server)
+    # The resident's own page, open on their phone the whole time.
+    phone = browser.new_context(viewport={"width": 390, "height": 844})
+    resident_page = phone.new_page()
+    resident_page.goto(web_server.base + "/")
+    resident_page.evaluate("token => localStorage.setItem('yk.session', token)", person.token)
+    resident_page.reload()
+    expect(resident_page.locator("#code-card[data-status=red]")).to_have_count(
+        1, timeout=TIMEOUT_MS
+    )
     console = open_console(context, web_server, staff_token(web_server, "operator", "审核员 李"))
     page = console.page
     # Operators see appeals and checkpoints, not keys or the audit log.
@@ -390,6 +399,11 @@ def test_an_operator_accepts_an_appeal_and_the_resident_is_green(
     assert lasts == dt.timedelta(days=7)
     screenshot(page, "console-appeal-accepted")
     assert console.errors == []
+    # The resident's page turns green by itself, with the reviewer's answer.
+    expect(resident_page.locator("#code-card[data-status=green]")).to_have_count(1, timeout=20_000)
+    expect(resident_page.locator("#appeal-history")).to_contain_text("经核实当日行程")
+    screenshot(resident_page, "resident-green-after-console")
+    phone.close()
 
 
 def test_a_role_sees_its_sections_and_a_403_is_explained(
