@@ -131,7 +131,8 @@ async def test_svg_is_served_and_images_are_cached_and_revalidated(running: Runn
     assert b"<svg" in svg.content
     assert STATUS_COLOURS["green"].encode() in svg.content.lower()
     png = await running.client.get(code["png_url"], headers=resident.auth)
-    assert running.context.images.get(code["code_id"], "png") == png.content
+    cached = running.context.images.get(code["code_id"], "png")
+    assert cached is not None and cached.image == png.content
     assert png.headers["cache-control"].startswith("private, max-age=")
     again = await running.client.get(
         code["png_url"], headers={**resident.auth, "If-None-Match": png.headers["etag"]}
@@ -148,6 +149,9 @@ async def test_images_are_for_the_owner_only(running: RunningApp):
         assert (await running.client.get(url)).status_code == 401
     missing = await running.client.get("/v1/codes/nope.png", headers=owner.auth)
     assert missing.status_code == 404
+    # Once the owner's image is cached (answered without the database), still the owner's only.
+    assert (await running.client.get(code["png_url"], headers=owner.auth)).status_code == 200
+    assert (await running.client.get(code["png_url"], headers=stranger.auth)).status_code == 404
     assert missing.json()["error"]["code"] == "code_not_found"
 
 

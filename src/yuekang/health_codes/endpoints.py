@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response, status
 
 from yuekang.deps import Context, CurrentResident, Now, SessionDep
-from yuekang.exceptions import BadRequest
+from yuekang.exceptions import BadRequest, NotFound
 from yuekang.health_codes import service
 from yuekang.health_codes.models import HealthCode
 from yuekang.health_codes.schemas import CodeRead
@@ -76,19 +76,26 @@ async def _image(
     fmt: service.ImageFormat,
     request: Request,
     resident_id: CurrentResident,
-    session: SessionDep,
     context: Context,
     now: Now,
 ) -> Response:
-    code = await service.get_owned_code(session, resident_id=resident_id, code_id=code_id)
-    etag = f'"{code.code_id}.{fmt}"'
-    remaining = max(int((code.expires_at - now).total_seconds()), 0)
+    # An image is a pure function of a stored code, and the cache keeps its owner: a hit needs
+    # no database (the phone fetches it again on every refresh). Someone else's code is a 404
+    # whether it is cached or not.
+    entry = context.images.get(code_id, fmt)
+    if entry is None:
+        async with context.read_sessionmaker() as session:
+            code = await service.get_owned_code(session, resident_id=resident_id, code_id=code_id)
+            entry = await service.render_image(code, fmt, context.images)
+    elif entry.owner != resident_id:
+        raise NotFound("no such code", code="code_not_found")
+    etag = f'"{code_id}.{fmt}"'
+    remaining = max(int((entry.expires_at - now).total_seconds()), 0)
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={remaining}"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    image = await service.render_image(code, fmt, context.images)
     media_type = "image/png" if fmt == "png" else "image/svg+xml"
-    return Response(content=image, media_type=media_type, headers=headers)
+    return Response(content=entry.image, media_type=media_type, headers=headers)
 
 
 _IMAGE_RESPONSES = {**errors(401, 404), 304: {"description": "Not modified"}}
@@ -104,12 +111,11 @@ async def code_png(
     code_id: str,
     request: Request,
     resident_id: CurrentResident,
-    session: SessionDep,
     context: Context,
     now: Now,
 ) -> Response:
     """The code as a PNG QR in its status colour (level M, 4-module quiet zone). Owner only."""
-    return await _image(code_id, "png", request, resident_id, session, context, now)
+    return await _image(code_id, "png", request, resident_id, context, now)
 
 
 @router.get(
@@ -122,12 +128,11 @@ async def code_svg(
     code_id: str,
     request: Request,
     resident_id: CurrentResident,
-    session: SessionDep,
     context: Context,
     now: Now,
 ) -> Response:
     """The code as an SVG QR in its status colour. Owner only."""
-    return await _image(code_id, "svg", request, resident_id, session, context, now)
+    return await _image(code_id, "svg", request, resident_id, context, now)
 
 
 # Declared after the image routes: `/{code_id}` would otherwise swallow `x.png`.

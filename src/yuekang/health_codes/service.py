@@ -196,34 +196,43 @@ async def get_owned_code(
 ImageFormat = Literal["png", "svg"]
 
 
+@dataclass(frozen=True)
+class CachedImage:
+    image: bytes
+    owner: uuid.UUID
+    expires_at: dt.datetime
+
+
 class ImageCache:
-    """A bounded LRU of rendered QR images, keyed by code id and format."""
+    """A bounded LRU of rendered QR images, keyed by code id and format, with the owner and
+    expiry of the code beside each: a hit is answered without touching the database."""
 
     def __init__(self, max_entries: int) -> None:
         self._max = max_entries
-        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], CachedImage] = OrderedDict()
 
-    def get(self, code_id: str, fmt: str) -> bytes | None:
-        image = self._items.get((code_id, fmt))
-        if image is not None:
+    def get(self, code_id: str, fmt: str) -> CachedImage | None:
+        entry = self._items.get((code_id, fmt))
+        if entry is not None:
             self._items.move_to_end((code_id, fmt))
-        return image
+        return entry
 
-    def put(self, code_id: str, fmt: str, image: bytes) -> None:
+    def put(self, code_id: str, fmt: str, entry: CachedImage) -> None:
         if self._max == 0:
             return
-        self._items[(code_id, fmt)] = image
+        self._items[(code_id, fmt)] = entry
         self._items.move_to_end((code_id, fmt))
         while len(self._items) > self._max:
             self._items.popitem(last=False)
 
 
-async def render_image(code: HealthCode, fmt: ImageFormat, cache: ImageCache) -> bytes:
+async def render_image(code: HealthCode, fmt: ImageFormat, cache: ImageCache) -> CachedImage:
     cached = cache.get(code.code_id, fmt)
     if cached is not None:
         return cached
     render = qr.render_png if fmt == "png" else qr.render_svg
     # Off the event loop: a render holds the CPU for tens of milliseconds.
     image = await asyncio.to_thread(render, code.qr_text, code.status)
-    cache.put(code.code_id, fmt, image)
-    return image
+    entry = CachedImage(image=image, owner=code.resident_id, expires_at=code.expires_at)
+    cache.put(code.code_id, fmt, entry)
+    return entry
