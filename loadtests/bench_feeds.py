@@ -125,7 +125,7 @@ def main() -> None:
         "--profile", metavar="SVG", help="record the server with py-spy into this flame graph"
     )
     args = parser.parse_args()
-    rng = random.Random(20261125)  # noqa: S311 -- reproducible test data, not secrets
+    rng = random.Random(20261125)
     with postgres_server() as server, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         raw_url = create_database(server)

@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    rng = random.Random(7)  # noqa: S311 -- reproducible test data, not secrets
+    rng = random.Random(7)
     with postgres_server() as server:
         url = create_database(server)
         migrate(url)
