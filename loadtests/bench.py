@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from loadtests.bare import sign_code  # noqa: E402
 from support.api import random_prc_id  # noqa: E402
 from support.postgres import create_database, postgres_server  # noqa: E402
 from support.servers import YUEKANG, cli, free_port, server_env  # noqa: E402
@@ -106,7 +107,7 @@ def wrk(url: str, *, seconds: int, connections: int, script: str | None = None) 
     return Load(rate, p50, p99, errors, cpu / seconds)
 
 
-def post_script(path: str, body: str, headers: dict[str, str]) -> str:
+def post_script(body: str, headers: dict[str, str]) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     return "\n".join(lines) + "\n"
@@ -312,7 +313,6 @@ def main() -> None:
                 f"{base}/v1/verify",
                 **load,
                 script=post_script(
-                    "/v1/verify",
                     verify_body,
                     {"Content-Type": "application/json", "Authorization": f"Bearer {gate}"},
                 ),
@@ -326,8 +326,7 @@ def main() -> None:
                     url,
                     **load,
                     script=post_script(
-                        "/",
-                        json.dumps({"qr_text": _bare_code(key)}),
+                        json.dumps({"qr_text": sign_code(key)[1]}),
                         {"Content-Type": "application/json"},
                     ),
                 ),
@@ -344,7 +343,7 @@ def main() -> None:
                 work,
                 options.workers,
                 {"BARE_PRIVATE_PEM": str(work / "private.pem"), "BARE_DATABASE_URL": _dsn(url)},
-                lambda url_: wrk(url_, **load, script=post_script("/", "{}", {})),
+                lambda url_: wrk(url_, **load, script=post_script("{}", {})),
             )
             rows.append(_row("Issue a code (`POST /v1/codes`, PostgreSQL)", ours, bare, 0.5, 50))
 
@@ -469,35 +468,6 @@ def _bare(
     url = f"http://127.0.0.1:{port}/"
     with process(args, env, url, work / f"{app}.log"):
         return run(url)
-
-
-def _bare_code(key: ec.EllipticCurvePrivateKey) -> str:
-    """A code of the same shape and size as ours, signed by the bare app's key."""
-    import base64
-
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    now = int(time.time())
-    head = b64(b'{"alg":"ES256","kid":"AAAAAAAAAAAAAAAAAAAAAA"}')
-    body = b64(
-        json.dumps(
-            {
-                "iss": "yk:gd",
-                "jti": secrets.token_urlsafe(16),
-                "iat": now,
-                "exp": now + 3600,
-                "st": "green",
-                "nm": "张*三",
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
-    )
-    r, s = decode_dss_signature(key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
-    return f"YK1:{head}.{body}." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 
 
 def _dsn(url: str) -> str:

@@ -114,7 +114,6 @@ class AppContext:
             keyring=self.keyring,
             code_lifetime=dt.timedelta(seconds=self.settings.codes.lifetime_seconds),
             leeway=self.settings.codes.clock_leeway_seconds,
-            package_lifetime=self.settings.exchange.package_lifetime_seconds,
         )
 
     async def close(self) -> None:

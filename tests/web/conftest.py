@@ -29,9 +29,6 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "screenshots"
 
-pytestmark = pytest.mark.browser
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/web/" in str(item.fspath):

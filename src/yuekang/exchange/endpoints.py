@@ -256,7 +256,9 @@ async def outbound_status(
 @router.get("/v1/exchange/conversions", response_model=list[ConversionRead], responses=errors(401))
 async def my_conversions(resident_id: CurrentResident, session: SessionDep) -> list[ConversionRead]:
     """The signed-in resident's conversions, both ways, newest first."""
-    return [_read(c, None) for c in await service.list_outbound(session, resident_id=resident_id)]
+    return [
+        _read(c, None) for c in await service.list_conversions(session, resident_id=resident_id)
+    ]
 
 
 @admin.get("/exchange/outbox", response_model=list[OutboxRead], responses=errors(401, 403))

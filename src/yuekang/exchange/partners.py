@@ -115,7 +115,6 @@ class PartnerView:
     enc_key: EncryptionPublicKey | None = None
     code_keys: dict[str, VerificationKey] = field(default_factory=dict)
     """Retired code keys are here as compromised: their codes are judged ``key_not_valid``."""
-    code_key_records: tuple[PartnerKey, ...] = ()
 
 
 def code_key(record: PartnerKey, issuer: str) -> VerificationKey:
@@ -142,11 +141,9 @@ async def load(session: AsyncSession, partner_id: str) -> PartnerView | None:
     retired: set[str] = set()
     enc: EncryptionPublicKey | None = None
     code: dict[str, VerificationKey] = {}
-    code_records = []
     for record in records:
         if record.purpose == "code":
             code[record.kid] = code_key(record, partner.issuer)
-            code_records.append(record)
         elif record.use == "sig":
             sig[record.kid] = VerificationKey.from_jwk(
                 json.loads(record.public_jwk), issuer=partner.issuer
@@ -165,7 +162,6 @@ async def load(session: AsyncSession, partner_id: str) -> PartnerView | None:
         retired_sig=frozenset(retired),
         enc_key=enc,
         code_keys=code,
-        code_key_records=tuple(code_records),
     )
 
 

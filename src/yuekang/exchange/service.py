@@ -124,7 +124,6 @@ class ExchangeDeps:
     keyring: KeyRing
     code_lifetime: dt.timedelta
     leeway: int
-    package_lifetime: int
 
 
 # --- the package body -------------------------------------------------------------------------
@@ -1010,7 +1009,7 @@ async def get_outbound(
     return conversion, message
 
 
-async def list_outbound(session: AsyncSession, *, resident_id: uuid.UUID) -> list[Conversion]:
+async def list_conversions(session: AsyncSession, *, resident_id: uuid.UUID) -> list[Conversion]:
     return list(
         (
             await session.execute(
