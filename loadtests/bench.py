@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import resource
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -52,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from loadtests.bare import sign_code  # noqa: E402
-from support.api import random_prc_id  # noqa: E402
+from support.api import registered_over_http  # noqa: E402
 from support.postgres import create_database, postgres_server  # noqa: E402
 from support.servers import YUEKANG, cli, free_port, server_env  # noqa: E402
 from yuekang.db import migrate  # noqa: E402
@@ -218,27 +217,9 @@ def machine() -> str:
 
 
 def residents(base: str, count: int) -> list[str]:
-    tokens = []
+    """Session tokens of ``count`` residents with identities bound."""
     with httpx.Client(base_url=base, timeout=30) as client:
-        for _ in range(count):
-            phone = "+86137" + str(secrets.randbelow(10**8)).zfill(8)
-            sent = client.post("/v1/auth/otp", json={"phone": phone}).json()
-            token = client.post(
-                "/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]}
-            ).json()["access_token"]
-            number, birth = random_prc_id()
-            client.put(
-                "/v1/me/identity",
-                headers={"Authorization": f"Bearer {token}"},
-                json={
-                    "name": "张小三",
-                    "doc_type": "prc_id",
-                    "doc_number": number,
-                    "birth_date": birth.isoformat(),
-                },
-            ).raise_for_status()
-            tokens.append(token)
-    return tokens
+        return [registered_over_http(client).token for _ in range(count)]
 
 
 def feed_ratio(rows: int) -> tuple[float, float] | None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from support.api import random_prc_id
+from support.api import registered_over_http
 from support.servers import YUEKANG, cli, serve, server_env
 from yuekang.db import create_engine
 from yuekang.scans.models import ScanRecord
@@ -22,26 +22,11 @@ pytestmark = pytest.mark.e2e
 
 
 def _resident_code(base: str, phone: str) -> tuple[dict[str, str], str]:
-    number, birth = random_prc_id()
     with httpx.Client(base_url=base, timeout=30) as client:
-        sent = client.post("/v1/auth/otp", json={"phone": phone}).json()
-        token = client.post(
-            "/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]}
-        ).json()["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        bound = client.put(
-            "/v1/me/identity",
-            headers=auth,
-            json={
-                "name": "陈大文",
-                "doc_type": "prc_id",
-                "doc_number": number,
-                "birth_date": birth.isoformat(),
-            },
-        )
-        assert bound.status_code == 201, bound.text
-        code = client.post("/v1/codes", headers=auth).json()
-    return code, number
+        resident = registered_over_http(client, phone)
+        code = client.post("/v1/codes", headers=resident.auth).json()
+    assert resident.doc_number is not None
+    return code, resident.doc_number
 
 
 def _scan(env: dict[str, str], workdir: Path, *args: str) -> tuple[int, dict[str, object]]:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support.api import random_prc_id
+from support.api import registered_over_http
 from support.postgres import create_database
 from support.servers import YUEKANG, Server, cli, free_port, serve, server_env
 from yuekang.codec.macao import source_digest
@@ -90,25 +90,6 @@ def _wait_for(read: Any, until: Any, seconds: float = 30) -> Any:
         if until(value) or time.monotonic() > deadline:
             return value
         time.sleep(0.2)
-
-
-def _resident(gd: httpx.Client, phone: str) -> tuple[dict[str, str], str]:
-    number, birth = random_prc_id()
-    sent = gd.post("/v1/auth/otp", json={"phone": phone}).json()
-    token = gd.post("/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]}).json()
-    auth = {"Authorization": f"Bearer {token['access_token']}"}
-    bound = gd.put(
-        "/v1/me/identity",
-        headers=auth,
-        json={
-            "name": "李小龙",
-            "doc_type": "prc_id",
-            "doc_number": number,
-            "birth_date": birth.isoformat(),
-        },
-    )
-    assert bound.status_code == 201, bound.text
-    return auth, number
 
 
 def test_conversions_both_ways_between_two_systems(pg_server: str, tmp_path: Path) -> None:
@@ -250,7 +231,8 @@ def _macao_to_guangdong(
 
         # Guangdong -> Macao while Macao is down: queued, then delivered once it is back.
         feed_key = cli(env, workdir, "feeds", "clients", "create", "lab", "--kinds", "nat-results")
-        auth, number = _resident(gd, "+8613800138555")
+        resident = registered_over_http(gd, "+8613800138555", name="李小龙")
+        auth, number = resident.auth, resident.doc_number
         sampled = dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)
         nat_row = {"doc_type": "prc_id", "doc_number": number, "sampled_at": sampled.isoformat(),
                    "result": "negative", "lab": "广州金域医学检验中心"}  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support.api import random_prc_id
+from support.api import registered_over_http
 from support.postgres import create_database
 from support.servers import Server, cli, serve, server_env
 from yuekang.db import migrate
@@ -45,21 +45,6 @@ def _kid(qr_text: str) -> str:
     return kid
 
 
-def _resident(client: httpx.Client, phone: str) -> tuple[dict[str, str], str]:
-    sent = client.post("/v1/auth/otp", json={"phone": phone}).json()
-    token = client.post("/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]}).json()
-    auth = {"Authorization": f"Bearer {token['access_token']}"}
-    number, birth = random_prc_id()
-    bound = client.put(
-        "/v1/me/identity",
-        headers=auth,
-        json={"name": "陈大文", "doc_type": "prc_id", "doc_number": number,
-              "birth_date": birth.isoformat()},
-    )  # fmt: skip
-    assert bound.status_code == 201, bound.text
-    return auth, number
-
-
 def _eventually(check: Any, seconds: float = 10) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -80,7 +65,8 @@ def test_what_one_process_decides_holds_on_the_other(
         httpx.Client(base_url=b.base, timeout=30) as on_b,
     ):
         # A revocation made through A: B refuses the code at once (no cache stands between).
-        auth, number = _resident(on_a, "+8613900139001")
+        first = registered_over_http(on_a, "+8613900139001")
+        auth, number = first.auth, first.doc_number
         code = on_a.post("/v1/codes", headers=auth).json()["qr_text"]
         assert (
             on_b.post("/v1/verify", headers=checkpoint, json={"qr_text": code}).json()["verdict"]
@@ -102,7 +88,7 @@ def test_what_one_process_decides_holds_on_the_other(
         assert [r["code"] for r in judged["reasons"]] == ["revoked"]
 
         # A key rotation made through A: B signs with the new key within the refresh interval.
-        other, _ = _resident(on_b, "+8613900139002")
+        other = registered_over_http(on_b, "+8613900139002").auth
         old_kid = _kid(on_b.post("/v1/codes", headers=other).json()["qr_text"])
         new = on_a.post("/v1/admin/keys", headers=admin, json={}).json()["kid"]
         assert on_a.post(f"/v1/admin/keys/{new}/activate", headers=admin).status_code == 200

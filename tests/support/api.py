@@ -93,3 +93,25 @@ class Api:
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
+
+
+def registered_over_http(
+    client: httpx.Client, phone: str | None = None, *, name: str = "陈大文"
+) -> Resident:
+    """A resident signed in with the development one-time code and with a fresh PRC ID bound,
+    through a real server (``client`` has its ``base_url``), as a phone would do it."""
+    phone = phone or random_phone()
+    sent = client.post("/v1/auth/otp", json={"phone": phone})
+    assert sent.status_code == 200, sent.text
+    token = client.post("/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]})
+    assert token.status_code == 200, token.text
+    number, birth = random_prc_id()
+    resident = Resident(phone, token.json()["access_token"], number, birth)
+    bound = client.put(
+        "/v1/me/identity",
+        headers=resident.auth,
+        json={"name": name, "doc_type": "prc_id", "doc_number": number,
+              "birth_date": birth.isoformat()},
+    )  # fmt: skip
+    assert bound.status_code == 201, bound.text
+    return resident

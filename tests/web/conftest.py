@@ -29,6 +29,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "screenshots"
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/web/" in str(item.fspath):

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from support.api import random_phone, random_prc_id
+from support.api import Resident, random_prc_id, registered_over_http
 from support.servers import Server, cli
 from web.conftest import screenshot
 
@@ -31,18 +31,6 @@ CHECKPOINT_KEY = re.compile(r"^ykc_\S+_\S+$")
 
 
 # ---------------------------------------------------------------- making data
-
-
-@dataclass
-class WebResident:
-    phone: str
-    token: str
-    doc_number: str
-    birth_date: dt.date
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 def workdir(server: Server) -> Path:
@@ -64,33 +52,13 @@ def feed_key(server: Server, name: str, kinds: str = "cases") -> str:
     return cli(server.env, workdir(server), "feeds", "clients", "create", name, "--kinds", kinds)
 
 
-def resident(server: Server, name: str = "陈小文") -> WebResident:
+def resident(server: Server, name: str = "陈小文") -> Resident:
     """A resident signed in with the development OTP and with an identity bound."""
-    phone = random_phone()
-    doc_number, birth = random_prc_id()
     with httpx.Client(base_url=server.base, timeout=30) as client:
-        sent = client.post("/v1/auth/otp", json={"phone": phone})
-        assert sent.status_code == 200, sent.text
-        token = client.post(
-            "/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]}
-        )
-        assert token.status_code == 200, token.text
-        person = WebResident(phone, token.json()["access_token"], doc_number, birth)
-        bound = client.put(
-            "/v1/me/identity",
-            headers=person.auth,
-            json={
-                "name": name,
-                "doc_type": "prc_id",
-                "doc_number": doc_number,
-                "birth_date": birth.isoformat(),
-            },
-        )
-        assert bound.status_code == 201, bound.text
-    return person
+        return registered_over_http(client, name=name)
 
 
-def issue_code(server: Server, person: WebResident) -> dict[str, Any]:
+def issue_code(server: Server, person: Resident) -> dict[str, Any]:
     response = httpx.post(f"{server.base}/v1/codes", headers=person.auth, timeout=30)
     assert response.status_code == 201, response.text
     code: dict[str, Any] = response.json()
@@ -125,7 +93,7 @@ def feed_batch(server: Server, key: str, rows: list[dict[str, Any]]) -> dict[str
     return batch
 
 
-def make_red(server: Server, person: WebResident, reason: str = "close contact, case 12") -> None:
+def make_red(server: Server, person: Resident, reason: str = "close contact, case 12") -> None:
     """``yuekang status set``: an override to red, as an operator at the command line."""
     cli(
         server.env, workdir(server), "status", "set", "--doc-type", "prc_id",
@@ -133,7 +101,7 @@ def make_red(server: Server, person: WebResident, reason: str = "close contact, 
     )  # fmt: skip
 
 
-def file_appeal(server: Server, person: WebResident, text: str = APPEAL_TEXT) -> dict[str, Any]:
+def file_appeal(server: Server, person: Resident, text: str = APPEAL_TEXT) -> dict[str, Any]:
     response = httpx.post(
         f"{server.base}/v1/me/appeals", headers=person.auth, json={"text": text}, timeout=30
     )
@@ -142,14 +110,14 @@ def file_appeal(server: Server, person: WebResident, text: str = APPEAL_TEXT) ->
     return appeal
 
 
-def my_status(server: Server, person: WebResident) -> dict[str, Any]:
+def my_status(server: Server, person: Resident) -> dict[str, Any]:
     response = httpx.get(f"{server.base}/v1/me/status", headers=person.auth, timeout=30)
     assert response.status_code == 200, response.text
     status: dict[str, Any] = response.json()
     return status
 
 
-def appellant(server: Server) -> tuple[WebResident, dict[str, Any]]:
+def appellant(server: Server) -> tuple[Resident, dict[str, Any]]:
     """A resident made red who has filed an appeal: what an operator reviews."""
     person = resident(server, name="林小红")
     make_red(server, person)

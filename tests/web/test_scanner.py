@@ -21,7 +21,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from codec.forge import flip_char
-from support.api import random_phone, random_prc_id
+from support.api import registered_over_http
 from support.servers import Server, cli
 from web.conftest import launch, screenshot
 from yuekang.codec.keys import VerificationKey
@@ -58,22 +58,6 @@ def gate(web_server: Server, workdir: Path) -> Gate:
     return Gate(key=key, fingerprint=VerificationKey.from_jwk(anchor).kid)
 
 
-def _resident(http: httpx.Client) -> tuple[dict[str, str], str]:
-    phone = random_phone()
-    otp = http.post("/v1/auth/otp", json={"phone": phone}).json()["dev_code"]
-    token = http.post("/v1/auth/token", json={"phone": phone, "code": otp})
-    auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
-    number, birth = random_prc_id()
-    bound = http.put(
-        "/v1/me/identity",
-        headers=auth,
-        json={"name": "张小三", "doc_type": "prc_id", "doc_number": number,
-              "birth_date": birth.isoformat()},
-    )  # fmt: skip
-    assert bound.status_code == 201, bound.text
-    return auth, number
-
-
 def _issue(http: httpx.Client, auth: dict[str, str]) -> Code:
     issued = http.post("/v1/codes", headers=auth)
     assert issued.status_code == 201, issued.text
@@ -87,7 +71,8 @@ def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
     env = web_server.env
     lab = cli(env, workdir, "feeds", "clients", "create", "lab", "--kinds", "nat-results")
     with httpx.Client(base_url=web_server.base, timeout=30) as http:
-        auth, number = _resident(http)
+        resident = registered_over_http(http, name="张小三")
+        auth, number = resident.auth, resident.doc_number
         sampled = dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)
         row = {"doc_type": "prc_id", "doc_number": number, "sampled_at": sampled.isoformat(),
                "result": "negative", "lab": "广州金域医学检验中心"}  # fmt: skip
@@ -100,7 +85,8 @@ def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
         assert pushed.status_code == 201, pushed.text
         valid = _issue(http, auth)
 
-        other, other_number = _resident(http)
+        other_resident = registered_over_http(http, name="张小三")
+        other, other_number = other_resident.auth, other_resident.doc_number
         revoked = _issue(http, other)
     cli(env, workdir, "status", "set", "--doc-type", "prc_id", "--doc-number", other_number,
         "--status", "red", "--reason", "scanner test")  # fmt: skip
