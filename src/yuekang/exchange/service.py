@@ -189,13 +189,13 @@ def parse_request(claims: Any) -> ConversionRequest:
         ) from exc
 
 
-def consent_covers(consent: PackageConsent, *, recipient: str) -> list[str]:
-    """What the consent is missing for this transfer: the recipient, the purpose, or fields."""
-    missing = [] if consent.recipient == recipient else ["recipient"]
-    if consent.purpose != PURPOSE:
+def consent_gaps(*, named: str, purpose: str, fields: list[str], recipient: str) -> list[str]:
+    """What a consent lacks for this transfer, either way: the right recipient (``named`` is the
+    one it names), the purpose, or any of the fields sent."""
+    missing = [] if named == recipient else ["recipient"]
+    if purpose != PURPOSE:
         missing.append("purpose")
-    missing += [f for f in FIELDS if f not in consent.fields]
-    return missing
+    return missing + [f for f in FIELDS if f not in fields]
 
 
 # --- inbound ----------------------------------------------------------------------------------
@@ -481,7 +481,10 @@ async def _convert_inbound(
     rules: RuleSet,
     now: dt.datetime,
 ) -> Answer:
-    missing = consent_covers(request.consent, recipient=deps.issuer)
+    given = request.consent
+    missing = consent_gaps(
+        named=given.recipient, purpose=given.purpose, fields=given.fields, recipient=deps.issuer
+    )
     issued_at = int(opened.claims["iat"])
     if not issued_at - CONSENT_MAX_AGE <= request.consent.granted_at <= issued_at + deps.leeway:
         missing.append("granted_at")
@@ -860,8 +863,9 @@ async def _queue_outbound(
         )
     if not consent.accepted:
         raise ExchangeRefused("consent_insufficient", "the consent was not given")
-    missing = [] if consent.recipient == partner.issuer else ["recipient"]
-    missing += [f for f in FIELDS if f not in consent.fields]
+    missing = consent_gaps(
+        named=consent.recipient, purpose=PURPOSE, fields=consent.fields, recipient=partner.issuer
+    )
     extra = [f for f in consent.fields if f not in FIELDS]
     if missing or extra:
         raise ExchangeRefused(
