@@ -530,7 +530,14 @@ async def _convert_inbound(
             "the green-to-green conditions are not met: " + ", ".join(problems),
             fields=[{"field": "conditions", "reason": p, "message": p} for p in problems],
         )
-    resident_id = await _match(session, subject=request.subject, deps=deps, rules=rules, now=now)
+    resident_id = await _match(
+        session,
+        subject=request.subject,
+        actor=Actor.partner(partner.id),
+        deps=deps,
+        rules=rules,
+        now=now,
+    )
     conversion.resident_id = resident_id
     status = await health_status.current(session, resident_id, rules=rules, now=now)
     if status is None or status.status != "green":
@@ -641,6 +648,7 @@ def _terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
 async def _match(
     session: AsyncSession,
     *,
+    actor: Actor,
     subject: Subject,
     deps: ExchangeDeps,
     rules: RuleSet,
@@ -709,7 +717,7 @@ async def _match(
     )
     await audit.record(
         session,
-        actor=Actor.partner("macao"),
+        actor=actor,
         action="resident.create",
         subject_type="resident",
         subject_id=str(resident.id),
@@ -727,7 +735,7 @@ async def _match(
         blind_index=deps.blind_index,
         rules=rules,
         now=now,
-        actor=Actor.partner("macao"),
+        actor=actor,
     )
     return resident.id
 
