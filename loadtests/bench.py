@@ -57,6 +57,7 @@ from support.servers import YUEKANG, cli, free_port, server_env  # noqa: E402
 from yuekang.db import migrate  # noqa: E402
 
 PERFORMANCE = ROOT / "docs" / "PERFORMANCE.md"
+PATHS = ("verify", "issue", "image", "bundle", "offline", "cold", "feeds")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -247,7 +248,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--feed-rows", type=int, default=100_000)
     parser.add_argument("--write", action="store_true", help="update docs/PERFORMANCE.md")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PATHS,
+        default=PATHS,
+        help="measure only these paths (while working on one); --write needs them all",
+    )
     options = parser.parse_args()
+    only = set(options.only)
+    if options.write and only != set(PATHS):
+        parser.error("--write replaces the whole table: measure every path")
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     load = {"seconds": options.seconds, "connections": options.connections}
@@ -288,99 +299,115 @@ def main() -> None:
                 )
             )
 
-            # Online verify.
-            verify_body = json.dumps({"qr_text": qr_text})
-            ours = wrk(
-                f"{base}/v1/verify",
-                **load,
-                script=post_script(
-                    verify_body,
-                    {"Content-Type": "application/json", "Authorization": f"Bearer {gate}"},
-                ),
-            )
-            bare = _bare(
-                "verify_app",
-                work,
-                options.workers,
-                {"BARE_PUBLIC_PEM": str(work / "public.pem")},
-                lambda url: wrk(
-                    url,
+            if "verify" in only:
+                # Online verify.
+                verify_body = json.dumps({"qr_text": qr_text})
+                ours = wrk(
+                    f"{base}/v1/verify",
                     **load,
                     script=post_script(
-                        json.dumps({"qr_text": sign_code(key)[1]}),
-                        {"Content-Type": "application/json"},
+                        verify_body,
+                        {"Content-Type": "application/json", "Authorization": f"Bearer {gate}"},
                     ),
-                ),
-            )
-            rows.append(_row("Online verify (`POST /v1/verify`)", ours, bare, 0.5, 25))
-
-            # Issue a code on PostgreSQL.
-            ours = wrk(
-                f"{base}/v1/codes", **load, script=rotating_tokens_script("/v1/codes", tokens)
-            )
-            _bare_table(url)
-            bare = _bare(
-                "issue_app",
-                work,
-                options.workers,
-                {"BARE_PRIVATE_PEM": str(work / "private.pem"), "BARE_DATABASE_URL": _dsn(url)},
-                lambda url_: wrk(url_, **load, script=post_script("{}", {})),
-            )
-            rows.append(_row("Issue a code (`POST /v1/codes`, PostgreSQL)", ours, bare, 0.5, 50))
-
-            # QR image, cached.
-            png = httpx.get(png_url, headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=60)
-            (work / "code.png").write_bytes(png.content)
-            path = png_url.split(str(port), 1)[1]
-            ours = wrk(
-                f"{base}{path}",
-                **load,
-                script=header_script({"Authorization": f"Bearer {tokens[0]}"}),
-            )
-            bare = _bare(
-                "static_app",
-                work,
-                options.workers,
-                {"BARE_FILE": str(work / "code.png")},
-                lambda url_: wrk(url_, **load),
-            )
-            rows.append(_row("QR image, cached (`GET /v1/codes/{id}.png`)", ours, bare, 0.5, None))
-
-            # Trust bundle.
-            full = wrk(
-                f"{base}/v1/trust-bundle",
-                **load,
-                script=header_script({"Authorization": f"Bearer {gate}"}),
-            )
-            etag = httpx.get(
-                f"{base}/v1/trust-bundle", headers={"Authorization": f"Bearer {gate}"}, timeout=60
-            ).headers["etag"]
-            same = wrk(
-                f"{base}/v1/trust-bundle",
-                **load,
-                script=header_script({"Authorization": f"Bearer {gate}", "If-None-Match": etag}),
-            )
-            rows.append(
-                (
-                    "Trust bundle, 200 / 304",
-                    f"{full.rate:,.0f} / {same.rate:,.0f} req/s",
-                    "--",
-                    f"p99 {full.p99_ms:.1f} / {same.p99_ms:.1f} ms",
                 )
-            )
+                bare = _bare(
+                    "verify_app",
+                    work,
+                    options.workers,
+                    {"BARE_PUBLIC_PEM": str(work / "public.pem")},
+                    lambda url: wrk(
+                        url,
+                        **load,
+                        script=post_script(
+                            json.dumps({"qr_text": sign_code(key)[1]}),
+                            {"Content-Type": "application/json"},
+                        ),
+                    ),
+                )
+                rows.append(_row("Online verify (`POST /v1/verify`)", ours, bare, 0.5, 25))
 
-            offline, raw = offline_rate(base, gate, qr_text)
-    rows.append(
-        (
-            "Offline verifier, one core",
-            f"{offline:,.0f}/s",
-            f"{raw:,.0f}/s (raw ES256)",
-            f"**{offline / raw:.0%}** (goal ≥ 85%)",
-        )
-    )
-    cold = qr_cold_ms(qr_text)
-    rows.append(("QR image, cold render", f"{cold:.1f} ms", "--", "goal ≤ 15 ms"))
-    feeds = feed_ratio(options.feed_rows)
+            if "issue" in only:
+                # Issue a code on PostgreSQL.
+                ours = wrk(
+                    f"{base}/v1/codes", **load, script=rotating_tokens_script("/v1/codes", tokens)
+                )
+                _bare_table(url)
+                bare = _bare(
+                    "issue_app",
+                    work,
+                    options.workers,
+                    {"BARE_PRIVATE_PEM": str(work / "private.pem"), "BARE_DATABASE_URL": _dsn(url)},
+                    lambda url_: wrk(url_, **load, script=post_script("{}", {})),
+                )
+                rows.append(
+                    _row("Issue a code (`POST /v1/codes`, PostgreSQL)", ours, bare, 0.5, 50)
+                )
+
+            if "image" in only:
+                # QR image, cached.
+                png = httpx.get(
+                    png_url, headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=60
+                )
+                (work / "code.png").write_bytes(png.content)
+                path = png_url.split(str(port), 1)[1]
+                ours = wrk(
+                    f"{base}{path}",
+                    **load,
+                    script=header_script({"Authorization": f"Bearer {tokens[0]}"}),
+                )
+                bare = _bare(
+                    "static_app",
+                    work,
+                    options.workers,
+                    {"BARE_FILE": str(work / "code.png")},
+                    lambda url_: wrk(url_, **load),
+                )
+                rows.append(
+                    _row("QR image, cached (`GET /v1/codes/{id}.png`)", ours, bare, 0.5, None)
+                )
+
+            if "bundle" in only:
+                # Trust bundle.
+                full = wrk(
+                    f"{base}/v1/trust-bundle",
+                    **load,
+                    script=header_script({"Authorization": f"Bearer {gate}"}),
+                )
+                etag = httpx.get(
+                    f"{base}/v1/trust-bundle",
+                    headers={"Authorization": f"Bearer {gate}"},
+                    timeout=60,
+                ).headers["etag"]
+                same = wrk(
+                    f"{base}/v1/trust-bundle",
+                    **load,
+                    script=header_script(
+                        {"Authorization": f"Bearer {gate}", "If-None-Match": etag}
+                    ),
+                )
+                rows.append(
+                    (
+                        "Trust bundle, 200 / 304",
+                        f"{full.rate:,.0f} / {same.rate:,.0f} req/s",
+                        "--",
+                        f"p99 {full.p99_ms:.1f} / {same.p99_ms:.1f} ms",
+                    )
+                )
+
+            if "offline" in only:
+                offline, raw = offline_rate(base, gate, qr_text)
+                rows.append(
+                    (
+                        "Offline verifier, one core",
+                        f"{offline:,.0f}/s",
+                        f"{raw:,.0f}/s (raw ES256)",
+                        f"**{offline / raw:.0%}** (goal ≥ 85%)",
+                    )
+                )
+    if "cold" in only:
+        cold = qr_cold_ms(qr_text)
+        rows.append(("QR image, cold render", f"{cold:.1f} ms", "--", "goal ≤ 15 ms"))
+    feeds = feed_ratio(options.feed_rows) if "feeds" in only else None
     if feeds:
         rows.append(
             (

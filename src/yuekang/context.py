@@ -10,6 +10,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
+from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ResolvedSettings, Secrets, Settings
 from yuekang.db import create_engine, create_sessionmaker
@@ -41,6 +42,7 @@ class AppContext:
     """Sessions that never take SQLite's write lock (on PostgreSQL, the same engine)."""
     exchange_keys: KeyCache
     outbox: Outbox
+    online_scans: OnlineScans
 
     @classmethod
     def build(
@@ -92,6 +94,7 @@ class AppContext:
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
             exchange_keys=KeyCache(),
+            online_scans=OnlineScans(engine),
             outbox=None,  # type: ignore[arg-type]  # set below: it needs the built context
         )
         context.outbox = Outbox(
@@ -117,6 +120,7 @@ class AppContext:
         )
 
     async def close(self) -> None:
+        await self.online_scans.close()
         await self.http.aclose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:

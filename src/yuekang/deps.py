@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import apikeys
 from yuekang.auth.service import read_session_token
 from yuekang.checkpoints import service as checkpoints
 from yuekang.context import AppContext
@@ -83,14 +84,29 @@ async def current_resident(credentials: Bearer, context: Context, now: Now) -> u
 CurrentResident = Annotated[uuid.UUID, Depends(current_resident)]
 
 
+BAD_CHECKPOINT_KEY = "unknown or disabled checkpoint key"
+
+
 async def current_checkpoint(credentials: Bearer, session: SessionDep) -> CheckpointPrincipal:
     principal = await checkpoints.authenticate(session, _token(credentials))
     if principal is None:
-        raise Unauthorized("unknown or disabled checkpoint key", code="invalid_checkpoint_key")
+        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
     return principal
 
 
 CurrentCheckpoint = Annotated[CheckpointPrincipal, Depends(current_checkpoint)]
+
+
+async def checkpoint_key(credentials: Bearer) -> tuple[uuid.UUID, str]:
+    """A checkpoint key's id and secret, not yet checked against the database (online
+    verification checks it with the scan's own batch: ``checkpoints.online``)."""
+    parsed = apikeys.parse(checkpoints.KEY_PREFIX, _token(credentials))
+    if parsed is None:
+        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+    return parsed
+
+
+CheckpointKey = Annotated[tuple[uuid.UUID, str], Depends(checkpoint_key)]
 
 
 async def current_operator(credentials: Bearer, session: SessionDep) -> OperatorPrincipal:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import uuid
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from sqlalchemy import select
 
 from conftest import RunningApp
 from yuekang.codec.keys import SigningKey, b64url_encode
+from yuekang.principals import Role
+from yuekang.scans.models import ScanRecord
 
 
 @pytest.fixture
@@ -231,3 +236,72 @@ async def test_reason_messages_follow_accept_language(running: RunningApp, gate)
         headers = {"Accept-Language": language} if language else {}
         verdict = await _verify(running, gate, "garbage", **headers)
         assert verdict["reasons"][0]["message"] == message
+
+
+async def test_scans_arriving_together_are_each_judged_and_recorded(running: RunningApp):
+    """Online scans that arrive together share one transaction (checkpoints.online): each still
+    gets its own checkpoint's answer, its own revocation check and its own scan record."""
+    good, disabled = await running.checkpoint_key("east gate"), await running.checkpoint_key()
+    good_id, disabled_id = (uuid.UUID(hex=k.removeprefix("ykc_")[:32]) for k in (good, disabled))
+    admin = {"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"}
+    assert (
+        await running.client.post(f"/v1/admin/checkpoints/{disabled_id}/disable", headers=admin)
+    ).status_code == 204
+    fine_code = await running.api.code(await running.api.registered())
+    resident = await running.api.registered()
+    revoked_code = await running.api.code(resident)
+    await _make_red(running, resident.doc_number)
+
+    wrong_secret = good.rsplit("_", 1)[0] + "_" + "x" * 43
+    calls = [
+        (good, fine_code),
+        (good, revoked_code),
+        (disabled, fine_code),
+        (wrong_secret, fine_code),
+    ] * 5
+    answers = await asyncio.gather(
+        *(
+            running.client.post(
+                "/v1/verify",
+                json={"qr_text": code["qr_text"]},
+                headers={"Authorization": f"Bearer {key}", "Accept-Language": "en"},
+            )
+            for key, code in calls
+        )
+    )
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses == [200, 200, 401, 401] * 5
+    for answer in answers[2::4] + answers[3::4]:
+        assert answer.json()["error"]["code"] == "invalid_checkpoint_key"
+    assert {answer.json()["verdict"] for answer in answers[0::4]} == {"valid"}
+    assert {answer.json()["decision"] for answer in answers[0::4]} == {"allow"}
+    for answer in answers[1::4]:
+        assert answer.json()["reasons"] == [{"code": "revoked", "message": "Code revoked"}]
+    async with running.context.sessionmaker() as session:
+        records = (
+            await session.execute(
+                select(ScanRecord.checkpoint_id, ScanRecord.code_id, ScanRecord.verdict).where(
+                    ScanRecord.code_id.in_([fine_code["code_id"], revoked_code["code_id"]])
+                )
+            )
+        ).all()
+    assert sorted(records) == sorted(
+        [(good_id, fine_code["code_id"], "valid")] * 5
+        + [(good_id, revoked_code["code_id"], "invalid")] * 5
+    )
+
+
+async def _make_red(running: RunningApp, doc_number: str) -> None:
+    operator = {"Authorization": f"Bearer {await running.operator_token()}"}
+    found = await running.client.post(
+        "/v1/admin/residents/lookup",
+        headers=operator,
+        json={"doc_type": "prc_id", "doc_number": doc_number, "reason": "case 43"},
+    )
+    changed = await running.client.put(
+        f"/v1/admin/residents/{found.json()['resident_id']}/status",
+        headers=operator,
+        json={"status": "red", "reason": "close contact of case 43"},
+    )
+    assert changed.json()["codes_revoked"] == 1

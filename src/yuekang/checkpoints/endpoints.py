@@ -15,10 +15,11 @@ from yuekang.checkpoints.schemas import (
     VerdictRead,
     VerifyRequest,
 )
+from yuekang.clock import epoch
 from yuekang.codec.reasons import pick_language
-from yuekang.deps import Context, CurrentCheckpoint, Now, SessionDep, StaffOperator
+from yuekang.deps import BAD_CHECKPOINT_KEY, CheckpointKey, Context, Now, SessionDep, StaffOperator
+from yuekang.exceptions import Unauthorized
 from yuekang.openapi import errors
-from yuekang.scans import service as scans
 
 router = APIRouter(tags=["checkpoints"])
 
@@ -26,8 +27,7 @@ router = APIRouter(tags=["checkpoints"])
 @router.post("/v1/verify", response_model=VerdictRead, responses=errors(401, 422))
 async def verify(
     body: VerifyRequest,
-    checkpoint: CurrentCheckpoint,
-    session: SessionDep,
+    key: CheckpointKey,
     context: Context,
     now: Now,
     accept_language: Annotated[str | None, Header()] = None,
@@ -37,16 +37,19 @@ async def verify(
     Always 200 for a code, whatever its state: an invalid, expired, forged or revoked code is a
     verdict `invalid` with reasons, never an HTTP error. Reason messages follow `Accept-Language`
     (zh-Hans default, zh-Hant, en, pt). `decision` is the checkpoint's policy (by its kind)
-    applied to the verdict: `allow`, `deny` or `manual_check`, with `decision_reason`.
+    applied to the verdict: `allow`, `deny` or `manual_check`, with `decision_reason`. The
+    verdict is sent once its scan record is committed.
     """
-    verdict = await service.verify_online(
-        session,
-        qr_text=body.qr_text,
-        keyring=context.keyring,
+    view = await context.keyring.view(now)
+    judged = await context.online_scans.judge(
+        checkpoint_id=key[0],
+        secret=key[1],
+        verdict=view.verifier.verify(body.qr_text, now=epoch(now)),
         now=now,
     )
-    # The scan record: code id, checkpoint, time, verdict -- nothing else about the person.
-    await scans.record_online(session, checkpoint_id=checkpoint.id, verdict=verdict, now=now)
+    if judged is None:
+        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+    checkpoint, verdict = judged
     decision = service.apply_policy(verdict, kind=checkpoint.kind)
     return VerdictRead.model_validate(
         {

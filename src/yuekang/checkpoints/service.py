@@ -13,10 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang import apikeys, regions
 from yuekang.audit import service as audit
 from yuekang.checkpoints.models import Checkpoint
-from yuekang.clock import epoch
 from yuekang.exceptions import NotFound, ValidationFailed
-from yuekang.health_codes.models import Revocation
-from yuekang.keyring.ring import KeyRing
 from yuekang.principals import Actor, CheckpointPrincipal
 from yuekang.rules.policy import Decision, PlaceKind, as_place_kind, default_policies
 from yuekang.scans.models import ScanRecord
@@ -138,23 +135,6 @@ async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal
     return CheckpointPrincipal(
         id=checkpoint.id, name=checkpoint.name, kind=as_place_kind(checkpoint.kind)
     )
-
-
-async def verify_online(
-    session: AsyncSession,
-    *,
-    qr_text: str,
-    keyring: KeyRing,
-    now: dt.datetime,
-) -> Verdict:
-    """The offline verifier's judgement with the server's current keys, plus the revocation list."""
-    view = await keyring.view(now)
-    verdict = view.verifier.verify(qr_text, now=epoch(now))
-    if verdict.valid and verdict.code_id is not None:
-        revoked = await session.get(Revocation, verdict.code_id)
-        if revoked is not None:
-            return verdict.revoked()
-    return verdict
 
 
 def apply_policy(verdict: Verdict, *, kind: PlaceKind) -> Decision:

@@ -23,7 +23,6 @@ from yuekang.exceptions import NotFound
 from yuekang.health_codes.models import HealthCode
 from yuekang.principals import Actor
 from yuekang.scans.models import ScanRecord
-from yuekang.verifier import Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,23 +32,6 @@ class Scan:
     scanned_at: dt.datetime
     verdict: str
     reason: str | None
-
-
-async def record_online(
-    session: AsyncSession, *, checkpoint_id: uuid.UUID, verdict: Verdict, now: dt.datetime
-) -> None:
-    session.add(
-        ScanRecord(
-            checkpoint_id=checkpoint_id,
-            scan_id=f"online-{uuid.uuid4().hex}",
-            code_id=verdict.code_id,
-            scanned_at=now,
-            verdict=verdict.verdict,
-            reason=verdict.reasons[0].value if verdict.reasons else None,
-            source="online",
-            received_at=now,
-        )
-    )
 
 
 async def upload(
