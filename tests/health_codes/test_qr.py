@@ -43,13 +43,20 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
     return r, g, b
 
 
-def expected_matrix(text: str) -> list[list[bool]]:
-    # Built independently of the module under test, from the spec: byte mode, M, 4 quiet.
-    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=4)
+def expected_version(text: str) -> int:
+    # Built independently of the module under test, from the spec: byte mode at level M.
+    qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
     qr.add_data(qrcode.util.QRData(text.encode(), mode=qrcode.util.MODE_8BIT_BYTE))
-    qr.make(fit=True)
-    matrix: list[list[bool]] = qr.get_matrix()
-    return matrix
+    version: int = qr.best_fit()
+    return version
+
+
+def png_modules(text: str, status: str) -> list[list[bool]]:
+    """The PNG at one pixel per module, quiet zone included: True where it is dark."""
+    rgb = open_png(render_png(text, status, box_size=1)).convert("RGB")
+    dark = hex_rgb(STATUS_COLOURS[status])
+    width, height = rgb.size
+    return [[rgb.getpixel((x, y)) == dark for x in range(width)] for y in range(height)]
 
 
 def decode(
@@ -241,10 +248,11 @@ def parse_svg(svg: bytes) -> tuple[ET.Element, ET.Element, tuple[float, ...]]:
 def test_svg_is_scalable_status_colour_on_white(status: str) -> None:
     svg = render_svg(TEXT, status)
     root, path, view_box = parse_svg(svg)
-    modules = len(expected_matrix(TEXT))
+    modules = 17 + 4 * expected_version(TEXT) + 2 * QUIET_ZONE
 
     assert svg.decode("utf-8")
     assert view_box == (0, 0, modules, modules)
+    assert (root.get("width"), root.get("height")) == (f"{modules}mm", f"{modules}mm")
     assert path.get("fill") == STATUS_COLOURS[status]
     backgrounds = [
         r for r in root.findall(f"{SVG_NS}rect") if r.get("fill") in {"white", "#fff", "#ffffff"}
@@ -259,7 +267,9 @@ def test_svg_is_scalable_status_colour_on_white(status: str) -> None:
 def test_svg_rasterises_to_the_same_symbol(status: str) -> None:
     text = jws_like(300, seed=STATUSES.index(status))
     _, path, view_box = parse_svg(render_svg(text, status))
-    expected = expected_matrix(text)
+    # Both formats draw the one symbol the writer made (its mask included); what that symbol
+    # holds is checked by decoding it, here and in the PNG tests.
+    expected = png_modules(text, status)
     modules = len(expected)
     scale = 8
     # Drawn in the path's own fill colour, the render is judged as a camera would see it.
@@ -302,3 +312,92 @@ def test_qr_version_depends_on_length_not_content() -> None:
 
     assert qr_version(digits) == qr_version(jws_like(300)) == 13
     assert [b.text for b in decode(open_png(render_png(digits, "red")))] == [digits]
+
+
+def digit_text(length: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(string.digits) for _ in range(length))
+
+
+@pytest.mark.parametrize(
+    ("length", "version"),
+    [(14, 1), (15, 2), (287, 12), (288, 13), (331, 13), (332, 14), (2331, 40)],
+)
+def test_qr_version_is_the_byte_mode_capacity_at_level_m(length: int, version: int) -> None:
+    # ISO/IEC 18004's byte-mode capacities at level M, whatever the characters: a text of
+    # digits only would fit a much smaller numeric-mode symbol.
+    assert qr_version(jws_like(length)) == qr_version(digit_text(length)) == version
+    assert expected_version(jws_like(length)) == version
+
+
+def test_qr_version_overflows_past_version_40() -> None:
+    with pytest.raises(ValueError, match="version 40"):
+        qr_version(jws_like(2332))
+    with pytest.raises(ValueError, match="version 40"):
+        render_png(jws_like(2332), "green")
+
+
+ALPHANUMERIC = string.ascii_uppercase + string.digits
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        (jws_like(288), 13),
+        (jws_like(331), 13),
+        (jws_like(332), 14),
+        ("YK1:" + digit_text(327), 13),
+        ("YK1:" + digit_text(328), 14),
+        ("YK1:" + "".join(random.Random(2).choice(ALPHANUMERIC) for _ in range(327)), 13),
+    ],
+    ids=["jws-288", "jws-331", "jws-332", "digits-331", "digits-332", "alphanumeric-331"],
+)
+def test_rendered_version_depends_on_length_alone(text: str, version: int) -> None:
+    # The writer picks its own segment modes, which for digits or upper-case text alone would
+    # need a far smaller symbol; it is held to the byte-mode version. 331 characters still
+    # fitting version 13 also shows that no ECI header was spent on them.
+    (barcode,) = decode(open_png(render_png(text, "green")))
+    _, _, view_box = parse_svg(render_svg(text, "green"))
+
+    assert barcode.text == text
+    assert barcode.ec_level == "M"
+    assert int(barcode.extra["Version"]) == qr_version(text) == version
+    assert view_box[2] == 17 + 4 * version + 2 * QUIET_ZONE
+
+
+def test_a_short_text_stays_at_level_m() -> None:
+    # Left to its defaults the writer raises the level while the symbol has room (to Q here).
+    (barcode,) = decode(open_png(render_png("YK1:abc", "red")))
+
+    assert (barcode.text, barcode.ec_level, barcode.extra["Version"]) == ("YK1:abc", "M", "1")
+
+
+def test_non_ascii_text_is_carried_as_utf8_bytes() -> None:
+    text = "YK1:澳門-é"
+    (barcode,) = decode(open_png(render_png(text, "yellow")))
+
+    assert barcode.bytes == text.encode("utf-8")
+    assert barcode.text == text
+    assert int(barcode.extra["Version"]) == qr_version(text)
+
+
+def test_an_option_the_writer_ignores_fails_the_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    # zxing-cpp drops options it does not know without a word; a renamed one must not go out
+    # as a symbol of another size.
+    create = zxingcpp.create_barcode
+
+    def without_version(
+        content: object, format: zxingcpp.BarcodeFormat, **options: object
+    ) -> zxingcpp.Barcode:
+        options.pop("version")
+        return create(content, format, **options)
+
+    monkeypatch.setattr(zxingcpp, "create_barcode", without_version)
+
+    with pytest.raises(RuntimeError, match="not version 13"):
+        render_png("YK1:" + digit_text(327), "green")
+
+
+def test_an_empty_text_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        render_png("", "green")
