@@ -32,6 +32,7 @@ from yuekang.exceptions import YuekangError
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import service as exchange_service
+from yuekang.fastlane import FastLane
 from yuekang.feeds import endpoints as feeds
 from yuekang.health_codes import endpoints as health_codes
 from yuekang.health_status import endpoints as health_status
@@ -88,6 +89,9 @@ def create_app(
         summary="Health codes: signed QR codes, offline checkpoint verification.",
         lifespan=lifespan,
     )
+    if resolved.settings.fast_lane:
+        # Added first, so it runs inside the body-size limit.
+        app.add_middleware(FastLane)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=resolved.settings.max_body_bytes,

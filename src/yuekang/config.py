@@ -184,6 +184,17 @@ class Settings(BaseSettings):
         description="behind a reverse proxy: let uvicorn take the client address from "
         "X-Forwarded-For sent by the addresses in FORWARDED_ALLOW_IPS",
     )
+    access_log: bool = Field(
+        False,
+        description="log every request (address, path, status); off by default: paths name "
+        "health codes, the proxy in front usually keeps such a log already, and at a border "
+        "queue's rate the log line costs a tenth of an online verification",
+    )
+    fast_lane: bool = Field(
+        True,
+        description="answer online verifications and cached QR images before FastAPI's "
+        "routing (yuekang.fastlane); off sends every request through the routes",
+    )
     otp: OtpSettings = OtpSettings()
     codes: CodeSettings = CodeSettings()
     keys: KeySettings = KeySettings()

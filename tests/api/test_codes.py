@@ -5,14 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from pathlib import Path
 
 import pytest
 import zxingcpp
 from PIL import Image
 
-from conftest import RunningApp
+from conftest import RunningApp, make_settings
 from yuekang.codec.keys import b64url_decode
+from yuekang.config import Settings
 from yuekang.health_codes.qr import STATUS_COLOURS, qr_version
+
+
+@pytest.fixture(params=[True, False], ids=["fast-lane", "routes-only"])
+def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
+    """Every test here runs with the fast lane (yuekang.fastlane) and without it: both must
+    answer alike."""
+    return make_settings(database_url, tmp_path / "keys", fast_lane=request.param)
 
 
 def _claims(qr_text: str) -> dict[str, object]:

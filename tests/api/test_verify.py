@@ -8,16 +8,25 @@ import hashlib
 import hmac
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import select
 
-from conftest import RunningApp
+from conftest import RunningApp, make_settings
 from yuekang.codec.keys import SigningKey, b64url_encode
+from yuekang.config import Settings
 from yuekang.principals import Role
 from yuekang.scans.models import ScanRecord
+
+
+@pytest.fixture(params=[True, False], ids=["fast-lane", "routes-only"])
+def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
+    """Every test here runs with the fast lane (yuekang.fastlane) and without it: both must
+    answer alike."""
+    return make_settings(database_url, tmp_path / "keys", fast_lane=request.param)
 
 
 @pytest.fixture

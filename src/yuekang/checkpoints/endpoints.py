@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request, Response
 
 from yuekang import regions
 from yuekang.checkpoints import service
@@ -17,7 +17,8 @@ from yuekang.checkpoints.schemas import (
 )
 from yuekang.clock import epoch
 from yuekang.codec.reasons import pick_language
-from yuekang.deps import BAD_CHECKPOINT_KEY, CheckpointKey, Context, Now, SessionDep, StaffOperator
+from yuekang.context import AppContext
+from yuekang.deps import BAD_CHECKPOINT_KEY, CheckpointKey, Now, SessionDep, StaffOperator
 from yuekang.exceptions import Unauthorized
 from yuekang.openapi import errors
 
@@ -28,10 +29,9 @@ router = APIRouter(tags=["checkpoints"])
 async def verify(
     body: VerifyRequest,
     key: CheckpointKey,
-    context: Context,
-    now: Now,
+    request: Request,
     accept_language: Annotated[str | None, Header()] = None,
-) -> VerdictRead:
+) -> Response:
     """Verify a scanned health code online (checkpoint key required).
 
     Always 200 for a code, whatever its state: an invalid, expired, forged or revoked code is a
@@ -40,24 +40,43 @@ async def verify(
     applied to the verdict: `allow`, `deny` or `manual_check`, with `decision_reason`. The
     verdict is sent once its scan record is committed.
     """
+    answer = await verdict_json(
+        request.app.state.context, key=key, qr_text=body.qr_text, accept_language=accept_language
+    )
+    if answer is None:
+        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+    return Response(answer, media_type="application/json")
+
+
+async def verdict_json(
+    context: AppContext,
+    *,
+    key: tuple[uuid.UUID, str],
+    qr_text: str,
+    accept_language: str | None,
+) -> bytes | None:
+    """The body of `POST /v1/verify`'s 200, once the scan is recorded; None when the key is not
+    good. Shared with the fast lane (:mod:`yuekang.fastlane`), so both answer alike."""
+    now = context.clock.now()
     view = await context.keyring.view(now)
     judged = await context.online_scans.judge(
         checkpoint_id=key[0],
         secret=key[1],
-        verdict=view.verifier.verify(body.qr_text, now=epoch(now)),
+        verdict=view.verifier.verify(qr_text, now=epoch(now)),
         now=now,
     )
     if judged is None:
-        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+        return None
     checkpoint, verdict = judged
     decision = service.apply_policy(verdict, kind=checkpoint.kind)
+    # Serialised here rather than by FastAPI's response model, which would validate it again.
     return VerdictRead.model_validate(
         {
             **verdict.to_dict(pick_language(accept_language)),
             "decision": decision.verdict,
             "decision_reason": decision.reason,
         }
-    )
+    ).model_dump_json().encode()
 
 
 admin = APIRouter(prefix="/v1/admin/checkpoints", tags=["admin: checkpoints"])

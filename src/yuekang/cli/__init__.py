@@ -137,6 +137,7 @@ def serve(
         proxy_headers=settings.trust_forwarded_for,
         server_header=False,
         log_level="info",
+        access_log=settings.access_log,
     )
 
 

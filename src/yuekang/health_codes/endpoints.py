@@ -89,10 +89,22 @@ async def _image(
             entry = await service.render_image(code, fmt, context.images)
     elif entry.owner != resident_id:
         raise NotFound("no such code", code="code_not_found")
+    return image_response(entry, code_id, fmt, now, request.headers.get("if-none-match"))
+
+
+def image_response(
+    entry: service.CachedImage,
+    code_id: str,
+    fmt: service.ImageFormat,
+    now: dt.datetime,
+    if_none_match: str | None,
+) -> Response:
+    """The answer for an image its owner asked for. Shared with the fast lane
+    (:mod:`yuekang.fastlane`), which answers cache hits, so both answer alike."""
     etag = f'"{code_id}.{fmt}"'
     remaining = max(int((entry.expires_at - now).total_seconds()), 0)
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={remaining}"}
-    if request.headers.get("if-none-match") == etag:
+    if if_none_match == etag:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     media_type = "image/png" if fmt == "png" else "image/svg+xml"
     return Response(content=entry.image, media_type=media_type, headers=headers)

@@ -1,0 +1,149 @@
+"""The two requests a border queue and a resident's phone send most, answered before FastAPI's
+routing and dependency machinery.
+
+`POST /v1/verify` and a cached `GET /v1/codes/{id}.png|svg` do little work of their own: a
+signature check and a batched database visit, or a dictionary lookup. Measured with py-spy, the
+router, the dependency solver and the request and response objects around them cost more than
+that work. The fast lane answers only the ordinary success of each: the checkpoint key parses,
+the JSON body validates, the key is good; the session token is good and the image is cached for
+its owner. Anything else -- a missing header, a body that does not validate, an unknown key, a
+cache miss, someone else's code, a database error -- goes on, body and all, to the FastAPI route,
+which gives the documented answer. Both build their answers with the same functions
+(``checkpoints.endpoints.verdict_json``, ``health_codes.endpoints.image_response``), the API
+tests run with the lane on and off, and ``YUEKANG_FAST_LANE=false`` turns it off.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from yuekang import apikeys
+from yuekang.auth.service import read_session_token
+from yuekang.checkpoints.endpoints import verdict_json
+from yuekang.checkpoints.schemas import VerifyRequest
+from yuekang.checkpoints.service import KEY_PREFIX
+from yuekang.context import AppContext
+from yuekang.exceptions import Unauthorized
+from yuekang.health_codes.endpoints import image_response
+from yuekang.health_codes.service import ImageFormat
+
+_CODES = "/v1/codes/"
+
+
+class FastLane:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path == "/v1/verify" and scope["method"] == "POST":
+                await self._verify(scope, receive, send)
+                return
+            if path.startswith(_CODES) and scope["method"] == "GET":
+                await self._image(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _verify(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        key = apikeys.parse(KEY_PREFIX, _bearer(headers))
+        if key is None or headers.get(b"content-type") != b"application/json":
+            await self.app(scope, receive, send)
+            return
+        body = await _body(receive)
+        if body is None:
+            return  # the client went away
+        try:
+            qr_text = VerifyRequest.model_validate_json(body).qr_text
+            language = headers.get(b"accept-language")
+            answer = await verdict_json(
+                _context(scope),
+                key=key,
+                qr_text=qr_text,
+                accept_language=language.decode("latin-1") if language is not None else None,
+            )
+        except Exception:  # a bad body, or a database error: the route gives the answer
+            answer = None
+        if answer is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        await Response(answer, media_type="application/json")(scope, receive, send)
+
+    async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name: str = scope["path"][len(_CODES) :]
+        code_id, dot, suffix = name.rpartition(".")
+        fmt: ImageFormat
+        if suffix == "png":
+            fmt = "png"
+        elif suffix == "svg":
+            fmt = "svg"
+        else:
+            await self.app(scope, receive, send)
+            return
+        if not dot or not code_id or "/" in code_id:
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        context = _context(scope)
+        now = context.clock.now()
+        try:
+            resident_id = read_session_token(
+                _bearer(headers),
+                secret=context.secrets.session_secret,
+                issuer=context.settings.issuer,
+                now=now,
+            )
+        except Unauthorized:
+            resident_id = None
+        entry = context.images.get(code_id, fmt)
+        if resident_id is None or entry is None or entry.owner != resident_id:
+            await self.app(scope, receive, send)
+            return
+        etag = headers.get(b"if-none-match")
+        response = image_response(
+            entry, code_id, fmt, now, etag.decode("latin-1") if etag is not None else None
+        )
+        await response(scope, receive, send)
+
+
+def _context(scope: Scope) -> AppContext:
+    context: AppContext = scope["app"].state.context
+    return context
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    # A repeated header keeps its last value; only single-valued ones are read here.
+    return dict(scope["headers"])
+
+
+def _bearer(headers: dict[bytes, bytes]) -> str:
+    value = headers.get(b"authorization", b"")
+    scheme, _, token = value.partition(b" ")
+    return token.decode("latin-1") if scheme.lower() == b"bearer" else ""
+
+
+async def _body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the FastAPI route, with the body the fast lane already read."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

@@ -1,0 +1,99 @@
+"""The fast lane (yuekang.fastlane) answers the ordinary success of online verification and of a
+cached image itself, and hands everything else to the routes with the request intact."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+from conftest import RunningApp
+from yuekang.fastlane import FastLane
+
+
+class Route:
+    """Stands in for FastAPI behind the lane: records what reached it, answers 599."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.seen.append((scope["path"], body))
+        await send({"type": "http.response.start", "status": 599, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def lane_client(running: RunningApp, route: Route) -> httpx.AsyncClient:
+    lane = FastLane(route)
+    app = SimpleNamespace(state=SimpleNamespace(context=running.context))
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        await lane({**scope, "app": app}, receive, send)
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
+
+
+async def test_a_good_scan_is_answered_by_the_lane_as_the_route_answers_it(running: RunningApp):
+    gate = {"Authorization": f"Bearer {await running.checkpoint_key()}"}
+    code = await running.api.code(await running.api.registered(name="王五"))
+    route = Route()
+    async with lane_client(running, route) as lane:
+        fast = await lane.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate)
+    slow = await running.client.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate)
+    assert route.seen == []
+    assert fast.status_code == slow.status_code == 200
+    assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    assert fast.json() == slow.json()
+    assert fast.json()["masked_name"] == "*五"
+
+
+async def test_anything_else_reaches_the_route_with_its_body_intact(running: RunningApp):
+    key = await running.checkpoint_key()
+    code = await running.api.code(await running.api.registered())
+    wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    good_body = json.dumps({"qr_text": code["qr_text"]}).encode()
+    cases = [
+        ({"Authorization": f"Bearer {wrong}"}, good_body),  # a key that is not good
+        ({"Authorization": "Bearer not-a-key"}, good_body),
+        ({}, good_body),
+        ({"Authorization": f"Bearer {key}"}, b'{"qr_text": '),  # broken JSON
+        ({"Authorization": f"Bearer {key}"}, b'{"qr_text": "x", "extra": 1}'),
+    ]
+    route = Route()
+    async with lane_client(running, route) as lane:
+        for headers, body in cases:
+            response = await lane.post(
+                "/v1/verify", content=body, headers={**headers, "Content-Type": "application/json"}
+            )
+            assert response.status_code == 599
+    assert route.seen == [("/v1/verify", body) for _, body in cases]
+
+
+async def test_only_a_cached_image_asked_for_by_its_owner_is_answered_by_the_lane(
+    running: RunningApp,
+):
+    owner, stranger = await running.api.registered(), await running.api.registered()
+    code = await running.api.code(owner)
+    path = f"/v1/codes/{code['code_id']}.png"
+    route = Route()
+    async with lane_client(running, route) as lane:
+        assert (await lane.get(path, headers=owner.auth)).status_code == 599  # not cached yet
+        rendered = await running.client.get(path, headers=owner.auth)
+        fast = await lane.get(path, headers=owner.auth)
+        assert (fast.status_code, fast.content) == (200, rendered.content)
+        assert {k: fast.headers[k] for k in ("content-type", "etag")} == {
+            k: rendered.headers[k] for k in ("content-type", "etag")
+        }
+        again = await lane.get(path, headers={**owner.auth, "If-None-Match": fast.headers["etag"]})
+        assert again.status_code == 304
+        for headers in (stranger.auth, {}, {"Authorization": "Bearer forged"}):
+            assert (await lane.get(path, headers=headers)).status_code == 599
+    assert [seen for seen, _ in route.seen] == [path] * 4
