@@ -239,6 +239,21 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     @app.exception_handler(asyncpg.PostgresError)
     async def _busy(_request: Request, exc: Exception) -> JSONResponse:
+        if getattr(exc, "connection_invalidated", False):
+            # Connections are not pinged before use (a round trip on every request): one that
+            # died with the database's restart is found here, dropped from the pool, and the
+            # request answered so that the client sends it again.
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "database_unavailable",
+                        "message": "the connection to the database was lost; send the request "
+                        "again (with the same Idempotency-Key where the route takes one)",
+                    }
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         if not _retryable(exc):
             raise exc
         return JSONResponse(

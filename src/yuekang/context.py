@@ -41,6 +41,8 @@ class AppContext:
     read_sessionmaker: async_sessionmaker[AsyncSession]
     """Sessions that never take SQLite's write lock (on PostgreSQL, the same engine)."""
     exchange_keys: KeyCache
+    refresh_engine: AsyncEngine
+    """The key ring's and the rule book's own connections (on SQLite, the read engine)."""
     outbox: Outbox
     online_scans: OnlineScans
 
@@ -60,6 +62,15 @@ class AppContext:
             if engine.dialect.name == "sqlite"
             else engine
         )
+        # The key ring and the rule book refresh from inside requests that may already hold a
+        # connection (issuance locks the status row, then asks for a key). Sharing the request
+        # pool, a full pool would wait for itself until its timeout; their own two connections
+        # cannot be taken by requests.
+        refresh_engine = (
+            read_engine
+            if engine.dialect.name == "sqlite"
+            else create_engine(settings.database_url, pool_size=1, pre_ping=True)
+        )
         http = httpx.AsyncClient()
         if sms is None:
             if settings.sms.backend == "http":
@@ -77,7 +88,7 @@ class AppContext:
             pii=PiiCipher(secrets.pii_key_bytes(), secrets.pii_active_key_id),
             blind_index=BlindIndex(secrets.blind_index_key.encode()),
             keyring=KeyRing(
-                sessionmaker=create_sessionmaker(read_engine),
+                sessionmaker=create_sessionmaker(refresh_engine),
                 issuer=settings.issuer,
                 passphrase=secrets.key_passphrase,
                 max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
@@ -88,8 +99,9 @@ class AppContext:
             images=ImageCache(settings.codes.image_cache_entries),
             http=http,
             read_engine=read_engine,
+            refresh_engine=refresh_engine,
             rulebook=RuleBook(
-                sessionmaker=create_sessionmaker(read_engine),
+                sessionmaker=create_sessionmaker(refresh_engine),
                 refresh_seconds=settings.rules.refresh_seconds,
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
@@ -123,5 +135,5 @@ class AppContext:
         await self.online_scans.close()
         await self.http.aclose()
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
-            await self.read_engine.dispose()
+        for other in {self.read_engine, self.refresh_engine} - {self.engine}:
+            await other.dispose()

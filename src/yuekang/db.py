@@ -66,7 +66,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, read_only: bool = False, pre_ping: bool = False
+) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
 
     On SQLite, transactions take the write lock when they begin, unless the engine is
@@ -100,7 +102,12 @@ def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> 
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping for requests: it is a round trip before every transaction. A connection that
+    # died is found by its first use instead, dropped, and answered 503 database_unavailable
+    # (app.py). Engines used seldom (the key ring's refresh) can afford the ping.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import random
 import secrets
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from PIL import Image
 
 from codec.forge import (
     ATTACKS,
+    DROP,
     EXP,
     IAT,
     ISSUER,
@@ -54,12 +56,17 @@ from yuekang.codec.errors import (
     UntrustedIssuer,
 )
 from yuekang.codec.healthcode import (
+    _CANONICAL_CLAIMS_RE,
     MAX_INPUT_CHARS,
     PREFIX,
     QR_TEXT_BUDGET,
     QR_TEXT_BUDGET_CONVERTED,
     HealthCodeClaims,
+    _claim_fields,
+    _claims,
+    _json_object,
     read_health_code,
+    read_health_code_fields,
     sign_health_code,
 )
 from yuekang.codec.jwks import build_jwks
@@ -684,3 +691,152 @@ def test_summary_claims_come_back_from_a_signed_code(es_key: SigningKey) -> None
     text = valid(es_key, nt=48, vx=3)
     verified = read_health_code(text, {es_key.kid: es_key.public()}, now=IAT)
     assert (verified.claims.nt, verified.claims.vx) == (48, 3)
+
+
+# ---------------------------------------------------------------- the canonical-claims fast path
+
+
+def _general_way(payload: bytes) -> str:
+    """What the general parse (``json.loads`` and the claim checks) answers, as a ``repr`` so
+    that ``1`` and ``True``, or ``1`` and ``1.0``, stay apart."""
+    try:
+        return repr(_claims(_json_object(b64(payload), "payload")))
+    except MalformedCode as exc:
+        return f"MalformedCode({exc})"
+
+
+def _fast_way(payload: bytes) -> str:
+    try:
+        return repr(_claim_fields(b64(payload)))
+    except MalformedCode as exc:
+        return f"MalformedCode({exc})"
+
+
+_CANONICAL = compact_json(claims())
+_SRC_OK = ["MO", "k" * 22, "d" * 64]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(_CANONICAL, id="canonical"),
+        pytest.param(compact_json(claims(nt=48)), id="nt"),
+        pytest.param(compact_json(claims(vx=3)), id="vx"),
+        pytest.param(compact_json(claims(nt=0, vx=0)), id="zero-summaries"),
+        pytest.param(compact_json(claims(nt=9999, vx=9999)), id="largest-summaries"),
+        pytest.param(compact_json(claims(nt=10000)), id="nt-too-large"),
+        pytest.param(compact_json(claims(nt=None)), id="nt-null"),
+        pytest.param(compact_json(claims(vx=3, nt=48)), id="summaries-swapped"),
+        pytest.param(compact_json(claims(src=_SRC_OK)), id="src"),
+        pytest.param(compact_json(claims(nt=24, vx=2, src=_SRC_OK)), id="everything"),
+        pytest.param(compact_json(claims(src=["MO", "k", "d" * 65])), id="src-part-too-long"),
+        pytest.param(compact_json(claims(src=["MO", "", "d"])), id="src-part-empty"),
+        pytest.param(compact_json(claims(src=["MO", "k"])), id="src-two-parts"),
+        pytest.param(compact_json(claims(src=["MO", "k", 3])), id="src-number"),
+        pytest.param(compact_json(claims(iat=0, exp=1)), id="zero-seconds"),
+        pytest.param(compact_json(claims(exp=10**18 - 1)), id="eighteen-digits"),
+        pytest.param(compact_json(claims(exp=10**18)), id="nineteen-digits"),
+        pytest.param(compact_json(claims(exp=10**40)), id="forty-digits"),
+        pytest.param(compact_json(claims(iat=-1)), id="negative"),
+        pytest.param(compact_json(claims(iat=True)), id="bool-seconds"),
+        pytest.param(compact_json(claims(iat=1.0)), id="float-seconds"),
+        pytest.param(_CANONICAL.replace(b'"iat":', b'"iat":0'), id="leading-zero"),
+        pytest.param(_CANONICAL.replace(b'"iat":1764100000', b'"iat":1.7641e9'), id="exponent"),
+        pytest.param(compact_json(claims(st="blue")), id="unknown-status"),
+        pytest.param(compact_json(claims(iss="")), id="empty-issuer"),
+        pytest.param(compact_json(claims(nm=DROP)), id="no-name"),
+        pytest.param(compact_json(claims(nm=7)), id="numeric-name"),
+        pytest.param(compact_json(claims(x="unknown")), id="unknown-claim"),
+        pytest.param(compact_json({"x": 1, **claims()}), id="unknown-claim-first"),
+        pytest.param(compact_json(dict(reversed(claims().items()))), id="reversed-order"),
+        pytest.param(json.dumps(claims(), ensure_ascii=True).encode(), id="spaces-and-escapes"),
+        pytest.param(
+            json.dumps(claims(), separators=(",", ":")).encode(), id="unicode-escaped-name"
+        ),
+        pytest.param(compact_json(claims(nm='张"三')), id="escaped-quote"),
+        pytest.param(compact_json(claims(nm="张\\三")), id="escaped-backslash"),
+        pytest.param(compact_json(claims(nm="张\n三")), id="escaped-newline"),
+        pytest.param(_CANONICAL.replace(b"*", b"\n"), id="raw-newline-in-name"),
+        pytest.param(_CANONICAL.replace(b"*", b"\x00"), id="raw-nul-in-name"),
+        pytest.param(_CANONICAL.replace(b"*", b"\x7f"), id="raw-delete-in-name"),
+        pytest.param(_CANONICAL.replace(b"*", b"\\ud800"), id="lone-surrogate-escape"),
+        pytest.param(_CANONICAL.replace(b"*", "\u2028".encode()), id="line-separator"),
+        pytest.param(_CANONICAL.replace(b"*", "𠀀".encode()), id="four-byte-character"),
+        pytest.param(_CANONICAL.replace(b'"st":"green"', b'"st":"red","st":"green"'), id="dup"),
+        pytest.param(_CANONICAL + b"\n", id="trailing-newline"),
+        pytest.param(b" " + _CANONICAL, id="leading-space"),
+        pytest.param("\ufeff".encode() + _CANONICAL, id="bom"),
+        pytest.param(_CANONICAL + b"{}", id="extra-data"),
+        pytest.param(_CANONICAL[:-1], id="truncated"),
+        pytest.param(_CANONICAL.replace("张".encode(), b"\xe5\xbc"), id="broken-utf8"),
+        pytest.param(b"[1,2,3]", id="array"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+def test_the_claims_fast_path_answers_as_json_loads_would(payload: bytes) -> None:
+    assert _fast_way(payload) == _general_way(payload)
+
+
+def test_the_claims_fast_path_answers_as_json_loads_would_for_random_claims() -> None:
+    rng = random.Random(5)
+    pools: dict[str, list[Any]] = {
+        "iss": ["yk:gd", "", "MO", 'a"b', "a\\b", "é", None, 1],
+        "jti": [JTI, "", "x" * 100, "\x1f", "\x7f", None],
+        "iat": [IAT, 0, -1, True, 1.5, 10**18, 10**19, "1", None],
+        "exp": [EXP, 1, 10**18 - 1, False, None],
+        "st": ["green", "yellow", "red", "Green", "", None, 0],
+        "nm": [NAME, "张*三" * 30, "\u2028", "a\tb", "𠀀*𠀁", "", None],
+        "nt": [24, 0, 9999, 10000, -1, True, None, "48"],
+        "vx": [3, 0, 9999, 10000, 2.0, None],
+        "src": [_SRC_OK, ["MO", "k", "d" * 65], ["a", "b"], "MO", None, [1, 2, 3]],
+        "zz": [1, "unknown"],
+    }
+    for _ in range(3_000):
+        body = {
+            name: rng.choice(values)
+            for name, values in pools.items()
+            if rng.random() < (0.97 if name in ("iss", "jti", "iat", "exp", "st", "nm") else 0.4)
+        }
+        body = {k: v for k, v in body.items() if v is not None or rng.random() < 0.5}
+        if rng.random() < 0.1:
+            body = dict(rng.sample(list(body.items()), len(body)))
+        payload = json.dumps(body, ensure_ascii=rng.random() < 0.2, separators=(",", ":")).encode()
+        assert _fast_way(payload) == _general_way(payload), payload
+
+
+@pytest.mark.parametrize(
+    "made",
+    [
+        pytest.param(GOLDEN_CLAIMS, id="plain"),
+        pytest.param(dataclasses.replace(GOLDEN_CLAIMS, nt=168, vx=10), id="summaries"),
+        pytest.param(dataclasses.replace(GOLDEN_CLAIMS, nt=0, vx=1), id="small-summaries"),
+        pytest.param(dataclasses.replace(GOLDEN_CLAIMS, nm="𠀀*𠀁", st="red"), id="red-astral"),
+        pytest.param(
+            dataclasses.replace(GOLDEN_CLAIMS, src=("MO", "k" * 22, "d" * 22)), id="converted"
+        ),
+    ],
+)
+def test_what_we_sign_takes_the_fast_path(made: HealthCodeClaims) -> None:
+    # The fast path only pays off if the codes we issue match it: to_json and the pattern must
+    # move together.
+    assert _CANONICAL_CLAIMS_RE.fullmatch(made.to_json().decode()) is not None
+    assert HealthCodeClaims(*_claim_fields(b64(made.to_json()))) == made
+
+
+def test_an_escaped_spelling_reads_back_the_same_claims(
+    es_key: SigningKey, trusted: dict[str, VerificationKey]
+) -> None:
+    escaped = json.dumps(claims(), separators=(",", ":")).encode()  # \u5f20*\u4e09
+    assert b"\\u" in escaped
+    text = forge(header(es_key), escaped, es_key)
+    assert read(text, trusted).claims == read(valid(es_key), trusted).claims
+
+
+def test_read_health_code_fields_are_read_health_codes_claims(
+    any_key: SigningKey, trusted: dict[str, VerificationKey]
+) -> None:
+    text = valid(any_key, nt=72, vx=2, src=_SRC_OK)
+    fields, kid, alg = read_health_code_fields(text, trusted, now=NOW)
+    code = read_health_code(text, trusted, now=NOW)
+    assert (HealthCodeClaims(*fields), kid, alg) == (code.claims, code.kid, code.alg)
+    assert code.claims.src == tuple(_SRC_OK)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
+import random
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from yuekang.codec.errors import InvalidKey
 from yuekang.codec.keys import (
     SigningKey,
     VerificationKey,
+    _der_signature,
     b64url_decode,
     b64url_encode,
     generate_private_key,
@@ -353,3 +356,107 @@ def test_b64url_decode_refuses(text: str) -> None:
     # One spelling per byte string: anything else would let a code be re-spelled.
     with pytest.raises(ValueError):
         b64url_decode(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [pytest.param(b"AAAA", id="bytes"), pytest.param(None, id="none"), pytest.param(7, id="int")],
+)
+def test_b64url_decode_wants_text(text: Any) -> None:
+    with pytest.raises(TypeError):
+        b64url_decode(text)
+
+
+def _reference_b64url_decode(text: str) -> bytes | None:
+    """The decoder as first written with :mod:`base64`: ``None`` where it refuses."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == text else None
+
+
+def _decode_or_none(text: str) -> bytes | None:
+    try:
+        return b64url_decode(text)
+    except ValueError:
+        return None
+
+
+def test_b64url_decode_agrees_with_the_base64_module_on_every_short_text() -> None:
+    # Every text of up to four characters over letters with and without trailing bits, both
+    # alphabets' extra characters, padding, junk and non-ASCII: the cases a strictness bug hides in.
+    alphabet = "AQgwBz9-_+/=! \né"
+    for length in range(5):
+        for letters in itertools.product(alphabet, repeat=length):
+            text = "".join(letters)
+            assert _decode_or_none(text) == _reference_b64url_decode(text), repr(text)
+
+
+def test_b64url_decode_agrees_with_the_base64_module_on_random_texts() -> None:
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for _ in range(20_000):
+        text = "".join(rng.choices(alphabet, k=rng.randrange(0, 90)))
+        if rng.random() < 0.2:
+            at = rng.randrange(len(text) + 1)
+            text = text[:at] + rng.choice("+/=.\x00 é") + text[at:]
+        assert _decode_or_none(text) == _reference_b64url_decode(text), repr(text)
+
+
+# ---------------------------------------------------------------------------- DER for ES256
+
+_EDGE_INTEGERS = [
+    0,
+    1,
+    0x7F,
+    0x80,
+    0xFF,
+    0x0100,
+    0x7FFF,
+    0x8000,
+    2**247 - 1,  # a whole leading zero byte, high bit clear after it
+    2**247,
+    2**248 - 1,  # a leading zero byte, then the high bit set
+    2**255 - 1,
+    2**255,
+    2**256 - 1,
+]
+
+
+@pytest.mark.parametrize("r", _EDGE_INTEGERS)
+@pytest.mark.parametrize("s", _EDGE_INTEGERS)
+def test_der_signature_is_what_cryptography_encodes(r: int, s: int) -> None:
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    assert _der_signature(raw) == encode_dss_signature(r, s)
+
+
+def test_der_signature_is_what_cryptography_encodes_for_random_integers() -> None:
+    rng = random.Random(11)
+    for _ in range(5_000):
+        # Random widths too, so short integers (leading zero bytes) come up often.
+        r, s = (rng.getrandbits(rng.choice([256, 256, 255, 249, 248, 200, 8])) for _ in "rs")
+        raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        assert _der_signature(raw) == encode_dss_signature(r, s)
+
+
+def test_es256_signatures_with_short_or_high_integers_verify(es_key: SigningKey) -> None:
+    # About one signature in 128 has an r or s with a leading zero byte, and half have the top
+    # bit set: the two cases where the DER integer is not simply the 32 bytes.
+    public = es_key.public()
+    seen = {"short": 0, "high": 0}
+    for n in range(5_000):
+        message = b"code %d" % n
+        signature = es_key.sign(message)
+        halves = (signature[:32], signature[32:])
+        if any(half[0] == 0 for half in halves):
+            seen["short"] += 1
+        elif any(half[0] & 0x80 for half in halves):
+            seen["high"] += 1
+        else:
+            continue
+        assert public.verify(signature, message)
+        assert not public.verify(signature, message + b"!")
+        if min(seen.values()) >= 3:
+            break
+    assert min(seen.values()) >= 3, seen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import random
 from typing import Any
@@ -26,7 +28,7 @@ from yuekang.codec.healthcode import HealthCodeClaims, sign_health_code
 from yuekang.codec.jwks import build_jwks
 from yuekang.codec.keys import SigningKey
 from yuekang.codec.reasons import MESSAGES, Reason
-from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier
+from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier, _valid_verdict
 
 VERDICT_KEYS = {
     "origin",
@@ -321,3 +323,71 @@ def test_deeply_nested_header_does_not_raise(verifier: Verifier) -> None:
     text = "YK1:" + b64(b"[" * 2500) + ".e30." + b64(bytes(64))
 
     assert_invalid(verifier.verify(text, now=NOW), "malformed")
+
+
+# ---------------------------------------------------------------------------- the verdict itself
+
+
+_VALID_FIELDS: dict[str, Any] = {
+    "status": "yellow",
+    "code_id": JTI,
+    "issuer": ISSUER,
+    "kid": "some-kid",
+    "masked_name": NAME,
+    "issued_at": IAT,
+    "expires_at": EXP,
+    "negative_within_hours": 48,
+    "doses": 3,
+    "origin": "converted_from_macao",
+    "source": ("MO", "k" * 22, "d" * 22),
+}
+
+
+def test_the_hot_path_verdict_is_the_constructed_one() -> None:
+    fast = _valid_verdict(**_VALID_FIELDS)
+    built = Verdict(verdict="valid", **_VALID_FIELDS)
+
+    assert type(fast) is Verdict
+    assert fast == built and hash(fast) == hash(built) and repr(fast) == repr(built)
+    # every slot written: reading one that was not would raise AttributeError
+    assert all(getattr(fast, f.name) == getattr(built, f.name) for f in dataclasses.fields(Verdict))
+    assert fast.to_dict() == built.to_dict()
+    assert fast.revoked() == built.revoked()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.status = "green"  # type: ignore[misc]
+
+
+def test_the_hot_path_verdict_knows_every_field() -> None:
+    # It writes the slots itself, so a new Verdict field (or a __post_init__) must reach it too.
+    defaults = {"verdict", "reasons", "warnings"}
+    assert (
+        set(inspect.signature(_valid_verdict).parameters)
+        == {f.name for f in dataclasses.fields(Verdict)} - defaults
+    )
+    assert not hasattr(Verdict, "__post_init__")
+    assert {f.name: f.default for f in dataclasses.fields(Verdict) if f.name in defaults} == {
+        "verdict": dataclasses.MISSING,
+        "reasons": (),
+        "warnings": (),
+    }
+
+
+@pytest.mark.parametrize("nt", [None, 0, 168])
+def test_a_verified_code_gives_the_constructed_verdict(
+    verifier: Verifier, any_key: SigningKey, nt: int | None
+) -> None:
+    verdict = verifier.verify(valid(any_key, nt=nt, vx=2), now=NOW)
+
+    assert verdict == Verdict(
+        verdict="valid",
+        status="green",
+        code_id=JTI,
+        issuer=ISSUER,
+        kid=any_key.kid,
+        masked_name=NAME,
+        issued_at=IAT,
+        expires_at=EXP,
+        negative_within_hours=nt,
+        doses=2,
+        origin="guangdong",
+    )

@@ -11,7 +11,7 @@ ES256 signatures are the 64-byte ``r || s`` JWS form (RFC 7518 section 3.4), nev
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 import re
@@ -22,10 +22,7 @@ from typing import Any, Final, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from yuekang.codec.errors import InvalidKey
 
@@ -38,12 +35,21 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
+# The concrete class behind ``ec.EllipticCurvePublicKey``: an exact type test is much cheaper per
+# verification than the ABC's ``isinstance``, which stays as the fallback for any other class.
+_EC_PUBLIC_KEY: Final = type(ec.derive_private_key(1, ec.SECP256R1()).public_key())
 _B64URL_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+# binascii directly: ``base64.urlsafe_b64*`` add a translate and argument coercion per call, and
+# these run on every segment of every code a checkpoint scans.
+_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
 def b64url_encode(data: bytes) -> str:
     """Base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE).decode()
 
 
 def b64url_decode(text: str) -> bytes:
@@ -53,11 +59,14 @@ def b64url_decode(text: str) -> bytes:
     non-zero trailing bits are all refused, so a signature cannot be re-spelled into a second valid
     code text. Re-encoding and comparing covers every case: the decoder skips foreign characters
     and maps nothing back to ``+``/``/`` or padding, so any of them changes the round trip."""
+    if not isinstance(text, str):
+        raise TypeError("base64url text must be a str")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError as exc:  # binascii.Error, or a non-ASCII str
+        data = text.encode("ascii")
+        raw = binascii.a2b_base64(data.translate(_TO_STANDARD) + b"=" * (-len(data) % 4))
+    except ValueError as exc:  # binascii.Error, or UnicodeEncodeError for non-ASCII text
         raise ValueError("not base64url") from exc
-    if b64url_encode(raw) != text:
+    if binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_TO_URLSAFE) != data:
         raise ValueError("not canonical unpadded base64url")
     return raw
 
@@ -181,14 +190,14 @@ class VerificationKey:
         """True if ``signature`` (JWS form) is valid for ``message``."""
         if len(signature) != SIGNATURE_BYTES:
             return False
+        public_key = self.public_key
         try:
-            if isinstance(self.public_key, ec.EllipticCurvePublicKey):
-                der = encode_dss_signature(
-                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-                )
-                self.public_key.verify(der, message, _ECDSA_SHA256)
+            if type(public_key) is _EC_PUBLIC_KEY or isinstance(
+                public_key, ec.EllipticCurvePublicKey
+            ):
+                public_key.verify(_der_signature(signature), message, _ECDSA_SHA256)
             else:
-                self.public_key.verify(signature, message)
+                public_key.verify(signature, message)
         except InvalidSignature:
             return False
         return True
@@ -223,6 +232,22 @@ class VerificationKey:
         if jwk.get("kid") not in (None, kid):
             raise InvalidKey("JWK kid is not the thumbprint of its key")
         return cls(kid=kid, alg=bound, public_key=public_key, issuer=issuer)
+
+
+def _der_signature(signature: bytes) -> bytes:
+    """The DER ``ECDSA-Sig-Value`` of a 64-byte ``r || s`` signature, as OpenSSL wants it.
+
+    Built from the bytes rather than with ``encode_dss_signature``, which goes through Python ints
+    and an ASN.1 writer at about twice the cost. Each INTEGER is minimal, non-negative two's
+    complement: leading zero bytes dropped, one put back when the top bit is set (or for zero),
+    and every length fits one byte (at most 33 per integer, 70 in all)."""
+    r = signature[:32].lstrip(b"\0")
+    s = signature[32:].lstrip(b"\0")
+    if not r or r[0] & 0x80:
+        r = b"\0" + r
+    if not s or s[0] & 0x80:
+        s = b"\0" + s
+    return b"\x30%c\x02%c%b\x02%c%b" % (len(r) + len(s) + 4, len(r), r, len(s), s)
 
 
 def _coordinate(value: Any) -> bytes:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,7 @@ from yuekang.exchange.models import Conversion
 from yuekang.health_codes import qr
 from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import service as health_status
+from yuekang.health_status.models import HealthStatus
 from yuekang.keyring.ring import KeyRing
 from yuekang.residents.models import Identity
 from yuekang.rules import RuleSet, negative_within_hours
@@ -59,16 +60,31 @@ async def issue_code(
         previous = await _by_idempotency_key(session, resident_id, idempotency_key)
         if previous is not None:
             return Issued(await _replayable(session, previous, now), replayed=True)
-    identity = await session.get(Identity, resident_id)
-    if identity is None:
-        raise Conflict(
-            "bind an identity document before asking for a code", code="identity_required"
+    # One round trip for what every issuance needs: the masked name, the status row (locked
+    # like a status decision locks it: a change waits for this issuance to commit and then
+    # revokes the new code, or this issuance waits for the change and signs the new status) and
+    # whether a conversion from a partner may apply.
+    row = (
+        await session.execute(
+            select(HealthStatus, Identity.masked_name, _CONVERTED.label("converted"))
+            .join(Identity, Identity.resident_id == HealthStatus.resident_id)
+            .where(HealthStatus.resident_id == resident_id)
+            .with_for_update(of=HealthStatus)
+            .execution_options(populate_existing=True)
+            .params(now=now)
         )
-    # Locked like a status decision locks it: a change waits for this issuance to commit (and then
-    # revokes the new code), or this issuance waits for the change and signs the new status.
-    status = await health_status.current(session, resident_id, rules=rules, now=now)
-    if status is None:
+    ).one_or_none()
+    if row is None:
+        if await session.get(Identity, resident_id) is None:
+            raise Conflict(
+                "bind an identity document before asking for a code", code="identity_required"
+            )
         raise Conflict("no status is recorded for this resident", code="status_missing")
+    masked_name = row.masked_name
+    status = await health_status.current(
+        session, resident_id, rules=rules, now=now, locked=row.HealthStatus
+    )
+    assert status is not None  # it was found above
     # Whole seconds: the token carries integer seconds and the stored times must say the same.
     issued_at = from_epoch(epoch(now))
     expires_at = issued_at + lifetime
@@ -86,7 +102,11 @@ async def issue_code(
             code="no_signing_key",
         )
     nat_sampled_at, nat_result = status.nat_sampled_at, status.nat_result
-    source = await _converted_from(session, resident_id, now) if status.status == "green" else None
+    source = (
+        await _converted_from(session, resident_id, now)
+        if row.converted and status.status == "green"
+        else None
+    )
     src = None
     if source is not None:
         assert source.source_issuer
@@ -105,7 +125,7 @@ async def issue_code(
         iat=epoch(issued_at),
         exp=epoch(expires_at),
         st=as_status(status.status),
-        nm=identity.masked_name,
+        nm=masked_name,
         nt=negative_within_hours(
             nat_sampled_at, nat_result, now=now, buckets=rules.nat_display_hours
         ),
@@ -126,18 +146,32 @@ async def issue_code(
         expires_at=expires_at,
         idempotency_key=idempotency_key,
     )
+    if idempotency_key is None:
+        session.add(code)  # written with the commit: nothing here can collide
+        return Issued(code, replayed=False)
     try:
         async with session.begin_nested():
             session.add(code)
     except IntegrityError:
         # A concurrent retry with the same Idempotency-Key won the race: answer with its code.
-        if idempotency_key is None:
-            raise
         previous = await _by_idempotency_key(session, resident_id, idempotency_key)
         if previous is None:
             raise
         return Issued(await _replayable(session, previous, now), replayed=True)
     return Issued(code, replayed=False)
+
+
+_CONVERTED = (
+    select(Conversion.id)
+    .where(
+        Conversion.resident_id == HealthStatus.resident_id,
+        Conversion.direction == "inbound",
+        Conversion.state == "completed",
+        Conversion.valid_until > bindparam("now"),
+    )
+    .exists()
+)
+"""Whether :func:`_converted_from` may find anything: most residents never converted a code."""
 
 
 async def _converted_from(
@@ -231,7 +265,7 @@ async def render_image(code: HealthCode, fmt: ImageFormat, cache: ImageCache) ->
     if cached is not None:
         return cached
     render = qr.render_png if fmt == "png" else qr.render_svg
-    # Off the event loop: a render holds the CPU for tens of milliseconds.
+    # Off the event loop: a render holds the CPU for a few milliseconds.
     image = await asyncio.to_thread(render, code.qr_text, code.status)
     entry = CachedImage(image=image, owner=code.resident_id, expires_at=code.expires_at)
     cache.put(code.code_id, fmt, entry)

@@ -187,10 +187,12 @@ async def current(
     *,
     rules: RuleSet,
     now: dt.datetime,
+    locked: HealthStatus | None = None,
 ) -> HealthStatus | None:
     """The resident's status row, locked, decided again first if it has lapsed (``valid_until``
-    passed) or was decided under a rule set no longer in force."""
-    record = await session.get(
+    passed) or was decided under a rule set no longer in force. ``locked`` is the row when the
+    caller has already read it ``FOR UPDATE`` in this transaction."""
+    record = locked or await session.get(
         HealthStatus, resident_id, with_for_update=True, populate_existing=True
     )
     if record is None:

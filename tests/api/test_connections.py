@@ -1,0 +1,49 @@
+"""The request connection pool: more requests than connections, and connections that died."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+from conftest import RunningApp
+
+
+async def test_more_issuances_at_once_than_pooled_connections_all_complete(running: RunningApp):
+    """Issuance holds a connection (the status row is locked) when it asks the key ring for a
+    key, and the tests' ring reloads on every call: sharing the request pool, 60 issuances at
+    once would each wait for a connection the others hold, until the pool's 30-second timeout."""
+    people = [await running.api.registered() for _ in range(60)]
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(running.api.issue(person) for person in people)), timeout=25
+    )
+    assert [answer.status_code for answer in answers] == [201] * 60
+
+
+async def test_a_lost_connection_is_a_503_to_send_again_and_the_next_request_works(
+    running: RunningApp, backend: str
+):
+    """A connection that died (PostgreSQL restarted, a proxy cut it) costs one request a clear
+    503, not a 500, and the next request works: connections are not pinged before use."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no server to lose")
+    resident = await running.api.registered()
+    assert (await running.api.issue(resident)).status_code == 201
+    url = running.context.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(url)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert killed >= 1
+
+    lost = await running.api.issue(resident)
+    assert lost.status_code == 503
+    assert lost.json()["error"]["code"] == "database_unavailable"
+    assert lost.headers["retry-after"] == "1"
+    again = await running.api.issue(resident)
+    assert again.status_code == 201
