@@ -17,6 +17,7 @@ from yuekang.db import create_engine, create_sessionmaker
 from yuekang.exchange.keys import KeyCache
 from yuekang.exchange.outbox import Outbox
 from yuekang.exchange.service import ExchangeDeps
+from yuekang.health_codes.batch import Issuance
 from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
@@ -45,6 +46,7 @@ class AppContext:
     """The key ring's and the rule book's own connections (on SQLite, the read engine)."""
     outbox: Outbox
     online_scans: OnlineScans
+    issuance: Issuance
 
     @classmethod
     def build(
@@ -107,7 +109,11 @@ class AppContext:
             read_sessionmaker=create_sessionmaker(read_engine),
             exchange_keys=KeyCache(),
             online_scans=OnlineScans(engine),
+            issuance=None,  # type: ignore[arg-type]  # set below: it needs the key ring
             outbox=None,  # type: ignore[arg-type]  # set below: it needs the built context
+        )
+        context.issuance = Issuance(
+            engine, keyring=context.keyring, rulebook=context.rulebook, settings=settings
         )
         context.outbox = Outbox(
             sessionmaker=sessionmaker,
@@ -133,6 +139,7 @@ class AppContext:
 
     async def close(self) -> None:
         await self.online_scans.close()
+        await self.issuance.close()
         await self.http.aclose()
         await self.engine.dispose()
         for other in {self.read_engine, self.refresh_engine} - {self.engine}:

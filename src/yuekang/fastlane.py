@@ -1,20 +1,25 @@
-"""The two requests a border queue and a resident's phone send most, answered before FastAPI's
+"""The requests a border queue and residents' phones send most, answered before FastAPI's
 routing and dependency machinery.
 
-`POST /v1/verify` and a cached `GET /v1/codes/{id}.png|svg` do little work of their own: a
-signature check and a batched database visit, or a dictionary lookup. Measured with py-spy, the
-router, the dependency solver and the request and response objects around them cost more than
-that work. The fast lane answers only the ordinary success of each: the checkpoint key parses,
-the JSON body validates, the key is good; the session token is good and the image is cached for
-its owner. Anything else -- a missing header, a body that does not validate, an unknown key, a
-cache miss, someone else's code, a database error -- goes on, body and all, to the FastAPI route,
-which gives the documented answer. Both build their answers with the same functions
-(``checkpoints.endpoints.verdict_json``, ``health_codes.endpoints.image_response``), the API
-tests run with the lane on and off, and ``YUEKANG_FAST_LANE=false`` turns it off.
+`POST /v1/verify`, `POST /v1/codes` and a cached `GET /v1/codes/{id}.png|svg` do little work of
+their own: a signature and a batched database visit (``checkpoints.online``,
+``health_codes.batch``), or a dictionary lookup. Measured with py-spy, the router, the dependency
+solver and the request and response objects around them cost more than that work. The fast lane
+answers only the ordinary success of each: the checkpoint key parses, the JSON body validates,
+the key is good; the session token is good and the batch issued the code (no Idempotency-Key);
+the session token is good and the image is cached for its owner. Anything else -- a missing
+header, a body that does not validate, an unknown key, a cache miss, someone else's code, a
+database error -- goes on, body and all, to the FastAPI route, which gives the documented answer.
+Both build their answers with the same functions (``checkpoints.endpoints.verdict_json``,
+``health_codes.endpoints.code_response`` and ``image_response``), the API tests run with the lane
+on and off, and ``YUEKANG_FAST_LANE=false`` turns it off.
 """
 
 from __future__ import annotations
 
+import uuid
+
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +30,7 @@ from yuekang.checkpoints.schemas import VerifyRequest
 from yuekang.checkpoints.service import KEY_PREFIX
 from yuekang.context import AppContext
 from yuekang.exceptions import Unauthorized
-from yuekang.health_codes.endpoints import image_response
+from yuekang.health_codes.endpoints import code_response, image_response
 from yuekang.health_codes.service import ImageFormat
 
 _CODES = "/v1/codes/"
@@ -40,6 +45,9 @@ class FastLane:
             path: str = scope["path"]
             if path == "/v1/verify" and scope["method"] == "POST":
                 await self._verify(scope, receive, send)
+                return
+            if path == "/v1/codes" and scope["method"] == "POST":
+                await self._issue(scope, receive, send)
                 return
             if path.startswith(_CODES) and scope["method"] == "GET":
                 await self._image(scope, receive, send)
@@ -71,6 +79,21 @@ class FastLane:
             return
         await Response(answer, media_type="application/json")(scope, receive, send)
 
+    async def _issue(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        resident_id = None if b"idempotency-key" in headers else _resident(scope, headers)
+        code = None
+        if resident_id is not None:
+            context = _context(scope)
+            try:
+                code = await context.issuance.issue(resident_id, context.clock.now())
+            except Exception:  # the route gives the answer
+                code = None
+        if code is None:
+            await self.app(scope, receive, send)
+            return
+        await code_response(code, str(Request(scope).base_url))(scope, receive, send)
+
     async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
         name: str = scope["path"][len(_CODES) :]
         code_id, dot, suffix = name.rpartition(".")
@@ -88,15 +111,7 @@ class FastLane:
         headers = _headers(scope)
         context = _context(scope)
         now = context.clock.now()
-        try:
-            resident_id = read_session_token(
-                _bearer(headers),
-                secret=context.secrets.session_secret,
-                issuer=context.settings.issuer,
-                now=now,
-            )
-        except Unauthorized:
-            resident_id = None
+        resident_id = _resident(scope, headers)
         entry = context.images.get(code_id, fmt)
         if resident_id is None or entry is None or entry.owner != resident_id:
             await self.app(scope, receive, send)
@@ -111,6 +126,19 @@ class FastLane:
 def _context(scope: Scope) -> AppContext:
     context: AppContext = scope["app"].state.context
     return context
+
+
+def _resident(scope: Scope, headers: dict[bytes, bytes]) -> uuid.UUID | None:
+    context = _context(scope)
+    try:
+        return read_session_token(
+            _bearer(headers),
+            secret=context.secrets.session_secret,
+            issuer=context.settings.issuer,
+            now=context.clock.now(),
+        )
+    except Unauthorized:
+        return None
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
@@ -179,3 +180,26 @@ async def _set_status(running: RunningApp, resident, status: str) -> None:
         json={"status": status, "reason": "test status"},
     )
     assert response.status_code == 200, response.text
+
+
+async def test_issuances_arriving_together_each_get_their_own_answer(running: RunningApp):
+    """Ordinary issuances that arrive together share a transaction (health_codes.batch); the
+    others in the same moment still get their own answers."""
+    greens = [await running.api.registered() for _ in range(4)]
+    red = await running.api.registered()
+    await _set_status(running, red, "red")
+    unbound = await running.api.sign_in()
+    answers = await asyncio.gather(
+        *(running.api.issue(person) for person in greens),
+        running.api.issue(red),
+        running.client.post("/v1/codes", headers=unbound.auth),
+        running.api.issue(greens[0], **{"Idempotency-Key": "same-moment"}),
+    )
+    assert [a.status_code for a in answers] == [201] * 5 + [409, 201]
+    assert [a.json()["status"] for a in answers[:5]] == ["green"] * 4 + ["red"]
+    assert answers[5].json()["error"]["code"] == "identity_required"
+    assert len({a.json()["code_id"] for a in answers if a.status_code == 201}) == 6
+    for person, answer in zip([*greens, red], answers, strict=False):
+        code_id = answer.json()["code_id"]
+        shown = await running.client.get(f"/v1/codes/{code_id}", headers=person.auth)
+        assert shown.json()["qr_text"] == answer.json()["qr_text"]

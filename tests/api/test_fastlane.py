@@ -97,3 +97,27 @@ async def test_only_a_cached_image_asked_for_by_its_owner_is_answered_by_the_lan
         for headers in (stranger.auth, {}, {"Authorization": "Bearer forged"}):
             assert (await lane.get(path, headers=headers)).status_code == 599
     assert [seen for seen, _ in route.seen] == [path] * 4
+
+
+async def test_an_ordinary_issuance_is_answered_by_the_lane_and_a_keyed_one_by_the_route(
+    running: RunningApp,
+):
+    resident = await running.api.registered(name="赵六")
+    route = Route()
+    async with lane_client(running, route) as lane:
+        fast = await lane.post("/v1/codes", headers=resident.auth)
+        keyed = await lane.post("/v1/codes", headers={**resident.auth, "Idempotency-Key": "k-1"})
+        unsigned = await lane.post("/v1/codes")
+    slow = await running.client.post("/v1/codes", headers=resident.auth)
+    assert (fast.status_code, keyed.status_code, unsigned.status_code) == (201, 599, 599)
+    assert [path for path, _ in route.seen] == ["/v1/codes"] * 2
+    assert fast.headers["cache-control"] == slow.headers["cache-control"] == "no-store"
+    assert set(fast.json()) == set(slow.json())
+    assert fast.json()["status"] == slow.json()["status"] == "green"
+    assert fast.json()["png_url"] == f"http://testserver/v1/codes/{fast.json()['code_id']}.png"
+    verdict = await running.client.post(
+        "/v1/verify",
+        json={"qr_text": fast.json()["qr_text"]},
+        headers={"Authorization": f"Bearer {await running.checkpoint_key()}"},
+    )
+    assert verdict.json()["masked_name"] == "*六"

@@ -70,13 +70,17 @@ async def verdict_json(
     checkpoint, verdict = judged
     decision = service.apply_policy(verdict, kind=checkpoint.kind)
     # Serialised here rather than by FastAPI's response model, which would validate it again.
-    return VerdictRead.model_validate(
-        {
-            **verdict.to_dict(pick_language(accept_language)),
-            "decision": decision.verdict,
-            "decision_reason": decision.reason,
-        }
-    ).model_dump_json().encode()
+    return (
+        VerdictRead.model_validate(
+            {
+                **verdict.to_dict(pick_language(accept_language)),
+                "decision": decision.verdict,
+                "decision_reason": decision.reason,
+            }
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 admin = APIRouter(prefix="/v1/admin/checkpoints", tags=["admin: checkpoints"])

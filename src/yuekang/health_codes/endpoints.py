@@ -16,16 +16,24 @@ from yuekang.schemas import IDEMPOTENCY_KEY
 router = APIRouter(prefix="/v1/codes", tags=["health codes"])
 
 
-def _read(code: HealthCode, request: Request) -> CodeRead:
-    return CodeRead(
+def code_response(code: HealthCode, base_url: str, *, status_code: int = 201) -> Response:
+    """The answer with a code, its image links built on ``base_url`` (ending in ``/``). Shared
+    with the fast lane (:mod:`yuekang.fastlane`), so both answer alike."""
+    body = CodeRead(
         code_id=code.code_id,
         qr_text=code.qr_text,
         status=code.status,
         issued_at=code.issued_at,
         expires_at=code.expires_at,
         # Not url_for: it searches every route on each call.
-        png_url=f"{request.base_url}v1/codes/{code.code_id}.png",
-        svg_url=f"{request.base_url}v1/codes/{code.code_id}.svg",
+        png_url=f"{base_url}v1/codes/{code.code_id}.png",
+        svg_url=f"{base_url}v1/codes/{code.code_id}.svg",
+    )
+    return Response(
+        body.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -37,13 +45,12 @@ def _read(code: HealthCode, request: Request) -> CodeRead:
 )
 async def issue_code(
     request: Request,
-    response: Response,
     resident_id: CurrentResident,
     session: SessionDep,
     context: Context,
     now: Now,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> CodeRead:
+) -> Response:
     """Issue a fresh health code for the signed-in resident.
 
     The code carries the current status and expires after the configured lifetime (1 hour by
@@ -56,6 +63,10 @@ async def issue_code(
             "Idempotency-Key must be 1-128 printable ASCII characters",
             code="invalid_idempotency_key",
         )
+    if idempotency_key is None:
+        code = await context.issuance.issue(resident_id, now)
+        if code is not None:
+            return code_response(code, str(request.base_url))
     issued = await service.issue_code(
         session,
         resident_id=resident_id,
@@ -66,10 +77,10 @@ async def issue_code(
         rules=await context.rulebook.current(),
         now=now,
     )
+    response = code_response(issued.code, str(request.base_url))
     if issued.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Cache-Control"] = "no-store"
-    return _read(issued.code, request)
+    return response
 
 
 async def _image(
@@ -152,7 +163,7 @@ async def code_svg(
 @router.get("/{code_id}", response_model=CodeRead, responses=errors(401, 404))
 async def read_code(
     code_id: str, request: Request, resident_id: CurrentResident, session: SessionDep
-) -> CodeRead:
+) -> Response:
     """One of the resident's own codes."""
     code = await service.get_owned_code(session, resident_id=resident_id, code_id=code_id)
-    return _read(code, request)
+    return code_response(code, str(request.base_url), status_code=200)

@@ -13,7 +13,7 @@ import secrets
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -45,46 +45,31 @@ class Issued:
     replayed: bool
 
 
-async def issue_code(
-    session: AsyncSession,
+class StatusFacts(Protocol):
+    """What a code shows of a status row (an ORM row or a plain result row)."""
+
+    status: str
+    valid_until: dt.datetime | None
+    nat_sampled_at: dt.datetime | None
+    nat_result: str | None
+    vaccine_doses: int
+
+
+async def new_code(
     *,
     resident_id: uuid.UUID,
-    idempotency_key: str | None,
+    status: StatusFacts,
+    masked_name: str,
+    source: Conversion | None,
     keyring: KeyRing,
     issuer: str,
     lifetime: dt.timedelta,
     rules: RuleSet,
     now: dt.datetime,
-) -> Issued:
-    if idempotency_key is not None:
-        previous = await _by_idempotency_key(session, resident_id, idempotency_key)
-        if previous is not None:
-            return Issued(await _replayable(session, previous, now), replayed=True)
-    # One round trip for what every issuance needs: the masked name, the status row (locked
-    # like a status decision locks it: a change waits for this issuance to commit and then
-    # revokes the new code, or this issuance waits for the change and signs the new status) and
-    # whether a conversion from a partner may apply.
-    row = (
-        await session.execute(
-            select(HealthStatus, Identity.masked_name, _CONVERTED.label("converted"))
-            .join(Identity, Identity.resident_id == HealthStatus.resident_id)
-            .where(HealthStatus.resident_id == resident_id)
-            .with_for_update(of=HealthStatus)
-            .execution_options(populate_existing=True)
-            .params(now=now)
-        )
-    ).one_or_none()
-    if row is None:
-        if await session.get(Identity, resident_id) is None:
-            raise Conflict(
-                "bind an identity document before asking for a code", code="identity_required"
-            )
-        raise Conflict("no status is recorded for this resident", code="status_missing")
-    masked_name = row.masked_name
-    status = await health_status.current(
-        session, resident_id, rules=rules, now=now, locked=row.HealthStatus
-    )
-    assert status is not None  # it was found above
+    idempotency_key: str | None = None,
+) -> HealthCode:
+    """A signed code for a status already read (and locked) in the caller's transaction; the
+    caller stores it. Shared by single issuance and the batches of :mod:`.batch`."""
     # Whole seconds: the token carries integer seconds and the stored times must say the same.
     issued_at = from_epoch(epoch(now))
     expires_at = issued_at + lifetime
@@ -102,11 +87,6 @@ async def issue_code(
             code="no_signing_key",
         )
     nat_sampled_at, nat_result = status.nat_sampled_at, status.nat_result
-    source = (
-        await _converted_from(session, resident_id, now)
-        if row.converted and status.status == "green"
-        else None
-    )
     src = None
     if source is not None:
         assert source.source_issuer
@@ -136,7 +116,7 @@ async def issue_code(
         qr_text = sign_health_code(claims, key)
     except CodeTooLarge as exc:
         raise ServiceUnavailable(str(exc), code="code_too_large") from exc
-    code = HealthCode(
+    return HealthCode(
         code_id=claims.jti,
         resident_id=resident_id,
         kid=key.kid,
@@ -144,6 +124,64 @@ async def issue_code(
         qr_text=qr_text,
         issued_at=issued_at,
         expires_at=expires_at,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def issue_code(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    idempotency_key: str | None,
+    keyring: KeyRing,
+    issuer: str,
+    lifetime: dt.timedelta,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> Issued:
+    if idempotency_key is not None:
+        previous = await _by_idempotency_key(session, resident_id, idempotency_key)
+        if previous is not None:
+            return Issued(await _replayable(session, previous, now), replayed=True)
+    # One round trip for what every issuance needs: the masked name, the status row (locked
+    # like a status decision locks it: a change waits for this issuance to commit and then
+    # revokes the new code, or this issuance waits for the change and signs the new status) and
+    # whether a conversion from a partner may apply.
+    row = (
+        await session.execute(
+            select(HealthStatus, Identity.masked_name, CONVERTED.label("converted"))
+            .join(Identity, Identity.resident_id == HealthStatus.resident_id)
+            .where(HealthStatus.resident_id == resident_id)
+            .with_for_update(of=HealthStatus)
+            .execution_options(populate_existing=True)
+            .params(now=now)
+        )
+    ).one_or_none()
+    if row is None:
+        if await session.get(Identity, resident_id) is None:
+            raise Conflict(
+                "bind an identity document before asking for a code", code="identity_required"
+            )
+        raise Conflict("no status is recorded for this resident", code="status_missing")
+    status = await health_status.current(
+        session, resident_id, rules=rules, now=now, locked=row.HealthStatus
+    )
+    assert status is not None  # it was found above
+    source = (
+        await _converted_from(session, resident_id, now)
+        if row.converted and status.status == "green"
+        else None
+    )
+    code = await new_code(
+        resident_id=resident_id,
+        status=status,
+        masked_name=row.masked_name,
+        source=source,
+        keyring=keyring,
+        issuer=issuer,
+        lifetime=lifetime,
+        rules=rules,
+        now=now,
         idempotency_key=idempotency_key,
     )
     if idempotency_key is None:
@@ -161,7 +199,7 @@ async def issue_code(
     return Issued(code, replayed=False)
 
 
-_CONVERTED = (
+CONVERTED = (
     select(Conversion.id)
     .where(
         Conversion.resident_id == HealthStatus.resident_id,

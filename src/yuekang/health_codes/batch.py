@@ -1,0 +1,160 @@
+"""Issuance for the requests that arrive together, in one transaction.
+
+Each issuance reads and locks the person's status row, signs, and inserts the code: one request
+at a time that is four round trips, a commit and the ORM's bookkeeping, and under a morning's
+load the event loop spends its time there rather than on signatures. So requests are issued in
+batches: the requests that arrive while one batch is in the database wait for the next, and each
+batch is one transaction -- one SELECT that locks every status row of the batch (in resident-id
+order, so two batches in two processes cannot deadlock each other), one multi-row INSERT, one
+commit. Under light load a batch is a single request.
+
+Only the ordinary case is batched: a bound identity, a status row decided under the rule set in
+force and not lapsed, no partner conversion, no Idempotency-Key. Anything else -- and any error of
+the batch -- answers None, and the caller issues through ``service.issue_code``, which handles it
+and gives the documented errors. Nothing is cached: every code shows the status read, locked,
+after its request arrived, exactly as a single issuance does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from yuekang.config import Settings
+from yuekang.exceptions import YuekangError
+from yuekang.health_codes.models import HealthCode
+from yuekang.health_codes.service import CONVERTED, new_code
+from yuekang.health_status.models import HealthStatus
+from yuekang.health_status.rulebook import RuleBook
+from yuekang.keyring.ring import KeyRing
+from yuekang.residents.models import Identity
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ("code_id", "resident_id", "kid", "status", "qr_text", "issued_at", "expires_at")
+
+
+@dataclass(slots=True)
+class _Request:
+    resident_id: uuid.UUID
+    now: dt.datetime
+    answer: asyncio.Future[HealthCode | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Issuance:
+    """Issues codes in batches; one per process, built with the application context."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        keyring: KeyRing,
+        rulebook: RuleBook,
+        settings: Settings,
+        max_batch: int = 200,
+    ) -> None:
+        self._engine = engine
+        self._keyring = keyring
+        self._rulebook = rulebook
+        self._settings = settings
+        self._max_batch = max_batch
+        self._waiting: list[_Request] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def issue(self, resident_id: uuid.UUID, now: dt.datetime) -> HealthCode | None:
+        """A new code, committed; None when this request is not the ordinary case (see the
+        module's docstring) and must go through ``service.issue_code``."""
+        request = _Request(resident_id, now)
+        self._waiting.append(request)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await request.answer
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+            try:
+                answers = await self._commit(batch)
+            except Exception:
+                # A deadlock with a status decision, a lost connection: each request is tried
+                # again on its own, which gives the documented answer if it fails again.
+                log.warning(
+                    "an issuance batch of %d failed; issuing singly", len(batch), exc_info=True
+                )
+                answers = [None] * len(batch)
+            for request, answer in zip(batch, answers, strict=True):
+                if not request.answer.done():
+                    request.answer.set_result(answer)
+
+    async def _commit(self, batch: list[_Request]) -> list[HealthCode | None]:
+        rules = await self._rulebook.current()
+        lifetime = dt.timedelta(seconds=self._settings.codes.lifetime_seconds)
+        async with self._engine.begin() as connection:
+            rows = await connection.execute(
+                select(
+                    HealthStatus.resident_id,
+                    HealthStatus.status,
+                    HealthStatus.valid_until,
+                    HealthStatus.rule_set_version,
+                    HealthStatus.nat_sampled_at,
+                    HealthStatus.nat_result,
+                    HealthStatus.vaccine_doses,
+                    Identity.masked_name,
+                    CONVERTED.label("converted"),
+                )
+                .join(Identity, Identity.resident_id == HealthStatus.resident_id)
+                .where(HealthStatus.resident_id.in_({r.resident_id for r in batch}))
+                .order_by(HealthStatus.resident_id)
+                .with_for_update(of=HealthStatus)
+                # The earliest time of the batch: a conversion still valid then sends the
+                # request down the single path, which looks at it properly.
+                .params(now=min(r.now for r in batch))
+            )
+            found = {row.resident_id: row for row in rows}
+            answers: list[HealthCode | None] = []
+            for request in batch:
+                row = found.get(request.resident_id)
+                if (
+                    row is None
+                    or row.converted
+                    or row.rule_set_version != rules.version
+                    or (row.valid_until is not None and row.valid_until <= request.now)
+                ):
+                    answers.append(None)
+                    continue
+                try:
+                    code = await new_code(
+                        resident_id=request.resident_id,
+                        status=row,
+                        masked_name=row.masked_name,
+                        source=None,
+                        keyring=self._keyring,
+                        issuer=self._settings.issuer,
+                        lifetime=lifetime,
+                        rules=rules,
+                        now=request.now,
+                    )
+                except YuekangError:
+                    answers.append(None)  # no signing key: the single path says so
+                    continue
+                answers.append(code)
+            codes = [code for code in answers if code is not None]
+            if codes:
+                await connection.execute(
+                    insert(HealthCode),
+                    [{column: getattr(code, column) for column in _COLUMNS} for code in codes],
+                )
+        return answers
