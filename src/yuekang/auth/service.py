@@ -13,6 +13,7 @@ the other's tokens (different prefix, algorithm family, key and audience).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -222,8 +223,21 @@ def issue_session_token(
 
 def read_session_token(token: str, *, secret: str, issuer: str, now: dt.datetime) -> uuid.UUID:
     """The resident id of a valid session token; 401 otherwise."""
+    resident_id, exp = _verified_session(token, secret, issuer)
+    if not isinstance(exp, int) or epoch(now) >= exp:
+        raise Unauthorized("session expired; sign in again", code="token_expired")
+    return resident_id
+
+
+@functools.lru_cache(maxsize=16_384)
+def _verified_session(token: str, secret: str, issuer: str) -> tuple[uuid.UUID, object]:
+    """A token's subject and expiry once its signature and claims are checked. Remembered: a
+    phone sends the same token with every request, and checking it was a third of the work of
+    answering a cached image. Only a good token is remembered (a refusal raises), and what is
+    remembered depends on nothing but the token and the secret; the expiry is still compared
+    with the clock on every request."""
     try:
-        # PyJWT reads the wall clock for exp; ours is injected, so exp is checked below.
+        # PyJWT reads the wall clock for exp; ours is injected, so exp is checked by the caller.
         claims = jwt.decode(
             token,
             secret,
@@ -238,10 +252,7 @@ def read_session_token(token: str, *, secret: str, issuer: str, now: dt.datetime
         )
     except jwt.PyJWTError as exc:
         raise Unauthorized("invalid session token", code="invalid_token") from exc
-    exp = claims["exp"]
-    if not isinstance(exp, int) or epoch(now) >= exp:
-        raise Unauthorized("session expired; sign in again", code="token_expired")
     try:
-        return uuid.UUID(claims["sub"])
+        return uuid.UUID(claims["sub"]), claims["exp"]
     except (ValueError, TypeError, AttributeError) as exc:
         raise Unauthorized("invalid session token", code="invalid_token") from exc
