@@ -22,7 +22,7 @@ T = TypeVar("T")
 def new_key(prefix: str, ident: uuid.UUID) -> tuple[str, bytes]:
     """A fresh key for ``ident`` and the hash to store; the key itself is shown once."""
     secret = secrets.token_urlsafe(32)
-    return f"{prefix}{ident.hex}_{secret}", _hash(secret)
+    return f"{prefix}{ident.hex}_{secret}", secret_hash(secret)
 
 
 def parse(prefix: str, token: str) -> tuple[uuid.UUID, str] | None:
@@ -36,10 +36,11 @@ def parse(prefix: str, token: str) -> tuple[uuid.UUID, str] | None:
 
 
 def matches(stored_hash: bytes, secret: str) -> bool:
-    return hmac.compare_digest(stored_hash, _hash(secret))
+    return hmac.compare_digest(stored_hash, secret_hash(secret))
 
 
-def _hash(secret: str) -> bytes:
+def secret_hash(secret: str) -> bytes:
+    """What is stored for a secret."""
     return hashlib.sha256(secret.encode()).digest()
 
 

@@ -26,11 +26,12 @@ async def test_a_lost_connection_is_a_503_to_send_again_and_the_next_request_wor
 ):
     """A connection that died (PostgreSQL restarted, a proxy cut it) costs a request a clear
     503, not a 500, and the next request works: connections are not pinged before use. An
-    ordinary issuance does not even see it: its batch fails and it is issued again on its own."""
+    ordinary issuance or scan does not even see it: its batch fails and the route tries again."""
     if backend != "postgresql":
         pytest.skip("SQLite has no server to lose")
     resident = await running.api.registered()
     assert (await running.api.issue(resident)).status_code == 201
+    gate = {"Authorization": f"Bearer {await running.checkpoint_key()}"}
 
     await _cut_connections(running)
     lost = await running.api.issue(resident, **{"Idempotency-Key": "after-the-cut"})
@@ -41,7 +42,14 @@ async def test_a_lost_connection_is_a_503_to_send_again_and_the_next_request_wor
     assert again.status_code == 201
 
     await _cut_connections(running)
-    assert (await running.api.issue(resident)).status_code == 201
+    code = await running.api.issue(resident)
+    assert code.status_code == 201
+
+    await _cut_connections(running)
+    verdict = await running.client.post(
+        "/v1/verify", json={"qr_text": code.json()["qr_text"]}, headers=gate
+    )
+    assert (verdict.status_code, verdict.json()["verdict"]) == (200, "valid")
 
 
 async def _cut_connections(running: RunningApp) -> None:
