@@ -54,8 +54,8 @@ class _Scan:
 _JUDGE = """
 WITH scan AS (
     SELECT * FROM unnest($1::int4[], $2::uuid[], $3::bytea[], $4::text[], $5::text[],
-                         $6::text[], $7::timestamptz[], $8::text[])
-        AS s(n, checkpoint_id, key_hash, code_id, verdict, reason, scanned_at, scan_id)
+                         $6::text[], $7::timestamptz[])
+        AS s(n, checkpoint_id, key_hash, code_id, verdict, reason, scanned_at)
 ), judged AS (
     SELECT s.*, c.name, c.kind,
            s.verdict = 'valid'
@@ -66,7 +66,8 @@ WITH scan AS (
 ), recorded AS (
     INSERT INTO scan_records
         (checkpoint_id, scan_id, code_id, scanned_at, verdict, reason, source, received_at)
-    SELECT checkpoint_id, scan_id, code_id, scanned_at,
+    SELECT checkpoint_id, 'online-' || replace(gen_random_uuid()::text, '-', ''), code_id,
+           scanned_at,
            CASE WHEN revoked THEN 'invalid' ELSE verdict END,
            CASE WHEN revoked THEN 'revoked' ELSE reason END,
            'online', scanned_at
@@ -125,7 +126,7 @@ class OnlineScans:
         return await self._commit_portable(batch)
 
     async def _commit_postgresql(self, batch: list[_Scan]) -> list[Judged | None]:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
         for n, scan in enumerate(batch):
             verdict = scan.verdict
             for column, value in zip(
@@ -138,7 +139,6 @@ class OnlineScans:
                     verdict.verdict,
                     verdict.reasons[0].value if verdict.reasons else None,
                     scan.scanned_at,
-                    f"online-{uuid.uuid4().hex}",
                 ),
                 strict=True,
             ):
