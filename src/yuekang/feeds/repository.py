@@ -140,8 +140,7 @@ class FactWriter:
             self._driver = connection.driver_connection
         start = self._ordinal
         self._ordinal += len(rows)
-        records = [(start + i, *row) for i, row in enumerate(rows)]
-        self._in_flight = asyncio.create_task(self._copy_and_merge(records))
+        self._in_flight = asyncio.create_task(self._copy_and_merge(start, rows))
 
     async def finish(self) -> None:
         await self._wait()
@@ -158,19 +157,23 @@ class FactWriter:
         if task is not None:
             await task
 
-    async def _copy_and_merge(self, records: list[tuple[Any, ...]]) -> None:
+    async def _copy_and_merge(self, start: int, rows: Sequence[tuple[Any, ...]]) -> None:
+        # Each path builds its own records from the checked rows: one new tuple a row, not two
+        # (the ordinal is only the merge's, to keep the last row of a key).
         target = self.target
         if self._direct:
+            batch_id, now = self.batch_id, self.now
             try:
                 async with self._driver.transaction():  # a savepoint: the request's is open
                     await self._driver.copy_records_to_table(
                         target.table.name,
-                        records=[(*r[1:], self.batch_id, self.now) for r in records],
+                        records=[(*row, batch_id, now) for row in rows],
                         columns=(*target.columns, "batch_id", "received_at"),
                     )
                 return
             except asyncpg.UniqueViolationError:
                 self._direct = False
+        records = [(start + i, *row) for i, row in enumerate(rows)]
         if not self._staged:
             definition = ", ".join(
                 f"{name} {kind}" for name, kind in zip(target.columns, target.pg_types, strict=True)

@@ -8,14 +8,15 @@ problems, each naming the field and a stable reason code (documented in ``docs/F
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from yuekang import regions
-from yuekang.residents.documents import DocType, DocumentError, validate_document
+from yuekang.residents.documents import DocType, DocumentError, plainly_valid, validate_document
 from yuekang.rules.facts import CaseCategory
 
 
@@ -63,6 +64,11 @@ class RowContext:
     now: dt.datetime
     today: dt.date
     person: Callable[[DocType, str], bytes]
+    latest: dt.datetime = field(init=False)
+    """The latest acceptable sample time."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latest", self.now + FUTURE_LEEWAY)
 
 
 class _Row:
@@ -152,7 +158,7 @@ class _Row:
             return None
         if moment < EARLIEST_INSTANT:
             self.fail(field, "too_old", f"{field} is before {EARLIEST_DATE.isoformat()}")
-        elif moment > context.now + FUTURE_LEEWAY:
+        elif moment > context.latest:
             self.fail(field, "future", f"{field} is in the future")
         return moment
 
@@ -241,12 +247,168 @@ def _travel(row: _Row, context: RowContext) -> tuple[Any, ...]:
     return (person, region, day)
 
 
+# The plain paths. Each accepts only a row that the checks above accept, and gives the same tuple:
+# every field present under its exact name and nothing else, and each value already in its
+# canonical form (no surrounding space, an exact choice, a PRC ID written as issued). Whatever
+# does not fit -- a mistake, an unusual but valid spelling, a value of an unexpected type, even an
+# exception -- answers None and the row goes through the full checks, which report problems; so
+# what a bad row reports never depends on this code.
+_PLAIN_DOC_TYPES = {"prc_id": DocType.PRC_ID}
+_NAT_RESULTS = {"negative": "negative", "positive": "positive"}
+_LEVELS = {"high": "high", "medium": "medium", "low": "low"}
+
+
+def _plain_text(value: Any, max_length: int) -> str | None:
+    # As _Row.text's first test, which is the whole of its answer for such a value.
+    if value.__class__ is str and value and len(value) <= max_length and value.isprintable():
+        stripped: str = value.strip()
+        if stripped:
+            return stripped
+    return None
+
+
+def _plain_person(values: Mapping[str, Any], context: RowContext) -> bytes | None:
+    doc_type = _PLAIN_DOC_TYPES.get(values["doc_type"])
+    number = values["doc_number"]
+    if doc_type is None or number.__class__ is not str:
+        return None
+    normalised = plainly_valid(doc_type, number, context.today)
+    if normalised is None:
+        return None
+    return context.person(doc_type, normalised)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_date(value: str) -> dt.date | None:
+    """The date a canonical YYYY-MM-DD names (feeds repeat a few dates many times)."""
+    if _ISO_DATE.fullmatch(value) is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _plain_date(value: Any, context: RowContext, *, future: bool = False) -> dt.date | None:
+    if value.__class__ is not str or len(value) != 10:
+        return None
+    day = _iso_date(value)
+    if day is None or day < EARLIEST_DATE or (not future and day > context.today):
+        return None
+    return day
+
+
+def _plain_instant(value: Any, context: RowContext) -> dt.datetime | None:
+    # A string that _RFC3339 matches is printable ASCII without surrounding space, and at most 35
+    # characters: _Row.text hands it on unchanged.
+    if value.__class__ is not str or _RFC3339.fullmatch(value) is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
+    if moment < EARLIEST_INSTANT or moment > context.latest:
+        return None
+    return moment
+
+
+def _nat_plain(values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...] | None:
+    # Five values, each found under one of the five names: no other field.
+    if len(values) != 5:
+        return None
+    sampled_at = _plain_instant(values["sampled_at"], context)
+    result = _NAT_RESULTS.get(values["result"])
+    lab = _plain_text(values["lab"], 128)
+    if sampled_at is None or result is None or lab is None:
+        return None
+    person = _plain_person(values, context)
+    if person is None:
+        return None
+    return (person, sampled_at, result, lab)
+
+
+def _case_plain(values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...] | None:
+    size = len(values)
+    if size == 5:
+        end = _plain_date(values["end_date"], context, future=True)
+        if end is None:
+            return None
+    elif size == 4 and "end_date" not in values:
+        end = None
+    else:
+        return None
+    category = _CATEGORIES.get(values["category"])
+    start = _plain_date(values["start_date"], context)
+    if category is None or start is None or (end is not None and end < start):
+        return None
+    person = _plain_person(values, context)
+    if person is None:
+        return None
+    return (person, category.value, start, end)
+
+
+def _vaccination_plain(values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...] | None:
+    if len(values) != 5:
+        return None
+    dose = values["dose"]
+    if dose.__class__ is not int or not 1 <= dose <= 10:
+        return None
+    day = _plain_date(values["date"], context)
+    product = _plain_text(values["product"], 64)
+    if day is None or product is None:
+        return None
+    person = _plain_person(values, context)
+    if person is None:
+        return None
+    return (person, dose, day, product)
+
+
+def _risk_area_plain(values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...] | None:
+    size = len(values)
+    if size == 4:
+        valid_to = _plain_date(values["valid_to"], context, future=True)
+        if valid_to is None:
+            return None
+    elif size == 3 and "valid_to" not in values:
+        valid_to = None
+    else:
+        return None
+    region = values["region_code"]
+    level = _LEVELS.get(values["level"])
+    valid_from = _plain_date(values["valid_from"], context)
+    if (
+        region.__class__ is not str
+        or not regions.is_known(region)
+        or level is None
+        or valid_from is None
+        or (valid_to is not None and valid_to < valid_from)
+    ):
+        return None
+    return (region, level, valid_from, valid_to)
+
+
+def _travel_plain(values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...] | None:
+    if len(values) != 4:
+        return None
+    region = values["region_code"]
+    day = _plain_date(values["date"], context)
+    if region.__class__ is not str or not regions.is_known(region) or day is None:
+        return None
+    person = _plain_person(values, context)
+    if person is None:
+        return None
+    return (person, region, day)
+
+
 @dataclass(frozen=True, slots=True)
 class KindSpec:
     kind: FeedKind
     fields: tuple[str, ...]
     optional: frozenset[str]
     check: Callable[[_Row, RowContext], tuple[Any, ...]]
+    plain: Callable[[Mapping[str, Any], RowContext], tuple[Any, ...] | None]
+    """The same check for a row in the shape nearly every row has, in the fewest steps: the row's
+    tuple, or ``None`` for anything else (``check`` then finds and reports the problems)."""
 
     @property
     def names(self) -> frozenset[str]:
@@ -260,21 +422,31 @@ SPECS: dict[FeedKind, KindSpec] = {
         (*_PERSON, "category", "start_date", "end_date"),
         frozenset({"end_date"}),
         _case,
+        _case_plain,
     ),
     FeedKind.NAT_RESULTS: KindSpec(
-        FeedKind.NAT_RESULTS, (*_PERSON, "sampled_at", "result", "lab"), frozenset(), _nat
+        FeedKind.NAT_RESULTS,
+        (*_PERSON, "sampled_at", "result", "lab"),
+        frozenset(),
+        _nat,
+        _nat_plain,
     ),
     FeedKind.VACCINATIONS: KindSpec(
-        FeedKind.VACCINATIONS, (*_PERSON, "dose", "date", "product"), frozenset(), _vaccination
+        FeedKind.VACCINATIONS,
+        (*_PERSON, "dose", "date", "product"),
+        frozenset(),
+        _vaccination,
+        _vaccination_plain,
     ),
     FeedKind.RISK_AREAS: KindSpec(
         FeedKind.RISK_AREAS,
         ("region_code", "level", "valid_from", "valid_to"),
         frozenset({"valid_to"}),
         _risk_area,
+        _risk_area_plain,
     ),
     FeedKind.TRAVEL: KindSpec(
-        FeedKind.TRAVEL, (*_PERSON, "region_code", "date"), frozenset(), _travel
+        FeedKind.TRAVEL, (*_PERSON, "region_code", "date"), frozenset(), _travel, _travel_plain
     ),
 }
 
@@ -297,6 +469,19 @@ def _shown(name: object) -> str:
 
 def check_row(spec: KindSpec, values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...]:
     """The row as a database tuple, or :class:`RowRejected` with every problem found."""
+    try:
+        record = spec.plain(values, context)
+    except (KeyError, TypeError):
+        # A field missing, or a value of a type no plain row has (a list where a name is looked
+        # up): the full checks say what is wrong.
+        record = None
+    if record is not None:
+        return record
+    return check_fully(spec, values, context)
+
+
+def check_fully(spec: KindSpec, values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...]:
+    """:func:`check_row` without the plain path: what the plain path must agree with."""
     row = _Row(values)
     unknown = () if spec.names.issuperset(values) else [n for n in values if n not in spec.names]
     for name in unknown:

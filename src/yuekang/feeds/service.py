@@ -175,16 +175,16 @@ async def ingest(
                 raise PayloadTooLarge(
                     f"a batch holds at most {max_rows} rows; split it", code="batch_too_large"
                 )
-            for line in lines:
-                if line.values is not None:
+            for number, values, problem in lines:
+                if values is not None:
                     try:
-                        good.append(check_row(spec, line.values, context))
+                        good.append(check_row(spec, values, context))
                         continue
                     except RowRejected as exc:
                         problems = exc.problems
                 else:
-                    assert line.problem is not None
-                    problems = [line.problem]
+                    assert problem is not None
+                    problems = [problem]
                 rejected += 1
                 for problem in problems:
                     if len(errors) >= max_reported_errors:
@@ -192,7 +192,7 @@ async def ingest(
                     else:
                         errors.append(
                             {
-                                "row": line.number,
+                                "row": number,
                                 "field": problem.field,
                                 "reason": problem.reason,
                                 "message": problem.message,

@@ -42,6 +42,7 @@ __all__ = [
     "local_date",
     "mod11_2_check",
     "normalize_doc_number",
+    "plainly_valid",
     "validate_document",
 ]
 
@@ -117,9 +118,11 @@ _PRC_PROVINCES = frozenset(
 # entered under the wrong document type, and the message says so.
 _PERMIT_PROVINCES = frozenset([71, 81, 82, 83])
 _RESIDENCE_PERMIT_REGIONS = frozenset(["810000", "820000", "830000"])
+_PRC_PROVINCE_TEXT = frozenset(f"{p:02d}" for p in _PRC_PROVINCES)
 
 _MOD11_2_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _MOD11_2_ZERO = ord("0") * sum(_MOD11_2_WEIGHTS)
+_MOD11_2_CHARACTERS = "0123456789X"
 _MIN_BIRTH_YEAR = 1900
 # Every jurisdiction served (mainland China, HK, Macao) is on UTC+8 without daylight saving, so a
 # fixed offset gives the local "today" without reading the tz database.
@@ -234,6 +237,35 @@ def validate_document(
             return _passport_number(number)
         case _:
             assert_never(doc_type)
+    return number
+
+
+def plainly_valid(doc_type: DocType, number: str, today: datetime.date) -> str | None:
+    """The normalised number when ``validate_document(doc_type, number, today=today)`` would
+    accept it, in the fewest steps; ``None`` when it may not, and validate_document must give the
+    reason. A feed batch checks up to 100,000 numbers, nearly all of them PRC IDs already written
+    canonically, so only that case is taken here: every other one answers ``None``.
+    """
+    # The same rules as _check_gb11643 over the same text: 18 ASCII characters (so the
+    # normalisation changes nothing but the case of X), 17 digits and a digit or X, a province
+    # of a resident ID, an embedded birth date from 1900 to today, and the MOD 11-2 check.
+    if doc_type is not DocType.PRC_ID or len(number) != 18 or not number.isascii():
+        return None
+    body = number[:17]
+    if not body.isdigit() or number[:2] not in _PRC_PROVINCE_TEXT:
+        return None
+    last = number[17]
+    if last == "x":
+        last = "X"
+        number = number.upper()
+    elif not (last.isdigit() or last == "X"):
+        return None
+    embedded = _embedded_birth_date(number[6:14])
+    if embedded is None or embedded.year < _MIN_BIRTH_YEAR or embedded > today:
+        return None
+    total = sum(map(operator.mul, body.encode("ascii"), _MOD11_2_WEIGHTS)) - _MOD11_2_ZERO
+    if last != _MOD11_2_CHARACTERS[(12 - total % 11) % 11]:
+        return None
     return number
 
 
