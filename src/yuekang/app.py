@@ -88,6 +88,11 @@ def create_app(
         version=__version__,
         summary="Health codes: signed QR codes, offline checkpoint verification.",
         lifespan=lifespan,
+        telemetry=(
+            None
+            if resolved.settings.telemetry
+            else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+        ),
     )
     if resolved.settings.fast_lane:
         # Added first, so it runs inside the body-size limit.

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
         "health codes, the proxy in front usually keeps such a log already, and at a border "
         "queue's rate the log line costs a tenth of an online verification",
     )
+    telemetry: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry spans, metrics and logs, for an OpenTelemetry SDK "
+        "configured in the process (e.g. FASTAPI_OTEL_AUTO_CONFIGURE=true); off, no request pays "
+        "for looking the providers up",
+    )
     fast_lane: bool = Field(
         True,
         description="answer online verifications and cached QR images before FastAPI's "
