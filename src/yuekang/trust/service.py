@@ -39,6 +39,11 @@ from yuekang.trust.models import AnchorKey, TrustBundleRecord
 DELTA_OVERLAP = dt.timedelta(minutes=5)
 
 
+_anchors: dict[str, SigningKey] = {}
+"""Anchor keys decrypted by this process, by key id. Every bundle sync asks for the anchor, and
+decrypting its PKCS#8 (a deliberately slow key derivation) was most of the cost of a 304."""
+
+
 async def anchor_key(
     session: AsyncSession, *, passphrase: str, now: dt.datetime, create: bool
 ) -> SigningKey | None:
@@ -48,9 +53,13 @@ async def anchor_key(
         await session.execute(select(AnchorKey).order_by(AnchorKey.created_at.desc()).limit(1))
     ).scalar_one_or_none()
     if record is not None:
-        return SigningKey.from_private_key(
-            private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
-        )
+        key = _anchors.get(record.kid)
+        if key is None:
+            key = SigningKey.from_private_key(
+                private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
+            )
+            _anchors[record.kid] = key
+        return key
     if not create:
         return None
     key = SigningKey.generate("ES256")
