@@ -1,5 +1,7 @@
 import datetime
+import itertools
 import pickle
+import random
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +13,7 @@ from yuekang.residents.documents import (
     icao_check,
     mod11_2_check,
     normalize_doc_number,
+    plainly_valid,
     validate_document,
 )
 
@@ -53,6 +56,16 @@ def assert_rejected(
 )
 def test_mod11_2_check_published_samples(body: str, expected: str) -> None:
     assert mod11_2_check(body) == expected
+
+
+def test_mod11_2_check_is_the_weighted_sum_of_the_standard() -> None:
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    rng = random.Random(11643)
+    bodies = ["0" * 17, "9" * 17, "1" * 17, "0" * 16 + "1", "1" + "0" * 16]
+    bodies += ["".join(rng.choices("0123456789", k=17)) for _ in range(20000)]
+    for body in bodies:
+        total = sum(int(d) * w for d, w in zip(body, weights, strict=True))
+        assert mod11_2_check(body) == "10X98765432"[total % 11], body
 
 
 @pytest.mark.parametrize(
@@ -385,3 +398,46 @@ def test_doc_type_values() -> None:
         "hkid",
         "passport",
     ]
+
+
+def _plain_candidates() -> list[str]:
+    """Valid PRC IDs and every one-character change of them, plus other shapes and documents."""
+    valid = [
+        VALID_PRC,
+        "11010519491231002X",  # GB 11643-1999 sample
+        gb11643("110105", "19000101"),
+        gb11643("110105", TODAY.strftime("%Y%m%d")),
+        gb11643("110105", (TODAY + datetime.timedelta(days=1)).strftime("%Y%m%d")),
+        gb11643("110105", "18991231"),
+        gb11643("110105", "20000229"),
+        gb11643("110105", "19000229"),
+        gb11643("650105", "19800101"),
+        VALID_PERMIT,
+    ]
+    candidates = [*valid, VALID_PRC + "0", VALID_PRC[:17], "", " " + VALID_PRC, "A1234563"]
+    for number in valid:
+        candidates.append(number.lower())
+        for i, replacement in itertools.product(range(18), "0139Xx A９"):
+            candidates.append(number[:i] + replacement + number[i + 1 :])
+    return candidates
+
+
+@pytest.mark.parametrize("doc_type", list(DocType))
+def test_plainly_valid_agrees_with_validate_document(doc_type: DocType) -> None:
+    taken = 0
+    for raw in _plain_candidates():
+        plain = plainly_valid(doc_type, raw, TODAY)
+        try:
+            expected: str | None = validate_document(doc_type, raw, today=TODAY)
+        except DocumentError:
+            expected = None
+        if plain is not None:
+            taken += 1
+            assert plain == expected, raw
+    assert taken > (10 if doc_type is DocType.PRC_ID else -1)
+
+
+def test_plainly_valid_takes_canonical_prc_ids() -> None:
+    assert plainly_valid(DocType.PRC_ID, VALID_PRC, TODAY) == VALID_PRC
+    assert plainly_valid(DocType.PRC_ID, "11010519491231002X", TODAY) == "11010519491231002X"
+    assert plainly_valid(DocType.PRC_ID, "11010519491231002x", TODAY) == "11010519491231002X"
