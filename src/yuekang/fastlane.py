@@ -57,7 +57,8 @@ class FastLane:
     async def _verify(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         key = apikeys.parse(KEY_PREFIX, _bearer(headers))
-        if key is None or headers.get(b"content-type") != b"application/json":
+        media_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+        if key is None or media_type != b"application/json":
             await self.app(scope, receive, send)
             return
         body = await _body(receive)

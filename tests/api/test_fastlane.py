@@ -47,6 +47,12 @@ async def test_a_good_scan_is_answered_by_the_lane_as_the_route_answers_it(runni
     route = Route()
     async with lane_client(running, route) as lane:
         fast = await lane.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate)
+        with_charset = await lane.post(
+            "/v1/verify",
+            content=json.dumps({"qr_text": code["qr_text"]}),
+            headers={**gate, "Content-Type": "application/json; charset=utf-8"},
+        )
+    assert with_charset.status_code == 200
     slow = await running.client.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate)
     assert route.seen == []
     assert fast.status_code == slow.status_code == 200
