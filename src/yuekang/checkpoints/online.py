@@ -17,7 +17,6 @@ verdict is sent before its scan record is committed.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from yuekang import apikeys
+from yuekang.batching import Batches
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.health_codes.models import Revocation
 from yuekang.principals import CheckpointPrincipal
@@ -43,7 +43,6 @@ class _Scan:
     secret: str
     verdict: Verdict
     scanned_at: dt.datetime
-    answer: asyncio.Future[Judged | None]
 
 
 # One round trip, atomic as any single statement: the scans of the batch, the checkpoints whose
@@ -82,9 +81,7 @@ class OnlineScans:
 
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
         self._engine = engine
-        self._max_batch = max_batch
-        self._waiting: list[_Scan] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._batches = Batches(self._commit, max_batch=max_batch)
 
     async def judge(
         self, *, checkpoint_id: uuid.UUID, secret: str, verdict: Verdict, now: dt.datetime
@@ -92,33 +89,10 @@ class OnlineScans:
         """The checkpoint and the final verdict (revoked if the code is on the list), once the
         scan record is committed; None when the key is unknown, wrong or disabled (nothing is
         recorded then). Database errors reach every scan of the batch."""
-        scan = _Scan(
-            checkpoint_id, secret, verdict, now, asyncio.get_running_loop().create_future()
-        )
-        self._waiting.append(scan)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
-        return await scan.answer
+        return await self._batches.submit(_Scan(checkpoint_id, secret, verdict, now))
 
     async def close(self) -> None:
-        """Wait for the batch in flight, so a shutdown loses no scan already answered for."""
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
-
-    async def _drain(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            try:
-                answers = await self._commit(batch)
-            except Exception as exc:
-                for scan in batch:
-                    if not scan.answer.done():
-                        scan.answer.set_exception(exc)
-                continue
-            for scan, answer in zip(batch, answers, strict=True):
-                if not scan.answer.done():
-                    scan.answer.set_result(answer)
+        await self._batches.close()
 
     async def _commit(self, batch: list[_Scan]) -> list[Judged | None]:
         if self._engine.dialect.name == "postgresql":

@@ -17,15 +17,15 @@ after its request arrived, exactly as a single issuance does.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from yuekang.batching import Batches
 from yuekang.config import Settings
 from yuekang.exceptions import YuekangError
 from yuekang.health_codes.models import HealthCode
@@ -44,9 +44,6 @@ _COLUMNS = ("code_id", "resident_id", "kid", "status", "qr_text", "issued_at", "
 class _Request:
     resident_id: uuid.UUID
     now: dt.datetime
-    answer: asyncio.Future[HealthCode | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
 class Issuance:
@@ -65,39 +62,24 @@ class Issuance:
         self._keyring = keyring
         self._rulebook = rulebook
         self._settings = settings
-        self._max_batch = max_batch
-        self._waiting: list[_Request] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._batches = Batches(self._answer, max_batch=max_batch)
 
     async def issue(self, resident_id: uuid.UUID, now: dt.datetime) -> HealthCode | None:
         """A new code, committed; None when this request is not the ordinary case (see the
         module's docstring) and must go through ``service.issue_code``."""
-        request = _Request(resident_id, now)
-        self._waiting.append(request)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
-        return await request.answer
+        return await self._batches.submit(_Request(resident_id, now))
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._batches.close()
 
-    async def _drain(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            try:
-                answers = await self._commit(batch)
-            except Exception:
-                # A deadlock with a status decision, a lost connection: each request is tried
-                # again on its own, which gives the documented answer if it fails again.
-                log.warning(
-                    "an issuance batch of %d failed; issuing singly", len(batch), exc_info=True
-                )
-                answers = [None] * len(batch)
-            for request, answer in zip(batch, answers, strict=True):
-                if not request.answer.done():
-                    request.answer.set_result(answer)
+    async def _answer(self, batch: list[_Request]) -> list[HealthCode | None]:
+        try:
+            return await self._commit(batch)
+        except Exception:
+            # A deadlock with a status decision, a lost connection: each request is tried
+            # again on its own, which gives the documented answer if it fails again.
+            log.warning("an issuance batch of %d failed; issuing singly", len(batch), exc_info=True)
+            return [None] * len(batch)
 
     async def _commit(self, batch: list[_Request]) -> list[HealthCode | None]:
         rules = await self._rulebook.current()
