@@ -211,17 +211,20 @@ def qr_cold_ms(qr_text: str) -> float:
     return statistics.median(times)
 
 
-def machine() -> str:
+def machine(load_generator: str | None = None) -> str:
+    """This machine, and the load generator with its version (wrk's by default)."""
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as info:
         for line in info:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
+    if load_generator is None:
+        version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
+        load_generator = f"wrk {version}"
     return (
         f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python "
-        f"{platform.python_version()}, wrk {wrk_version}"
+        f"{platform.python_version()}, {load_generator}"
     )
 
 

@@ -34,7 +34,6 @@ import argparse
 import csv
 import datetime as dt
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -43,9 +42,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
-from loadtests.bench import ROOT, process  # also puts tests/ on sys.path, for support.*
+from loadtests.bench import ROOT, machine, process  # also puts tests/ on sys.path, for support.*
 from support.postgres import create_database, postgres_server
 from support.servers import YUEKANG, cli, free_port, server_env
 from yuekang.db import migrate
@@ -328,21 +328,6 @@ def read_server_log(log: Path) -> ServerLog:
     return ServerLog(len(statuses), sum(s.startswith("5") for s in statuses), tracebacks)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    from importlib.metadata import version
-
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python "
-        f"{platform.python_version()}, locust {version('locust')}"
-    )
-
-
 def report(
     options: argparse.Namespace,
     stats: Stats,
@@ -352,8 +337,9 @@ def report(
 ) -> list[str]:
     total = stats.total
     ok = total.failures == 0 and not stats.exceptions and server_5xx == 0 and tracebacks == 0
+    where = machine(f"locust {version('locust')}")
     lines = [
-        f"Soaked {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}: "
+        f"Soaked {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {where}: "
         f"{options.minutes:g} minutes ({options.warmup} s warm-up), {options.users} locust users "
         f"(spawned {options.rate}/s), resident refresh every {options.refresh_seconds:g} s, "
         f"{options.feed_rows}-row NAT batches, `yuekang serve --workers 2` on PostgreSQL.",

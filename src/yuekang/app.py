@@ -211,6 +211,14 @@ def _retryable(exc: BaseException) -> bool:
     return "database is locked" in str(original)
 
 
+def _send_again(code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(YuekangError)
     async def _yuekang_error(_request: Request, exc: YuekangError) -> JSONResponse:
@@ -248,29 +256,17 @@ def install_error_handlers(app: FastAPI) -> None:
             # Connections are not pinged before use (a round trip on every request): one that
             # died with the database's restart is found here, dropped from the pool, and the
             # request answered so that the client sends it again.
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "database_unavailable",
-                        "message": "the connection to the database was lost; send the request "
-                        "again (with the same Idempotency-Key where the route takes one)",
-                    }
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
+            return _send_again(
+                "database_unavailable",
+                "the connection to the database was lost; send the request again (with the "
+                "same Idempotency-Key where the route takes one)",
             )
         if not _retryable(exc):
             raise exc
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "busy_retry",
-                    "message": "the request met a concurrent one in the database and was "
-                    "undone; nothing was applied: send it again",
-                }
-            },
-            status_code=503,
-            headers={"Retry-After": "1"},
+        return _send_again(
+            "busy_retry",
+            "the request met a concurrent one in the database and was undone; nothing was "
+            "applied: send it again",
         )
 
     @app.exception_handler(StarletteHTTPException)
