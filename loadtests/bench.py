@@ -15,6 +15,8 @@ uvicorn worker count and the same load generator settings:
 - QR image: a bare ASGI app answering the same PNG bytes, beside `GET /v1/codes/{id}.png` served
   from the cache; the cold render is timed on its own;
 - trust bundle: `GET /v1/trust-bundle` answered 200 and 304;
+- a resident's status: `GET /v1/me/status`, which the resident page reads every 10 seconds (for
+  the capacity model: no limit to compare with);
 - feed ingestion: raw COPY into PostgreSQL, beside a 100,000-row batch over HTTP
   (`loadtests.bench_feeds`).
 
@@ -58,7 +60,7 @@ from yuekang.db import migrate  # noqa: E402
 
 PERFORMANCE = ROOT / "docs" / "PERFORMANCE.md"
 RESIDENTS = 1000
-PATHS = ("verify", "issue", "image", "bundle", "offline", "cold", "feeds")
+PATHS = ("verify", "issue", "image", "bundle", "status", "offline", "cold", "feeds")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -114,8 +116,8 @@ def post_script(body: str, headers: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rotating_tokens_script(path: str, tokens: list[str]) -> str:
-    """POST ``path`` with the bearer tokens in turn (many residents, not one hot row)."""
+def rotating_tokens_script(path: str, tokens: list[str], method: str = "POST") -> str:
+    """``method`` ``path`` with the bearer tokens in turn (many residents, not one hot row)."""
     listed = ", ".join(json.dumps(t) for t in tokens)
     # Each wrk thread starts at its own place in the list, or the threads would ask for the
     # same person at the same moment.
@@ -128,7 +130,7 @@ end
 i = 0
 request = function()
   i = i + 1
-  return wrk.format("POST", {json.dumps(path)},
+  return wrk.format({json.dumps(method)}, {json.dumps(path)},
                     {{["Authorization"] = "Bearer " .. tokens[((i + offset) % #tokens) + 1]}}, nil)
 end
 """
@@ -406,6 +408,21 @@ def main() -> None:
                         f"{full.rate:,.0f} / {same.rate:,.0f} req/s",
                         "--",
                         f"p99 {full.p99_ms:.1f} / {same.p99_ms:.1f} ms",
+                    )
+                )
+
+            if "status" in only:
+                status = wrk(
+                    f"{base}/v1/me/status",
+                    **load,
+                    script=rotating_tokens_script("/v1/me/status", tokens, "GET"),
+                )
+                rows.append(
+                    (
+                        "A resident's status (`GET /v1/me/status`)",
+                        f"{status.rate:,.0f} req/s",
+                        "--",
+                        f"p50 {status.p50_ms:.1f} ms, p99 {status.p99_ms:.1f} ms",
                     )
                 )
 

@@ -54,7 +54,8 @@ async def read_my_status(
     """The resident's status and why: reason codes, an explanation in their language, when it
     lapses, the latest test result and vaccinations. 404 `identity_not_bound` before binding."""
     rules = await context.rulebook.current()
-    record = await service.current(session, resident_id, rules=rules, now=now)
+    # No lock: a page reads this every few seconds, and only a decision made here writes.
+    record = await service.current(session, resident_id, rules=rules, now=now, lock=False)
     if record is None:
         raise NotFound("bind an identity document first", code="identity_not_bound")
     language = lang or pick_language(accept_language)

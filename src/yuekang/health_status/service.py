@@ -188,12 +188,15 @@ async def current(
     rules: RuleSet,
     now: dt.datetime,
     locked: HealthStatus | None = None,
+    lock: bool = True,
 ) -> HealthStatus | None:
     """The resident's status row, locked, decided again first if it has lapsed (``valid_until``
     passed) or was decided under a rule set no longer in force. ``locked`` is the row when the
-    caller has already read it ``FOR UPDATE`` in this transaction."""
+    caller has already read it ``FOR UPDATE`` in this transaction. ``lock=False`` is for a
+    reader that writes nothing: the row is locked only if it must be decided again (``decide``
+    locks and refreshes it)."""
     record = locked or await session.get(
-        HealthStatus, resident_id, with_for_update=True, populate_existing=True
+        HealthStatus, resident_id, with_for_update=lock, populate_existing=True
     )
     if record is None:
         return None
