@@ -110,7 +110,7 @@ class _RowStream:
         self._chunks: collections.deque[Sequence[tuple[Any, ...]]] = collections.deque()
         self._more = asyncio.Event()
         self._ended = False
-        self._extra = (batch_id, now)
+        self._extra: tuple[Any, ...] = (batch_id, now)
 
     def put(self, rows: Sequence[tuple[Any, ...]]) -> None:
         self._chunks.append(rows)
@@ -125,7 +125,7 @@ class _RowStream:
         while True:
             while chunks:
                 for row in chunks.popleft():
-                    yield (*row, *extra)
+                    yield row + extra
             if self._ended:
                 return
             self._more.clear()
