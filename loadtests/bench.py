@@ -95,7 +95,9 @@ def wrk(url: str, *, seconds: int, connections: int, script: str | None = None) 
     Path(lua.name).unlink(missing_ok=True)
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50_match, p99_match = re.search(r"50%\s+(\S+)", out), re.search(r"99%\s+(\S+)", out)
+    # Anchored: "+/- Stdev  88.50%" must not read as the 50th percentile.
+    p50_match = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99_match = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     if p50_match is None or p99_match is None:
         # No request finished in time: wrk prints no distribution.
         print(out, flush=True)
@@ -197,9 +199,13 @@ def offline_rate(base: str, checkpoint: str, qr_text: str) -> tuple[float, float
     key = store._verifier.keys[kid]  # the same key object the store uses
     raw = b64url_decode(signature)
     signing_input = f"{head}.{payload}".encode()
-    raw_rate = per_second(lambda: key.verify(raw, signing_input))
-    ours = per_second(lambda: store.verify(qr_text, now=now))
-    return ours, raw_rate
+    # Interleaved short rounds, the best of each: one long round of each swings with whatever
+    # else the two cores did at that moment.
+    raw_rates, ours = [], []
+    for _ in range(6):
+        raw_rates.append(per_second(lambda: key.verify(raw, signing_input), seconds=0.5))
+        ours.append(per_second(lambda: store.verify(qr_text, now=now), seconds=0.5))
+    return max(ours), max(raw_rates)
 
 
 def qr_cold_ms(qr_text: str) -> float:
@@ -242,7 +248,7 @@ def feed_ratio(rows: int) -> tuple[float, float] | None:
     if rows <= 0:
         return None
     done = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_feeds", "--rows", str(rows), "--rounds", "1"],
+        [sys.executable, "-m", "loadtests.bench_feeds", "--rows", str(rows), "--rounds", "3"],
         capture_output=True,
         text=True,
         cwd=ROOT,
