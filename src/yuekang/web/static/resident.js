@@ -299,8 +299,14 @@ async function showCode() {
   await refreshCode();
   await showStatus();
   // While the page is open the status is looked at again now and then, and whenever the page
-  // comes back to the front: an operator's decision or a feed shows without a reload.
-  setInterval(() => showStatus().catch(() => {}), 10_000);
+  // comes back to the front: an operator's decision or a feed shows without a reload. Every 10 s
+  // while the code is not green (someone waiting on an appeal or a test); every minute while it
+  // is, since at a peak these reads are the largest load of all (PERFORMANCE.md).
+  const poll = () => {
+    const green = state.code && state.code.status === "green";
+    setTimeout(() => showStatus().catch(() => {}).finally(poll), green ? 60_000 : 10_000);
+  };
+  poll();
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") showStatus().catch(() => {});
   });
