@@ -142,6 +142,30 @@ def header_script(headers: dict[str, str]) -> str:
     return "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
 
 
+@dataclass
+class Served:
+    database_url: str
+    base: str
+    port: int
+    env: dict[str, str]
+
+
+@contextmanager
+def served(work: Path, workers: int, log: Path | None = None) -> Iterator[Served]:
+    """A throwaway PostgreSQL and ``yuekang serve --workers N`` on it, as the benchmarks run
+    it: the server's defaults with development secrets."""
+    with postgres_server() as pg:
+        url = create_database(pg)
+        migrate(url)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        # Every resident signs in from this one address: lift the per-address OTP limit.
+        env = server_env(url, work / "keys", YUEKANG_OTP__PER_CLIENT_LIMIT="100000")
+        serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(workers)]
+        with process(serve, env, f"{base}/healthz", log or work / "yuekang.log"):
+            yield Served(url, base, port, env)
+
+
 @contextmanager
 def process(args: list[str], env: dict[str, str], health: str, log: Path) -> Iterator[None]:
     with log.open("wb") as out:
@@ -289,159 +313,144 @@ def main() -> None:
     verify_raw, sign_raw = raw_signature_rates()
     print(f"raw ES256 per core: verify {verify_raw:,.0f}/s, sign {sign_raw:,.0f}/s")
 
-    with postgres_server() as pg:
-        url = create_database(pg)
-        migrate(url)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        # Every resident signs in from this one address: lift the per-address OTP limit.
-        env = server_env(url, work / "keys", YUEKANG_OTP__PER_CLIENT_LIMIT="100000")
-        serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(options.workers)]
-        with process(serve, env, f"{base}/healthz", work / "yuekang.log"):
-            gate = cli(env, work, "checkpoints", "create", "bench gate")
-            # Enough people that 64 connections rarely ask for the same one at once: issuance
-            # locks the person's status row, and a real queue is many people, not 50.
-            tokens = residents(base, RESIDENTS)
-            code = httpx.post(
-                f"{base}/v1/codes", headers={"Authorization": f"Bearer {tokens[0]}"}
-            ).json()
-            qr_text, png_url = code["qr_text"], code["png_url"]
+    with served(work, options.workers) as server:
+        url, base, port, env = server.database_url, server.base, server.port, server.env
+        gate = cli(env, work, "checkpoints", "create", "bench gate")
+        # Enough people that 64 connections rarely ask for the same one at once: issuance
+        # locks the person's status row, and a real queue is many people, not 50.
+        tokens = residents(base, RESIDENTS)
+        code = httpx.post(
+            f"{base}/v1/codes", headers={"Authorization": f"Bearer {tokens[0]}"}
+        ).json()
+        qr_text, png_url = code["qr_text"], code["png_url"]
 
-            # Keys for the bare apps: the same curve and signature work.
-            key = ec.generate_private_key(ec.SECP256R1())
-            (work / "private.pem").write_bytes(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
+        # Keys for the bare apps: the same curve and signature work.
+        key = ec.generate_private_key(ec.SECP256R1())
+        (work / "private.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
             )
-            (work / "public.pem").write_bytes(
-                key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
+        )
+        (work / "public.pem").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
+        )
 
-            if "verify" in only:
-                # Online verify.
-                verify_body = json.dumps({"qr_text": qr_text})
-                ours = wrk(
-                    f"{base}/v1/verify",
+        if "verify" in only:
+            # Online verify.
+            verify_body = json.dumps({"qr_text": qr_text})
+            ours = wrk(
+                f"{base}/v1/verify",
+                **load,
+                script=post_script(
+                    verify_body,
+                    {"Content-Type": "application/json", "Authorization": f"Bearer {gate}"},
+                ),
+            )
+            bare = _bare(
+                "verify_app",
+                work,
+                options.workers,
+                {"BARE_PUBLIC_PEM": str(work / "public.pem")},
+                lambda url: wrk(
+                    url,
                     **load,
                     script=post_script(
-                        verify_body,
-                        {"Content-Type": "application/json", "Authorization": f"Bearer {gate}"},
+                        json.dumps({"qr_text": sign_code(key)[1]}),
+                        {"Content-Type": "application/json"},
                     ),
-                )
-                bare = _bare(
-                    "verify_app",
-                    work,
-                    options.workers,
-                    {"BARE_PUBLIC_PEM": str(work / "public.pem")},
-                    lambda url: wrk(
-                        url,
-                        **load,
-                        script=post_script(
-                            json.dumps({"qr_text": sign_code(key)[1]}),
-                            {"Content-Type": "application/json"},
-                        ),
-                    ),
-                )
-                rows.append(_row("Online verify (`POST /v1/verify`)", ours, bare, 0.5, 25))
+                ),
+            )
+            rows.append(_row("Online verify (`POST /v1/verify`)", ours, bare, 0.5, 25))
 
-            if "issue" in only:
-                # Issue a code on PostgreSQL.
-                ours = wrk(
-                    f"{base}/v1/codes", **load, script=rotating_tokens_script("/v1/codes", tokens)
-                )
-                _bare_table(url)
-                bare = _bare(
-                    "issue_app",
-                    work,
-                    options.workers,
-                    {"BARE_PRIVATE_PEM": str(work / "private.pem"), "BARE_DATABASE_URL": _dsn(url)},
-                    lambda url_: wrk(url_, **load, script=post_script("{}", {})),
-                )
-                rows.append(
-                    _row("Issue a code (`POST /v1/codes`, PostgreSQL)", ours, bare, 0.5, 50)
-                )
+        if "issue" in only:
+            # Issue a code on PostgreSQL.
+            ours = wrk(
+                f"{base}/v1/codes", **load, script=rotating_tokens_script("/v1/codes", tokens)
+            )
+            _bare_table(url)
+            bare = _bare(
+                "issue_app",
+                work,
+                options.workers,
+                {"BARE_PRIVATE_PEM": str(work / "private.pem"), "BARE_DATABASE_URL": _dsn(url)},
+                lambda url_: wrk(url_, **load, script=post_script("{}", {})),
+            )
+            rows.append(_row("Issue a code (`POST /v1/codes`, PostgreSQL)", ours, bare, 0.5, 50))
 
-            if "image" in only:
-                # QR image, cached.
-                png = httpx.get(
-                    png_url, headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=60
-                )
-                (work / "code.png").write_bytes(png.content)
-                path = png_url.split(str(port), 1)[1]
-                ours = wrk(
-                    f"{base}{path}",
-                    **load,
-                    script=header_script({"Authorization": f"Bearer {tokens[0]}"}),
-                )
-                bare = _bare(
-                    "static_app",
-                    work,
-                    options.workers,
-                    {"BARE_FILE": str(work / "code.png")},
-                    lambda url_: wrk(url_, **load),
-                )
-                rows.append(
-                    _row("QR image, cached (`GET /v1/codes/{id}.png`)", ours, bare, 0.5, None)
-                )
+        if "image" in only:
+            # QR image, cached.
+            png = httpx.get(png_url, headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=60)
+            (work / "code.png").write_bytes(png.content)
+            path = png_url.split(str(port), 1)[1]
+            ours = wrk(
+                f"{base}{path}",
+                **load,
+                script=header_script({"Authorization": f"Bearer {tokens[0]}"}),
+            )
+            bare = _bare(
+                "static_app",
+                work,
+                options.workers,
+                {"BARE_FILE": str(work / "code.png")},
+                lambda url_: wrk(url_, **load),
+            )
+            rows.append(_row("QR image, cached (`GET /v1/codes/{id}.png`)", ours, bare, 0.5, None))
 
-            if "bundle" in only:
-                # Trust bundle.
-                full = wrk(
-                    f"{base}/v1/trust-bundle",
-                    **load,
-                    script=header_script({"Authorization": f"Bearer {gate}"}),
+        if "bundle" in only:
+            # Trust bundle.
+            full = wrk(
+                f"{base}/v1/trust-bundle",
+                **load,
+                script=header_script({"Authorization": f"Bearer {gate}"}),
+            )
+            etag = httpx.get(
+                f"{base}/v1/trust-bundle",
+                headers={"Authorization": f"Bearer {gate}"},
+                timeout=60,
+            ).headers["etag"]
+            same = wrk(
+                f"{base}/v1/trust-bundle",
+                **load,
+                script=header_script({"Authorization": f"Bearer {gate}", "If-None-Match": etag}),
+            )
+            rows.append(
+                (
+                    "Trust bundle, 200 / 304",
+                    f"{full.rate:,.0f} / {same.rate:,.0f} req/s",
+                    "--",
+                    f"p99 {full.p99_ms:.1f} / {same.p99_ms:.1f} ms",
                 )
-                etag = httpx.get(
-                    f"{base}/v1/trust-bundle",
-                    headers={"Authorization": f"Bearer {gate}"},
-                    timeout=60,
-                ).headers["etag"]
-                same = wrk(
-                    f"{base}/v1/trust-bundle",
-                    **load,
-                    script=header_script(
-                        {"Authorization": f"Bearer {gate}", "If-None-Match": etag}
-                    ),
-                )
-                rows.append(
-                    (
-                        "Trust bundle, 200 / 304",
-                        f"{full.rate:,.0f} / {same.rate:,.0f} req/s",
-                        "--",
-                        f"p99 {full.p99_ms:.1f} / {same.p99_ms:.1f} ms",
-                    )
-                )
+            )
 
-            if "status" in only:
-                status = wrk(
-                    f"{base}/v1/me/status",
-                    **load,
-                    script=rotating_tokens_script("/v1/me/status", tokens, "GET"),
+        if "status" in only:
+            status = wrk(
+                f"{base}/v1/me/status",
+                **load,
+                script=rotating_tokens_script("/v1/me/status", tokens, "GET"),
+            )
+            rows.append(
+                (
+                    "A resident's status (`GET /v1/me/status`)",
+                    f"{status.rate:,.0f} req/s",
+                    "--",
+                    f"p50 {status.p50_ms:.1f} ms, p99 {status.p99_ms:.1f} ms",
                 )
-                rows.append(
-                    (
-                        "A resident's status (`GET /v1/me/status`)",
-                        f"{status.rate:,.0f} req/s",
-                        "--",
-                        f"p50 {status.p50_ms:.1f} ms, p99 {status.p99_ms:.1f} ms",
-                    )
-                )
+            )
 
-            if "offline" in only:
-                offline, raw = offline_rate(base, gate, qr_text)
-                rows.append(
-                    (
-                        "Offline verifier, one core",
-                        f"{offline:,.0f}/s",
-                        f"{raw:,.0f}/s (raw ES256)",
-                        f"**{offline / raw:.0%}** (goal ≥ 85%)",
-                    )
+        if "offline" in only:
+            offline, raw = offline_rate(base, gate, qr_text)
+            rows.append(
+                (
+                    "Offline verifier, one core",
+                    f"{offline:,.0f}/s",
+                    f"{raw:,.0f}/s (raw ES256)",
+                    f"**{offline / raw:.0%}** (goal ≥ 85%)",
                 )
+            )
     if "cold" in only:
         cold = qr_cold_ms(qr_text)
         rows.append(("QR image, cold render", f"{cold:.1f} ms", "--", "goal ≤ 15 ms"))

@@ -45,10 +45,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from loadtests.bench import ROOT, machine, process  # also puts tests/ on sys.path, for support.*
-from support.postgres import create_database, postgres_server
-from support.servers import YUEKANG, cli, free_port, server_env
-from yuekang.db import migrate
+from loadtests.bench import (  # also puts tests/ on sys.path, for support.*
+    ROOT,
+    machine,
+    served,
+)
+from support.servers import cli
 
 PERFORMANCE = ROOT / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
@@ -397,33 +399,26 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="yk-soak-"))
     server_log = work / "yuekang.log"
-    with postgres_server() as pg:
-        url = create_database(pg)
-        migrate(url)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        # Every resident signs in from this one address: lift the per-address OTP limit.
-        env = server_env(url, work / "keys", YUEKANG_OTP__PER_CLIENT_LIMIT="100000")
-        serve = [YUEKANG, "serve", "--port", str(port), "--workers", "2"]
-        with process(serve, env, f"{base}/healthz", server_log):
-            gate = cli(env, work, "checkpoints", "create", "soak gate")
-            lab = cli(env, work, "feeds", "clients", "create", "soak lab", "--kinds", "nat-results")
-            load_env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("YK_")},
-                "YK_CHECKPOINT_KEY": gate,
-                "YK_FEED_KEY": lab,
-                "YK_REFRESH_SECONDS": f"{options.refresh_seconds:g}",
-                "YK_FEED_ROWS": str(options.feed_rows),
-                "PYTHONPATH": str(ROOT),
-            }
-            memory = Memory(server_pid(port))
-            time.sleep(2)  # let uvicorn's workers finish starting before the first sample
-            print(
-                f"soak: {options.users} users for {options.minutes:g} min against {base} "
-                f"(logs in {work})",
-                flush=True,
-            )
-            exit_code = run_locust(base, load_env, options, work, memory)
+    with served(work, 2, server_log) as server:
+        base, port, env = server.base, server.port, server.env
+        gate = cli(env, work, "checkpoints", "create", "soak gate")
+        lab = cli(env, work, "feeds", "clients", "create", "soak lab", "--kinds", "nat-results")
+        load_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("YK_")},
+            "YK_CHECKPOINT_KEY": gate,
+            "YK_FEED_KEY": lab,
+            "YK_REFRESH_SECONDS": f"{options.refresh_seconds:g}",
+            "YK_FEED_ROWS": str(options.feed_rows),
+            "PYTHONPATH": str(ROOT),
+        }
+        memory = Memory(server_pid(port))
+        time.sleep(2)  # let uvicorn's workers finish starting before the first sample
+        print(
+            f"soak: {options.users} users for {options.minutes:g} min against {base} "
+            f"(logs in {work})",
+            flush=True,
+        )
+        exit_code = run_locust(base, load_env, options, work, memory)
 
     print((work / "locust.log").read_text(errors="replace")[-6000:])
     if not Path(f"{work / 'locust'}_stats.csv").exists():
