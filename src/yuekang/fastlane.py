@@ -17,20 +17,22 @@ on and off, and ``YUEKANG_FAST_LANE=false`` turns it off.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from yuekang import apikeys
 from yuekang.auth.service import read_session_token
-from yuekang.checkpoints.endpoints import verdict_json
+from yuekang.checkpoints.endpoints import KEY_REFUSED, verdict_json
 from yuekang.checkpoints.schemas import VerifyRequest
 from yuekang.checkpoints.service import KEY_PREFIX
 from yuekang.context import AppContext
 from yuekang.exceptions import Unauthorized
-from yuekang.health_codes.endpoints import code_response, image_response
+from yuekang.health_codes.endpoints import BATCH_DECLINED, code_response, image_response
 from yuekang.health_codes.service import ImageFormat
 
 _CODES = "/v1/codes/"
@@ -66,15 +68,23 @@ class FastLane:
             return  # the client went away
         try:
             qr_text = VerifyRequest.model_validate_json(body).qr_text
-            language = headers.get(b"accept-language")
+        except ValidationError:  # the route says what is wrong with the body
+            await self.app(scope, _replay(body, receive), send)
+            return
+        language = headers.get(b"accept-language")
+        try:
             answer = await verdict_json(
                 _context(scope),
                 key=key,
                 qr_text=qr_text,
                 accept_language=language.decode("latin-1") if language is not None else None,
             )
-        except Exception:  # a bad body, or a database error: the route gives the answer
+        except Exception:  # a database error: the route tries once more, and answers
             answer = None
+        else:
+            if answer is None:
+                # The database refused the key: the route need not ask again.
+                scope[KEY_REFUSED] = True
         if answer is None:
             await self.app(scope, _replay(body, receive), send)
             return
@@ -82,15 +92,14 @@ class FastLane:
 
     async def _issue(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
-        resident_id = None if b"idempotency-key" in headers else _resident(scope, headers)
-        code = None
-        if resident_id is not None:
-            context = _context(scope)
-            try:
-                code = await context.issuance.issue(resident_id, context.clock.now())
-            except Exception:  # the route gives the answer
-                code = None
+        context = _context(scope)
+        now = context.clock.now()
+        resident_id = None if b"idempotency-key" in headers else _resident(context, headers, now)
+        code = None if resident_id is None else await context.issuance.issue(resident_id, now)
         if code is None:
+            if resident_id is not None:
+                # Not the ordinary case: the route goes straight to the single path.
+                scope[BATCH_DECLINED] = True
             await self.app(scope, receive, send)
             return
         await code_response(code, str(Request(scope).base_url))(scope, receive, send)
@@ -112,7 +121,7 @@ class FastLane:
         headers = _headers(scope)
         context = _context(scope)
         now = context.clock.now()
-        resident_id = _resident(scope, headers)
+        resident_id = _resident(context, headers, now)
         entry = context.images.get(code_id, fmt)
         if resident_id is None or entry is None or entry.owner != resident_id:
             await self.app(scope, receive, send)
@@ -129,14 +138,15 @@ def _context(scope: Scope) -> AppContext:
     return context
 
 
-def _resident(scope: Scope, headers: dict[bytes, bytes]) -> uuid.UUID | None:
-    context = _context(scope)
+def _resident(
+    context: AppContext, headers: dict[bytes, bytes], now: dt.datetime
+) -> uuid.UUID | None:
     try:
         return read_session_token(
             _bearer(headers),
             secret=context.secrets.session_secret,
             issuer=context.settings.issuer,
-            now=context.clock.now(),
+            now=now,
         )
     except Unauthorized:
         return None

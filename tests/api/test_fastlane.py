@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 
 from conftest import RunningApp
+from yuekang.checkpoints.endpoints import KEY_REFUSED
 from yuekang.fastlane import FastLane
+from yuekang.health_codes.endpoints import BATCH_DECLINED
 
 
 class Route:
@@ -18,6 +20,8 @@ class Route:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, bytes]] = []
+        self.marked: list[bool] = []
+        """Whether the lane told the route what the database already said."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         body = b""
@@ -27,6 +31,7 @@ class Route:
             if not message.get("more_body"):
                 break
         self.seen.append((scope["path"], body))
+        self.marked.append(bool(scope.get(KEY_REFUSED) or scope.get(BATCH_DECLINED)))
         await send({"type": "http.response.start", "status": 599, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
@@ -81,6 +86,8 @@ async def test_anything_else_reaches_the_route_with_its_body_intact(running: Run
             )
             assert response.status_code == 599
     assert route.seen == [("/v1/verify", body) for _, body in cases]
+    # Only the key the database refused is marked: the route answers 401 without asking again.
+    assert route.marked == [True, False, False, False, False]
 
 
 async def test_only_a_cached_image_asked_for_by_its_owner_is_answered_by_the_lane(
@@ -114,9 +121,13 @@ async def test_an_ordinary_issuance_is_answered_by_the_lane_and_a_keyed_one_by_t
         fast = await lane.post("/v1/codes", headers=resident.auth)
         keyed = await lane.post("/v1/codes", headers={**resident.auth, "Idempotency-Key": "k-1"})
         unsigned = await lane.post("/v1/codes")
+        unbound = await lane.post("/v1/codes", headers=(await running.api.sign_in()).auth)
     slow = await running.client.post("/v1/codes", headers=resident.auth)
     assert (fast.status_code, keyed.status_code, unsigned.status_code) == (201, 599, 599)
-    assert [path for path, _ in route.seen] == ["/v1/codes"] * 2
+    assert unbound.status_code == 599
+    assert [path for path, _ in route.seen] == ["/v1/codes"] * 3
+    # The batch declined the person with no identity: the route goes straight to the single path.
+    assert route.marked == [False, False, True]
     assert fast.headers["cache-control"] == slow.headers["cache-control"] == "no-store"
     assert set(fast.json()) == set(slow.json())
     assert fast.json()["status"] == slow.json()["status"] == "green"

@@ -15,6 +15,9 @@ from yuekang.schemas import IDEMPOTENCY_KEY
 
 router = APIRouter(prefix="/v1/codes", tags=["health codes"])
 
+BATCH_DECLINED = "yuekang.issuance_batch_declined"
+"""Set in the request's scope by the fast lane when the issuance batch declined the request."""
+
 
 def code_response(code: HealthCode, base_url: str, *, status_code: int = 201) -> Response:
     """The answer with a code, its image links built on ``base_url`` (ending in ``/``). Shared
@@ -63,7 +66,7 @@ async def issue_code(
             "Idempotency-Key must be 1-128 printable ASCII characters",
             code="invalid_idempotency_key",
         )
-    if idempotency_key is None:
+    if idempotency_key is None and not request.scope.get(BATCH_DECLINED):
         code = await context.issuance.issue(resident_id, now)
         if code is not None:
             return code_response(code, str(request.base_url))
