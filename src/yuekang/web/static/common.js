@@ -4,8 +4,16 @@
 export const LANGUAGES = ["zh-Hans", "zh-Hant", "en", "pt"];
 const LANGUAGE_NAMES = { "zh-Hans": "简体", "zh-Hant": "繁體", en: "EN", pt: "PT" };
 
-/** The page language: ?lang=, then the saved choice, then zh-Hans (the default). */
+let chosen = null;
+
+/** The page language: ?lang=, then the saved choice, then zh-Hans (the default). Chosen once per
+ * page load (changing it reloads the page); every API call asks for it. */
 export function language() {
+  chosen ??= choose();
+  return chosen;
+}
+
+function choose() {
   const asked = new URLSearchParams(location.search).get("lang");
   if (LANGUAGES.includes(asked)) {
     localStorage.setItem("yk.lang", asked);

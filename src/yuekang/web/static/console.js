@@ -105,6 +105,25 @@ function emptyRow(tbody, columns, text) {
   tbody.replaceChildren(el("tr", {}, el("td", { colspan: columns, class: "empty" }, text)));
 }
 
+/** A table filled from a list the API returns: a loading row first, then `rows(list)`, or one
+ * row saying the list is empty or could not be read. */
+async function fillTable(tbody, columns, path, emptyText, rows) {
+  emptyRow(tbody, columns, t("loading"));
+  let list;
+  try {
+    list = await call(path);
+  } catch (error) {
+    emptyRow(tbody, columns, "–");
+    showError(error);
+    return;
+  }
+  if (!list.length) {
+    emptyRow(tbody, columns, emptyText);
+    return;
+  }
+  tbody.replaceChildren(...rows(list));
+}
+
 // ---------------------------------------------------------------- messages
 
 function banner(kind, title, message, code = "", fields = []) {
@@ -496,22 +515,8 @@ function renderCharts(data) {
 
 // ---------------------------------------------------------------- signing keys
 
-async function loadKeys() {
-  const body = $("keys-body");
-  emptyRow(body, 8, t("loading"));
-  let keys;
-  try {
-    keys = await call("/v1/admin/keys");
-  } catch (error) {
-    emptyRow(body, 8, "–");
-    showError(error);
-    return;
-  }
-  if (!keys.length) {
-    emptyRow(body, 8, t("none"));
-    return;
-  }
-  body.replaceChildren(...keys.slice().reverse().map(keyRow));
+function loadKeys() {
+  return fillTable($("keys-body"), 8, "/v1/admin/keys", t("none"), (keys) => keys.slice().reverse().map(keyRow));
 }
 
 function keyRow(key) {
@@ -567,22 +572,8 @@ async function generateKey(event) {
 
 // ---------------------------------------------------------------- checkpoints
 
-async function loadCheckpoints() {
-  const body = $("cp-body");
-  emptyRow(body, 7, t("loading"));
-  let places;
-  try {
-    places = await call("/v1/admin/checkpoints");
-  } catch (error) {
-    emptyRow(body, 7, "–");
-    showError(error);
-    return;
-  }
-  if (!places.length) {
-    emptyRow(body, 7, t("none"));
-    return;
-  }
-  body.replaceChildren(...places.slice().reverse().map(checkpointRow));
+function loadCheckpoints() {
+  return fillTable($("cp-body"), 7, "/v1/admin/checkpoints", t("none"), (places) => places.slice().reverse().map(checkpointRow));
 }
 
 function checkpointRow(place) {
@@ -696,36 +687,23 @@ async function disable(button, place) {
 
 // ---------------------------------------------------------------- appeals
 
-async function loadAppeals() {
-  const body = $("appeals-body");
-  emptyRow(body, 5, t("loading"));
-  let appeals;
-  try {
-    appeals = await call(`/v1/admin/appeals?state=${encodeURIComponent($("appeal-state").value)}`);
-  } catch (error) {
-    emptyRow(body, 5, "–");
-    showError(error);
-    return;
-  }
-  if (!appeals.length) {
-    emptyRow(body, 5, t("appeal.empty"));
-    return;
-  }
-  body.replaceChildren(
-    ...appeals.map((a) =>
-      el(
-        "tr",
-        { dataset: { id: a.id } },
-        el("td", { class: "nowrap" }, when(a.filed_at)),
-        el("td", {}, badge(a.status_at_filing, t(`status.${a.status_at_filing}`))),
-        el("td", {}, a.reason_codes.map((code) => el("code", { class: "reason" }, code))),
-        el("td", {}, t(`appeal.${a.state}`)),
-        el(
-          "td",
-          { class: "actions" },
-          el("button", { type: "button", class: "small", onclick: (e) => openAppeal(e.currentTarget, a.id) }, t("appeal.open")),
-        ),
-      ),
+function loadAppeals() {
+  const path = `/v1/admin/appeals?state=${encodeURIComponent($("appeal-state").value)}`;
+  return fillTable($("appeals-body"), 5, path, t("appeal.empty"), (appeals) => appeals.map(appealRow));
+}
+
+function appealRow(a) {
+  return el(
+    "tr",
+    { dataset: { id: a.id } },
+    el("td", { class: "nowrap" }, when(a.filed_at)),
+    el("td", {}, badge(a.status_at_filing, t(`status.${a.status_at_filing}`))),
+    el("td", {}, a.reason_codes.map((code) => el("code", { class: "reason" }, code))),
+    el("td", {}, t(`appeal.${a.state}`)),
+    el(
+      "td",
+      { class: "actions" },
+      el("button", { type: "button", class: "small", onclick: (e) => openAppeal(e.currentTarget, a.id) }, t("appeal.open")),
     ),
   );
 }

@@ -80,7 +80,7 @@ const TEXT = {
 
 const t = translator(TEXT);
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem("yk.session"), code: null, renewAt: Infinity, renewing: false, imageUrl: null };
+const state = { token: localStorage.getItem("yk.session"), code: null, renewAt: Infinity, renewing: false, imageUrl: null, watching: false };
 const LOCALE = { "zh-Hans": "zh-CN", "zh-Hant": "zh-HK", en: "en-GB", pt: "pt-PT" }[language()];
 // Codes and clocks are shown in Guangdong time, whatever the phone's own zone.
 const TIME_ZONE = "Asia/Shanghai";
@@ -89,14 +89,23 @@ function show(section) {
   for (const id of ["signin", "bind", "code"]) $(id).classList.toggle("hidden", id !== section);
 }
 
-function fail(error) {
-  $("fatal").textContent = error instanceof ApiError ? `${error.message} (${error.code})` : t("error.network");
+/** What to show for a failed call: the API's message (with its code if asked), else "network". */
+function errorText(error, withCode = false) {
+  if (!(error instanceof ApiError)) return t("error.network");
+  return withCode ? `${error.message} (${error.code})` : error.message;
 }
 
-function formatTime(iso, withDate = false) {
-  const options = { timeZone: TIME_ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
-  if (withDate) Object.assign(options, { year: "numeric", month: "2-digit", day: "2-digit" });
-  return new Intl.DateTimeFormat(LOCALE, options).format(new Date(iso));
+function fail(error) {
+  $("fatal").textContent = errorText(error, true);
+}
+
+// Made once: the clock formats a time every second.
+const TIME_OPTIONS = { timeZone: TIME_ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+const TIME_ONLY = new Intl.DateTimeFormat(LOCALE, TIME_OPTIONS);
+const DATE_TIME = new Intl.DateTimeFormat(LOCALE, { ...TIME_OPTIONS, year: "numeric", month: "2-digit", day: "2-digit" });
+
+function formatTime(when, withDate = false) {
+  return (withDate ? DATE_TIME : TIME_ONLY).format(new Date(when));
 }
 
 async function authed(path, options = {}) {
@@ -128,7 +137,7 @@ async function sendCode(event) {
     $("dev-code").textContent = sent.dev_code ? t("signin.dev", { code: sent.dev_code }) : "";
     $("otp").focus();
   } catch (error) {
-    $("phone-error").textContent = error instanceof ApiError ? error.message : t("error.network");
+    $("phone-error").textContent = errorText(error);
   }
 }
 
@@ -144,7 +153,7 @@ async function verifyCode(event) {
     localStorage.setItem("yk.session", state.token);
     await start();
   } catch (error) {
-    $("otp-error").textContent = error instanceof ApiError ? error.message : t("error.network");
+    $("otp-error").textContent = errorText(error);
   }
 }
 
@@ -283,12 +292,12 @@ async function fileAppeal(event) {
     $("appeal-text").value = "";
     await showAppeals();
   } catch (error) {
-    $("appeal-error").textContent = error instanceof ApiError ? error.message : t("error.network");
+    $("appeal-error").textContent = errorText(error);
   }
 }
 
 function tick() {
-  $("clock").textContent = formatTime(new Date(Date.now()).toISOString(), true);
+  $("clock").textContent = formatTime(Date.now(), true);
   if (state.code && !state.renewing && Date.now() >= state.renewAt) renew();
 }
 
@@ -301,14 +310,19 @@ async function showCode() {
   // While the page is open the status is looked at again now and then, and whenever the page
   // comes back to the front: an operator's decision or a feed shows without a reload. Every 10 s
   // while the code is not green (someone waiting on an appeal or a test); every minute while it
-  // is, since at a peak these reads are the largest load of all (PERFORMANCE.md).
+  // is, since at a peak these reads are the largest load of all (PERFORMANCE.md). Started once
+  // per page: signing out and in again must not start a second loop, and nobody signed in is
+  // not asked about.
+  if (state.watching) return;
+  state.watching = true;
+  const look = () => (state.token ? showStatus().catch(() => {}) : Promise.resolve());
   const poll = () => {
     const green = state.code && state.code.status === "green";
-    setTimeout(() => showStatus().catch(() => {}).finally(poll), green ? 60_000 : 10_000);
+    setTimeout(() => look().finally(poll), green ? 60_000 : 10_000);
   };
   poll();
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") showStatus().catch(() => {});
+    if (document.visibilityState === "visible") look();
   });
 }
 
@@ -348,7 +362,7 @@ async function agreeMacao() {
     $("macao-result").classList.remove("hidden");
     await followMacao(conversion.id);
   } catch (error) {
-    $("macao-error").textContent = error instanceof ApiError ? `${error.message} (${error.code})` : t("error.network");
+    $("macao-error").textContent = errorText(error, true);
   }
 }
 

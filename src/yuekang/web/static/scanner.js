@@ -662,17 +662,20 @@ function notice(text, kind = "info") {
   element.classList.toggle("error", kind === "error");
 }
 
+// Made once: every render (at least every 30 s) and every verdict formats with them.
+const AGE_FORMAT = new Intl.RelativeTimeFormat(lang, { numeric: "auto" });
+const TIME_FORMAT = new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "medium" });
+
 function relativeAge(seconds) {
-  const format = new Intl.RelativeTimeFormat(lang, { numeric: "auto" });
   const ago = Math.max(0, seconds);
-  if (ago < 60) return format.format(0, "minute");
-  if (ago < 3600) return format.format(-Math.floor(ago / 60), "minute");
-  if (ago < 2 * 86400) return format.format(-Math.floor(ago / 3600), "hour");
-  return format.format(-Math.floor(ago / 86400), "day");
+  if (ago < 60) return AGE_FORMAT.format(0, "minute");
+  if (ago < 3600) return AGE_FORMAT.format(-Math.floor(ago / 60), "minute");
+  if (ago < 2 * 86400) return AGE_FORMAT.format(-Math.floor(ago / 3600), "hour");
+  return AGE_FORMAT.format(-Math.floor(ago / 86400), "day");
 }
 
 function formatTime(seconds) {
-  return new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "medium" }).format(new Date(seconds * 1000));
+  return TIME_FORMAT.format(new Date(seconds * 1000));
 }
 
 /** The trust data's state: always on screen, since it decides whether verdicts can be believed. */
