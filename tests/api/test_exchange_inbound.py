@@ -34,16 +34,17 @@ from exchange.kit import (
     carry,
     claims,
     consent,
-    days_ago,
-    error_code,
+    feed,
     macao_phone,
     now_s,
     our_keys,
     register,
     retire,
     send,
+    stored_conversion,
     subject,
 )
+from feeds.feedkit import case, days_ago, error_code
 from support.api import random_prc_id
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
@@ -93,13 +94,6 @@ async def jwks_verifier(gd: RunningApp, *, with_partner: bool) -> Verifier:
         else []
     )
     return Verifier(parse_jwks(response.json(), issuer=GD), partners=partners)
-
-
-async def conversion(gd: RunningApp, conversion_id: str) -> Conversion:
-    async with gd.context.sessionmaker() as session:
-        found = await session.get(Conversion, uuid.UUID(conversion_id))
-        assert found is not None
-        return found
 
 
 async def codes_of(gd: RunningApp, resident_id: uuid.UUID | None) -> int:
@@ -167,7 +161,7 @@ async def test_a_green_macao_code_becomes_a_green_guangdong_code(gd: RunningApp,
     macao_verdict = (await jwks_verifier(gd, with_partner=True)).verify(macao_code, now=now)
     assert (macao_verdict.valid, macao_verdict.origin) == (True, "issued_by_macao")
 
-    stored = await conversion(gd, body["conversion_id"])
+    stored = await stored_conversion(gd, body["conversion_id"])
     assert (stored.direction, stored.state, stored.partner_id) == ("inbound", "completed", PARTNER)
     assert stored.code_id == code["code_id"]
     assert stored.source_digest == source_digest(macao_code)
@@ -254,7 +248,7 @@ async def test_consent_receipt_and_audit_of_a_completed_conversion(gd: RunningAp
     assert sent.status == 201
     conversion_id = sent.json()["conversion_id"]
 
-    stored = await conversion(gd, conversion_id)
+    stored = await stored_conversion(gd, conversion_id)
     async with gd.context.sessionmaker() as session:
         receipt = await session.get(ConsentReceipt, stored.consent_id)
     assert receipt is not None
@@ -292,7 +286,7 @@ async def test_a_retry_with_the_same_key_and_package_gets_the_same_answer(
     again = await send(gd, package, idempotency_key=first.headers["Idempotency-Key"])
     assert again.status == 200, again.response.text
     assert again.json() == first.json()
-    stored = await conversion(gd, first.json()["conversion_id"])
+    stored = await stored_conversion(gd, first.json()["conversion_id"])
     assert await codes_of(gd, stored.resident_id) == 1
 
 
@@ -612,34 +606,13 @@ async def test_a_phone_whose_account_holds_another_document_is_refused(
     assert identity.json()["doc_type"] == "prc_id", "the account keeps its own document"
 
 
-async def push_case(gd: RunningApp, doc_number: str) -> None:
-    feed = await gd.feed_key("cases")
-    row = {
-        "doc_type": "prc_id",
-        "doc_number": doc_number,
-        "category": "close_contact",
-        "start_date": days_ago(gd, 0),
-    }
-    response = await gd.client.post(
-        "/v1/feeds/cases",
-        content=(json.dumps(row) + "\n").encode(),
-        headers={
-            "Authorization": f"Bearer {feed}",
-            "Content-Type": "application/x-ndjson",
-            "Idempotency-Key": uuid.uuid4().hex,
-        },
-    )
-    assert response.status_code == 201, response.text
-    assert response.json()["rows_accepted"] == 1
-
-
 async def test_a_person_guangdong_does_not_see_as_green_is_refused_without_detail(
     gd: RunningApp, keys: OurKeys
 ):
     resident = await gd.api.registered()
     assert resident.doc_number is not None
     assert resident.birth_date is not None
-    await push_case(gd, resident.doc_number)
+    await feed(gd, "cases", case(resident, days_ago(gd, 0)))
     person = subject(
         doc_type="prc_id",
         doc_number=resident.doc_number,
@@ -663,7 +636,7 @@ async def test_a_person_guangdong_does_not_see_as_green_is_refused_without_detai
 async def test_a_refusal_after_matching_leaves_no_account_behind(gd: RunningApp, keys: OurKeys):
     """Guangdong's feeds know the document (a close contact) before the person ever signed in."""
     number, birth = random_prc_id()
-    await push_case(gd, number)
+    await feed(gd, "cases", case(number, days_ago(gd, 0)))
     person = subject(doc_type="prc_id", doc_number=number, birth_date=birth.isoformat())
     package = claims(gd, subject=person)
     sent = await send(gd, MACAO.seal(package, keys.enc))

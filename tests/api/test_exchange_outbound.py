@@ -40,12 +40,13 @@ from exchange.kit import (
     FakeMacao,
     OurKeys,
     audit_events,
-    error_code,
+    feed,
     now_s,
     our_keys,
     register,
+    stored_conversion,
 )
-from feeds.feedkit import case, days_ago, local_time, nat, ndjson, push, today, travel
+from feeds.feedkit import case, days_ago, error_code, local_time, nat, today, travel
 from support.api import Resident
 from yuekang.clock import ManualClock, epoch
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER, open_package, verify_request
@@ -53,7 +54,7 @@ from yuekang.codec.jwks import parse_jwks
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import read_macao_code
 from yuekang.config import ExchangeSettings, Settings
-from yuekang.exchange.models import ConsentReceipt, Conversion
+from yuekang.exchange.models import ConsentReceipt
 from yuekang.exchange.outbox import INBOUND_PATH, Outbox, claim, prepare, record_result
 from yuekang.verifier import Verifier
 
@@ -221,12 +222,6 @@ async def deliver(gd: RunningApp) -> int:
 # --- residents ---------------------------------------------------------------------------------
 
 
-async def feed(gd: RunningApp, kind: str, *rows: dict[str, Any]) -> None:
-    key = await gd.feed_key(kind)
-    result = await push(gd, key, kind, ndjson(*rows), idempotency_key=uuid.uuid4().hex)
-    assert result["rows_accepted"] == len(rows), result
-
-
 async def green_resident(gd: RunningApp, *, tested_days_ago: int = 1) -> Resident:
     """A registered resident with a negative test from ``tested_days_ago`` days ago, 09:00."""
     resident = await gd.api.registered("张小三")
@@ -297,13 +292,6 @@ async def circuit(gd: RunningApp) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     (partner,) = [p for p in response.json() if p["id"] == PARTNER]
     return {"state": partner["circuit"], "until": partner["circuit_open_until"]}
-
-
-async def stored(gd: RunningApp, conversion_id: str) -> Conversion:
-    async with gd.context.sessionmaker() as session:
-        found = await session.get(Conversion, uuid.UUID(conversion_id))
-        assert found is not None
-        return found
 
 
 async def events_of(gd: RunningApp, conversion_id: str) -> list[str]:
@@ -378,7 +366,7 @@ async def test_a_green_resident_gets_a_macao_code(gd: RunningApp, macao: MacaoSe
         "exchange.outbound.sent",
         "exchange.outbound.delivered",
     ]
-    conversion = await stored(gd, asked["id"])
+    conversion = await stored_conversion(gd, asked["id"])
     reads = [
         e
         for e in await audit_events(gd, "identity.read")

@@ -8,7 +8,6 @@ request signatures exactly as the protocol says a partner does.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
 import uuid
@@ -20,6 +19,7 @@ import httpx
 from sqlalchemy import select
 
 from conftest import RunningApp
+from feeds.feedkit import days_ago, error_code, ndjson, push
 from yuekang.audit.models import AuditEvent
 from yuekang.clock import epoch
 from yuekang.codec.exchange import (
@@ -34,8 +34,8 @@ from yuekang.codec.keys import SigningKey, VerificationKey
 from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code
 from yuekang.exchange import partners
 from yuekang.exchange.mapping import load_table
+from yuekang.exchange.models import Conversion
 from yuekang.principals import Actor
-from yuekang.residents.documents import local_date
 from yuekang.residents.masking import mask_name
 
 MO = "MO"
@@ -199,14 +199,6 @@ def now_s(running: RunningApp) -> int:
     return epoch(running.context.clock.now())
 
 
-def today(running: RunningApp) -> dt.date:
-    return local_date(running.context.clock.now())
-
-
-def days_ago(running: RunningApp, days: int) -> str:
-    return (today(running) - dt.timedelta(days=days)).isoformat()
-
-
 def macao_id() -> str:
     """A Macao resident ID number (BIR): 8 digits, starting with 1, 5 or 7."""
     return random.choice("157") + "".join(random.choices("0123456789", k=7))
@@ -303,9 +295,7 @@ class Sent:
 
     @property
     def code(self) -> str | None:
-        data = self.response.json()
-        error = data.get("error") if isinstance(data, dict) else None
-        return error.get("code") if isinstance(error, dict) else None
+        return error_code(self.response)[1]
 
     def json(self) -> Any:
         return self.response.json()
@@ -354,10 +344,18 @@ async def carry(running: RunningApp, package: str, **headers: str) -> httpx.Resp
     )
 
 
-def error_code(response: httpx.Response) -> tuple[int, str | None]:
-    body = response.json()
-    error = body.get("error") if isinstance(body, dict) else None
-    return response.status_code, error.get("code") if isinstance(error, dict) else None
+async def feed(running: RunningApp, kind: str, *rows: dict[str, Any]) -> None:
+    """Rows a feed must take, every one of them."""
+    key = await running.feed_key(kind)
+    result = await push(running, key, kind, ndjson(*rows), idempotency_key=uuid.uuid4().hex)
+    assert result["rows_accepted"] == len(rows), result
+
+
+async def stored_conversion(running: RunningApp, conversion_id: str) -> Conversion:
+    async with running.context.sessionmaker() as session:
+        found = await session.get(Conversion, uuid.UUID(conversion_id))
+        assert found is not None
+        return found
 
 
 async def audit_events(running: RunningApp, *actions: str) -> list[AuditEvent]:

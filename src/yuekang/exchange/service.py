@@ -396,15 +396,7 @@ async def _replay(
     session: AsyncSession, partner_id: str, idempotency_key: str, jti: str
 ) -> Answer | None:
     """The first answer to a repeated Idempotency-Key, or None if the key is new."""
-    earlier = (
-        await session.execute(
-            select(Conversion).where(
-                Conversion.partner_id == partner_id,
-                Conversion.direction == "inbound",
-                Conversion.idempotency_key == idempotency_key,
-            )
-        )
-    ).scalar_one_or_none()
+    earlier = await _by_key(session, partner_id, "inbound", idempotency_key)
     if earlier is None:
         return None
     if earlier.package_jti != jti or earlier.response is None:
@@ -423,6 +415,21 @@ async def _replay(
             fields=error.get("fields", ()),
         )
     return Answer(200, stored)
+
+
+async def _by_key(
+    session: AsyncSession, partner_id: str, direction: str, idempotency_key: str
+) -> Conversion | None:
+    """The conversion made under this Idempotency-Key with this partner, this way, if any."""
+    return (
+        await session.execute(
+            select(Conversion).where(
+                Conversion.partner_id == partner_id,
+                Conversion.direction == direction,
+                Conversion.idempotency_key == idempotency_key,
+            )
+        )
+    ).scalar_one_or_none()
 
 
 async def _refused_early(
@@ -804,15 +811,7 @@ async def request_outbound(
     (and only the audit event committed): an attempted transfer is part of the record."""
     # Scoped to the resident, and hashed so that any key the header allows fits the column.
     scoped_key = hashlib.sha256(f"{resident_id}:{idempotency_key}".encode()).hexdigest()
-    earlier = (
-        await session.execute(
-            select(Conversion).where(
-                Conversion.partner_id == partner_id,
-                Conversion.direction == "outbound",
-                Conversion.idempotency_key == scoped_key,
-            )
-        )
-    ).scalar_one_or_none()
+    earlier = await _by_key(session, partner_id, "outbound", scoped_key)
     if earlier is not None:
         return earlier, True
     partner = await partners.load(session, partner_id)
@@ -902,15 +901,8 @@ async def _queue_outbound(
             session.add(conversion)
     except IntegrityError:
         # The same key raced in from another request: answer with that one.
-        raced = (
-            await session.execute(
-                select(Conversion).where(
-                    Conversion.partner_id == partner.id,
-                    Conversion.direction == "outbound",
-                    Conversion.idempotency_key == scoped_key,
-                )
-            )
-        ).scalar_one()
+        raced = await _by_key(session, partner.id, "outbound", scoped_key)
+        assert raced is not None
         return raced, True
     receipt = ConsentReceipt(
         id=uuid.uuid4(),
