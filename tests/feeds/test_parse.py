@@ -371,7 +371,21 @@ async def test_a_batch_of_more_than_max_rows_is_refused_whole(app_with: StartApp
     assert (await my_status(running, resident))["status"] == "red"
 
 
-async def test_a_batch_larger_than_one_write_chunk_is_applied_whole(running: RunningApp, api: Api):
+@pytest.mark.parametrize(
+    "copy_per_chunk",
+    [
+        False,
+        # One direct COPY per write chunk: the first commits into the table, the second meets its
+        # row and falls back to the merge, which must still keep the batch's last row of a key.
+        True,
+    ],
+    ids=["one-copy", "a-copy-per-chunk"],
+)
+async def test_a_batch_larger_than_one_write_chunk_is_applied_whole(
+    running: RunningApp, api: Api, monkeypatch: pytest.MonkeyPatch, copy_per_chunk: bool
+):
+    if copy_per_chunk:
+        monkeypatch.setattr(repository, "SEGMENT_ROWS", CHUNK_ROWS)
     resident = await api.registered()
     key = await running.feed_key("nat-results")
     sampled = running.context.clock.now().replace(microsecond=0) - dt.timedelta(hours=6)
@@ -436,26 +450,3 @@ async def test_a_body_of_exactly_the_limit_is_taken_and_one_byte_more_is_not(
     assert exact.status_code == 201, exact.text
     assert exact.json()["rows_total"] == 1
     assert (await my_status(running, resident))["status"] == "red"
-
-
-async def test_a_row_met_again_in_a_later_copy_is_merged(
-    running: RunningApp, api: Api, monkeypatch: pytest.MonkeyPatch
-):
-    # One direct COPY per write chunk here: the first commits into the table, the second meets
-    # its row and falls back to the merge, which must still keep the batch's last row of a key.
-    monkeypatch.setattr(repository, "SEGMENT_ROWS", CHUNK_ROWS)
-    resident = await api.registered()
-    key = await running.feed_key("nat-results")
-    sampled = running.context.clock.now().replace(microsecond=0) - dt.timedelta(hours=6)
-    others = [
-        nat(random_prc_id()[0], sampled - dt.timedelta(seconds=i)) for i in range(CHUNK_ROWS + 10)
-    ]
-    rows = [nat(resident, sampled, "negative"), *others, nat(resident, sampled, "positive")]
-
-    batch = await push(running, key, "nat-results", ndjson(*rows))
-
-    assert (batch["rows_total"], batch["rows_accepted"]) == (len(rows), len(rows))
-    assert batch["persons_recomputed"] == 1
-    status = await my_status(running, resident)
-    assert status["status"] == "red"
-    assert status["nat"]["latest_result"] == "positive"

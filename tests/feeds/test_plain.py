@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from yuekang.feeds.rows import (
     SPECS,
     FeedKind,
+    KindSpec,
     RowContext,
     RowRejected,
     check_fully,
@@ -154,19 +156,25 @@ FIELDS: dict[FeedKind, dict[str, list[Any]]] = {
 }
 
 
-def _full(kind: FeedKind, values: dict[str, Any]) -> tuple[Any, ...] | list[tuple[Any, ...]]:
-    """The full checks' answer: the tuple, or every problem found."""
+Check = Callable[[KindSpec, Mapping[str, Any], RowContext], tuple[Any, ...]]
+
+
+def _outcome(
+    check: Check, kind: FeedKind, values: dict[str, Any]
+) -> tuple[Any, ...] | list[tuple[Any, ...]]:
+    """What ``check`` answers: the tuple, or every problem found."""
     try:
-        return check_fully(SPECS[kind], values, CONTEXT)
+        return check(SPECS[kind], values, CONTEXT)
     except RowRejected as exc:
         return [(p.field, p.reason, p.message) for p in exc.problems]
+
+
+def _full(kind: FeedKind, values: dict[str, Any]) -> tuple[Any, ...] | list[tuple[Any, ...]]:
+    return _outcome(check_fully, kind, values)
 
 
 def _answer(kind: FeedKind, values: dict[str, Any]) -> tuple[Any, ...] | list[tuple[Any, ...]]:
-    try:
-        return check_row(SPECS[kind], values, CONTEXT)
-    except RowRejected as exc:
-        return [(p.field, p.reason, p.message) for p in exc.problems]
+    return _outcome(check_row, kind, values)
 
 
 def _plain(kind: FeedKind, values: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -176,9 +184,14 @@ def _plain(kind: FeedKind, values: dict[str, Any]) -> tuple[Any, ...] | None:
         return None
 
 
+def _usual(kind: FeedKind) -> dict[str, Any]:
+    """The row every field's first value makes: one the plain path is meant to take."""
+    return {name: choices[0] for name, choices in FIELDS[kind].items()}
+
+
 def _variants(kind: FeedKind) -> list[dict[str, Any]]:
     fields = FIELDS[kind]
-    base = {name: choices[0] for name, choices in fields.items()}
+    base = _usual(kind)
     rows: list[dict[str, Any]] = [base]
     for name, choices in fields.items():
         for value in [*choices, *ODD]:
@@ -210,17 +223,17 @@ def test_the_plain_path_agrees_with_the_full_checks(kind: FeedKind) -> None:
 
 @pytest.mark.parametrize("kind", list(FIELDS))
 def test_the_usual_row_takes_the_plain_path(kind: FeedKind) -> None:
-    base = {name: choices[0] for name, choices in FIELDS[kind].items()}
+    base = _usual(kind)
     assert _plain(kind, base) is not None
     assert _plain(kind, base) == _full(kind, base)
 
 
 def test_the_plain_path_takes_a_lower_case_x_and_an_absent_optional_date() -> None:
-    nat = {name: choices[0] for name, choices in FIELDS[FeedKind.NAT_RESULTS].items()}
+    nat = _usual(FeedKind.NAT_RESULTS)
     row = {**nat, "doc_number": PRC_X[:-1] + "x"}
     plain = _plain(FeedKind.NAT_RESULTS, row)
     assert plain is not None
     assert plain[0] == CONTEXT.person(DocType.PRC_ID, PRC_X)
-    case = {name: choices[0] for name, choices in FIELDS[FeedKind.CASES].items()}
+    case = _usual(FeedKind.CASES)
     del case["end_date"]
     assert _plain(FeedKind.CASES, case) is not None

@@ -62,6 +62,7 @@ from codec.forge import (  # noqa: E402
     valid,
     with_parts,
 )
+from support.verdicts import judge, load_outcome, trust_store  # noqa: E402
 from yuekang.codec.bundle import (  # noqa: E402
     BundleIssuer,
     BundleKey,
@@ -73,7 +74,6 @@ from yuekang.codec.bundle import (  # noqa: E402
 from yuekang.codec.keys import SigningKey, b64url_decode  # noqa: E402
 from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code  # noqa: E402
 from yuekang.rules.policy import default_policies  # noqa: E402
-from yuekang.verifier import TrustStore, Verdict, policy_decision  # noqa: E402
 
 OUT = Path(__file__).with_name("verdicts.json")
 DAY = 86_400
@@ -443,36 +443,6 @@ def code_cases() -> list[dict[str, Any]]:
     return cases
 
 
-def reasons(items: tuple[Any, ...]) -> list[str]:
-    return [item.value for item in items]
-
-
-def expect(store: TrustStore, code: str, now: int, place: str) -> dict[str, Any]:
-    verdict: Verdict = store.verify(code, now=now)
-    if verdict.verdict == "cannot_verify":
-        decision, decision_reason = "cannot_verify", verdict.reasons[0].value
-    else:
-        outcome = policy_decision(verdict, store.policy(place))  # type: ignore[arg-type]
-        decision, decision_reason = outcome.verdict, outcome.reason
-    document = verdict.to_dict()
-    return {
-        "verdict": verdict.verdict,
-        "reasons": reasons(verdict.reasons),
-        "warnings": reasons(verdict.warnings),
-        "status": verdict.status,
-        "code_id": verdict.code_id,
-        "issuer": verdict.issuer,
-        "kid": verdict.kid,
-        "masked_name": verdict.masked_name,
-        "issued_at": verdict.issued_at,
-        "expires_at": verdict.expires_at,
-        "origin": verdict.origin,
-        "source": document["source"],
-        "decision": decision,
-        "decision_reason": decision_reason,
-    }
-
-
 def load_cases() -> list[dict[str, Any]]:
     def case(name: str, loaded: list[str], anchor: str = "main") -> dict[str, Any]:
         return {"name": name, "anchor": anchor, "bundles": loaded, "now": NOW}
@@ -496,40 +466,8 @@ def load_cases() -> list[dict[str, Any]]:
     ]
 
 
-ERRORS = {
-    "BadBundleSignature": "bad_signature",
-    "MalformedBundle": "malformed",
-    "BundleRollback": "rollback",
-    "DeltaMismatch": "delta_mismatch",
-    "OtherIssuer": "other_issuer",
-}
-
-
 def anchors() -> dict[str, Any]:
     return {"main": ANCHOR.public().to_jwk(), "ed": ED_ANCHOR.public().to_jwk()}
-
-
-def store_of(anchor: dict[str, Any], texts: list[str], now: int) -> TrustStore:
-    from yuekang.codec.keys import VerificationKey
-
-    store = TrustStore(VerificationKey.from_jwk(anchor))
-    for text in texts:
-        store = store.load(text, now=now)
-    return store
-
-
-def load_expect(anchor: dict[str, Any], texts: list[str], now: int) -> dict[str, Any]:
-    from yuekang.codec.keys import VerificationKey
-
-    store = TrustStore(VerificationKey.from_jwk(anchor))
-    try:
-        for text in texts:
-            store = store.load(text, now=now)
-    except Exception as exc:
-        error = ERRORS[type(exc).__name__]
-        return {"error": error, "version": None, "revoked": None}
-    assert store.bundle is not None
-    return {"error": None, "version": store.bundle.version, "revoked": len(store.revoked)}
 
 
 def main() -> None:
@@ -537,17 +475,13 @@ def main() -> None:
     keys = anchors()
     cases = []
     for case in code_cases():
-        store = store_of(
-            keys["main"] if case["bundles"] != ["v5-ed-anchor"] else keys["ed"],
-            [texts[name] for name in case["bundles"]],
-            case["now"],
-        )
         anchor = "ed" if case["bundles"] == ["v5-ed-anchor"] else "main"
+        store = trust_store(keys[anchor], [texts[name] for name in case["bundles"]], case["now"])
         cases.append(
             {
                 **case,
                 "anchor": anchor,
-                "expect": expect(store, case["code"], case["now"], case["place"]),
+                "expect": judge(store, case["code"], case["now"], case["place"]),
             }
         )
     loads = []
@@ -555,7 +489,7 @@ def main() -> None:
         loads.append(
             {
                 **load,
-                "expect": load_expect(
+                "expect": load_outcome(
                     keys[load["anchor"]], [texts[name] for name in load["bundles"]], load["now"]
                 ),
             }

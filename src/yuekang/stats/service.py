@@ -195,7 +195,7 @@ async def _feeds(
         select(
             FeedBatch.id,
             FeedBatch.kind,
-            FeedClient.name,
+            FeedClient.name.label("client"),
             FeedBatch.received_at,
             FeedBatch.rows_total,
             FeedBatch.rows_accepted,
@@ -211,19 +211,7 @@ async def _feeds(
             DayFeeds(day=d, batches=b, rows_accepted=a, rows_rejected=r)
             for d, (b, a, r) in per_day.items()
         ],
-        latest=[
-            BatchSummary(
-                id=row.id,
-                kind=row.kind,
-                client=row.name,
-                received_at=row.received_at,
-                rows_total=row.rows_total,
-                rows_accepted=row.rows_accepted,
-                rows_rejected=row.rows_rejected,
-                errors_truncated=row.errors_truncated,
-            )
-            for row in latest
-        ],
+        latest=[BatchSummary.model_validate(row._mapping) for row in latest],
     )
 
 
@@ -264,19 +252,22 @@ async def _outbox(session: AsyncSession, *, now: dt.datetime) -> OutboxStats:
         select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
     ):
         states[state] = count
-    partners = [
-        PartnerCircuit(
-            partner=partner_id,
-            circuit="open" if open_until is not None and open_until > now else "closed",
-            failures=failures,
-            open_until=open_until if open_until is not None and open_until > now else None,
+    rows = await session.execute(
+        select(Partner.id, Partner.circuit_failures, Partner.circuit_open_until).order_by(
+            Partner.id
         )
-        for partner_id, failures, open_until in await session.execute(
-            select(Partner.id, Partner.circuit_failures, Partner.circuit_open_until).order_by(
-                Partner.id
+    )
+    partners = []
+    for partner_id, failures, open_until in rows:
+        is_open = open_until is not None and open_until > now
+        partners.append(
+            PartnerCircuit(
+                partner=partner_id,
+                circuit="open" if is_open else "closed",
+                failures=failures,
+                open_until=open_until if is_open else None,
             )
         )
-    ]
     return OutboxStats(
         states=states,
         partners=partners,
