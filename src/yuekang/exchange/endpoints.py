@@ -295,15 +295,15 @@ async def list_partners(
     result = []
     for view in await partners.all_partners(session):
         keys = await partners.key_records(session, view.id)
-        open_ = view.circuit_open_until is not None and view.circuit_open_until > now
+        open_until = partners.circuit_open_until(view.circuit_open_until, now)
         result.append(
             PartnerRead(
                 id=view.id,
                 issuer=view.issuer,
                 code_format=view.code_format,
                 base_url=view.base_url,
-                circuit="open" if open_ else "closed",
-                circuit_open_until=view.circuit_open_until if open_ else None,
+                circuit="closed" if open_until is None else "open",
+                circuit_open_until=open_until,
                 keys=[
                     {"kid": k.kid, "purpose": k.purpose, "use": k.use, "state": k.state}
                     for k in keys

@@ -183,9 +183,10 @@ async def prepare(
             delay=settings.backoff_max_seconds,
         )
         return None
-    if partner.circuit_open_until is not None and partner.circuit_open_until > now:
+    open_until = partners.circuit_open_until(partner.circuit_open_until, now)
+    if open_until is not None:
         _release(message)
-        message.next_attempt_at = partner.circuit_open_until
+        message.next_attempt_at = open_until
         return None
     # The person must still qualify when the message leaves, not only when it was queued: a
     # status that turned red while the partner was down must not become a green code there.
@@ -417,11 +418,9 @@ async def record_result(
             partner.circuit_open_until = now + dt.timedelta(seconds=settings.circuit_open_seconds)
         why = error or (f"http_{status}: {code}" if code else f"http_{status}")
     _later(message, error=why, now=now, delay=backoff(message.attempts, settings, rng))
-    if (
-        partner.circuit_open_until is not None
-        and partner.circuit_open_until > message.next_attempt_at
-    ):
-        message.next_attempt_at = partner.circuit_open_until
+    open_until = partners.circuit_open_until(partner.circuit_open_until, message.next_attempt_at)
+    if open_until is not None:
+        message.next_attempt_at = open_until
     conversion.state = "queued"
     return "retry"
 

@@ -117,6 +117,11 @@ class PartnerView:
     """Retired code keys are here as compromised: their codes are judged ``key_not_valid``."""
 
 
+def circuit_open_until(open_until: dt.datetime | None, at: dt.datetime) -> dt.datetime | None:
+    """Until when a partner's delivery circuit is open at ``at``; None while it is closed."""
+    return open_until if open_until is not None and open_until > at else None
+
+
 def code_key(record: PartnerKey, issuer: str) -> VerificationKey:
     base = VerificationKey.from_jwk(json.loads(record.public_jwk), issuer=issuer)
     return VerificationKey(

@@ -22,6 +22,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from yuekang.audit.models import AuditEvent
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.exchange.models import OutboxMessage, Partner
+from yuekang.exchange.partners import circuit_open_until
 from yuekang.feeds.models import FeedBatch, FeedClient
 from yuekang.health_codes.models import HealthCode
 from yuekang.scans.models import ScanRecord
@@ -259,13 +260,13 @@ async def _outbox(session: AsyncSession, *, now: dt.datetime) -> OutboxStats:
     )
     partners = []
     for partner_id, failures, open_until in rows:
-        is_open = open_until is not None and open_until > now
+        until = circuit_open_until(open_until, now)
         partners.append(
             PartnerCircuit(
                 partner=partner_id,
-                circuit="open" if is_open else "closed",
+                circuit="closed" if until is None else "open",
                 failures=failures,
-                open_until=open_until if is_open else None,
+                open_until=until,
             )
         )
     return OutboxStats(
