@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -73,3 +73,19 @@ class BlindIndex:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
+
+    def prefixed(self, domain: str, prefix: str) -> Callable[[str], bytes]:
+        """``lambda value: self(domain, prefix + value)``, with the domain and the prefix hashed
+        once: half the cost per value, for a feed batch's 100,000 documents of one type."""
+        start = self._inner.copy()
+        start.update(domain.encode("utf-8") + b"\x00" + prefix.encode("utf-8"))
+        outer_start = self._outer
+
+        def index(value: str) -> bytes:
+            inner = start.copy()
+            inner.update(value.encode("utf-8"))
+            outer = outer_start.copy()
+            outer.update(inner.digest())
+            return outer.digest()
+
+        return index

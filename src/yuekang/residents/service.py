@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -24,6 +25,16 @@ from yuekang.rules import RuleSet
 def doc_index(blind_index: BlindIndex, doc_type: DocType, number: str) -> bytes:
     # A DocType is a str whose value is its text: "prc_id:<number>".
     return blind_index("doc", doc_type + ":" + number)
+
+
+def doc_indexer(blind_index: BlindIndex) -> Callable[[DocType, str], bytes]:
+    """:func:`doc_index` under one key, for many documents (a feed batch)."""
+    by_type = {t: blind_index.prefixed("doc", t + ":") for t in DocType}
+
+    def index(doc_type: DocType, number: str) -> bytes:
+        return by_type[doc_type](number)
+
+    return index
 
 
 def _validated(
