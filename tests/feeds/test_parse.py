@@ -372,37 +372,58 @@ async def test_a_batch_of_more_than_max_rows_is_refused_whole(app_with: StartApp
 
 
 @pytest.mark.parametrize(
-    "copy_per_chunk",
+    ("copy_per_chunk", "chunks"),
     [
-        False,
+        (False, 1),
         # One direct COPY per write chunk: the first commits into the table, the second meets its
         # row and falls back to the merge, which must still keep the batch's last row of a key.
-        True,
+        (True, 1),
+        # The same, with COPYs after the one that meets its row (queued, or not yet begun): they
+        # are merged too, none lost.
+        (True, 3),
     ],
-    ids=["one-copy", "a-copy-per-chunk"],
+    ids=["one-copy", "a-copy-per-chunk", "copies-after-the-fallback"],
 )
 async def test_a_batch_larger_than_one_write_chunk_is_applied_whole(
-    running: RunningApp, api: Api, monkeypatch: pytest.MonkeyPatch, copy_per_chunk: bool
+    running: RunningApp,
+    api: Api,
+    monkeypatch: pytest.MonkeyPatch,
+    copy_per_chunk: bool,
+    chunks: int,
 ):
     if copy_per_chunk:
         monkeypatch.setattr(repository, "SEGMENT_ROWS", CHUNK_ROWS)
-    resident = await api.registered()
+    resident, last = await api.registered(), await api.registered()
     key = await running.feed_key("nat-results")
     sampled = running.context.clock.now().replace(microsecond=0) - dt.timedelta(hours=6)
     others = [
-        nat(random_prc_id()[0], sampled - dt.timedelta(seconds=i)) for i in range(CHUNK_ROWS + 10)
+        nat(random_prc_id()[0], sampled - dt.timedelta(seconds=i))
+        for i in range(chunks * CHUNK_ROWS + 10)
     ]
-    # The same test twice, first negative, then -- one write chunk later -- corrected to positive.
-    rows = [nat(resident, sampled, "negative"), *others, nat(resident, sampled, "positive")]
+    # The same test twice, first negative, then -- one write chunk later -- corrected to positive;
+    # and, in the batch's last chunk, someone else's positive result.
+    rows = [
+        nat(resident, sampled, "negative"),
+        *others[:CHUNK_ROWS],
+        nat(resident, sampled, "positive"),
+        *others[CHUNK_ROWS:],
+        nat(last, sampled, "positive"),
+    ]
 
-    batch = await push(running, key, "nat-results", ndjson(*rows))
+    # In pieces, as a network delivers it: rows are written a chunk at a time as they come.
+    body = ndjson(*rows)
+    pieces = [body[i : i + 64 * 1024] for i in range(0, len(body), 64 * 1024)]
+    response = await post(running, key, "nat-results", _chunks(*pieces))
 
+    assert response.status_code == 201, response.text
+    batch = response.json()
     assert (batch["rows_total"], batch["rows_accepted"]) == (len(rows), len(rows))
-    assert batch["persons_recomputed"] == 1
-    status = await my_status(running, resident)
-    assert status["status"] == "red"
-    assert status["reason_codes"] == ["positive_nat"]
-    assert status["nat"]["latest_result"] == "positive"
+    assert batch["persons_recomputed"] == 2
+    for person in (resident, last):
+        status = await my_status(running, person)
+        assert status["status"] == "red"
+        assert status["reason_codes"] == ["positive_nat"]
+        assert status["nat"]["latest_result"] == "positive"
 
 
 @pytest.mark.parametrize("content_type", [NDJSON, "application/ndjson; charset=utf-8"])
@@ -450,3 +471,99 @@ async def test_a_body_of_exactly_the_limit_is_taken_and_one_byte_more_is_not(
     assert exact.status_code == 201, exact.text
     assert exact.json()["rows_total"] == 1
     assert (await my_status(running, resident))["status"] == "red"
+
+
+def _as_stdlib_reads(raw: bytes) -> object:
+    """What a line is when read with the standard library alone: the object (keys in order, each
+    value with its exact type), or which problem it is."""
+    try:
+        text = raw.removesuffix(b"\r").decode("utf-8")
+    except UnicodeDecodeError:
+        return "encoding"
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return "format"
+    if not isinstance(value, dict):
+        return "format"
+    return [(key, type(item), repr(item)) for key, item in value.items()]
+
+
+def _as_read(values: dict[str, object] | None, problem: object) -> object:
+    if values is None:
+        return problem.reason  # type: ignore[attr-defined]
+    return [(key, type(item), repr(item)) for key, item in values.items()]
+
+
+def _json_lines() -> list[bytes]:
+    from feeds.test_plain import FIELDS, _variants
+
+    lines = [json.dumps(v).encode() for kind in FIELDS for v in _variants(kind)]
+    lines += [
+        json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        for v in (
+            {"lab": "实验室", "doc_number": "\ud800"},
+            {"lab": "\U0001f600"},
+        )
+    ]
+    return [
+        *lines,
+        b'{"dose": 1180591620717411303424}',  # past 64 bits: orjson reads a float
+        b'{"dose": -9223372036854775809}',
+        b'{"dose": 18446744073709551615}',
+        b'{"dose": 1e999}',
+        b'{"dose": NaN}',
+        b'{"dose": -Infinity}',
+        b'{"dose": 1.0}',
+        b'{"dose": -0}',
+        b'{"a": 1, "a": 2}',
+        b'{"a": {"b": [1, 2.5, 99999999999999999999999]}}',
+        b'{"a": "\\ud83d\\ude00", "b": "\\u0000"}',
+        b'{"a": "\xed\xa0\x80"}',  # a surrogate encoded in UTF-8
+        b'{"a": "\xff"}',
+        b'{"a": "\x01"}',
+        b'\xef\xbb\xbf{"a": 1}',
+        b'  {"a": 1}\t ',
+        b'{"a": 1}\r',
+        b'{"a": 1} x',
+        b'{"a": 1,}',
+        b"[1]",
+        b'"text"',
+        b"null",
+        b"[" * 5000,
+        b'{"a":' * 3000,
+    ]
+
+
+async def test_ndjson_lines_read_exactly_as_the_standard_library_reads_them():
+    # Lines are read first by orjson. What the full checks see (and report on) must be what
+    # json.loads reads; what the plain path sees -- strings and integers only -- must be too.
+    from yuekang.feeds.parse import exactly, read_lines
+    from yuekang.feeds.rows import SPECS, FeedKind
+
+    lines = _json_lines()
+
+    async def body() -> AsyncIterator[bytes]:
+        # Past line 1, which may start with a BOM: here a BOM is a mistake like any other.
+        yield b"{}\n" + b"\n".join(lines) + b"\n"
+
+    read = [
+        row
+        async for rows in read_lines(body(), "ndjson", SPECS[FeedKind.VACCINATIONS])
+        for row in rows
+    ]
+    assert [number for number, _, _, _ in read] == list(range(1, len(lines) + 2))
+    fast = 0
+    for line, row in zip(lines, read[1:], strict=True):
+        expected = _as_stdlib_reads(line)
+        _, values, problem, _ = exactly(row)
+        assert _as_read(values, problem) == expected, line
+        _, values, problem, raw = row
+        if raw is not None:
+            fast += 1
+            assert values is not None
+            if all(type(v) in (str, int, bool, type(None)) for v in values.values()):
+                assert _as_read(values, problem) == expected, line
+        else:
+            assert _as_read(values, problem) == expected, line
+    assert fast > len(lines) // 2

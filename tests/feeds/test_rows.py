@@ -260,6 +260,13 @@ BAD_ROWS: list[Any] = [
     ),
     pytest.param(
         "vaccinations",
+        # Past 64 bits: a whole number still, however the line is first read.
+        lambda r: vaccination(_someone(), 2**70, r.day(-1)),
+        [("dose", "out_of_range")],
+        id="dose-past-64-bits",
+    ),
+    pytest.param(
+        "vaccinations",
         lambda r: vaccination(_someone(), 1, r.day(1)),
         [("date", "future")],
         id="vaccinated-tomorrow",

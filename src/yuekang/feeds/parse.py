@@ -13,6 +13,8 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
+import orjson
+
 from yuekang.feeds.rows import KindSpec, RowProblem
 
 MAX_LINE_BYTES = 16 * 1024
@@ -33,10 +35,11 @@ class BodyRejected(Exception):
         self.message = message
 
 
-# A row of the body: its 1-based line (a CSV header is line 1), and either its values or the
-# problem that kept them from being read. A plain tuple: one is made for each of up to 100,000
-# rows, and a dataclass instance costs several times as much to make.
-Line = tuple[int, dict[str, Any] | None, RowProblem | None]
+# A row of the body: its 1-based line (a CSV header is line 1), either its values or the problem
+# that kept them from being read, and the line itself when orjson read it (see _fast_json). A
+# plain tuple: one is made for each of up to 100,000 rows, and a dataclass instance costs several
+# times as much to make.
+Line = tuple[int, dict[str, Any] | None, RowProblem | None, bytes | None]
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[tuple[int, bytes]]]:
@@ -80,20 +83,26 @@ async def read_lines(
 ) -> AsyncIterator[list[Line]]:
     """The body's rows, a list per piece of the body received."""
     header: list[str] | None = None
+    ndjson = fmt == "ndjson"
     async for numbered in _lines(chunks):
         rows: list[Line] = []
         for number, raw in numbered:
+            if ndjson:
+                value = _fast_json(raw)
+                if value is not None:
+                    rows.append((number, value, None, raw))
+                    continue
             text = _text(raw)
             if text is None:
                 if fmt == "csv" and header is None:
                     raise BodyRejected("bad_header", "the CSV header is not valid UTF-8")
-                rows.append((number, None, _NOT_UTF8))
+                rows.append((number, None, _NOT_UTF8, None))
                 continue
             if number == 1:
                 text = text.removeprefix("\ufeff")
             if not text or text.isspace():
                 continue
-            if fmt == "ndjson":
+            if ndjson:
                 rows.append(_json_line(number, text))
             elif header is None:
                 header = _header(text, spec)
@@ -103,6 +112,35 @@ async def read_lines(
             yield rows
     if fmt == "csv" and header is None:
         raise BodyRejected("bad_header", "the CSV body has no header line")
+
+
+def _fast_json(raw: bytes) -> dict[str, Any] | None:
+    """The object on a line as orjson reads it (in C, about twice as fast as the standard
+    library's scanner, and from the bytes without decoding them first), or ``None`` when it reads
+    no object, and the line is read as json.loads reads it.
+
+    orjson accepts a subset of what json.loads does (no NaN, no lone surrogates, strict UTF-8)
+    and reads it alike, but for one thing: an integer too long for 64 bits becomes a float. That
+    is no value a row's plain path takes (it takes strings and integers only); a row it does not
+    take is read again by :func:`exactly` before the full checks, so a bad row's reasons always
+    come from json.loads.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if value.__class__ is dict else None
+
+
+def exactly(line: Line) -> Line:
+    """The line as the standard library reads it: itself, unless orjson read it."""
+    number, _, _, raw = line
+    if raw is None:
+        return line
+    text = _text(raw)
+    if text is None:
+        return (number, None, _NOT_UTF8, None)
+    return _json_line(number, text)
 
 
 # json.loads(text) is this scanner run from the first character, after a few steps for arguments,
@@ -129,10 +167,10 @@ def _json_line(number: int, text: str) -> Line:
             value = json.loads(text)
         except (ValueError, RecursionError):
             # ValueError covers JSONDecodeError and integers too long to convert.
-            return (number, None, _NOT_JSON)
+            return (number, None, _NOT_JSON, None)
     if not isinstance(value, dict):
-        return (number, None, _NOT_OBJECT)
-    return (number, value, None)
+        return (number, None, _NOT_OBJECT, None)
+    return (number, value, None, None)
 
 
 def _header(text: str, spec: KindSpec) -> list[str]:
@@ -166,15 +204,17 @@ def _csv_line(number: int, text: str, header: list[str]) -> Line:
     try:
         fields = next(csv.reader([text]))
     except csv.Error:
-        return (number, None, RowProblem(None, "format", "the line is not a CSV record"))
+        return (number, None, RowProblem(None, "format", "the line is not a CSV record"), None)
     if len(fields) != len(header):
         return (
             number,
             None,
             RowProblem(None, "format", f"{len(fields)} fields where the header has {len(header)}"),
+            None,
         )
     return (
         number,
         {name: value for name, value in zip(header, fields, strict=True) if value},
+        None,
         None,
     )

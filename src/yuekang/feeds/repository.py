@@ -99,34 +99,43 @@ STAGE = "feed_stage"
 
 SEGMENT_ROWS = 25_000
 """The most rows one direct COPY takes. They are kept until it ends, to be merged instead if it
-meets a stored row: a bound on memory, whatever ``max_rows`` allows."""
+meets a stored row: a bound on memory (two segments and a chunk), whatever ``max_rows`` allows."""
 
 
-class _RowStream:
-    """The rows of one direct COPY as they are checked: an async iterable for asyncpg that waits
-    for the next chunk when it has sent every row so far."""
+class _Segment:
+    """The rows of one direct COPY, streamed to it as they are checked: an async iterable for
+    asyncpg that waits for the next chunk when it has sent every row so far. The rows are kept
+    until the COPY ends, in case they must be merged instead."""
 
-    def __init__(self, batch_id: uuid.UUID, now: dt.datetime) -> None:
-        self._chunks: collections.deque[Sequence[tuple[Any, ...]]] = collections.deque()
+    def __init__(self, start: int, extra: tuple[Any, ...]) -> None:
+        self.start = start
+        self._extra = extra
+        self.chunks: list[Sequence[tuple[Any, ...]]] = []
+        self.rows = 0
+        self.complete = asyncio.Event()
+        self._unsent: collections.deque[Sequence[tuple[Any, ...]]] = collections.deque()
         self._more = asyncio.Event()
-        self._ended = False
-        self._extra: tuple[Any, ...] = (batch_id, now)
 
     def put(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        self._chunks.append(rows)
+        self.chunks.append(rows)
+        self.rows += len(rows)
+        self._unsent.append(rows)
         self._more.set()
 
     def end(self) -> None:
-        self._ended = True
+        self.complete.set()
         self._more.set()
 
+    def all_rows(self) -> list[tuple[Any, ...]]:
+        return [row for chunk in self.chunks for row in chunk]
+
     async def __aiter__(self) -> AsyncIterator[tuple[Any, ...]]:
-        chunks, extra = self._chunks, self._extra
+        unsent, extra = self._unsent, self._extra
         while True:
-            while chunks:
-                for row in chunks.popleft():
+            while unsent:
+                for row in unsent.popleft():
                     yield row + extra
-            if self._ended:
+            if self.complete.is_set():
                 return
             self._more.clear()
             await self._more.wait()
@@ -136,22 +145,26 @@ class FactWriter:
     """Writes checked rows chunk by chunk.
 
     On PostgreSQL the database works on the rows (on its own core) while this process checks the
-    next ones:
+    next ones. Rows go into segments of up to :data:`SEGMENT_ROWS`, and one background task, the
+    only user of the connection until :meth:`finish`, writes the segments in order:
 
-    - first, one COPY straight into the fact table, inside a savepoint, fed chunk by chunk as the
-      rows are checked, for up to :data:`SEGMENT_ROWS` rows; then the next such COPY. New facts,
-      the usual case, take the bulk-load path at raw COPY speed. One COPY for many chunks, not one
-      a chunk: between COPYs the database waits for this process to encode the next chunk, and
-      this process for the database to finish the last (together 2-3 us a row, measured);
+    - each with one COPY straight into the fact table, inside a savepoint, fed chunk by chunk as
+      the rows are checked. New facts, the usual case, take the bulk-load path at raw COPY speed.
+      One COPY for many chunks, not one a chunk: between COPYs the database waits for this
+      process to encode the next chunk, and this process for the database to finish the last
+      (together 2-3 us a row, measured). The next segment's COPY starts as soon as the last one
+      ends, while checking goes on; :meth:`write` waits only when two segments are unwritten;
     - if a COPY meets a row already stored (a resend, or the same key twice in it), the savepoint
-      is rolled back, and its rows and every later chunk go through a temporary staging table and
-      one ``INSERT ... SELECT DISTINCT ON ... ON CONFLICT`` merge instead, which keeps the last row
-      of a key and updates a stored row only when a value changed. Those are written one chunk at
-      a time in a background task.
+      is rolled back, and its rows and every later segment go through a temporary staging table
+      and one ``INSERT ... SELECT DISTINCT ON ... ON CONFLICT`` merge instead, which keeps the
+      last row of a key and updates a stored row only when a value changed.
 
-    A connection runs one statement at a time: nothing else may use the session until
-    :meth:`finish` has waited for the last write, and :meth:`close` must run before the
-    transaction ends whatever happened.
+    Every row is sent with the batch id and the received time. Column defaults read from
+    transaction-local settings would spare this process about 1 us a row, but cost PostgreSQL
+    0.5-1 us more (parsing the time for every row), measured: no gain here, and a loss where the
+    database, the one part that does not scale out, is the limit.
+
+    :meth:`close` must run before the transaction ends, whatever happened.
     """
 
     def __init__(
@@ -166,11 +179,12 @@ class FactWriter:
         self._driver: Any = None
         self._staged = False
         self._direct = True
-        self._in_flight: asyncio.Task[None] | None = None
-        self._stream: _RowStream | None = None
-        self._segment: list[Sequence[tuple[Any, ...]]] = []
-        self._segment_start = 0
-        self._segment_rows = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._segments: asyncio.Queue[_Segment | None] = asyncio.Queue()
+        self._filling: _Segment | None = None
+        self._unwritten = 0
+        self._progress = asyncio.Event()
+        self._stopping = False
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
@@ -178,65 +192,91 @@ class FactWriter:
         if not self.postgres:
             await self._upsert(rows)
             return
-        if self._driver is None:
-            connection = await (await self.session.connection()).get_raw_connection()
-            self._driver = connection.driver_connection
-        start = self._ordinal
+        if self._writer is None:
+            await self._start()
+        segment = self._filling
+        if segment is None:
+            while self._unwritten >= 2:
+                await self._written_one()
+            segment = self._filling = _Segment(self._ordinal, (self.batch_id, self.now))
+            self._unwritten += 1
+            self._segments.put_nowait(segment)
         self._ordinal += len(rows)
-        if self._direct:
-            if self._stream is None:
-                self._stream = _RowStream(self.batch_id, self.now)
-                self._segment_start = start
-                self._in_flight = asyncio.create_task(self._copy(self._stream))
-            self._stream.put(rows)
-            self._segment.append(rows)
-            self._segment_rows += len(rows)
-            if self._segment_rows >= SEGMENT_ROWS:
-                await self._end_segment()
-            return
-        await self._wait()
-        self._in_flight = asyncio.create_task(self._stage_and_merge(start, rows))
+        segment.put(rows)
+        if segment.rows >= SEGMENT_ROWS:
+            segment.end()
+            self._filling = None
+        self._check_writer()
+        # Let the COPY encode and send these rows now. Checking rows never waits while the body
+        # is already here, so without this the COPY ran only when the body ran dry, and the
+        # database, idle meanwhile, ended a batch far behind (measured).
+        await asyncio.sleep(0)
 
     async def finish(self) -> None:
-        if self._stream is not None:
-            await self._end_segment()
-        await self._wait()
+        if self._writer is None:
+            return
+        self._end()
+        await self._writer
 
     async def close(self) -> None:
-        """Let a write in flight end (its error, if any, is the caller's to have seen)."""
-        if self._stream is not None:
-            self._stream.end()
-            self._stream = None
-        task, self._in_flight = self._in_flight, None
-        if task is not None:
-            with contextlib.suppress(BaseException):
-                await task
+        """Let the writing task end (its error, if any, is the caller's to have seen)."""
+        if self._writer is None:
+            return
+        self._stopping = True
+        self._end()
+        with contextlib.suppress(BaseException):
+            await self._writer
 
-    async def _wait(self) -> None:
-        task, self._in_flight = self._in_flight, None
-        if task is not None:
-            await task
+    async def _start(self) -> None:
+        connection = await (await self.session.connection()).get_raw_connection()
+        self._driver = connection.driver_connection
+        self._writer = asyncio.create_task(self._write_segments())
 
-    async def _copy(self, stream: _RowStream) -> None:
-        target = self.target
-        async with self._driver.transaction():  # a savepoint: the request's is open
-            await self._driver.copy_records_to_table(
-                target.table.name,
-                records=stream,
-                columns=(*target.columns, "batch_id", "received_at"),
-            )
+    def _end(self) -> None:
+        if self._filling is not None:
+            self._filling.end()
+            self._filling = None
+        self._segments.put_nowait(None)
 
-    async def _end_segment(self) -> None:
-        assert self._stream is not None
-        self._stream.end()
-        self._stream = None
-        segment, self._segment, self._segment_rows = self._segment, [], 0
+    def _check_writer(self) -> None:
+        assert self._writer is not None
+        if self._writer.done():
+            self._writer.result()  # its error
+            raise RuntimeError("the feed writer ended before the batch did")
+
+    async def _written_one(self) -> None:
+        assert self._writer is not None
+        self._progress.clear()
+        progress = asyncio.ensure_future(self._progress.wait())
         try:
-            await self._wait()
-        except asyncpg.UniqueViolationError:
-            self._direct = False
-            rows = [row for chunk in segment for row in chunk]
-            await self._stage_and_merge(self._segment_start, rows)
+            await asyncio.wait({progress, self._writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            progress.cancel()
+        self._check_writer()
+
+    async def _write_segments(self) -> None:
+        while (segment := await self._segments.get()) is not None:
+            try:
+                if not self._stopping:
+                    await self._write_segment(segment)
+            finally:
+                self._unwritten -= 1
+                self._progress.set()
+
+    async def _write_segment(self, segment: _Segment) -> None:
+        if self._direct:
+            try:
+                async with self._driver.transaction():  # a savepoint: the request's is open
+                    await self._driver.copy_records_to_table(
+                        self.target.table.name,
+                        records=segment,
+                        columns=(*self.target.columns, "batch_id", "received_at"),
+                    )
+                return
+            except asyncpg.UniqueViolationError:
+                self._direct = False
+        await segment.complete.wait()
+        await self._stage_and_merge(segment.start, segment.all_rows())
 
     async def _stage_and_merge(self, start: int, rows: Sequence[tuple[Any, ...]]) -> None:
         # The ordinal is only the merge's, to keep the last row of a key.
