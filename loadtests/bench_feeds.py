@@ -3,14 +3,14 @@
     .venv/bin/python -m loadtests.bench_feeds [--rows 100000] [--rounds 3] [--registered 500]
 
 Starts a throwaway PostgreSQL cluster (as ``scripts/test`` does) and, in each round, with fresh
-rows:
+rows (both databases vacuumed, analysed and checkpointed before each measurement):
 
 - the limit: ``asyncpg.copy_records_to_table`` of the rows, already parsed and indexed, into
   ``nat_results`` -- the essential write and nothing else;
 - yuekang: the same rows as one NDJSON batch ``POST /v1/feeds/nat-results`` to a real
   ``yuekang serve`` process over HTTP: streamed parse, per-row checks (document check digits,
-  times), blind indexes, COPY into staging, one upsert, and the status decided again for every
-  registered person in the batch (``--registered`` of them, who each had a live code).
+  times), blind indexes, COPY straight into the fact table, and the status decided again for
+  every registered person in the batch (``--registered`` of them, who each had a live code).
 
 Reports rows per second of each, the ratio, and the server's peak resident memory before and after
 the batches (which should not grow with the batch size).
@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import shutil
 import statistics
@@ -84,6 +85,46 @@ async def raw_copy(url: str, records: list[tuple[object, ...]]) -> float:
         return time.perf_counter() - start
     finally:
         await connection.close()
+
+
+async def settle(*urls: str) -> None:
+    """Vacuum, analyse and checkpoint both databases, so that neither measurement meets an
+    autovacuum or a checkpoint started by the rows of the one before."""
+    for url in urls:
+        connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await connection.execute("VACUUM ANALYZE nat_results")
+            await connection.execute("CHECKPOINT")
+        finally:
+            await connection.close()
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's name and the CPU time it has used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        used[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return used
+
+
+def cpu_used(before: dict[int, tuple[str, float]], server: int) -> tuple[float, float]:
+    """CPU seconds the server and PostgreSQL used since ``before``."""
+    ours = database = 0.0
+    for pid, (name, seconds) in cpu_seconds().items():
+        spent = seconds - before.get(pid, (name, 0.0))[1]
+        if pid == server:
+            ours += spent
+        elif name == "postgres":
+            database += spent
+    return ours, database
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -171,7 +212,9 @@ def main() -> None:
                 if py_spy is None:
                     raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
                 spy = subprocess.Popen(
-                    [py_spy, "record", "-p", str(process.pid), "-o", args.profile, "-r", "200"],
+                    [py_spy, "record", "-p", str(process.pid), "-o", args.profile, "-r", "200"]
+                    # A .txt file gets py-spy's raw stacks, to be summed by function.
+                    + (["-f", "raw"] if args.profile.endswith(".txt") else []),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -193,8 +236,11 @@ def main() -> None:
                         )
                         for r in rows
                     ]
+                    asyncio.run(settle(raw_url, ours_url))
                     raw_seconds = asyncio.run(raw_copy(raw_url, records))
+                    asyncio.run(settle(raw_url, ours_url))
                     body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                    cpu_before = cpu_seconds()
                     start = time.perf_counter()
                     pushed = client.post(
                         "/v1/feeds/nat-results",
@@ -206,6 +252,7 @@ def main() -> None:
                         },
                     )
                     ours_seconds = time.perf_counter() - start
+                    server_cpu, database_cpu = cpu_used(cpu_before, process.pid)
                     assert pushed.status_code == 201, pushed.text
                     report = pushed.json()
                     assert report["rows_accepted"] == args.rows, report
@@ -216,7 +263,9 @@ def main() -> None:
                         f"yuekang {args.rows / ours_seconds:,.0f} rows/s "
                         f"(body {len(body) / 1e6:.1f} MB, "
                         f"recomputed {report['persons_recomputed']}, "
-                        f"changed {report['statuses_changed']})",
+                        f"changed {report['statuses_changed']}; "
+                        f"CPU over {ours_seconds:.2f} s: server {server_cpu:.2f} s, "
+                        f"PostgreSQL {database_cpu:.2f} s)",
                         flush=True,
                     )
                 rss_after = peak_rss_kib(process.pid)
