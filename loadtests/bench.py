@@ -268,11 +268,11 @@ def residents(base: str, count: int) -> list[str]:
         return list(pool.map(lambda _: registered_over_http(client).token, range(count)))
 
 
-def feed_ratio(rows: int) -> tuple[float, float] | None:
+def feed_ratio(rows: int) -> tuple[float, float, float, str] | None:
     if rows <= 0:
         return None
     done = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_feeds", "--rows", str(rows), "--rounds", "3"],
+        [sys.executable, "-m", "loadtests.bench_feeds", "--rows", str(rows), "--rounds", "5"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -280,10 +280,16 @@ def feed_ratio(rows: int) -> tuple[float, float] | None:
     )
     ours = re.search(r"yuekang POST /v1/feeds\s+([\d,]+) rows/s", done.stdout)
     raw = re.search(r"raw COPY \(limit\)\s+([\d,]+) rows/s", done.stdout)
-    if not (ours and raw):
+    ratio = re.search(r"ratio\s+(\d+)% \(median of the rounds' ratios, (\d+%-\d+%)", done.stdout)
+    if not (ours and raw and ratio):
         print(done.stdout[-2000:], done.stderr[-2000:])
         return None
-    return float(ours.group(1).replace(",", "")), float(raw.group(1).replace(",", ""))
+    return (
+        float(ours.group(1).replace(",", "")),
+        float(raw.group(1).replace(",", "")),
+        int(ratio.group(1)) / 100,
+        ratio.group(2),
+    )
 
 
 def main() -> None:
@@ -461,7 +467,7 @@ def main() -> None:
                 "Feed ingestion, 100,000 rows",
                 f"{feeds[0]:,.0f} rows/s",
                 f"{feeds[1]:,.0f} rows/s (raw COPY)",
-                f"**{feeds[0] / feeds[1]:.0%}** (goal ≥ 50%)",
+                f"**{feeds[2]:.0%}** (goal ≥ 50%), the median of 5 rounds' ratios ({feeds[3]})",
             )
         )
 
