@@ -25,7 +25,14 @@ from yuekang.auth.sms import MemorySmsSender
 from yuekang.checkpoints import service as checkpoints
 from yuekang.clock import ManualClock
 from yuekang.codec.keys import SigningKey
-from yuekang.config import KeySettings, OtpSettings, ResolvedSettings, Secrets, Settings
+from yuekang.config import (
+    KeySettings,
+    OtpSettings,
+    ResolvedSettings,
+    Secrets,
+    Settings,
+    TrustSettings,
+)
 from yuekang.context import AppContext
 from yuekang.db import migrate
 from yuekang.feeds import service as feeds
@@ -109,6 +116,7 @@ def make_settings(database_url: str, keys_dir: Path, **overrides: object) -> Set
         "secrets": TEST_SECRETS,
         "otp": OtpSettings(per_client_limit=100_000),
         "keys": KeySettings(ring_refresh_seconds=0),
+        "trust": TrustSettings(serve_cached_seconds=0),
     }
     values.update(overrides)
     return Settings.model_validate(values)

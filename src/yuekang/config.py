@@ -103,6 +103,12 @@ class TrustSettings(BaseModel):
     bundle_grace_seconds: int = Field(
         3 * 86_400, ge=0, description="after expiry, checkpoints keep verifying (with a warning)"
     )
+    serve_cached_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="a process serves the bundle it last checked this long without asking the "
+        "database again: how late a revocation or key change may reach a checkpoint's sync",
+    )
 
 
 class ScanSettings(BaseModel):

@@ -22,6 +22,7 @@ from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
+from yuekang.trust.service import BundleCache
 
 
 @dataclass
@@ -47,6 +48,7 @@ class AppContext:
     outbox: Outbox
     online_scans: OnlineScans
     issuance: Issuance
+    bundles: BundleCache
 
     @classmethod
     def build(
@@ -108,6 +110,7 @@ class AppContext:
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
             exchange_keys=KeyCache(),
+            bundles=BundleCache(settings.trust.serve_cached_seconds),
             online_scans=OnlineScans(engine),
             issuance=None,  # type: ignore[arg-type]  # set below: it needs the key ring
             outbox=None,  # type: ignore[arg-type]  # set below: it needs the built context

@@ -5,17 +5,20 @@ The bundle is one per database, so each test has a database of its own."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import RunningApp, make_settings
+from conftest import RunningApp, make_settings, start_app
+from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock, epoch
 from yuekang.codec.bundle import read_bundle
 from yuekang.codec.keys import VerificationKey
-from yuekang.config import Settings
+from yuekang.config import Settings, TrustSettings
 from yuekang.principals import Role
 from yuekang.trust import service as trust
 from yuekang.verifier import TrustStore
@@ -117,3 +120,57 @@ async def test_only_checkpoints_fetch_the_bundle(running: RunningApp):
         headers={"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"},
     )
     assert staff.status_code == 401
+
+
+async def test_a_process_serves_the_bundle_it_checked_for_a_few_seconds(
+    fresh_database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    # Syncs are nearly all 304s: within serve_cached_seconds a process answers them without
+    # asking the database. A revocation reaches the served bundle after at most that long.
+    settings = make_settings(
+        fresh_database_url, tmp_path / "keys", trust=TrustSettings(serve_cached_seconds=30)
+    )
+    async with contextlib.asynccontextmanager(start_app)(settings, clock, sms) as running:
+        seconds = [1000.0]
+        running.context.bundles.monotonic = lambda: seconds[0]
+        gate = await running.checkpoint_key()
+        resident = await running.api.registered()
+        code = await running.api.code(resident)
+        assert (await fetch(running, gate))[:2] == (200, '"v1"')
+        operator = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
+        me = (await running.client.get("/v1/me", headers=resident.auth)).json()
+        changed = await running.client.put(
+            f"/v1/admin/residents/{me['resident_id']}/status",
+            headers=operator,
+            json={"status": "red", "reason": "close contact"},
+        )
+        assert changed.json()["codes_revoked"] == 1
+
+        seconds[0] += 29
+        assert (await fetch(running, gate, etag='"v1"'))[0] == 304
+        seconds[0] += 1
+        status, etag, text = await fetch(running, gate, etag='"v1"')
+
+        assert (status, etag) == (200, '"v2"')
+        store = TrustStore(await pinned_anchor(running)).load(text, now=epoch(clock.now()))
+        verdict = store.verify(code["qr_text"], now=epoch(clock.now()))
+        assert [r.value for r in verdict.reasons] == ["revoked"]
+
+
+async def test_one_request_finds_the_latest_bundle_for_all_that_wait():
+    found: list[int] = []
+
+    async def find() -> trust.Served:
+        found.append(1)
+        await asyncio.sleep(0.01)
+        now = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
+        return trust.Served(len(found), "text", now, now)
+
+    seconds = [0.0]
+    cache = trust.BundleCache(5, monotonic=lambda: seconds[0])
+    served = await asyncio.gather(*(cache.latest(find) for _ in range(20)))
+    assert {s.version for s in served} == {1}
+    assert (await cache.latest(find)).version == 1
+    seconds[0] = 5
+    assert (await cache.latest(find)).version == 2
+    assert len(found) == 2

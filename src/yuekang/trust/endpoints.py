@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
+from yuekang.codec.keys import SigningKey
 from yuekang.deps import Context, CurrentCheckpoint, Now, SessionDep
 from yuekang.exceptions import ServiceUnavailable
 from yuekang.openapi import errors
@@ -37,38 +38,48 @@ async def trust_bundle(
     answers 304 when nothing changed; `?since=VERSION` answers a delta on top of that version
     (or the full bundle when it cannot). 503 `no_anchor_key` until an anchor key exists."""
     settings = context.settings
-    anchor = await service.anchor_key(
-        session, passphrase=context.secrets.key_passphrase, now=now, create=False
-    )
-    if anchor is None:
-        raise ServiceUnavailable(
-            "no trust anchor key yet: run `yuekang keys anchor`", code="no_anchor_key"
+    grace = dt.timedelta(seconds=settings.trust.bundle_grace_seconds)
+    max_code_lifetime = dt.timedelta(seconds=settings.codes.max_lifetime_seconds)
+
+    async def anchor() -> SigningKey:
+        key = await service.anchor_key(
+            session, passphrase=context.secrets.key_passphrase, now=now, create=False
         )
-    record = await service.current(
-        session,
-        anchor=anchor,
-        issuer=settings.issuer,
-        now=now,
-        lifetime=dt.timedelta(seconds=settings.trust.bundle_lifetime_seconds),
-        grace=dt.timedelta(seconds=settings.trust.bundle_grace_seconds),
-        max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
-    )
-    etag = f'"v{record.version}"'
+        if key is None:
+            raise ServiceUnavailable(
+                "no trust anchor key yet: run `yuekang keys anchor`", code="no_anchor_key"
+            )
+        return key
+
+    async def find() -> service.Served:
+        record = await service.current(
+            session,
+            anchor=await anchor(),
+            issuer=settings.issuer,
+            now=now,
+            lifetime=dt.timedelta(seconds=settings.trust.bundle_lifetime_seconds),
+            grace=grace,
+            max_code_lifetime=max_code_lifetime,
+        )
+        return service.Served.of(record)
+
+    served = await context.bundles.latest(find)
+    etag = f'"v{served.version}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
-    text = record.text
+    text = served.text
     if since is not None:
         text = (
             await service.delta(
                 session,
-                anchor=anchor,
-                latest_record=record,
+                anchor=await anchor(),
+                latest_record=served,
                 since=since,
                 issuer=settings.issuer,
-                grace=dt.timedelta(seconds=settings.trust.bundle_grace_seconds),
+                grace=grace,
                 now=now,
-                max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
+                max_code_lifetime=max_code_lifetime,
             )
             or text
         )

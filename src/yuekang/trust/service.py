@@ -8,11 +8,14 @@ the latest has used up half its lifetime, so checkpoints re-sync long before a b
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -157,11 +160,59 @@ async def _fingerprint(
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A stored bundle as it is served: its version, signed text and times."""
+
+    version: int
+    text: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+
+    @classmethod
+    def of(cls, record: TrustBundleRecord) -> Served:
+        return cls(record.version, record.text, record.issued_at, record.expires_at)
+
+
+@dataclass
+class BundleCache:
+    """The bundle this process served last, served again for ``seconds`` without asking the
+    database whether it is still the latest. Nearly every sync is a 304, and finding the latest
+    bundle takes five queries (key states, a count over every revocation, partners, the anchor,
+    the latest version); within ``seconds`` a sync costs none beyond its checkpoint's key. So a
+    revocation or a key change made by any process reaches the bundles every process serves at
+    most ``seconds`` late -- checkpoints sync minutes apart."""
+
+    seconds: float
+    monotonic: Callable[[], float] = time.monotonic
+    _served: Served | None = None
+    _checked_at: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def latest(self, find: Callable[[], Awaitable[Served]]) -> Served:
+        """The cached bundle, or the one ``find`` answers if it is older than ``seconds``; one
+        request finds it, the others wait for its answer."""
+        if self.seconds <= 0:
+            return await find()
+        if self._fresh():
+            assert self._served is not None
+            return self._served
+        async with self._lock:
+            if not self._fresh():
+                self._served = await find()
+                self._checked_at = self.monotonic()
+        assert self._served is not None
+        return self._served
+
+    def _fresh(self) -> bool:
+        return self._served is not None and self.monotonic() - self._checked_at < self.seconds
+
+
 async def delta(
     session: AsyncSession,
     *,
     anchor: SigningKey,
-    latest_record: TrustBundleRecord,
+    latest_record: Served,
     since: int,
     issuer: str,
     grace: dt.timedelta,
