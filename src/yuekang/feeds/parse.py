@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-from yuekang.feeds.rows import KindSpec, RowProblem
+from yuekang.feeds.rows import KindSpec, RowContext, RowProblem, check_plainly
 
 MAX_LINE_BYTES = 16 * 1024
 Format = Literal["ndjson", "csv"]
@@ -35,37 +35,66 @@ class BodyRejected(Exception):
         self.message = message
 
 
-# A row of the body: its 1-based line (a CSV header is line 1), either its values or the problem
-# that kept them from being read, and the line itself when orjson read it (see _fast_json). A
-# plain tuple: one is made for each of up to 100,000 rows, and a dataclass instance costs several
-# times as much to make.
-Line = tuple[int, dict[str, Any] | None, RowProblem | None, bytes | None]
+# A row of the body: its 1-based line (a CSV header is line 1), and either its values or the
+# problem that kept them from being read. A plain tuple: one is made for each of up to 100,000
+# rows, and a dataclass instance costs several times as much to make.
+Line = tuple[int, dict[str, Any] | None, RowProblem | None]
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[tuple[int, bytes]]]:
-    """The complete lines of each piece of the body, numbered (one list per piece: a batch has
-    up to 100,000 lines, and a step of an async generator costs more than reading a line)."""
+async def _pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """The complete lines of each piece of the body, and the number of the first (one list per
+    piece: a batch has up to 100,000 lines, and a step of an async generator costs more than
+    reading a line)."""
     pending = b""
-    number = 0
+    number = 1
     async for chunk in chunks:
         pending += chunk
         *complete, pending = pending.split(b"\n")
-        numbered = []
-        for line in complete:
-            number += 1
-            if len(line) > MAX_LINE_BYTES:
-                raise BodyRejected(
-                    "line_too_long", f"line {number} is longer than {MAX_LINE_BYTES} bytes"
-                )
-            numbered.append((number, line))
+        if complete and max(map(len, complete)) > MAX_LINE_BYTES:
+            first_long = next(i for i, line in enumerate(complete) if len(line) > MAX_LINE_BYTES)
+            raise _too_long(number + first_long)
         if len(pending) > MAX_LINE_BYTES:
-            raise BodyRejected(
-                "line_too_long", f"line {number + 1} is longer than {MAX_LINE_BYTES} bytes"
-            )
-        if numbered:
-            yield numbered
+            raise _too_long(number + len(complete))
+        if complete:
+            yield number, complete
+            number += len(complete)
     if pending:
-        yield [(number + 1, pending)]
+        yield number, [pending]
+
+
+def _too_long(number: int) -> BodyRejected:
+    return BodyRejected("line_too_long", f"line {number} is longer than {MAX_LINE_BYTES} bytes")
+
+
+class _Reader:
+    """Reads one line at a time as the standard library does, remembering a CSV header."""
+
+    def __init__(self, fmt: Format, spec: KindSpec) -> None:
+        self.fmt = fmt
+        self.spec = spec
+        self.header: list[str] | None = None
+
+    def read(self, number: int, raw: bytes) -> Line | None:
+        """The row on a line; ``None`` for a blank line or the CSV header."""
+        text = _text(raw)
+        if text is None:
+            if self.fmt == "csv" and self.header is None:
+                raise BodyRejected("bad_header", "the CSV header is not valid UTF-8")
+            return (number, None, _NOT_UTF8)
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text or text.isspace():
+            return None
+        if self.fmt == "ndjson":
+            return _json_line(number, text)
+        if self.header is None:
+            self.header = _header(text, self.spec)
+            return None
+        return _csv_line(number, text, self.header)
+
+    def end(self) -> None:
+        if self.fmt == "csv" and self.header is None:
+            raise BodyRejected("bad_header", "the CSV body has no header line")
 
 
 def _text(raw: bytes) -> str | None:
@@ -81,66 +110,69 @@ _NOT_UTF8 = RowProblem(None, "encoding", "the line is not valid UTF-8")
 async def read_lines(
     chunks: AsyncIterator[bytes], fmt: Format, spec: KindSpec
 ) -> AsyncIterator[list[Line]]:
-    """The body's rows, a list per piece of the body received."""
-    header: list[str] | None = None
-    ndjson = fmt == "ndjson"
-    async for numbered in _lines(chunks):
-        rows: list[Line] = []
-        for number, raw in numbered:
-            if ndjson:
-                value = _fast_json(raw)
-                if value is not None:
-                    rows.append((number, value, None, raw))
-                    continue
-            text = _text(raw)
-            if text is None:
-                if fmt == "csv" and header is None:
-                    raise BodyRejected("bad_header", "the CSV header is not valid UTF-8")
-                rows.append((number, None, _NOT_UTF8, None))
-                continue
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            if not text or text.isspace():
-                continue
-            if ndjson:
-                rows.append(_json_line(number, text))
-            elif header is None:
-                header = _header(text, spec)
-            else:
-                rows.append(_csv_line(number, text, header))
+    """The body's rows as the standard library reads them, a list per piece of the body."""
+    reader = _Reader(fmt, spec)
+    async for first, raws in _pieces(chunks):
+        rows = [
+            line
+            for number, raw in enumerate(raws, first)
+            if (line := reader.read(number, raw)) is not None
+        ]
         if rows:
             yield rows
-    if fmt == "csv" and header is None:
-        raise BodyRejected("bad_header", "the CSV body has no header line")
+    reader.end()
 
 
-def _fast_json(raw: bytes) -> dict[str, Any] | None:
-    """The object on a line as orjson reads it (in C, about twice as fast as the standard
-    library's scanner, and from the bytes without decoding them first), or ``None`` when it reads
-    no object, and the line is read as json.loads reads it.
+async def read_rows(
+    chunks: AsyncIterator[bytes],
+    fmt: Format,
+    spec: KindSpec,
+    context: RowContext,
+    full: Callable[[Line], tuple[Any, ...] | None],
+) -> AsyncIterator[tuple[int, list[tuple[Any, ...]]]]:
+    """The body's rows checked, a piece of the body at a time: how many rows the piece held, and
+    the database tuples of those accepted, in the body's order.
 
-    orjson accepts a subset of what json.loads does (no NaN, no lone surrogates, strict UTF-8)
-    and reads it alike, but for one thing: an integer too long for 64 bits becomes a float. That
-    is no value a row's plain path takes (it takes strings and integers only); a row it does not
-    take is read again by :func:`exactly` before the full checks, so a bad row's reasons always
-    come from json.loads.
+    A row in the usual form is read by orjson and taken by the plain path (``check_plainly``) in
+    one pass, with nothing made for it but its tuple. Any other row is read as the standard
+    library reads it (:func:`read_lines`) and, unless the plain path takes it then, handed to
+    ``full``, which answers its tuple or ``None`` for a row it rejected (and reported).
+
+    orjson reads lines from the bytes, in C, twice as fast as the standard library. It accepts a
+    subset of what ``json.loads`` does (no NaN, no lone surrogates, strict UTF-8) and reads it
+    alike but for one thing: an integer past 64 bits becomes a float. The plain path takes only
+    strings and integers, and every row it does not take is read again, so what a bad row
+    reports always comes from ``json.loads``.
     """
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if value.__class__ is dict else None
-
-
-def exactly(line: Line) -> Line:
-    """The line as the standard library reads it: itself, unless orjson read it."""
-    number, _, _, raw = line
-    if raw is None:
-        return line
-    text = _text(raw)
-    if text is None:
-        return (number, None, _NOT_UTF8, None)
-    return _json_line(number, text)
+    reader = _Reader(fmt, spec)
+    fast = fmt == "ndjson"
+    loads, unreadable = orjson.loads, orjson.JSONDecodeError
+    async for first, raws in _pieces(chunks):
+        accepted: list[tuple[Any, ...]] = []
+        rows = 0
+        for number, raw in enumerate(raws, first):
+            if fast:
+                try:
+                    values = loads(raw)
+                except unreadable:
+                    values = None
+                if values.__class__ is dict:
+                    record = check_plainly(spec, values, context)
+                    if record is not None:
+                        rows += 1
+                        accepted.append(record)
+                        continue
+            line = reader.read(number, raw)
+            if line is None:
+                continue
+            rows += 1
+            record = None if line[1] is None else check_plainly(spec, line[1], context)
+            if record is None:
+                record = full(line)
+            if record is not None:
+                accepted.append(record)
+        yield rows, accepted
+    reader.end()
 
 
 # json.loads(text) is this scanner run from the first character, after a few steps for arguments,
@@ -167,10 +199,10 @@ def _json_line(number: int, text: str) -> Line:
             value = json.loads(text)
         except (ValueError, RecursionError):
             # ValueError covers JSONDecodeError and integers too long to convert.
-            return (number, None, _NOT_JSON, None)
+            return (number, None, _NOT_JSON)
     if not isinstance(value, dict):
-        return (number, None, _NOT_OBJECT, None)
-    return (number, value, None, None)
+        return (number, None, _NOT_OBJECT)
+    return (number, value, None)
 
 
 def _header(text: str, spec: KindSpec) -> list[str]:
@@ -204,17 +236,15 @@ def _csv_line(number: int, text: str, header: list[str]) -> Line:
     try:
         fields = next(csv.reader([text]))
     except csv.Error:
-        return (number, None, RowProblem(None, "format", "the line is not a CSV record"), None)
+        return (number, None, RowProblem(None, "format", "the line is not a CSV record"))
     if len(fields) != len(header):
         return (
             number,
             None,
             RowProblem(None, "format", f"{len(fields)} fields where the header has {len(header)}"),
-            None,
         )
     return (
         number,
         {name: value for name, value in zip(header, fields, strict=True) if value},
-        None,
         None,
     )

@@ -24,15 +24,8 @@ from yuekang.audit import service as audit
 from yuekang.exceptions import BadRequest, Conflict, PayloadTooLarge, ValidationFailed
 from yuekang.feeds import repository
 from yuekang.feeds.models import FeedBatch, FeedClient
-from yuekang.feeds.parse import BodyRejected, Format, exactly, read_lines
-from yuekang.feeds.rows import (
-    SPECS,
-    FeedKind,
-    RowContext,
-    RowRejected,
-    check_fully,
-    check_plainly,
-)
+from yuekang.feeds.parse import BodyRejected, Format, Line, read_rows
+from yuekang.feeds.rows import SPECS, FeedKind, RowContext, RowRejected, check_fully
 from yuekang.health_status import service as health_status
 from yuekang.pii import BlindIndex
 from yuekang.principals import Actor
@@ -174,44 +167,43 @@ async def ingest(
     errors: list[dict[str, Any]] = []
     good: list[tuple[Any, ...]] = []
     total = rejected = dropped = 0
+
+    def full(line: Line) -> tuple[Any, ...] | None:
+        """A row the plain path did not take: its tuple if the full checks accept it; otherwise
+        None, with its problems reported."""
+        nonlocal rejected, dropped
+        number, values, problem = line
+        if values is not None:
+            try:
+                return check_fully(spec, values, context)
+            except RowRejected as exc:
+                problems = exc.problems
+        else:
+            assert problem is not None
+            problems = [problem]
+        rejected += 1
+        for problem in problems:
+            if len(errors) >= max_reported_errors:
+                dropped += 1
+            else:
+                errors.append(
+                    {
+                        "row": number,
+                        "field": problem.field,
+                        "reason": problem.reason,
+                        "message": problem.message,
+                    }
+                )
+        return None
+
     try:
-        async for lines in read_lines(body, fmt, spec):
-            total += len(lines)
+        async for rows, accepted in read_rows(body, fmt, spec, context, full):
+            total += rows
             if total > max_rows:
                 raise PayloadTooLarge(
                     f"a batch holds at most {max_rows} rows; split it", code="batch_too_large"
                 )
-            for line in lines:
-                number, values, problem, _ = line
-                if values is not None:
-                    record = check_plainly(spec, values, context)
-                    if record is not None:
-                        good.append(record)
-                        continue
-                    # What the full checks see and report is always read by the standard library.
-                    number, values, problem, _ = exactly(line)
-                if values is not None:
-                    try:
-                        good.append(check_fully(spec, values, context))
-                        continue
-                    except RowRejected as exc:
-                        problems = exc.problems
-                else:
-                    assert problem is not None
-                    problems = [problem]
-                rejected += 1
-                for problem in problems:
-                    if len(errors) >= max_reported_errors:
-                        dropped += 1
-                    else:
-                        errors.append(
-                            {
-                                "row": number,
-                                "field": problem.field,
-                                "reason": problem.reason,
-                                "message": problem.message,
-                            }
-                        )
+            good += accepted
             if len(good) >= CHUNK_ROWS:
                 await writer.write(good)
                 good = []
