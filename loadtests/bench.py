@@ -15,8 +15,9 @@ uvicorn worker count and the same load generator settings:
 - QR image: a bare ASGI app answering the same PNG bytes, beside `GET /v1/codes/{id}.png` served
   from the cache; the cold render is timed on its own;
 - trust bundle: `GET /v1/trust-bundle` answered 200 and 304;
-- a resident's status: `GET /v1/me/status`, which the resident page reads every 10 seconds (for
-  the capacity model: no limit to compare with);
+- a resident's status: `GET /v1/me/status`, which the resident page reads every minute while
+  green, answered 200 and, revalidated with its ETag, 304 (for the capacity model: no limit to
+  compare with);
 - feed ingestion: raw COPY into PostgreSQL, beside a 100,000-row batch over HTTP
   (`loadtests.bench_feeds`).
 
@@ -118,12 +119,18 @@ def post_script(body: str, headers: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rotating_tokens_script(path: str, tokens: list[str], method: str = "POST") -> str:
-    """``method`` ``path`` with the bearer tokens in turn (many residents, not one hot row)."""
+def rotating_tokens_script(
+    path: str, tokens: list[str], method: str = "POST", etags: list[str] | None = None
+) -> str:
+    """``method`` ``path`` with the bearer tokens in turn (many residents, not one hot row), each
+    with its own ``If-None-Match`` when ``etags`` are given."""
     listed = ", ".join(json.dumps(t) for t in tokens)
+    tags = ", ".join(json.dumps(t) for t in etags or [])
+    revalidate = '["If-None-Match"] = etags[n], ' if etags else ""
     # Each wrk thread starts at its own place in the list, or the threads would ask for the
     # same person at the same moment.
     return f"""tokens = {{{listed}}}
+etags = {{{tags}}}
 threads = 0
 setup = function(thread)
   thread:set("offset", threads * 7919)
@@ -132,8 +139,9 @@ end
 i = 0
 request = function()
   i = i + 1
+  local n = ((i + offset) % #tokens) + 1
   return wrk.format({json.dumps(method)}, {json.dumps(path)},
-                    {{["Authorization"] = "Bearer " .. tokens[((i + offset) % #tokens) + 1]}}, nil)
+                    {{{revalidate}["Authorization"] = "Bearer " .. tokens[n]}}, nil)
 end
 """
 
@@ -438,12 +446,24 @@ def main() -> None:
                 **load,
                 script=rotating_tokens_script("/v1/me/status", tokens, "GET"),
             )
+            with httpx.Client(base_url=base, timeout=30) as client:
+                etags = [
+                    client.get("/v1/me/status", headers={"Authorization": f"Bearer {t}"}).headers[
+                        "etag"
+                    ]
+                    for t in tokens
+                ]
+            unchanged = wrk(
+                f"{base}/v1/me/status",
+                **load,
+                script=rotating_tokens_script("/v1/me/status", tokens, "GET", etags),
+            )
             rows.append(
                 (
-                    "A resident's status (`GET /v1/me/status`)",
-                    f"{status.rate:,.0f} req/s",
+                    "A resident's status (`GET /v1/me/status`), 200 / 304",
+                    f"{status.rate:,.0f} / {unchanged.rate:,.0f} req/s",
                     "--",
-                    f"p50 {status.p50_ms:.1f} ms, p99 {status.p99_ms:.1f} ms",
+                    f"p99 {status.p99_ms:.1f} / {unchanged.p99_ms:.1f} ms",
                 )
             )
 

@@ -15,6 +15,7 @@ from support.api import Api, Resident
 from yuekang.clock import ManualClock
 from yuekang.codec.keys import b64url_decode
 from yuekang.health_status.models import StatusChange
+from yuekang.principals import Role
 
 LOCAL = dt.timezone(dt.timedelta(hours=8))
 GREEN = {
@@ -290,3 +291,66 @@ async def test_a_yellow_status_lapses_to_green_with_no_new_fact_and_history_is_k
     assert changes[2].detail["reason_codes"] == []
     assert changes[2].actor == "system:rules"
     assert changes[2].at == lapse
+
+
+async def test_the_status_answers_304_until_something_in_it_changes(
+    running: RunningApp, api: Api, clock: ManualClock
+):
+    # A page polls its status; a browser revalidates with If-None-Match by itself.
+    resident = await api.registered()
+    first = await api.client.get("/v1/me/status", headers=resident.auth)
+    etag = first.headers["ETag"]
+    assert first.headers["Cache-Control"] == "private, no-cache"
+    assert first.headers["Vary"] == "Accept-Language"
+
+    async def again(**headers: str) -> Any:
+        return await api.client.get(
+            "/v1/me/status", headers={**resident.auth, "If-None-Match": etag, **headers}
+        )
+
+    unchanged = await again()
+    assert (unchanged.status_code, unchanged.content) == (304, b"")
+    assert unchanged.headers["ETag"] == etag
+    assert (await again(**{"If-None-Match": f'"other", {etag}'})).status_code == 304
+    # Another language is another answer.
+    english = await again(**{"Accept-Language": "en"})
+    assert english.status_code == 200
+    assert english.json()["explanation"] == [GREEN["en"]]
+    assert english.headers["ETag"] != etag
+
+    operator = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
+    me = (await api.client.get("/v1/me", headers=resident.auth)).json()
+    clock.advance(60)
+    changed = await api.client.put(
+        f"/v1/admin/residents/{me['resident_id']}/status",
+        headers=operator,
+        json={"status": "red", "reason": "close contact"},
+    )
+    assert changed.status_code == 200, changed.text
+    red = await again()
+    assert red.status_code == 200
+    assert red.json()["status"] == "red"
+    assert red.headers["ETag"] != etag
+
+
+async def test_the_status_etag_moves_with_the_test_result_display_bucket(
+    running: RunningApp, api: Api, clock: ManualClock
+):
+    # Nothing stored changes, but "negative within 24 hours" becomes "within 48 hours".
+    resident = await api.registered()
+    sampled = clock.now() - dt.timedelta(hours=2)
+    await push(
+        running,
+        "nat-results",
+        [{**person(resident), "sampled_at": sampled.isoformat(), "result": "negative", "lab": "L"}],
+    )
+    first = await api.client.get("/v1/me/status", headers=resident.auth)
+    assert first.json()["nat"]["negative_within_hours"] == 24
+    revalidate = {"If-None-Match": first.headers["ETag"]}
+    same = await api.client.get("/v1/me/status", headers={**resident.auth, **revalidate})
+    assert same.status_code == 304
+    clock.advance(23 * 3600)
+    resident.token = (await api.sign_in(resident.phone)).token
+    later = await api.client.get("/v1/me/status", headers={**resident.auth, **revalidate})
+    assert later.status_code == 200
+    assert later.json()["nat"]["negative_within_hours"] == 48

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from yuekang.codec.reasons import pick_language
 from yuekang.deps import (
@@ -18,6 +19,7 @@ from yuekang.deps import (
 )
 from yuekang.exceptions import NotFound, UnsupportedMediaType
 from yuekang.health_status import rulebook, service
+from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.schemas import (
     FindingRead,
     MyStatusRead,
@@ -42,25 +44,34 @@ rules_admin = APIRouter(prefix="/v1/admin/rule-sets", tags=["admin: rules"])
 Language = Literal["zh-Hans", "zh-Hant", "en", "pt"]
 
 
-@resident.get("/status", response_model=MyStatusRead, responses=errors(401, 404))
+@resident.get(
+    "/status",
+    response_model=MyStatusRead,
+    responses={
+        304: {"description": "Unchanged since the ETag sent in If-None-Match"},
+        **errors(401, 404),
+    },
+)
 async def read_my_status(
     resident_id: CurrentResident,
     session: SessionDep,
     context: Context,
     now: Now,
+    response: Response,
     lang: Annotated[Language | None, Query(description="Overrides Accept-Language")] = None,
     accept_language: Annotated[str | None, Header(alias="Accept-Language")] = None,
-) -> MyStatusRead:
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> MyStatusRead | Response:
     """The resident's status and why: reason codes, an explanation in their language, when it
-    lapses, the latest test result and vaccinations. 404 `identity_not_bound` before binding."""
+    lapses, the latest test result and vaccinations. 404 `identity_not_bound` before binding.
+    `ETag` names this answer: `If-None-Match` with it answers 304 while nothing in it changed (a
+    page polls this; a browser revalidates by itself)."""
     rules = await context.rulebook.current()
     # No lock: a page reads this every few seconds, and only a decision made here writes.
     record = await service.current(session, resident_id, rules=rules, now=now, lock=False)
     if record is None:
         raise NotFound("bind an identity document first", code="identity_not_bound")
     language = lang or pick_language(accept_language)
-    findings = service.stored_findings(record)
-    status = as_status(record.status)
     nat = None
     if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
         nat = NatRead(
@@ -70,8 +81,21 @@ async def read_my_status(
                 record.nat_sampled_at, record.nat_result, now=now, buckets=rules.nat_display_hours
             ),
         )
+    etag = _status_etag(
+        record,
+        rules_version=rules.version,
+        language=language,
+        nat_hours=None if nat is None else nat.negative_within_hours,
+    )
+    # Private: the answer is one person's. no-cache: a cached copy is used only once revalidated.
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Accept-Language"}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    response.headers.update(headers)
+    findings = service.stored_findings(record)
+    colour = as_status(record.status)
     return MyStatusRead(
-        status=status,
+        status=colour,
         reason_codes=record.reason_codes,
         explanation=explain(findings, rules, language),
         language=language,
@@ -84,8 +108,32 @@ async def read_my_status(
         rule_set_version=record.rule_set_version,
         nat=nat,
         vaccination=VaccinationRead(doses=record.vaccine_doses, last_dose_on=record.vaccinated_on),
-        can_appeal=status != "green",
+        can_appeal=colour != "green",
     )
+
+
+def _status_etag(
+    record: HealthStatus, *, rules_version: str, language: str, nat_hours: int | None
+) -> str:
+    """A digest of everything the status answer is made from -- the stored decision, the rule
+    set that words the explanation, the language, and the test's display bucket, which moves
+    with the clock -- without making the answer."""
+    made_from = (
+        record.status,
+        record.reason_codes,
+        record.findings,
+        record.valid_until,
+        record.updated_at,
+        record.rule_set_version,
+        record.nat_sampled_at,
+        record.nat_result,
+        record.vaccine_doses,
+        record.vaccinated_on,
+        rules_version,
+        language,
+        nat_hours,
+    )
+    return '"' + hashlib.blake2b(repr(made_from).encode(), digest_size=16).hexdigest() + '"'
 
 
 @admin.post("/lookup", response_model=ResidentFound, responses=errors(401, 403, 404, 422))
