@@ -68,6 +68,31 @@ def test_mod11_2_check_is_the_weighted_sum_of_the_standard() -> None:
         assert mod11_2_check(body) == "10X98765432"[total % 11], body
 
 
+def test_the_embedded_birth_date_is_the_calendar_date_its_digits_name() -> None:
+    # Read with fromisoformat's basic form: the same answer as building the date from the
+    # year, month and day, for every eight digits, including 29 February and impossible days.
+    from yuekang.residents.documents import _embedded_birth_date
+
+    def by_parts(digits: str) -> datetime.date | None:
+        try:
+            return datetime.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+        except ValueError:
+            return None
+
+    rng = random.Random(19491231)
+    edges = [
+        f"{y:04d}{m:02d}{d:02d}"
+        for y in (0, 1, 1899, 1900, 2000, 2023, 2024, 2100, 9999)
+        for m in range(14)
+        for d in range(33)
+    ]
+    samples = edges + ["".join(rng.choices("0123456789", k=8)) for _ in range(50000)]
+    for digits in samples:
+        assert _embedded_birth_date(digits) == by_parts(digits), digits
+    assert _embedded_birth_date("20240229") == datetime.date(2024, 2, 29)
+    assert _embedded_birth_date("20230229") is None
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

@@ -26,7 +26,6 @@ not-in-the-future rule, and callers and tests can pass it explicitly.
 from __future__ import annotations
 
 import datetime
-import functools
 import re
 from enum import StrEnum
 from typing import Literal, assert_never
@@ -335,10 +334,16 @@ def _check_gb11643(
         )
 
 
-@functools.lru_cache(maxsize=65536)
 def _embedded_birth_date(yyyymmdd: str) -> datetime.date | None:
+    """The date eight ASCII digits name (callers have checked they are digits), or None.
+
+    ``fromisoformat`` reads ISO 8601's basic form YYYYMMDD in C, five times as fast as three
+    ``int()`` calls. It once sat behind an LRU cache of 65,536 dates instead: a feed's random
+    birth dates filled it for hours, and a long soak read that as memory that never stopped
+    growing (about 10 MB a worker when full).
+    """
     try:
-        return datetime.date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
+        return datetime.date.fromisoformat(yyyymmdd)
     except ValueError:
         return None
 
