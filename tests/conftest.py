@@ -13,12 +13,13 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from codec.forge import Trust
-from support.api import Api
+from support.api import Api, Resident
 from support.postgres import create_database, postgres_server
 from yuekang.app import bootstrap_dev_key, create_app
 from yuekang.auth.sms import MemorySmsSender
@@ -155,6 +156,19 @@ class RunningApp:
                 now=self.context.clock.now(),
             )
         return key
+
+    async def set_red(self, resident: Resident, reason: str = "close contact") -> dict[str, Any]:
+        """An operator sets the resident's status red, as a close contact would be."""
+        operator = {"Authorization": f"Bearer {await self.operator_token(Role.OPERATOR)}"}
+        me = (await self.client.get("/v1/me", headers=resident.auth)).json()
+        changed = await self.client.put(
+            f"/v1/admin/residents/{me['resident_id']}/status",
+            headers=operator,
+            json={"status": "red", "reason": reason},
+        )
+        assert changed.status_code == 200, changed.text
+        answer: dict[str, Any] = changed.json()
+        return answer
 
     async def checkpoint_key(self, name: str = "test gate") -> str:
         async with self.context.sessionmaker() as session, session.begin():

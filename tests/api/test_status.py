@@ -15,7 +15,6 @@ from support.api import Api, Resident
 from yuekang.clock import ManualClock
 from yuekang.codec.keys import b64url_decode
 from yuekang.health_status.models import StatusChange
-from yuekang.principals import Role
 
 LOCAL = dt.timezone(dt.timedelta(hours=8))
 GREEN = {
@@ -318,15 +317,8 @@ async def test_the_status_answers_304_until_something_in_it_changes(
     assert english.json()["explanation"] == [GREEN["en"]]
     assert english.headers["ETag"] != etag
 
-    operator = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
-    me = (await api.client.get("/v1/me", headers=resident.auth)).json()
     clock.advance(60)
-    changed = await api.client.put(
-        f"/v1/admin/residents/{me['resident_id']}/status",
-        headers=operator,
-        json={"status": "red", "reason": "close contact"},
-    )
-    assert changed.status_code == 200, changed.text
+    await running.set_red(resident)
     red = await again()
     assert red.status_code == 200
     assert red.json()["status"] == "red"

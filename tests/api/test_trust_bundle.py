@@ -76,15 +76,8 @@ async def test_a_revocation_makes_a_new_version_and_a_delta(
     now = epoch(clock.now())
     synced = TrustStore(await pinned_anchor(running)).load(first, now=now)
 
-    operator = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
-    me = (await running.client.get("/v1/me", headers=resident.auth)).json()
     clock.advance(60)
-    changed = await running.client.put(
-        f"/v1/admin/residents/{me['resident_id']}/status",
-        headers=operator,
-        json={"status": "red", "reason": "close contact"},
-    )
-    assert changed.json()["codes_revoked"] == 1
+    assert (await running.set_red(resident))["codes_revoked"] == 1
 
     assert (await fetch(running, gate, etag='"v1"'))[0] == 200
     status, etag, delta = await fetch(running, gate, since=1)
@@ -137,14 +130,7 @@ async def test_a_process_serves_the_bundle_it_checked_for_a_few_seconds(
         resident = await running.api.registered()
         code = await running.api.code(resident)
         assert (await fetch(running, gate))[:2] == (200, '"v1"')
-        operator = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
-        me = (await running.client.get("/v1/me", headers=resident.auth)).json()
-        changed = await running.client.put(
-            f"/v1/admin/residents/{me['resident_id']}/status",
-            headers=operator,
-            json={"status": "red", "reason": "close contact"},
-        )
-        assert changed.json()["codes_revoked"] == 1
+        assert (await running.set_red(resident))["codes_revoked"] == 1
 
         seconds[0] += 29
         assert (await fetch(running, gate, etag='"v1"'))[0] == 304
