@@ -107,22 +107,6 @@ def _text(raw: bytes) -> str | None:
 _NOT_UTF8 = RowProblem(None, "encoding", "the line is not valid UTF-8")
 
 
-async def read_lines(
-    chunks: AsyncIterator[bytes], fmt: Format, spec: KindSpec
-) -> AsyncIterator[list[Line]]:
-    """The body's rows as the standard library reads them, a list per piece of the body."""
-    reader = _Reader(fmt, spec)
-    async for first, raws in _pieces(chunks):
-        rows = [
-            line
-            for number, raw in enumerate(raws, first)
-            if (line := reader.read(number, raw)) is not None
-        ]
-        if rows:
-            yield rows
-    reader.end()
-
-
 async def read_rows(
     chunks: AsyncIterator[bytes],
     fmt: Format,
@@ -135,8 +119,8 @@ async def read_rows(
 
     A row in the usual form is read by orjson and taken by the plain path (``check_plainly``) in
     one pass, with nothing made for it but its tuple. Any other row is read as the standard
-    library reads it (:func:`read_lines`) and, unless the plain path takes it then, handed to
-    ``full``, which answers its tuple or ``None`` for a row it rejected (and reported).
+    library reads it and, unless the plain path takes it then, handed to ``full``, which answers
+    its tuple or ``None`` for a row it rejected (and reported).
 
     orjson reads lines from the bytes, in C, twice as fast as the standard library. It accepts a
     subset of what ``json.loads`` does (no NaN, no lone surrogates, strict UTF-8) and reads it
@@ -175,31 +159,16 @@ async def read_rows(
     reader.end()
 
 
-# json.loads(text) is this scanner run from the first character, after a few steps for arguments,
-# a BOM and surrounding whitespace that cost as much again as scanning a short line.
-_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _NOT_JSON = RowProblem(None, "format", "the line is not valid JSON")
 _NOT_OBJECT = RowProblem(None, "format", "the line is not a JSON object")
 
 
 def _json_line(number: int, text: str) -> Line:
-    value: Any = None
-    if text[:1] == "{":
-        # An object from the first character to the last is what json.loads would read; anything
-        # else (surrounding space, an error) is left to json.loads to accept or refuse.
-        try:
-            value, end = _scan(text, 0)
-        except (StopIteration, ValueError, RecursionError):
-            value = None
-        else:
-            if end != len(text):
-                value = None
-    if value is None:
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):
-            # ValueError covers JSONDecodeError and integers too long to convert.
-            return (number, None, _NOT_JSON)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and integers too long to convert.
+        return (number, None, _NOT_JSON)
     if not isinstance(value, dict):
         return (number, None, _NOT_OBJECT)
     return (number, value, None)

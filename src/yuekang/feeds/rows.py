@@ -59,6 +59,8 @@ _RFC3339_LOCAL = re.compile(
 )
 _DOC_TYPES = {t.value: t for t in DocType}
 _CATEGORIES = {c.value: c for c in CaseCategory}
+_NAT_RESULTS = {"negative": "negative", "positive": "positive"}
+_LEVELS = {"high": "high", "medium": "medium", "low": "low"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +92,9 @@ class _Row:
 
     def text(self, field: str, *, optional: bool = False, max_length: int = 64) -> str | None:
         value = self.values.get(field)
-        if value.__class__ is str and value and len(value) <= max_length and value.isprintable():
-            # The common case, in one test: a short printable string (so no NUL), to be trimmed.
-            stripped: str = value.strip()
-            if stripped:
-                return stripped
+        plain = _plain_text(value, max_length)
+        if plain is not None:
+            return plain
         if value is None or value == "" or (isinstance(value, str) and not value.strip()):
             self._missing(field, optional)
             return None
@@ -223,7 +223,7 @@ def _case(row: _Row, context: RowContext) -> tuple[Any, ...]:
 def _nat(row: _Row, context: RowContext) -> tuple[Any, ...]:
     person = row.person(context)
     sampled_at = row.instant("sampled_at", context)
-    result = row.choice("result", {"negative": "negative", "positive": "positive"})
+    result = row.choice("result", _NAT_RESULTS)
     lab = row.text("lab", max_length=128)
     return (person, sampled_at, result, lab)
 
@@ -238,7 +238,7 @@ def _vaccination(row: _Row, context: RowContext) -> tuple[Any, ...]:
 
 def _risk_area(row: _Row, context: RowContext) -> tuple[Any, ...]:
     region = row.region("region_code")
-    level = row.choice("level", {"high": "high", "medium": "medium", "low": "low"})
+    level = row.choice("level", _LEVELS)
     valid_from = row.date("valid_from", context)
     valid_to = row.date("valid_to", context, optional=True, future=True)
     row.in_order("valid_from", valid_from, "valid_to", valid_to)
@@ -259,12 +259,10 @@ def _travel(row: _Row, context: RowContext) -> tuple[Any, ...]:
 # exception -- answers None and the row goes through the full checks, which report problems; so
 # what a bad row reports never depends on this code.
 _PLAIN_DOC_TYPES = {"prc_id": DocType.PRC_ID}
-_NAT_RESULTS = {"negative": "negative", "positive": "positive"}
-_LEVELS = {"high": "high", "medium": "medium", "low": "low"}
 
 
 def _plain_text(value: Any, max_length: int) -> str | None:
-    # As _Row.text's first test, which is the whole of its answer for such a value.
+    # The common case, in one test: a short printable string (so no NUL), to be trimmed.
     if value.__class__ is str and value and len(value) <= max_length and value.isprintable():
         stripped: str = value.strip()
         if stripped:
@@ -472,14 +470,6 @@ def _shown(name: object) -> str:
     return str(name)[:64].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def check_row(spec: KindSpec, values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...]:
-    """The row as a database tuple, or :class:`RowRejected` with every problem found."""
-    record = check_plainly(spec, values, context)
-    if record is not None:
-        return record
-    return check_fully(spec, values, context)
-
-
 def check_plainly(
     spec: KindSpec, values: Mapping[str, Any], context: RowContext
 ) -> tuple[Any, ...] | None:
@@ -494,7 +484,8 @@ def check_plainly(
 
 
 def check_fully(spec: KindSpec, values: Mapping[str, Any], context: RowContext) -> tuple[Any, ...]:
-    """:func:`check_row` without the plain path: what the plain path must agree with."""
+    """The row as a database tuple, or :class:`RowRejected` with every problem found: what the
+    plain path must agree with."""
     row = _Row(values)
     unknown = () if spec.names.issuperset(values) else [n for n in values if n not in spec.names]
     for name in unknown:
