@@ -194,7 +194,7 @@ class Settings(BaseSettings):
         False,
         description="log every request (address, path, status); off by default: paths name "
         "health codes, the proxy in front usually keeps such a log already, and at a border "
-        "queue's rate the log line costs a tenth of an online verification",
+        "queue's rate the log line costs 6% of an online verification",
     )
     telemetry: bool = Field(
         False,
