@@ -28,7 +28,7 @@ from yuekang.checkpoints import endpoints as checkpoints
 from yuekang.clock import Clock
 from yuekang.config import ResolvedSettings, Settings, resolve
 from yuekang.context import AppContext
-from yuekang.exceptions import YuekangError
+from yuekang.exceptions import ServiceUnavailable, YuekangError
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import service as exchange_service
@@ -212,17 +212,13 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _send_again(code: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+    return ServiceUnavailable(message, code=code, headers={"Retry-After": "1"}).response()
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(YuekangError)
     async def _yuekang_error(_request: Request, exc: YuekangError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 
 class YuekangError(Exception):
     status_code: int = 400
@@ -39,6 +41,10 @@ class YuekangError(Exception):
         if self.fields:
             error["fields"] = self.fields
         return {"error": error}
+
+    def response(self) -> JSONResponse:
+        """The error as it is answered: ``{"error": ...}`` with its status and headers."""
+        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
 
 
 class BadRequest(YuekangError):

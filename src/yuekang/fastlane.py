@@ -27,10 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from yuekang import apikeys
 from yuekang.auth.service import read_session_token
-from yuekang.checkpoints.endpoints import KEY_REFUSED, verdict_json
+from yuekang.checkpoints.endpoints import verdict_json
 from yuekang.checkpoints.schemas import VerifyRequest
 from yuekang.checkpoints.service import KEY_PREFIX
 from yuekang.context import AppContext
+from yuekang.deps import BAD_CHECKPOINT_KEY
 from yuekang.exceptions import Unauthorized
 from yuekang.health_codes.endpoints import BATCH_DECLINED, code_response, image_response
 from yuekang.health_codes.service import ImageFormat
@@ -80,13 +81,11 @@ class FastLane:
                 accept_language=language.decode("latin-1") if language is not None else None,
             )
         except Exception:  # a database error: the route tries once more, and answers
-            answer = None
-        else:
-            if answer is None:
-                # The database refused the key: the route need not ask again.
-                scope[KEY_REFUSED] = True
-        if answer is None:
             await self.app(scope, _replay(body, receive), send)
+            return
+        if answer is None:  # the database refused the key: answered as the route would
+            refused = Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+            await refused.response()(scope, receive, send)
             return
         await Response(answer, media_type="application/json")(scope, receive, send)
 

@@ -24,9 +24,6 @@ from yuekang.openapi import errors
 
 router = APIRouter(tags=["checkpoints"])
 
-KEY_REFUSED = "yuekang.checkpoint_key_refused"
-"""Set in the request's scope by the fast lane when the database has refused the key."""
-
 
 @router.post("/v1/verify", response_model=VerdictRead, responses=errors(401, 422))
 async def verify(
@@ -43,15 +40,8 @@ async def verify(
     applied to the verdict: `allow`, `deny` or `manual_check`, with `decision_reason`. The
     verdict is sent once its scan record is committed.
     """
-    answer = (
-        None
-        if request.scope.get(KEY_REFUSED)
-        else await verdict_json(
-            request.app.state.context,
-            key=key,
-            qr_text=body.qr_text,
-            accept_language=accept_language,
-        )
+    answer = await verdict_json(
+        request.app.state.context, key=key, qr_text=body.qr_text, accept_language=accept_language
     )
     if answer is None:
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
