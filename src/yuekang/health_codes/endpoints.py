@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
+from yuekang.conditional import etag_matches
 from yuekang.deps import Context, CurrentResident, Now, SessionDep
 from yuekang.exceptions import BadRequest, NotFound
 from yuekang.health_codes import service
@@ -119,7 +120,7 @@ def image_response(
     etag = f'"{code_id}.{fmt}"'
     remaining = max(int((entry.expires_at - now).total_seconds()), 0)
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={remaining}"}
-    if if_none_match == etag:
+    if etag_matches(if_none_match, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     media_type = "image/png" if fmt == "png" else "image/svg+xml"
     return Response(content=entry.image, media_type=media_type, headers=headers)

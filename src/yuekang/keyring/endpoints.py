@@ -5,6 +5,7 @@ import json
 
 from fastapi import APIRouter, Request, Response, status
 
+from yuekang.conditional import etag_matches
 from yuekang.db import after_commit
 from yuekang.deps import AdminOperator, Context, Now, SessionDep
 from yuekang.keyring import service
@@ -34,7 +35,7 @@ async def jwks(request: Request, context: Context, now: Now) -> Response:
         "Cache-Control": f"public, max-age={context.settings.keys.jwks_max_age_seconds}",
         "ETag": view.jwks_etag,
     }
-    if request.headers.get("if-none-match") == view.jwks_etag:
+    if etag_matches(request.headers.get("if-none-match"), view.jwks_etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     body = json.dumps(view.jwks, separators=(",", ":")).encode()
     return Response(body, media_type="application/jwk-set+json", headers=headers)

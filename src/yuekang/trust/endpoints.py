@@ -4,8 +4,11 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.codec.keys import SigningKey
+from yuekang.conditional import etag_matches
+from yuekang.context import AppContext
 from yuekang.deps import Context, CurrentCheckpoint, Now, SessionDep
 from yuekang.exceptions import ServiceUnavailable
 from yuekang.openapi import errors
@@ -41,15 +44,13 @@ async def trust_bundle(
     grace = dt.timedelta(seconds=settings.trust.bundle_grace_seconds)
     max_code_lifetime = dt.timedelta(seconds=settings.codes.max_lifetime_seconds)
 
+    anchors: list[SigningKey] = []
+
     async def anchor() -> SigningKey:
-        key = await service.anchor_key(
-            session, passphrase=context.secrets.key_passphrase, now=now, create=False
-        )
-        if key is None:
-            raise ServiceUnavailable(
-                "no trust anchor key yet: run `yuekang keys anchor`", code="no_anchor_key"
-            )
-        return key
+        # Asked for at most once a request: by the bundle's check, or by a delta.
+        if not anchors:
+            anchors.append(await _anchor(session, context, now))
+        return anchors[0]
 
     async def find() -> service.Served:
         record = await service.current(
@@ -66,7 +67,7 @@ async def trust_bundle(
     served = await context.bundles.latest(find)
     etag = f'"v{served.version}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+    if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     text = served.text
     if since is not None:
@@ -90,12 +91,17 @@ async def trust_bundle(
 async def trust_anchor(session: SessionDep, context: Context, now: Now) -> dict[str, str]:
     """The anchor's public key (a JWK). A checkpoint pins it only if its `kid` -- the RFC 7638
     thumbprint -- is the fingerprint it was given out of band."""
-    anchor = await service.anchor_key(
+    jwk: dict[str, str] = (await _anchor(session, context, now)).public().to_jwk()
+    return jwk
+
+
+async def _anchor(session: AsyncSession, context: AppContext, now: dt.datetime) -> SigningKey:
+    """The trust anchor's key, or 503 ``no_anchor_key``."""
+    key = await service.anchor_key(
         session, passphrase=context.secrets.key_passphrase, now=now, create=False
     )
-    if anchor is None:
+    if key is None:
         raise ServiceUnavailable(
             "no trust anchor key yet: run `yuekang keys anchor`", code="no_anchor_key"
         )
-    jwk: dict[str, str] = anchor.public().to_jwk()
-    return jwk
+    return key
