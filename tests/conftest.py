@@ -29,6 +29,7 @@ from yuekang.codec.keys import SigningKey
 from yuekang.config import (
     KeySettings,
     OtpSettings,
+    ProofingSettings,
     ResolvedSettings,
     Secrets,
     Settings,
@@ -40,6 +41,7 @@ from yuekang.feeds import service as feeds
 from yuekang.feeds.rows import FeedKind
 from yuekang.operators import service as operators
 from yuekang.principals import Actor, Role
+from yuekang.residents.proofing import MemoryProofing
 
 TEST_SECRETS = Secrets(
     key_passphrase="test-passphrase-0123456789",
@@ -116,6 +118,8 @@ def make_settings(database_url: str, keys_dir: Path, **overrides: object) -> Set
         "keys_dir": keys_dir,
         "secrets": TEST_SECRETS,
         "otp": OtpSettings(per_client_limit=100_000),
+        # Every test signs in and binds from 127.0.0.1 against one shared database.
+        "proofing": ProofingSettings(per_client_limit=100_000),
         "keys": KeySettings(ring_refresh_seconds=0),
         "trust": TrustSettings(serve_cached_seconds=0),
     }
@@ -129,11 +133,20 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 class RunningApp:
-    def __init__(self, context: AppContext, client: httpx.AsyncClient, sms: MemorySmsSender):
+    def __init__(
+        self,
+        context: AppContext,
+        client: httpx.AsyncClient,
+        sms: MemorySmsSender,
+        registry: MemoryProofing,
+    ):
         self.context = context
         self.client = client
         self.sms = sms
-        self.api = Api(client)
+        self.registry = registry
+        """The identity registry the app proves identities against (people are added to it
+        by ``api.bind`` unless a test says otherwise)."""
+        self.api = Api(client, registry)
 
     async def operator_token(self, role: Role = Role.OPERATOR) -> str:
         async with self.context.sessionmaker() as session, session.begin():
@@ -185,9 +198,14 @@ async def start_app(
     *,
     bootstrap: bool = True,
     client_address: str = "127.0.0.1",
+    registry: MemoryProofing | None = None,
 ) -> AsyncIterator[RunningApp]:
+    registry = registry or MemoryProofing()
     app = create_app(
-        ResolvedSettings(settings, settings.secrets or TEST_SECRETS), clock=clock, sms=sms
+        ResolvedSettings(settings, settings.secrets or TEST_SECRETS),
+        clock=clock,
+        sms=sms,
+        proofing=registry,
     )
     async with app.router.lifespan_context(app):
         context: AppContext = app.state.context
@@ -195,7 +213,7 @@ async def start_app(
             await bootstrap_dev_key(context)
         transport = httpx.ASGITransport(app=app, client=(client_address, 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield RunningApp(context, client, sms)
+            yield RunningApp(context, client, sms, registry)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from yuekang.keyring import service as keys
 from yuekang.middleware import BodySizeLimit
 from yuekang.principals import Actor
 from yuekang.residents import endpoints as residents
+from yuekang.residents.proofing import IdentityProofing
 from yuekang.scans import endpoints as scans
 from yuekang.scans import service as scan_records
 from yuekang.stats import endpoints as stats
@@ -56,6 +57,7 @@ def create_app(
     *,
     clock: Clock | None = None,
     sms: SmsSender | None = None,
+    proofing: IdentityProofing | None = None,
 ) -> FastAPI:
     resolved = (
         settings if isinstance(settings, ResolvedSettings) else resolve(settings or Settings())
@@ -63,7 +65,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context = AppContext.build(resolved, clock=clock, sms=sms)
+        context = AppContext.build(resolved, clock=clock, sms=sms, proofing=proofing)
+        await context.start()
         app.state.context = context
         # Everything loaded so far (modules, routes, the context) lives as long as the process:
         # take it out of the cyclic collector's view, so collections triggered by a request's

@@ -130,6 +130,64 @@ class ExchangeSettings(BaseModel):
     package_lifetime_seconds: int = Field(300, ge=30, le=600)
 
 
+class ProofingSettings(BaseModel):
+    """Identity proofing (docs/IDENTITY.md): which registry answers, and how hard it may be
+    asked."""
+
+    backend: Literal["builtin", "http"] = Field(
+        "builtin",
+        description="builtin: the development registry in builtin_dir, in-process (refused in "
+        "production); http: an external registry speaking YKP1 at url",
+    )
+    url: str | None = Field(None, description="base URL of the registry (backend=http)")
+    client_id: str = Field("yk-gd", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    client_secret_file: Path | None = Field(
+        None,
+        description="a file holding the registry's shared secret (a mounted secret), instead "
+        "of secrets.proofing_client_secret",
+    )
+    builtin_dir: Path = Field(
+        Path("var/registry"), description="the built-in development registry's data"
+    )
+    timeout_seconds: float = Field(2.0, gt=0, le=30, description="one attempt")
+    attempts: int = Field(3, ge=1, le=5)
+    budget_seconds: float = Field(
+        5.0, gt=0, le=30, description="a check with its retries; past it, 503 proofing_unavailable"
+    )
+    per_account_limit: int = Field(5, ge=1, description="attempts per account per window")
+    per_account_window_seconds: int = Field(86400, ge=60)
+    per_document_limit: int = Field(5, ge=1, description="attempts per document per window")
+    per_document_window_seconds: int = Field(86400, ge=60)
+    per_client_limit: int = Field(30, ge=1, description="attempts per client address per window")
+    per_client_window_seconds: int = Field(3600, ge=60)
+    alert_failures: int = Field(
+        3, ge=1, description="failed attempts on one document that raise an operator alert"
+    )
+    alert_window_seconds: int = Field(86400, ge=60)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> ProofingSettings:
+        if self.backend == "http" and not (
+            self.url and self.url.startswith(("http://", "https://"))
+        ):
+            raise ValueError("proofing.backend=http needs proofing.url (http:// or https://)")
+        return self
+
+
+class DependantSettings(BaseModel):
+    max_per_guardian: int = Field(5, ge=1, le=20, description="family members one account holds")
+    adult_age: int = Field(18, ge=14, le=21, description="from this age a dependant must consent")
+    consent_ttl_seconds: int = Field(600, ge=60, le=3600)
+    consent_max_attempts: int = Field(5, ge=1, le=20)
+
+
+class DocumentCheckSettings(BaseModel):
+    per_checkpoint_limit: int = Field(
+        60, ge=1, description="document checks (刷证核验) one checkpoint may make per window"
+    )
+    per_checkpoint_window_seconds: int = Field(60, ge=1)
+
+
 class SessionSettings(BaseModel):
     ttl_seconds: int = Field(43200, ge=60)
 
@@ -145,6 +203,9 @@ class Secrets(BaseModel):
     )
     pii_active_key_id: str
     blind_index_key: str = Field(min_length=32, description="HMAC key of lookup indexes")
+    proofing_client_secret: str | None = Field(
+        None, min_length=32, description="HMAC key of requests to the identity registry"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Secrets:
@@ -162,6 +223,11 @@ class Secrets(BaseModel):
             "session_secret": self.session_secret,
             "otp_secret": self.otp_secret,
             "blind_index_key": self.blind_index_key,
+            **(
+                {"proofing_client_secret": self.proofing_client_secret}
+                if self.proofing_client_secret
+                else {}
+            ),
             **{f"pii_keys.{k}": v for k, v in self.pii_keys.items()},
         }
         return [name for name, value in values.items() if value.startswith(DEV_SECRET_PREFIX)]
@@ -217,6 +283,9 @@ class Settings(BaseSettings):
     scans: ScanSettings = ScanSettings()
     exchange: ExchangeSettings = ExchangeSettings()
     sms: SmsSettings = SmsSettings()
+    proofing: ProofingSettings = ProofingSettings()
+    dependants: DependantSettings = DependantSettings()
+    document_checks: DocumentCheckSettings = DocumentCheckSettings()
     secrets: Secrets | None = None
 
     @property
@@ -235,6 +304,21 @@ class ResolvedSettings:
     settings: Settings
     secrets: Secrets
 
+    def proofing_secret(self) -> bytes:
+        """The identity registry's shared secret (backend=http)."""
+        if self.secrets.proofing_client_secret is not None:
+            return self.secrets.proofing_client_secret.encode()
+        path = self.settings.proofing.client_secret_file
+        if path is None:
+            raise ConfigurationError("no secret is configured for the identity registry")
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+        if len(secret) < 32:
+            raise ConfigurationError(f"{path} must hold a secret of at least 32 characters")
+        return secret.encode()
+
 
 def resolve(settings: Settings) -> ResolvedSettings:
     """Return settings with their secrets, generating development secrets when allowed.
@@ -248,6 +332,15 @@ def resolve(settings: Settings) -> ResolvedSettings:
         dev = current.development_ones()
         if settings.sms.backend == "log":
             dev.append("sms.backend=log (writes one-time codes to the log)")
+        if settings.proofing.backend == "builtin":
+            dev.append("proofing.backend=builtin (a development registry of sample people)")
+        elif (
+            current.proofing_client_secret is None and settings.proofing.client_secret_file is None
+        ):
+            raise ConfigurationError(
+                "proofing.backend=http needs YUEKANG_SECRETS__PROOFING_CLIENT_SECRET or "
+                "YUEKANG_PROOFING__CLIENT_SECRET_FILE"
+            )
         if dev:
             raise ConfigurationError(
                 "production refuses development settings: " + ", ".join(sorted(dev))

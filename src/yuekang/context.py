@@ -4,7 +4,8 @@ caches. Built by ``create_app``'s lifespan or by a CLI command; nothing is built
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,6 +23,8 @@ from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
+from yuekang.residents.binding import ProofingDeps
+from yuekang.residents.proofing import HttpProofing, IdentityProofing
 from yuekang.trust.service import BundleCache
 
 
@@ -49,6 +52,10 @@ class AppContext:
     online_scans: OnlineScans
     issuance: Issuance
     bundles: BundleCache
+    proofing: IdentityProofing
+    """The identity registry (residents/proofing.py)."""
+    _started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """What :meth:`close` must stop besides the engines (the built-in registry's store)."""
 
     @classmethod
     def build(
@@ -57,6 +64,7 @@ class AppContext:
         *,
         clock: Clock | None = None,
         sms: SmsSender | None = None,
+        proofing: IdentityProofing | None = None,
     ) -> AppContext:
         settings, secrets = resolved.settings, resolved.secrets
         engine = create_engine(settings.database_url)
@@ -112,6 +120,7 @@ class AppContext:
             exchange_keys=KeyCache(),
             bundles=BundleCache(settings.trust.serve_cached_seconds),
             online_scans=OnlineScans(engine),
+            proofing=proofing or _proofing(resolved, http),
             issuance=None,  # type: ignore[arg-type]  # set below: it needs the key ring
             outbox=None,  # type: ignore[arg-type]  # set below: it needs the built context
         )
@@ -138,12 +147,53 @@ class AppContext:
             keyring=self.keyring,
             code_lifetime=dt.timedelta(seconds=self.settings.codes.lifetime_seconds),
             leeway=self.settings.codes.clock_leeway_seconds,
+            sms=self.sms,
         )
 
+    def proofing_deps(self) -> ProofingDeps:
+        return ProofingDeps(
+            sessionmaker=self.sessionmaker,
+            proofing=self.proofing,
+            pii=self.pii,
+            blind_index=self.blind_index,
+            sms=self.sms,
+            settings=self.settings.proofing,
+        )
+
+    async def start(self) -> None:
+        """What needs the event loop before the first request: the built-in development
+        registry's tables and sample people."""
+        start = getattr(self.proofing, "start", None)
+        if start is not None:
+            await start()
+            self._started.append(self.proofing.close)  # type: ignore[attr-defined]
+
     async def close(self) -> None:
+        for stop in self._started:
+            await stop()
         await self.online_scans.close()
         await self.issuance.close()
         await self.http.aclose()
         await self.engine.dispose()
         for other in {self.read_engine, self.refresh_engine} - {self.engine}:
             await other.dispose()
+
+
+def _proofing(resolved: ResolvedSettings, http: httpx.AsyncClient) -> IdentityProofing:
+    settings = resolved.settings.proofing
+    if settings.backend == "http":
+        assert settings.url is not None
+        return HttpProofing(
+            client=http,
+            url=settings.url,
+            client_id=settings.client_id,
+            secret=resolved.proofing_secret(),
+            timeout=settings.timeout_seconds,
+            attempts=settings.attempts,
+            budget=settings.budget_seconds,
+        )
+    # Development only (production refuses it, config.resolve): the reference registry, run
+    # in-process on its own database, seeded with the documented sample people.
+    from yuekang.partner.registry import BuiltinProofing, open_store
+
+    return BuiltinProofing(open_store(settings.builtin_dir))

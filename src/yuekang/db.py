@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,32 @@ def discard_after_commit(session: AsyncSession) -> None:
 
 
 _AFTER_COMMIT = "yuekang.after_commit"
+
+
+@asynccontextmanager
+async def transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One transaction, committed when the block ends and then its after-commit actions run;
+    rolled back when it raises -- unless the error says that what led to it must persist (its
+    ``commit`` is true: a wrong OTP guess, a failed proofing attempt).
+
+    The request dependency opens one per request. A flow that calls an outside system in the
+    middle of a request (the identity registry) opens one before the call and one after, so
+    that no row lock -- and on SQLite not the database's write lock -- is held while it waits."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException as exc:
+            if getattr(exc, "commit", False) is True:
+                await session.commit()
+            else:
+                await session.rollback()
+            discard_after_commit(session)
+            raise
+        else:
+            await session.commit()
+            await run_after_commit(session)
 
 
 def dialect_name(session: AsyncSession) -> str:

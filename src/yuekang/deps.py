@@ -15,8 +15,8 @@ from yuekang import apikeys
 from yuekang.auth.service import read_session_token
 from yuekang.checkpoints import service as checkpoints
 from yuekang.context import AppContext
-from yuekang.db import discard_after_commit, run_after_commit
-from yuekang.exceptions import Forbidden, Unauthorized, YuekangError
+from yuekang.db import transaction
+from yuekang.exceptions import Forbidden, Unauthorized
 from yuekang.feeds import service as feeds
 from yuekang.feeds.service import FeedPrincipal
 from yuekang.operators import service as operators
@@ -34,19 +34,8 @@ Context = Annotated[AppContext, Depends(get_context)]
 async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the endpoint returns, rolled back when it
     raises -- unless the error says that what led to it must persist (a wrong OTP guess)."""
-    async with context.sessionmaker() as session:
-        try:
-            yield session
-        except BaseException as exc:
-            if isinstance(exc, YuekangError) and exc.commit:
-                await session.commit()
-            else:
-                await session.rollback()
-            discard_after_commit(session)
-            raise
-        else:
-            await session.commit()
-            await run_after_commit(session)
+    async with transaction(context.sessionmaker) as session:
+        yield session
 
 
 # scope="function": the transaction ends when the endpoint returns, before the response is sent,

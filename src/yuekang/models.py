@@ -5,6 +5,7 @@ from yuekang.audit.models import AuditEvent
 from yuekang.auth.models import OtpChallenge, RateLimitCounter
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.db import Base
+from yuekang.dependants.models import Guardianship
 from yuekang.exchange.models import (
     ConsentReceipt,
     Conversion,
@@ -32,7 +33,7 @@ from yuekang.health_status.models import (
 )
 from yuekang.keyring.models import SigningKeyRecord
 from yuekang.operators.models import Operator
-from yuekang.residents.models import Identity, Resident
+from yuekang.residents.models import Identity, ProofingAttempt, Resident
 from yuekang.scans.models import ScanRecord
 from yuekang.trust.models import AnchorKey, TrustBundleRecord
 
@@ -49,6 +50,7 @@ __all__ = [
     "ExchangeNonce",
     "FeedBatch",
     "FeedClient",
+    "Guardianship",
     "HealthCode",
     "HealthStatus",
     "Identity",
@@ -58,6 +60,7 @@ __all__ = [
     "OutboxMessage",
     "Partner",
     "PartnerKey",
+    "ProofingAttempt",
     "RateLimitCounter",
     "Resident",
     "Revocation",

@@ -50,7 +50,8 @@ async def test_a_code_is_a_signed_token_with_no_personal_data(running: RunningAp
     assert set(header) == {"alg", "kid"}
     assert header["alg"] == "ES256"
     claims = _claims(code["qr_text"])
-    assert set(claims) == {"iss", "jti", "iat", "exp", "st", "nm"}
+    assert set(claims) == {"iss", "jti", "iat", "exp", "st", "nm", "ia"}
+    assert claims["ia"] == 1  # proofed: the registry and the carrier confirmed the holder
     assert claims["nm"] == "张*三"
     assert claims["st"] == "green" == code["status"]
     assert claims["jti"] == code["code_id"]

@@ -574,15 +574,12 @@ async def test_a_direct_call_must_be_signed(gd: RunningApp, keys: OurKeys):
 async def test_a_document_known_with_another_birth_date_is_refused(gd: RunningApp, keys: OurKeys):
     number = subject()["doc_number"]
     resident = await gd.api.sign_in()
-    bound = await gd.client.put(
-        "/v1/me/identity",
-        headers=resident.auth,
-        json={
-            "name": "陳大文",
-            "doc_type": "macao_id",
-            "doc_number": number,
-            "birth_date": "1980-05-06",
-        },
+    bound = await gd.api.bind(
+        resident,
+        name="陳大文",
+        doc_type="macao_id",
+        doc_number=number,
+        birth_date=dt.date(1980, 5, 6),
     )
     assert bound.status_code == 201, bound.text
     person = subject(doc_number=number, birth_date="1990-01-02")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
@@ -74,15 +75,16 @@ async def test_bad_documents_are_a_422_naming_field_and_reason(
 )
 async def test_every_document_type_binds(running: RunningApp, doc_type, doc_number):
     resident = await running.api.sign_in()
-    body = {
-        "name": "Chan Tai Man",
-        "doc_type": doc_type,
-        "doc_number": doc_number,
-        "birth_date": "1980-01-01",
-    }
-    response = await running.client.put("/v1/me/identity", headers=resident.auth, json=body)
+    response = await running.api.bind(
+        resident,
+        name="Chan Tai Man",
+        doc_type=doc_type,
+        doc_number=doc_number,
+        birth_date=dt.date(1980, 1, 1),
+    )
     assert response.status_code == 201, response.text
     assert response.json()["doc_type"] == doc_type
+    assert response.json()["assurance"] == "proofed"
 
 
 @pytest.mark.parametrize(
@@ -118,9 +120,13 @@ async def test_binding_is_once_and_a_document_belongs_to_one_account(running: Ru
     again = await running.api.bind(first, doc_number=number, birth_date=birth)
     assert again.status_code == 200
     other_number, other_birth = random_prc_id()
-    change = await running.api.bind(first, doc_number=other_number, birth_date=other_birth)
+    change = await running.api.bind(
+        first, doc_number=other_number, birth_date=other_birth, enrol=False
+    )
     assert change.status_code == 409
     assert change.json()["error"]["code"] == "identity_already_bound"
+    # A second phone registered to the same person: the first account proved the document too
+    # and its phone is still the holder's, so the document stays where it is.
     second = await running.api.sign_in()
     taken = await running.api.bind(second, doc_number=number, birth_date=birth)
     assert taken.status_code == 409

@@ -50,10 +50,12 @@ async def test_online_verification_keeps_only_code_place_time_and_verdict(runnin
 
     assert str(record.checkpoint_id) == await checkpoint_id(running, gate)
     assert (record.verdict, record.reason, record.source) == ("valid", None, "online")
+    assert (record.method, record.subject_index) == ("code", None)
     stored = {c.name for c in ScanRecord.__table__.columns}
+    # subject_index: only a document check (刷证核验) has one, the document's blind index.
     assert stored == {
         "id", "checkpoint_id", "scan_id", "code_id", "scanned_at", "verdict", "reason", "source",
-        "received_at",
+        "received_at", "method", "subject_index",
     }  # fmt: skip
 
 

@@ -61,6 +61,7 @@ from yuekang.codec.healthcode import (
     PREFIX,
     QR_TEXT_BUDGET,
     QR_TEXT_BUDGET_CONVERTED,
+    QR_TEXT_TYPICAL,
     HealthCodeClaims,
     _claim_fields,
     _claims,
@@ -195,9 +196,10 @@ def test_payload_has_exactly_the_documented_claims(any_key: SigningKey) -> None:
     with_summaries = dataclasses.replace(now_claims(), nt=48, vx=3)
     payload = json.loads(unb64(parts(sign_health_code(with_summaries, any_key))[1]))
     assert list(payload) == ["iss", "jti", "iat", "exp", "st", "nm", "nt", "vx"]
-    converted = dataclasses.replace(now_claims(), nt=48, src=("MO", "k" * 22, "d" * 22))
+    converted = dataclasses.replace(now_claims(), nt=48, src=("MO", "k" * 22, "d" * 22), ia=4)
     payload = json.loads(unb64(parts(sign_health_code(converted, any_key))[1]))
     assert payload["src"] == ["MO", "k" * 22, "d" * 22]
+    assert list(payload)[-2:] == ["src", "ia"]
     assert {f.name for f in dataclasses.fields(HealthCodeClaims)} == {*payload, "vx"}
     for personal in ("name", "full_name", "doc", "document", "birth", "dob", "phone"):
         assert not any(personal in key for key in payload)
@@ -246,23 +248,32 @@ def _claims_with_payload_bytes(size: int) -> HealthCodeClaims:
     return named
 
 
-def test_largest_payload_that_fits_the_budget(any_key: SigningKey) -> None:
+def test_largest_payload_of_version_13(any_key: SigningKey) -> None:
     # 154 fixed characters + 176 for a 132-byte payload = 330 <= 331.
     text = sign_health_code(_claims_with_payload_bytes(132), any_key)
 
-    assert len(text) == 330
+    assert len(text) == 330 <= QR_TEXT_TYPICAL
     assert qr_version(text) == 13
 
 
+def test_largest_payload_that_fits_the_budget(any_key: SigningKey) -> None:
+    # 154 fixed characters + 207 for a 155-byte payload = 361 <= 362, version 14.
+    text = sign_health_code(_claims_with_payload_bytes(155), any_key)
+
+    assert len(text) == 361
+    assert qr_version(text) == 14
+
+
 def test_one_byte_more_is_too_large(any_key: SigningKey) -> None:
-    # A 133-byte payload needs 178 base64url characters: 332 > 331.
+    # A 156-byte payload needs 208 base64url characters: 362, and 157 needs 210: 364 > 362.
+    sign_health_code(_claims_with_payload_bytes(156), any_key)
     with pytest.raises(CodeTooLarge):
-        sign_health_code(_claims_with_payload_bytes(133), any_key)
+        sign_health_code(_claims_with_payload_bytes(157), any_key)
 
 
 def test_long_masked_name_is_too_large(any_key: SigningKey) -> None:
     with pytest.raises(CodeTooLarge, match="budget"):
-        sign_health_code(now_claims(nm="欧阳" + "*" * 20 + "娜娜"), any_key)
+        sign_health_code(now_claims(nm="欧阳" + "*" * 60 + "娜娜"), any_key)
 
 
 def test_too_large_claims_are_refused_before_signing(
@@ -667,12 +678,22 @@ def test_pyjwt_token_without_prefix_is_malformed(
 
 
 def test_the_largest_code_with_both_summaries_fits_the_qr_budget(any_key: SigningKey) -> None:
-    # The longest of everything a code can hold: yellow, a masked name of three four-byte
-    # characters, "negative within 168 hours", ten doses.
-    claims = dataclasses.replace(now_claims("yellow", nm="𠀀*𠀁"), nt=168, vx=10)
+    # The longest of everything a code can hold: yellow, a masked name of two four-byte
+    # characters, "negative within 168 hours", ten doses, an assurance: version 14.
+    claims = dataclasses.replace(now_claims("yellow", nm="𠀀*𠀁"), nt=168, vx=10, ia=4)
     text = sign_health_code(claims, any_key)
     assert len(text.encode()) <= QR_TEXT_BUDGET
+    assert qr_version(text) == 14
     assert read_health_code(text, {any_key.kid: any_key.public()}, now=claims.iat)
+
+
+def test_every_usual_code_with_its_assurance_stays_in_version_13(any_key: SigningKey) -> None:
+    # Yellow, a three-character name of the Basic Multilingual Plane, the longest test bucket,
+    # a one-digit dose count and the assurance: the most an ordinary code usually carries.
+    claims = dataclasses.replace(now_claims("yellow", nm="欧*娜"), nt=168, vx=9, ia=4)
+    text = sign_health_code(claims, any_key)
+    assert len(text.encode()) <= QR_TEXT_TYPICAL
+    assert qr_version(text) == 13
 
 
 @pytest.mark.parametrize(

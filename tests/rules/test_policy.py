@@ -13,28 +13,37 @@ POLICIES = default_policies()
 
 
 @pytest.mark.parametrize(
-    ("place", "status", "nat", "verdict", "reason"),
+    ("place", "status", "nat", "assurance", "verdict", "reason"),
     [
-        ("venue", "green", None, "allow", "green"),
-        ("venue", "yellow", 24, "deny", "not_green"),
-        ("venue", "red", 24, "deny", "not_green"),
-        ("transport", "green", None, "allow", "green"),
-        ("transport", "yellow", None, "manual_check", "yellow"),
-        ("transport", "red", None, "deny", "not_green"),
-        ("border", "green", 24, "allow", "green_with_recent_test"),
-        ("border", "green", 48, "allow", "green_with_recent_test"),
-        ("border", "green", 72, "deny", "no_recent_test"),
-        ("border", "green", None, "deny", "no_recent_test"),
-        ("border", "yellow", 24, "deny", "not_green"),
-        ("border", "red", 24, "deny", "not_green"),
+        ("venue", "green", None, "proofed", "allow", "green"),
+        ("venue", "green", None, None, "allow", "green"),
+        ("venue", "yellow", 24, "proofed", "deny", "not_green"),
+        ("venue", "red", 24, "proofed", "deny", "not_green"),
+        ("transport", "green", None, "dependant", "allow", "green"),
+        ("transport", "yellow", None, "proofed", "manual_check", "yellow"),
+        ("transport", "red", None, "proofed", "deny", "not_green"),
+        ("border", "green", 24, "proofed", "allow", "green_with_recent_test"),
+        ("border", "green", 48, "proofed", "allow", "green_with_recent_test"),
+        ("border", "green", 48, "counter", "allow", "green_with_recent_test"),
+        ("border", "green", 48, "partner", "allow", "green_with_recent_test"),
+        # A family member's code, or one from before proofing: an officer checks the document.
+        ("border", "green", 48, "dependant", "manual_check", "identity_check"),
+        ("border", "green", 48, None, "manual_check", "identity_check"),
+        ("border", "green", 72, "proofed", "deny", "no_recent_test"),
+        ("border", "green", None, "proofed", "deny", "no_recent_test"),
+        ("border", "yellow", 24, "proofed", "deny", "not_green"),
+        ("border", "red", 24, "proofed", "deny", "not_green"),
     ],
 )
-def test_default_policies(place: str, status: str, nat: int | None, verdict: str, reason: str):
+def test_default_policies(
+    place: str, status: str, nat: int | None, assurance: str | None, verdict: str, reason: str
+):
     decision = decide(
         POLICIES.for_place(place),  # type: ignore[arg-type]
         status=status,
         negative_within_hours=nat,
         doses=None,
+        assurance=assurance,
     )
     assert (decision.verdict, decision.reason) == (verdict, reason)
 
@@ -44,9 +53,9 @@ def test_the_border_window_is_a_parameter() -> None:
     document = copy.deepcopy(POLICIES.document())
     document["border"]["clauses"][0]["when"]["negative_test_within_hours"] = 168
     seven_days = parse_policies(document).border
-    assert decide(seven_days, status="green", negative_within_hours=168, doses=None).verdict == (
-        "allow"
-    )
+    assert decide(
+        seven_days, status="green", negative_within_hours=168, doses=None, assurance="proofed"
+    ).verdict == ("allow")
 
 
 def test_a_dose_condition() -> None:
@@ -64,6 +73,8 @@ def test_a_dose_condition() -> None:
         (lambda d: d.pop("border"), "border"),
         (lambda d: d["venue"]["clauses"][0]["when"].update(status=["blue"]), "status"),
         (lambda d: d["venue"].update(extra=1), "extra"),
+        (lambda d: d["venue"]["clauses"][0]["when"].update(assurance=["trusted"]), "assurance"),
+        (lambda d: d["venue"]["clauses"][0]["when"].update(assurance=[]), "assurance"),
     ],
 )
 def test_invalid_policies_are_refused_with_the_problem(change, problem: str) -> None:

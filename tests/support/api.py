@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from yuekang.residents.documents import mod11_2_check
+from yuekang.codec.proofing import Person
+from yuekang.partner.registry import open_store
+from yuekang.residents.documents import DocType, DocumentError, mod11_2_check, validate_document
+from yuekang.residents.proofing import MemoryProofing
 
 REGIONS = ("110105", "440104", "440304", "310101", "510107")
 
@@ -37,8 +43,9 @@ class Resident:
 
 
 class Api:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, registry: MemoryProofing | None = None) -> None:
         self.client = client
+        self.registry = registry
 
     async def request_otp(self, phone: str, **kwargs: Any) -> httpx.Response:
         return await self.client.post("/v1/auth/otp", json={"phone": phone}, **kwargs)
@@ -61,10 +68,17 @@ class Api:
         doc_number: str | None = None,
         birth_date: dt.date | None = None,
         doc_type: str = "prc_id",
+        enrol: bool = True,
     ) -> httpx.Response:
+        """Bind a document; by default as its real holder would -- the person is in the
+        registry and the phone signed in is registered to them (``enrol=False``: neither)."""
         if doc_number is None:
             doc_number, birth_date = random_prc_id(birth_date)
         assert birth_date is not None
+        if enrol and self.registry is not None:
+            person = registry_person(name, doc_type, doc_number, birth_date)
+            if person is not None:
+                self.registry.add(person, phone=resident.phone)
         response = await self.client.put(
             "/v1/me/identity",
             headers=resident.auth,
@@ -95,17 +109,71 @@ class Api:
         return body
 
 
+def registry_person(
+    name: str, doc_type: str, doc_number: str, birth_date: dt.date
+) -> Person | None:
+    """The register's record of a person, with the number as the service normalises it; None
+    for a number the service will refuse anyway."""
+    try:
+        number = validate_document(
+            DocType(doc_type), doc_number, birth_date, today=dt.datetime.now(dt.UTC).date()
+        )
+    except (ValueError, DocumentError):
+        return None
+    return Person(name=name, doc_type=doc_type, doc_number=number, birth_date=birth_date)
+
+
+def enrol_in_registry(
+    registry_dir: Path,
+    *,
+    name: str,
+    doc_number: str,
+    birth_date: dt.date,
+    phone: str | None,
+    doc_type: str = "prc_id",
+) -> None:
+    """Add a person (and their phone's registration) to a development server's built-in
+    registry, as ``yuekang partner registry add`` does."""
+    lines = [
+        json.dumps(
+            {"kind": "person", "name": name, "doc_type": doc_type, "doc_number": doc_number,
+             "birth_date": birth_date.isoformat()}
+        )
+    ]  # fmt: skip
+    if phone is not None:
+        lines.append(
+            json.dumps(
+                {"kind": "subscription", "phone": phone, "doc_type": doc_type,
+                 "doc_number": doc_number, "name": name, "carrier": "test"}
+            )
+        )  # fmt: skip
+
+    async def load() -> None:
+        store = open_store(registry_dir)
+        try:
+            await store.start()
+            report = await store.load(lines)
+            assert not report.errors, report.errors
+        finally:
+            await store.close()
+
+    asyncio.run(load())
+
+
 def registered_over_http(
-    client: httpx.Client, phone: str | None = None, *, name: str = "陈大文"
+    client: httpx.Client, phone: str | None = None, *, name: str = "陈大文", registry: Path
 ) -> Resident:
     """A resident signed in with the development one-time code and with a fresh PRC ID bound,
-    through a real server (``client`` has its ``base_url``), as a phone would do it."""
+    through a real server (``client`` has its ``base_url``), as a phone would do it; the person
+    is put in the server's built-in registry (``registry``, its ``proofing.builtin_dir``)
+    first, with the phone registered to them."""
     phone = phone or random_phone()
     sent = client.post("/v1/auth/otp", json={"phone": phone})
     assert sent.status_code == 200, sent.text
     token = client.post("/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]})
     assert token.status_code == 200, token.text
     number, birth = random_prc_id()
+    enrol_in_registry(registry, name=name, doc_number=number, birth_date=birth, phone=phone)
     resident = Resident(phone, token.json()["access_token"], number, birth)
     bound = client.put(
         "/v1/me/identity",

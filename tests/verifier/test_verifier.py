@@ -31,6 +31,7 @@ from yuekang.codec.reasons import MESSAGES, Reason
 from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier, _valid_verdict
 
 VERDICT_KEYS = {
+    "assurance",
     "origin",
     "source",
     "verdict",
@@ -96,6 +97,23 @@ def test_from_jwks_accepts_a_json_round_tripped_document(
     verifier = Verifier.from_jwks(json.loads(json.dumps(jwks)))
 
     assert verifier.verify(valid(trust.ed), now=NOW).valid
+
+
+@pytest.mark.parametrize(
+    ("ia", "assurance"),
+    [(1, "proofed"), (2, "counter"), (3, "dependant"), (4, "partner"), (None, None), (9, None)],
+)
+def test_the_verdict_says_how_the_holder_was_proved(
+    verifier: Verifier, any_key: SigningKey, ia: int | None, assurance: str | None
+) -> None:
+    # A code without the claim (issued before proofing) or with a value this verifier does not
+    # know has an unknown assurance, which no policy condition on assurance accepts.
+    claims = HealthCodeClaims(iss=ISSUER, jti=JTI, iat=IAT, exp=EXP, st="green", nm=NAME, ia=ia)
+
+    verdict = verifier.verify(sign_health_code(claims, any_key), now=NOW)
+
+    assert verdict.valid and verdict.assurance == assurance
+    assert verdict.to_dict()["assurance"] == assurance
 
 
 def test_codes_of_sign_health_code_verify(verifier: Verifier, any_key: SigningKey) -> None:
@@ -273,6 +291,7 @@ def test_to_dict_of_a_valid_verdict(verifier: Verifier, trust: Trust) -> None:
         "warnings": [],
         "origin": "guangdong",
         "source": None,
+        "assurance": None,
     }
     assert json.loads(json.dumps(data, ensure_ascii=False)) == data
 
@@ -340,6 +359,7 @@ _VALID_FIELDS: dict[str, Any] = {
     "doses": 3,
     "origin": "converted_from_macao",
     "source": ("MO", "k" * 22, "d" * 22),
+    "assurance": "partner",
 }
 
 

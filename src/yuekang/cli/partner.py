@@ -3,14 +3,30 @@
 ``yuekang partner macao serve`` starts the reference Macao system (issuer ``MO``, ``MO1:`` codes)
 with its own keys and SQLite database in ``--data-dir``; every option can also come from a
 ``MACAO_*`` environment variable (see ``yuekang.partner.macao.settings``).
+
+``yuekang partner registry serve|load|add|credentials`` run and fill the reference identity
+registry (``yuekang.partner.registry``); its options can come from ``REGISTRY_*`` variables. Its
+default data directory, ``var/registry``, is the one ``yuekang serve`` proofs against in
+development, so ``add`` and ``load`` there give the development service more people.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+
+from yuekang.residents.documents import DocType
+
+if TYPE_CHECKING:
+    from yuekang.partner.registry import RegistrySettings, RegistryStore
+    from yuekang.partner.registry.store import LoadReport
+
+T = TypeVar("T")
 
 partner_app = typer.Typer(
     help="Reference partner systems to test the exchange against.", no_args_is_help=True
@@ -18,7 +34,12 @@ partner_app = typer.Typer(
 macao_app = typer.Typer(
     help="The reference Macao health-code system (issuer MO, MO1 codes).", no_args_is_help=True
 )
+registry_app = typer.Typer(
+    help="The reference identity registry (population register, carriers' registrations).",
+    no_args_is_help=True,
+)
 partner_app.add_typer(macao_app, name="macao")
+partner_app.add_typer(registry_app, name="registry")
 
 
 @macao_app.callback()
@@ -66,3 +87,188 @@ def serve(
         err=True,
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+@registry_app.callback()
+def registry() -> None:
+    """The reference identity registry: answers YKP1 checks with match / no match."""
+
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Database and secrets (default var/registry or REGISTRY_DATA_DIR)"),
+]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _registry_settings(**overrides: Any) -> RegistrySettings:
+    from pydantic import ValidationError
+
+    from yuekang.partner.registry import RegistrySettings
+
+    try:
+        return RegistrySettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        _fail(
+            "; ".join(f"setting {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        )
+
+
+def _with_store(settings: RegistrySettings, work: Callable[[RegistryStore], Awaitable[T]]) -> T:
+    """Run ``work`` on the registry's started store; a database or file failure is a one-line
+    error, exit code 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuekang.partner.registry import open_store
+
+    async def runner() -> T:
+        store = open_store(settings.data_dir, settings.database_url)
+        try:
+            await store.start()
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(runner())
+    except (OSError, SQLAlchemyError) as exc:
+        _fail(f"the registry's database: {exc}")
+
+
+def _print_report(report: LoadReport) -> None:
+    typer.echo(
+        f"people={report.people} subscriptions={report.subscriptions} errors={len(report.errors)}"
+    )
+    for error in report.errors:
+        typer.echo(f"line {error.line}: {error.message}", err=True)
+
+
+@registry_app.command("serve")
+def registry_serve(
+    port: Annotated[int | None, typer.Option(help="Port (default 8200 or REGISTRY_PORT)")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the registry.
+
+    Secrets are made on first run, and the sample people loaded into an empty register.
+    """
+    import logging
+
+    import uvicorn
+
+    from yuekang.partner.registry import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = _registry_settings(port=port, host=host, data_dir=data_dir)
+    try:
+        app = create_app(settings)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+
+    async def seed(store: RegistryStore) -> None:
+        await store.seed_samples()
+
+    # Before serving, so that a database that cannot be opened is one line here rather than a
+    # traceback from the server's start.
+    _with_store(settings, seed)
+    typer.echo(
+        f"identity registry on http://{settings.host}:{settings.port} for client "
+        f"{settings.client_id}, data in {settings.data_dir}",
+        err=True,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+@registry_app.command("load")
+def registry_load(
+    file: Annotated[str, typer.Argument(help="NDJSON records (see samples.ndjson), - for stdin")],
+    data_dir: DataDir = None,
+) -> None:
+    """Load NDJSON records: people and carrier subscriptions.
+
+    A subscription with "action": "delete" drops the number. Bad lines are listed on stderr and
+    the exit code is 1; the others are loaded.
+    """
+    settings = _registry_settings(data_dir=data_dir)
+    try:
+        body = typer.get_binary_stream("stdin").read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+
+    async def load(store: RegistryStore) -> LoadReport:
+        return await store.load(body.splitlines())
+
+    report = _with_store(settings, load)
+    _print_report(report)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@registry_app.command("add")
+def registry_add(
+    name: Annotated[str, typer.Option(help="Name as on the document")],
+    doc_type: Annotated[DocType, typer.Option(help="Document type")],
+    doc_number: Annotated[str, typer.Option(help="Document number")],
+    birth_date: Annotated[str, typer.Option(help="Birth date, YYYY-MM-DD")],
+    phone: Annotated[
+        str | None, typer.Option(help="A number registered to them, E.164 (+86...)")
+    ] = None,
+    carrier: Annotated[str | None, typer.Option(help="The number's carrier")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Add one person, and with --phone their number's registration.
+
+    More sample people for development: nothing is written if anything is refused.
+    """
+    settings = _registry_settings(data_dir=data_dir)
+    lines = [
+        json.dumps(
+            {
+                "kind": "person",
+                "name": name,
+                "doc_type": doc_type.value,
+                "doc_number": doc_number,
+                "birth_date": birth_date,
+            }
+        )
+    ]
+    if phone is not None:
+        subscription = {
+            "kind": "subscription",
+            "phone": phone,
+            "doc_type": doc_type.value,
+            "doc_number": doc_number,
+            "name": name,
+        }
+        lines.append(json.dumps(subscription | ({"carrier": carrier} if carrier else {})))
+
+    async def add(store: RegistryStore) -> LoadReport:
+        return await store.load(lines, all_or_nothing=True)
+
+    report = _with_store(settings, add)
+    if report.errors:
+        _fail(report.errors[0].message)
+    typer.echo(f"added 1 person{' and 1 subscription' if phone else ''} to {settings.data_dir}")
+
+
+@registry_app.command("credentials")
+def registry_credentials(data_dir: DataDir = None) -> None:
+    """Print the client id and secret the main service must use.
+
+    They go into YUEKANG_PROOFING__CLIENT_ID and YUEKANG_SECRETS__PROOFING_CLIENT_SECRET. The
+    secret is made on first use.
+    """
+    from yuekang.partner.registry.settings import client_secret
+
+    settings = _registry_settings(data_dir=data_dir)
+    try:
+        secret = client_secret(settings)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"client_id={settings.client_id}")
+    typer.echo(f"client_secret={secret}")

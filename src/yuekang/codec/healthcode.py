@@ -35,7 +35,17 @@ claim     meaning                                                             by
 ``nt``    optional: latest test negative within this many hours (24/48/72/168)  8-9
 ``vx``    optional: vaccine doses received (omitted when none)                  7
 ``src``   converted codes only: ``[source issuer, source kid, source digest]``  ~58
+``ia``    identity assurance: how the holder's identity was proved            7
 ========  ==================================================================  ==========
+
+``ia`` is 1 (``proofed``: population register and the carrier's real-name registration of the
+phone), 2 (``counter``: document seen by staff), 3 (``dependant``: a family member's record,
+registry-checked, held by a proofed guardian) or 4 (``partner``: vouched for by a partner system
+such as Macao); see docs/IDENTITY.md. A small integer rather than a name: a code with every
+ordinary claim at its longest usual value (yellow, a three-character name, ``nt`` of 168, a
+one-digit ``vx``) leaves 7 bytes of JSON within version 13, and ``,"ia":1`` is exactly 7. A code
+without ``ia`` (issued before proofing existed) has an unknown assurance, which a policy that asks
+for one does not accept; a verifier reads a value it does not know as unknown too.
 
 ``src`` says where a converted code came from (docs/EXCHANGE.md): the partner's issuer id, the id
 of the key that signed the partner's code, and the first 128 bits of SHA-256 over the partner's
@@ -46,15 +56,18 @@ Verifiers ignore claims they do not know, so later minor additions (a NAT summar
 source issuer for converted codes) do not break deployed checkpoints; a change that old verifiers
 must not accept gets a new prefix (``YK2:``), which they answer with ``unsupported_version``.
 
-Size budget. The QR must stay easy to scan on a cracked phone screen at a border gate: the whole
-text must fit **QR version 13 at error-correction level M** (331 bytes in byte mode). A typical
-code (green, three-character Chinese name, ES256 or EdDSA) is 298 characters: version 13.
-:func:`sign_health_code` refuses to sign anything over :data:`QR_TEXT_BUDGET`. The fixed overhead
-is 4 (prefix) + 62 (header) + 86 (signature) + 2 (dots) = 154 characters, leaving 177 base64url
-characters -- 132 bytes of JSON -- for the claims; the six claims above use 108 of them, which
-leaves 24 bytes for short optional claims; ``nt`` and ``vx`` take at most 16 of them. A
-converted code needs room for ``src`` as well: it may reach :data:`QR_TEXT_BUDGET_CONVERTED`,
-QR version 15 at level M (412 bytes), still easy on a phone screen.
+Size budget. The QR must stay easy to scan on a cracked phone screen at a border gate: an
+ordinary code fits **QR version 13 at error-correction level M** (331 bytes in byte mode,
+:data:`QR_TEXT_TYPICAL`). A typical code (green, three-character Chinese name, ES256 or EdDSA,
+``ia``) is 308 characters. The fixed overhead is 4 (prefix) + 62 (header) + 86 (signature) + 2
+(dots) = 154 characters, leaving 177 base64url characters -- 132 bytes of JSON -- for the claims;
+the six claims above use 108 of them (a three-character CJK name), which leaves 24 bytes for the
+optional ones; ``nt``, ``vx`` and ``ia`` take at most 23 of them. Only a name whose first or last
+character lies outside the Basic Multilingual Plane (four UTF-8 bytes: rare characters of CJK
+Extension B and beyond), or ten doses and more, can push a code past that, into version 14;
+:func:`sign_health_code` refuses anything over :data:`QR_TEXT_BUDGET`, version 14's 362 bytes. A
+converted code needs room for ``src`` as well: it may reach :data:`QR_TEXT_BUDGET_CONVERTED`, QR
+version 15 at level M (412 bytes), still easy on a phone screen.
 
 Times are integer UTC seconds; verification takes ``now`` as an argument and allows a symmetric
 clock leeway for devices whose clocks drift.
@@ -91,8 +104,12 @@ from yuekang.codec.keys import (
 )
 
 PREFIX: Final = "YK1:"
-QR_TEXT_BUDGET: Final = 331
-"""Longest ``qr_text`` we sign: the byte capacity of QR version 13 at error-correction level M."""
+QR_TEXT_TYPICAL: Final = 331
+"""Every ordinary code with names of the Basic Multilingual Plane fits this: QR version 13 at
+error-correction level M."""
+QR_TEXT_BUDGET: Final = 362
+"""Longest ordinary ``qr_text`` we sign: the byte capacity of QR version 14 at level M, reached
+only by names with characters outside the Basic Multilingual Plane (see the module docstring)."""
 QR_TEXT_BUDGET_CONVERTED: Final = 412
 """Longest converted code (one with ``src``): QR version 15 at level M."""
 MAX_INPUT_CHARS: Final = 4096
@@ -100,6 +117,9 @@ MAX_INPUT_CHARS: Final = 4096
 MAX_KID_CHARS: Final = 64
 Status = Literal["green", "yellow", "red"]
 STATUSES: Final[tuple[Status, ...]] = ("green", "yellow", "red")
+
+ASSURANCE_LEVELS: Final[dict[int, str]] = {1: "proofed", 2: "counter", 3: "dependant", 4: "partner"}
+"""What each value of the ``ia`` claim means (docs/IDENTITY.md)."""
 
 _PREFIX_RE: Final = re.compile(r"^([A-Z]{2,3})(\d{1,2}):")
 _SIGNATURE_CHARS: Final = len(b64url_encode(bytes(SIGNATURE_BYTES)))
@@ -122,6 +142,8 @@ class HealthCodeClaims:
     """Vaccine doses received, when any."""
     src: tuple[str, str, str] | None = None
     """For a converted code: source issuer, source key id, source code digest."""
+    ia: int | None = None
+    """Identity assurance (1 proofed, 2 counter, 3 dependant, 4 partner); None when unknown."""
 
     def to_json(self) -> bytes:
         body: dict[str, str | int | list[str]] = {
@@ -138,6 +160,8 @@ class HealthCodeClaims:
             body["vx"] = self.vx
         if self.src is not None:
             body["src"] = list(self.src)
+        if self.ia is not None:
+            body["ia"] = self.ia
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -172,7 +196,16 @@ def sign_health_code(claims: HealthCodeClaims, key: SigningKey) -> str:
 
 
 ClaimFields = tuple[
-    str, str, int, int, Status, str, int | None, int | None, tuple[str, str, str] | None
+    str,
+    str,
+    int,
+    int,
+    Status,
+    str,
+    int | None,
+    int | None,
+    tuple[str, str, str] | None,
+    int | None,
 ]
 """The values of :class:`HealthCodeClaims`, in its field order."""
 
@@ -295,7 +328,7 @@ _CANONICAL_CLAIMS_RE: Final = re.compile(
     rf'\{{"iss":{_TEXT},"jti":{_TEXT},"iat":{_SECONDS},"exp":{_SECONDS},'
     rf'"st":"(green|yellow|red)","nm":{_TEXT}'
     rf'(?:,"nt":{_SMALL})?(?:,"vx":{_SMALL})?'
-    rf'(?:,"src":\[{_SRC_PART},{_SRC_PART},{_SRC_PART}\])?\}}'
+    rf'(?:,"src":\[{_SRC_PART},{_SRC_PART},{_SRC_PART}\])?(?:,"ia":{_SMALL})?\}}'
 )
 """The claims exactly as :meth:`HealthCodeClaims.to_json` writes them, every value within what
 :func:`_claims` accepts. Matching this is several times cheaper than ``json.loads`` and the checks
@@ -308,7 +341,7 @@ def _claim_fields(segment: str) -> ClaimFields:
     canonical = _CANONICAL_CLAIMS_RE.fullmatch(text)
     if canonical is None:
         return _claims(_parse_object(text, "payload"))
-    iss, jti, iat, exp, status, nm, nt, vx, src_iss, src_kid, src_digest = canonical.groups()
+    iss, jti, iat, exp, status, nm, nt, vx, src_iss, src_kid, src_digest, ia = canonical.groups()
     return (
         iss,
         jti,
@@ -319,6 +352,7 @@ def _claim_fields(segment: str) -> ClaimFields:
         None if nt is None else int(nt),
         None if vx is None else int(vx),
         None if src_iss is None else (src_iss, src_kid, src_digest),
+        None if ia is None else int(ia),
     )
 
 
@@ -356,7 +390,7 @@ def _claims(payload: dict[str, Any]) -> ClaimFields:
         raise MalformedCode("claim 'st' must be green, yellow or red")
     # The order of the calls is the order of the checks, and so of the error a payload gets.
     iss, jti, iat, exp = text("iss"), text("jti"), seconds("iat"), seconds("exp")
-    nm, nt, vx = text("nm"), small("nt"), small("vx")
+    nm, nt, vx, ia = text("nm"), small("nt"), small("vx"), small("ia")
     return (
         iss,
         jti,
@@ -367,4 +401,5 @@ def _claims(payload: dict[str, Any]) -> ClaimFields:
         nt,
         vx,
         None if src is None else (src[0], src[1], src[2]),
+        ia,
     )

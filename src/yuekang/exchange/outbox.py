@@ -296,6 +296,9 @@ async def _subject(
     resident = await session.get(Resident, resident_id)
     assert identity is not None
     assert resident is not None
+    # check_outbound refused anyone without a phone of their own (a family member's record).
+    assert resident.phone_ct is not None
+    assert resident.phone_key_id is not None
 
     def read(column: str, ciphertext: bytes) -> str:
         return deps.pii.decrypt(

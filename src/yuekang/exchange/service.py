@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
 from yuekang.auth.service import get_or_create_resident, normalize_phone, phone_index
+from yuekang.auth.sms import SmsSender
 from yuekang.clock import epoch, from_epoch
 from yuekang.codec.errors import InvalidCode
 from yuekang.codec.exchange import (
@@ -59,7 +60,9 @@ from yuekang.health_status import service as health_status
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.principals import Actor
+from yuekang.residents import assurance
 from yuekang.residents import service as residents
+from yuekang.residents.binding import RECLAIMED_SMS, notify
 from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
 from yuekang.residents.masking import mask_name
 from yuekang.residents.models import Identity, Resident
@@ -124,6 +127,7 @@ class ExchangeDeps:
     keyring: KeyRing
     code_lifetime: dt.timedelta
     leeway: int
+    sms: SmsSender
 
 
 # --- the package body -------------------------------------------------------------------------
@@ -540,6 +544,7 @@ async def _convert_inbound(
     resident_id = await _match(
         session,
         subject=request.subject,
+        partner_issuer=partner.issuer,
         actor=Actor.partner(partner.id),
         deps=deps,
         rules=rules,
@@ -657,16 +662,19 @@ async def _match(
     *,
     actor: Actor,
     subject: Subject,
+    partner_issuer: str,
     deps: ExchangeDeps,
     rules: RuleSet,
     now: dt.datetime,
 ) -> uuid.UUID:
     """The resident this person is, by document number and birth date; made when there is none.
 
-    The account of the document wins. Without one, a new account is made for the phone -- but
-    never is a document bound into an account that already exists: whoever holds that account
-    proved the phone to us, the package did not, and binding is permanent. That person signs in
-    and binds the document themselves, then converts again."""
+    The account of the document wins, unless its binding was never proved (made before
+    proofing existed): the partner proved this person, so that binding is released. Without an
+    account, a new one is made for the phone, its identity vouched for by the partner
+    (``partner:MO``) -- but never is a document bound into an account that already exists:
+    whoever holds that account proved the phone to us, the package did not. That person signs
+    in and binds the document themselves, then converts again."""
     try:
         doc_type = DocType(subject.doc_type)
     except ValueError as exc:
@@ -689,6 +697,21 @@ async def _match(
     owner = (
         await session.execute(select(Identity).where(Identity.doc_index == index))
     ).scalar_one_or_none()
+    if owner is not None and assurance.takes_over("partner", owner.assurance):
+        # Bound before proofing existed and never proved: the partner proved this person, so
+        # the holder, arriving through the partner, wins (docs/IDENTITY.md, reclaiming). The
+        # account is told; the new account's phone is the partner's to have told.
+        released = await residents.release_identity(
+            session,
+            identity=owner,
+            to=None,
+            reason="reclaimed_through_partner",
+            pii=deps.pii,
+            actor=actor,
+            now=now,
+        )
+        notify(session, deps.sms, released.phone, RECLAIMED_SMS)
+        owner = None
     if owner is not None:
         birth = deps.pii.decrypt(
             owner.birth_date_ct,
@@ -731,13 +754,15 @@ async def _match(
         now=now,
         detail={"via": "exchange.inbound"},
     )
-    await residents.bind_identity(
+    await residents.store_identity(
         session,
         resident_id=resident.id,
         name=subject.name,
         doc_type=doc_type,
-        doc_number=number,
+        number=number,
         birth_date=subject.birth_date,
+        assurance=assurance.partner(partner_issuer),
+        proofing_ref=None,
         pii=deps.pii,
         blind_index=deps.blind_index,
         rules=rules,
@@ -969,7 +994,18 @@ async def check_outbound(
     rules: RuleSet,
     now: dt.datetime,
 ) -> None:
-    """Our green-to-green conditions for sending this person to the partner, now."""
+    """Our green-to-green conditions for sending this person to the partner, now. Only a
+    proved identity goes: we vouch for the person to the partner (docs/IDENTITY.md)."""
+    identity = await session.get(Identity, resident_id)
+    resident = await session.get(Resident, resident_id)
+    if identity is None:
+        raise Conflict("bind an identity document first", code="identity_required")
+    if not assurance.may_convert(identity.assurance) or resident is None or not resident.phone_ct:
+        raise Conflict(
+            "only an identity proved against the registry, at a counter or by a partner may be "
+            "converted; prove it first (PUT /v1/me/identity)",
+            code="identity_unverified",
+        )
     status = await health_status.current(session, resident_id, rules=rules, now=now)
     today = local_date(now)
     problems = conditions.refusals(

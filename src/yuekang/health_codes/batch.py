@@ -8,11 +8,11 @@ batch is one transaction -- one SELECT that locks every status row of the batch 
 order, so two batches in two processes cannot deadlock each other), one multi-row INSERT, one
 commit. Under light load a batch is a single request.
 
-Only the ordinary case is batched: a bound identity, a status row decided under the rule set in
-force and not lapsed, no partner conversion, no Idempotency-Key. Anything else -- and any error of
-the batch -- answers None, and the caller issues through ``service.issue_code``, which handles it
-and gives the documented errors. Nothing is cached: every code shows the status read, locked,
-after its request arrived, exactly as a single issuance does.
+Only the ordinary case is batched: a bound, proved identity, a status row decided under the rule
+set in force and not lapsed, no partner conversion, no Idempotency-Key. Anything else -- and any
+error of the batch -- answers None, and the caller issues through ``service.issue_code``, which
+handles it and gives the documented errors. Nothing is cached: every code shows the status read,
+locked, after its request arrived, exactly as a single issuance does.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from yuekang.health_codes.service import CONVERTED, new_code
 from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
+from yuekang.residents.assurance import may_have_codes
 from yuekang.residents.models import Identity
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Issuance:
                     HealthStatus.nat_result,
                     HealthStatus.vaccine_doses,
                     Identity.masked_name,
+                    Identity.assurance,
                     CONVERTED.label("converted"),
                 )
                 .join(Identity, Identity.resident_id == HealthStatus.resident_id)
@@ -111,6 +113,7 @@ class Issuance:
                 row = found.get(request.resident_id)
                 if (
                     row is None
+                    or not may_have_codes(row.assurance)
                     or row.converted
                     or row.rule_set_version != rules.version
                     or (row.valid_until is not None and row.valid_until <= request.now)
@@ -122,6 +125,7 @@ class Issuance:
                         resident_id=request.resident_id,
                         status=row,
                         masked_name=row.masked_name,
+                        assurance=row.assurance,
                         source=None,
                         keyring=self._keyring,
                         issuer=self._settings.issuer,

@@ -31,6 +31,7 @@ from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import service as health_status
 from yuekang.health_status.models import HealthStatus
 from yuekang.keyring.ring import KeyRing
+from yuekang.residents import assurance as identity_assurance
 from yuekang.residents.models import Identity
 from yuekang.rules import RuleSet, negative_within_hours
 from yuekang.rules.facts import as_status
@@ -60,6 +61,7 @@ async def new_code(
     resident_id: uuid.UUID,
     status: StatusFacts,
     masked_name: str,
+    assurance: str,
     source: Conversion | None,
     keyring: KeyRing,
     issuer: str,
@@ -111,6 +113,7 @@ async def new_code(
         ),
         vx=status.vaccine_doses or None,
         src=src,
+        ia=identity_assurance.claim(assurance),
     )
     try:
         qr_text = sign_health_code(claims, key)
@@ -149,7 +152,12 @@ async def issue_code(
     # whether a conversion from a partner may apply.
     row = (
         await session.execute(
-            select(HealthStatus, Identity.masked_name, CONVERTED.label("converted"))
+            select(
+                HealthStatus,
+                Identity.masked_name,
+                Identity.assurance,
+                CONVERTED.label("converted"),
+            )
             .join(Identity, Identity.resident_id == HealthStatus.resident_id)
             .where(HealthStatus.resident_id == resident_id)
             .with_for_update(of=HealthStatus)
@@ -163,6 +171,12 @@ async def issue_code(
                 "bind an identity document before asking for a code", code="identity_required"
             )
         raise Conflict("no status is recorded for this resident", code="status_missing")
+    if not identity_assurance.may_have_codes(row.assurance):
+        raise Conflict(
+            "the identity bound to this account was never proved: prove it against the "
+            "registry (PUT /v1/me/identity) or at a service counter before asking for a code",
+            code="identity_unverified",
+        )
     status = await health_status.current(
         session, resident_id, rules=rules, now=now, locked=row.HealthStatus
     )
@@ -176,6 +190,7 @@ async def issue_code(
         resident_id=resident_id,
         status=status,
         masked_name=row.masked_name,
+        assurance=row.assurance,
         source=source,
         keyring=keyring,
         issuer=issuer,

@@ -269,6 +269,41 @@ async def set_status(
     return record, outcome.revoked
 
 
+async def hand_over_override(
+    session: AsyncSession, *, source: uuid.UUID, to: uuid.UUID, now: dt.datetime
+) -> bool:
+    """When a document moves from one account to another (its holder reclaimed it), the newest
+    operator decision about the first account applies to the second if it is red or yellow and
+    still in force: it was made about the document's person. A green one is not carried over:
+    it may rest on what the account that loses the document told the operator."""
+    latest = (
+        await session.execute(
+            select(StatusOverride)
+            .where(StatusOverride.resident_id == source, StatusOverride.granted_at <= now)
+            .order_by(StatusOverride.granted_at.desc(), StatusOverride.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if (
+        latest is None
+        or latest.status == "green"
+        or (latest.expires_at is not None and latest.expires_at <= now)
+    ):
+        return False
+    session.add(
+        StatusOverride(
+            resident_id=to,
+            status=latest.status,
+            reason=latest.reason,
+            granted_at=latest.granted_at,
+            expires_at=latest.expires_at,
+            granted_by=latest.granted_by,
+        )
+    )
+    await session.flush()
+    return True
+
+
 async def revoke_unexpired_codes(
     session: AsyncSession, *, resident_id: uuid.UUID, reason: str, now: dt.datetime
 ) -> int:

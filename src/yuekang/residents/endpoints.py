@@ -1,13 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from dataclasses import asdict
 
+from fastapi import APIRouter, Request, Response, status
+
+from yuekang.auth.endpoints import client_address
 from yuekang.deps import Context, CurrentResident, Now, SessionDep
 from yuekang.exceptions import NotFound
 from yuekang.health_status import service as health_status
 from yuekang.openapi import errors
 from yuekang.principals import Actor
-from yuekang.residents import service
+from yuekang.residents import binding, service
 from yuekang.residents.schemas import IdentityBind, IdentityRead, MeRead, StatusSummary
 
 router = APIRouter(prefix="/v1/me", tags=["resident"])
@@ -54,41 +57,58 @@ async def read_me(
     response_model=IdentityRead,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"model": IdentityRead, "description": "Already bound to this document"},
-        **errors(401, 409, 422),
+        200: {"model": IdentityRead, "description": "Already bound to this document, proved"},
+        **errors(401, 409, 422, 429, 503),
     },
 )
 async def bind_identity(
     body: IdentityBind,
+    request: Request,
     response: Response,
     resident_id: CurrentResident,
-    session: SessionDep,
     context: Context,
     now: Now,
 ) -> IdentityRead:
-    """Bind a real-name identity document to the signed-in resident.
+    """Bind a real-name identity document to the signed-in resident, proved first.
 
     The document number is checked against its format and check digit (422 `invalid_document`
-    with `fields[].field` = `doc_number` or `birth_date` and `fields[].reason` =
-    `format` / `check_digit` / `region` / `date` / `birth_date_mismatch`). Name, document number
-    and birth date are stored encrypted; only masked values come back. Binding is once: the same
-    document again answers 200; another document answers 409.
+    with `fields[].field` = `doc_number` or `birth_date` and `fields[].reason` = `format` /
+    `check_digit` / `region` / `date` / `birth_date_mismatch`). Then the identity registry is
+    asked whether the population register knows this name, document and birth date, and whether
+    the phone signed in is registered to that person at their carrier (docs/IDENTITY.md):
+
+    - 201: proved and bound (`assurance` = `proofed`); 200: already bound to this account;
+    - 422 `identity_mismatch`: the register does not know these details (one message whichever
+      detail is wrong);
+    - 422 `phone_not_registered_to_holder`: the person exists but this phone is not theirs; a
+      family member can add them, or a service counter can verify them;
+    - 409 `document_already_bound`: another account holds the document and passed proofing
+      (a service counter settles it); 409 `identity_already_bound`: this account holds another
+      proved document;
+    - 429 `rate_limited` (with `Retry-After`): too many attempts for this account, document or
+      address;
+    - 503 `proofing_unavailable` (with `Retry-After`): the registry cannot be reached; nothing
+      was bound.
+
+    A document bound to an account that never passed the same proofing (bound before proofing
+    existed, or a family member's record) is taken from it: its codes are revoked and both
+    phones told (`reclaimed` is true). Name, document number and birth date are stored
+    encrypted; only masked values come back.
     """
-    result = await service.bind_identity(
-        session,
+    bound = await binding.bind_proofed(
+        context.proofing_deps(),
         resident_id=resident_id,
         name=body.name,
         doc_type=body.doc_type,
         doc_number=body.doc_number,
         birth_date=body.birth_date,
-        pii=context.pii,
-        blind_index=context.blind_index,
+        client_address=client_address(request),
         rules=await context.rulebook.current(),
         now=now,
     )
-    if not result.created:
+    if not bound.created:
         response.status_code = status.HTTP_200_OK
-    return IdentityRead.model_validate(result.identity, from_attributes=True)
+    return IdentityRead.model_validate({**asdict(bound.identity), "reclaimed": bound.reclaimed})
 
 
 @router.get("/identity", response_model=IdentityRead, responses=errors(401, 404))

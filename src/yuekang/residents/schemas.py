@@ -36,6 +36,17 @@ class IdentityRead(BaseModel):
     masked_name: str
     masked_doc_number: str
     bound_at: dt.datetime
+    assurance: str = Field(
+        description="How the document was proved to be this person's: `proofed` (registry and "
+        "carrier), `counter` (seen by staff), `dependant` (a family member's record), "
+        "`partner:MO` (vouched for by Macao), or `unverified` (bound before proofing existed: "
+        "no code until proved again)"
+    )
+    proofed_at: dt.datetime | None
+    reclaimed: bool = Field(
+        default=False,
+        description="True when binding took the document from an account that had not proved it",
+    )
 
 
 class StatusSummary(BaseModel):

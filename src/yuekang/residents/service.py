@@ -7,15 +7,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
+from yuekang.dependants.models import Guardianship
 from yuekang.exceptions import Conflict, NotFound, ValidationFailed
 from yuekang.health_status import service as health_status
+from yuekang.health_status.models import HealthStatus
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.principals import Actor
+from yuekang.residents.assurance import UNVERIFIED
 from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
 from yuekang.residents.masking import mask_doc_number, mask_name, mask_phone
 from yuekang.residents.models import Identity, Resident
@@ -37,7 +40,7 @@ def doc_indexer(blind_index: BlindIndex) -> Callable[[DocType, str], bytes]:
     return index
 
 
-def _validated(
+def validated_number(
     doc_type: DocType, doc_number: str, birth_date: dt.date | None, *, today: dt.date
 ) -> str:
     """The normalised number, or a 422 naming the field and the reason."""
@@ -57,83 +60,187 @@ class MaskedIdentity:
     masked_name: str
     masked_doc_number: str
     bound_at: dt.datetime
+    assurance: str
+    proofed_at: dt.datetime | None
 
 
-@dataclass(frozen=True)
-class BindResult:
-    identity: MaskedIdentity
-    created: bool
-
-
-async def bind_identity(
+async def store_identity(
     session: AsyncSession,
     *,
     resident_id: uuid.UUID,
     name: str,
     doc_type: DocType,
-    doc_number: str,
+    number: str,
     birth_date: dt.date,
+    assurance: str,
+    proofing_ref: str | None,
     pii: PiiCipher,
     blind_index: BlindIndex,
     rules: RuleSet,
     now: dt.datetime,
-    actor: Actor | None = None,
-) -> BindResult:
-    """Bind a document once. Binding the same document again is a no-op; another document, or a
-    document already bound to someone else, is a conflict (real-name binding is not editable from
-    the phone: a mistake goes through support, which leaves an audit trail)."""
-    number = _validated(doc_type, doc_number, birth_date, today=local_date(now))
+    actor: Actor,
+) -> MaskedIdentity:
+    """Write the resident's identity (a validated, normalised ``number``) with how it was proved,
+    replacing an unverified one of theirs, and decide their status from the facts filed under
+    the document. The callers (residents/binding.py, dependants, the exchange) have already
+    settled who may hold the document; the unique index still refuses a second holder."""
     index = doc_index(blind_index, doc_type, number)
-    existing = await session.get(Identity, resident_id)
-    if existing is not None:
-        if existing.doc_index == index:
-            return BindResult(_masked(existing, number), created=False)
-        raise Conflict(
-            "an identity is already bound to this account", code="identity_already_bound"
-        )
-    owner = (
-        await session.execute(select(Identity.resident_id).where(Identity.doc_index == index))
-    ).scalar_one_or_none()
-    if owner is not None:
-        raise Conflict("this document is bound to another account", code="document_already_bound")
 
     def seal(column: str, value: str) -> bytes:
         ciphertext, _ = pii.encrypt(value, context=f"identities.{column}:{resident_id}")
         return ciphertext
 
-    identity = Identity(
-        resident_id=resident_id,
-        doc_type=doc_type.value,
-        doc_index=index,
-        name_ct=seal("name", name),
-        doc_number_ct=seal("doc_number", number),
-        birth_date_ct=seal("birth_date", birth_date.isoformat()),
-        key_id=pii.active_key_id,
-        masked_name=mask_name(name),
-        bound_at=now,
-        updated_at=now,
-    )
+    identity = await session.get(Identity, resident_id)
+    fields = {
+        "doc_type": doc_type.value,
+        "doc_index": index,
+        "name_ct": seal("name", name),
+        "doc_number_ct": seal("doc_number", number),
+        "birth_date_ct": seal("birth_date", birth_date.isoformat()),
+        "key_id": pii.active_key_id,
+        "masked_name": mask_name(name),
+        "updated_at": now,
+        "assurance": assurance,
+        "proofed_at": None if assurance == UNVERIFIED else now,
+        "proofing_ref": proofing_ref,
+    }
+    replaced = identity is not None and identity.doc_index != index
     try:
         async with session.begin_nested():
-            session.add(identity)
+            if identity is None:
+                identity = Identity(resident_id=resident_id, bound_at=now, **fields)
+                session.add(identity)
+            else:
+                for column, value in fields.items():
+                    setattr(identity, column, value)
+                if replaced:
+                    identity.bound_at = now
     except IntegrityError as exc:
         raise Conflict(
             "this document is bound to another account", code="document_already_bound"
         ) from exc
+    if replaced:
+        # The codes of the document bound before (unverified: made before proofing existed)
+        # must not outlive it.
+        await health_status.revoke_unexpired_codes(
+            session, resident_id=resident_id, reason="identity_replaced", now=now
+        )
     # Facts may have arrived before the person registered: the first status is decided from them.
     await health_status.decide(
         session, resident_ids=[resident_id], rules=rules, now=now, actor=Actor.system("rules")
     )
     await audit.record(
         session,
-        actor=actor or Actor.resident(resident_id),
+        actor=actor,
         action="identity.bind",
         subject_type="resident",
         subject_id=str(resident_id),
         now=now,
-        detail={"doc_type": doc_type.value},
+        detail={"doc_type": doc_type.value, "assurance": assurance, "replaced": replaced},
     )
-    return BindResult(_masked(identity, number), created=True)
+    return _masked(identity, number)
+
+
+@dataclass(frozen=True)
+class Released:
+    """A binding taken from an account (reclaimed by the document's holder, or ended)."""
+
+    resident_id: uuid.UUID
+    phone: str | None
+    """The released account's phone, to tell them; None for a family member's record."""
+    guardian_phone: str | None
+    """A released family member's guardian, to tell them."""
+
+
+async def release_identity(
+    session: AsyncSession,
+    *,
+    identity: Identity,
+    to: uuid.UUID | None,
+    reason: str,
+    pii: PiiCipher,
+    actor: Actor,
+    now: dt.datetime,
+) -> Released:
+    """Take a document away from the account holding it: the binding and its status go, its
+    live codes are revoked at once, a family-member arrangement ends, and an operator's
+    standing decision against the document's person (red or yellow) follows the document to
+    ``to``, the account taking it. Audited; the caller tells both phones after the commit."""
+    released = identity.resident_id
+    await health_status.revoke_unexpired_codes(
+        session, resident_id=released, reason="identity_released", now=now
+    )
+    if to is not None:
+        await health_status.hand_over_override(session, source=released, to=to, now=now)
+    await session.execute(delete(HealthStatus).where(HealthStatus.resident_id == released))
+    await session.delete(identity)
+    await session.flush()
+    resident = await session.get(Resident, released)
+    phone = _phone(resident, pii) if resident is not None else None
+    guardian_phone = None
+    guardianship = (
+        await session.execute(
+            select(Guardianship).where(
+                Guardianship.dependant_id == released, Guardianship.state != "removed"
+            )
+        )
+    ).scalar_one_or_none()
+    if guardianship is not None:
+        guardianship.state = "removed"
+        guardianship.removed_at = now
+        guardianship.removed_by = actor.label
+        guardian = await session.get(Resident, guardianship.guardian_id)
+        guardian_phone = _phone(guardian, pii) if guardian is not None else None
+    await audit.record(
+        session,
+        actor=actor,
+        action="identity.released",
+        subject_type="resident",
+        subject_id=str(released),
+        now=now,
+        detail={
+            "doc_type": identity.doc_type,
+            "reason": reason,
+            "to": None if to is None else str(to),
+            "assurance": identity.assurance,
+            "guardianship_ended": guardianship is not None,
+        },
+    )
+    return Released(released, phone, guardian_phone)
+
+
+def _phone(resident: Resident, pii: PiiCipher) -> str | None:
+    if resident.phone_ct is None or resident.phone_key_id is None:
+        return None
+    return pii.decrypt(
+        resident.phone_ct, key_id=resident.phone_key_id, context=f"residents.phone:{resident.id}"
+    )
+
+
+async def account_phone(
+    session: AsyncSession,
+    *,
+    resident_id: uuid.UUID,
+    pii: PiiCipher,
+    actor: Actor,
+    now: dt.datetime,
+    purpose: str,
+) -> str | None:
+    """The phone an account signs in with, decrypted for ``purpose`` (audited)."""
+    resident = await session.get(Resident, resident_id)
+    if resident is None:
+        return None
+    phone = _phone(resident, pii)
+    await audit.record(
+        session,
+        actor=actor,
+        action="phone.read",
+        subject_type="resident",
+        subject_id=str(resident_id),
+        now=now,
+        detail={"purpose": purpose, "masked": False},
+    )
+    return phone
 
 
 async def resident_by_phone_index(session: AsyncSession, index: bytes) -> Resident | None:
@@ -148,6 +255,8 @@ def _masked(identity: Identity, number: str) -> MaskedIdentity:
         masked_name=identity.masked_name,
         masked_doc_number=mask_doc_number(number),
         bound_at=identity.bound_at,
+        assurance=identity.assurance,
+        proofed_at=identity.proofed_at,
     )
 
 
@@ -186,11 +295,9 @@ async def masked_phone(
 ) -> str:
     """The resident's phone, masked; decrypting it is audited like any other personal field."""
     resident = await session.get(Resident, resident_id)
-    if resident is None:
+    phone = None if resident is None else _phone(resident, pii)
+    if phone is None:
         raise NotFound("no such resident", code="resident_not_found")
-    phone = pii.decrypt(
-        resident.phone_ct, key_id=resident.phone_key_id, context=f"residents.phone:{resident_id}"
-    )
     await audit.record(
         session,
         actor=actor,
@@ -214,7 +321,7 @@ async def find_by_document(
     now: dt.datetime,
 ) -> uuid.UUID:
     """Resolve a document to a resident id through the blind index; audited with its reason."""
-    number = _validated(doc_type, doc_number, None, today=local_date(now))
+    number = validated_number(doc_type, doc_number, None, today=local_date(now))
     resident_id = (
         await session.execute(
             select(Identity.resident_id).where(

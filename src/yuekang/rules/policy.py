@@ -40,10 +40,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+AssuranceLevel = Literal["proofed", "counter", "dependant", "partner"]
+
+
 class Conditions(_Model):
     status: list[Literal["green", "yellow", "red"]] | None = Field(default=None, min_length=1)
     negative_test_within_hours: int | None = Field(default=None, ge=1, le=720)
     min_doses: int | None = Field(default=None, ge=1, le=10)
+    assurance: list[AssuranceLevel] | None = Field(
+        default=None,
+        min_length=1,
+        description="how the holder's identity must have been proved; a code that does not "
+        "say (issued before proofing existed) meets no such condition",
+    )
 
 
 class Clause(_Model):
@@ -84,19 +93,30 @@ class Decision:
 
 
 def decide(
-    policy: Policy, *, status: str, negative_within_hours: int | None, doses: int | None
+    policy: Policy,
+    *,
+    status: str,
+    negative_within_hours: int | None,
+    doses: int | None,
+    assurance: str | None = None,
 ) -> Decision:
-    """The verdict of ``policy`` for a verified code's status and summaries."""
+    """The verdict of ``policy`` for a verified code's status, summaries and assurance."""
     for clause in policy.clauses:
-        if _holds(clause.when, status, negative_within_hours, doses):
+        if _holds(clause.when, status, negative_within_hours, doses, assurance):
             return Decision(clause.verdict, clause.reason)
     return Decision(policy.default.verdict, policy.default.reason)
 
 
 def _holds(
-    when: Conditions, status: str, negative_within_hours: int | None, doses: int | None
+    when: Conditions,
+    status: str,
+    negative_within_hours: int | None,
+    doses: int | None,
+    assurance: str | None,
 ) -> bool:
     if when.status is not None and status not in when.status:
+        return False
+    if when.assurance is not None and assurance not in when.assurance:
         return False
     if when.negative_test_within_hours is not None and (
         negative_within_hours is None or negative_within_hours > when.negative_test_within_hours

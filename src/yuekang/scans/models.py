@@ -3,7 +3,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from yuekang.db import BIGINT_PK, Base, UTCDateTime
@@ -21,6 +29,8 @@ class ScanRecord(Base):
         Index("ix_scan_records_scanned_at", "scanned_at"),
         CheckConstraint("verdict IN ('valid', 'invalid', 'cannot_verify')", name="verdict"),
         CheckConstraint("source IN ('online', 'offline')", name="source"),
+        CheckConstraint("method IN ('code', 'document')", name="method"),
+        Index("ix_scan_records_subject_index_scanned_at", "subject_index", "scanned_at"),
     )
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
@@ -34,3 +44,7 @@ class ScanRecord(Base):
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     source: Mapped[str] = mapped_column(String(8))
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # A document check (刷证核验) has no code: the document's blind index stands in for it, so
+    # that contact tracing finds the person's document checks beside their code scans.
+    method: Mapped[str] = mapped_column(String(8), server_default="code")
+    subject_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from yuekang.codec.bundle import BundleIssuer
 from yuekang.codec.errors import InvalidCode
-from yuekang.codec.healthcode import Status, read_health_code_fields
+from yuekang.codec.healthcode import ASSURANCE_LEVELS, Status, read_health_code_fields
 from yuekang.codec.jwks import parse_jwks
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import PREFIX as MACAO_PREFIX
@@ -98,6 +98,9 @@ class Verdict:
     """``guangdong`` (ours), ``converted_from_<partner>`` or ``issued_by_<partner>``."""
     source: tuple[str, str, str] | None = None
     """For a converted code: the source issuer, key id and code digest."""
+    assurance: str | None = None
+    """How the holder's identity was proved (``proofed``, ``counter``, ``dependant``,
+    ``partner``); None when the code does not say (docs/IDENTITY.md)."""
 
     @property
     def valid(self) -> bool:
@@ -124,6 +127,7 @@ class Verdict:
             "source": None
             if self.source is None
             else dict(zip(("issuer", "kid", "digest"), self.source, strict=True)),
+            "assurance": self.assurance,
         }
 
 
@@ -146,6 +150,7 @@ _set_negative_within_hours = _slot_setter("negative_within_hours")
 _set_doses = _slot_setter("doses")
 _set_origin = _slot_setter("origin")
 _set_source = _slot_setter("source")
+_set_assurance = _slot_setter("assurance")
 
 
 def _valid_verdict(
@@ -160,6 +165,7 @@ def _valid_verdict(
     doses: int | None,
     origin: str,
     source: tuple[str, str, str] | None,
+    assurance: str | None,
 ) -> Verdict:
     """``Verdict(verdict="valid", ...)`` with no reasons or warnings, without the dataclass
     ``__init__``: a frozen dataclass sets each field through ``object.__setattr__``, which is over
@@ -180,6 +186,7 @@ def _valid_verdict(
     _set_doses(verdict, doses)
     _set_origin(verdict, origin)
     _set_source(verdict, source)
+    _set_assurance(verdict, assurance)
     return verdict
 
 
@@ -219,7 +226,7 @@ class Verifier:
             )
         except InvalidCode as exc:
             return Verdict(verdict="invalid", reasons=(exc.reason,))
-        iss, jti, iat, exp, status, nm, nt, vx, src = claims
+        iss, jti, iat, exp, status, nm, nt, vx, src, ia = claims
         origin = "guangdong"
         if src is not None:
             origin = f"converted_from_{self._partner_names.get(src[0], src[0])}"
@@ -235,6 +242,7 @@ class Verifier:
             doses=vx,
             origin=origin,
             source=src,
+            assurance=None if ia is None else ASSURANCE_LEVELS.get(ia),
         )
         return verdict.revoked() if jti in revoked else verdict
 
@@ -264,6 +272,8 @@ class Verifier:
             expires_at=claims.exp,
             negative_within_hours=_hours_since(claims.tan, now),
             origin=f"issued_by_{partner.id}",
+            # The partner proved its own residents; we hold it to that (docs/IDENTITY.md).
+            assurance="partner",
         )
 
 
@@ -287,6 +297,7 @@ def policy_decision(verdict: Verdict, policy: Policy) -> Decision:
         status=verdict.status,
         negative_within_hours=verdict.negative_within_hours,
         doses=verdict.doses,
+        assurance=verdict.assurance,
     )
 
 
