@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from codec.forge import Trust
 from support.api import Api, Resident
@@ -41,7 +42,9 @@ from yuekang.feeds import service as feeds
 from yuekang.feeds.rows import FeedKind
 from yuekang.operators import service as operators
 from yuekang.principals import Actor, Role
+from yuekang.residents.models import Identity
 from yuekang.residents.proofing import MemoryProofing
+from yuekang.rules.policy import as_place_kind
 
 TEST_SECRETS = Secrets(
     key_passphrase="test-passphrase-0123456789",
@@ -183,12 +186,32 @@ class RunningApp:
         answer: dict[str, Any] = changed.json()
         return answer
 
-    async def checkpoint_key(self, name: str = "test gate") -> str:
+    async def checkpoint_key(self, name: str = "test gate", kind: str = "venue") -> str:
         async with self.context.sessionmaker() as session, session.begin():
             _, key = await checkpoints.create_checkpoint(
-                session, name=name, actor=Actor.cli(), now=self.context.clock.now()
+                session,
+                name=name,
+                kind=as_place_kind(kind),
+                actor=Actor.cli(),
+                now=self.context.clock.now(),
             )
         return key
+
+    async def resident_id(self, resident: Resident) -> uuid.UUID:
+        me = await self.client.get("/v1/me", headers=resident.auth)
+        assert me.status_code == 200, me.text
+        return uuid.UUID(me.json()["resident_id"])
+
+    async def unverify(self, resident: Resident) -> None:
+        """Make the resident's binding what migration 0007 made of every binding before it:
+        ``unverified``, as if bound when nothing was proved."""
+        resident_id = await self.resident_id(resident)
+        async with self.context.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Identity)
+                .where(Identity.resident_id == resident_id)
+                .values(assurance="unverified", proofed_at=None, proofing_ref=None)
+            )
 
 
 async def start_app(

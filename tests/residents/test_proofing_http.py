@@ -177,7 +177,7 @@ async def test_a_slow_registry_is_cut_off_within_the_budget() -> None:
     fake = FakeRegistry(times_out)
     budget = 1.0
     started = time.monotonic()
-    with pytest.raises(ProofingUnavailable, match="ReadTimeout|did not answer in time"):
+    with pytest.raises(ProofingUnavailable, match=r"ReadTimeout|did not answer in time"):
         await check(fake.proofing(timeout=0.4, attempts=10, budget=budget, backoff=0.01))
     elapsed = time.monotonic() - started
     assert elapsed < budget + 2

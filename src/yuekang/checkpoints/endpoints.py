@@ -1,24 +1,34 @@
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
 from yuekang import regions
-from yuekang.checkpoints import service
+from yuekang.checkpoints import documents, service
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.checkpoints.schemas import (
     CheckpointCreate,
     CheckpointCreated,
     CheckpointRead,
+    DocumentCheck,
     VerdictRead,
     VerifyRequest,
 )
 from yuekang.clock import epoch
 from yuekang.codec.reasons import pick_language
 from yuekang.context import AppContext
-from yuekang.deps import BAD_CHECKPOINT_KEY, CheckpointKey, Now, SessionDep, StaffOperator
+from yuekang.deps import (
+    BAD_CHECKPOINT_KEY,
+    CheckpointKey,
+    Context,
+    CurrentCheckpoint,
+    Now,
+    SessionDep,
+    StaffOperator,
+)
 from yuekang.exceptions import Unauthorized
 from yuekang.openapi import errors
 
@@ -80,6 +90,48 @@ async def verdict_json(
         )
         .model_dump_json()
         .encode()
+    )
+
+
+@router.post("/v1/verify/document", response_model=VerdictRead, responses=errors(401, 422, 429))
+async def verify_document(
+    body: DocumentCheck,
+    checkpoint: CurrentCheckpoint,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+    accept_language: Annotated[str | None, Header()] = None,
+) -> VerdictRead:
+    """Check a person by their identity document instead of a code (刷证核验), for people
+    without a phone (checkpoint key required).
+
+    The answer has the same shape as `POST /v1/verify`'s: `verdict` `valid` with the masked
+    name, the status, `assurance` and the checkpoint's policy `decision`, `origin` =
+    `document_check`, no code id. A document with no valid code here -- unknown, not bound,
+    bound but never proved, or a family member's record awaiting consent -- is `invalid` with
+    the single reason `no_valid_code`, whichever it is (the endpoint is no oracle). A number
+    that fails its own format or check digit is a 422 `invalid_document` (a typing mistake,
+    nothing about any person). Each check is rate-limited per checkpoint (429 `rate_limited`)
+    and kept as a scan record.
+    """
+    verdict, decision = await documents.check_document(
+        session,
+        checkpoint=checkpoint,
+        doc_type=body.doc_type,
+        doc_number=body.doc_number,
+        blind_index=context.blind_index,
+        rules=await context.rulebook.current(),
+        issuer=context.settings.issuer,
+        lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
+        settings=context.settings.document_checks,
+        now=now,
+    )
+    return VerdictRead.model_validate(
+        {
+            **verdict.to_dict(pick_language(accept_language)),
+            "decision": decision.verdict,
+            "decision_reason": decision.reason,
+        }
     )
 
 

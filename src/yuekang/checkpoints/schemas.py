@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from yuekang.residents.documents import DocType
 from yuekang.schemas import StrictModel
 
 
@@ -17,6 +18,13 @@ class VerifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     qr_text: str = Field(max_length=4096, description="The text read from the QR code")
+
+
+class DocumentCheck(StrictModel):
+    """A document typed at a checkpoint or read from the card."""
+
+    doc_type: DocType
+    doc_number: str = Field(min_length=1, max_length=32, examples=["11010519491231002X"])
 
 
 class ReasonRead(BaseModel):
@@ -49,10 +57,16 @@ class VerdictRead(BaseModel):
     decision_reason: str | None = None
     origin: str | None = Field(
         default=None,
-        description="`guangdong`, `converted_from_macao` or `issued_by_macao` (EXCHANGE.md)",
+        description="`guangdong`, `converted_from_macao`, `issued_by_macao` (EXCHANGE.md) or "
+        "`document_check` (a document checked instead of a code)",
     )
     source: SourceRead | None = Field(
         default=None, description="For a converted code: the partner code it came from"
+    )
+    assurance: Literal["proofed", "counter", "dependant", "partner"] | None = Field(
+        default=None,
+        description="How the holder's identity was proved (docs/IDENTITY.md); null when the "
+        "code does not say (issued before proofing existed)",
     )
 
 

@@ -46,6 +46,9 @@ class Reason(StrEnum):
     """The device clock is earlier than the trust bundle was issued: fix the clock."""
     NO_TRUST = "no_trust"
     """The verifier holds no trust bundle yet: sync first."""
+    NO_VALID_CODE = "no_valid_code"
+    """A document check (刷证核验): this document has no valid code here -- whether the document
+    is unknown, unbound or its holder unproved is not said, so that the answer is no oracle."""
 
 
 LANGUAGES: Final = ("zh-Hans", "zh-Hant", "en", "pt")
@@ -135,6 +138,12 @@ MESSAGES: Final[Mapping[Reason, Mapping[str, str]]] = {
         "zh-Hant": "尚未同步核驗資料",
         "en": "No trust data yet: sync first",
         "pt": "Sem dados de confiança: sincronize primeiro",
+    },
+    Reason.NO_VALID_CODE: {
+        "zh-Hans": "该证件无有效健康码",
+        "zh-Hant": "該證件無有效健康碼",
+        "en": "No valid health code for this document",
+        "pt": "Sem código de saúde válido para este documento",
     },
 }
 

@@ -34,6 +34,7 @@ def _read(record: ScanRecord) -> ScanRead:
         verdict=record.verdict,
         reason=record.reason,
         source=record.source,
+        method="document" if record.method == "document" else "code",
     )
 
 

@@ -43,6 +43,9 @@ class ScanRead(BaseModel):
     verdict: str
     reason: str | None
     source: str
+    method: Literal["code", "document"] = Field(
+        description="`document`: the person's document was checked instead of a code (刷证核验)"
+    )
 
 
 class CaseReference(StrictModel):

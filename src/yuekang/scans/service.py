@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,7 @@ from yuekang.db import dialect_name
 from yuekang.exceptions import NotFound
 from yuekang.health_codes.models import HealthCode
 from yuekang.principals import Actor
+from yuekang.residents.models import Identity
 from yuekang.scans.models import ScanRecord
 
 
@@ -126,14 +127,21 @@ async def _owner(session: AsyncSession, code_id: str) -> uuid.UUID:
 async def of_person(
     session: AsyncSession, *, code_id: str, case_reference: str, actor: Actor, now: dt.datetime
 ) -> Sequence[ScanRecord]:
-    """Where the holder of ``code_id`` had any of their codes scanned (audited)."""
+    """Where the holder of ``code_id`` had any of their codes scanned, or their document
+    checked instead of a code (audited)."""
     owner = await _owner(session, code_id)
     codes = select(HealthCode.code_id).where(HealthCode.resident_id == owner)
+    document = select(Identity.doc_index).where(Identity.resident_id == owner).scalar_subquery()
     rows = (
         (
             await session.execute(
                 select(ScanRecord)
-                .where(ScanRecord.code_id.in_(codes))
+                .where(
+                    or_(
+                        ScanRecord.code_id.in_(codes),
+                        and_(ScanRecord.method == "document", ScanRecord.subject_index == document),
+                    )
+                )
                 .order_by(ScanRecord.scanned_at)
                 .limit(10_000)
             )

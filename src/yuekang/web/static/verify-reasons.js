@@ -90,6 +90,12 @@ export const REASON_MESSAGES = Object.freeze({
     en: "No trust data yet: sync first",
     pt: "Sem dados de confiança: sincronize primeiro",
   },
+  no_valid_code: {
+    "zh-Hans": "该证件无有效健康码",
+    "zh-Hant": "該證件無有效健康碼",
+    en: "No valid health code for this document",
+    pt: "Sem código de saúde válido para este documento",
+  },
 });
 
 /** The short message for a reason code in `language` (zh-Hans when the language is unknown). */
