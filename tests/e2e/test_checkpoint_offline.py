@@ -14,16 +14,16 @@ import pytest
 from sqlalchemy import func, select
 
 from support.api import registered_over_http
-from support.servers import YUEKANG, cli, serve, server_env
+from support.servers import YUEKANG, Server, cli, serve, server_env
 from yuekang.db import create_engine
 from yuekang.scans.models import ScanRecord
 
 pytestmark = pytest.mark.e2e
 
 
-def _resident_code(base: str, phone: str) -> tuple[dict[str, str], str]:
-    with httpx.Client(base_url=base, timeout=30) as client:
-        resident = registered_over_http(client, phone)
+def _resident_code(server: Server, phone: str) -> tuple[dict[str, str], str]:
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        resident = registered_over_http(client, phone, registry=server.registry)
         code = client.post("/v1/codes", headers=resident.auth).json()
     assert resident.doc_number is not None
     return code, resident.doc_number
@@ -58,8 +58,8 @@ def test_a_checkpoint_judges_offline_and_uploads_exactly_once(
     with serve(env, tmp_path, "first") as server:
         anchor = json.loads(cli(env, tmp_path, "keys", "anchor"))
         gate_key = cli(env, tmp_path, "checkpoints", "create", "Hengqin port")
-        valid, _ = _resident_code(server.base, "+8613700137001")
-        revoked, number = _resident_code(server.base, "+8613700137002")
+        valid, _ = _resident_code(server, "+8613700137001")
+        revoked, number = _resident_code(server, "+8613700137002")
         cli(env, tmp_path, "status", "set", "--doc-type", "prc_id", "--doc-number", number,
             "--status", "red", "--reason", "close contact")  # fmt: skip
         synced = cli(

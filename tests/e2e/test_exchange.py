@@ -231,7 +231,9 @@ def _macao_to_guangdong(
 
         # Guangdong -> Macao while Macao is down: queued, then delivered once it is back.
         feed_key = cli(env, workdir, "feeds", "clients", "create", "lab", "--kinds", "nat-results")
-        resident = registered_over_http(gd, "+8613800138555", name="李小龙")
+        resident = registered_over_http(
+            gd, "+8613800138555", name="李小龙", registry=gd_server.registry
+        )
         auth, number = resident.auth, resident.doc_number
         sampled = dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)
         nat_row = {"doc_type": "prc_id", "doc_number": number, "sampled_at": sampled.isoformat(),

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from support.api import random_prc_id
+from support.api import enrol_in_registry, random_prc_id
 from support.postgres import create_database
 from support.servers import Server, cli, serve, server_env
 from yuekang.audit.models import AuditEvent
@@ -69,6 +69,9 @@ def test_feed_to_red_to_appeal_to_green_across_two_processes(
     operator = cli(env, tmp_path, "operators", "create", "reviewer", "--role", "operator")
     gate = cli(env, tmp_path, "checkpoints", "create", "north gate")
     doc_number, birth = random_prc_id()
+    enrol_in_registry(
+        a.registry, name="李小明", doc_number=doc_number, birth_date=birth, phone="+8613900139000"
+    )
 
     with (
         httpx.Client(base_url=a.base, timeout=30) as on_a,

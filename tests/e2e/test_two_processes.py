@@ -65,7 +65,7 @@ def test_what_one_process_decides_holds_on_the_other(
         httpx.Client(base_url=b.base, timeout=30) as on_b,
     ):
         # A revocation made through A: B refuses the code at once (no cache stands between).
-        first = registered_over_http(on_a, "+8613900139001")
+        first = registered_over_http(on_a, "+8613900139001", registry=a.registry)
         auth, number = first.auth, first.doc_number
         code = on_a.post("/v1/codes", headers=auth).json()["qr_text"]
         assert (
@@ -88,7 +88,7 @@ def test_what_one_process_decides_holds_on_the_other(
         assert [r["code"] for r in judged["reasons"]] == ["revoked"]
 
         # A key rotation made through A: B signs with the new key within the refresh interval.
-        other = registered_over_http(on_b, "+8613900139002").auth
+        other = registered_over_http(on_b, "+8613900139002", registry=b.registry).auth
         old_kid = _kid(on_b.post("/v1/codes", headers=other).json()["qr_text"])
         new = on_a.post("/v1/admin/keys", headers=admin, json={}).json()["kid"]
         assert on_a.post(f"/v1/admin/keys/{new}/activate", headers=admin).status_code == 200

@@ -30,6 +30,8 @@ def server_env(database_url: str, keys_dir: Path, **extra: str) -> dict[str, str
         "YUEKANG_ENV": "dev",
         "YUEKANG_DATABASE_URL": database_url,
         "YUEKANG_KEYS_DIR": str(keys_dir),
+        # The built-in development registry, beside the keys: tests add their people to it.
+        "YUEKANG_PROOFING__BUILTIN_DIR": str(keys_dir.parent / "registry"),
         **extra,
     }
 
@@ -40,6 +42,11 @@ class Server:
     env: dict[str, str]
     log: Path
     port: int
+
+    @property
+    def registry(self) -> Path:
+        """The built-in development registry's data directory (``proofing.builtin_dir``)."""
+        return Path(self.env["YUEKANG_PROOFING__BUILTIN_DIR"])
 
 
 @contextmanager

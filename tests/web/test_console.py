@@ -55,7 +55,7 @@ def feed_key(server: Server, name: str, kinds: str = "cases") -> str:
 def resident(server: Server, name: str = "陈小文") -> Resident:
     """A resident signed in with the development OTP and with an identity bound."""
     with httpx.Client(base_url=server.base, timeout=30) as client:
-        return registered_over_http(client, name=name)
+        return registered_over_http(client, name=name, registry=server.registry)
 
 
 def issue_code(server: Server, person: Resident) -> dict[str, Any]:

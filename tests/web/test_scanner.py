@@ -71,7 +71,7 @@ def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
     env = web_server.env
     lab = cli(env, workdir, "feeds", "clients", "create", "lab", "--kinds", "nat-results")
     with httpx.Client(base_url=web_server.base, timeout=30) as http:
-        resident = registered_over_http(http, name="张小三")
+        resident = registered_over_http(http, name="张小三", registry=web_server.registry)
         auth, number = resident.auth, resident.doc_number
         sampled = dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)
         row = {"doc_type": "prc_id", "doc_number": number, "sampled_at": sampled.isoformat(),
@@ -85,7 +85,7 @@ def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
         assert pushed.status_code == 201, pushed.text
         valid = _issue(http, auth)
 
-        other_resident = registered_over_http(http, name="张小三")
+        other_resident = registered_over_http(http, name="张小三", registry=web_server.registry)
         other, other_number = other_resident.auth, other_resident.doc_number
         revoked = _issue(http, other)
     cli(env, workdir, "status", "set", "--doc-type", "prc_id", "--doc-number", other_number,
