@@ -28,6 +28,7 @@ from yuekang.checkpoints import endpoints as checkpoints
 from yuekang.clock import Clock
 from yuekang.config import ResolvedSettings, Settings, resolve
 from yuekang.context import AppContext
+from yuekang.dependants import endpoints as dependants
 from yuekang.exceptions import ServiceUnavailable, YuekangError
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
@@ -108,6 +109,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(residents.router)
+    app.include_router(residents.admin)
     app.include_router(health_codes.router)
     app.include_router(checkpoints.router)
     app.include_router(keyring.router)
@@ -126,6 +128,8 @@ def create_app(
     app.include_router(exchange.router)
     app.include_router(exchange.admin)
     app.include_router(stats.admin)
+    app.include_router(dependants.router)
+    app.include_router(dependants.admin)
     web.mount(app)
 
     @app.get("/healthz", tags=["ops"])

@@ -55,6 +55,7 @@ from yuekang.codec.keys import SigningKey, b64url_decode, b64url_encode
 from yuekang.codec.macao import source_digest
 from yuekang.exchange.models import ConsentReceipt, Conversion
 from yuekang.health_codes.models import HealthCode
+from yuekang.principals import Role
 from yuekang.verifier import PartnerIssuer, Verifier
 
 
@@ -217,8 +218,9 @@ async def test_an_account_of_the_same_document_is_the_one_converted(gd: RunningA
 async def test_a_package_never_binds_a_document_into_an_existing_account(
     gd: RunningApp, keys: OurKeys
 ):
-    # Whoever holds the account proved the phone to us; the package did not. Binding is
-    # permanent, so the person signs in and binds the document themselves, then converts.
+    # Whoever holds the account proved the phone to us; the package did not. The person binds
+    # the document themselves, then converts. A Macao number is no mainland carrier's to
+    # confirm, so they prove it at a service counter.
     phone = macao_phone()
     resident = await gd.api.sign_in(phone)
     person = subject(phone=phone)
@@ -228,16 +230,55 @@ async def test_a_package_never_binds_a_document_into_an_existing_account(
     assert_refused(sent.response, 409, "phone_in_use")
     identity = await gd.client.get("/v1/me/identity", headers=resident.auth)
     assert identity.status_code == 404
-    bound = await gd.api.bind(
-        resident,
+    details = {
+        "doc_type": "macao_id",
+        "doc_number": person["doc_number"],
+        "birth_date": person["birth_date"],
+        "name": person["name"],
+    }
+    by_phone = await gd.client.put("/v1/me/identity", headers=resident.auth, json=details)
+    assert by_phone.json()["error"]["code"] in (
+        "identity_mismatch",
+        "phone_not_registered_to_holder",
+    )
+    operator = {"Authorization": f"Bearer {await gd.operator_token(Role.OPERATOR)}"}
+    bound = await gd.client.post(
+        "/v1/admin/identity/counter",
+        headers=operator,
+        json={**details, "phone": phone, "reason": "澳门身份证原件", "document_seen": True},
+    )
+    assert bound.status_code == 201, bound.text
+    body = await convert(gd, keys, subject=person)
+    mine = await gd.client.get(f"/v1/codes/{body['code']['code_id']}", headers=resident.auth)
+    assert mine.status_code == 200
+
+
+async def test_a_binding_never_proved_gives_way_to_the_partners_person(
+    gd: RunningApp, keys: OurKeys
+):
+    # Bound before proofing existed, by whoever knew the number: Macao proved this person, so
+    # the holder arriving through Macao wins; the account that held it is told and loses it.
+    squatter = await gd.api.sign_in()
+    person = subject()
+    squatted = await gd.api.bind(
+        squatter,
         doc_type="macao_id",
         doc_number=person["doc_number"],
         birth_date=dt.date.fromisoformat(person["birth_date"]),
         name=person["name"],
     )
-    assert bound.status_code == 201, bound.text
+    assert squatted.status_code == 201, squatted.text
+    await gd.unverify(squatter)
+    gd.sms.sent.clear()
+
     body = await convert(gd, keys, subject=person)
-    mine = await gd.client.get(f"/v1/codes/{body['code']['code_id']}", headers=resident.auth)
+
+    assert (await gd.client.get("/v1/me/identity", headers=squatter.auth)).status_code == 404
+    assert squatter.phone in {phone for phone, _ in gd.sms.sent}
+    holder = await gd.api.sign_in(person["phone"])
+    identity = (await gd.client.get("/v1/me/identity", headers=holder.auth)).json()
+    assert identity["assurance"] == "partner:MO"
+    mine = await gd.client.get(f"/v1/codes/{body['code']['code_id']}", headers=holder.auth)
     assert mine.status_code == 200
 
 

@@ -546,6 +546,22 @@ async def test_a_resident_without_an_identity_is_refused(gd: RunningApp, macao: 
     assert error_code(await ask(gd, resident)) == (409, "identity_required")
 
 
+async def test_only_a_proved_identity_is_sent(gd: RunningApp, macao: MacaoServer):
+    # We vouch for the person to Macao: a binding made before proofing is not enough, and a
+    # resident who turns unverified while the message waits is not sent either.
+    before_proofing = await green_resident(gd)
+    await gd.unverify(before_proofing)
+    assert error_code(await ask(gd, before_proofing)) == (409, "identity_unverified")
+    assert await outbox(gd) == [], "nothing was queued"
+
+    waiting = await green_resident(gd)
+    conversion = await queued(gd, waiting)
+    await gd.unverify(waiting)
+    await deliver(gd)
+    assert macao.received == []
+    assert (await read(gd, waiting, conversion["id"]))["state"] == "refused"
+
+
 async def test_asking_needs_a_signed_in_resident(gd: RunningApp):
     response = await gd.client.post(OUTBOUND, json=consent(), headers={"Idempotency-Key": "k"})
     assert response.status_code == 401

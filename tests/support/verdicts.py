@@ -8,6 +8,7 @@ from typing import Any
 
 from yuekang.codec.bundle import BadBundleSignature, BundleError, MalformedBundle
 from yuekang.codec.keys import VerificationKey
+from yuekang.rules.ruleset import RuleSetError
 from yuekang.verifier import TrustStore, policy_decision
 from yuekang.verifier.trust import BundleRollback, DeltaMismatch, OtherIssuer
 
@@ -31,13 +32,19 @@ def trust_store(anchor: dict[str, Any], texts: list[str], now: int) -> TrustStor
 
 def judge(store: TrustStore, code: str, now: int, place: str) -> dict[str, Any]:
     """What a checkpoint answers for ``code`` at ``place``: the verdict and the decision, the
-    CLI's way (``cannot_verify`` with the first reason when the store cannot judge)."""
+    CLI's way (``cannot_verify`` with the first reason when the store cannot judge, and with
+    ``bad_policy`` when the bundle's policies do not validate: signed, but by a server of another
+    version, so the device decides nothing -- the CLI exits 4, the page says so)."""
     verdict = store.verify(code, now=now)
     if verdict.verdict == "cannot_verify":
         decision, decision_reason = "cannot_verify", verdict.reasons[0].value
     else:
-        outcome = policy_decision(verdict, store.policy(place))
-        decision, decision_reason = outcome.verdict, outcome.reason
+        try:
+            outcome = policy_decision(verdict, store.policy(place))
+        except RuleSetError:
+            decision, decision_reason = "cannot_verify", "bad_policy"
+        else:
+            decision, decision_reason = outcome.verdict, outcome.reason
     return {
         "verdict": verdict.verdict,
         "reasons": [r.value for r in verdict.reasons],
@@ -51,6 +58,7 @@ def judge(store: TrustStore, code: str, now: int, place: str) -> dict[str, Any]:
         "expires_at": verdict.expires_at,
         "origin": verdict.origin,
         "source": verdict.to_dict()["source"],
+        "assurance": verdict.to_dict()["assurance"],
         "decision": decision,
         "decision_reason": decision_reason,
     }

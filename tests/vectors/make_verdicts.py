@@ -15,15 +15,22 @@ Layout::
      "bundles": {name: compact JWS text},
      "cases": [{"name", "anchor", "bundles": [names loaded in order], "now", "place", "code",
                 "expect": {verdict, reasons, warnings, status, code_id, issuer, kid, masked_name,
-                           issued_at, expires_at, origin, source, decision, decision_reason}}],
+                           issued_at, expires_at, origin, source, assurance, decision,
+                           decision_reason}}],
      "loads": [{"name", "anchor", "bundles", "now",
                 "expect": {"error": null | "bad_signature" | "malformed" | "rollback" |
                                     "delta_mismatch" | "other_issuer",
-                           "version": int | null, "revoked": int}}]}
+                           "version": int | null, "revoked": int}}],
+     "policies": [{"name", "document": policies document, "place",
+                   "facts": [{status, negative_within_hours, doses, assurance}],
+                   "expect": {"error": bool, "decisions": [{verdict, reason}] | null}}]}
 
 A case's bundles are loaded at the case's ``now`` (as a checkpoint does at start-up), then its code
 is judged at that ``now``; the decision is the CLI's: ``cannot_verify`` with the first reason when
-the store cannot judge, otherwise ``policy_decision`` with the place's policy from the bundle.
+the store cannot judge, ``cannot_verify`` with ``bad_policy`` when the bundle's policies do not
+validate, otherwise ``policy_decision`` with the place's policy from the bundle. A policies row is
+one document validated (``parse_policies``; ``parsePolicy`` in the page) and, when it is accepted,
+the place's decision (``decide``) for each of the facts.
 """
 
 from __future__ import annotations
@@ -73,7 +80,8 @@ from yuekang.codec.bundle import (  # noqa: E402
 )
 from yuekang.codec.keys import SigningKey, b64url_decode  # noqa: E402
 from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code  # noqa: E402
-from yuekang.rules.policy import default_policies  # noqa: E402
+from yuekang.rules.policy import decide, default_policies, parse_policies  # noqa: E402
+from yuekang.rules.ruleset import RuleSetError  # noqa: E402
 
 OUT = Path(__file__).with_name("verdicts.json")
 DAY = 86_400
@@ -143,6 +151,39 @@ def _bundle(version: int, **changes: Any) -> TrustBundle:
     return dataclasses.replace(base, **changes)
 
 
+def _policies(change: Any) -> dict[str, Any]:
+    """The default policies document with ``change`` (a function of the document) applied."""
+    document = json.loads(json.dumps(default_policies().document()))
+    change(document)
+    return dict(document)
+
+
+def _condition(place: str, clause: int, **values: Any) -> Any:
+    """A change setting conditions of one clause of the place's policy (DROP removes one)."""
+
+    def change(document: dict[str, Any]) -> None:
+        when = document[place]["clauses"][clause]["when"]
+        when.update(values)
+        for name in [n for n, v in when.items() if v is DROP]:
+            del when[name]
+
+    return change
+
+
+def _venue_assurance_policy(document: dict[str, Any]) -> None:
+    """A venue that lets in green codes proved at a counter or held for a family member, and sends
+    every other green code to a person: the condition as a bundle carries it, not the defaults'."""
+    venue = document["venue"]
+    venue["clauses"] = [
+        {"when": {"status": ["green"], "assurance": ["counter", "dependant"]},
+         "verdict": "allow", "reason": "green"},
+        {"when": {"status": ["green"]}, "verdict": "manual_check", "reason": "identity_check"},
+    ]  # fmt: skip
+
+
+BAD_ASSURANCE = _condition("border", 0, assurance=["proofed", "trusted"])
+
+
 def _tampered(text: str) -> str:
     """The bundle with one revocation removed from its payload, signature kept."""
     head, payload, signature = text.split(".")
@@ -184,6 +225,11 @@ def bundles() -> dict[str, str]:
             ANCHOR,
         ),
         "v8-float-version": _sign_payload({**bundle_payload(_bundle(8)), "version": 8.0}, ANCHOR),
+        "v5-venue-assurance": sign_bundle(
+            _bundle(5, policies=_policies(_venue_assurance_policy)), ANCHOR
+        ),
+        # Signed, but its policies do not validate (a level this verifier does not know).
+        "v5-bad-assurance": sign_bundle(_bundle(5, policies=_policies(BAD_ASSURANCE)), ANCHOR),
         "two-parts": ".".join(v5.split(".")[:2]),
     }
 
@@ -346,6 +392,62 @@ def code_cases() -> list[dict[str, Any]]:
     )
     add("nt-too-large", valid(es, nt=10_000))
     add("src-not-a-triple", valid(es, src=["MO", MACAO.kid]))
+    # Identity assurance (the ia claim): the border lets in green with a recent test when the
+    # holder's identity was proved against the registry, at a counter or by a partner; a family
+    # member's code, or one that does not say, goes to an officer who checks the document.
+    for ia in (1, 2, 3, 4):
+        add(f"green-nt24-ia{ia}-at-border", valid(ed_key, nt=24, ia=ia), place="border")
+    add("green-nt48-ia1-vx3-at-border", valid(es, nt=48, vx=3, ia=1), place="border")
+    add("green-nt72-ia1-at-border", valid(es, nt=72, ia=1), place="border")
+    add("green-no-test-ia1-at-border", valid(es, ia=1), place="border")
+    add("yellow-nt24-ia1-at-border", valid(es, st="yellow", nt=24, ia=1), place="border")
+    add("green-ia3-at-venue", valid(es, ia=3))
+    add("yellow-ia3-at-transport", valid(es, st="yellow", ia=3), place="transport")
+    # Values no level stands for are an unknown assurance, like a code without the claim.
+    for ia in (0, 9, 9999):
+        add(f"green-nt24-ia{ia}-at-border", valid(es, nt=24, ia=ia), place="border")
+    add("ia-null-is-no-claim", valid(es, nt=24, ia=None), place="border")
+    # Not a small non-negative integer: the code is malformed, whatever else it says.
+    for name, value in (
+        ("string", "1"), ("true", True), ("false", False), ("negative", -1), ("fraction", 1.5),
+        ("integral-float", 1.0), ("too-large", 10_000), ("list", [1]), ("object", {"level": 1}),
+    ):  # fmt: skip
+        add(f"ia-{name}", valid(es, nt=24, ia=value), place="border")
+    add(
+        "ia-exponent",
+        forge(header(es), compact_json(claims(ia=1)).replace(b'"ia":1', b'"ia":1e0'), es),
+    )
+    add(
+        "ia-leading-zero",
+        forge(header(es), compact_json(claims(ia=1)).replace(b'"ia":1', b'"ia":01'), es),
+    )
+    # Another order, spacing or escapes than the signer's: the general parse, the same answer.
+    add("ia-before-nt", valid(es, ia=1, nt=24), place="border")
+    add(
+        "ia-spaced-json",
+        forge(header(es), json.dumps(claims(nt=24, ia=2)).encode(), es),
+        place="border",
+    )
+    add(
+        "converted-with-ia",
+        valid(es, nt=24, src=["MO", MACAO.kid, "c291cmNlLWRpZ2VzdC0wMQ"], ia=4),
+        place="border",
+    )
+    add("revoked-with-ia", valid(es, jti=REVOKED_JTI, nt=24, ia=1), place="border")
+    add("unknown-claim-after-ia", valid(es, ia=1, zz="later"))
+    # The condition as a bundle's own policy has it.
+    for ia in (2, 3, 1):
+        add(f"venue-assurance-ia{ia}", valid(es, ia=ia), loaded=["v5-venue-assurance"])
+    add("venue-assurance-no-ia", valid(es), loaded=["v5-venue-assurance"])
+    add("venue-assurance-macao", macao(), loaded=["v5-venue-assurance"])
+    add("venue-assurance-at-border", valid(es, nt=24, ia=3), place="border",
+        loaded=["v5-venue-assurance"])  # fmt: skip
+    # Policies with a level this verifier does not know: signed, but nothing is decided with them,
+    # at any place, whatever the code.
+    for place in ("border", "venue"):
+        add(f"bad-assurance-policy-at-{place}", valid(es, nt=24, ia=1), place=place,
+            loaded=["v5-bad-assurance"])  # fmt: skip
+    add("bad-assurance-policy-forged-code", valid(TRUST.attacker), loaded=["v5-bad-assurance"])
     # The store's own state.
     stale_now = ISSUED + DAY + 3600
     add(
@@ -463,7 +565,72 @@ def load_cases() -> list[dict[str, Any]]:
         case("float-version", ["v8-float-version"]),
         case("two-parts", ["two-parts"]),
         case("tampered-after-a-good-one", ["v5", "v5-tampered"]),
+        # Policies are the rules engine's to validate, when a decision needs them: the bundle loads.
+        case("policies-with-an-unknown-assurance", ["v5-bad-assurance"]),
     ]
+
+
+ASSURANCES = ("proofed", "counter", "dependant", "partner", None)
+
+
+def _facts() -> list[dict[str, Any]]:
+    """What a policy is asked about: every assurance with each test summary, green, and some
+    codes of the other colours."""
+    facts = [
+        {"status": "green", "negative_within_hours": hours, "doses": None, "assurance": assurance}
+        for assurance in ASSURANCES
+        for hours in (24, 48, 72, 168, None)
+    ]
+    facts += [
+        {"status": status, "negative_within_hours": 24, "doses": 2, "assurance": assurance}
+        for status in ("yellow", "red")
+        for assurance in ("proofed", "dependant", None)
+    ]
+    return facts
+
+
+def policy_rows() -> list[dict[str, Any]]:
+    """Policies documents, each validated and (when accepted) asked about :func:`_facts` at a
+    place: the assurance condition's grammar is pydantic's, and the page must refuse what it
+    refuses."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, change: Any = None, place: str = "border") -> None:
+        document = _policies(change or (lambda _: None))
+        facts = _facts()
+        try:
+            policy = parse_policies(document).for_place(place)  # type: ignore[arg-type]
+        except RuleSetError:
+            expect: dict[str, Any] = {"error": True, "decisions": None}
+        else:
+            decisions = [dataclasses.asdict(decide(policy, **fact)) for fact in facts]
+            expect = {"error": False, "decisions": decisions}
+        rows.append(
+            {"name": name, "document": document, "place": place, "facts": facts, "expect": expect}
+        )
+
+    add("default-border")
+    add("default-venue", place="venue")
+    add("default-transport", place="transport")
+    add("assurance-null-is-no-condition", _condition("border", 0, assurance=None))
+    add("assurance-dropped", _condition("border", 0, assurance=DROP))
+    add("assurance-one-level", _condition("border", 0, assurance=["dependant"]))
+    add("assurance-every-level", _condition("border", 0, assurance=list(ASSURANCES[:4])))
+    add("assurance-repeated-level", _condition("border", 0, assurance=["partner", "partner"]))
+    add("assurance-alone", _condition("border", 0, status=DROP, negative_test_within_hours=DROP))
+    add("assurance-at-venue", _venue_assurance_policy, place="venue")
+    # Refused: the whole document, whichever place is asked for.
+    add("assurance-unknown-level", _condition("border", 0, assurance=["proofed", "trusted"]))
+    add("assurance-unknown-level-asked-at-venue", BAD_ASSURANCE, place="venue")
+    add("assurance-empty", _condition("border", 0, assurance=[]))
+    add("assurance-a-string", _condition("border", 0, assurance="proofed"))
+    add("assurance-a-number", _condition("border", 0, assurance=[1]))
+    add("assurance-capitalised", _condition("border", 0, assurance=["Proofed"]))
+    add("assurance-null-level", _condition("border", 0, assurance=[None]))
+    add("assurance-an-object", _condition("border", 0, assurance={"proofed": True}))
+    add("assurances-misspelt", _condition("border", 0, assurances=["proofed"]))
+    add("assurance-in-transport", _condition("transport", 1, assurance=["unknown"]), "transport")
+    return rows
 
 
 def anchors() -> dict[str, Any]:
@@ -494,6 +661,7 @@ def main() -> None:
                 ),
             }
         )
+    policies = policy_rows()
     document = {
         "generated_by": "tests/vectors/make_verdicts.py",
         "leeway": 120,
@@ -501,9 +669,10 @@ def main() -> None:
         "bundles": texts,
         "cases": cases,
         "loads": loads,
+        "policies": policies,
     }
     OUT.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"{OUT}: {len(cases)} cases, {len(loads)} loads")
+    print(f"{OUT}: {len(cases)} cases, {len(loads)} loads, {len(policies)} policies")
 
 
 if __name__ == "__main__":

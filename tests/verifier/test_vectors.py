@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from support.verdicts import LOAD_ERRORS, judge, load_outcome, trust_store
+from yuekang.rules.policy import decide, parse_policies
+from yuekang.rules.ruleset import RuleSetError
 
 TABLE: dict[str, Any] = json.loads(
     (Path(__file__).parents[1] / "vectors" / "verdicts.json").read_text(encoding="utf-8")
@@ -35,6 +37,20 @@ def test_the_python_trust_store_loads_bundles_as_the_table_says(load: dict[str, 
     assert load_outcome(anchor, _texts(load["bundles"]), load["now"]) == load["expect"]
 
 
+@pytest.mark.parametrize("row", TABLE["policies"], ids=[r["name"] for r in TABLE["policies"]])
+def test_python_validates_and_decides_policies_as_the_table_says(row: dict[str, Any]) -> None:
+    try:
+        policy = parse_policies(row["document"]).for_place(row["place"])
+    except RuleSetError:
+        assert row["expect"] == {"error": True, "decisions": None}
+        return
+    decisions = [decide(policy, **facts) for facts in row["facts"]]
+    assert row["expect"] == {
+        "error": False,
+        "decisions": [{"verdict": d.verdict, "reason": d.reason} for d in decisions],
+    }
+
+
 def test_the_table_covers_what_a_checkpoint_meets() -> None:
     seen = {reason for case in TABLE["cases"] for reason in case["expect"]["reasons"]}
     seen |= {w for case in TABLE["cases"] for w in case["expect"]["warnings"]}
@@ -45,4 +61,19 @@ def test_the_table_covers_what_a_checkpoint_meets() -> None:
         "key_not_valid", "trust_stale", "trust_expired", "wrong_clock", "no_trust",
     }  # fmt: skip
     assert decisions == {"allow", "deny", "manual_check", "cannot_verify"}
+    # Every identity assurance a code can carry, and none, reaches a verdict and a border.
+    assurances = {case["expect"]["assurance"] for case in TABLE["cases"]}
+    assert assurances == {"proofed", "counter", "dependant", "partner", None}
+    at_border = {
+        (case["expect"]["assurance"], case["expect"]["decision_reason"])
+        for case in TABLE["cases"]
+        if case["place"] == "border" and case["bundles"] == ["v5"]
+    }
+    assert {
+        ("proofed", "green_with_recent_test"), ("counter", "green_with_recent_test"),
+        ("partner", "green_with_recent_test"), ("dependant", "identity_check"),
+        (None, "identity_check"),
+    } <= at_border  # fmt: skip
+    assert {case["expect"]["decision_reason"] for case in TABLE["cases"]} >= {"bad_policy"}
+    assert {row["expect"]["error"] for row in TABLE["policies"]} == {True, False}
     assert {load["expect"]["error"] for load in TABLE["loads"]} == {None, *LOAD_ERRORS.values()}

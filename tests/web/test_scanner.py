@@ -1,7 +1,7 @@
 """The checkpoint scanner page in Chromium, as a gate uses it: set up and sync online, then cut the
 network, reopen the page (served by its service worker) and judge codes from a camera (a Y4M clip
 fed to Chromium's fake capture device) or a picture, queueing scan records that upload when the
-network returns."""
+network returns; and check people without a phone by their ID document (查证件), online only."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from codec.forge import flip_char
-from support.api import registered_over_http
+from support.api import Resident, random_prc_id, registered_over_http
 from support.servers import Server, cli
 from web.conftest import launch, screenshot
 from yuekang.codec.keys import VerificationKey
@@ -44,6 +45,8 @@ class Code:
     text: str
     status: str
     code_id: str
+    doc_number: str | None = None
+    """The holder's document (a PRC ID), for the document checks."""
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +61,30 @@ def gate(web_server: Server, workdir: Path) -> Gate:
     return Gate(key=key, fingerprint=VerificationKey.from_jwk(anchor).kid)
 
 
-def _issue(http: httpx.Client, auth: dict[str, str]) -> Code:
+def _issue(http: httpx.Client, auth: dict[str, str], doc_number: str | None = None) -> Code:
     issued = http.post("/v1/codes", headers=auth)
     assert issued.status_code == 201, issued.text
     body = issued.json()
-    return Code(body["qr_text"], body["status"], body["code_id"])
+    return Code(body["qr_text"], body["status"], body["code_id"], doc_number)
+
+
+def _registered(http: httpx.Client, registry: Path) -> Resident:
+    """``registered_over_http`` in a thread of its own: it fills the registry with
+    ``asyncio.run()``, which refuses to start where Playwright's sync API already runs an event
+    loop -- this thread, once any test of the session has started a browser."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(registered_over_http, http, name="张小三", registry=registry).result()
 
 
 @pytest.fixture(scope="module")
 def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
-    """A green code with a negative test (allowed at a border), a revoked one, a forged one."""
+    """A green code with a negative test (allowed at a border), a revoked one, a forged one. Their
+    holders' identities were proved against the registry (the codes say ``proofed``); each code
+    carries its holder's document number."""
     env = web_server.env
     lab = cli(env, workdir, "feeds", "clients", "create", "lab", "--kinds", "nat-results")
     with httpx.Client(base_url=web_server.base, timeout=30) as http:
-        resident = registered_over_http(http, name="张小三", registry=web_server.registry)
+        resident = _registered(http, web_server.registry)
         auth, number = resident.auth, resident.doc_number
         sampled = dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)
         row = {"doc_type": "prc_id", "doc_number": number, "sampled_at": sampled.isoformat(),
@@ -83,11 +96,11 @@ def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
                      "Idempotency-Key": uuid.uuid4().hex},
         )  # fmt: skip
         assert pushed.status_code == 201, pushed.text
-        valid = _issue(http, auth)
+        valid = _issue(http, auth, number)
 
-        other_resident = registered_over_http(http, name="张小三", registry=web_server.registry)
+        other_resident = _registered(http, web_server.registry)
         other, other_number = other_resident.auth, other_resident.doc_number
-        revoked = _issue(http, other)
+        revoked = _issue(http, other, other_number)
     cli(env, workdir, "status", "set", "--doc-type", "prc_id", "--doc-number", other_number,
         "--status", "red", "--reason", "scanner test")  # fmt: skip
 
@@ -223,6 +236,11 @@ def test_a_valid_code_is_allowed_offline_and_its_scan_uploads_later(
     expect(panel.locator("#verdict-word")).to_have_text("通行")
     expect(panel).to_contain_text("绿码")
     expect(panel).to_contain_text("粤康码")
+    # How the holder's identity was proved, from the code's ia claim.
+    expect(panel).to_have_attribute("data-assurance", "proofed")
+    expect(panel.locator("#verdict-facts")).to_contain_text("身份核验")
+    expect(panel.locator("#verdict-facts .assurance")).to_have_text("已实名核验")
+    expect(panel.locator("#verdict-instruction")).to_be_hidden()
     expect(page.locator("#queue-state")).to_have_attribute("data-count", "1")
     screenshot(page, "scanner-allow")
     assert _records(web_server, {valid.code_id}) == []
@@ -243,6 +261,8 @@ def test_a_revoked_code_is_denied_offline(
     panel = _verdict(scanner, "deny")
     expect(panel).to_have_attribute("data-reasons", "revoked")
     expect(panel.locator("#verdict-reasons")).to_contain_text("健康码已被撤销")
+    # A code that does not count says nothing of its holder's identity.
+    expect(panel.locator("#verdict-facts .assurance")).to_have_count(0)
     expect(scanner.page.locator("#queue-state")).to_have_attribute("data-count", "1")
     screenshot(scanner.page, "scanner-deny-revoked")
     scanner.page.click("#verdict-next")
@@ -345,3 +365,194 @@ def test_stale_trust_data_warns_and_expired_trust_data_refuses(
     screenshot(page, "scanner-trust-expired")
     assert errors == []
     context.close()
+
+
+# Everything the page keeps: local and session storage, and every IndexedDB store of its own.
+STORED = """
+async () => {
+  const dump = { local: { ...localStorage }, session: { ...sessionStorage }, idb: {} };
+  for (const { name } of await indexedDB.databases()) {
+    const db = await new Promise((ok, fail) => {
+      const request = indexedDB.open(name);
+      request.onsuccess = () => ok(request.result);
+      request.onerror = () => fail(request.error);
+    });
+    for (const store of db.objectStoreNames) {
+      const values = await new Promise((ok, fail) => {
+        const request = db.transaction(store).objectStore(store).getAll();
+        request.onsuccess = () => ok(request.result);
+        request.onerror = () => fail(request.error);
+      });
+      dump.idb[`${name}/${store}`] = values;
+    }
+    db.close();
+  }
+  return JSON.stringify(dump);
+}
+"""
+
+
+def _check_document(page: Any, number: str, doc_type: str = "prc_id") -> Any:
+    """Type ``number`` and ask; the request the page sent."""
+    page.select_option("#doc-type", doc_type)
+    page.fill("#doc-number", number)
+    with page.expect_request(
+        lambda r: r.url.endswith("/v1/verify/document") and r.method == "POST"
+    ) as sent:
+        page.click("#document-submit")
+    return sent.value
+
+
+def test_a_document_is_checked_online_and_never_kept(
+    playwright_instance: Any,
+    chromium_path: str,
+    web_server: Server,
+    gate: Gate,
+    codes: dict[str, Code],
+    workdir: Path,
+) -> None:
+    """刷证核验 for someone without a phone: the server's verdict in the scan's display, the
+    number cleared at once and kept nowhere; a typo is the field's error; without the network
+    the mode says so and queues nothing; scanning codes goes on afterwards."""
+    number = codes["valid"].doc_number
+    assert number is not None
+    # A camera that films nothing readable: the scan mode's camera is live, and quiet.
+    browser = launch(playwright_instance, chromium_path, *FAKE_CAMERA)
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    errors: list[str] = []
+    console: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(web_server.base + "/scanner")
+    _set_up(Scanner(page, context, errors), gate)
+    expect(page.locator("#viewfinder")).to_have_class("viewfinder live", timeout=SLOW)
+
+    # The switch is in sight; the document mode rests the camera and puts the cursor in the field.
+    expect(page.locator("#mode-scan")).to_have_attribute("aria-pressed", "true")
+    page.click("#mode-document")
+    expect(page.locator("#mode-document")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#scan")).to_be_hidden()
+    expect(page.locator("#document")).to_be_visible()
+    expect(page.locator("#doc-number")).to_be_focused()
+    expect(page.locator("#doc-number")).to_have_attribute("autocomplete", "off")
+    expect(page.locator("label[for=doc-number]")).to_have_text("证件号码")
+    expect(page.locator("#doc-type option")).to_have_text(
+        ["居民身份证", "港澳台居民居住证", "港澳居民来往内地通行证", "澳门居民身份证",
+         "香港身份证", "护照"]
+    )  # fmt: skip
+    assert not page.evaluate("Boolean(document.querySelector('#camera').srcObject)")
+    page.fill("#doc-number", "4401")
+    screenshot(page, "scanner-document")
+
+    # A proofed resident's document: the verdict a scan of their code gives.
+    request = _check_document(page, number.lower())
+    assert request.headers["accept-language"] == "zh-Hans"
+    assert request.headers["authorization"] == f"Bearer {gate.key}"
+    panel = _verdict(Scanner(page, context, errors), "allow")
+    expect(page.locator("#doc-number")).to_have_value("")
+    expect(panel).to_have_attribute("data-origin", "document_check")
+    expect(panel.locator("#verdict-name")).to_have_text("张*三")
+    expect(panel.locator("#verdict-word")).to_have_text("通行")
+    expect(panel).to_contain_text("绿码")
+    expect(panel).to_contain_text("刷证核验（在线）")
+    expect(panel.locator("#verdict-facts .assurance")).to_have_text("已实名核验")
+    expect(panel.locator("#verdict-trust")).to_contain_text("在线查询时间")
+    expect(page.locator("#verdict-next")).to_be_focused()
+    expect(page.locator("#verdict-next")).to_have_text("下一位")
+    screenshot(page, "scanner-document-allow")
+    page.click("#verdict-next")
+    expect(panel).to_be_hidden()
+    expect(page.locator("#doc-number")).to_be_focused()
+
+    # Nobody's document (unknown, unbound or unproved alike): no valid code.
+    _check_document(page, random_prc_id()[0])
+    expect(panel).to_have_attribute("data-reasons", "no_valid_code", timeout=SLOW)
+    expect(panel).to_have_attribute("data-decision", "deny")
+    expect(panel.locator("#verdict-reasons")).to_have_text("该证件无有效健康码")
+    expect(panel.locator("#verdict-name")).to_be_hidden()
+    screenshot(page, "scanner-document-no-code")
+    page.click("#verdict-next")
+
+    # A typing mistake (the check digit): the field says so, and nobody is looked up.
+    typo = number[:-1] + ("0" if number[-1] != "0" else "1")
+    _check_document(page, typo)
+    expect(page.locator("#doc-number-error")).to_have_text("证件号码格式或校验位有误")
+    expect(page.locator("#doc-number")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#doc-number")).to_have_value("")
+    expect(page.locator("#doc-number")).to_be_focused()
+    expect(panel).to_be_hidden()
+    screenshot(page, "scanner-document-typo")
+
+    # Too many checks from this gate (the server's answer, made here).
+    page.route(
+        "**/v1/verify/document",
+        lambda route: route.fulfill(
+            status=429,
+            json={"error": {"code": "rate_limited", "message": "slow down"}},
+            headers={"Retry-After": "30"},
+        ),
+    )
+    _check_document(page, number)
+    expect(page.locator("#document-error")).to_have_text("查询过于频繁，请稍后再试")
+    expect(page.locator("#doc-number-error")).to_have_text("")
+    page.unroute("**/v1/verify/document")
+
+    # A family member's code at the border (an answer made here): an officer checks the card.
+    answer = {
+        "verdict": "valid", "status": "green", "reasons": [], "warnings": [], "code_id": None,
+        "issuer": "yk:gd", "kid": None, "masked_name": "李*四", "issued_at": None,
+        "expires_at": None, "origin": "document_check", "source": None,
+        "assurance": "dependant", "decision": "manual_check", "decision_reason": "identity_check",
+    }  # fmt: skip
+    page.route("**/v1/verify/document", lambda route: route.fulfill(json=answer))
+    _check_document(page, number)
+    panel = _verdict(Scanner(page, context, errors), "manual_check")
+    expect(panel.locator("#verdict-instruction")).to_be_visible()
+    expect(panel.locator("#verdict-instruction")).to_contain_text("请核对证件")
+    expect(panel.locator("#verdict-facts .assurance")).to_have_text("亲友代办")
+    screenshot(page, "scanner-document-identity-check")
+    page.click("#verdict-next")
+    page.unroute("**/v1/verify/document")
+
+    # A network that leads nowhere (navigator.onLine notwithstanding): the same as none.
+    page.route("**/v1/verify/document", lambda route: route.abort())
+    _check_document(page, number)
+    expect(page.locator("#document-offline")).to_be_visible()
+    expect(page.locator("#doc-number")).to_have_value("")
+    page.unroute("**/v1/verify/document")
+
+    # No network: this mode cannot work, says so, and keeps nothing for later.
+    queued = page.locator("#queue-state").get_attribute("data-count")
+    context.set_offline(True)
+    expect(page.locator("#document-offline")).to_be_visible()
+    page.select_option("#doc-type", "prc_id")
+    page.fill("#doc-number", number)
+    page.click("#document-submit")
+    expect(page.locator("#document-offline")).to_have_text(
+        "查证件需要联网。扫码核验在离线时仍可使用。"
+    )
+    expect(page.locator("#document-error")).to_have_text("")
+    expect(page.locator("#doc-number")).to_have_value("")
+    expect(page.locator("#queue-state")).to_have_attribute("data-count", queued or "0")
+    screenshot(page, "scanner-document-offline")
+
+    # The number was never kept, stored or logged.
+    stored = page.evaluate(STORED)
+    assert number not in stored and number.lower() not in stored
+    assert "yk-scanner/queue" in stored
+    assert not any(number in line or number.lower() in line for line in console)
+
+    # Back to the codes, still offline: the camera runs again, and a code is judged here.
+    page.click("#mode-scan")
+    expect(page.locator("#document")).to_be_hidden()
+    expect(page.locator("#viewfinder")).to_have_class("viewfinder live", timeout=SLOW)
+    expect(page.locator("#camera-message")).to_have_text("将二维码置于框内")
+    picture = workdir / "document-mode-valid.png"
+    picture.write_bytes(render_png(codes["valid"].text, "green"))
+    page.set_input_files("#image-input", str(picture))
+    panel = _verdict(Scanner(page, context, errors), "allow")
+    expect(panel).to_have_attribute("data-origin", "guangdong")
+    expect(panel.locator("#verdict-facts .assurance")).to_have_text("已实名核验")
+    assert errors == []
+    browser.close()

@@ -1,7 +1,9 @@
 """The browser's verifier (``static/verify.js``) against the shared verdict table, in Chromium.
 
 ``tests/verifier/test_vectors.py`` holds the Python ``TrustStore`` to the same table: one table,
-two implementations, the same answers. The reason messages the page shows are the Python ones."""
+two implementations, the same answers -- verdicts with their identity assurance, bundle loads, and
+policies validated and decided (``parsePolicy`` and ``decide`` against the pydantic models and
+``rules.policy.decide``). The reason messages the page shows are the Python ones."""
 
 from __future__ import annotations
 
@@ -50,7 +52,20 @@ async ({ table, fields }) => {
       loads[load.name] = { error: error.kind, version: null, revoked: null };
     }
   }
-  return { cases, loads };
+  const policies = {};
+  for (const row of table.policies) {
+    let policy;
+    try {
+      policy = v.parsePolicy(row.document, row.place);
+    } catch (error) {
+      if (!(error instanceof v.PolicyError)) throw error;
+      policies[row.name] = { error: true, decisions: null };
+      continue;
+    }
+    const decisions = row.facts.map((facts) => v.decide(policy, facts));
+    policies[row.name] = { error: false, decisions };
+  }
+  return { cases, loads, policies };
 }
 """
 
@@ -78,6 +93,13 @@ def test_verify_js_loads_bundles_as_the_table_says(
     answers: dict[str, Any], load: dict[str, Any]
 ) -> None:
     assert answers["loads"][load["name"]] == load["expect"]
+
+
+@pytest.mark.parametrize("row", TABLE["policies"], ids=[r["name"] for r in TABLE["policies"]])
+def test_verify_js_validates_and_decides_policies_as_the_table_says(
+    answers: dict[str, Any], row: dict[str, Any]
+) -> None:
+    assert answers["policies"][row["name"]] == row["expect"]
 
 
 def test_the_page_shows_the_python_reason_messages(web_server: Server, browser: Any) -> None:

@@ -20,9 +20,12 @@ BATCH_DECLINED = "yuekang.issuance_batch_declined"
 """Set in the request's scope by the fast lane when the issuance batch declined the request."""
 
 
-def code_response(code: HealthCode, base_url: str, *, status_code: int = 201) -> Response:
-    """The answer with a code, its image links built on ``base_url`` (ending in ``/``). Shared
-    with the fast lane (:mod:`yuekang.fastlane`), so both answer alike."""
+def code_response(
+    code: HealthCode, base_url: str, *, status_code: int = 201, images: str = "v1/codes/"
+) -> Response:
+    """The answer with a code, its image links built on ``base_url`` (ending in ``/``) and
+    ``images`` (a family member's codes are under their guardian's path). Shared with the fast
+    lane (:mod:`yuekang.fastlane`), so both answer alike."""
     body = CodeRead(
         code_id=code.code_id,
         qr_text=code.qr_text,
@@ -30,8 +33,8 @@ def code_response(code: HealthCode, base_url: str, *, status_code: int = 201) ->
         issued_at=code.issued_at,
         expires_at=code.expires_at,
         # Not url_for: it searches every route on each call.
-        png_url=f"{base_url}v1/codes/{code.code_id}.png",
-        svg_url=f"{base_url}v1/codes/{code.code_id}.svg",
+        png_url=f"{base_url}{images}{code.code_id}.png",
+        svg_url=f"{base_url}{images}{code.code_id}.svg",
     )
     return Response(
         body.model_dump_json(),

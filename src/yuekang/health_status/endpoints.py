@@ -20,6 +20,7 @@ from yuekang.deps import (
 )
 from yuekang.exceptions import NotFound, UnsupportedMediaType
 from yuekang.health_status import rulebook, service
+from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.schemas import (
     FindingRead,
     MyStatusRead,
@@ -34,8 +35,43 @@ from yuekang.health_status.schemas import (
 )
 from yuekang.openapi import errors
 from yuekang.residents import service as residents
-from yuekang.rules import explain, negative_within_hours
+from yuekang.rules import RuleSet, explain, negative_within_hours
 from yuekang.rules.facts import as_status
+
+
+def status_answer(
+    record: HealthStatus, *, rules: RuleSet, language: str, now: dt.datetime
+) -> MyStatusRead:
+    """A person's status as they (or their guardian) read it: why, until when, their latest
+    test and vaccinations, explained in ``language``."""
+    nat = None
+    if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
+        nat = NatRead(
+            latest_result="positive" if record.nat_result == "positive" else "negative",
+            latest_sampled_at=record.nat_sampled_at,
+            negative_within_hours=negative_within_hours(
+                record.nat_sampled_at, record.nat_result, now=now, buckets=rules.nat_display_hours
+            ),
+        )
+    findings = service.stored_findings(record)
+    colour = as_status(record.status)
+    return MyStatusRead(
+        status=colour,
+        reason_codes=record.reason_codes,
+        explanation=explain(findings, rules, language),
+        language=language,
+        reasons=[
+            FindingRead(reason=f.reason, status=f.status, since=f.since, until=f.until)
+            for f in findings
+        ],
+        valid_until=record.valid_until,
+        decided_at=record.updated_at,
+        rule_set_version=record.rule_set_version,
+        nat=nat,
+        vaccination=VaccinationRead(doses=record.vaccine_doses, last_dose_on=record.vaccinated_on),
+        can_appeal=colour != "green",
+    )
+
 
 admin = APIRouter(prefix="/v1/admin/residents", tags=["admin: residents"])
 resident = APIRouter(prefix="/v1/me", tags=["resident"])
@@ -70,33 +106,8 @@ async def read_my_status(
     record = await service.current(session, resident_id, rules=rules, now=now, lock=False)
     if record is None:
         raise NotFound("bind an identity document first", code="identity_not_bound")
-    language = lang or pick_language(accept_language)
-    nat = None
-    if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
-        nat = NatRead(
-            latest_result="positive" if record.nat_result == "positive" else "negative",
-            latest_sampled_at=record.nat_sampled_at,
-            negative_within_hours=negative_within_hours(
-                record.nat_sampled_at, record.nat_result, now=now, buckets=rules.nat_display_hours
-            ),
-        )
-    findings = service.stored_findings(record)
-    colour = as_status(record.status)
-    answer = MyStatusRead(
-        status=colour,
-        reason_codes=record.reason_codes,
-        explanation=explain(findings, rules, language),
-        language=language,
-        reasons=[
-            FindingRead(reason=f.reason, status=f.status, since=f.since, until=f.until)
-            for f in findings
-        ],
-        valid_until=record.valid_until,
-        decided_at=record.updated_at,
-        rule_set_version=record.rule_set_version,
-        nat=nat,
-        vaccination=VaccinationRead(doses=record.vaccine_doses, last_dose_on=record.vaccinated_on),
-        can_appeal=colour != "green",
+    answer = status_answer(
+        record, rules=rules, language=lang or pick_language(accept_language), now=now
     ).model_dump_json()
     # The tag is a digest of the answer itself, so it changes exactly when the answer does (the
     # test's display bucket moves with the clock). A 304 spares the bytes, not the work.

@@ -35,11 +35,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from yuekang import ratelimit
 from yuekang.audit import service as audit
+from yuekang.auth.service import get_or_create_resident, phone_index
 from yuekang.auth.sms import SmsDeliveryError, SmsSender
 from yuekang.codec.proofing import Person, Purpose
 from yuekang.config import ProofingSettings
@@ -56,7 +57,7 @@ from yuekang.principals import Actor
 from yuekang.residents import assurance
 from yuekang.residents.documents import DocType, local_date
 from yuekang.residents.masking import mask_doc_number
-from yuekang.residents.models import Identity, ProofingAttempt
+from yuekang.residents.models import Identity, ProofingAttempt, Resident
 from yuekang.residents.proofing import IdentityProofing, ProofingResult, ProofingUnavailable
 from yuekang.residents.service import (
     MaskedIdentity,
@@ -147,7 +148,7 @@ class Bound:
 
 
 @dataclass(frozen=True)
-class _Holder:
+class Holder:
     resident_id: uuid.UUID
     assurance: str
 
@@ -178,12 +179,12 @@ async def bind_proofed(
                 )
             number_shown = mask_doc_number(number)
             return Bound(_shown(mine, number_shown), created=False, reclaimed=False)
-        attempt = _Attempt(deps, resident_id, "bind", doc_type, index, number, now)
+        attempt = Attempt(deps, resident_id, "bind", doc_type, index, number, now)
         await attempt.count(session, client_address)
         phone = await account_phone(
             session, resident_id=resident_id, pii=deps.pii, actor=actor, now=now, purpose="proofing"
         )
-        holder = await _holder(session, index, other_than=resident_id)
+        holder = await holder_of(session, index, other_than=resident_id)
     if phone is None:
         raise Conflict("this account has no phone to prove", code="phone_required")
     person = Person(name=name, doc_type=doc_type.value, doc_number=number, birth_date=birth_date)
@@ -271,18 +272,18 @@ def _shown(identity: Identity, masked_number: str) -> MaskedIdentity:
     )
 
 
-async def _holder(
+async def holder_of(
     session: AsyncSession, index: bytes, *, other_than: uuid.UUID | None
-) -> _Holder | None:
+) -> Holder | None:
     query = select(Identity.resident_id, Identity.assurance).where(Identity.doc_index == index)
     if other_than is not None:
         query = query.where(Identity.resident_id != other_than)
     row = (await session.execute(query)).one_or_none()
-    return None if row is None else _Holder(row.resident_id, row.assurance)
+    return None if row is None else Holder(row.resident_id, row.assurance)
 
 
 async def _still_holders_phone(
-    deps: ProofingDeps, attempt: _Attempt, holder: _Holder, person: Person, now: dt.datetime
+    deps: ProofingDeps, attempt: Attempt, holder: Holder, person: Person, now: dt.datetime
 ) -> bool:
     """Whether the phone of the account holding the document is still registered to the
     document's holder. Asked only once the caller has passed proofing as that holder, so it
@@ -302,7 +303,7 @@ async def _still_holders_phone(
     return result.identity_matches and result.phone_matches
 
 
-class _Attempt:
+class Attempt:
     """One proofing attempt: asks the registry, and records and audits the outcome."""
 
     def __init__(
@@ -432,3 +433,178 @@ def notify(session: AsyncSession, sms: SmsSender, phone: str | None, text: str) 
             log.warning("a notice could not be sent by SMS", exc_info=True)
 
     after_commit(session, send)
+
+
+COUNTER_SMS = (
+    "【粤康码】您的证件已在服务窗口经工作人员核验，并绑定到本手机号。"
+    "如非本人办理，请立即到服务窗口反映。"
+)
+
+
+@dataclass(frozen=True)
+class CounterBound:
+    resident_id: uuid.UUID
+    identity: MaskedIdentity
+    reclaimed: bool
+    new_account: bool
+
+
+async def bind_at_counter(
+    session: AsyncSession,
+    deps: ProofingDeps,
+    *,
+    phone: str | None,
+    name: str,
+    doc_type: DocType,
+    doc_number: str,
+    birth_date: dt.date,
+    reason: str,
+    actor: Actor,
+    rules: RuleSet,
+    now: dt.datetime,
+) -> CounterBound:
+    """Staff saw the person and their document: bind it to the account of ``phone`` (made if
+    the person never signed in), or to a record without a phone for someone who has none.
+    Counter staff settle what the automated checks cannot, so the document is taken from any
+    other account, which is told. No registry is asked, so this runs in the request's own
+    transaction; the reason is audited."""
+    number = validated_number(doc_type, doc_number, birth_date, today=local_date(now))
+    index = doc_index(deps.blind_index, doc_type, number)
+    new_account = False
+    if phone is None:
+        resident = Resident(id=uuid.uuid4(), created_at=now)
+        session.add(resident)
+        await session.flush()
+        new_account = True
+    else:
+        phone_idx = phone_index(deps.blind_index, phone)
+        found = (
+            await session.execute(select(Resident).where(Resident.phone_index == phone_idx))
+        ).scalar_one_or_none()
+        new_account = found is None
+        resident = found or await get_or_create_resident(
+            session, phone=phone, index=phone_idx, pii=deps.pii, now=now
+        )
+    mine = await session.get(Identity, resident.id)
+    if mine is not None and mine.doc_index != index and assurance.may_have_codes(mine.assurance):
+        raise Conflict(
+            "this phone's account holds another proved document; end that first",
+            code="identity_already_bound",
+        )
+    other = (
+        await session.execute(
+            select(Identity).where(Identity.doc_index == index, Identity.resident_id != resident.id)
+        )
+    ).scalar_one_or_none()
+    reclaimed = other is not None
+    if other is not None:
+        released = await release_identity(
+            session,
+            identity=other,
+            to=resident.id,
+            reason="settled_at_counter",
+            pii=deps.pii,
+            actor=actor,
+            now=now,
+        )
+        notify(session, deps.sms, released.phone, RECLAIMED_SMS)
+        notify(session, deps.sms, released.guardian_phone, GUARDIAN_RELEASED_SMS)
+    identity = await store_identity(
+        session,
+        resident_id=resident.id,
+        name=name,
+        doc_type=doc_type,
+        number=number,
+        birth_date=birth_date,
+        assurance=assurance.COUNTER,
+        proofing_ref=actor.label[:64],
+        pii=deps.pii,
+        blind_index=deps.blind_index,
+        rules=rules,
+        now=now,
+        actor=actor,
+    )
+    session.add(
+        ProofingAttempt(
+            at=now,
+            resident_id=resident.id,
+            purpose="counter",
+            doc_type=doc_type.value,
+            doc_index=index,
+            masked_doc_number=mask_doc_number(number),
+            outcome="verified",
+            backend="counter",
+            reference=actor.label[:64],
+        )
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="identity.counter",
+        subject_type="resident",
+        subject_id=str(resident.id),
+        now=now,
+        detail={
+            "doc_type": doc_type.value,
+            "reason": reason,
+            "reclaimed": reclaimed,
+            "new_account": new_account,
+            "has_phone": phone is not None,
+        },
+    )
+    notify(session, deps.sms, phone, COUNTER_SMS)
+    return CounterBound(resident.id, identity, reclaimed, new_account)
+
+
+FAILURES = (
+    "identity_mismatch",
+    "phone_not_registered_to_holder",
+    "document_already_bound",
+    "rate_limited",
+)
+
+
+@dataclass(frozen=True)
+class Alert:
+    doc_type: str
+    masked_doc_number: str
+    failures: int
+    accounts: int
+    first_at: dt.datetime
+    last_at: dt.datetime
+
+
+async def alerts(
+    session: AsyncSession, *, settings: ProofingSettings, actor: Actor, now: dt.datetime
+) -> list[Alert]:
+    """Documents that failed proofing ``alert_failures`` times or more within the alert window,
+    from any accounts: someone trying a person's document. Most failures first. Reading them
+    is audited (they are about people, if only by masked number)."""
+    since = now - dt.timedelta(seconds=settings.alert_window_seconds)
+    failures = func.count(ProofingAttempt.id)
+    rows = await session.execute(
+        select(
+            ProofingAttempt.doc_type,
+            func.max(ProofingAttempt.masked_doc_number),
+            failures,
+            func.count(distinct(ProofingAttempt.resident_id)),
+            func.min(ProofingAttempt.at),
+            func.max(ProofingAttempt.at),
+        )
+        .where(ProofingAttempt.at >= since, ProofingAttempt.outcome.in_(FAILURES))
+        .group_by(ProofingAttempt.doc_index, ProofingAttempt.doc_type)
+        .having(failures >= settings.alert_failures)
+        .order_by(failures.desc(), func.max(ProofingAttempt.at).desc())
+        .limit(200)
+    )
+    found = [Alert(*row) for row in rows.all()]
+    await audit.record(
+        session,
+        actor=actor,
+        action="identity.alerts.read",
+        subject_type="proofing",
+        subject_id="-",
+        now=now,
+        detail={"alerts": len(found), "window_seconds": settings.alert_window_seconds},
+    )
+    return found

@@ -5,13 +5,22 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request, Response, status
 
 from yuekang.auth.endpoints import client_address
-from yuekang.deps import Context, CurrentResident, Now, SessionDep
+from yuekang.auth.service import normalize_phone
+from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
 from yuekang.exceptions import NotFound
 from yuekang.health_status import service as health_status
 from yuekang.openapi import errors
 from yuekang.principals import Actor
 from yuekang.residents import binding, service
-from yuekang.residents.schemas import IdentityBind, IdentityRead, MeRead, StatusSummary
+from yuekang.residents.schemas import (
+    AlertRead,
+    CounterProofed,
+    CounterProofing,
+    IdentityBind,
+    IdentityRead,
+    MeRead,
+    StatusSummary,
+)
 
 router = APIRouter(prefix="/v1/me", tags=["resident"])
 
@@ -126,3 +135,62 @@ async def read_identity(
     if identity is None:
         raise NotFound("no identity is bound yet", code="identity_not_bound")
     return IdentityRead.model_validate(identity, from_attributes=True)
+
+
+admin = APIRouter(prefix="/v1/admin/identity", tags=["admin: identity"])
+
+
+@admin.post(
+    "/counter",
+    response_model=CounterProofed,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(401, 403, 409, 422),
+)
+async def prove_at_counter(
+    body: CounterProofing,
+    session: SessionDep,
+    context: Context,
+    now: Now,
+    operator: StaffOperator,
+) -> CounterProofed:
+    """Counter staff bind a document they saw in person (柜台核验), for people the registry or
+    their carrier cannot confirm: a foreigner, a new number, an elderly person without a phone.
+
+    With `phone`, the document goes to that phone's account (made if the person never signed
+    in; they are told by SMS); without it, to a record with no phone, whose document
+    checkpoints can check. The document is taken from any other account holding it, which is
+    told. The assurance is `counter`; `reason` is audited. 409 `identity_already_bound` when
+    the phone's account holds another proved document.
+    """
+    bound = await binding.bind_at_counter(
+        session,
+        context.proofing_deps(),
+        phone=normalize_phone(body.phone) if body.phone else None,
+        name=body.name,
+        doc_type=body.doc_type,
+        doc_number=body.doc_number,
+        birth_date=body.birth_date,
+        reason=body.reason,
+        actor=operator.actor,
+        rules=await context.rulebook.current(),
+        now=now,
+    )
+    return CounterProofed(
+        resident_id=bound.resident_id,
+        identity=IdentityRead.model_validate(bound.identity, from_attributes=True),
+        new_account=bound.new_account,
+        reclaimed=bound.reclaimed,
+    )
+
+
+@admin.get("/alerts", response_model=list[AlertRead], responses=errors(401, 403))
+async def proofing_alerts(
+    session: SessionDep, context: Context, now: Now, operator: StaffOperator
+) -> list[AlertRead]:
+    """Documents that failed proofing repeatedly within the alert window (3 times in 24 hours by
+    default, `proofing.alert_failures`), from any accounts: someone may be trying another
+    person's document. Masked numbers only; each read is audited."""
+    found = await binding.alerts(
+        session, settings=context.settings.proofing, actor=operator.actor, now=now
+    )
+    return [AlertRead.model_validate(alert, from_attributes=True) for alert in found]

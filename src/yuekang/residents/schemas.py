@@ -61,3 +61,35 @@ class MeRead(BaseModel):
     phone: str = Field(description="Masked phone number")
     identity: IdentityRead | None
     status: StatusSummary | None
+
+
+class CounterProofing(IdentityBind):
+    """What counter staff record after seeing a person and their document."""
+
+    phone: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The person's own mobile number: their account, made if they never signed "
+        "in. Null for someone without a phone (their document can then be checked at "
+        "checkpoints, 刷证核验).",
+    )
+    reason: str = Field(min_length=3, max_length=300, description="What staff saw; audited")
+    document_seen: Literal[True] = Field(
+        description="Staff confirm they saw the original document in person"
+    )
+
+
+class CounterProofed(BaseModel):
+    resident_id: uuid.UUID
+    identity: IdentityRead
+    new_account: bool
+    reclaimed: bool = Field(description="The document was taken from another account")
+
+
+class AlertRead(BaseModel):
+    doc_type: str
+    masked_doc_number: str
+    failures: int = Field(description="Failed proofing attempts on this document in the window")
+    accounts: int = Field(description="How many accounts tried it")
+    first_at: dt.datetime
+    last_at: dt.datetime

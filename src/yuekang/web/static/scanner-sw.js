@@ -5,7 +5,10 @@
 // /scanner: it controls the scanner page only. API calls (/v1/...) are never cached: the trust
 // bundle and the scan queue live in IndexedDB, where the page checks and manages them itself.
 
-const CACHE = "yk-scanner-v1";
+// A new name when the page's files must change together (v2: codes' identity assurance, which the
+// verifier, the policies and the page read alike): the changed worker installs them all at once,
+// rather than each being refreshed on its own behind the cached copy.
+const CACHE = "yk-scanner-v2";
 const SHELL = [
   "/scanner",
   "/static/app/base.css",

@@ -2,6 +2,10 @@
 // health codes from the camera or an image with no network, exactly as `yuekang checkpoint scan`
 // does, and upload the scan records when the network comes back.
 //
+// For people without a phone, the document mode (查证件, 刷证核验) asks the server instead:
+// POST /v1/verify/document with the checkpoint key. It works online only, queues nothing, and the
+// number typed is sent once and cleared -- never kept, logged or stored on the device.
+//
 // Verification is verify.js (pure, tested against the shared verdict table); state lives in
 // IndexedDB (scanner-store.js); scanner-sw.js keeps the page itself available offline.
 
@@ -95,18 +99,69 @@ const TEXT = {
   "field.origin": ["来源", "來源", "Origin", "Origem"],
   "field.expires": ["有效至", "有效至", "Valid until", "Válido até"],
   "field.rule": ["通行规则", "通行規則", "Rule", "Regra"],
+  "field.assurance": ["身份核验", "身份核驗", "Identity", "Identidade"],
+  "assurance.proofed": ["已实名核验", "已實名核驗", "Identity verified", "Identidade verificada"],
+  "assurance.counter": ["窗口核验", "窗口核驗", "Verified at a counter", "Verificada no balcão"],
+  "assurance.dependant": ["亲友代办", "親友代辦", "Family member's code", "Código de familiar"],
+  "assurance.partner": ["澳门核验", "澳門核驗", "Verified by Macao", "Verificada por Macau"],
+  "instruction.identity_check": [
+    "请核对证件：确认证件与本人相符后再放行",
+    "請核對證件：確認證件與本人相符後再放行",
+    "Check the ID document: let the person through only if it is theirs",
+    "Verifique o documento: deixe passar só se for desta pessoa",
+  ],
   "origin.guangdong": ["粤康码", "粵康碼", "Guangdong health code", "Código de Guangdong"],
   "origin.converted_from_macao": ["由澳门健康码转换", "由澳門健康碼轉換", "Converted from a Macao code", "Convertido de um código de Macau"],
   "origin.issued_by_macao": ["澳门健康码", "澳門健康碼", "Macao health code", "Código de saúde de Macau"],
+  "origin.document_check": ["刷证核验（在线）", "刷證核驗（在線）", "Document check (online)", "Verificação por documento (em linha)"],
   "origin.converted": ["由 {partner} 健康码转换", "由 {partner} 健康碼轉換", "Converted from a {partner} code", "Convertido de um código de {partner}"],
   "rule.green": ["绿码", "綠碼", "Green code", "Código verde"],
   "rule.not_green": ["非绿码", "非綠碼", "Not a green code", "Código não verde"],
   "rule.yellow": ["黄码：请工作人员核验", "黃碼：請工作人員核驗", "Yellow: staff must check", "Amarelo: verificação pelo pessoal"],
   "rule.green_with_recent_test": ["绿码，近期核酸阴性", "綠碼，近期核酸陰性", "Green with a recent negative test", "Verde com teste negativo recente"],
   "rule.no_recent_test": ["绿码，但无近期核酸阴性结果", "綠碼，但無近期核酸陰性結果", "Green, but no recent negative test", "Verde, mas sem teste negativo recente"],
+  "rule.identity_check": ["绿码，近期核酸阴性；须核对身份", "綠碼，近期核酸陰性；須核對身份", "Green with a recent test; identity to check", "Verde com teste recente; identidade a verificar"],
   "rule.bad_policy": ["核验数据中的通行规则无法读取，请同步", "核驗資料中的通行規則無法讀取，請同步", "The place rules in the trust data cannot be read: sync", "As regras do local não podem ser lidas: sincronize"],
   "verdict.next": ["继续扫码", "繼續掃碼", "Next", "Seguinte"],
+  "verdict.next_document": ["下一位", "下一位", "Next person", "Pessoa seguinte"],
   "verdict.scanned": ["扫码时间 {time}", "掃碼時間 {time}", "Scanned at {time}", "Lido às {time}"],
+  "verdict.checked": ["在线查询时间 {time}", "在線查詢時間 {time}", "Checked online at {time}", "Verificado em linha às {time}"],
+  "mode.label": ["核验方式", "核驗方式", "How to check", "Modo de verificação"],
+  "mode.scan": ["扫码核验", "掃碼核驗", "Scan a code", "Ler código"],
+  "mode.document": ["查证件", "查證件", "Check a document", "Verificar documento"],
+  "doc.title": ["刷证核验", "刷證核驗", "Check an ID document", "Verificar um documento"],
+  "doc.intro": [
+    "为没有手机的人核验：输入其证件号码，联网查询健康码状态。",
+    "為沒有手機的人核驗：輸入其證件號碼，連網查詢健康碼狀態。",
+    "For people without a phone: type their document number to look up their health code online.",
+    "Para quem não tem telemóvel: introduza o número do documento para consultar o código em linha.",
+  ],
+  "doc.type": ["证件类型", "證件類型", "Document", "Documento"],
+  "doc.number": ["证件号码", "證件號碼", "Document number", "Número do documento"],
+  "doc.submit": ["查询", "查詢", "Check", "Verificar"],
+  "doc.checking": ["正在查询…", "正在查詢…", "Checking…", "A verificar…"],
+  "doc.empty": ["请输入证件号码", "請輸入證件號碼", "Enter the document number", "Introduza o número do documento"],
+  "doc.invalid_number": ["证件号码格式或校验位有误", "證件號碼格式或校驗位有誤", "The number's format or check digit is wrong", "O formato ou o dígito de controlo do número está errado"],
+  "doc.rate_limited": ["查询过于频繁，请稍后再试", "查詢過於頻繁，請稍後再試", "Too many checks: try again shortly", "Demasiadas verificações: tente daqui a pouco"],
+  "doc.needs_network": [
+    "查证件需要联网。扫码核验在离线时仍可使用。",
+    "查證件需要連網。掃碼核驗在離線時仍可使用。",
+    "Checking a document needs the network. Scanning codes still works offline.",
+    "Verificar documentos precisa de rede. A leitura de códigos continua a funcionar sem rede.",
+  ],
+  "doc.failed": ["查询失败：{detail}", "查詢失敗：{detail}", "The check failed: {detail}", "A verificação falhou: {detail}"],
+  "doc.note": [
+    "仅限联网使用。证件号码查询后即清除，不会保存在本设备上。",
+    "僅限連網使用。證件號碼查詢後即清除，不會保存在本裝置上。",
+    "Online only. The number is cleared once checked and never kept on this device.",
+    "Só com rede. O número é apagado após a verificação e nunca fica neste dispositivo.",
+  ],
+  "doctype.prc_id": ["居民身份证", "居民身份證", "PRC resident ID", "BI da RPC"],
+  "doctype.residence_permit": ["港澳台居民居住证", "港澳台居民居住證", "HK/Macao/Taiwan residence permit", "Autorização de residência (HK/Macau/Taiwan)"],
+  "doctype.hk_macao_permit": ["港澳居民来往内地通行证", "港澳居民來往內地通行證", "Mainland Travel Permit (HK/Macao)", "Salvo-conduto para o Interior"],
+  "doctype.macao_id": ["澳门居民身份证", "澳門居民身份證", "Macao resident ID", "BIR de Macau"],
+  "doctype.hkid": ["香港身份证", "香港身份證", "HKID", "BI de Hong Kong"],
+  "doctype.passport": ["护照", "護照", "Passport", "Passaporte"],
   "tools.sync": ["同步核验数据", "同步核驗資料", "Sync trust data", "Sincronizar dados"],
   "tools.upload": ["上传扫码记录", "上傳掃碼記錄", "Upload scans", "Enviar registos"],
   "tools.settings": ["设置", "設定", "Settings", "Definições"],
@@ -165,7 +220,13 @@ const state = {
   pendingAnchor: null,
   cameraWanted: false,
   reachable: null, // did the server answer the last request? navigator.onLine alone is not enough
+  mode: "scan", // scan (codes, offline) | document (ID documents, online only)
+  checking: false, // a document check is under way
 };
+
+// Numbers only, for the Macao resident ID (1234567(8) is read without its brackets); letters too
+// for every other document (the X of a PRC ID, H/M of a travel permit, passports).
+const NUMERIC_DOCUMENTS = new Set(["macao_id"]);
 
 // Scans from the camera and the file input take turns, so no two verdicts race.
 let turn = Promise.resolve();
@@ -285,6 +346,13 @@ function bindEvents() {
   $("sync").addEventListener("click", () => sync());
   $("upload").addEventListener("click", () => uploadQueue(true));
   $("settings-open").addEventListener("click", () => showSetup());
+  $("mode-scan").addEventListener("click", () => setMode("scan"));
+  $("mode-document").addEventListener("click", () => setMode("document"));
+  $("doc-type").addEventListener("change", () => documentTypeChosen());
+  $("document-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    checkDocument();
+  });
   window.addEventListener("online", () => {
     render();
     syncAndUpload();
@@ -294,7 +362,7 @@ function bindEvents() {
   setInterval(render, 30 * 1000);
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) stopCamera(false);
-    else if (state.anchor && !$("scan").classList.contains("hidden") && state.cameraWanted) startCamera();
+    else if (state.anchor && state.mode === "scan" && !$("scan").classList.contains("hidden") && state.cameraWanted) startCamera();
   });
 }
 
@@ -304,8 +372,7 @@ function bindEvents() {
 function showSetup() {
   stopCamera(false);
   $("setup").classList.remove("hidden");
-  $("scan").classList.add("hidden");
-  $("tools").classList.add("hidden");
+  for (const id of ["modes", "scan", "document", "tools"]) $(id).classList.add("hidden");
   $("api-key").value = state.settings?.key ?? "";
   $("place").value = state.settings?.place ?? "venue";
   const pinned = Boolean(state.anchor);
@@ -317,10 +384,30 @@ function showSetup() {
 
 function showScanner() {
   $("setup").classList.add("hidden");
-  $("scan").classList.remove("hidden");
+  $("modes").classList.remove("hidden");
   $("tools").classList.remove("hidden");
   state.cameraWanted = true;
-  startCamera();
+  setMode("scan");
+}
+
+/** Scan codes (the camera runs) or check ID documents (the camera rests: a code held up
+ * meanwhile must not cover the form with a verdict). */
+function setMode(mode) {
+  state.mode = mode;
+  const scanning = mode === "scan";
+  $("mode-scan").setAttribute("aria-pressed", String(scanning));
+  $("mode-document").setAttribute("aria-pressed", String(!scanning));
+  $("scan").classList.toggle("hidden", !scanning);
+  $("document").classList.toggle("hidden", scanning);
+  clearDocumentMessages();
+  if (scanning) {
+    if (state.cameraWanted) startCamera();
+  } else {
+    stopCamera(false);
+    documentTypeChosen();
+    $("doc-number").focus();
+  }
+  render();
 }
 
 async function saveSetup() {
@@ -528,6 +615,94 @@ async function uploadQueue(loud = false) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Document checks (刷证核验): online only, nothing queued, nothing kept
+
+function documentTypeChosen() {
+  $("doc-number").inputMode = NUMERIC_DOCUMENTS.has($("doc-type").value) ? "numeric" : "text";
+}
+
+function clearDocumentMessages() {
+  $("doc-number-error").textContent = "";
+  $("document-error").textContent = "";
+  $("doc-number").removeAttribute("aria-invalid");
+}
+
+function documentFieldError(text) {
+  $("doc-number-error").textContent = text;
+  $("doc-number").setAttribute("aria-invalid", "true");
+  $("doc-number").focus();
+}
+
+async function checkDocument() {
+  if (!state.settings || state.checking) return;
+  clearDocumentMessages();
+  const input = $("doc-number");
+  const number = input.value.trim();
+  if (!number) {
+    documentFieldError(t("doc.empty"));
+    return;
+  }
+  // The number is personal data: it leaves the field for the request body only, whatever the
+  // answer. Nothing here logs it, and nothing is written to IndexedDB or localStorage.
+  input.value = "";
+  const docType = $("doc-type").value;
+  if (!navigator.onLine) {
+    documentOffline();
+    return;
+  }
+  state.checking = true;
+  const submit = $("document-submit");
+  submit.disabled = true;
+  submit.textContent = t("doc.checking");
+  $("document-form").setAttribute("aria-busy", "true");
+  try {
+    let answer;
+    try {
+      // api() asks in the page's language (Accept-Language) and with the checkpoint key.
+      answer = await api("/v1/verify/document", { method: "POST", token: state.settings.key, body: { doc_type: docType, doc_number: number } });
+    } catch (error) {
+      documentFailed(error);
+      return;
+    }
+    reachable(true);
+    showVerdict(fromServer(answer), nowSeconds(), { online: true });
+  } finally {
+    state.checking = false;
+    submit.disabled = false;
+    submit.textContent = t("doc.submit");
+    $("document-form").removeAttribute("aria-busy");
+  }
+}
+
+/** The server's answer in the shape verify.js gives: reasons and warnings as codes. */
+function fromServer(answer) {
+  const codes = (items) => (Array.isArray(items) ? items.map((item) => item.code) : []);
+  return { ...answer, reasons: codes(answer.reasons), warnings: codes(answer.warnings), assurance: answer.assurance ?? null };
+}
+
+/** No server answered: the banner says this mode needs the network (render() shows it while
+ * the server does not answer); nothing is kept to send later. */
+function documentOffline() {
+  reachable(false);
+  $("document-offline").classList.remove("hidden");
+}
+
+function documentFailed(error) {
+  if (!(error instanceof ApiError)) {
+    // fetch() rejects when no server answers: offline, or the gate's network leads nowhere.
+    if (error instanceof TypeError) documentOffline();
+    else $("document-error").textContent = t("doc.failed", { detail: error.name });
+    return;
+  }
+  reachable(true);
+  if (error.status === 422) documentFieldError(t("doc.invalid_number"));
+  else if (error.status === 429) $("document-error").textContent = t("doc.rate_limited");
+  else if (error.status === 401 || error.status === 403) $("document-error").textContent = t("sync.unauthorised");
+  // Only the stable code: a server's message is not shown here.
+  else $("document-error").textContent = t("doc.failed", { detail: error.code });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Camera and decoding
 
 let decoderReady = null;
@@ -639,6 +814,8 @@ async function readImage(file) {
 }
 
 async function onCode(text, source) {
+  // A frame decoded just as the page turned to documents: the camera is off, and so is its scan.
+  if (source === "camera" && state.mode !== "scan") return;
   // A code held in front of the camera is one scan, however many frames show it; it counts
   // again once it has been out of sight for a while. A picture chosen on purpose always counts.
   const nowMs = Date.now();
@@ -704,6 +881,8 @@ function render() {
   $("net-state").className = `pill ${online ? "online" : "offline"}`;
   $("place-state").textContent = state.settings ? t(`place.short.${state.settings.place}`) : "";
   $("place-state").classList.toggle("hidden", !state.settings);
+  // The document mode says up front when it cannot work; scanning codes needs no network.
+  $("document-offline").classList.toggle("hidden", online);
   renderQueue();
 }
 
@@ -729,11 +908,15 @@ function originText(origin) {
   return converted ? t("origin.converted", { partner: converted[1] }) : origin;
 }
 
-function showVerdict(result, now) {
+/** A verdict over the whole screen: judged here from a code, or (`online`) the server's answer
+ * to a document check. */
+function showVerdict(result, now, { online = false } = {}) {
   const panel = $("verdict");
   panel.className = `verdict decision-${result.decision}`;
   panel.dataset.decision = result.decision;
   panel.dataset.reasons = result.reasons.join(" ");
+  panel.dataset.origin = result.origin ?? "";
+  panel.dataset.assurance = result.assurance ?? "";
   $("verdict-word").textContent = t(`decision.${result.decision}`);
   $("verdict-name").textContent = result.masked_name ?? "";
   $("verdict-name").classList.toggle("hidden", !result.masked_name);
@@ -752,10 +935,18 @@ function showVerdict(result, now) {
   // A revoked code still shows whose it was and what it says, but its colour counts for nothing.
   if (result.status && result.verdict === "valid") fact("field.status", t(`status.${result.status}`), `status status-${result.status}`);
   else if (result.status) fact("field.status_void", t(`status.${result.status}`), "status status-void");
+  // How the holder's identity was proved, for a code that counts: nothing when it does not say.
+  const assurance = `assurance.${result.assurance}`;
+  if (result.verdict === "valid" && result.assurance && TEXT[assurance]) fact("field.assurance", t(assurance), "assurance");
   const rule = `rule.${result.decision_reason}`;
   if (TEXT[rule] && !result.reasons.includes(result.decision_reason)) fact("field.rule", t(rule));
   fact("field.origin", originText(result.origin));
-  if (result.expires_at !== null) fact("field.expires", formatTime(result.expires_at));
+  if (result.expires_at !== null && result.expires_at !== undefined) fact("field.expires", formatTime(result.expires_at));
+  // The place's policy wants a person to look at the document: say so first, plainly.
+  const instruction = $("verdict-instruction");
+  const identityCheck = result.decision === "manual_check" && result.decision_reason === "identity_check";
+  instruction.textContent = identityCheck ? t("instruction.identity_check") : "";
+  instruction.classList.toggle("hidden", !identityCheck);
 
   const reasons = $("verdict-reasons");
   reasons.replaceChildren();
@@ -766,16 +957,24 @@ function showVerdict(result, now) {
     if (result.warnings.includes(code)) item.className = "warning";
     reasons.append(item);
   }
-  $("verdict-trust").textContent = `${trustSummary().text} · ${t("verdict.scanned", { time: formatTime(now) })}`;
+  // A document's verdict is the server's, not the trust data's.
+  $("verdict-next").textContent = t(online ? "verdict.next_document" : "verdict.next");
+  $("verdict-trust").textContent = online ? t("verdict.checked", { time: formatTime(now) }) : `${trustSummary().text} · ${t("verdict.scanned", { time: formatTime(now) })}`;
   panel.classList.remove("hidden");
   clearTimeout(state.verdictTimer);
   state.verdictTimer = setTimeout(hideVerdict, VERDICT_SHOWN_MS);
   render();
+  // Asked for from the keyboard: the keyboard goes on from the verdict.
+  if (online) $("verdict-next").focus({ preventScroll: true });
 }
 
 function hideVerdict() {
   clearTimeout(state.verdictTimer);
-  $("verdict").classList.add("hidden");
+  const panel = $("verdict");
+  const wasShown = !panel.classList.contains("hidden");
+  panel.classList.add("hidden");
+  // Ready for the next person's document.
+  if (wasShown && state.mode === "document" && !$("document").classList.contains("hidden")) $("doc-number").focus({ preventScroll: true });
 }
 
 start();

@@ -26,6 +26,15 @@ const CODE_ID_BYTES = 16;
 const SIGNATURE_BYTES = 64;
 const ALGORITHMS = new Set(["ES256", "EdDSA"]);
 const STATUSES = ["green", "yellow", "red"];
+// codec.healthcode.ASSURANCE_LEVELS: what each value of the `ia` claim means (docs/IDENTITY.md).
+// A value not listed here (a later level, 0) is read as unknown, like a code without the claim.
+const ASSURANCE_LEVELS = new Map([
+  [1, "proofed"],
+  [2, "counter"],
+  [3, "dependant"],
+  [4, "partner"],
+]);
+export const ASSURANCES = Object.freeze([...ASSURANCE_LEVELS.values()]);
 const KEY_STATES = ["active", "retired", "pending"];
 const BUNDLE_TYP = "yk.bundle.v1";
 const HEADER_TYP = "yk-bundle+jws";
@@ -337,6 +346,7 @@ function readClaims(payload) {
     nm: text("nm"),
     nt: small("nt"),
     vx: small("vx"),
+    ia: small("ia"),
     src: src === null ? null : [...src],
   };
 }
@@ -360,6 +370,7 @@ function verdict(fields) {
     doses: null,
     origin: null,
     source: null,
+    assurance: null,
     ...fields,
   };
 }
@@ -529,15 +540,22 @@ function outcome(value, where) {
 }
 
 function conditions(value, where) {
-  onlyMembers(value, ["status", "negative_test_within_hours", "min_doses"], where);
+  onlyMembers(value, ["status", "negative_test_within_hours", "min_doses", "assurance"], where);
   const status = get(value, "status");
   if (status !== null && !(Array.isArray(status) && status.length >= 1 && status.every((s) => STATUSES.includes(s)))) throw new PolicyError(`${where}.status`);
   const hours = get(value, "negative_test_within_hours");
   const doses = get(value, "min_doses");
+  // How the holder's identity must have been proved: a non-empty list of known levels (duplicates
+  // are allowed, as the pydantic model allows them).
+  const assurance = get(value, "assurance");
+  if (assurance !== null && !(Array.isArray(assurance) && assurance.length >= 1 && assurance.every((a) => ASSURANCES.includes(a)))) {
+    throw new PolicyError(`${where}.assurance`);
+  }
   return {
     status,
     negative_test_within_hours: hours === null ? null : policyInt(hours, 1, 720, `${where}.negative_test_within_hours`),
     min_doses: doses === null ? null : policyInt(doses, 1, 10, `${where}.min_doses`),
+    assurance: assurance === null ? null : [...assurance],
   };
 }
 
@@ -568,11 +586,13 @@ export function parsePolicy(document, kind) {
   return policies[kind];
 }
 
-/** rules.policy.decide: the first clause that holds decides, otherwise the default. */
-export function decide(policy, { status, negative_within_hours: hours = null, doses = null }) {
+/** rules.policy.decide: the first clause that holds decides, otherwise the default. A code
+ * whose assurance is unknown (null) meets no assurance condition. */
+export function decide(policy, { status, negative_within_hours: hours = null, doses = null, assurance = null }) {
   for (const clause of policy.clauses) {
     const when = clause.when;
     if (when.status !== null && !when.status.includes(status)) continue;
+    if (when.assurance !== null && (assurance === null || !when.assurance.includes(assurance))) continue;
     if (when.negative_test_within_hours !== null && (hours === null || hours > when.negative_test_within_hours)) continue;
     if (when.min_doses !== null && (doses ?? 0) < when.min_doses) continue;
     return { verdict: clause.verdict, reason: clause.reason };
@@ -707,6 +727,7 @@ async function verifyCode(index, text, now, leeway) {
     doses: claims.vx,
     origin,
     source: claims.src === null ? null : { issuer: claims.src[0], kid: claims.src[1], digest: claims.src[2] },
+    assurance: claims.ia === null ? null : ASSURANCE_LEVELS.get(claims.ia) ?? null,
   });
   if (index.revoked.has(claims.jti)) {
     // Invalid, details kept for display: the gate sees whose code it was.
@@ -743,6 +764,8 @@ async function verifyMacao(index, text, now, leeway) {
     expires_at: claims.exp,
     negative_within_hours: hoursSince(claims.tan, now),
     origin: `issued_by_${partner.id}`,
+    // The partner proved its own residents; we hold it to that (docs/IDENTITY.md).
+    assurance: "partner",
   });
 }
 
