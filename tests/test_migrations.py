@@ -12,8 +12,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import LargeBinary, Uuid, bindparam, inspect, select, text
 
 from yuekang.db import UTCDateTime, create_engine, migrate
-from yuekang.health_status.models import StatusOverride
+from yuekang.health_status.models import HealthStatus, StatusOverride
 from yuekang.models import Base
+from yuekang.residents.models import Identity
 
 
 def _diff(url: str) -> list[object]:
@@ -118,3 +119,71 @@ def test_statuses_set_by_operators_before_the_rules_engine_are_kept(fresh_databa
     asyncio.run(seed())
     command.upgrade(_config(url), "head")
     assert asyncio.run(overrides()) == [("red", "close contact", "operator:7")]
+
+
+def test_bindings_made_before_proofing_become_unverified_and_keep_everything(
+    fresh_database_url: str,
+):
+    # 0007 rebuilds `residents` on SQLite; with foreign keys on, dropping the old table used to
+    # cascade to every identity and status: the bindings must come through, as "unverified".
+    from alembic import command
+
+    url = fresh_database_url
+    migrate_down(url, "0006")
+    resident = uuid.uuid4()
+    when = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    typed = [
+        bindparam("id", type_=Uuid()),
+        bindparam("index", type_=LargeBinary()),
+        bindparam("at", type_=UTCDateTime()),
+    ]
+
+    async def seed() -> None:
+        engine = create_engine(url, pool_size=1)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO residents (id, phone_index, phone_ct, phone_key_id, created_at) "
+                    "VALUES (:id, :index, :ct, 'k1', :at)"
+                ).bindparams(*typed),
+                {"id": resident, "index": b"p" * 32, "ct": b"c", "at": when},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO identities (resident_id, doc_type, doc_index, name_ct, "
+                    "doc_number_ct, birth_date_ct, key_id, masked_name, bound_at, updated_at) "
+                    "VALUES (:id, 'prc_id', :index, :ct, :ct, :ct, 'k1', '张*三', :at, :at)"
+                ).bindparams(*typed),
+                {"id": resident, "index": b"d" * 32, "ct": b"c", "at": when},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO health_status (resident_id, status, reason_codes, reason_text, "
+                    "source, updated_at, updated_by) VALUES (:id, 'green', '[]', NULL, "
+                    "'rules', :at, 'system:rules')"
+                ).bindparams(*typed[:1], typed[2]),
+                {"id": resident, "at": when},
+            )
+        await engine.dispose()
+
+    async def after() -> tuple[list[tuple[str, object]], int]:
+        engine = create_engine(url, pool_size=1)
+        async with engine.connect() as connection:
+            identities = (
+                await connection.execute(
+                    select(Identity.assurance, Identity.proofed_at).where(
+                        Identity.resident_id == resident
+                    )
+                )
+            ).all()
+            statuses = (
+                await connection.execute(
+                    select(HealthStatus.resident_id).where(HealthStatus.resident_id == resident)
+                )
+            ).all()
+        await engine.dispose()
+        return [tuple(row) for row in identities], len(statuses)
+
+    asyncio.run(seed())
+    command.upgrade(_config(url), "head")
+    assert asyncio.run(after()) == ([("unverified", None)], 1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from yuekang.codec.bundle import BadBundleSignature, BundleError, MalformedBundle
 from yuekang.codec.keys import VerificationKey
+from yuekang.rules.policy import as_place_kind
 from yuekang.rules.ruleset import RuleSetError
 from yuekang.verifier import TrustStore, policy_decision
 from yuekang.verifier.trust import BundleRollback, DeltaMismatch, OtherIssuer
@@ -40,7 +41,7 @@ def judge(store: TrustStore, code: str, now: int, place: str) -> dict[str, Any]:
         decision, decision_reason = "cannot_verify", verdict.reasons[0].value
     else:
         try:
-            outcome = policy_decision(verdict, store.policy(place))
+            outcome = policy_decision(verdict, store.policy(as_place_kind(place)))
         except RuleSetError:
             decision, decision_reason = "cannot_verify", "bad_policy"
         else:

@@ -21,16 +21,17 @@ Layout::
                 "expect": {"error": null | "bad_signature" | "malformed" | "rollback" |
                                     "delta_mismatch" | "other_issuer",
                            "version": int | null, "revoked": int}}],
+     "policy_facts": [{status, negative_within_hours, doses, assurance}],
      "policies": [{"name", "document": policies document, "place",
-                   "facts": [{status, negative_within_hours, doses, assurance}],
-                   "expect": {"error": bool, "decisions": [{verdict, reason}] | null}}]}
+                   "expect": {"error": bool,
+                              "decisions": [{verdict, reason} for each policy fact] | null}}]}
 
 A case's bundles are loaded at the case's ``now`` (as a checkpoint does at start-up), then its code
 is judged at that ``now``; the decision is the CLI's: ``cannot_verify`` with the first reason when
 the store cannot judge, ``cannot_verify`` with ``bad_policy`` when the bundle's policies do not
 validate, otherwise ``policy_decision`` with the place's policy from the bundle. A policies row is
 one document validated (``parse_policies``; ``parsePolicy`` in the page) and, when it is accepted,
-the place's decision (``decide``) for each of the facts.
+the place's decision (``decide``) for each of the policy facts.
 """
 
 from __future__ import annotations
@@ -573,7 +574,7 @@ def load_cases() -> list[dict[str, Any]]:
 ASSURANCES = ("proofed", "counter", "dependant", "partner", None)
 
 
-def _facts() -> list[dict[str, Any]]:
+def policy_facts() -> list[dict[str, Any]]:
     """What a policy is asked about: every assurance with each test summary, green, and some
     codes of the other colours."""
     facts = [
@@ -590,14 +591,14 @@ def _facts() -> list[dict[str, Any]]:
 
 
 def policy_rows() -> list[dict[str, Any]]:
-    """Policies documents, each validated and (when accepted) asked about :func:`_facts` at a
+    """Policies documents, each validated and (when accepted) asked about :func:`policy_facts` at a
     place: the assurance condition's grammar is pydantic's, and the page must refuse what it
     refuses."""
     rows: list[dict[str, Any]] = []
 
     def add(name: str, change: Any = None, place: str = "border") -> None:
         document = _policies(change or (lambda _: None))
-        facts = _facts()
+        facts = policy_facts()
         try:
             policy = parse_policies(document).for_place(place)  # type: ignore[arg-type]
         except RuleSetError:
@@ -605,9 +606,7 @@ def policy_rows() -> list[dict[str, Any]]:
         else:
             decisions = [dataclasses.asdict(decide(policy, **fact)) for fact in facts]
             expect = {"error": False, "decisions": decisions}
-        rows.append(
-            {"name": name, "document": document, "place": place, "facts": facts, "expect": expect}
-        )
+        rows.append({"name": name, "document": document, "place": place, "expect": expect})
 
     add("default-border")
     add("default-venue", place="venue")
@@ -669,6 +668,7 @@ def main() -> None:
         "bundles": texts,
         "cases": cases,
         "loads": loads,
+        "policy_facts": policy_facts(),
         "policies": policies,
     }
     OUT.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -44,7 +44,7 @@ def test_python_validates_and_decides_policies_as_the_table_says(row: dict[str, 
     except RuleSetError:
         assert row["expect"] == {"error": True, "decisions": None}
         return
-    decisions = [decide(policy, **facts) for facts in row["facts"]]
+    decisions = [decide(policy, **facts) for facts in TABLE["policy_facts"]]
     assert row["expect"] == {
         "error": False,
         "decisions": [{"verdict": d.verdict, "reason": d.reason} for d in decisions],

@@ -100,6 +100,7 @@ def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
 
         other_resident = _registered(http, web_server.registry)
         other, other_number = other_resident.auth, other_resident.doc_number
+        assert other_number is not None
         revoked = _issue(http, other, other_number)
     cli(env, workdir, "status", "set", "--doc-type", "prc_id", "--doc-number", other_number,
         "--status", "red", "--reason", "scanner test")  # fmt: skip
@@ -144,7 +145,7 @@ def scanner_for(
 
     def open_scanner(code: Code) -> Scanner:
         clip = _clip(code, workdir / f"{uuid.uuid4().hex}.y4m")
-        browser = launch(
+        browser: Any = launch(
             playwright_instance,
             chromium_path,
             *FAKE_CAMERA,
@@ -417,7 +418,7 @@ def test_a_document_is_checked_online_and_never_kept(
     number = codes["valid"].doc_number
     assert number is not None
     # A camera that films nothing readable: the scan mode's camera is live, and quiet.
-    browser = launch(playwright_instance, chromium_path, *FAKE_CAMERA)
+    browser: Any = launch(playwright_instance, chromium_path, *FAKE_CAMERA)
     context = browser.new_context(viewport=PHONE)
     page = context.new_page()
     errors: list[str] = []
@@ -499,7 +500,7 @@ def test_a_document_is_checked_online_and_never_kept(
     page.unroute("**/v1/verify/document")
 
     # A family member's code at the border (an answer made here): an officer checks the card.
-    answer = {
+    answer: dict[str, Any] = {
         "verdict": "valid", "status": "green", "reasons": [], "warnings": [], "code_id": None,
         "issuer": "yk:gd", "kid": None, "masked_name": "李*四", "issued_at": None,
         "expires_at": None, "origin": "document_check", "source": None,

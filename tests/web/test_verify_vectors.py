@@ -62,7 +62,7 @@ async ({ table, fields }) => {
       policies[row.name] = { error: true, decisions: null };
       continue;
     }
-    const decisions = row.facts.map((facts) => v.decide(policy, facts));
+    const decisions = table.policy_facts.map((facts) => v.decide(policy, facts));
     policies[row.name] = { error: false, decisions };
   }
   return { cases, loads, policies };
