@@ -33,7 +33,42 @@ def test_production_refuses_development_secrets(tmp_path: Path):
     with pytest.raises(ConfigurationError, match="key_passphrase") as error:
         resolve(Settings(env="prod", keys_dir=tmp_path, secrets=dev, sms=sms))
     assert "pii_keys.dev1" in str(error.value)
-    assert resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=sms)).secrets == TEST_SECRETS
+    proofing = {"backend": "http", "url": "https://identity.example"}
+    production = TEST_SECRETS.model_copy(update={"proofing_client_secret": "s" * 40})
+    resolved = resolve(Settings(env="prod", secrets=production, sms=sms, proofing=proofing))
+    assert resolved.secrets == production
+    assert resolved.proofing_secret() == b"s" * 40
+
+
+SMS = {"backend": "http", "http_url": "https://sms.example/send", "http_token": "t" * 20}
+
+
+def test_production_refuses_the_built_in_registry():
+    secrets = TEST_SECRETS.model_copy(update={"proofing_client_secret": "s" * 40})
+    with pytest.raises(ConfigurationError, match=r"proofing\.backend=builtin"):
+        resolve(Settings(env="prod", secrets=secrets, sms=SMS))
+
+
+def test_production_needs_the_registrys_secret(tmp_path: Path):
+    proofing = {"backend": "http", "url": "https://identity.example"}
+    with pytest.raises(ConfigurationError, match="PROOFING_CLIENT_SECRET"):
+        resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=proofing))
+    secret = tmp_path / "registry-secret"
+    secret.write_text("short\n")
+    with_file = {**proofing, "client_secret_file": secret}
+    resolved = resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=with_file))
+    with pytest.raises(ConfigurationError, match="at least 32"):
+        resolved.proofing_secret()
+    secret.write_text("f" * 40 + "\n")
+    assert resolved.proofing_secret() == b"f" * 40
+    dev_secret = TEST_SECRETS.model_copy(update={"proofing_client_secret": "dev:" + "s" * 40})
+    with pytest.raises(ConfigurationError, match="proofing_client_secret"):
+        resolve(Settings(env="prod", secrets=dev_secret, sms=SMS, proofing=proofing))
+
+
+def test_the_http_registry_needs_a_url():
+    with pytest.raises(ValueError, match=r"proofing\.url"):
+        Settings(proofing={"backend": "http"})
 
 
 def test_production_refuses_the_logging_sms_sender():

@@ -371,7 +371,7 @@ def _load_or_create_dev_secrets(keys_dir: Path) -> Secrets:
     # Written to a temporary name and renamed so two processes starting at once never read half
     # a file; O_EXCL keeps the first writer's secrets if both race.
     tmp = keys_dir / f".dev-secrets.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(generated.model_dump(), indent=2))
+    tmp.write_text(json.dumps(generated.model_dump(exclude_none=True), indent=2))
     tmp.chmod(0o600)
     try:
         os.link(tmp, path)

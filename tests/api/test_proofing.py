@@ -16,7 +16,8 @@ from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.codec.proofing import Person
 from yuekang.config import ProofingSettings, Settings
-from yuekang.principals import Role
+from yuekang.principals import Actor, Role
+from yuekang.residents import service as residents
 from yuekang.residents.models import ProofingAttempt
 
 
@@ -404,3 +405,27 @@ async def test_a_person_without_a_phone_verified_at_a_counter_passes_a_document_
     body = checked.json()
     assert (body["verdict"], body["status"], body["masked_name"]) == ("valid", "green", "李*英")
     assert body["assurance"] == "counter"
+
+
+async def test_an_operator_may_revoke_every_unproved_binding_s_codes_at_once(running: RunningApp):
+    gate = await running.checkpoint_key()
+    legacy = await running.api.registered()
+    code = await running.api.code(legacy)
+    await running.unverify(legacy)
+    proved = await running.api.registered()
+    proved_code = await running.api.code(proved)
+
+    async with running.context.sessionmaker() as session, session.begin():
+        bindings, codes = await residents.revoke_unverified_codes(
+            session, actor=Actor.cli(), now=running.context.clock.now()
+        )
+
+    assert bindings >= 1 and codes >= 1
+    judged = await running.client.post(
+        "/v1/verify", headers=bearer(gate), json={"qr_text": code["qr_text"]}
+    )
+    assert [r["code"] for r in judged.json()["reasons"]] == ["revoked"]
+    still = await running.client.post(
+        "/v1/verify", headers=bearer(gate), json={"qr_text": proved_code["qr_text"]}
+    )
+    assert still.json()["verdict"] == "valid"

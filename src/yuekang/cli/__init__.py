@@ -38,6 +38,7 @@ feeds_app = typer.Typer(help="Authority data feeds.", no_args_is_help=True)
 feed_clients_app = typer.Typer(help="Systems allowed to push feeds.", no_args_is_help=True)
 rules_app = typer.Typer(help="Health-status rule sets.", no_args_is_help=True)
 scans_app = typer.Typer(help="Scan records.", no_args_is_help=True)
+identity_app = typer.Typer(help="Identity bindings and their proofing.", no_args_is_help=True)
 feeds_app.add_typer(feed_clients_app, name="clients")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
@@ -47,6 +48,7 @@ app.add_typer(status_app, name="status")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(rules_app, name="rules")
 app.add_typer(scans_app, name="scans")
+app.add_typer(identity_app, name="identity")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(partner_app, name="partner")
@@ -500,6 +502,23 @@ def status_set(
             now=now,
         )
         typer.echo(f"resident {resident_id} is {status}; {revoked} code(s) revoked")
+
+    _run(work)
+
+
+@identity_app.command("revoke-unverified")
+def identity_revoke_unverified() -> None:
+    """Revoke at once the live codes of every binding never proved (made before proofing
+    existed). Without this they run out within their lifetime (an hour by default); with it,
+    their holders must prove their identity before they show a code again."""
+    from yuekang.principals import Actor
+    from yuekang.residents import service as residents
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        accounts, codes = await residents.revoke_unverified_codes(
+            session, actor=Actor.cli(), now=now
+        )
+        typer.echo(f"{codes} code(s) of {accounts} unverified binding(s) revoked")
 
     _run(work)
 

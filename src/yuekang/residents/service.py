@@ -344,3 +344,33 @@ async def find_by_document(
             "no resident has bound this document", code="resident_not_found", commit=True
         )
     return resident_id
+
+
+async def revoke_unverified_codes(
+    session: AsyncSession, *, actor: Actor, now: dt.datetime
+) -> tuple[int, int]:
+    """Revoke the live codes of every binding never proved; ``(bindings, codes)``. Audited."""
+    unverified = (
+        (
+            await session.execute(
+                select(Identity.resident_id).where(Identity.assurance == UNVERIFIED)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    revoked = 0
+    for resident_id in unverified:
+        revoked += await health_status.revoke_unexpired_codes(
+            session, resident_id=resident_id, reason="identity_unverified", now=now
+        )
+    await audit.record(
+        session,
+        actor=actor,
+        action="identity.revoke_unverified",
+        subject_type="resident",
+        subject_id="-",
+        now=now,
+        detail={"bindings": len(unverified), "codes": revoked},
+    )
+    return len(unverified), revoked

@@ -60,12 +60,15 @@ export function languageSwitcher(container) {
 }
 
 export class ApiError extends Error {
-  constructor(status, body) {
+  /** `headers` (optional): the response's, for `Retry-After` (seconds) on 429 and 503. */
+  constructor(status, body, headers = null) {
     const error = (body && body.error) || {};
     super(error.message || `HTTP ${status}`);
     this.status = status;
     this.code = error.code || `http_${status}`;
     this.fields = error.fields || [];
+    const retry = Number.parseInt((headers && headers.get("Retry-After")) || "", 10);
+    this.retryAfter = Number.isFinite(retry) && retry >= 0 ? retry : null;
   }
 }
 
@@ -80,7 +83,7 @@ export async function api(path, { method = "GET", token, body, headers = {} } = 
   const response = await fetch(path, init);
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) throw new ApiError(response.status, data, response.headers);
   return data;
 }
 
