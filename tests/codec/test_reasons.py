@@ -30,6 +30,7 @@ STABLE_CODES = {
     "trust_expired",
     "wrong_clock",
     "no_trust",
+    "no_valid_code",
 }
 
 

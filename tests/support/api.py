@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,15 @@ def enrol_in_registry(
         finally:
             await store.close()
 
-    asyncio.run(load())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(load())
+    else:
+        # Called from code that runs inside an event loop (Playwright's, a pytest-asyncio
+        # test): asyncio.run needs a thread of its own.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, load()).result()
 
 
 def registered_over_http(
