@@ -54,7 +54,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from loadtests.bare import sign_code  # noqa: E402
-from support.api import registered_over_http  # noqa: E402
+from support.api import (  # noqa: E402
+    Enrolment,
+    enrol_many,
+    random_phone,
+    random_prc_id,
+    registered_over_http,
+)
 from support.postgres import create_database, postgres_server  # noqa: E402
 from support.servers import YUEKANG, cli, free_port, server_env  # noqa: E402
 from yuekang.db import migrate  # noqa: E402
@@ -268,12 +274,23 @@ def machine(load_generator: str | None = None) -> str:
     )
 
 
-def residents(base: str, count: int) -> list[str]:
-    """Session tokens of ``count`` residents with identities bound, made eight at a time."""
+def residents(server: Served, count: int) -> list[str]:
+    """Session tokens of ``count`` residents with identities proved and bound, made eight at a
+    time; they are enrolled in the server's development registry at once first."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with httpx.Client(base_url=base, timeout=30) as client, ThreadPoolExecutor(8) as pool:
-        return list(pool.map(lambda _: registered_over_http(client).token, range(count)))
+    people = [(random_phone(), random_prc_id()) for _ in range(count)]
+    enrol_many(
+        Path(server.env["YUEKANG_PROOFING__BUILTIN_DIR"]),
+        [Enrolment("陈大文", number, birth, phone) for phone, (number, birth) in people],
+    )
+
+    def bound(person: tuple[str, tuple[str, dt.date]]) -> str:
+        phone, identity = person
+        return registered_over_http(client, phone, registry=None, identity=identity).token
+
+    with httpx.Client(base_url=server.base, timeout=30) as client, ThreadPoolExecutor(8) as pool:
+        return list(pool.map(bound, people))
 
 
 def feed_ratio(rows: int) -> tuple[float, float, float, str] | None:
@@ -332,7 +349,7 @@ def main() -> None:
         gate = cli(env, work, "checkpoints", "create", "bench gate")
         # Enough people that 64 connections rarely ask for the same one at once: issuance
         # locks the person's status row, and a real queue is many people, not 50.
-        tokens = residents(base, RESIDENTS)
+        tokens = residents(server, RESIDENTS)
         code = httpx.post(
             f"{base}/v1/codes", headers={"Authorization": f"Bearer {tokens[0]}"}
         ).json()

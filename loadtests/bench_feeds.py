@@ -38,6 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from support.api import Enrolment, enrol_many
 from support.postgres import create_database, postgres_server
 from support.servers import YUEKANG, cli, free_port, server_env
 from yuekang.config import Secrets
@@ -134,15 +135,29 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def register(client: httpx.Client, rng: random.Random, rows: list[dict[str, str]], n: int) -> None:
-    """Sign in and bind ``n`` of the batch's people, each with a live code."""
+def register(
+    client: httpx.Client,
+    rng: random.Random,
+    rows: list[dict[str, str]],
+    n: int,
+    registry: Path,
+) -> None:
+    """Sign in and bind ``n`` of the batch's people, each with a live code; they are enrolled
+    in the server's development registry first, each with their phone."""
+    people = []
     for row in rows[:n]:
-        phone = "+86139" + "".join(rng.choices("0123456789", k=8))
+        number = row["doc_number"]
+        birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+        people.append((row, birth, "+86139" + "".join(rng.choices("0123456789", k=8))))
+    enrol_many(
+        registry,
+        [Enrolment("王小明", row["doc_number"], birth, phone) for row, birth, phone in people],
+    )
+    for row, birth, phone in people:
         sent = client.post("/v1/auth/otp", json={"phone": phone}).json()
         token = client.post("/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]})
         auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
         number = row["doc_number"]
-        birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
         bound = client.put(
             "/v1/me/identity",
             headers=auth,
@@ -223,7 +238,13 @@ def main() -> None:
                 for round_number in range(args.rounds):
                     now = dt.datetime.now(dt.UTC)
                     rows = nat_rows(rng, args.rows, now)
-                    register(client, rng, rows, args.registered if round_number == 0 else 0)
+                    register(
+                        client,
+                        rng,
+                        rows,
+                        args.registered if round_number == 0 else 0,
+                        Path(env["YUEKANG_PROOFING__BUILTIN_DIR"]),
+                    )
                     batch_id = uuid.uuid4()
                     records = [
                         (

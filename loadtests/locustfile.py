@@ -15,6 +15,10 @@ Settings come from the environment, so one file serves a laptop and a soak:
 - ``YK_REFRESH_SECONDS`` (default 60): how often a resident's page asks for a new code. The
   real app renews about hourly; a shorter interval packs more load into a test.
 - ``YK_FEED_ROWS`` (default 500): rows per feed batch.
+- ``YK_PEOPLE``: a file of people the server's identity registry knows (JSON lines with
+  ``phone``, ``doc_number``, ``birth_date``, ``name``), one per resident user; ``loadtests.soak``
+  writes it and enrols them in the development registry. Without it residents bind made-up
+  documents, which proofing refuses: they then see no code.
 
 Locust peaks near 2,700 requests per second on this machine (TOOLING.md), so it models the mix;
 `loadtests.bench` with wrk measures the peak.
@@ -28,6 +32,7 @@ import os
 import random
 import uuid
 from collections import deque
+from collections.abc import Iterator
 
 from locust import HttpUser, between, task  # type: ignore[import-not-found]
 
@@ -36,6 +41,17 @@ from yuekang.residents.documents import mod11_2_check
 REGIONS = ("440104", "440304", "440402", "440106")
 CODES: deque[str] = deque(maxlen=2000)
 """Codes residents were shown lately: what checkpoints get to scan."""
+
+
+def _people() -> Iterator[dict[str, str]]:
+    path = os.environ.get("YK_PEOPLE")
+    if path:
+        with open(path, encoding="utf-8") as lines:
+            yield from (json.loads(line) for line in lines)
+
+
+PEOPLE = _people()
+"""Residents take the next person here as they start; when it runs out, made-up ones."""
 
 
 def prc_id(rng: random.Random) -> tuple[str, dt.date]:
@@ -55,19 +71,23 @@ class Resident(HttpUser):
 
     def on_start(self) -> None:
         rng = random.Random()
-        self.phone = "+86138" + f"{rng.randrange(10**8):08d}"
+        person = next(PEOPLE, None)
+        if person is None:
+            number, birth = prc_id(rng)
+            person = {"phone": "+86138" + f"{rng.randrange(10**8):08d}", "doc_number": number,
+                      "birth_date": birth.isoformat(), "name": "张小三"}  # fmt: skip
+        self.phone = person["phone"]
         sent = self.client.post("/v1/auth/otp", json={"phone": self.phone}).json()
         token = self.client.post(
             "/v1/auth/token", json={"phone": self.phone, "code": sent.get("dev_code", "")}
         ).json()
         self.auth = {"Authorization": f"Bearer {token['access_token']}"}
-        number, birth = prc_id(rng)
-        self.doc = number
+        self.doc = person["doc_number"]
         self.client.put(
             "/v1/me/identity",
             headers=self.auth,
-            json={"name": "张小三", "doc_type": "prc_id", "doc_number": number,
-                  "birth_date": birth.isoformat()},
+            json={"name": person["name"], "doc_type": "prc_id", "doc_number": self.doc,
+                  "birth_date": person["birth_date"]},
         )  # fmt: skip
 
     @task(10)

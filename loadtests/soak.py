@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ from loadtests.bench import (  # also puts tests/ on sys.path, for support.*
     machine,
     served,
 )
+from support.api import Enrolment, enrol_many, random_phone, random_prc_id
 from support.servers import cli
 
 PERFORMANCE = ROOT / "docs" / "PERFORMANCE.md"
@@ -403,8 +405,22 @@ def main() -> None:
         base, port, env = server.base, server.port, server.env
         gate = cli(env, work, "checkpoints", "create", "soak gate")
         lab = cli(env, work, "feeds", "clients", "create", "soak lab", "--kinds", "nat-results")
+        people = work / "people.ndjson"
+        residents = [(random_phone(), random_prc_id()) for _ in range(options.users)]
+        enrol_many(
+            Path(env["YUEKANG_PROOFING__BUILTIN_DIR"]),
+            [Enrolment("张小三", number, birth, phone) for phone, (number, birth) in residents],
+        )
+        people.write_text(
+            "".join(
+                json.dumps({"phone": phone, "doc_number": number, "birth_date": birth.isoformat(),
+                            "name": "张小三"}, ensure_ascii=False) + "\n"
+                for phone, (number, birth) in residents
+            )
+        )  # fmt: skip
         load_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("YK_")},
+            "YK_PEOPLE": str(people),
             "YK_CHECKPOINT_KEY": gate,
             "YK_FEED_KEY": lab,
             "YK_REFRESH_SECONDS": f"{options.refresh_seconds:g}",

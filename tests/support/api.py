@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import random
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,30 +125,33 @@ def registry_person(
     return Person(name=name, doc_type=doc_type, doc_number=number, birth_date=birth_date)
 
 
-def enrol_in_registry(
-    registry_dir: Path,
-    *,
-    name: str,
-    doc_number: str,
-    birth_date: dt.date,
-    phone: str | None,
-    doc_type: str = "prc_id",
-) -> None:
-    """Add a person (and their phone's registration) to a development server's built-in
-    registry, as ``yuekang partner registry add`` does."""
-    lines = [
-        json.dumps(
-            {"kind": "person", "name": name, "doc_type": doc_type, "doc_number": doc_number,
-             "birth_date": birth_date.isoformat()}
-        )
-    ]  # fmt: skip
-    if phone is not None:
-        lines.append(
-            json.dumps(
-                {"kind": "subscription", "phone": phone, "doc_type": doc_type,
-                 "doc_number": doc_number, "name": name, "carrier": "test"}
-            )
-        )  # fmt: skip
+@dataclass(frozen=True)
+class Enrolment:
+    """A person in a development registry, with the phone registered to them (or none)."""
+
+    name: str
+    doc_number: str
+    birth_date: dt.date
+    phone: str | None
+    doc_type: str = "prc_id"
+
+    def lines(self) -> list[str]:
+        entries: list[dict[str, str]] = [
+            {"kind": "person", "name": self.name, "doc_type": self.doc_type,
+             "doc_number": self.doc_number, "birth_date": self.birth_date.isoformat()}
+        ]  # fmt: skip
+        if self.phone is not None:
+            entries.append(
+                {"kind": "subscription", "phone": self.phone, "doc_type": self.doc_type,
+                 "doc_number": self.doc_number, "name": self.name, "carrier": "test"}
+            )  # fmt: skip
+        return [json.dumps(entry, ensure_ascii=False) for entry in entries]
+
+
+def enrol_many(registry_dir: Path, people: Iterable[Enrolment]) -> None:
+    """Add people to a development server's built-in registry in one go, as
+    ``yuekang partner registry load`` does."""
+    lines = [line for person in people for line in person.lines()]
 
     async def load() -> None:
         store = open_store(registry_dir)
@@ -169,20 +173,41 @@ def enrol_in_registry(
             thread.submit(asyncio.run, load()).result()
 
 
+def enrol_in_registry(
+    registry_dir: Path,
+    *,
+    name: str,
+    doc_number: str,
+    birth_date: dt.date,
+    phone: str | None,
+    doc_type: str = "prc_id",
+) -> None:
+    """Add one person (and their phone's registration) to a development server's built-in
+    registry, as ``yuekang partner registry add`` does."""
+    enrol_many(registry_dir, [Enrolment(name, doc_number, birth_date, phone, doc_type)])
+
+
 def registered_over_http(
-    client: httpx.Client, phone: str | None = None, *, name: str = "陈大文", registry: Path
+    client: httpx.Client,
+    phone: str | None = None,
+    *,
+    name: str = "陈大文",
+    registry: Path | None,
+    identity: tuple[str, dt.date] | None = None,
 ) -> Resident:
-    """A resident signed in with the development one-time code and with a fresh PRC ID bound,
-    through a real server (``client`` has its ``base_url``), as a phone would do it; the person
-    is put in the server's built-in registry (``registry``, its ``proofing.builtin_dir``)
-    first, with the phone registered to them."""
+    """A resident signed in with the development one-time code and with a PRC ID bound
+    (``identity``, or a fresh one), through a real server (``client`` has its ``base_url``), as
+    a phone would do it. The person is put in the server's built-in registry first (``registry``,
+    its ``proofing.builtin_dir``), with the phone registered to them; ``registry=None`` when the
+    caller enrolled them already (:func:`enrol_many`)."""
     phone = phone or random_phone()
     sent = client.post("/v1/auth/otp", json={"phone": phone})
     assert sent.status_code == 200, sent.text
     token = client.post("/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]})
     assert token.status_code == 200, token.text
-    number, birth = random_prc_id()
-    enrol_in_registry(registry, name=name, doc_number=number, birth_date=birth, phone=phone)
+    number, birth = identity or random_prc_id()
+    if registry is not None:
+        enrol_in_registry(registry, name=name, doc_number=number, birth_date=birth, phone=phone)
     resident = Resident(phone, token.json()["access_token"], number, birth)
     bound = client.put(
         "/v1/me/identity",
