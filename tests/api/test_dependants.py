@@ -315,6 +315,7 @@ async def test_an_account_holds_a_limited_number_of_family_members(
         answers = [await add(running, parent, child()) for _ in range(3)]
         assert [a.status_code for a in answers] == [201, 201, 409]
         assert answers[-1].json()["error"]["code"] == "dependant_limit"
+        assert answers[-1].json()["error"]["fields"][0]["limit"] == 2
         first = answers[0].json()["id"]
         await running.client.delete(f"/v1/me/dependants/{first}", headers=parent.auth)
         assert (await add(running, parent, child())).status_code == 201
@@ -334,3 +335,17 @@ async def test_a_family_members_document_check_and_border_decision(running: Runn
     assert (body["verdict"], body["assurance"]) == ("valid", "dependant")
     # No recent test: denied at the border whoever it is.
     assert body["decision"] == "deny"
+
+
+async def test_the_page_learns_the_rules_and_how_an_adult_consents(running: RunningApp):
+    son = await running.api.registered()
+    rules = (await running.client.get("/v1/me/dependants/rules", headers=son.auth)).json()
+    assert rules == {"max_per_guardian": 5, "adult_age": 18, "consent_ttl_seconds": 600}
+    by_sms = (await add(running, son, elder("李秀英"), "parent", phone=random_phone())).json()
+    at_counter = (await add(running, son, elder("王阿婆"), "grandparent")).json()
+    assert (by_sms["consent_by_sms"], by_sms["consent_expires_at"] is not None) == (True, True)
+    assert (at_counter["consent_by_sms"], at_counter["consent_expires_at"]) == (False, None)
+    resend = await running.client.post(
+        f"/v1/me/dependants/{at_counter['id']}/consent/resend", headers=son.auth
+    )
+    assert (resend.status_code, resend.json()["error"]["code"]) == (409, "consent_phone_missing")

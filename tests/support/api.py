@@ -27,7 +27,8 @@ def random_phone() -> str:
 
 
 def random_prc_id(birth: dt.date | None = None) -> tuple[str, dt.date]:
-    birth = birth or dt.date(1950, 1, 1) + dt.timedelta(days=random.randrange(0, 25000))
+    # Adults (born 1950-2004): a test resident may add family members unless it says otherwise.
+    birth = birth or dt.date(1950, 1, 1) + dt.timedelta(days=random.randrange(0, 20000))
     body = random.choice(REGIONS) + birth.strftime("%Y%m%d") + f"{random.randrange(1000):03d}"
     return body + mod11_2_check(body), birth
 

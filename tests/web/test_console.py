@@ -1,6 +1,9 @@
 """The staff console in Chromium against a real ``yuekang serve``: an admin reads the dashboard,
 creates a checkpoint and sees its key once, and reads the audit log; an operator opens a red
-resident's appeal and accepts it, after which the resident is green through the API.
+resident's appeal and accepts it, after which the resident is green through the API. In the
+identity panel (身份核验) an operator reads the alerts on documents that failed proofing
+repeatedly, verifies a person without a phone at the counter, and records a family member's
+consent.
 
 The data-making steps are plain functions at the top (staff tokens from the CLI, residents and
 their codes, a red status, an appeal) so other browser tests can build the same situation."""
@@ -20,9 +23,16 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from support.api import Resident, random_prc_id, registered_over_http
+from support.api import (
+    Resident,
+    enrol_in_registry,
+    random_phone,
+    random_prc_id,
+    registered_over_http,
+)
 from support.servers import Server, cli
 from web.conftest import screenshot
+from yuekang.residents.masking import mask_doc_number
 
 CHARTS = ("chart-codes", "chart-scans", "chart-feeds", "chart-outbox")
 APPEAL_TEXT = "我那天一直在家，没有去过通报的地点，请核实。"
@@ -95,6 +105,7 @@ def feed_batch(server: Server, key: str, rows: list[dict[str, Any]]) -> dict[str
 
 def make_red(server: Server, person: Resident, reason: str = "close contact, case 12") -> None:
     """``yuekang status set``: an override to red, as an operator at the command line."""
+    assert person.doc_number is not None
     cli(
         server.env, workdir(server), "status", "set", "--doc-type", "prc_id",
         "--doc-number", person.doc_number, "--status", "red", "--reason", reason,
@@ -237,9 +248,11 @@ def test_the_admin_reads_the_dashboard(
     expect(page.locator("#batches-body tr")).to_have_count(1)
     scans = page.evaluate("() => Chart.getChart('chart-scans').data.labels")
     assert scans[0].startswith("拱北口岸 3 号闸")
-    # Every section of an admin is offered; the appeals of operators are not.
+    # Every section of an admin is offered (identity too: the API lets admins use it); the
+    # appeals of operators are not.
     visible = page.locator("#tabs a:not(.hidden)")
-    expect(visible).to_have_count(4)
+    expect(visible).to_have_count(5)
+    expect(page.locator("#tabs a[data-view=identity]")).to_be_visible()
     expect(page.locator("#tabs a[data-view=appeals]")).to_be_hidden()
     screenshot(page, "console-dashboard")
     # A tablet held upright: one chart per row, the tabs on a line of their own.
@@ -407,3 +420,133 @@ def test_a_bad_token_is_refused_with_its_code(web_server: Server, context: Brows
     expect(page.locator("#signin-error")).to_contain_text("invalid_operator_token")
     expect(page.locator("#view-signin")).to_be_visible()
     expect(page.locator("#signin-form button[type=submit]")).to_have_text("Sign in")
+
+
+# ---------------------------------------------------------------- identity (身份核验)
+
+
+def signed_in(server: Server, phone: str | None = None) -> dict[str, str]:
+    """A resident's session, with nothing bound: headers for their requests."""
+    phone = phone or random_phone()
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        sent = client.post("/v1/auth/otp", json={"phone": phone})
+        assert sent.status_code == 200, sent.text
+        token = client.post(
+            "/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]}
+        )
+        assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+def test_an_operator_sees_a_document_that_failed_proofing_from_several_accounts(
+    web_server: Server, context: BrowserContext
+) -> None:
+    number, birth = random_prc_id()
+    enrol_in_registry(
+        web_server.registry, name="孙八", doc_number=number, birth_date=birth, phone=random_phone()
+    )
+    details = {"name": "孙八", "doc_type": "prc_id", "doc_number": number,
+               "birth_date": birth.isoformat()}  # fmt: skip
+    for _ in range(3):  # the real person's document, from phones that are not theirs
+        tried = httpx.put(
+            f"{web_server.base}/v1/me/identity", headers=signed_in(web_server), json=details
+        )
+        assert tried.json()["error"]["code"] == "phone_not_registered_to_holder", tried.text
+
+    console = open_console(context, web_server, staff_token(web_server, "operator"), "identity")
+    page = console.page
+
+    row = page.locator("#alerts-body tr", has_text=mask_doc_number(number))
+    expect(row).to_have_count(1, timeout=TIMEOUT_MS)
+    cells = row.locator("td").all_inner_texts()
+    assert cells[:4] == ["居民身份证", mask_doc_number(number), "3", "3"]
+    assert number not in page.content()
+    screenshot(page, "console-identity-alerts")
+    assert console.errors == []
+
+
+def test_an_operator_verifies_a_person_without_a_phone_at_the_counter(
+    web_server: Server, context: BrowserContext
+) -> None:
+    console = open_console(context, web_server, staff_token(web_server, "operator"), "identity")
+    page = console.page
+    number, birth = random_prc_id()
+    page.fill("#counter-name", "陈阿婆")
+    page.select_option("#counter-doc-type", "prc_id")
+    page.fill("#counter-doc-number", number)
+    page.fill("#counter-birth", birth.isoformat())
+    page.fill("#counter-reason", "本人持身份证原件到窗口，无智能手机")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if "identity/counter" in r.url else None)
+
+    # Without the box ticked nothing is sent.
+    page.click("#counter-submit")
+    expect(page.locator("#counter-error")).to_contain_text("已当面核对证件原件")
+    assert sent == []
+    assert page.evaluate("() => document.activeElement.id") == "counter-seen"
+    page.check("#counter-seen")
+    page.click("#counter-submit")
+
+    result = page.locator("#counter-result")
+    expect(result).to_be_visible(timeout=TIMEOUT_MS)
+    expect(result).to_contain_text("陈*婆")
+    expect(result).to_contain_text("窗口核验")
+    expect(result).to_contain_text("无手机记录")
+    expect(result).to_have_attribute("data-assurance", "counter")
+    # What was typed is gone from the form; only the masked answer stays.
+    assert page.input_value("#counter-doc-number") == ""
+    assert number not in page.content()
+    screenshot(page, "console-identity-counter")
+
+    gate = checkpoint_key(web_server, "东山市场 入口")
+    checked = httpx.post(
+        f"{web_server.base}/v1/verify/document",
+        headers={"Authorization": f"Bearer {gate}"},
+        json={"doc_type": "prc_id", "doc_number": number},
+        timeout=30,
+    )
+    assert checked.status_code == 200, checked.text
+    body = checked.json()
+    assert (body["verdict"], body["masked_name"], body["assurance"]) == (
+        "valid",
+        "陈*婆",
+        "counter",
+    )
+    assert console.errors == []
+
+
+def test_an_operator_records_a_family_members_consent_at_the_counter(
+    web_server: Server, context: BrowserContext
+) -> None:
+    son = resident(web_server, name="黄志强")
+    number, birth = random_prc_id(dt.date(1940, 3, 8))
+    enrol_in_registry(
+        web_server.registry, name="李秀英", doc_number=number, birth_date=birth, phone=None
+    )
+    added = httpx.post(
+        f"{web_server.base}/v1/me/dependants",
+        headers=son.auth,
+        json={"name": "李秀英", "doc_type": "prc_id", "doc_number": number,
+              "birth_date": birth.isoformat(), "relationship": "parent"},
+        timeout=30,
+    )  # fmt: skip
+    assert added.status_code == 201, added.text
+    assert added.json()["state"] == "pending_consent"
+    console = open_console(context, web_server, staff_token(web_server, "operator"), "identity")
+    page = console.page
+
+    page.fill("#consent-id", "not-an-id")
+    page.fill("#consent-reason", "老人持身份证到窗口，本人同意由儿子代办")
+    page.click("#consent-submit")
+    expect(page.locator("#consent-error")).to_contain_text("36")
+    page.fill("#consent-id", added.json()["id"])
+    page.click("#consent-submit")
+
+    result = page.locator("#consent-result")
+    expect(result).to_be_visible(timeout=TIMEOUT_MS)
+    expect(result).to_contain_text("李*英（父母）")
+    expect(result).to_have_attribute("data-state", "active")
+    screenshot(page, "console-identity-consent")
+    [member] = httpx.get(f"{web_server.base}/v1/me/dependants", headers=son.auth).json()
+    assert (member["state"], member["consent"]) == ("active", "counter")
+    assert console.errors == []

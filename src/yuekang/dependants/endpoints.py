@@ -20,6 +20,7 @@ from yuekang.dependants.schemas import (
     CounterConsent,
     DependantCreate,
     DependantRead,
+    DependantRules,
     GuardianRead,
 )
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
@@ -51,6 +52,17 @@ async def list_dependants(
         session, guardian_id=resident_id, rules=await context.rulebook.current(), now=now
     )
     return [_read(v) for v in views]
+
+
+@router.get("/dependants/rules", response_model=DependantRules, responses=errors(401))
+async def dependant_rules(resident_id: CurrentResident, context: Context) -> DependantRules:
+    """What this service allows: how many family members, from what age they consent."""
+    settings = context.settings.dependants
+    return DependantRules(
+        max_per_guardian=settings.max_per_guardian,
+        adult_age=settings.adult_age,
+        consent_ttl_seconds=settings.consent_ttl_seconds,
+    )
 
 
 @router.post(
@@ -158,7 +170,9 @@ async def resend_consent_code(
     context: Context,
     now: Now,
 ) -> None:
-    """A new consent code to the family member's phone (at most one a minute)."""
+    """A new consent code to the family member's phone (at most one a minute; 409
+    `consent_resend_too_soon`). 409 `consent_phone_missing` when no phone was given: they
+    consent at a service counter."""
     await service.resend_consent(
         session,
         context.proofing_deps(),

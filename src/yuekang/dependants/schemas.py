@@ -48,6 +48,19 @@ class DependantRead(BaseModel):
     reason_codes: list[str]
     valid_until: dt.datetime | None
     created_at: dt.datetime
+    consent_by_sms: bool = Field(
+        description="A phone was given for the adult's consent: enter the code sent to it "
+        "(otherwise they consent at a service counter)"
+    )
+    consent_expires_at: dt.datetime | None = Field(
+        description="While consent is pending by SMS: when the code sent runs out"
+    )
+
+
+class DependantRules(BaseModel):
+    max_per_guardian: int = Field(description="Family members one account may hold")
+    adult_age: int = Field(description="From this age a family member must consent")
+    consent_ttl_seconds: int
 
 
 class GuardianRead(BaseModel):

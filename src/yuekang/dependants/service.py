@@ -91,6 +91,9 @@ class DependantView:
     reason_codes: list[str]
     valid_until: dt.datetime | None
     created_at: dt.datetime
+    consent_by_sms: bool
+    """A phone was given for the adult's consent: the guardian enters the code sent to it."""
+    consent_expires_at: dt.datetime | None
 
 
 def _age(birth: dt.date, today: dt.date) -> int:
@@ -252,6 +255,14 @@ async def _check_guardian(
         raise Conflict(
             f"an account holds at most {settings.max_per_guardian} family members",
             code="dependant_limit",
+            fields=[
+                {
+                    "field": "dependants",
+                    "reason": "limit",
+                    "message": "the most family members one account holds",
+                    "limit": settings.max_per_guardian,
+                }
+            ],
         )
 
 
@@ -304,6 +315,10 @@ async def _view(
         reason_codes=[] if status is None else list(status.reason_codes),
         valid_until=None if status is None else status.valid_until,
         created_at=arrangement.created_at,
+        consent_by_sms=arrangement.phone_ct is not None,
+        consent_expires_at=arrangement.consent_expires_at
+        if arrangement.state == "pending_consent"
+        else None,
     )
 
 
@@ -447,7 +462,7 @@ async def resend_consent(
     ):
         raise Conflict(
             "no phone was given for this family member's consent: bring them to a service counter",
-            code="consent_not_pending",
+            code="consent_phone_missing",
         )
     if arrangement.consent_expires_at is not None and arrangement.consent_expires_at - dt.timedelta(
         seconds=settings.consent_ttl_seconds

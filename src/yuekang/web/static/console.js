@@ -1,5 +1,6 @@
-// The staff console: sign in with a staff token, then the dashboard, keys, checkpoints, appeals
-// and the audit log -- each shown only to the roles the API lets do it. Every figure and every
+// The staff console: sign in with a staff token, then the dashboard, keys, checkpoints, appeals,
+// identity (alerts, counter proofing, family members' consent) and the audit log -- each shown
+// only to the roles the API lets do it. Every figure and every
 // change goes through the JSON API; this page holds no rules of its own beyond what to offer.
 
 import { api, ApiError, language, languageSwitcher, translatePage, translator } from "/static/app/common.js";
@@ -20,6 +21,7 @@ const VIEWS = {
   keys: ["admin"],
   checkpoints: ["operator", "admin"],
   appeals: ["operator"],
+  identity: ["operator", "admin"],
   audit: ["admin"],
 };
 const STATUSES = ["green", "yellow", "red"];
@@ -29,7 +31,9 @@ const REFRESH_MS = 60_000;
 const AUDIT_ACTIONS = [
   "appeal.", "appeal.file", "appeal.list", "appeal.read", "appeal.accept", "appeal.reject",
   "checkpoint.", "checkpoint.create", "checkpoint.rotate_key", "checkpoint.disable",
-  "exchange.", "feed_client.create", "identity.bind", "identity.read",
+  "dependant.", "dependant.add", "dependant.consent", "dependant.end",
+  "exchange.", "feed_client.create", "identity.", "identity.alerts.read", "identity.bind",
+  "identity.counter", "identity.proofing", "identity.read", "identity.released",
   "key.", "key.generate", "key.activate", "key.retire", "key.compromise",
   "operator.create", "phone.read", "resident.create", "resident.lookup_by_document",
   "rules.activate", "scans.", "status.set", "status.history.read",
@@ -243,6 +247,7 @@ const LOADERS = {
   keys: loadKeys,
   checkpoints: loadCheckpoints,
   appeals: loadAppeals,
+  identity: loadAlerts,
   audit: () => loadAudit(null),
 };
 
@@ -801,6 +806,167 @@ function decisionForm(appeal) {
   );
 }
 
+// ---------------------------------------------------------------- identity (身份核验)
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function assuranceWords(stored) {
+  const level = String(stored || "").startsWith("partner:") ? "partner" : stored;
+  return `assurance.${level}` in TEXT ? t(`assurance.${level}`) : stored;
+}
+
+/** An error's words for a form's own line: ours for the codes we know, else the API's message;
+ * field messages after it. The banner shows the same error with its code. */
+function formError(error) {
+  if (!(error instanceof ApiError)) return t("error.network");
+  const words = `id.error.${error.code}` in TEXT ? t(`id.error.${error.code}`) : error.message;
+  const fields = error.fields.map((f) => `${f.field}: ${f.message}`).join("; ");
+  return fields && words !== error.message ? `${words} (${fields})` : fields || words;
+}
+
+function loadAlerts() {
+  return fillTable($("alerts-body"), 6, "/v1/admin/identity/alerts", t("id.alerts.empty"), (alerts) =>
+    alerts.map((a) =>
+      el(
+        "tr",
+        {},
+        el("td", { class: "nowrap" }, t(`doc.${a.doc_type}`)),
+        el("td", {}, el("code", {}, a.masked_doc_number)),
+        el("td", { class: "num bad" }, number.format(a.failures)),
+        el("td", { class: "num" }, number.format(a.accounts)),
+        el("td", { class: "nowrap" }, when(a.first_at)),
+        el("td", { class: "nowrap" }, when(a.last_at)),
+      ),
+    ),
+  );
+}
+
+async function counterProof(event) {
+  event.preventDefault();
+  const error = $("counter-error");
+  error.textContent = "";
+  $("counter-result").classList.add("hidden");
+  const body = {
+    name: $("counter-name").value.trim(),
+    doc_type: $("counter-doc-type").value,
+    doc_number: $("counter-doc-number").value.trim(),
+    birth_date: $("counter-birth").value,
+    reason: $("counter-reason").value.trim(),
+  };
+  const phone = $("counter-phone").value.replace(/[\s-]/g, "");
+  if (phone) body.phone = /^1[3-9]\d{9}$/.test(phone) ? `+86${phone}` : phone;
+  const missing = [
+    [!body.name, "counter-name", t("id.required")],
+    [!body.doc_number, "counter-doc-number", t("id.required")],
+    [!body.birth_date, "counter-birth", t("id.required")],
+    [body.reason.length < 3, "counter-reason", t("id.reason.required")],
+    [!$("counter-seen").checked, "counter-seen", t("id.counter.seen.required")],
+  ].find(([wrong]) => wrong);
+  if (missing) {
+    error.textContent = missing[2];
+    $(missing[1]).focus();
+    return;
+  }
+  body.document_seen = true;
+  const button = event.submitter || $("counter-submit");
+  const done = await act(button, async () => {
+    try {
+      return await call("/v1/admin/identity/counter", { method: "POST", body });
+    } catch (failure) {
+      error.textContent = formError(failure);
+      throw failure;
+    }
+  });
+  if (!done) return;
+  // What was typed leaves the page; the answer holds only masked values.
+  $("counter-form").reset();
+  const identity = done.identity;
+  const account = !phone ? t("id.result.nophone") : t(done.new_account ? "id.result.new" : "id.result.existing");
+  const result = $("counter-result");
+  result.replaceChildren(
+    el("h4", {}, t("id.counter.done", { name: identity.masked_name })),
+    el("dl", { class: "facts" },
+      el("dt", {}, t("id.result.identity")),
+      el("dd", {}, `${identity.masked_name} · ${t(`doc.${identity.doc_type}`)} `, el("code", {}, identity.masked_doc_number)),
+      el("dt", {}, t("id.result.assurance")),
+      el("dd", {}, badge("ok", assuranceWords(identity.assurance))),
+      el("dt", {}, t("id.result.account")),
+      el("dd", {}, account),
+      el("dt", {}, t("id.result.resident")),
+      el("dd", {}, el("code", { class: "resident-id" }, done.resident_id)),
+    ),
+    ...(done.reclaimed ? [el("p", { class: "bad" }, t("id.result.reclaimed"))] : []),
+  );
+  result.dataset.assurance = identity.assurance;
+  result.classList.remove("hidden");
+  showNotice(t("id.counter.done", { name: identity.masked_name }));
+}
+
+/** The arrangement id typed in the consent form, or null with the error shown. */
+function arrangementId() {
+  const id = $("consent-id").value.trim();
+  if (!UUID.test(id)) {
+    $("consent-error").textContent = t("id.consent.format");
+    $("consent-id").focus();
+    return null;
+  }
+  return id.toLowerCase();
+}
+
+async function counterConsent(event) {
+  event.preventDefault();
+  $("consent-error").textContent = "";
+  $("consent-result").classList.add("hidden");
+  const id = arrangementId();
+  if (!id) return;
+  const reason = $("consent-reason").value.trim();
+  if (reason.length < 3) {
+    $("consent-error").textContent = t("id.reason.required");
+    $("consent-reason").focus();
+    return;
+  }
+  const button = event.submitter || $("consent-submit");
+  const done = await act(button, async () => {
+    try {
+      return await call(`/v1/admin/dependants/${encodeURIComponent(id)}/consent`, { method: "POST", body: { reason } });
+    } catch (failure) {
+      $("consent-error").textContent = formError(failure);
+      throw failure;
+    }
+  });
+  if (!done) return;
+  $("consent-form").reset();
+  const relationship = t(`rel.${done.relationship}`);
+  const result = $("consent-result");
+  result.replaceChildren(
+    el("h4", {}, t("id.consent.done", { name: done.masked_name, relationship })),
+    el("p", {}, badge(done.state === "active" ? "ok" : "warn", t(`dep.state.${done.state}`)), " ", shortId(done.id)),
+  );
+  result.dataset.state = done.state;
+  result.classList.remove("hidden");
+  showNotice(t("id.consent.done", { name: done.masked_name, relationship }));
+}
+
+async function counterEnd(event) {
+  $("consent-error").textContent = "";
+  $("consent-result").classList.add("hidden");
+  const id = arrangementId();
+  if (!id || !confirm(t("id.consent.confirm.end", { id }))) return;
+  const done = await act(event.currentTarget, async () => {
+    try {
+      await call(`/v1/admin/dependants/${encodeURIComponent(id)}`, { method: "DELETE" });
+      return true;
+    } catch (failure) {
+      $("consent-error").textContent = formError(failure);
+      throw failure;
+    }
+  });
+  if (done) {
+    $("consent-form").reset();
+    showNotice(`${t("id.consent.ended")} · ${id.slice(0, 8)}`);
+  }
+}
+
 // ---------------------------------------------------------------- audit log
 
 async function loadAudit(before) {
@@ -896,6 +1062,10 @@ function start() {
   $("secret-done").addEventListener("click", hideSecret);
   $("appeal-state").addEventListener("change", loadAppeals);
   $("appeals-refresh").addEventListener("click", loadAppeals);
+  $("alerts-refresh").addEventListener("click", loadAlerts);
+  $("counter-form").addEventListener("submit", counterProof);
+  $("consent-form").addEventListener("submit", counterConsent);
+  $("consent-end").addEventListener("click", counterEnd);
   $("audit-filter").addEventListener("submit", (event) => {
     event.preventDefault();
     loadAudit(null);

@@ -76,23 +76,190 @@ const TEXT = {
   "field.travel": { "zh-Hans": "14天内是否离开粤澳", "zh-Hant": "14天內是否離開粵澳", en: "Travel outside Guangdong/Macao in 14 days", pt: "Viagens fora de Guangdong/Macau em 14 dias" },
   signout: { "zh-Hans": "退出登录", "zh-Hant": "登出", en: "Sign out", pt: "Sair" },
   "error.network": { "zh-Hans": "网络不可用，请稍后重试", "zh-Hant": "網絡不可用，請稍後重試", en: "No network; try again", pt: "Sem rede; tente de novo" },
+
+  // Proving the identity (residents/binding.py): each outcome in words.
+  "bind.error.identity_mismatch": { "zh-Hans": "信息与户籍登记不一致，请按证件上的姓名、号码和出生日期填写", "zh-Hant": "資料與戶籍登記不一致，請按證件上的姓名、號碼和出生日期填寫", en: "These details do not match the population register. Enter the name, number and date of birth exactly as printed on the document.", pt: "Os dados não coincidem com o registo da população. Escreva o nome, o número e a data de nascimento tal como constam do documento." },
+  "bind.error.phone_not_registered_to_holder": { "zh-Hans": "本手机号不是证件本人实名登记的号码：可由家人代办，或携带证件到服务窗口核验", "zh-Hant": "本手機號碼不是證件本人實名登記的號碼：可由家人代辦，或攜帶證件到服務窗口核驗", en: "This phone number is not registered to the document's holder: a family member can hold your code for you, or bring the document to a service counter to be verified.", pt: "Este número não está registado em nome do titular do documento: um familiar pode ter o seu código, ou dirija-se com o documento a um balcão de atendimento." },
+  "bind.error.document_already_bound": { "zh-Hans": "该证件已由另一个实名核验的账号绑定，请携带证件到服务窗口办理", "zh-Hant": "該證件已由另一個實名核驗的帳號綁定，請攜帶證件到服務窗口辦理", en: "This document is bound to another account that verified it. Please bring the document to a service counter.", pt: "Este documento está associado a outra conta que o verificou. Dirija-se com o documento a um balcão de atendimento." },
+  "bind.error.proofing_unavailable": { "zh-Hans": "实名核验服务暂时不可用，未作任何绑定，请稍后再试", "zh-Hant": "實名核驗服務暫時不可用，未作任何綁定，請稍後再試", en: "The identity check is not available just now. Nothing was bound; please try again later.", pt: "A verificação de identidade não está disponível de momento. Nada foi associado; tente mais tarde." },
+  "bind.error.rate_limited": { "zh-Hans": "核验次数过多，请稍后再试", "zh-Hant": "核驗次數過多，請稍後再試", en: "Too many verification attempts; please try again later.", pt: "Demasiadas tentativas de verificação; tente mais tarde." },
+  "bind.error.identity_already_bound": { "zh-Hans": "本账号已绑定另一张已核验的证件", "zh-Hant": "本帳號已綁定另一張已核驗的證件", en: "This account already holds another verified document.", pt: "Esta conta já tem outro documento verificado." },
+  "wait.s": { "zh-Hans": "（{n} 秒后可重试）", "zh-Hant": "（{n} 秒後可重試）", en: " (try again in {n} s)", pt: " (tente de novo dentro de {n} s)" },
+  "wait.m": { "zh-Hans": "（约 {n} 分钟后可重试）", "zh-Hant": "（約 {n} 分鐘後可重試）", en: " (try again in about {n} min)", pt: " (tente de novo dentro de cerca de {n} min)" },
+  "wait.h": { "zh-Hans": "（约 {n} 小时后可重试）", "zh-Hant": "（約 {n} 小時後可重試）", en: " (try again in about {n} h)", pt: " (tente de novo dentro de cerca de {n} h)" },
+  "bind.reclaimed": { "zh-Hans": "该证件此前被另一个未经实名核验的账号绑定，现已从该账号解除，并绑定到您的账号。", "zh-Hant": "該證件此前被另一個未經實名核驗的帳號綁定，現已從該帳號解除，並綁定到您的帳號。", en: "This document had been bound to another account that never verified it. It has been released from that account and is now bound to yours.", pt: "Este documento estava associado a outra conta que nunca o verificou. Foi libertado dessa conta e está agora associado à sua." },
+  "unverified.title": { "zh-Hans": "身份待核验", "zh-Hant": "身份待核驗", en: "Identity not yet verified", pt: "Identidade por verificar" },
+  "unverified.text": { "zh-Hans": "您的证件是在实名核验上线前绑定的，核验通过前无法获取健康码。请按证件重新填写下面的信息完成核验；也可以改填本人名下的另一张证件。", "zh-Hant": "您的證件是在實名核驗上線前綁定的，核驗通過前無法取得健康碼。請按證件重新填寫下面的資料完成核驗；也可以改填本人名下的另一張證件。", en: "Your document was bound before identity checks began, and there is no code until it is verified. Enter its details again below, exactly as printed, or another document of yours.", pt: "O seu documento foi associado antes de existirem verificações de identidade e não há código até ser verificado. Volte a escrever os dados abaixo, tal como constam do documento, ou os de outro documento seu." },
+  "unverified.bound": { "zh-Hans": "当前绑定：{name} · {doc} {number}", "zh-Hant": "目前綁定：{name} · {doc} {number}", en: "Bound now: {name} · {doc} {number}", pt: "Associado agora: {name} · {doc} {number}" },
+
+  // How the identity was proved (residents/assurance.py), as the scanner says it too.
+  "assurance.proofed": { "zh-Hans": "已实名核验", "zh-Hant": "已實名核驗", en: "Identity verified", pt: "Identidade verificada" },
+  "assurance.counter": { "zh-Hans": "窗口核验", "zh-Hant": "窗口核驗", en: "Verified at a counter", pt: "Verificada no balcão" },
+  "assurance.partner": { "zh-Hans": "澳门核验", "zh-Hant": "澳門核驗", en: "Verified by Macao", pt: "Verificada por Macau" },
+  "assurance.dependant": { "zh-Hans": "亲友代办", "zh-Hant": "親友代辦", en: "Family member's code", pt: "Código de familiar" },
+  "assurance.unverified": { "zh-Hans": "身份待核验", "zh-Hant": "身份待核驗", en: "Identity not yet verified", pt: "Identidade por verificar" },
+  "identity.title": { "zh-Hans": "实名信息", "zh-Hant": "實名資料", en: "Your identity", pt: "A sua identidade" },
+  "identity.proofed_at": { "zh-Hans": "核验于 {when}", "zh-Hant": "核驗於 {when}", en: "verified {when}", pt: "verificada em {when}" },
+
+  // Family members (亲友代办).
+  "family.title": { "zh-Hans": "家人（亲友代办）", "zh-Hant": "家人（親友代辦）", en: "Family members", pt: "Familiares" },
+  "family.note": { "zh-Hans": "为没有智能手机的孩子和老人代办健康码。每位家人都要通过户籍核验；成年家人须本人同意。", "zh-Hant": "為沒有智能手機的孩子和長者代辦健康碼。每位家人都要通過戶籍核驗；成年家人須本人同意。", en: "Hold the health codes of children and older relatives without a smartphone. Each is checked against the population register; an adult must agree.", pt: "Tenha os códigos de saúde de crianças e familiares idosos sem smartphone. Cada um é verificado no registo da população; um adulto tem de concordar." },
+  "family.empty": { "zh-Hans": "还没有添加家人", "zh-Hant": "還沒有添加家人", en: "No family members yet", pt: "Ainda sem familiares" },
+  "family.add": { "zh-Hans": "添加家人", "zh-Hant": "添加家人", en: "Add a family member", pt: "Adicionar familiar" },
+  "family.name": { "zh-Hans": "家人姓名", "zh-Hant": "家人姓名", en: "Their full name", pt: "Nome completo do familiar" },
+  "family.relationship": { "zh-Hans": "家人是您的", "zh-Hant": "家人是您的", en: "They are your", pt: "Relação consigo" },
+  "family.phone": { "zh-Hans": "家人本人的手机号（选填）", "zh-Hant": "家人本人的手機號碼（選填）", en: "Their own mobile number (optional)", pt: "Telemóvel do próprio familiar (opcional)" },
+  "family.phone.note": { "zh-Hans": "必须是家人本人实名登记的号码，不能填您自己的：我们会向这个号码发送验证码，请家人告诉您。没有手机的，也可以由家人携带证件到服务窗口确认同意。", "zh-Hant": "必須是家人本人實名登記的號碼，不能填您自己的：我們會向這個號碼發送驗證碼，請家人告訴您。沒有手機的，也可以由家人攜帶證件到服務窗口確認同意。", en: "It must be the number registered to them, not yours: we text it a code, which they tell you. Without a phone they can agree at a service counter, with their document.", pt: "Tem de ser o número registado em nome do familiar, não o seu: enviamos-lhe um código, que ele lhe diz. Sem telemóvel, pode concordar num balcão de atendimento, com o documento." },
+  "family.minor.note": { "zh-Hans": "未满 18 周岁的家人添加后即可使用。", "zh-Hant": "未滿 18 歲的家人添加後即可使用。", en: "A family member under 18 is active as soon as they are added.", pt: "Um familiar com menos de 18 anos fica ativo logo que é adicionado." },
+  "family.submit": { "zh-Hans": "添加", "zh-Hant": "添加", en: "Add", pt: "Adicionar" },
+  "family.cancel": { "zh-Hans": "取消", "zh-Hant": "取消", en: "Cancel", pt: "Cancelar" },
+  "family.added": { "zh-Hans": "已添加{name}", "zh-Hant": "已添加{name}", en: "{name} added", pt: "{name} adicionado(a)" },
+  "family.state.active": { "zh-Hans": "已生效", "zh-Hant": "已生效", en: "Active", pt: "Ativo" },
+  "family.state.pending_consent": { "zh-Hans": "等待家人同意", "zh-Hant": "等待家人同意", en: "Waiting for their consent", pt: "A aguardar o consentimento" },
+  "family.show": { "zh-Hans": "出示健康码", "zh-Hant": "出示健康碼", en: "Show their code", pt: "Mostrar o código" },
+  "family.remove": { "zh-Hans": "移除", "zh-Hant": "移除", en: "Remove", pt: "Remover" },
+  "family.remove.confirm": { "zh-Hans": "确定移除{name}？其健康码将立即作废。", "zh-Hant": "確定移除{name}？其健康碼將立即作廢。", en: "Remove {name}? Their codes stop working at once.", pt: "Remover {name}? Os códigos deixam de funcionar de imediato." },
+  "family.remove.yes": { "zh-Hans": "确认移除", "zh-Hant": "確認移除", en: "Yes, remove", pt: "Sim, remover" },
+  "family.removed": { "zh-Hans": "已移除{name}", "zh-Hant": "已移除{name}", en: "{name} removed", pt: "{name} removido(a)" },
+  "family.consent.code": { "zh-Hans": "家人收到的 6 位验证码", "zh-Hant": "家人收到的 6 位驗證碼", en: "The 6-digit code they received", pt: "O código de 6 dígitos que recebeu" },
+  "family.consent.submit": { "zh-Hans": "确认同意", "zh-Hant": "確認同意", en: "Confirm", pt: "Confirmar" },
+  "family.consent.resend": { "zh-Hans": "重新发送验证码", "zh-Hant": "重新發送驗證碼", en: "Send a new code", pt: "Enviar novo código" },
+  "family.consent.resent": { "zh-Hans": "已向家人重新发送验证码", "zh-Hant": "已向家人重新發送驗證碼", en: "A new code was sent to them", pt: "Foi-lhe enviado um novo código" },
+  "family.consent.format": { "zh-Hans": "请输入 6 位数字", "zh-Hant": "請輸入 6 位數字", en: "Enter the 6 digits", pt: "Escreva os 6 dígitos" },
+  "family.consent.done": { "zh-Hans": "{name}已同意，可以出示健康码", "zh-Hant": "{name}已同意，可以出示健康碼", en: "{name} agreed: their code can be shown", pt: "{name} concordou: o código pode ser mostrado" },
+  "family.consent.counter_only": { "zh-Hans": "请家人携带证件到服务窗口确认同意，办理编号：", "zh-Hant": "請家人攜帶證件到服務窗口確認同意，辦理編號：", en: "They agree at a service counter with their document; reference:", pt: "Concorda num balcão de atendimento, com o documento; referência:" },
+  "family.consent.counter": { "zh-Hans": "也可以由家人携带证件到服务窗口确认同意，办理编号：", "zh-Hant": "也可以由家人攜帶證件到服務窗口確認同意，辦理編號：", en: "Or they can agree at a service counter with their document; reference:", pt: "Ou pode concordar num balcão de atendimento, com o documento; referência:" },
+  "family.card.label": { "zh-Hans": "亲友代办 · {name}", "zh-Hant": "親友代辦 · {name}", en: "Family member · {name}", pt: "Familiar · {name}" },
+  "family.card.relationship": { "zh-Hans": "您的{relationship}", "zh-Hant": "您的{relationship}", en: "Your {relationship}", pt: "Relação: {relationship}" },
+  "family.back": { "zh-Hans": "返回我的健康码", "zh-Hant": "返回我的健康碼", en: "Back to my code", pt: "Voltar ao meu código" },
+  "family.error.dependant_limit": { "zh-Hans": "最多可添加 {n} 位家人", "zh-Hant": "最多可添加 {n} 位家人", en: "You can add at most {n} family members", pt: "Pode adicionar no máximo {n} familiares" },
+  "family.error.guardian_unverified": { "zh-Hans": "请先完成本人实名核验", "zh-Hant": "請先完成本人實名核驗", en: "Verify your own identity first", pt: "Verifique primeiro a sua própria identidade" },
+  "family.error.guardian_not_adult": { "zh-Hans": "只有成年人可以添加家人", "zh-Hant": "只有成年人可以添加家人", en: "Only adults can add family members", pt: "Só adultos podem adicionar familiares" },
+  "family.error.consent_code_wrong": { "zh-Hans": "验证码错误", "zh-Hant": "驗證碼錯誤", en: "Wrong code", pt: "Código errado" },
+  "family.error.consent_code_expired": { "zh-Hans": "验证码已过期，请重新发送", "zh-Hant": "驗證碼已過期，請重新發送", en: "The code has expired; send a new one", pt: "O código expirou; envie um novo" },
+  "family.error.consent_attempts_exceeded": { "zh-Hans": "错误次数过多，请重新发送验证码", "zh-Hant": "錯誤次數過多，請重新發送驗證碼", en: "Too many wrong codes; send a new one", pt: "Demasiados códigos errados; envie um novo" },
+  "family.error.consent_pending": { "zh-Hans": "等待家人同意", "zh-Hant": "等待家人同意", en: "Waiting for their consent", pt: "A aguardar o consentimento" },
+  "family.error.consent_not_pending": { "zh-Hans": "没有等待家人同意的请求", "zh-Hant": "沒有等待家人同意的請求", en: "Nothing is waiting for their agreement", pt: "Nada aguarda a concordância deste familiar" },
+  "family.error.consent_phone_missing": { "zh-Hans": "没有填写家人的手机号，无法发送验证码：请家人携带证件到服务窗口确认同意", "zh-Hant": "沒有填寫家人的手機號碼，無法發送驗證碼：請家人攜帶證件到服務窗口確認同意", en: "No phone was given for them, so no code can be sent: they can agree at a service counter with their document", pt: "Não foi indicado telemóvel, por isso não há código: pode concordar num balcão de atendimento, com o documento" },
+  "family.error.consent_resend_too_soon": { "zh-Hans": "验证码刚刚发出，请一分钟后再试", "zh-Hant": "驗證碼剛剛發出，請一分鐘後再試", en: "A code was sent less than a minute ago; try again shortly", pt: "Foi enviado um código há menos de um minuto; tente daqui a pouco" },
+  "family.error.phone_not_registered_to_holder": { "zh-Hans": "该手机号不是家人本人实名登记的号码：请填写家人自己的手机号，或由家人携带证件到服务窗口确认", "zh-Hant": "該手機號碼不是家人本人實名登記的號碼：請填寫家人自己的手機號碼，或由家人攜帶證件到服務窗口確認", en: "This number is not registered to your family member: enter their own number, or they can agree at a service counter with their document", pt: "Este número não está registado em nome do familiar: indique o número dele, ou ele pode concordar num balcão de atendimento, com o documento" },
+  "family.error.dependant_is_guardian": { "zh-Hans": "这是您本人的证件", "zh-Hant": "這是您本人的證件", en: "This is your own document", pt: "Este é o seu próprio documento" },
+  "family.error.dependant_not_found": { "zh-Hans": "该家人已不在您的列表中", "zh-Hant": "該家人已不在您的列表中", en: "This family member is no longer on your list", pt: "Este familiar já não está na sua lista" },
+  "rel.child": { "zh-Hans": "子女", "zh-Hant": "子女", en: "child", pt: "filho(a)" },
+  "rel.parent": { "zh-Hans": "父母", "zh-Hant": "父母", en: "parent", pt: "pai/mãe" },
+  "rel.spouse": { "zh-Hans": "配偶", "zh-Hant": "配偶", en: "spouse", pt: "cônjuge" },
+  "rel.grandparent": { "zh-Hans": "祖父母/外祖父母", "zh-Hant": "祖父母/外祖父母", en: "grandparent", pt: "avô/avó" },
+  "rel.grandchild": { "zh-Hans": "孙子女/外孙子女", "zh-Hant": "孫子女/外孫子女", en: "grandchild", pt: "neto(a)" },
+  "rel.sibling": { "zh-Hans": "兄弟姐妹", "zh-Hant": "兄弟姊妹", en: "brother or sister", pt: "irmão/irmã" },
+  "rel.other": { "zh-Hans": "其他亲友", "zh-Hant": "其他親友", en: "other relative or friend", pt: "outro familiar ou amigo" },
+
+  // Arrangements naming this person's phone (an adult family member's own view).
+  "guardians.title": { "zh-Hans": "代办授权", "zh-Hant": "代辦授權", en: "Who holds your code", pt: "Quem tem o seu código" },
+  "guardians.note": { "zh-Hans": "以下账号正在为您代办健康码，您可以随时解除。", "zh-Hant": "以下帳號正在為您代辦健康碼，您可以隨時解除。", en: "These accounts hold your health code for you. You can end this at any time.", pt: "Estas contas têm o seu código de saúde. Pode terminar isto a qualquer momento." },
+  "guardians.item": { "zh-Hans": "您是对方的{relationship}", "zh-Hant": "您是對方的{relationship}", en: "you are their {relationship}", pt: "relação: {relationship}" },
+  "guardians.end": { "zh-Hans": "解除代办", "zh-Hant": "解除代辦", en: "End it", pt: "Terminar" },
+  "guardians.end.confirm": { "zh-Hans": "确定解除？{name}将不能再为您出示健康码。", "zh-Hant": "確定解除？{name}將不能再為您出示健康碼。", en: "End it? {name} will no longer be able to show your code.", pt: "Terminar? {name} deixa de poder mostrar o seu código." },
+  "guardians.end.yes": { "zh-Hans": "确认解除", "zh-Hant": "確認解除", en: "Yes, end it", pt: "Sim, terminar" },
+  "guardians.ended": { "zh-Hans": "已解除{name}的代办", "zh-Hant": "已解除{name}的代辦", en: "{name} no longer holds your code", pt: "{name} deixou de ter o seu código" },
 };
 
 const t = translator(TEXT);
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem("yk.session"), code: null, renewAt: Infinity, renewing: false, imageUrl: null, watching: false };
+const state = {
+  token: localStorage.getItem("yk.session"),
+  code: null,
+  renewAt: Infinity,
+  renewing: false,
+  imageUrl: null,
+  watching: false,
+  // The bound identity as GET /v1/me answered it, and whether binding took it from another account.
+  identity: null,
+  reclaimed: false,
+  // The family member whose code is on screen: {id, name, code, renewAt, renewing, imageUrl}.
+  dep: null,
+  guardiansShown: false,
+};
 const LOCALE = { "zh-Hans": "zh-CN", "zh-Hant": "zh-HK", en: "en-GB", pt: "pt-PT" }[language()];
 // Codes and clocks are shown in Guangdong time, whatever the phone's own zone.
 const TIME_ZONE = "Asia/Shanghai";
+const THEME = { green: "#12a150", yellow: "#e8b100", red: "#d92c2c" };
+// From this age a family member must agree: the page asks for their phone only from then. The
+// server's setting (GET /v1/me/dependants/rules) replaces the default once the family loads.
+let adultAge = 18;
+const SECTIONS = ["signin", "bind", "code", "dependant"];
 
 function show(section) {
-  for (const id of ["signin", "bind", "code"]) $(id).classList.toggle("hidden", id !== section);
+  for (const id of SECTIONS) $(id).classList.toggle("hidden", id !== section);
+  // Who holds this person's codes is shown beside the binding form and the code screen.
+  $("guardians").classList.toggle("hidden", !state.guardiansShown || !["bind", "code"].includes(section));
+}
+
+/** An element with text children only: data from the API never becomes markup. */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
 }
 
 /** What to show for a failed call: the API's message (with its code if asked), else "network". */
 function errorText(error, withCode = false) {
   if (!(error instanceof ApiError)) return t("error.network");
   return withCode ? `${error.message} (${error.code})` : error.message;
+}
+
+function waitText(seconds) {
+  if (seconds < 90) return t("wait.s", { n: seconds });
+  if (seconds < 90 * 60) return t("wait.m", { n: Math.round(seconds / 60) });
+  return t("wait.h", { n: Math.round(seconds / 3600) });
+}
+
+/** An error of proving an identity or of family members, in the page's words: `scope`'s own
+ * text for the code (family.error.*), then the binding's (bind.error.*), else the API's message
+ * with its code. A 429 or 503 says when to try again (Retry-After). */
+function errorWords(error, scope = "bind") {
+  if (!(error instanceof ApiError)) return t("error.network");
+  const key = [`${scope}.error.${error.code}`, `bind.error.${error.code}`].find((k) => k in TEXT);
+  if (!key) return `${error.message} (${error.code})`;
+  // The limit is configured on the server, which names it in the error's fields.
+  const bound = error.fields.find((field) => field.reason === "limit");
+  const limit = error.code === "dependant_limit" ? (bound ? bound.limit : null) : "";
+  if (limit === null) return `${error.message} (${error.code})`;
+  let text = t(key, { n: limit });
+  if (["proofing_unavailable", "rate_limited"].includes(error.code) && error.retryAfter) {
+    text += waitText(error.retryAfter);
+  }
+  return text;
+}
+
+/** Show an API error's field messages next to their fields (`target(field)` finds the place),
+ * the rest as one message in `general`. */
+function showErrors(error, target, general, scope) {
+  let placed = false;
+  if (error instanceof ApiError) {
+    for (const field of error.fields) {
+      const place = target(field.field);
+      if (!place) continue;
+      place.textContent = field.message;
+      const input = place.previousElementSibling;
+      if (input && ["INPUT", "SELECT"].includes(input.tagName)) input.setAttribute("aria-invalid", "true");
+      placed = true;
+    }
+  }
+  if (!placed) general.textContent = errorWords(error, scope);
+}
+
+function clearErrors(form) {
+  for (const node of form.querySelectorAll(".field-error, .error")) node.textContent = "";
+  for (const node of form.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
 }
 
 function fail(error) {
@@ -103,9 +270,29 @@ function fail(error) {
 const TIME_OPTIONS = { timeZone: TIME_ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
 const TIME_ONLY = new Intl.DateTimeFormat(LOCALE, TIME_OPTIONS);
 const DATE_TIME = new Intl.DateTimeFormat(LOCALE, { ...TIME_OPTIONS, year: "numeric", month: "2-digit", day: "2-digit" });
+const ISO_DAY = new Intl.DateTimeFormat("en-CA", { timeZone: TIME_ZONE, year: "numeric", month: "2-digit", day: "2-digit" });
 
 function formatTime(when, withDate = false) {
   return (withDate ? DATE_TIME : TIME_ONLY).format(new Date(when));
+}
+
+/** Whether someone born on `birth` (YYYY-MM-DD) is an adult today, in Guangdong. */
+function isAdult(birth) {
+  const born = /^(\d{4})-(\d{2})-(\d{2})$/.exec(birth || "");
+  if (!born) return false;
+  const [year, month, day] = ISO_DAY.format(new Date()).split("-").map(Number);
+  const age = year - Number(born[1]) - (month * 100 + day < Number(born[2]) * 100 + Number(born[3]) ? 1 : 0);
+  return age >= adultAge;
+}
+
+/** A mainland mobile typed without its country code gets it; anything else goes as typed. */
+function e164(phone) {
+  const digits = phone.replace(/[\s-]/g, "");
+  return /^1[3-9]\d{9}$/.test(digits) ? `+86${digits}` : digits;
+}
+
+function setTheme(status) {
+  document.querySelector('meta[name="theme-color"]').content = THEME[status] || THEME.green;
 }
 
 async function authed(path, options = {}) {
@@ -120,8 +307,18 @@ async function authed(path, options = {}) {
 function signOut() {
   localStorage.removeItem("yk.session");
   state.token = null;
-  state.code = null;
-  state.renewAt = Infinity;
+  stopCode();
+  closeDependant(false);
+  state.identity = null;
+  state.reclaimed = false;
+  state.guardiansShown = false;
+  $("bind-form").reset();
+  clearErrors($("bind-form"));
+  $("unverified-notice").classList.add("hidden");
+  $("family-list").replaceChildren();
+  $("guardians-list").replaceChildren();
+  for (const id of ["family-status", "family-error", "guardians-status", "guardians-error"]) $(id).textContent = "";
+  closeFamilyForm(false);
   show("signin");
 }
 
@@ -159,41 +356,101 @@ async function verifyCode(event) {
 
 // --- identity ------------------------------------------------------------------------------------
 
+/** The binding form; with `unverified` (a binding made before proofing existed), the notice
+ * that asks to prove it, with its document type chosen. The details are typed again. */
+function showBind(unverified = null) {
+  stopCode();
+  show("bind");
+  $("unverified-notice").classList.toggle("hidden", !unverified);
+  $("unverified-identity").textContent =
+    unverified && unverified.masked_name
+      ? t("unverified.bound", {
+          name: unverified.masked_name,
+          doc: t(`doc.${unverified.doc_type}`),
+          number: unverified.masked_doc_number,
+        })
+      : "";
+  if (unverified && [...$("doc_type").options].some((o) => o.value === unverified.doc_type)) {
+    $("doc_type").value = unverified.doc_type;
+  }
+}
+
 async function bind(event) {
   event.preventDefault();
-  for (const el of document.querySelectorAll("#bind-form .field-error")) el.textContent = "";
-  $("bind-error").textContent = "";
+  clearErrors($("bind-form"));
   const form = new FormData($("bind-form"));
+  const button = $("bind-submit");
+  button.disabled = true;
+  let wait = 0;
   try {
-    await authed("/v1/me/identity", {
+    const bound = await authed("/v1/me/identity", {
       method: "PUT",
       body: Object.fromEntries(["name", "doc_type", "doc_number", "birth_date"].map((k) => [k, form.get(k)])),
     });
+    state.reclaimed = Boolean(bound.reclaimed);
+    // The details leave the page once proved; only masked values come back.
+    $("bind-form").reset();
     await showCode();
   } catch (error) {
     if (!(error instanceof ApiError)) return fail(error);
     // The API names each bad field; show each message next to its field.
-    let placed = false;
-    for (const field of error.fields) {
-      const target = document.querySelector(`[data-error-for="${CSS.escape(field.field)}"]`);
-      if (target) {
-        target.textContent = field.message;
-        placed = true;
-      }
-    }
-    if (!placed) $("bind-error").textContent = `${error.message} (${error.code})`;
+    showErrors(error, (field) => document.querySelector(`[data-error-for="${CSS.escape(field)}"]`), $("bind-error"), "bind");
+    // Nothing was bound because the registry did not answer: the button rests until it may.
+    if (error.code === "proofing_unavailable" && error.retryAfter) wait = Math.min(error.retryAfter, 60);
+  } finally {
+    if (wait) setTimeout(() => (button.disabled = false), wait * 1000);
+    else button.disabled = false;
   }
+}
+
+function assuranceLevel(stored) {
+  return String(stored || "").startsWith("partner:") ? "partner" : stored;
+}
+
+function renderIdentity(identity) {
+  const level = assuranceLevel(identity.assurance);
+  const words = `assurance.${level}` in TEXT ? t(`assurance.${level}`) : "";
+  for (const id of ["assurance-badge", "identity-assurance"]) {
+    $(id).textContent = words;
+    $(id).dataset.level = level;
+  }
+  $("masked-name").textContent = identity.masked_name;
+  $("identity-name").textContent = identity.masked_name;
+  $("identity-doc").textContent = `${t(`doc.${identity.doc_type}`)} ${identity.masked_doc_number}`;
+  $("identity-proofed").textContent = identity.proofed_at
+    ? t("identity.proofed_at", { when: formatTime(identity.proofed_at, true) })
+    : "";
+}
+
+/** A code refused because the identity must be proved first (409): the binding form instead,
+ * and no more asking for codes. True when it was that. */
+function needsProofing(error) {
+  if (!(error instanceof ApiError) || error.status !== 409) return false;
+  if (error.code === "identity_unverified") {
+    showBind({ ...(state.identity || {}), assurance: "unverified" });
+    return true;
+  }
+  if (error.code === "identity_required") {
+    showBind(null);
+    return true;
+  }
+  return false;
 }
 
 // --- the code ------------------------------------------------------------------------------------
 
-async function loadImage(code) {
-  // The image is the owner's only: fetched with the session, shown from a blob URL.
-  const response = await fetch(`/v1/codes/${encodeURIComponent(code.code_id)}.png`, {
+/** An image of the signed-in person's (or their family member's) code: fetched with the session,
+ * shown from a blob URL. Only the path is used, so a proxy's idea of the origin does not matter. */
+async function imageUrl(url) {
+  const response = await fetch(new URL(url, location.href).pathname, {
     headers: { Authorization: `Bearer ${state.token}` },
   });
   if (!response.ok) throw new ApiError(response.status, null);
-  const url = URL.createObjectURL(await response.blob());
+  return URL.createObjectURL(await response.blob());
+}
+
+async function loadImage(code) {
+  const url = await imageUrl(`/v1/codes/${encodeURIComponent(code.code_id)}.png`);
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
   state.imageUrl = url;
   $("qr").src = url;
@@ -209,6 +466,18 @@ function claims(qrText) {
   }
 }
 
+/** When to renew a code: a minute before expiry, or at 80% of a very short life. */
+function renewTime(code) {
+  const issued = new Date(code.issued_at).getTime();
+  const expires = new Date(code.expires_at).getTime();
+  return Math.max(issued + 5_000, Math.min(expires - 60_000, issued + (expires - issued) * 0.8));
+}
+
+function stopCode() {
+  state.code = null;
+  state.renewAt = Infinity;
+}
+
 async function refreshCode() {
   const code = await authed("/v1/codes", { method: "POST", headers: { "Idempotency-Key": idempotencyKey() } });
   state.code = code;
@@ -217,14 +486,11 @@ async function refreshCode() {
   card.dataset.status = code.status;
   $("status-word").textContent = t(`status.${code.status}`);
   $("expiry").textContent = t("code.expires", { time: formatTime(code.expires_at) });
-  document.querySelector('meta[name="theme-color"]').content =
-    { green: "#12a150", yellow: "#e8b100", red: "#d92c2c" }[code.status];
+  if (!state.dep) setTheme(code.status);
   $("source-note").classList.toggle("hidden", !claims(code.qr_text).src);
-  // Renew a minute before expiry (or at 80% of a very short life), with no reload. The clock's
-  // tick checks it: a timer set for an hour would not fire on time after the phone slept.
-  const issued = new Date(code.issued_at).getTime();
-  const expires = new Date(code.expires_at).getTime();
-  state.renewAt = Math.max(issued + 5_000, Math.min(expires - 60_000, issued + (expires - issued) * 0.8));
+  // Renew with no reload. The clock's tick checks it: a timer set for an hour would not fire
+  // on time after the phone slept.
+  state.renewAt = renewTime(code);
 }
 
 async function renew() {
@@ -233,6 +499,7 @@ async function renew() {
     await refreshCode();
     await showStatus();
   } catch (error) {
+    if (needsProofing(error)) return;
     fail(error);
     state.renewAt = Date.now() + 10_000; // try again shortly, not every second
   } finally {
@@ -240,19 +507,27 @@ async function renew() {
   }
 }
 
-async function showStatus() {
-  const status = await authed(`/v1/me/status?lang=${encodeURIComponent(language())}`);
-  $("explanation").replaceChildren(...status.explanation.map((text) => Object.assign(document.createElement("li"), { textContent: text })));
-  $("valid-until").textContent = status.valid_until ? t("status.until", { when: formatTime(status.valid_until, true) }) : "";
+function renderTiles(status, natId, vxId) {
   const nat = status.nat;
-  $("nat-value").textContent = !nat
+  $(natId).textContent = !nat
     ? t("nat.none")
     : nat.latest_result === "positive"
       ? t("nat.positive", { date: formatTime(nat.latest_sampled_at, true).slice(0, 10) })
       : nat.negative_within_hours
         ? t("nat.negative", { hours: nat.negative_within_hours })
         : t("nat.older", { date: formatTime(nat.latest_sampled_at, true).slice(0, 10) });
-  $("vx-value").textContent = status.vaccination.doses ? t("vx.doses", { doses: status.vaccination.doses }) : t("vx.none");
+  $(vxId).textContent = status.vaccination.doses ? t("vx.doses", { doses: status.vaccination.doses }) : t("vx.none");
+}
+
+function listItems(texts) {
+  return texts.map((text) => el("li", {}, text));
+}
+
+async function showStatus() {
+  const status = await authed(`/v1/me/status?lang=${encodeURIComponent(language())}`);
+  $("explanation").replaceChildren(...listItems(status.explanation));
+  $("valid-until").textContent = status.valid_until ? t("status.until", { when: formatTime(status.valid_until, true) }) : "";
+  renderTiles(status, "nat-value", "vx-value");
   $("appeal-open").classList.toggle("hidden", !status.can_appeal);
   // Only a green code can be converted: the offer is not shown to anyone else.
   $("macao-offer").classList.toggle("hidden", status.status !== "green");
@@ -297,25 +572,44 @@ async function fileAppeal(event) {
 }
 
 function tick() {
-  $("clock").textContent = formatTime(Date.now(), true);
+  const now = formatTime(Date.now(), true);
+  $("clock").textContent = now;
+  $("dep-clock").textContent = now;
   if (state.code && !state.renewing && Date.now() >= state.renewAt) renew();
+  const dep = state.dep;
+  if (dep && dep.code && !dep.renewing && Date.now() >= dep.renewAt) renewDependant(dep);
 }
 
 async function showCode() {
-  show("code");
   const me = await authed("/v1/me");
-  $("masked-name").textContent = me.identity ? me.identity.masked_name : "";
-  await refreshCode();
+  // Bound before proofing existed (or not at all): no code until proved.
+  if (!me.identity || me.identity.assurance === "unverified") return showBind(me.identity);
+  state.identity = me.identity;
+  show("code");
+  renderIdentity(me.identity);
+  $("reclaimed-note").classList.toggle("hidden", !state.reclaimed);
+  try {
+    await refreshCode();
+  } catch (error) {
+    if (needsProofing(error)) return;
+    throw error;
+  }
   await showStatus();
+  loadFamily().catch((error) => ($("family-error").textContent = errorWords(error, "family")));
   // While the page is open the status is looked at again now and then, and whenever the page
   // comes back to the front: an operator's decision or a feed shows without a reload. Every 10 s
   // while the code is not green (someone waiting on an appeal or a test); every minute while it
   // is, since at a peak these reads are the largest load of all (PERFORMANCE.md). Started once
-  // per page: signing out and in again must not start a second loop, and nobody signed in is
-  // not asked about.
+  // per page: signing out and in again must not start a second loop, and nobody signed in, or
+  // without a code (an identity to prove), is not asked about.
   if (state.watching) return;
   state.watching = true;
-  const look = () => (state.token ? showStatus().catch(() => {}) : Promise.resolve());
+  const look = () => {
+    const work = [];
+    if (state.token && state.code) work.push(showStatus().catch((error) => needsProofing(error)));
+    if (state.token && state.dep && state.dep.code) work.push(showDependantStatus(state.dep).catch(() => {}));
+    return Promise.all(work);
+  };
   const poll = () => {
     const green = state.code && state.code.status === "green";
     setTimeout(() => look().finally(poll), green ? 60_000 : 10_000);
@@ -324,6 +618,342 @@ async function showCode() {
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") look();
   });
+}
+
+// --- family members (亲友代办) ---------------------------------------------------------------------
+
+async function loadFamily(focusId = null) {
+  const [list, rules] = await Promise.all([authed("/v1/me/dependants"), authed("/v1/me/dependants/rules")]);
+  adultAge = rules.adult_age;
+  $("family-error").textContent = "";
+  $("family-empty").classList.toggle("hidden", list.length > 0);
+  $("family-list").replaceChildren(...list.map(familyItem));
+  if (focusId) {
+    const item = $("family-list").querySelector(`[data-id="${CSS.escape(focusId)}"]`);
+    const target = item && item.querySelector(".family-show, .consent-code");
+    if (target) target.focus();
+  }
+}
+
+/** A button that first asks: the question and a "yes" appear below it, with the focus on "yes";
+ * "cancel" puts them away and the focus back. */
+function confirmStep(opener, question, yesLabel, onYes) {
+  const yes = el("button", { type: "button", class: "danger confirm-yes" }, yesLabel);
+  const no = el("button", { type: "button", class: "secondary confirm-no" }, t("family.cancel"));
+  const box = el("div", { class: "confirm-step hidden", role: "group" }, el("p", {}, question), el("div", { class: "row" }, yes, no));
+  opener.setAttribute("aria-expanded", "false");
+  opener.addEventListener("click", () => {
+    box.classList.remove("hidden");
+    opener.setAttribute("aria-expanded", "true");
+    yes.focus();
+  });
+  no.addEventListener("click", () => {
+    box.classList.add("hidden");
+    opener.setAttribute("aria-expanded", "false");
+    opener.focus();
+  });
+  yes.addEventListener("click", async () => {
+    yes.disabled = true;
+    try {
+      await onYes();
+    } finally {
+      yes.disabled = false;
+    }
+  });
+  return box;
+}
+
+function familyItem(member) {
+  const path = `/v1/me/dependants/${encodeURIComponent(member.id)}`;
+  const item = el("li", { class: "family-item", dataset: { id: member.id, state: member.state } });
+  const active = member.state === "active";
+  const pill =
+    active && member.status
+      ? el("span", { class: "pill", dataset: { status: member.status } }, t(`status.${member.status}`))
+      : el("span", { class: "pill", dataset: { state: member.state } }, t(`family.state.${member.state}`));
+  item.append(
+    el(
+      "div",
+      { class: "family-head" },
+      el("span", { class: "family-name" }, member.masked_name),
+      el("span", { class: "family-rel" }, t(`rel.${member.relationship}`)),
+      pill,
+    ),
+  );
+  const error = el("p", { class: "error family-item-error", role: "alert" });
+  const note = el("p", { class: "notice-line", role: "status" });
+  if (!active) {
+    // Without a phone for their consent, an adult agrees at a service counter, by this reference.
+    item.append(
+      member.consent_by_sms
+        ? consentForm(member, path, error, note)
+        : el("p", { class: "muted counter-only" }, t("family.consent.counter_only"), " ", el("span", { class: "reference" }, member.id)),
+    );
+  }
+  const actions = el("div", { class: "row family-actions" });
+  if (active) {
+    actions.append(
+      el("button", { type: "button", class: "family-show", onclick: () => openDependant(member) }, t("family.show")),
+    );
+  }
+  const remove = el("button", { type: "button", class: "secondary family-remove" }, t("family.remove"));
+  actions.append(remove);
+  const confirm = confirmStep(remove, t("family.remove.confirm", { name: member.masked_name }), t("family.remove.yes"), async () => {
+    error.textContent = "";
+    try {
+      await authed(path, { method: "DELETE" });
+      $("family-status").textContent = t("family.removed", { name: member.masked_name });
+      await loadFamily();
+      $("family-title").focus();
+    } catch (failure) {
+      error.textContent = errorWords(failure, "family");
+    }
+  });
+  item.append(actions, confirm, note, error);
+  return item;
+}
+
+/** For an adult who has not agreed yet: the code sent to their phone, which they read out. */
+function consentForm(member, path, error, note) {
+  const inputId = `consent-${member.id}`;
+  const input = el("input", {
+    id: inputId,
+    class: "consent-code",
+    inputmode: "numeric",
+    autocomplete: "one-time-code",
+    maxlength: 6,
+    pattern: "[0-9]{6}",
+  });
+  const submit = el("button", { type: "submit", class: "consent-submit" }, t("family.consent.submit"));
+  const resend = el("button", { type: "button", class: "secondary consent-resend" }, t("family.consent.resend"));
+  const form = el(
+    "form",
+    { class: "consent-form", novalidate: true },
+    el("label", { for: inputId }, t("family.consent.code")),
+    el("div", { class: "row" }, input, submit),
+    el("div", { class: "row" }, resend),
+    // Without a phone (or a code), a counter records the consent by this reference.
+    el("p", { class: "muted" }, t("family.consent.counter"), " ", el("span", { class: "reference" }, member.id)),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    note.textContent = "";
+    input.removeAttribute("aria-invalid");
+    const code = input.value.replace(/\s/g, "");
+    if (!/^[0-9]{6}$/.test(code)) {
+      error.textContent = t("family.consent.format");
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const agreed = await authed(`${path}/consent`, { method: "POST", body: { code } });
+      $("family-status").textContent = t("family.consent.done", { name: agreed.masked_name });
+      await loadFamily(agreed.id);
+    } catch (failure) {
+      error.textContent = errorWords(failure, "family");
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      input.select();
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  resend.addEventListener("click", async () => {
+    error.textContent = "";
+    note.textContent = "";
+    resend.disabled = true;
+    try {
+      await authed(`${path}/consent/resend`, { method: "POST" });
+      note.textContent = t("family.consent.resent");
+      input.value = "";
+      input.focus();
+    } catch (failure) {
+      error.textContent = errorWords(failure, "family");
+    } finally {
+      resend.disabled = false;
+    }
+  });
+  return form;
+}
+
+function openFamilyForm() {
+  $("family-form").classList.remove("hidden");
+  $("family-open").classList.add("hidden");
+  $("family-open").setAttribute("aria-expanded", "true");
+  $("family-status").textContent = "";
+  familyAge();
+  $("fam-name").focus();
+}
+
+function closeFamilyForm(focus = true) {
+  $("family-form").reset();
+  clearErrors($("family-form"));
+  familyAge();
+  $("family-form").classList.add("hidden");
+  $("family-open").classList.remove("hidden");
+  $("family-open").setAttribute("aria-expanded", "false");
+  if (focus) $("family-open").focus();
+}
+
+/** The phone is asked for adults only (a child needs no consent), with what it must be. */
+function familyAge() {
+  const birth = $("fam-birth-date").value;
+  const adult = isAdult(birth);
+  $("fam-phone-box").classList.toggle("hidden", !adult);
+  $("fam-minor-note").classList.toggle("hidden", !birth || adult);
+  if (!adult) $("fam-phone").value = "";
+}
+
+async function addFamily(event) {
+  event.preventDefault();
+  const form = $("family-form");
+  clearErrors(form);
+  $("family-status").textContent = "";
+  const birth = $("fam-birth-date").value;
+  const body = {
+    name: $("fam-name").value.trim(),
+    doc_type: $("fam-doc-type").value,
+    doc_number: $("fam-doc-number").value.trim(),
+    birth_date: birth,
+    relationship: $("fam-relationship").value,
+  };
+  const phone = $("fam-phone").value.trim();
+  if (isAdult(birth) && phone) body.phone = e164(phone);
+  const button = $("fam-submit");
+  button.disabled = true;
+  try {
+    const added = await authed("/v1/me/dependants", { method: "POST", body });
+    closeFamilyForm(false);
+    $("family-status").textContent = t("family.added", { name: added.masked_name });
+    await loadFamily(added.id);
+  } catch (error) {
+    showErrors(error, (field) => form.querySelector(`[data-family-error-for="${CSS.escape(field)}"]`), $("fam-error"), "family");
+    const invalid = form.querySelector("[aria-invalid]");
+    if (invalid) invalid.focus();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// --- a family member's code ------------------------------------------------------------------------
+
+async function openDependant(member) {
+  $("dep-error").textContent = "";
+  $("dep-label").textContent = t("family.card.label", { name: member.masked_name });
+  $("dep-relationship").textContent = t("family.card.relationship", { relationship: t(`rel.${member.relationship}`) });
+  $("dep-card").dataset.status = member.status || "";
+  $("dep-status-word").textContent = member.status ? t(`status.${member.status}`) : "";
+  $("dep-qr").removeAttribute("src");
+  $("dep-expiry").textContent = "";
+  $("dep-explanation").replaceChildren();
+  const dep = { id: member.id, name: member.masked_name, code: null, renewAt: Infinity, renewing: false, imageUrl: null };
+  state.dep = dep;
+  show("dependant");
+  window.scrollTo(0, 0);
+  $("dep-label").focus();
+  try {
+    await refreshDependantCode(dep);
+    await showDependantStatus(dep);
+  } catch (error) {
+    if (state.dep === dep) $("dep-error").textContent = errorWords(error, "family");
+  }
+}
+
+async function refreshDependantCode(dep) {
+  const code = await authed(`/v1/me/dependants/${encodeURIComponent(dep.id)}/codes`, { method: "POST" });
+  const url = await imageUrl(code.png_url);
+  if (state.dep !== dep) {
+    URL.revokeObjectURL(url); // closed meanwhile
+    return;
+  }
+  if (dep.imageUrl) URL.revokeObjectURL(dep.imageUrl);
+  dep.imageUrl = url;
+  dep.code = code;
+  $("dep-qr").src = url;
+  $("dep-qr").alt = t("family.card.label", { name: dep.name });
+  $("dep-card").dataset.status = code.status;
+  $("dep-status-word").textContent = t(`status.${code.status}`);
+  $("dep-expiry").textContent = t("code.expires", { time: formatTime(code.expires_at) });
+  setTheme(code.status);
+  dep.renewAt = renewTime(code);
+}
+
+async function renewDependant(dep) {
+  dep.renewing = true;
+  try {
+    await refreshDependantCode(dep);
+  } catch (error) {
+    if (state.dep === dep) $("dep-error").textContent = errorWords(error, "family");
+    dep.renewAt = Date.now() + 10_000;
+  } finally {
+    dep.renewing = false;
+  }
+}
+
+async function showDependantStatus(dep) {
+  const path = `/v1/me/dependants/${encodeURIComponent(dep.id)}/status?lang=${encodeURIComponent(language())}`;
+  const status = await authed(path);
+  if (state.dep !== dep) return;
+  $("dep-explanation").replaceChildren(...listItems(status.explanation));
+  renderTiles(status, "dep-nat-value", "dep-vx-value");
+  if (dep.code && status.status !== dep.code.status) await refreshDependantCode(dep);
+}
+
+function closeDependant(back = true) {
+  const dep = state.dep;
+  state.dep = null;
+  if (dep && dep.imageUrl) URL.revokeObjectURL(dep.imageUrl);
+  $("dep-qr").removeAttribute("src");
+  if (!back) return;
+  show("code");
+  if (state.code) setTheme(state.code.status);
+  const item = dep && $("family-list").querySelector(`[data-id="${CSS.escape(dep.id)}"] .family-show`);
+  if (item) item.focus();
+}
+
+// --- who holds my code (an adult family member's own account) ---------------------------------------
+
+async function loadGuardians() {
+  const list = await authed("/v1/me/guardians");
+  state.guardiansShown = list.length > 0 || Boolean($("guardians-status").textContent);
+  const section = SECTIONS.find((id) => !$(id).classList.contains("hidden"));
+  $("guardians").classList.toggle("hidden", !state.guardiansShown || !["bind", "code"].includes(section));
+  $("guardians-list").replaceChildren(...list.map(guardianItem));
+}
+
+function guardianItem(arrangement) {
+  const item = el("li", { class: "family-item guardian-item", dataset: { id: arrangement.id, state: arrangement.state } });
+  const error = el("p", { class: "error", role: "alert" });
+  const end = el("button", { type: "button", class: "secondary guardian-end" }, t("guardians.end"));
+  const name = arrangement.guardian_masked_name;
+  const confirm = confirmStep(end, t("guardians.end.confirm", { name }), t("guardians.end.yes"), async () => {
+    error.textContent = "";
+    try {
+      await authed(`/v1/me/guardians/${encodeURIComponent(arrangement.id)}`, { method: "DELETE" });
+      $("guardians-status").textContent = t("guardians.ended", { name });
+      await loadGuardians();
+      $("guardians-title").setAttribute("tabindex", "-1");
+      $("guardians-title").focus();
+    } catch (failure) {
+      error.textContent = errorWords(failure, "family");
+    }
+  });
+  item.append(
+    el(
+      "div",
+      { class: "family-head" },
+      el("span", { class: "family-name" }, name),
+      el("span", { class: "pill", dataset: { state: arrangement.state } }, t(`family.state.${arrangement.state}`)),
+    ),
+    el("p", { class: "muted" }, t("guardians.item", { relationship: t(`rel.${arrangement.relationship}`) })),
+    el("div", { class: "row family-actions" }, end),
+    confirm,
+    error,
+  );
+  return item;
 }
 
 // --- Macao ---------------------------------------------------------------------------------------
@@ -389,13 +1019,17 @@ async function followMacao(id) {
 
 async function start() {
   if (!state.token) return show("signin");
+  let identity = null;
   try {
-    await authed("/v1/me/identity");
+    identity = await authed("/v1/me/identity");
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404) return show("bind");
     if (error instanceof ApiError && error.status === 401) return;
-    return fail(error);
+    if (!(error instanceof ApiError && error.status === 404)) return fail(error);
   }
+  // Someone may hold this person's codes (their phone was given): shown whether or not they
+  // have bound a document of their own.
+  loadGuardians().catch(() => {});
+  if (!identity || identity.assurance === "unverified") return showBind(identity);
   await showCode();
 }
 
@@ -415,5 +1049,11 @@ $("appeal-form").addEventListener("submit", fileAppeal);
 $("macao-open").addEventListener("click", () => openMacao().catch(fail));
 $("macao-agree").addEventListener("click", agreeMacao);
 $("macao-cancel").addEventListener("click", () => $("macao").classList.add("hidden"));
+$("family-open").addEventListener("click", openFamilyForm);
+$("fam-cancel").addEventListener("click", () => closeFamilyForm());
+$("fam-birth-date").addEventListener("input", familyAge);
+$("fam-birth-date").addEventListener("change", familyAge);
+$("family-form").addEventListener("submit", addFamily);
+$("dep-back").addEventListener("click", () => closeDependant());
 $("sign-out").addEventListener("click", signOut);
 start().catch(fail);
