@@ -24,7 +24,7 @@ from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.residents.binding import ProofingDeps
-from yuekang.residents.proofing import HttpProofing, IdentityProofing
+from yuekang.residents.proofing import HttpProofing, IdentityProofing, Managed
 from yuekang.trust.service import BundleCache
 
 
@@ -163,10 +163,9 @@ class AppContext:
     async def start(self) -> None:
         """What needs the event loop before the first request: the built-in development
         registry's tables and sample people."""
-        start = getattr(self.proofing, "start", None)
-        if start is not None:
-            await start()
-            self._started.append(self.proofing.close)  # type: ignore[attr-defined]
+        if isinstance(self.proofing, Managed):
+            await self.proofing.start()
+            self._started.append(self.proofing.close)
 
     async def close(self) -> None:
         for stop in self._started:

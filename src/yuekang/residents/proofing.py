@@ -24,7 +24,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -58,6 +58,15 @@ class IdentityProofing(Protocol):
     async def check(
         self, *, person: Person, phone: str | None, purpose: Purpose
     ) -> ProofingResult: ...
+
+
+@runtime_checkable
+class Managed(Protocol):
+    """A backend with a lifetime of its own (the built-in registry's database)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def new_check(person: Person, phone: str | None, purpose: Purpose) -> wire.CheckRequest:
