@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from codec.forge import Trust
 from support.api import Api, Resident
@@ -40,6 +40,7 @@ from yuekang.context import AppContext
 from yuekang.db import migrate
 from yuekang.feeds import service as feeds
 from yuekang.feeds.rows import FeedKind
+from yuekang.health_status.models import HealthStatus
 from yuekang.operators import service as operators
 from yuekang.principals import Actor, Role
 from yuekang.residents.models import Identity
@@ -204,13 +205,16 @@ class RunningApp:
 
     async def unverify(self, resident: Resident) -> None:
         """Make the resident's binding what migration 0007 made of every binding before it:
-        ``unverified``, as if bound when nothing was proved."""
+        ``unverified``, as if bound when nothing was proved, with no status to read."""
         resident_id = await self.resident_id(resident)
         async with self.context.sessionmaker() as session, session.begin():
             await session.execute(
                 update(Identity)
                 .where(Identity.resident_id == resident_id)
                 .values(assurance="unverified", proofed_at=None, proofing_ref=None)
+            )
+            await session.execute(
+                delete(HealthStatus).where(HealthStatus.resident_id == resident_id)
             )
 
 

@@ -66,6 +66,13 @@ def test_production_needs_the_registrys_secret(tmp_path: Path):
         resolve(Settings(env="prod", secrets=dev_secret, sms=SMS, proofing=proofing))
 
 
+def test_production_asks_the_registry_over_tls():
+    secrets = TEST_SECRETS.model_copy(update={"proofing_client_secret": "s" * 40})
+    plain = {"backend": "http", "url": "http://identity.example"}
+    with pytest.raises(ConfigurationError, match="https"):
+        resolve(Settings(env="prod", secrets=secrets, sms=SMS, proofing=plain))
+
+
 def test_the_http_registry_needs_a_url():
     with pytest.raises(ValueError, match=r"proofing\.url"):
         Settings(proofing={"backend": "http"})

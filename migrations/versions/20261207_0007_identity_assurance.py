@@ -1,8 +1,12 @@
 """Identity assurance: proofing outcomes, family members, document checks at checkpoints
 
+Operators' decisions (status overrides) are filed under the document's blind index, like the
+facts, so that they follow the document from account to account.
+
 Every identity bound before this revision becomes ``unverified``: nothing proved that its
-document belongs to the person who bound it, so it gets no new code until proofed (codes already
-issued run out within their lifetime, an hour by default).
+document belongs to the person who bound it, so it gets no new code, and no status to read,
+until proofed (codes already issued run out within their lifetime, an hour by default; the
+status is decided again from the facts when the identity is proved; the history stays).
 
 Revision ID: 0007
 Revises: 0006
@@ -36,6 +40,22 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("proofed_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("proofing_ref", sa.String(length=64), nullable=True))
+
+    # Every binding so far is unverified: its account must not read the document's person's
+    # status until it is proved (when the status is decided again from the facts, and the
+    # operators' decisions kept below).
+    op.execute("DELETE FROM health_status")
+
+    # Operators' decisions follow the document, like the facts: filed under its blind index.
+    with op.batch_alter_table("status_overrides", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("person", sa.LargeBinary(length=32), nullable=True))
+        batch_op.create_index(
+            "ix_status_overrides_person_granted_at", ["person", "granted_at"], unique=False
+        )
+    op.execute(
+        "UPDATE status_overrides SET person = (SELECT identities.doc_index FROM identities "
+        "WHERE identities.resident_id = status_overrides.resident_id)"
+    )
 
     op.create_table(
         "proofing_attempts",
@@ -144,6 +164,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_proofing_attempts_doc_index_at")
         batch_op.drop_index("ix_proofing_attempts_at")
     op.drop_table("proofing_attempts")
+
+    with op.batch_alter_table("status_overrides", schema=None) as batch_op:
+        batch_op.drop_index("ix_status_overrides_person_granted_at")
+        batch_op.drop_column("person")
 
     with op.batch_alter_table("identities", schema=None) as batch_op:
         batch_op.drop_column("proofing_ref")

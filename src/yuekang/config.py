@@ -179,6 +179,13 @@ class DependantSettings(BaseModel):
     adult_age: int = Field(18, ge=14, le=21, description="from this age a dependant must consent")
     consent_ttl_seconds: int = Field(600, ge=60, le=3600)
     consent_max_attempts: int = Field(5, ge=1, le=20)
+    consent_resends_per_day: int = Field(5, ge=1, le=50)
+    pending_hours: int = Field(
+        24,
+        ge=1,
+        description="an adult added without consenting holds their document this long; then "
+        "another guardian may add them",
+    )
 
 
 class DocumentCheckSettings(BaseModel):
@@ -334,6 +341,10 @@ def resolve(settings: Settings) -> ResolvedSettings:
             dev.append("sms.backend=log (writes one-time codes to the log)")
         if settings.proofing.backend == "builtin":
             dev.append("proofing.backend=builtin (a development registry of sample people)")
+        elif not (settings.proofing.url or "").startswith("https://"):
+            raise ConfigurationError(
+                "production asks the identity registry over TLS: proofing.url must be https://"
+            )
         elif (
             current.proofing_client_secret is None and settings.proofing.client_secret_file is None
         ):

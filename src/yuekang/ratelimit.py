@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,6 +45,23 @@ async def hit(
             f"too many {what}; try again in {retry_after} s",
             headers={"Retry-After": str(max(retry_after, 1))},
         )
+
+
+async def refund(
+    session: AsyncSession, *, bucket: str, window_seconds: int, now: dt.datetime
+) -> None:
+    """Take back one hit counted at ``now`` (the work it allowed never happened: an outside
+    system was down)."""
+    seconds = epoch(now)
+    await session.execute(
+        update(RateLimitCounter)
+        .where(
+            RateLimitCounter.bucket == bucket,
+            RateLimitCounter.window_start == seconds - seconds % window_seconds,
+            RateLimitCounter.count > 0,
+        )
+        .values(count=RateLimitCounter.count - 1)
+    )
 
 
 async def purge(session: AsyncSession, *, now: dt.datetime, older_than_seconds: int) -> int:

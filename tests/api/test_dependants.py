@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import random
 import re
 from typing import Any
 
@@ -31,11 +32,12 @@ def someone(name: str, born: dt.date) -> Person:
 
 
 def child(name: str = "张小明") -> Person:
-    return someone(name, TODAY - dt.timedelta(days=365 * 8))
+    # Born on one of some 3,000 days: tests share a database, and a document is held once.
+    return someone(name, TODAY - dt.timedelta(days=random.randrange(365 * 2, 365 * 10)))
 
 
 def elder(name: str = "李秀英") -> Person:
-    return someone(name, dt.date(1940, 3, 8))
+    return someone(name, dt.date(1935, 1, 1) + dt.timedelta(days=random.randrange(0, 5000)))
 
 
 async def add(
@@ -349,3 +351,100 @@ async def test_the_page_learns_the_rules_and_how_an_adult_consents(running: Runn
         f"/v1/me/dependants/{at_counter['id']}/consent/resend", headers=son.auth
     )
     assert (resend.status_code, resend.json()["error"]["code"]) == (409, "consent_phone_missing")
+
+
+async def test_a_guardian_proving_again_on_a_new_number_keeps_their_family(running: RunningApp):
+    parent = await running.api.registered(name="王一")
+    added = (await add(running, parent, child())).json()
+    assert parent.doc_number is not None and parent.birth_date is not None
+    them = registry_person("王一", "prc_id", parent.doc_number, parent.birth_date)
+    assert them is not None
+    # The old number went back to the carrier and to someone else; the parent has a new one.
+    running.registry.add(someone("路人", dt.date(1990, 1, 1)), phone=parent.phone)
+    new_number = await running.api.sign_in()
+    running.registry.add(them, phone=new_number.phone)
+
+    moved = await running.client.put(
+        "/v1/me/identity",
+        headers=new_number.auth,
+        json={"name": "王一", "doc_type": "prc_id", "doc_number": them.doc_number,
+              "birth_date": them.birth_date.isoformat()},
+    )  # fmt: skip
+
+    assert moved.status_code == 201, moved.text
+    mine = (await running.client.get("/v1/me/dependants", headers=new_number.auth)).json()
+    assert [d["id"] for d in mine] == [added["id"]]
+    # Whoever has the old number now holds nobody's codes.
+    assert (await running.client.get("/v1/me/dependants", headers=parent.auth)).json() == []
+    for method, path in (
+        ("POST", f"/v1/me/dependants/{added['id']}/codes"),
+        ("GET", f"/v1/me/dependants/{added['id']}/status"),
+    ):
+        assert (await running.client.request(method, path, headers=parent.auth)).status_code == 404
+    assert (
+        await running.client.post(f"/v1/me/dependants/{added['id']}/codes", headers=new_number.auth)
+    ).status_code == 201
+
+
+async def test_a_red_decision_stays_with_a_child_removed_and_added_again(running: RunningApp):
+    parent = await running.api.registered()
+    kid = child()
+    added = (await add(running, parent, kid)).json()
+    operator = bearer(await running.operator_token(Role.OPERATOR))
+    found = await running.client.post(
+        "/v1/admin/residents/lookup",
+        headers=operator,
+        json={"doc_type": "prc_id", "doc_number": kid.doc_number, "reason": "close contact"},
+    )
+    red = await running.client.put(
+        f"/v1/admin/residents/{found.json()['resident_id']}/status",
+        headers=operator,
+        json={"status": "red", "reason": "close contact"},
+    )
+    assert red.status_code == 200, red.text
+
+    await running.client.delete(f"/v1/me/dependants/{added['id']}", headers=parent.auth)
+    again = await add(running, parent, kid)
+
+    assert again.status_code == 201, again.text
+    assert again.json()["status"] == "red"
+
+
+async def test_an_adult_who_never_consents_holds_their_document_only_for_a_while(
+    running: RunningApp, clock: ManualClock
+):
+    first = await running.api.registered()
+    grandmother = elder("王婆")
+    await add(running, first, grandmother, "grandparent")  # no phone, no consent
+    other = await running.api.registered()
+
+    refused = await add(running, other, grandmother, "grandparent")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (
+        409,
+        "dependant_of_another_account",
+    )
+    clock.advance(dt.timedelta(hours=24, minutes=1).total_seconds())
+    other = await running.api.sign_in(other.phone)  # a day later: a new session
+    taken = await add(running, other, grandmother, "grandparent")
+
+    assert taken.status_code == 201, taken.text
+    first = await running.api.sign_in(first.phone)
+    assert (await running.client.get("/v1/me/dependants", headers=first.auth)).json() == []
+
+
+async def test_consent_codes_are_resent_a_few_times_a_day_at_most(
+    running: RunningApp, clock: ManualClock
+):
+    son = await running.api.registered()
+    added = (await add(running, son, elder(), "parent", phone=random_phone())).json()
+    answers = []
+    for _ in range(6):
+        clock.advance(61)
+        answers.append(
+            (
+                await running.client.post(
+                    f"/v1/me/dependants/{added['id']}/consent/resend", headers=son.auth
+                )
+            ).status_code
+        )
+    assert answers == [204, 204, 204, 204, 204, 429]

@@ -429,3 +429,47 @@ async def test_an_operator_may_revoke_every_unproved_binding_s_codes_at_once(run
         "/v1/verify", headers=bearer(gate), json={"qr_text": proved_code["qr_text"]}
     )
     assert still.json()["verdict"] == "valid"
+
+
+async def test_an_unproved_account_reads_no_health_data(running: RunningApp):
+    squatter = await running.api.registered()
+    await running.unverify(squatter)
+
+    status = await running.client.get("/v1/me/status", headers=squatter.auth)
+    me = (await running.client.get("/v1/me", headers=squatter.auth)).json()
+
+    assert (status.status_code, status.json()["error"]["code"]) == (409, "identity_unverified")
+    assert me["status"] is None
+    assert me["identity"]["assurance"] == "unverified"
+
+
+async def test_failures_from_other_accounts_do_not_lock_the_holder_out(strict: RunningApp):
+    victim = person("何仙姑")
+    victims_phone = random_phone()
+    strict.registry.add(victim, phone=victims_phone)
+    for _ in range(5):
+        prober = await strict.api.sign_in()
+        await bind(strict, prober, victim)
+    # Past the document's limit, a guess is a 429 whatever it was: right or wrong name.
+    late = await strict.api.sign_in()
+    wrong = await bind(strict, late, victim, name="何仙翁")
+    right_name = await bind(strict, late, victim)
+    assert [wrong.status_code, right_name.status_code] == [429, 429]
+    assert wrong.json() == right_name.json()
+
+    holder = await strict.api.sign_in(victims_phone)
+    proved = await bind(strict, holder, victim)
+
+    assert proved.status_code == 201, proved.text
+
+
+async def test_a_registry_outage_does_not_use_up_attempts(strict: RunningApp):
+    resident = await strict.api.sign_in()
+    mine = person("韩湘子")
+    strict.registry.add(mine, phone=resident.phone)
+    strict.registry.available = False
+    for _ in range(4):
+        assert (await bind(strict, resident, mine)).status_code == 503
+    strict.registry.available = True
+
+    assert (await bind(strict, resident, mine)).status_code == 201

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import ratelimit
 from yuekang.audit import service as audit
 from yuekang.auth.service import phone_index
 from yuekang.codec.proofing import Person
@@ -44,6 +45,7 @@ from yuekang.health_status.models import HealthStatus
 from yuekang.principals import Actor
 from yuekang.residents import assurance
 from yuekang.residents.binding import (
+    GUARDIAN_RELEASED_SMS,
     RECLAIMED_SMS,
     Attempt,
     ProofingDeps,
@@ -143,9 +145,16 @@ async def add(
     async with transaction(deps.sessionmaker) as session:
         await _check_guardian(session, deps, guardian_id, index, settings, now)
         holder = await holder_of(session, index, other_than=None)
-        if holder is not None and not assurance.takes_over("dependant", holder.assurance):
+        if holder is not None and not (
+            assurance.takes_over("dependant", holder.assurance)
+            or await _lapsed_without_consent(session, holder.resident_id, settings, now)
+        ):
             await attempt.record(session, "document_already_bound", result)
-            error = document_held()
+            error = (
+                held_as_family_member(settings)
+                if holder.assurance == assurance.DEPENDANT
+                else document_held()
+            )
             error.commit = True
             raise error
         dependant = Resident(id=uuid.uuid4(), created_at=now)
@@ -164,6 +173,7 @@ async def add(
                 now=now,
             )
             notify(session, deps.sms, released.phone, RECLAIMED_SMS)
+            notify(session, deps.sms, released.guardian_phone, GUARDIAN_RELEASED_SMS)
         await store_identity(
             session,
             resident_id=dependant.id,
@@ -224,6 +234,30 @@ async def add(
         return await _view(session, arrangement, rules=rules, now=now)
 
 
+def held_as_family_member(settings: DependantSettings) -> Conflict:
+    return Conflict(
+        "this person is already held by another account as a family member; if they never "
+        f"consented, that lapses {settings.pending_hours} hours after it was made, and a "
+        "service counter can settle it",
+        code="dependant_of_another_account",
+    )
+
+
+async def _lapsed_without_consent(
+    session: AsyncSession, dependant_id: uuid.UUID, settings: DependantSettings, now: dt.datetime
+) -> bool:
+    """Whether a family member's record is an adult's who never consented in time: it no
+    longer holds their document against another guardian."""
+    arrangement = (
+        await session.execute(select(Guardianship).where(Guardianship.dependant_id == dependant_id))
+    ).scalar_one_or_none()
+    return (
+        arrangement is not None
+        and arrangement.state == "pending_consent"
+        and now - arrangement.created_at >= dt.timedelta(hours=settings.pending_hours)
+    )
+
+
 async def _check_guardian(
     session: AsyncSession,
     deps: ProofingDeps,
@@ -232,6 +266,8 @@ async def _check_guardian(
     settings: DependantSettings,
     now: dt.datetime,
 ) -> None:
+    # Locked: two additions at once must not both find room under the limit.
+    await session.get(Resident, guardian_id, with_for_update=True)
     own = await session.get(Identity, guardian_id)
     if own is None or assurance.level(own.assurance) not in GUARDIAN_LEVELS:
         raise Forbidden(
@@ -355,6 +391,11 @@ async def held(
         or arrangement.state not in LIVE
     ):
         raise NotFound("no such family member", code="dependant_not_found")
+    own = await session.get(Identity, guardian_id)
+    if own is None or assurance.level(own.assurance) not in GUARDIAN_LEVELS:
+        raise Forbidden(
+            "prove your own identity before acting for family members", code="guardian_unverified"
+        )
     if active and arrangement.state != "active":
         raise Conflict(
             "this family member has not consented yet: enter the code sent to their phone, or "
@@ -455,6 +496,14 @@ async def resend_consent(
 ) -> None:
     """A new consent code to the family member's phone (the old one stops working)."""
     arrangement = await held(session, guardian_id=guardian_id, guardianship_id=guardianship_id)
+    await ratelimit.hit(
+        session,
+        bucket=f"consent:resend:{arrangement.id}",
+        limit=settings.consent_resends_per_day,
+        window_seconds=86400,
+        now=now,
+        what="consent codes sent for this family member",
+    )
     if (
         arrangement.state != "pending_consent"
         or arrangement.phone_ct is None

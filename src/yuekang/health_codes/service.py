@@ -165,18 +165,19 @@ async def issue_code(
             .params(now=now)
         )
     ).one_or_none()
-    if row is None:
-        if await session.get(Identity, resident_id) is None:
+    if row is None or not identity_assurance.may_have_codes(row.assurance):
+        identity = await session.get(Identity, resident_id)
+        if identity is None:
             raise Conflict(
                 "bind an identity document before asking for a code", code="identity_required"
             )
+        if not identity_assurance.may_have_codes(identity.assurance):
+            raise Conflict(
+                "the identity bound to this account was never proved: prove it against the "
+                "registry (PUT /v1/me/identity) or at a service counter before asking for a code",
+                code="identity_unverified",
+            )
         raise Conflict("no status is recorded for this resident", code="status_missing")
-    if not identity_assurance.may_have_codes(row.assurance):
-        raise Conflict(
-            "the identity bound to this account was never proved: prove it against the "
-            "registry (PUT /v1/me/identity) or at a service counter before asking for a code",
-            code="identity_unverified",
-        )
     status = await health_status.current(
         session, resident_id, rules=rules, now=now, locked=row.HealthStatus
     )

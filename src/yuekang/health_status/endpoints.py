@@ -105,6 +105,7 @@ async def read_my_status(
     # No lock: a page reads this every few seconds, and only a decision made here writes.
     record = await service.current(session, resident_id, rules=rules, now=now, lock=False)
     if record is None:
+        await residents.require_proved(session, resident_id)
         raise NotFound("bind an identity document first", code="identity_not_bound")
     answer = status_answer(
         record, rules=rules, language=lang or pick_language(accept_language), now=now

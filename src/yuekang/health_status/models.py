@@ -4,7 +4,18 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from yuekang.db import BIGINT_PK, Base, UTCDateTime
@@ -56,12 +67,18 @@ class StatusChange(Base):
 
 class StatusOverride(Base):
     """An operator's decision that replaces what the facts known at ``granted_at`` say: an
-    accepted appeal, or a status set by hand. Facts that arrive later still count."""
+    accepted appeal, or a status set by hand. Facts that arrive later still count.
+
+    Filed under the document (``person``, its blind index), like the facts: it is a decision
+    about the document's person, so it holds for whichever account binds the document -- after a
+    reclaim, after a family member is removed and added again (``resident_id`` says on which
+    account it was made)."""
 
     __tablename__ = "status_overrides"
     __table_args__ = (
         CheckConstraint("status IN ('green', 'yellow', 'red')", name="status"),
         Index("ix_status_overrides_resident_id_granted_at", "resident_id", "granted_at"),
+        Index("ix_status_overrides_person_granted_at", "person", "granted_at"),
     )
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
@@ -74,6 +91,7 @@ class StatusOverride(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     granted_by: Mapped[str] = mapped_column(String(96))
     appeal_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    person: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
 
 
 class RuleSetRecord(Base):

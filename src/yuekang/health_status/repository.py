@@ -35,10 +35,11 @@ from yuekang.rules.facts import NatResult, as_risk_level, as_status
 async def persons(
     session: AsyncSession, resident_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, bytes]:
-    """Each resident's document index: the key their facts are filed under."""
+    """Each resident's document index: the key their facts are filed under. A binding never
+    proved has no status: its account must not read the document's person's health data."""
     rows = await session.execute(
         select(Identity.resident_id, Identity.doc_index).where(
-            Identity.resident_id.in_(resident_ids)
+            Identity.resident_id.in_(resident_ids), Identity.assurance != "unverified"
         )
     )
     return {resident_id: index for resident_id, index in rows.all()}
@@ -113,7 +114,7 @@ async def load_facts(
                 )
             ).scalars()
         )
-    overrides = await latest_overrides(session, list(people), now=now)
+    overrides = await latest_overrides(session, people, now=now)
     return {
         rid: Facts(
             cases=tuple(cases[index]),
@@ -128,17 +129,20 @@ async def load_facts(
 
 
 async def latest_overrides(
-    session: AsyncSession, resident_ids: list[uuid.UUID], *, now: dt.datetime
+    session: AsyncSession, people: dict[uuid.UUID, bytes], *, now: dt.datetime
 ) -> dict[uuid.UUID, Override]:
-    """The newest override of each resident: a new decision replaces the one before it."""
+    """The newest override of each resident's document (resident id -> document index): a new
+    decision replaces the one before it, whichever account it was made on."""
+    by_person = {index: rid for rid, index in people.items()}
     latest: dict[uuid.UUID, Override] = {}
     rows = await session.execute(
         select(StatusOverride)
-        .where(StatusOverride.resident_id.in_(resident_ids), StatusOverride.granted_at <= now)
+        .where(StatusOverride.person.in_(list(by_person)), StatusOverride.granted_at <= now)
         .order_by(StatusOverride.granted_at, StatusOverride.id)
     )
     for row in rows.scalars():
-        latest[row.resident_id] = Override(
+        assert row.person is not None
+        latest[by_person[row.person]] = Override(
             as_status(row.status), row.reason, row.granted_at, row.expires_at
         )
     return latest

@@ -25,6 +25,7 @@ from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import repository, rulebook
 from yuekang.health_status.models import HealthStatus, StatusChange, StatusOverride
 from yuekang.principals import Actor
+from yuekang.residents.models import Identity
 from yuekang.rules import SEVERITY, Decision, Finding, RuleSet, Status, evaluate
 from yuekang.rules.facts import as_status
 
@@ -237,9 +238,13 @@ async def set_status(
             "this resident has no status yet (no identity bound)", code="resident_not_found"
         )
     old = record.status
+    person = (
+        await session.execute(select(Identity.doc_index).where(Identity.resident_id == resident_id))
+    ).scalar_one()
     session.add(
         StatusOverride(
             resident_id=resident_id,
+            person=person,
             status=status,
             reason=reason,
             granted_at=now,
@@ -267,41 +272,6 @@ async def set_status(
         },
     )
     return record, outcome.revoked
-
-
-async def hand_over_override(
-    session: AsyncSession, *, source: uuid.UUID, to: uuid.UUID, now: dt.datetime
-) -> bool:
-    """When a document moves from one account to another (its holder reclaimed it), the newest
-    operator decision about the first account applies to the second if it is red or yellow and
-    still in force: it was made about the document's person. A green one is not carried over:
-    it may rest on what the account that loses the document told the operator."""
-    latest = (
-        await session.execute(
-            select(StatusOverride)
-            .where(StatusOverride.resident_id == source, StatusOverride.granted_at <= now)
-            .order_by(StatusOverride.granted_at.desc(), StatusOverride.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if (
-        latest is None
-        or latest.status == "green"
-        or (latest.expires_at is not None and latest.expires_at <= now)
-    ):
-        return False
-    session.add(
-        StatusOverride(
-            resident_id=to,
-            status=latest.status,
-            reason=latest.reason,
-            granted_at=latest.granted_at,
-            expires_at=latest.expires_at,
-            granted_by=latest.granted_by,
-        )
-    )
-    await session.flush()
-    return True
 
 
 async def revoke_unexpired_codes(

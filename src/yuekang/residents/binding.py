@@ -88,7 +88,7 @@ RECLAIMED_SMS = (
 )
 RECLAIMING_SMS = "【粤康码】您的证件此前被其他账号绑定，现已解除，并绑定到您当前登录的账号。"
 GUARDIAN_RELEASED_SMS = (
-    "【粤康码】您代办的家人已由其本人完成实名核验并绑定自己的账号，代办关系已结束。"
+    "【粤康码】您代办的一位家人的证件已由其本人或另一位家人重新核验绑定，您的代办关系已结束。"
 )
 
 
@@ -190,6 +190,7 @@ async def bind_proofed(
     person = Person(name=name, doc_type=doc_type.value, doc_number=number, birth_date=birth_date)
 
     result = await attempt.ask(person, phone)
+    await attempt.limited_unless_verified(result)
     if not result.identity_matches:
         await attempt.fail("identity_mismatch", result, identity_mismatch())
     if not result.phone_matches:
@@ -328,11 +329,18 @@ class Attempt:
         self.actor = actor or (
             Actor.resident(resident_id) if resident_id else Actor.system("proofing")
         )
+        self.counted: list[tuple[str, int]] = []
+        self.document_limited: TooManyRequests | None = None
 
     async def count(self, session: AsyncSession, client_address: str) -> None:
         """Three limits on attempts, each a 429 with Retry-After past it: per account, per
         document (by blind index: one person's document tried from many accounts), per address.
-        A refused attempt is recorded too, with the counts, in the caller's transaction."""
+        A refused attempt is recorded too, with the counts, in the caller's transaction.
+
+        Past the document's limit, a resident binding their own document is still asked about
+        (:attr:`document_limited`): failures from other accounts must not lock the holder out,
+        and whoever is not the holder gets the same 429 whatever the registry said, so the
+        limit still stops guessing (:meth:`limited_unless_verified`)."""
         settings = self.deps.settings
         limits = [
             (
@@ -356,18 +364,32 @@ class Attempt:
         ]
         try:
             for bucket, limit, window, what in limits:
-                await ratelimit.hit(
-                    session,
-                    bucket=bucket,
-                    limit=limit,
-                    window_seconds=window,
-                    now=self.now,
-                    what=what,
-                )
+                try:
+                    await ratelimit.hit(
+                        session,
+                        bucket=bucket,
+                        limit=limit,
+                        window_seconds=window,
+                        now=self.now,
+                        what=what,
+                    )
+                except TooManyRequests as exc:
+                    if not (bucket.startswith("proof:doc:") and self.purpose == "bind"):
+                        raise
+                    self.document_limited = exc
+                self.counted.append((bucket, window))
         except TooManyRequests as exc:
             await self.record(session, "rate_limited", None)
             exc.commit = True
             raise
+
+    async def limited_unless_verified(self, result: ProofingResult) -> None:
+        """Past the document's limit only the holder, proved by the registry and the carrier,
+        goes on; anyone else gets the 429, whatever the registry said."""
+        if self.document_limited is not None and not (
+            result.identity_matches and result.phone_matches
+        ):
+            await self.fail("rate_limited", result, self.document_limited)
 
     async def ask(
         self, person: Person, phone: str | None, *, purpose: Purpose | None = None
@@ -377,14 +399,26 @@ class Attempt:
                 person=person, phone=phone, purpose=purpose or self.purpose
             )
         except ProofingUnavailable:
-            await self.fail("proofing_unavailable", None, proofing_unavailable())
+            # Not the resident's attempt that failed but the registry: it does not count.
+            await self.fail("proofing_unavailable", None, proofing_unavailable(), refund=True)
 
     async def fail(
-        self, outcome: Outcome, result: ProofingResult | None, error: YuekangError
+        self,
+        outcome: Outcome,
+        result: ProofingResult | None,
+        error: YuekangError,
+        *,
+        refund: bool = False,
     ) -> NoReturn:
-        """Record the attempt in a transaction of its own and raise ``error``."""
+        """Record the attempt in a transaction of its own and raise ``error``; with ``refund``,
+        take back what it counted against the limits."""
         async with transaction(self.deps.sessionmaker) as session:
             await self.record(session, outcome, result)
+            if refund:
+                for bucket, window in self.counted:
+                    await ratelimit.refund(
+                        session, bucket=bucket, window_seconds=window, now=self.now
+                    )
         raise error
 
     async def record(

@@ -163,15 +163,18 @@ async def release_identity(
     now: dt.datetime,
 ) -> Released:
     """Take a document away from the account holding it: the binding and its status go, its
-    live codes are revoked at once, a family-member arrangement ends, and an operator's
-    standing decision against the document's person (red or yellow) follows the document to
-    ``to``, the account taking it. Audited; the caller tells both phones after the commit."""
+    live codes are revoked at once, and a family-member arrangement on it ends. The family
+    members the account held as a guardian go with the document to ``to`` (the same person,
+    proved again), or their arrangements end with it. Facts and operators' decisions are filed
+    under the document, so they hold for whoever binds it next. Audited; the caller tells the
+    phones after the commit."""
     released = identity.resident_id
+    # Locked first, as a status change locks it: an issuance holding the row commits its code
+    # before the revocation below looks for codes, so none is left valid.
+    await session.get(HealthStatus, released, with_for_update=True, populate_existing=True)
     await health_status.revoke_unexpired_codes(
         session, resident_id=released, reason="identity_released", now=now
     )
-    if to is not None:
-        await health_status.hand_over_override(session, source=released, to=to, now=now)
     await session.execute(delete(HealthStatus).where(HealthStatus.resident_id == released))
     await session.delete(identity)
     await session.flush()
@@ -191,6 +194,35 @@ async def release_identity(
         guardianship.removed_by = actor.label
         guardian = await session.get(Resident, guardianship.guardian_id)
         guardian_phone = _phone(guardian, pii) if guardian is not None else None
+    held = (
+        (
+            await session.execute(
+                select(Guardianship).where(
+                    Guardianship.guardian_id == released, Guardianship.state != "removed"
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for arrangement in held:
+        if to is not None:
+            arrangement.guardian_id = to
+            continue
+        dependant = await session.get(Identity, arrangement.dependant_id)
+        if dependant is not None:
+            await release_identity(
+                session,
+                identity=dependant,
+                to=None,
+                reason="guardian_released",
+                pii=pii,
+                actor=actor,
+                now=now,
+            )
+        arrangement.state = "removed"
+        arrangement.removed_at = now
+        arrangement.removed_by = actor.label
     await audit.record(
         session,
         actor=actor,
@@ -204,6 +236,8 @@ async def release_identity(
             "to": None if to is None else str(to),
             "assurance": identity.assurance,
             "guardianship_ended": guardianship is not None,
+            "family_members": len(held),
+            "family_members_moved": to is not None,
         },
     )
     return Released(released, phone, guardian_phone)
@@ -374,3 +408,15 @@ async def revoke_unverified_codes(
         detail={"bindings": len(unverified), "codes": revoked},
     )
     return len(unverified), revoked
+
+
+async def require_proved(session: AsyncSession, resident_id: uuid.UUID) -> None:
+    """409 ``identity_unverified`` when the resident's binding was never proved: such an account
+    sees no status and gets no code (docs/IDENTITY.md)."""
+    identity = await session.get(Identity, resident_id)
+    if identity is not None and identity.assurance == UNVERIFIED:
+        raise Conflict(
+            "the identity bound to this account was never proved: prove it against the "
+            "registry (PUT /v1/me/identity) or at a service counter",
+            code="identity_unverified",
+        )
