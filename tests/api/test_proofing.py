@@ -473,3 +473,15 @@ async def test_a_registry_outage_does_not_use_up_attempts(strict: RunningApp):
     strict.registry.available = True
 
     assert (await bind(strict, resident, mine)).status_code == 201
+
+
+async def test_an_unproved_account_cannot_appeal(running: RunningApp):
+    squatter = await running.api.registered()
+    await running.set_red(squatter)
+    await running.unverify(squatter)
+
+    appeal = await running.client.post(
+        "/v1/me/appeals", headers=squatter.auth, json={"text": "我不是密接"}
+    )
+
+    assert (appeal.status_code, appeal.json()["error"]["code"]) == (409, "identity_unverified")

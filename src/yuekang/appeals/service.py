@@ -16,6 +16,7 @@ from yuekang.exceptions import Conflict, NotFound
 from yuekang.health_status import service as health_status
 from yuekang.pii import PiiCipher
 from yuekang.principals import Actor
+from yuekang.residents import service as residents
 from yuekang.rules import RuleSet
 
 
@@ -34,6 +35,7 @@ async def file(
 ) -> Appeal:
     status = await health_status.current(session, resident_id, rules=rules, now=now)
     if status is None:
+        await residents.require_proved(session, resident_id)
         raise NotFound("bind an identity document first", code="identity_not_bound")
     if status.status == "green":
         raise Conflict("only a red or yellow status can be contested", code="status_not_contested")
