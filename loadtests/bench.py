@@ -165,16 +165,23 @@ class Served:
 
 
 @contextmanager
-def served(work: Path, workers: int, log: Path | None = None) -> Iterator[Served]:
+def served(work: Path, workers: int, log: Path | None = None, **extra: str) -> Iterator[Served]:
     """A throwaway PostgreSQL and ``yuekang serve --workers N`` on it, as the benchmarks run
-    it: the server's defaults with development secrets."""
+    it: the server's defaults with development secrets (and ``extra`` settings)."""
     with postgres_server() as pg:
         url = create_database(pg)
         migrate(url)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        # Every resident signs in from this one address: lift the per-address OTP limit.
-        env = server_env(url, work / "keys", YUEKANG_OTP__PER_CLIENT_LIMIT="100000")
+        # Every resident signs in and proves their identity from this one address: lift the
+        # per-address limits.
+        env = server_env(
+            url,
+            work / "keys",
+            YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
+            YUEKANG_PROOFING__PER_CLIENT_LIMIT="100000",
+            **extra,
+        )
         serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(workers)]
         with process(serve, env, f"{base}/healthz", log or work / "yuekang.log"):
             yield Served(url, base, port, env)

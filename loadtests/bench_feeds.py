@@ -193,6 +193,7 @@ def main() -> None:
             workdir / "keys",
             YUEKANG_OTP__PER_PHONE_LIMIT="100000",
             YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
+            YUEKANG_PROOFING__PER_CLIENT_LIMIT="100000",
         )
         cli(env, workdir, "db", "upgrade")
         feed_key = cli(
