@@ -33,10 +33,9 @@ def test_production_refuses_development_secrets(tmp_path: Path):
     with pytest.raises(ConfigurationError, match="key_passphrase") as error:
         resolve(Settings(env="prod", keys_dir=tmp_path, secrets=dev, sms=sms))
     assert "pii_keys.dev1" in str(error.value)
-    proofing = {"backend": "http", "url": "https://identity.example"}
-    production = TEST_SECRETS.model_copy(update={"proofing_client_secret": "s" * 40})
-    resolved = resolve(Settings(env="prod", secrets=production, sms=sms, proofing=proofing))
-    assert resolved.secrets == production
+    proofing = {"backend": "http", "url": "https://identity.example", "client_secret": "s" * 40}
+    resolved = resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=sms, proofing=proofing))
+    assert resolved.secrets == TEST_SECRETS
     assert resolved.proofing_secret() == b"s" * 40
 
 
@@ -44,33 +43,45 @@ SMS = {"backend": "http", "http_url": "https://sms.example/send", "http_token": 
 
 
 def test_production_refuses_the_built_in_registry():
-    secrets = TEST_SECRETS.model_copy(update={"proofing_client_secret": "s" * 40})
     with pytest.raises(ConfigurationError, match=r"proofing\.backend=builtin"):
-        resolve(Settings(env="prod", secrets=secrets, sms=SMS))
+        resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS))
 
 
 def test_production_needs_the_registrys_secret(tmp_path: Path):
     proofing = {"backend": "http", "url": "https://identity.example"}
-    with pytest.raises(ConfigurationError, match="PROOFING_CLIENT_SECRET"):
-        resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=proofing))
+    for env in ("prod", "dev"):
+        with pytest.raises(ConfigurationError, match="PROOFING__CLIENT_SECRET"):
+            resolve(Settings(env=env, secrets=TEST_SECRETS, sms=SMS, proofing=proofing))
     secret = tmp_path / "registry-secret"
     secret.write_text("short\n")
     with_file = {**proofing, "client_secret_file": secret}
-    resolved = resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=with_file))
     with pytest.raises(ConfigurationError, match="at least 32"):
-        resolved.proofing_secret()
+        resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=with_file))
     secret.write_text("f" * 40 + "\n")
+    resolved = resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=with_file))
     assert resolved.proofing_secret() == b"f" * 40
-    dev_secret = TEST_SECRETS.model_copy(update={"proofing_client_secret": "dev:" + "s" * 40})
-    with pytest.raises(ConfigurationError, match="proofing_client_secret"):
-        resolve(Settings(env="prod", secrets=dev_secret, sms=SMS, proofing=proofing))
+    dev_secret = {**proofing, "client_secret": "dev:" + "s" * 40}
+    with pytest.raises(ConfigurationError, match=r"proofing\.client_secret"):
+        resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=dev_secret))
+
+
+def test_development_takes_the_registry_secret_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Beside the generated development secrets, as a new user sets it for a registry process.
+    monkeypatch.setenv("YUEKANG_PROOFING__BACKEND", "http")
+    monkeypatch.setenv("YUEKANG_PROOFING__URL", "http://127.0.0.1:8200")
+    monkeypatch.setenv("YUEKANG_PROOFING__CLIENT_SECRET", "c" * 40)
+    resolved = resolve(Settings(keys_dir=tmp_path / "keys"))
+    assert resolved.proofing_secret() == b"c" * 40
+    assert resolved.secrets.key_passphrase.startswith("dev:")
+    assert "c" * 40 not in repr(resolved.settings)
 
 
 def test_production_asks_the_registry_over_tls():
-    secrets = TEST_SECRETS.model_copy(update={"proofing_client_secret": "s" * 40})
-    plain = {"backend": "http", "url": "http://identity.example"}
+    plain = {"backend": "http", "url": "http://identity.example", "client_secret": "s" * 40}
     with pytest.raises(ConfigurationError, match="https"):
-        resolve(Settings(env="prod", secrets=secrets, sms=SMS, proofing=plain))
+        resolve(Settings(env="prod", secrets=TEST_SECRETS, sms=SMS, proofing=plain))
 
 
 def test_the_http_registry_needs_a_url():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_PREFIX = "dev:"
@@ -141,10 +141,14 @@ class ProofingSettings(BaseModel):
     )
     url: str | None = Field(None, description="base URL of the registry (backend=http)")
     client_id: str = Field("yk-gd", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
-    client_secret_file: Path | None = Field(
+    client_secret: SecretStr | None = Field(
         None,
-        description="a file holding the registry's shared secret (a mounted secret), instead "
-        "of secrets.proofing_client_secret",
+        min_length=32,
+        description="the registry's shared secret (HMAC of YKP1 requests; `yuekang partner "
+        "registry credentials` prints the reference registry's)",
+    )
+    client_secret_file: Path | None = Field(
+        None, description="a file holding the shared secret (a mounted secret), instead"
     )
     builtin_dir: Path = Field(
         Path("var/registry"), description="the built-in development registry's data"
@@ -210,9 +214,6 @@ class Secrets(BaseModel):
     )
     pii_active_key_id: str
     blind_index_key: str = Field(min_length=32, description="HMAC key of lookup indexes")
-    proofing_client_secret: str | None = Field(
-        None, min_length=32, description="HMAC key of requests to the identity registry"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> Secrets:
@@ -230,11 +231,6 @@ class Secrets(BaseModel):
             "session_secret": self.session_secret,
             "otp_secret": self.otp_secret,
             "blind_index_key": self.blind_index_key,
-            **(
-                {"proofing_client_secret": self.proofing_client_secret}
-                if self.proofing_client_secret
-                else {}
-            ),
             **{f"pii_keys.{k}": v for k, v in self.pii_keys.items()},
         }
         return [name for name, value in values.items() if value.startswith(DEV_SECRET_PREFIX)]
@@ -313,8 +309,9 @@ class ResolvedSettings:
 
     def proofing_secret(self) -> bytes:
         """The identity registry's shared secret (backend=http)."""
-        if self.secrets.proofing_client_secret is not None:
-            return self.secrets.proofing_client_secret.encode()
+        given = self.settings.proofing.client_secret
+        if given is not None:
+            return given.get_secret_value().encode()
         path = self.settings.proofing.client_secret_file
         if path is None:
             raise ConfigurationError("no secret is configured for the identity registry")
@@ -345,21 +342,31 @@ def resolve(settings: Settings) -> ResolvedSettings:
             raise ConfigurationError(
                 "production asks the identity registry over TLS: proofing.url must be https://"
             )
-        elif (
-            current.proofing_client_secret is None and settings.proofing.client_secret_file is None
-        ):
-            raise ConfigurationError(
-                "proofing.backend=http needs YUEKANG_SECRETS__PROOFING_CLIENT_SECRET or "
-                "YUEKANG_PROOFING__CLIENT_SECRET_FILE"
-            )
+        secret = settings.proofing.client_secret
+        if secret is not None and secret.get_secret_value().startswith(DEV_SECRET_PREFIX):
+            dev.append("proofing.client_secret")
         if dev:
             raise ConfigurationError(
                 "production refuses development settings: " + ", ".join(sorted(dev))
             )
-        return ResolvedSettings(settings, current)
+        return _checked(ResolvedSettings(settings, current))
     if current is None:
         current = _load_or_create_dev_secrets(settings.keys_dir)
-    return ResolvedSettings(settings, current)
+    return _checked(ResolvedSettings(settings, current))
+
+
+def _checked(resolved: ResolvedSettings) -> ResolvedSettings:
+    """Settings that can be used as they are: an HTTP identity registry with its secret."""
+    proofing = resolved.settings.proofing
+    if proofing.backend == "http":
+        if proofing.client_secret is None and proofing.client_secret_file is None:
+            raise ConfigurationError(
+                "proofing.backend=http needs the registry's secret: set "
+                "YUEKANG_PROOFING__CLIENT_SECRET or YUEKANG_PROOFING__CLIENT_SECRET_FILE "
+                "(`yuekang partner registry credentials` prints the reference registry's)"
+            )
+        resolved.proofing_secret()  # a file that cannot be read, or too short, says so now
+    return resolved
 
 
 def _load_or_create_dev_secrets(keys_dir: Path) -> Secrets:

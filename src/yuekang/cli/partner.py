@@ -178,7 +178,11 @@ def registry_serve(
     _with_store(settings, seed)
     typer.echo(
         f"identity registry on http://{settings.host}:{settings.port} for client "
-        f"{settings.client_id}, data in {settings.data_dir}",
+        f"{settings.client_id}, data in {settings.data_dir}\n"
+        f"prove identities against it: YUEKANG_PROOFING__BACKEND=http "
+        f"YUEKANG_PROOFING__URL=http://{settings.host}:{settings.port} "
+        f"YUEKANG_PROOFING__CLIENT_ID={settings.client_id} and YUEKANG_PROOFING__CLIENT_SECRET "
+        f"from `yuekang partner registry credentials --data-dir {settings.data_dir}`",
         err=True,
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
@@ -260,8 +264,8 @@ def registry_add(
 def registry_credentials(data_dir: DataDir = None) -> None:
     """Print the client id and secret the main service must use.
 
-    They go into YUEKANG_PROOFING__CLIENT_ID and YUEKANG_SECRETS__PROOFING_CLIENT_SECRET. The
-    secret is made on first use.
+    They go into YUEKANG_PROOFING__CLIENT_ID and YUEKANG_PROOFING__CLIENT_SECRET (or a file
+    named by YUEKANG_PROOFING__CLIENT_SECRET_FILE). The secret is made on first use.
     """
     from yuekang.partner.registry.settings import client_secret
 

@@ -70,7 +70,7 @@ def resolve_secrets(settings: RegistrySettings) -> RegistrySecrets:
 
 def client_secret(settings: RegistrySettings | None = None) -> str:
     """The secret the registry's client must sign with (the main service's
-    ``YUEKANG_SECRETS__PROOFING_CLIENT_SECRET``); generated on first use, like the server would."""
+    ``YUEKANG_PROOFING__CLIENT_SECRET``); generated on first use, like the server would."""
     return resolve_secrets(settings or RegistrySettings()).client_secret.decode()
 
 
