@@ -162,6 +162,8 @@ class Served:
     base: str
     port: int
     env: dict[str, str]
+    postgres: str
+    """The PostgreSQL server's URL, for more databases (``support.postgres.create_database``)."""
 
 
 @contextmanager
@@ -184,7 +186,7 @@ def served(work: Path, workers: int, log: Path | None = None, **extra: str) -> I
         )
         serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(workers)]
         with process(serve, env, f"{base}/healthz", log or work / "yuekang.log"):
-            yield Served(url, base, port, env)
+            yield Served(url, base, port, env, pg)
 
 
 @contextmanager

@@ -3,8 +3,8 @@
     .venv/bin/python -m loadtests.bench_identity [--binds 2000] [--concurrency 64] [--seconds 10]
 
 Starts a throwaway PostgreSQL, the reference identity registry as its own process
-(``yuekang partner registry serve``, SQLite) and ``yuekang serve --workers 2`` proving against
-it over YKP1 (``proofing.backend=http``), then measures:
+(``yuekang partner registry serve``, on a database of its own there) and ``yuekang serve
+--workers 2`` proving against it over YKP1 (``proofing.backend=http``), then measures:
 
 - **proofing, the limit**: the registry answering signed checks (``HttpProofing.check``, the
   service's own client) as fast as it can, ``--binds`` of them, ``--concurrency`` at a time;
@@ -12,8 +12,9 @@ it over YKP1 (``proofing.backend=http``), then measures:
   asyncio client at the same concurrency: rate limits, two transactions around the check, the
   encrypted binding, the first status decision, the attempt and audit rows;
 - **document checks** (刷证核验): ``POST /v1/verify/document`` rotating over the bound
-  documents, with wrk, beside ``POST /v1/verify`` of a code in the same run (a document check
-  reads the identity and the status where a code scan reads nothing but revocations).
+  documents and 200 checkpoints' keys, with wrk, beside ``POST /v1/verify`` of a code from the
+  same gates in the same run (a document check reads the identity and the status and counts
+  against its gate's limit, where a code scan reads nothing but revocations, in batches).
 
 Every figure is a rate with its p99; the ratios are against the limit measured in the same run,
 seconds apart, so a slow spell of the shared machine slows both. Timing belongs here, never in
@@ -37,6 +38,7 @@ import httpx
 
 from loadtests.bench import machine, process, served, wrk  # also puts tests/ on sys.path
 from support.api import random_phone, random_prc_id
+from support.postgres import create_database
 from support.servers import YUEKANG, cli, free_port
 from yuekang.codec.proofing import Person
 from yuekang.residents.proofing import HttpProofing
@@ -65,10 +67,13 @@ async def timed(
     return count / elapsed, p99, failures
 
 
-def rotating_bodies_script(path: str, bodies: list[str], token: str) -> str:
-    """wrk posts each body in turn with one bearer token."""
+def rotating_script(path: str, bodies: list[str], tokens: list[str]) -> str:
+    """wrk posts each body in turn, each with the next checkpoint's key: many gates, as a
+    province has, not one gate taking every check."""
     listed = ", ".join(json.dumps(b) for b in bodies)
+    keys = ", ".join(json.dumps(t) for t in tokens)
     return f"""bodies = {{{listed}}}
+keys = {{{keys}}}
 threads = 0
 setup = function(thread)
   thread:set("offset", threads * 7919)
@@ -78,11 +83,16 @@ i = 0
 request = function()
   i = i + 1
   local n = ((i + offset) % #bodies) + 1
+  local k = ((i + offset) % #keys) + 1
   return wrk.format("POST", {json.dumps(path)},
                     {{["Content-Type"] = "application/json",
-                      ["Authorization"] = "Bearer {token}"}}, bodies[n])
+                      ["Authorization"] = "Bearer " .. keys[k]}}, bodies[n])
 end
 """
+
+
+GATES = 200
+"""Checkpoints the document checks and code scans are spread over."""
 
 
 def main() -> None:
@@ -110,52 +120,65 @@ def main() -> None:
             ):  # fmt: skip
                 out.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
-    base_env = {**os.environ, **registry_env}
-    cli(base_env, work, "partner", "registry", "load", str(records))
+    # The shared secret is made in the registry's data directory, before either side starts.
     credentials = dict(
         line.split("=", 1)
-        for line in cli(base_env, work, "partner", "registry", "credentials").splitlines()
+        for line in cli(
+            {**os.environ, **registry_env}, work, "partner", "registry", "credentials"
+        ).splitlines()
     )
     (work / "secret").write_text(credentials["client_secret"])
     registry_base = f"http://127.0.0.1:{registry_port}"
-    with (
-        process(
+    with served(
+        work,
+        2,
+        YUEKANG_PROOFING__BACKEND="http",
+        YUEKANG_PROOFING__URL=registry_base,
+        YUEKANG_PROOFING__CLIENT_SECRET_FILE=str(work / "secret"),
+        YUEKANG_DOCUMENT_CHECKS__PER_CHECKPOINT_LIMIT="100000000",
+    ) as server:
+        # The reference registry on PostgreSQL too (a database of its own): on SQLite its own
+        # writes would be all that is measured.
+        registry_url = create_database(server.postgres)
+        base_env = {**os.environ, **registry_env, "REGISTRY_DATABASE_URL": registry_url}
+        cli(base_env, work, "partner", "registry", "load", str(records))
+        with process(
             [YUEKANG, "partner", "registry", "serve", "--port", str(registry_port)],
             base_env,
             f"{registry_base}/healthz",
             work / "registry.log",
-        ),
-        served(
-            work,
-            2,
-            YUEKANG_PROOFING__BACKEND="http",
-            YUEKANG_PROOFING__URL=registry_base,
-            YUEKANG_PROOFING__CLIENT_SECRET_FILE=str(work / "secret"),
-            YUEKANG_DOCUMENT_CHECKS__PER_CHECKPOINT_LIMIT="100000000",
-        ) as server,
-    ):
-        rows = asyncio.run(
-            measure(server.base, registry_base, credentials, people, options.binds, options)
-        )
-        gate = cli(server.env, work, "checkpoints", "create", "bench gate")
-        bound = [number for _, number, _ in people[options.binds : options.binds + 1000]]
-        documents = wrk(
-            f"{server.base}/v1/verify/document",
-            seconds=options.seconds,
-            connections=options.concurrency,
-            script=rotating_bodies_script(
-                "/v1/verify/document",
-                [json.dumps({"doc_type": "prc_id", "doc_number": n}) for n in bound],
-                gate,
-            ),
-        )
-        code = rows.pop()
-        scans = wrk(
-            f"{server.base}/v1/verify",
-            seconds=options.seconds,
-            connections=options.concurrency,
-            script=rotating_bodies_script("/v1/verify", [json.dumps({"qr_text": code})], gate),
-        )
+        ):
+            rows = asyncio.run(
+                measure(server.base, registry_base, credentials, people, options.binds, options)
+            )
+            admin = cli(server.env, work, "operators", "create", "bench", "--role", "admin")
+            gates = [
+                httpx.post(
+                    f"{server.base}/v1/admin/checkpoints",
+                    headers={"Authorization": f"Bearer {admin}"},
+                    json={"name": f"gate {n}", "kind": "transport"},
+                    timeout=30,
+                ).json()["api_key"]
+                for n in range(GATES)
+            ]
+            bound = [number for _, number, _ in people[options.binds : options.binds + 1000]]
+            documents = wrk(
+                f"{server.base}/v1/verify/document",
+                seconds=options.seconds,
+                connections=options.concurrency,
+                script=rotating_script(
+                    "/v1/verify/document",
+                    [json.dumps({"doc_type": "prc_id", "doc_number": n}) for n in bound],
+                    gates,
+                ),
+            )
+            code = rows.pop()
+            scans = wrk(
+                f"{server.base}/v1/verify",
+                seconds=options.seconds,
+                connections=options.concurrency,
+                script=rotating_script("/v1/verify", [json.dumps({"qr_text": code})], gates),
+            )
     print(f"\n{machine()}\n")
     print("| Path | Rate | Limit | Ratio | p99 |")
     print("|---|---|---|---|---|")

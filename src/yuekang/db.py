@@ -68,7 +68,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, read_only: bool = False, pre_ping: bool = False
+    url: str,
+    *,
+    pool_size: int = 10,
+    read_only: bool = False,
+    pre_ping: bool = False,
+    serial: bool = False,
 ) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
 
@@ -80,7 +85,13 @@ def create_engine(
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # ``serial``: one connection, so that concurrent writers of one process queue for it
+        # in order instead of polling SQLite's lock with growing sleeps.
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": 30},
+            **({"pool_size": 1, "max_overflow": 0} if serial else {}),
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -152,8 +152,6 @@ def create_app(settings: RegistrySettings | None = None, *, clock: Clock | None 
                 f"more than {settings.rate_limit_per_second:g} checks a second",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
-        if not await store.remember_nonce(client, nonce, now=now):
-            return _refuse("replayed_nonce", "this nonce was used already")
         try:
             parsed = wire.parse_check_request(body)
         except wire.ProofingProtocolError as exc:
@@ -162,7 +160,10 @@ def create_app(settings: RegistrySettings | None = None, *, clock: Clock | None 
             # Whatever the parser did not foresee (an unhashable doc_type) is still the body's
             # fault, and answered as such rather than as a 500.
             return _refuse("malformed", "the request is not a check")
-        answer = (await store.answer(parsed, client=client, now=now)).to_json()
+        answered = await store.answer(parsed, client=client, now=now, nonce=nonce)
+        if answered is None:
+            return _refuse("replayed_nonce", "this nonce was used already")
+        answer = answered.to_json()
         signature = wire.response_signature(secret, status=200, nonce=nonce, body=answer)
         return Response(
             answer,

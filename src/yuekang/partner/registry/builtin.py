@@ -45,6 +45,7 @@ class BuiltinProofing:
             answer = await self.store.answer(request, client=self.client, now=now)
         except SQLAlchemyError as exc:
             raise ProofingUnavailable("the built-in registry's database failed") from exc
+        assert answer is not None  # no nonce: never a replay
         return ProofingResult(answer.identity == "match", answer.phone, request.check_id)
 
     async def start(self) -> None:

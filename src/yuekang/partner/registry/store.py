@@ -189,22 +189,31 @@ class RegistryStore:
             return await _subscription(connection, phone)
 
     async def answer(
-        self, request: wire.CheckRequest, *, client: str, now: int
-    ) -> wire.CheckAnswer:
+        self, request: wire.CheckRequest, *, client: str, now: int, nonce: str | None = None
+    ) -> wire.CheckAnswer | None:
         """The registry's answer to ``client``'s ``request`` (:func:`wire.judge` over the
-        records), logged."""
+        records), logged; None when ``nonce`` was seen already (a replay). One transaction."""
         person = request.person
-        record = await self.person(person.doc_type, person.doc_number)
-        subscription = None if request.phone is None else await self.subscription(request.phone)
-        identity, phone = wire.judge(request, record, subscription)
-        await self.log_check(
-            check_id=request.check_id,
-            client=client,
-            purpose=request.purpose,
-            identity=identity,
-            phone=phone,
-            at=now,
-        )
+        async with self.engine.begin() as connection:
+            if nonce is not None and not await self._remember_nonce(
+                connection, client, nonce, now=now
+            ):
+                return None
+            record = await _person(connection, person.doc_type, person.doc_number)
+            subscription = (
+                None if request.phone is None else await _subscription(connection, request.phone)
+            )
+            identity, phone = wire.judge(request, record, subscription)
+            await connection.execute(
+                insert(CheckLog).values(
+                    check_id=request.check_id,
+                    client=client,
+                    purpose=request.purpose,
+                    identity=identity,
+                    phone=phone,
+                    at=now,
+                )
+            )
         return wire.CheckAnswer(request.check_id, identity, phone, now)
 
     async def log_check(
@@ -229,21 +238,26 @@ class RegistryStore:
         """Record a request's nonce; False when it was seen and is still remembered (a replay).
         A remembered nonce that has expired is taken again: any request that reused it within
         :data:`wire.NONCE_TTL_SECONDS` was refused as stale."""
-        expires_at = now + wire.NONCE_TTL_SECONDS
         async with self.engine.begin() as connection:
-            if now >= self._next_purge:
-                self._next_purge = now + NONCE_PURGE_SECONDS
-                await connection.execute(delete(SeenNonce).where(SeenNonce.expires_at < now))
-            new = _insert(connection, SeenNonce).values(
-                client=client, nonce=nonce, expires_at=expires_at
-            )
-            # One statement, so two processes that see the same nonce at once cannot both win.
-            statement = new.on_conflict_do_update(
-                index_elements=["client", "nonce"],
-                set_={"expires_at": expires_at},
-                where=SeenNonce.expires_at < now,
-            )
-            result = await connection.execute(statement)
+            return await self._remember_nonce(connection, client, nonce, now=now)
+
+    async def _remember_nonce(
+        self, connection: AsyncConnection, client: str, nonce: str, *, now: int
+    ) -> bool:
+        expires_at = now + wire.NONCE_TTL_SECONDS
+        if now >= self._next_purge:
+            self._next_purge = now + NONCE_PURGE_SECONDS
+            await connection.execute(delete(SeenNonce).where(SeenNonce.expires_at < now))
+        new = _insert(connection, SeenNonce).values(
+            client=client, nonce=nonce, expires_at=expires_at
+        )
+        # One statement, so two processes that see the same nonce at once cannot both win.
+        statement = new.on_conflict_do_update(
+            index_elements=["client", "nonce"],
+            set_={"expires_at": expires_at},
+            where=SeenNonce.expires_at < now,
+        )
+        result = await connection.execute(statement)
         return bool(result.rowcount == 1)
 
     # --- loading ------------------------------------------------------------------------------
@@ -344,7 +358,7 @@ def open_store(
     url = database_url or f"sqlite+aiosqlite:///{data_dir / DATABASE_FILE}"
     # yuekang.db's engine: on SQLite, WAL and a busy timeout, so the CLI's writes and a server
     # (or the main service's development mode) reading the same file wait for each other.
-    return RegistryStore(create_engine(url), clock=clock)
+    return RegistryStore(create_engine(url, serial=True), clock=clock)
 
 
 def _insert(
