@@ -71,7 +71,13 @@ from yuekang.codec.healthcode import (
     sign_health_code,
 )
 from yuekang.codec.jwks import build_jwks
-from yuekang.codec.keys import SigningKey, VerificationKey
+from yuekang.codec.keys import (
+    P256_ORDER,
+    SigningKey,
+    VerificationKey,
+    b64url_decode,
+    b64url_encode,
+)
 from yuekang.health_codes.qr import qr_version, render_png
 
 GOLDEN_CLAIMS = HealthCodeClaims(iss=ISSUER, jti=JTI, iat=IAT, exp=EXP, st="green", nm=NAME)
@@ -861,3 +867,21 @@ def test_read_health_code_fields_are_read_health_codes_claims(
     code = read_health_code(text, trusted, now=NOW)
     assert (HealthCodeClaims(*fields), kid, alg) == (code.claims, code.kid, code.alg)
     assert code.claims.src == tuple(_SRC_OK)
+
+
+def test_our_signatures_are_low_s_and_a_high_s_spelling_is_refused(
+    es_key: SigningKey, trusted: dict[str, VerificationKey]
+) -> None:
+    # ECDSA's (r, n - s) verifies as well as (r, s): the second spelling of every code. We sign
+    # with the lower s, and refuse the higher, so a code text has one spelling.
+    half = (P256_ORDER // 2).to_bytes(32, "big")
+    texts = [sign_health_code(now_claims(), es_key) for _ in range(40)]
+    assert all(b64url_decode(text.split(".")[2])[32:] <= half for text in texts)
+    text = texts[0]
+    head, signature = text.rsplit(".", 1)
+    raw = b64url_decode(signature)
+    flipped = raw[:32] + (P256_ORDER - int.from_bytes(raw[32:], "big")).to_bytes(32, "big")
+    public = trusted[es_key.kid]
+    assert public.verify(flipped, head.removeprefix("YK1:").encode())  # valid ECDSA all the same
+    with pytest.raises(BadSignature, match="high-s"):
+        read(head + "." + b64url_encode(flipped), trusted)

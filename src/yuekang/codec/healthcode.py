@@ -101,6 +101,7 @@ from yuekang.codec.keys import (
     VerificationKey,
     b64url_decode,
     b64url_encode,
+    is_high_s,
 )
 
 PREFIX: Final = "YK1:"
@@ -260,6 +261,9 @@ def read_health_code_fields(
     except ValueError as exc:
         raise MalformedCode("the signature is not base64url") from exc
     signing_input = qr_text[len(PREFIX) : segments.end(2)].encode("ascii")
+    if alg == "ES256" and is_high_s(signature):
+        # (r, n - s) verifies as well as (r, s): refused, so that a code has one spelling.
+        raise BadSignature("a high-s signature is not one we make")
     if not key.verify(signature, signing_input):
         raise BadSignature("the signature does not match")
 

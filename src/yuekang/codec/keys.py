@@ -35,6 +35,10 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
+P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+"""n of P-256. An ECDSA signature (r, s) verifies as (r, n - s) too: we sign with the lower of the
+two, and our codes refuse the higher (:func:`is_high_s`), so a code has one spelling."""
+_HALF_ORDER_BYTES: Final = (P256_ORDER // 2).to_bytes(32, "big")
 # The concrete class behind ``ec.EllipticCurvePublicKey``: an exact type test is much cheaper per
 # verification than the ABC's ``isinstance``, which stays as the fallback for any other class.
 _EC_PUBLIC_KEY: Final = type(ec.derive_private_key(1, ec.SECP256R1()).public_key())
@@ -165,8 +169,15 @@ class SigningKey:
         """Sign ``message``; ES256 signatures come back as 64-byte ``r || s``."""
         if isinstance(self.private_key, ec.EllipticCurvePrivateKey):
             r, s = decode_dss_signature(self.private_key.sign(message, _ECDSA_SHA256))
+            s = min(s, P256_ORDER - s)
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return self.private_key.sign(message)
+
+
+def is_high_s(signature: bytes) -> bool:
+    """Whether a 64-byte ES256 signature ``r || s`` has ``s > n/2``: the second spelling of the
+    one we would have signed (big-endian, equal lengths: bytes compare as the numbers do)."""
+    return signature[32:] > _HALF_ORDER_BYTES
 
 
 @dataclass(frozen=True, slots=True)

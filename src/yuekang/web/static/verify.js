@@ -231,6 +231,21 @@ export async function importJwk(jwk, { issuer = null, notBefore = null, notAfter
 }
 
 /** Whether `signature` (JWS form: 64 bytes, r||s for ES256) is valid for `message`. */
+// n/2 of P-256, big-endian: codec.keys._HALF_ORDER_BYTES.
+const HALF_ORDER = Uint8Array.from(
+  "7fffffff800000007fffffffffffffffde737d56d38bcf4279dce5617e3192a8".match(/../g),
+  (pair) => parseInt(pair, 16),
+);
+
+/** Whether an ES256 signature r‖s has s > n/2 (codec.keys.is_high_s). */
+function isHighS(signature) {
+  for (let i = 0; i < 32; i += 1) {
+    const byte = signature[32 + i];
+    if (byte !== HALF_ORDER[i]) return byte > HALF_ORDER[i];
+  }
+  return false;
+}
+
 async function verifySignature(key, signature, message) {
   if (signature.length !== SIGNATURE_BYTES) return false;
   const algorithm = key.alg === "ES256" ? { name: "ECDSA", hash: "SHA-256" } : { name: "Ed25519" };
@@ -273,6 +288,10 @@ async function readHealthCode(text, keys, now, leeway) {
     signature = b64urlDecode(signatureB64);
   } catch {
     throw new InvalidCode("malformed", "the signature is not base64url");
+  }
+  // (r, n - s) verifies as well as (r, s): a code has one spelling, the low-s one we sign.
+  if (alg === "ES256" && signature.length === SIGNATURE_BYTES && isHighS(signature)) {
+    throw new InvalidCode("bad_signature", "a high-s signature is not one we make");
   }
   if (!(await verifySignature(key, signature, ASCII.encode(`${headerB64}.${payloadB64}`)))) {
     throw new InvalidCode("bad_signature", "the signature does not match");
