@@ -18,6 +18,7 @@ from yuekang.scans.schemas import (
     ScanBatchResult,
     ScanRead,
 )
+from yuekang.schemas import Instant
 
 router = APIRouter(tags=["checkpoints"])
 tracing = APIRouter(prefix="/v1/admin", tags=["admin: contact tracing"])
@@ -77,14 +78,14 @@ async def scans_at_checkpoint(
     session: SessionDep,
     now: Now,
     operator: Epidemiologist,
-    start: Annotated[dt.datetime, Query(alias="from")],
-    end: Annotated[dt.datetime, Query(alias="to")],
+    start: Annotated[Instant, Query(alias="from")],
+    end: Annotated[Instant, Query(alias="to")],
     case_reference: CaseRef,
 ) -> list[ScanRead]:
     """Which codes were scanned at a checkpoint in `[from, to)`. Audited with the case
     reference; epidemiologists only."""
-    if start.tzinfo is None or end.tzinfo is None or end <= start:
-        raise ValidationFailed("from and to need UTC offsets, and from before to")
+    if end <= start:
+        raise ValidationFailed("from must come before to")
     records = await service.at_checkpoint(
         session,
         checkpoint_id=checkpoint_id,

@@ -4,9 +4,9 @@ import datetime as dt
 import uuid
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from yuekang.schemas import StrictModel
+from yuekang.schemas import Instant, StrictModel
 
 
 class ScanUpload(StrictModel):
@@ -18,7 +18,7 @@ class ScanUpload(StrictModel):
         pattern=r"^[A-Za-z0-9_-]{22}$",
         description="Null when the scan was unreadable",
     )
-    scanned_at: AwareDatetime
+    scanned_at: Instant
     verdict: Literal["valid", "invalid", "cannot_verify"]
     reason: str | None = Field(default=None, pattern=r"^[a-z_]{1,32}$")
 
