@@ -26,7 +26,7 @@ from yuekang.auth import endpoints as auth
 from yuekang.auth.sms import SmsSender
 from yuekang.checkpoints import endpoints as checkpoints
 from yuekang.clock import Clock
-from yuekang.config import ResolvedSettings, Settings, resolve
+from yuekang.config import ResolvedSettings, Settings, load_settings, resolve
 from yuekang.context import AppContext
 from yuekang.dependants import endpoints as dependants
 from yuekang.exceptions import ServiceUnavailable, YuekangError
@@ -168,7 +168,7 @@ async def _purge_scans_forever(context: AppContext) -> None:
 
 def serve_app() -> FastAPI:
     """The factory ``yuekang serve`` hands to uvicorn: settings from the environment."""
-    return create_app(Settings())
+    return create_app(load_settings())
 
 
 async def bootstrap_dev_key(context: AppContext) -> str | None:

@@ -300,6 +300,23 @@ class ConfigurationError(RuntimeError):
     """The settings cannot be used (missing or development secrets in production...)."""
 
 
+def _variable(location: tuple[int | str, ...]) -> str:
+    return "YUEKANG_" + "__".join(str(part) for part in location).upper()
+
+
+def load_settings() -> Settings:
+    """Settings from the environment. A bad or incomplete one is a :class:`ConfigurationError`
+    naming each variable and what is wrong with it -- never its value, since a secret's would be
+    printed with it (pydantic's own message quotes the input)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors()]
+        raise ConfigurationError("; ".join(problems)) from None
+
+
 @dataclass(frozen=True)
 class ResolvedSettings:
     """Settings whose secrets are known to be present and allowed for the environment."""
@@ -332,7 +349,14 @@ def resolve(settings: Settings) -> ResolvedSettings:
     current = settings.secrets
     if settings.env == "prod":
         if current is None:
-            raise ConfigurationError("production needs YUEKANG_SECRETS__* set; refusing to start")
+            required = [
+                _variable(("secrets", name))
+                for name, field in Secrets.model_fields.items()
+                if field.is_required()
+            ]
+            raise ConfigurationError(
+                "production needs its secrets set; refusing to start without " + ", ".join(required)
+            )
         dev = current.development_ones()
         if settings.sms.backend == "log":
             dev.append("sms.backend=log (writes one-time codes to the log)")

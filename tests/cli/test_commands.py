@@ -201,3 +201,28 @@ def test_the_anchor_key_is_made_once_and_printed_for_pinning(env: Path):
     code, again, _ = run("keys", "anchor")
     assert code == 0
     assert json.loads(again) == json.loads(out)
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_a_bad_setting_is_named_never_echoed(
+    env: Path, monkeypatch: pytest.MonkeyPatch, env_name: str
+):
+    # A partial set of secrets: pydantic's own message quotes the input, secret and all.
+    secret = "abc-not-long-enough-but-secret"
+    monkeypatch.setenv("YUEKANG_ENV", env_name)
+    monkeypatch.setenv("YUEKANG_SECRETS__SESSION_SECRET", secret)
+    for command in (["keys", "list"], ["serve"], ["db", "upgrade"]):
+        code, out, err = run(*command)
+        assert code == 2, command
+        assert secret not in out + err and secret[:10] not in out + err
+        assert "YUEKANG_SECRETS__SESSION_SECRET: String should have at least 32 characters" in err
+        assert "YUEKANG_SECRETS__KEY_PASSPHRASE: Field required" in err
+        assert "Traceback" not in err
+
+
+def test_production_names_every_secret_it_needs(env: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("YUEKANG_ENV", "prod")
+    code, _, err = run("serve")
+    assert code == 2
+    for name in ("KEY_PASSPHRASE", "SESSION_SECRET", "OTP_SECRET", "PII_KEYS", "BLIND_INDEX_KEY"):
+        assert f"YUEKANG_SECRETS__{name}" in err

@@ -58,7 +58,13 @@ T = TypeVar("T")
 
 
 def main() -> None:
-    app()
+    from yuekang.config import ConfigurationError
+
+    try:
+        app()
+    except ConfigurationError as exc:
+        # Settings that cannot be used, from whichever command: one line, never a value.
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -68,14 +74,14 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
     """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
-    from yuekang.config import ConfigurationError, Settings, resolve
+    from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
     from yuekang.db import run_after_commit
     from yuekang.exceptions import YuekangError
 
     async def runner() -> T:
         try:
-            context = AppContext.build(resolve(Settings()))
+            context = AppContext.build(resolve(load_settings()))
         except ConfigurationError as exc:
             _fail(str(exc))
         try:
@@ -107,14 +113,14 @@ def serve(
     import uvicorn
 
     from yuekang.app import bootstrap_dev_key
-    from yuekang.config import ConfigurationError, Settings, resolve
+    from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
     from yuekang.db import migrate as run_migrations
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    settings = Settings()
     try:
+        settings = load_settings()
         resolved = resolve(settings)
     except ConfigurationError as exc:
         _fail(str(exc))
@@ -146,10 +152,14 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply the schema migrations."""
-    from yuekang.config import Settings
+    from yuekang.config import ConfigurationError, load_settings
     from yuekang.db import migrate
 
-    migrate(Settings().database_url, revision)
+    try:
+        url = load_settings().database_url
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    migrate(url, revision)
     typer.echo(f"database at {revision}")
 
 

@@ -78,7 +78,14 @@ def serve(
     try:
         settings = MacaoSettings(**{k: v for k, v in overrides.items() if v is not None})
         app = create_app(settings)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        # Named, never quoted: a secret's value would be printed with pydantic's message.
+        problems = (
+            f"MACAO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo("error: " + "; ".join(problems), err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(
