@@ -190,3 +190,13 @@ def test_bindings_made_before_proofing_become_unverified_with_no_status_to_read(
     asyncio.run(seed())
     command.upgrade(_config(url), "head")
     assert asyncio.run(after()) == ([("unverified", None)], 0)
+
+
+def test_a_new_sqlite_database_is_for_its_owner_only(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'var' / 'yuekang.db'}"
+    migrate(url)
+    assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
+    for name in ("yuekang.db", "yuekang.db-wal", "yuekang.db-shm"):
+        path = tmp_path / "var" / name
+        if path.exists():
+            assert path.stat().st_mode & 0o077 == 0, name

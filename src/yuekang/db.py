@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -84,7 +85,7 @@ def create_engine(
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(database))
         # ``serial``: one connection, so that concurrent writers of one process queue for it
         # in order instead of polling SQLite's lock with growing sleeps.
         engine = create_async_engine(
@@ -122,6 +123,16 @@ def create_engine(
     )
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Make a new SQLite database's folder (0700) and file (0600) for this user only: it holds
+    personal data, if encrypted, and its blind indexes. SQLite gives its -wal and -shm files the
+    database file's permissions. An existing folder or file is left as its owner set it."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
@@ -144,7 +155,7 @@ def migrate(url: str, revision: str = "head") -> None:
     config.attributes["database_url"] = url
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(Path(parsed.database))
     command.upgrade(config, revision)
 
 
