@@ -163,6 +163,8 @@ def test_verify_refuses_wrong_message_lengths_and_swaps(alg: Any) -> None:
     assert public.verify(signature, b"n") is False
     assert public.verify(signature[:63], b"m") is False
     assert public.verify(signature + b"\x00", b"m") is False
+    # A zero byte before s is stripped by a DER encoder as a leading zero: 65 bytes, same (r, s).
+    assert public.verify(signature[:32] + b"\x00" + signature[32:], b"m") is False
     assert public.verify(signature[32:] + signature[:32], b"m") is False
     assert public.verify(bytes(64), b"m") is False
     assert SigningKey.generate(alg).public().verify(signature, b"m") is False
@@ -460,3 +462,21 @@ def test_es256_signatures_with_short_or_high_integers_verify(es_key: SigningKey)
         if min(seen.values()) >= 3:
             break
     assert min(seen.values()) >= 3, seen
+
+
+@pytest.mark.parametrize("width", [31, 33])
+def test_an_ec_coordinate_has_exactly_32_bytes(width: int) -> None:
+    # A point whose x starts with a zero byte could be written in 31 bytes, or padded to 33:
+    # the same key under another spelling (another thumbprint input). Only 32 bytes load.
+    while True:
+        key = ec.generate_private_key(ec.SECP256R1())
+        x = key.public_key().public_numbers().x.to_bytes(32, "big")
+        if x[0] == 0:
+            break
+    jwk = _with(
+        SigningKey.from_private_key(key).public().to_jwk(),
+        x=b64(x[1:] if width == 31 else b"\x00" + x),
+        kid=None,
+    )
+    with pytest.raises(InvalidKey, match="32 bytes"):
+        VerificationKey.from_jwk(jwk)

@@ -168,3 +168,23 @@ def test_revocations_of_codes_long_expired_are_dropped(anchor: SigningKey, trust
     old_hour = bucket(IAT - 2 * 3600)
     held = store(anchor, trust, revoked={old_hour: frozenset({JTI}), bucket(EXP): frozenset()})
     assert held.revoked == frozenset()
+
+
+def test_a_code_revoked_a_minute_before_its_expiry_stays_revoked(
+    anchor: SigningKey, trust: Trust
+) -> None:
+    # Entries of hours that have passed are pruned when a bundle loads -- past ones only, with
+    # the clock leeway on the safe side: an entry whose hour is about to end still counts.
+    until = bucket(EXP)
+    now = until - 60
+    code = valid(trust.es, iat=until - 3000, exp=until)
+    loaded = TrustStore(anchor.public()).load(
+        sign_bundle(
+            bundle(
+                trust, issued_at=now - 600, expires_at=now + DAY, revoked={until: frozenset({JTI})}
+            ),
+            anchor,
+        ),
+        now=now,
+    )
+    assert reasons(loaded.verify(code, now=now)) == ["revoked"]
