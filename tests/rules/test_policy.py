@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from yuekang.rules import RuleSetError
-from yuekang.rules.policy import decide, default_policies, parse_policies
+from yuekang.rules.policy import as_place_kind, decide, default_policies, parse_policies
 
 POLICIES = default_policies()
 
@@ -62,8 +62,44 @@ def test_a_dose_condition() -> None:
     document = copy.deepcopy(POLICIES.document())
     document["venue"]["clauses"][0]["when"]["min_doses"] = 2
     venue = parse_policies(document).venue
-    assert decide(venue, status="green", negative_within_hours=None, doses=1).verdict == "deny"
-    assert decide(venue, status="green", negative_within_hours=None, doses=3).verdict == "allow"
+
+    def verdict(doses: int | None) -> str:
+        return decide(venue, status="green", negative_within_hours=None, doses=doses).verdict
+
+    # Exactly the doses asked for pass; one fewer, or a code without a dose claim, do not.
+    assert [verdict(d) for d in (None, 0, 1, 2, 3)] == ["deny", "deny", "deny", "allow", "allow"]
+    document["venue"]["clauses"][0]["when"]["min_doses"] = 1
+    one_dose = parse_policies(document).venue
+    assert decide(one_dose, status="green", negative_within_hours=None, doses=None).verdict == (
+        "deny"
+    )
+
+
+def test_a_test_window_is_inclusive_and_needs_a_test() -> None:
+    border = POLICIES.border
+    outcomes = [
+        decide(border, status="green", negative_within_hours=h, doses=None, assurance="proofed")
+        for h in (None, 24, 48, 72)
+    ]
+    assert [o.verdict for o in outcomes] == ["deny", "allow", "allow", "deny"]
+
+
+@pytest.mark.parametrize("kind", ["venue", "transport", "border"])
+def test_a_kind_of_place_is_one_of_three(kind: str) -> None:
+    assert as_place_kind(kind) == kind
+    assert POLICIES.for_place(as_place_kind(kind)) is getattr(POLICIES, kind)
+
+
+@pytest.mark.parametrize("kind", ["Venue", "airport", "", "border "])
+def test_an_unknown_kind_of_place_is_refused(kind: str) -> None:
+    with pytest.raises(ValueError, match="unknown kind of place"):
+        as_place_kind(kind)
+
+
+def test_policies_that_are_not_toml_are_refused() -> None:
+    with pytest.raises(RuleSetError) as refused:
+        parse_policies('version = "x"\n[venue')
+    assert any("not valid TOML" in p for p in refused.value.problems)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +111,22 @@ def test_a_dose_condition() -> None:
         (lambda d: d["venue"].update(extra=1), "extra"),
         (lambda d: d["venue"]["clauses"][0]["when"].update(assurance=["trusted"]), "assurance"),
         (lambda d: d["venue"]["clauses"][0]["when"].update(assurance=[]), "assurance"),
+        (lambda d: d["venue"]["clauses"][0]["when"].update(status=[]), "status"),
+        (
+            lambda d: d["venue"]["clauses"][0]["when"].update(negative_test_within_hours=0),
+            "negative_test_within_hours",
+        ),
+        (
+            lambda d: d["venue"]["clauses"][0]["when"].update(negative_test_within_hours=721),
+            "negative_test_within_hours",
+        ),
+        (lambda d: d["venue"]["clauses"][0]["when"].update(min_doses=0), "min_doses"),
+        (lambda d: d["venue"]["clauses"][0]["when"].update(min_doses=11), "min_doses"),
+        (lambda d: d["venue"]["clauses"][0].update(reason="Not-A-Code"), "reason"),
+        (lambda d: d["venue"]["default"].update(reason="x"), "reason"),
+        (lambda d: d["venue"].update(clauses=d["venue"]["clauses"] * 51), "clauses"),
+        (lambda d: d["venue"].update(description="x" * 301), "description"),
+        (lambda d: d.update(version="with spaces"), "version"),
     ],
 )
 def test_invalid_policies_are_refused_with_the_problem(change, problem: str) -> None:
