@@ -11,6 +11,7 @@ from yuekang.residents.documents import (
     DocumentError,
     hkid_check,
     icao_check,
+    local_date,
     mod11_2_check,
     normalize_doc_number,
     plainly_valid,
@@ -469,3 +470,63 @@ def test_plainly_valid_takes_canonical_prc_ids() -> None:
     assert plainly_valid(DocType.PRC_ID, VALID_PRC, TODAY) == VALID_PRC
     assert plainly_valid(DocType.PRC_ID, "11010519491231002X", TODAY) == "11010519491231002X"
     assert plainly_valid(DocType.PRC_ID, "11010519491231002x", TODAY) == "11010519491231002X"
+
+
+# Every province of GB/T 2260 issues resident IDs, and no other two-digit code does: a typo in
+# the table (Tianjin 12 written 13) would refuse a whole province.
+PROVINCES = {
+    "11": "110101", "12": "120101", "13": "130102", "14": "140105", "15": "150102",
+    "21": "210102", "22": "220102", "23": "230102", "31": "310101", "32": "320102",
+    "33": "330102", "34": "340102", "35": "350102", "36": "360102", "37": "370102",
+    "41": "410102", "42": "420102", "43": "430102", "44": "440103", "45": "450102",
+    "46": "460105", "50": "500101", "51": "510104", "52": "520102", "53": "530102",
+    "54": "540102", "61": "610102", "62": "620102", "63": "630102", "64": "640104",
+    "65": "650102",
+}  # fmt: skip
+
+
+def _prc(region: str, birth: datetime.date, serial: str = "123") -> str:
+    body = region + birth.strftime("%Y%m%d") + serial
+    return body + mod11_2_check(body)
+
+
+@pytest.mark.parametrize(("province", "region"), sorted(PROVINCES.items()))
+def test_every_province_issues_resident_ids(province: str, region: str) -> None:
+    birth = datetime.date(1990, 5, 6)
+    assert validate_document(DocType.PRC_ID, _prc(region, birth), birth, today=TODAY)
+
+
+@pytest.mark.parametrize("province", [f"{p:02d}" for p in range(100)])
+def test_no_other_two_digits_start_a_resident_id(province: str) -> None:
+    if province in PROVINCES:
+        return
+    with pytest.raises(DocumentError) as refused:
+        validate_document(DocType.PRC_ID, _prc(province + "0101", datetime.date(1990, 5, 6)), None,
+                          today=TODAY)  # fmt: skip
+    assert refused.value.reason in ("region", "format")
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "number"),
+    [
+        (DocType.HKID, "A1234563"),
+        (DocType.PASSPORT, "E12345678"),
+        (DocType.HK_MACAO_PERMIT, "H12345678"),
+        (DocType.MACAO_ID, "12345678"),
+    ],
+)
+def test_no_document_holder_is_born_tomorrow(doc_type: DocType, number: str) -> None:
+    with pytest.raises(DocumentError) as refused:
+        validate_document(doc_type, number, TODAY + datetime.timedelta(days=1), today=TODAY)
+    assert (refused.value.field, refused.value.reason) == ("birth_date", "date")
+    assert validate_document(doc_type, number, TODAY, today=TODAY)
+
+
+def test_today_is_guangdong_s_day() -> None:
+    # 16:00 UTC is midnight in Guangdong: the local day changes then, not at 00:00 UTC.
+    before = datetime.datetime(2026, 12, 7, 15, 59, 59, tzinfo=datetime.UTC)
+    after = datetime.datetime(2026, 12, 7, 16, 0, 0, tzinfo=datetime.UTC)
+    assert (local_date(before), local_date(after)) == (
+        datetime.date(2026, 12, 7),
+        datetime.date(2026, 12, 8),
+    )
