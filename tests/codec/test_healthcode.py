@@ -885,3 +885,21 @@ def test_our_signatures_are_low_s_and_a_high_s_spelling_is_refused(
     assert public.verify(flipped, head.removeprefix("YK1:").encode())  # valid ECDSA all the same
     with pytest.raises(BadSignature, match="high-s"):
         read(head + "." + b64url_encode(flipped), trusted)
+
+
+def _converted_with_payload_bytes(size: int) -> HealthCodeClaims:
+    source = ("MO", "A" * 22, "B" * 22)
+    base = len(dataclasses.replace(GOLDEN_CLAIMS, nm="", src=source).to_json())
+    claims = dataclasses.replace(GOLDEN_CLAIMS, nm="x" * (size - base), src=source)
+    assert len(claims.to_json()) == size
+    return claims
+
+
+def test_the_converted_budget_is_exactly_version_15(any_key: SigningKey) -> None:
+    # 154 fixed characters + 258 for a 193-byte payload = 412, version 15's capacity at level M;
+    # one byte more needs 259 characters.
+    text = sign_health_code(_converted_with_payload_bytes(193), any_key)
+    assert len(text) == QR_TEXT_BUDGET_CONVERTED == 412
+    assert qr_version(text) == 15
+    with pytest.raises(CodeTooLarge, match="412"):
+        sign_health_code(_converted_with_payload_bytes(194), any_key)
