@@ -30,6 +30,7 @@ from yuekang.rules import (
     negative_within_hours,
 )
 from yuekang.rules.facts import NatResult, RiskLevel
+from yuekang.rules.ruleset import RuleSet
 
 RULES = default_rule_set()
 TZ = dt.timezone(dt.timedelta(hours=8))
@@ -1181,3 +1182,40 @@ def test_a_risk_area_declared_after_an_override_still_counts(
     decision = evaluate(facts, now=at(2), rules=RULES)
 
     assert decision.status == expected
+
+
+def _with_rule(rule_id: str, **when_and_clear: object) -> RuleSet:
+    """The default rule set with one rule's ``when`` or ``clear_after`` changed."""
+    rules = []
+    for rule in RULES.rules:
+        if rule.id == rule_id:
+            when = rule.when.model_copy(update=when_and_clear.get("when", {}))
+            clear = (
+                rule.clear_after.model_copy(update=when_and_clear["clear_after"])
+                if "clear_after" in when_and_clear and rule.clear_after is not None
+                else rule.clear_after
+            )
+            rule = rule.model_copy(update={"when": when, "clear_after": clear})
+        rules.append(rule)
+    return RULES.model_copy(update={"rules": rules})
+
+
+def test_a_finding_ends_when_it_lapses_even_if_the_tests_clear_it_later() -> None:
+    # Two days of yellow for a secondary contact, clearable by two tests within three days: tests
+    # on day 1 and in the late evening of day 2 clear it after it has lapsed, and it still ends at
+    # the lapse, not at the later clearing.
+    secondary = next(r for r in RULES.rules if "secondary_contact" in str(r.when))
+    rules = _with_rule(secondary.id, when={"lasts_days": 2})
+    items = (case("secondary_contact", 0), nat(1), nat(at(2, 22)))
+    decision = evaluate(facts(*items), now=at(2, 12), rules=rules)
+    assert decision.status == "green"
+
+
+def test_a_release_reported_with_the_case_ends_it() -> None:
+    # On the case's start day, a release reported before the case belongs to an earlier episode
+    # (the case is new); one reported with it, at the same instant or later, ends it.
+    contact = case("close_contact", 0, received=at(0, 10))
+    before = case("released", 0, received=at(0, 9))
+    same_instant = case("released", 0, received=at(0, 10))
+    assert decide((contact, before), at(1)).reason_codes == ["close_contact"]
+    assert decide((contact, same_instant), at(1)).status == "green"
