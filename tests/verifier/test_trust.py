@@ -188,3 +188,33 @@ def test_a_code_revoked_a_minute_before_its_expiry_stays_revoked(
         now=now,
     )
     assert reasons(loaded.verify(code, now=now)) == ["revoked"]
+
+
+def test_a_delta_brings_revocations_of_an_hour_its_base_did_not_have(
+    anchor: SigningKey, trust: Trust
+) -> None:
+    held = store(anchor, trust, version=3)
+    later = bucket(EXP) + 3600
+    delta = bundle(trust, 4, base=3, revoked={later: frozenset({JTI})})
+    updated = held.load(sign_bundle(delta, anchor), now=NOW)
+    assert updated.revoked == {JTI}
+    assert updated.bundle is not None and updated.bundle.base is None
+
+
+def test_revocations_are_kept_until_their_hour_plus_the_leeway_has_passed(
+    anchor: SigningKey, trust: Trust
+) -> None:
+    until = bucket(EXP)
+
+    def kept(now: int) -> bool:
+        revoked = {until: frozenset({JTI})}
+        loaded = TrustStore(anchor.public()).load(
+            sign_bundle(
+                bundle(trust, issued_at=now - 600, expires_at=now + DAY, revoked=revoked), anchor
+            ),
+            now=now,
+        )
+        return JTI in loaded.revoked
+
+    leeway = TrustStore(anchor.public()).leeway
+    assert [kept(until + leeway - 1), kept(until + leeway)] == [True, False]

@@ -28,7 +28,8 @@ from yuekang.codec.healthcode import HealthCodeClaims, sign_health_code
 from yuekang.codec.jwks import build_jwks
 from yuekang.codec.keys import SigningKey
 from yuekang.codec.reasons import MESSAGES, Reason
-from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier, _valid_verdict
+from yuekang.rules.policy import default_policies, parse_policies
+from yuekang.verifier import DEFAULT_LEEWAY, Verdict, Verifier, _valid_verdict, policy_decision
 
 VERDICT_KEYS = {
     "assurance",
@@ -411,3 +412,30 @@ def test_a_verified_code_gives_the_constructed_verdict(
         doses=2,
         origin="guangdong",
     )
+
+
+def test_a_policy_decides_with_the_codes_dose_count(verifier: Verifier, trust: Trust) -> None:
+    policy = parse_policies(
+        {
+            **default_policies().document(),
+            "venue": {
+                "clauses": [{"when": {"min_doses": 2}, "verdict": "allow", "reason": "doses"}],
+                "default": {"verdict": "deny", "reason": "too_few_doses"},
+            },
+        }
+    ).venue
+    decisions = [
+        policy_decision(verifier.verify(valid(trust.es, **claims), now=NOW), policy).verdict
+        for claims in ({}, {"vx": 1}, {"vx": 2})
+    ]
+    assert decisions == ["deny", "deny", "allow"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"zz": "a claim of a later version"}])
+def test_a_source_part_of_one_character_is_read(
+    verifier: Verifier, trust: Trust, extra: dict[str, str]
+) -> None:
+    # With an unknown claim the payload is read the general way rather than by the canonical
+    # pattern: both read the same.
+    verdict = verifier.verify(valid(trust.es, src=["M", "k", "d"], **extra), now=NOW)
+    assert verdict.valid and verdict.source == ("M", "k", "d")
