@@ -69,6 +69,7 @@ def decode(
     # luminance rather than on palette indices.
     return zxingcpp.read_barcodes(
         image.convert("L"),
+        formats=zxingcpp.BarcodeFormat.QRCode,
         binarizer=binarizer,
         try_invert=try_invert,
     )

@@ -67,7 +67,9 @@ def bind(page: Any, number: str, birth: str, name: str = "张小三") -> None:
 
 
 def decode_qr(png: bytes) -> str:
-    [result] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    [result] = zxingcpp.read_barcodes(
+        Image.open(io.BytesIO(png)), formats=zxingcpp.BarcodeFormat.QRCode
+    )
     return str(result.text)
 
 
