@@ -42,7 +42,9 @@ def read_qr_image(path: Path) -> str:
     # QR only: about one render in 200 also reads as a Codabar by chance, and that
     # false symbol may come first.
     with Image.open(path) as image:
-        results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+        results = zxingcpp.read_barcodes(
+            image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+        )
     if not results:
         raise ValueError(f"no QR code found in {path}")
     return str(results[0].text)
