@@ -17,8 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from yuekang import __version__
 from yuekang.appeals import endpoints as appeals
@@ -29,7 +30,7 @@ from yuekang.clock import Clock
 from yuekang.config import ResolvedSettings, Settings, load_settings, resolve
 from yuekang.context import AppContext
 from yuekang.dependants import endpoints as dependants
-from yuekang.exceptions import ServiceUnavailable, YuekangError
+from yuekang.exceptions import YuekangError, database_error_response
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import service as exchange_service
@@ -87,7 +88,7 @@ def create_app(
                     await task
             await context.close()
 
-    app = FastAPI(
+    app = YuekangAPI(
         title="yuekang",
         version=__version__,
         summary="Health codes: signed QR codes, offline checkpoint verification.",
@@ -132,13 +133,32 @@ def create_app(
     app.include_router(dependants.admin)
     web.mount(app)
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz(request: Request) -> dict[str, str]:
-        """Liveness and database reachability."""
-        context: AppContext = request.app.state.context
-        async with context.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+    @app.get("/livez", tags=["ops"])
+    async def livez() -> dict[str, str]:
+        """Liveness, for a load balancer or an orchestrator: the process answers. It asks the
+        database nothing: a database outage must not get every process restarted."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database can be read and written (a write in a transaction rolled
+        back) within 3 s. 503 ``database_unavailable`` otherwise: take the process out of
+        rotation until it answers 200 again (docs/RELIABILITY.md)."""
+        context: AppContext = request.app.state.context
+        # The check runs on its own: past the budget the answer goes, and the check finishes
+        # (or times out and drops its connection) without anyone waiting for it.
+        check = asyncio.ensure_future(ready(context))
+        check.add_done_callback(_observed)
+        done, _ = await asyncio.wait({check}, timeout=READY_BUDGET_SECONDS)
+        if not done:
+            return database_error_response(TimeoutError("readiness check"))
+        failure = check.exception()
+        if failure is not None:
+            return database_error_response(failure)
+        return JSONResponse({"status": "ok"})
+
+    # The older name, kept for deployments that probe it: readiness.
+    app.add_api_route("/healthz", readyz, methods=["GET"], tags=["ops"], include_in_schema=False)
 
     return app
 
@@ -204,22 +224,52 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
     return record.kid
 
 
-# Deadlock, serialization failure, lock not available: the transaction was rolled back whole and
-# the same request can simply be sent again.
-_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+READY_BUDGET_SECONDS = 3.0
 
 
-def _retryable(exc: BaseException) -> bool:
-    original = getattr(exc, "orig", None) or exc
-    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    if sqlstate in _RETRYABLE_SQLSTATES:
-        return True
-    # SQLite past its busy timeout.
-    return "database is locked" in str(original)
+def _observed(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # read, so that a late failure is not reported as never retrieved
 
 
-def _send_again(code: str, message: str) -> JSONResponse:
-    return ServiceUnavailable(message, code=code, headers={"Retry-After": "1"}).response()
+async def ready(context: AppContext) -> None:
+    """Read and write the database in one transaction, then undo the write."""
+    async with context.engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            await connection.execute(text("SELECT 1"))
+            await connection.execute(
+                text(
+                    "INSERT INTO rate_limit_counters (bucket, window_start, count) "
+                    "VALUES ('readyz', 0, 1)"
+                )
+            )
+        finally:
+            await transaction.rollback()
+
+
+class YuekangAPI(FastAPI):
+    """FastAPI with a last word on exceptions. Starlette's outermost middleware answers an
+    unhandled exception (with our JSON handler) and then raises it on to the server, which
+    closes the client's keep-alive connection: the next request on it is reset. Here it stops:
+    answered once, logged once, and the connection lives."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        except Exception as exc:
+            if scope["type"] != "http":
+                raise
+            if not started:
+                await database_error_response(exc)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -252,25 +302,19 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
-    @app.exception_handler(DBAPIError)
+    @app.exception_handler(SQLAlchemyError)
     @app.exception_handler(asyncpg.PostgresError)
-    async def _busy(_request: Request, exc: Exception) -> JSONResponse:
-        if getattr(exc, "connection_invalidated", False):
-            # Connections are not pinged before use (a round trip on every request): one that
-            # died with the database's restart is found here, dropped from the pool, and the
-            # request answered so that the client sends it again.
-            return _send_again(
-                "database_unavailable",
-                "the connection to the database was lost; send the request again (with the "
-                "same Idempotency-Key where the route takes one)",
-            )
-        if not _retryable(exc):
-            raise exc
-        return _send_again(
-            "busy_retry",
-            "the request met a concurrent one in the database and was undone; nothing was "
-            "applied: send it again",
-        )
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(TimeoutError)
+    @app.exception_handler(ConnectionError)
+    async def _database(_request: Request, exc: Exception) -> JSONResponse:
+        return database_error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Starlette answers with this and raises the exception on; YuekangAPI stops it there,
+        # so that the client's connection stays open and nothing is text/plain.
+        return database_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -130,6 +130,19 @@ class ExchangeSettings(BaseModel):
     package_lifetime_seconds: int = Field(300, ge=30, le=600)
 
 
+class DatabaseSettings(BaseModel):
+    """How long the service waits for PostgreSQL before answering ``503 database_unavailable``
+    (docs/RELIABILITY.md). SQLite, a file, keeps its 30 s lock wait: it is never unreachable."""
+
+    connect_timeout_seconds: float = Field(2.0, gt=0, le=60, description="opening a connection")
+    statement_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="one statement; a frozen server is found this fast"
+    )
+    pool_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="waiting for a pooled connection when all are busy"
+    )
+
+
 class ProofingSettings(BaseModel):
     """Identity proofing (docs/IDENTITY.md): which registry answers, and how hard it may be
     asked."""
@@ -276,6 +289,7 @@ class Settings(BaseSettings):
         description="answer online verifications and cached QR images before FastAPI's "
         "routing (yuekang.fastlane); off sends every request through the routes",
     )
+    database: DatabaseSettings = DatabaseSettings()
     otp: OtpSettings = OtpSettings()
     codes: CodeSettings = CodeSettings()
     keys: KeySettings = KeySettings()

@@ -4,6 +4,7 @@ caches. Built by ``create_app``'s lifespan or by a CLI command; nothing is built
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
 from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ResolvedSettings, Secrets, Settings
-from yuekang.db import create_engine, create_sessionmaker
+from yuekang.db import Timeouts, create_engine, create_sessionmaker, database_unavailable
 from yuekang.exchange.keys import KeyCache
 from yuekang.exchange.outbox import Outbox
 from yuekang.exchange.service import ExchangeDeps
@@ -26,6 +27,8 @@ from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.residents.binding import ProofingDeps
 from yuekang.residents.proofing import HttpProofing, IdentityProofing, Managed
 from yuekang.trust.service import BundleCache
+
+log = logging.getLogger("yuekang")
 
 
 @dataclass
@@ -67,7 +70,12 @@ class AppContext:
         proofing: IdentityProofing | None = None,
     ) -> AppContext:
         settings, secrets = resolved.settings, resolved.secrets
-        engine = create_engine(settings.database_url)
+        limits = Timeouts(
+            connect=settings.database.connect_timeout_seconds,
+            statement=settings.database.statement_timeout_seconds,
+            pool=settings.database.pool_timeout_seconds,
+        )
+        engine = create_engine(settings.database_url, timeouts=limits)
         sessionmaker = create_sessionmaker(engine)
         read_engine = (
             create_engine(settings.database_url, read_only=True)
@@ -81,7 +89,7 @@ class AppContext:
         refresh_engine = (
             read_engine
             if engine.dialect.name == "sqlite"
-            else create_engine(settings.database_url, pool_size=1, pre_ping=True)
+            else create_engine(settings.database_url, pool_size=1, pre_ping=True, timeouts=limits)
         )
         http = httpx.AsyncClient()
         if sms is None:
@@ -162,10 +170,17 @@ class AppContext:
 
     async def start(self) -> None:
         """What needs the event loop before the first request: the built-in development
-        registry's tables and sample people."""
+        registry's tables and sample people, and the key ring's first snapshot -- so that the
+        published keys are served even if the database goes away before anyone asked."""
         if isinstance(self.proofing, Managed):
             await self.proofing.start()
             self._started.append(self.proofing.close)
+        try:
+            await self.keyring.view(self.clock.now())
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            log.warning("started without the database; keys are loaded once it answers")
 
     async def close(self) -> None:
         for stop in self._started:

@@ -8,15 +8,19 @@ production runs against.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -75,6 +79,7 @@ def create_engine(
     read_only: bool = False,
     pre_ping: bool = False,
     serial: bool = False,
+    timeouts: Timeouts | None = None,
 ) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
 
@@ -114,13 +119,101 @@ def create_engine(
             # waits for other writers (busy_timeout) instead of failing on a stale snapshot.
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+        _drop_broken_connections(engine)
         return engine
     # No pre-ping for requests: it is a round trip before every transaction. A connection that
     # died is found by its first use instead, dropped, and answered 503 database_unavailable
     # (app.py). Engines used seldom (the key ring's refresh) can afford the ping.
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
+    limits = timeouts or Timeouts()
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        pool_timeout=limits.pool,
+        # A server that stopped answering (frozen, partitioned away) is found within these,
+        # instead of every request hanging until it comes back.
+        connect_args={"timeout": limits.connect, "command_timeout": limits.statement},
     )
+    _drop_broken_connections(engine)
+    return engine
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for PostgreSQL: a connection, a statement, a pooled connection."""
+
+    connect: float = 2.0
+    statement: float = 5.0
+    pool: float = 2.0
+
+
+# SQLSTATE classes of a server that cannot serve now, rather than of a mistaken request:
+# connection exceptions, insufficient resources (disk full, too many connections), operator
+# intervention (shutting down, starting up, statement cancelled by its timeout), system errors
+# (I/O), and writing to a read-only server (a standby, a full disk set read-only).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_UNAVAILABLE_SQLSTATES = frozenset({"25006"})
+_NETWORK_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+# What SQLite says when its file cannot be written now (read-only, full, an I/O error).
+_SQLITE_UNAVAILABLE = (
+    "readonly database",
+    "database or disk is full",
+    "disk i/o error",
+    "unable to open database file",
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot serve now -- unreachable, down, starting,
+    frozen past a timeout, read-only, full -- rather than that a request was wrong. Such a
+    request is answered ``503 database_unavailable`` and the connection behind it dropped."""
+    if isinstance(exc, SQLAlchemyTimeout | TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        original: BaseException | None = exc.orig
+    else:
+        original = exc
+    if original is None:
+        return False
+    if isinstance(original, TimeoutError | ConnectionError):
+        return True
+    if isinstance(original, OSError) and (
+        original.errno in _NETWORK_ERRNOS or "connect call failed" in str(original).lower()
+    ):
+        # asyncpg's own words for a server it could not reach at one or several addresses.
+        return True
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if isinstance(sqlstate, str) and (
+        sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    ):
+        return True
+    name = type(original).__name__
+    if name in ("InterfaceError", "InternalClientError", "ConnectionDoesNotExistError"):
+        # asyncpg: a connection lost, closed, or left busy by a statement that timed out.
+        return True
+    message = str(original).lower()
+    return name == "OperationalError" and any(text in message for text in _SQLITE_UNAVAILABLE)
+
+
+def _drop_broken_connections(engine: AsyncEngine) -> None:
+    """A connection that met an unavailable database is not given back to the pool: the next
+    request opens a new one, so the service recovers by itself once the database is back (a
+    SQLite connection opened while the file was read-only stays read-only)."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _handle_error(context: Any) -> None:
+        if database_unavailable(context.original_exception) or (
+            context.sqlalchemy_exception is not None
+            and database_unavailable(context.sqlalchemy_exception)
+        ):
+            context.is_disconnect = True
+            # Every pooled connection of a server that went away is as good as this one.
+            context.invalidate_pool_on_disconnect = True
 
 
 def private_sqlite_file(path: Path) -> None:

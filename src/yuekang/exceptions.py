@@ -8,10 +8,15 @@ libraries (codec, verifier, documents) raise their own errors, which services tr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.responses import JSONResponse
+
+from yuekang.db import database_unavailable
+
+log = logging.getLogger("yuekang")
 
 
 class YuekangError(Exception):
@@ -99,3 +104,51 @@ class TooManyRequests(YuekangError):
 class ServiceUnavailable(YuekangError):
     status_code = 503
     code = "unavailable"
+
+
+# Deadlock, serialization failure, lock not available: the transaction was rolled back whole and
+# the same request can simply be sent again.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def _retryable(exc: BaseException) -> bool:
+    original = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return True
+    # SQLite past its busy timeout.
+    return "database is locked" in str(original)
+
+
+def _send_again(code: str, message: str) -> JSONResponse:
+    return ServiceUnavailable(message, code=code, headers={"Retry-After": "1"}).response()
+
+
+def database_error_response(exc: BaseException) -> JSONResponse:
+    """The answer to an exception no route turned into a documented error: 503
+    ``database_unavailable`` when the database cannot serve now (down, starting, frozen past
+    its timeouts, read-only, full: docs/RELIABILITY.md), 503 ``busy_retry`` when the request met
+    a concurrent one and was undone, else a 500 ``internal_error`` -- all JSON, none closing the
+    connection."""
+    if database_unavailable(exc):
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return ServiceUnavailable(
+            "the database cannot be reached now; nothing was applied: send the request again "
+            "shortly (with the same Idempotency-Key where the route takes one)",
+            code="database_unavailable",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        ).response()
+    if _retryable(exc):
+        return _send_again(
+            "busy_retry",
+            "the request met a concurrent one in the database and was undone; nothing was "
+            "applied: send it again",
+        )
+    log.error("unexpected error", exc_info=exc)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": "an unexpected error; it is logged"}},
+        status_code=500,
+    )
+
+
+DATABASE_RETRY_AFTER_SECONDS = 2

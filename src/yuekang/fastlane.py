@@ -31,8 +31,9 @@ from yuekang.checkpoints.endpoints import verdict_json
 from yuekang.checkpoints.schemas import VerifyRequest
 from yuekang.checkpoints.service import KEY_PREFIX
 from yuekang.context import AppContext
+from yuekang.db import database_unavailable
 from yuekang.deps import BAD_CHECKPOINT_KEY
-from yuekang.exceptions import Unauthorized
+from yuekang.exceptions import Unauthorized, database_error_response
 from yuekang.health_codes.endpoints import BATCH_DECLINED, code_response, image_response
 from yuekang.health_codes.service import ImageFormat
 
@@ -80,7 +81,13 @@ class FastLane:
                 qr_text=qr_text,
                 accept_language=language.decode("latin-1") if language is not None else None,
             )
-        except Exception:  # a database error: the route tries once more, and answers
+        except Exception as exc:
+            if database_unavailable(exc) and not getattr(exc, "connection_invalidated", False):
+                # Asking again would wait out the same timeouts: answered now. A pooled
+                # connection found dead was dropped, and the next one is worth one more try.
+                await database_error_response(exc)(scope, receive, send)
+                return
+            # Any other database error: the route tries once more, and answers.
             await self.app(scope, _replay(body, receive), send)
             return
         if answer is None:  # the database refused the key: answered as the route would

@@ -8,6 +8,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -35,7 +36,14 @@ def _free_port() -> int:
 
 
 class ThrowawayPostgres:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        # ``durable``: commits reach the WAL before they are acknowledged, so that a server
+        # killed (not the machine) loses nothing acknowledged; fsync stays off, since the
+        # kernel keeps what was written.
+        self.options = (
+            "-c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off "
+            "-c max_connections=200" + ("" if durable else " -c synchronous_commit=off")
+        )
         self.bindir = _bindir()
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="yuekang-pg-"))
@@ -75,14 +83,61 @@ class ThrowawayPostgres:
             "-w",
             "start",
             "-o",
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            f"-p {self.port} -k {self.root} {self.options}",
         )
 
     def stop(self) -> None:
+        self.thaw()
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- faults, for the tests of what the service does when its database fails ---------------
+
+    def kill(self) -> None:
+        """Stop the server at once, as a crash would (no shutdown checkpoint)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+
+    def restart(self) -> None:
+        """Start it again on the same port, after :meth:`kill` (it recovers from its WAL)."""
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "start",
+            "-o",
+            f"-p {self.port} -k {self.root} {self.options}",
+        )
+
+    def _processes(self) -> list[int]:
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return []
+        postmaster = int(pid_file.read_text().split()[0])
+        children = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    # The fields after the command name, which may hold spaces: state, ppid...
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                        children.append(int(entry))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """Stop every process of the server (SIGSTOP): it accepts connections and answers
+        nothing, as a network partition looks from the client."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     @property
     def server_url(self) -> str:
@@ -107,6 +162,18 @@ def create_database(server_url: str, name: str | None = None) -> str:
 
     asyncio.run(create())
     return f"{server_url}/{database}"
+
+
+@contextlib.contextmanager
+def private_cluster() -> Iterator[ThrowawayPostgres]:
+    """A throwaway cluster of the test's own, to kill, restart and freeze; durable, so that a
+    kill loses nothing acknowledged."""
+    cluster = ThrowawayPostgres(durable=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from yuekang.codec.jwks import build_jwks
 from yuekang.codec.keys import SigningKey, VerificationKey, private_key_from_pem
+from yuekang.db import database_unavailable
 from yuekang.exchange import partners
 from yuekang.exchange.mapping import load_table
 from yuekang.keyring import service
@@ -39,6 +41,15 @@ class RingView:
     jwks_etag: str
 
 
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+"""After a refresh met an unavailable database, how long the last snapshot serves before the
+next try."""
+REFRESH_WAIT_SECONDS = 0.5
+"""How long a request waits for a reload of the keys while an older snapshot exists."""
+
+
 @dataclass
 class KeyRing:
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -50,28 +61,62 @@ class KeyRing:
     _view: RingView | None = None
     _view_monotonic: float = 0.0
     _private: dict[str, SigningKey] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _refreshing: asyncio.Future[RingView] | None = None
+    _generation: int = 0
+    """Moved by :meth:`invalidate`: a reload begun before a change must not become the view."""
 
     async def view(self, now: dt.datetime) -> RingView:
-        """The current snapshot, reloaded when older than the refresh interval."""
+        """The current snapshot, reloaded when older than the refresh interval.
+
+        While the database cannot be reached, the last snapshot goes on serving (JWKS, online
+        verification's keys): keys change only through the database, so nothing newer exists
+        to miss. A reload that is slow (a frozen database) is waited for at most
+        :data:`REFRESH_WAIT_SECONDS` while a snapshot exists -- it goes on in the background,
+        and requests take the last snapshot -- and one that fails is tried again a second
+        later."""
         if (
             self._view is not None
             and time.monotonic() - self._view_monotonic < self.refresh_seconds
         ):
             return self._view
-        async with self._lock:
-            if (
-                self._view is None
-                or time.monotonic() - self._view_monotonic >= self.refresh_seconds
-            ):
-                self._view = await self._load(now)
-                self._view_monotonic = time.monotonic()
-        assert self._view is not None
+        if self._view is None or self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh(now))
+            # Read, so that a failure nobody waited for is not reported as never retrieved.
+            self._refreshing.add_done_callback(
+                lambda done: None if done.cancelled() else done.exception()
+            )
+        refreshing = self._refreshing
+        if self._view is None:
+            return await asyncio.shield(refreshing)
+        done, _ = await asyncio.wait({refreshing}, timeout=REFRESH_WAIT_SECONDS)
+        if done and not refreshing.cancelled() and refreshing.exception() is None:
+            return refreshing.result()
         return self._view
+
+    async def _refresh(self, now: dt.datetime) -> RingView:
+        generation = self._generation
+        try:
+            view = await self._load(now)
+        except Exception as exc:
+            if self._view is None or not database_unavailable(exc):
+                raise
+            log.warning("key ring not refreshed (database unavailable); serving the last")
+            self._view_monotonic = time.monotonic() - self.refresh_seconds + RETRY_SECONDS
+            return self._view
+        else:
+            if generation == self._generation:
+                self._view = view
+                self._view_monotonic = time.monotonic()
+            return view
+        finally:
+            if generation == self._generation:
+                self._refreshing = None
 
     def invalidate(self) -> None:
         """Forget the snapshot (after this process changed a key)."""
         self._view = None
+        self._refreshing = None
+        self._generation += 1
 
     async def _load(self, now: dt.datetime) -> RingView:
         async with self.sessionmaker() as session:
