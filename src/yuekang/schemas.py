@@ -30,6 +30,43 @@ Instant = Annotated[dt.datetime, AfterValidator(_storable_instant)]
 and the arithmetic around it can hold (a time near year 1 or 9999 overflows once moved)."""
 
 
+def _invisible(line: str, spacing: str = "") -> str | None:
+    """The first character of ``line`` that is not printable: controls, and formatting marks such
+    as U+202E (RIGHT-TO-LEFT OVERRIDE, which turns "gpj.exe" around on screen) or U+200B
+    (ZERO WIDTH SPACE, which makes two equal-looking names differ)."""
+    return next((ch for ch in line if not ch.isprintable() and ch not in spacing), None)
+
+
+def _refuse(ch: str) -> None:
+    raise ValueError(
+        f"text must not contain control or invisible formatting characters (U+{ord(ch):04X})"
+    )
+
+
+def _plain_line(value: str) -> str:
+    if (ch := _invisible(value, spacing="\t\r\n")) is not None:
+        _refuse(ch)
+    return " ".join(value.split())
+
+
+def _plain_text(value: str) -> str:
+    lines = value.replace("\r\n", "\n").replace("\t", " ").split("\n")
+    for line in lines:
+        if (ch := _invisible(line)) is not None:
+            _refuse(ch)
+    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+PlainLine = Annotated[str, AfterValidator(_plain_line)]
+"""One line of text people will read (a name, a place): printable characters only, runs of
+spaces, tabs and line breaks made one space. Staff read these; a bidirectional override or a
+zero-width character would make them show something other than what is stored."""
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+"""Free text people will read (an appeal, a reason): lines of printable characters (a tab is a
+space, CRLF a line break), for the same reason as :data:`PlainLine`."""
+
+
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are an error, not silently dropped, and no string may carry
     what a database cannot store (NUL, lone surrogates from ``"\\ud800"`` escapes)."""

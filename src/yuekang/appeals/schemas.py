@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from yuekang.schemas import StrictModel
+from yuekang.schemas import PlainText, StrictModel
 
 
 class AppealCreate(StrictModel):
-    text: str = Field(min_length=5, max_length=1000, description="Why the status is wrong")
+    text: PlainText = Field(min_length=5, max_length=1000, description="Why the status is wrong")
 
 
 class AppealRead(BaseModel):
@@ -35,7 +35,7 @@ class AppealDetail(AppealSummary):
 
 class AppealDecision(StrictModel):
     decision: Literal["accept", "reject"]
-    reason: str = Field(min_length=3, max_length=500, description="Shown to the resident")
+    reason: PlainText = Field(min_length=3, max_length=500, description="Shown to the resident")
     status: Literal["green", "yellow"] = Field(
         "green", description="Accept only: the status to give instead"
     )

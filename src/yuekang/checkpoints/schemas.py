@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from yuekang.residents.documents import DocType
-from yuekang.schemas import StrictModel
+from yuekang.schemas import PlainLine, StrictModel
 
 
 class VerifyRequest(BaseModel):
@@ -71,7 +71,7 @@ class VerdictRead(BaseModel):
 
 
 class CheckpointCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: PlainLine = Field(min_length=1, max_length=128)
     kind: Literal["venue", "transport", "border"] = Field(
         "venue", description="Which policy applies at this place"
     )

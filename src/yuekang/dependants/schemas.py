@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from yuekang.residents.schemas import IdentityBind
-from yuekang.schemas import StrictModel
+from yuekang.schemas import PlainText, StrictModel
 
 Relationship = Literal["child", "parent", "spouse", "grandparent", "grandchild", "sibling", "other"]
 
@@ -29,7 +29,7 @@ class ConsentCode(StrictModel):
 
 
 class CounterConsent(StrictModel):
-    reason: str = Field(min_length=3, max_length=300, description="What staff saw; audited")
+    reason: PlainText = Field(min_length=3, max_length=300, description="What staff saw; audited")
 
 
 class DependantRead(BaseModel):

@@ -7,12 +7,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from yuekang.residents.documents import DocType
-from yuekang.schemas import StrictModel
+from yuekang.schemas import PlainText, StrictModel
 
 
 class StatusSet(StrictModel):
     status: Literal["green", "yellow", "red"]
-    reason: str = Field(min_length=3, max_length=500)
+    reason: PlainText = Field(min_length=3, max_length=500)
     valid_days: int | None = Field(
         None,
         ge=1,
@@ -33,7 +33,7 @@ class StatusRead(BaseModel):
 class ResidentLookup(StrictModel):
     doc_type: DocType
     doc_number: str = Field(min_length=1, max_length=32)
-    reason: str = Field(
+    reason: PlainText = Field(
         min_length=3, max_length=500, description="Why the lookup is needed; audited"
     )
 

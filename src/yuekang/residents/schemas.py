@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from yuekang.residents.documents import DocType
-from yuekang.schemas import StrictModel
+from yuekang.schemas import PlainText, StrictModel
 
 
 class IdentityBind(StrictModel):
@@ -73,7 +73,7 @@ class CounterProofing(IdentityBind):
         "in. Null for someone without a phone (their document can then be checked at "
         "checkpoints, 刷证核验).",
     )
-    reason: str = Field(min_length=3, max_length=300, description="What staff saw; audited")
+    reason: PlainText = Field(min_length=3, max_length=300, description="What staff saw; audited")
     document_seen: Literal[True] = Field(
         description="Staff confirm they saw the original document in person"
     )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from yuekang.schemas import Instant, StrictModel
+from yuekang.schemas import Instant, PlainLine, StrictModel
 
 
 class ScanUpload(StrictModel):
@@ -49,7 +49,7 @@ class ScanRead(BaseModel):
 
 
 class CaseReference(StrictModel):
-    case_reference: str = Field(min_length=3, max_length=100, description="Audited")
+    case_reference: PlainLine = Field(min_length=3, max_length=100, description="Audited")
 
 
 class ResolvedPerson(BaseModel):
