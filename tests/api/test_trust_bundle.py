@@ -160,3 +160,30 @@ async def test_one_request_finds_the_latest_bundle_for_all_that_wait():
     seconds[0] = 5
     assert (await cache.latest(find)).version == 2
     assert len(found) == 2
+
+
+async def test_a_delta_is_signed_once_per_version_and_base(running: RunningApp, clock: ManualClock):
+    gate = await running.checkpoint_key()
+    first, second = await running.api.registered(), await running.api.registered()
+    for resident in (first, second):
+        await running.api.code(resident)
+    await fetch(running, gate)
+    clock.advance(60)
+    await running.set_red(first)
+
+    _, etag, one = await fetch(running, gate, since=1)
+    _, _, again = await fetch(running, gate, since=1)
+    # ES256 signatures are randomised: the same bytes mean the delta was not signed again.
+    assert etag == '"v2"' and again == one
+
+    clock.advance(60)
+    await running.set_red(second)
+    _, etag, newer = await fetch(running, gate, since=1)
+    assert etag == '"v3"'
+    synced = TrustStore(await pinned_anchor(running))
+    assert read_bundle(newer, synced.anchor).base == 1
+
+    def revoked(text: str) -> int:
+        return sum(len(ids) for ids in read_bundle(text, synced.anchor).revoked.values())
+
+    assert revoked(newer) == revoked(one) + 1 == 2

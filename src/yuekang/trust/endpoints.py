@@ -71,8 +71,9 @@ async def trust_bundle(
         return Response(status_code=304, headers=headers)
     text = served.text
     if since is not None:
-        text = (
-            await service.delta(
+
+        async def build() -> str | None:
+            return await service.delta(
                 session,
                 anchor=await anchor(),
                 latest_record=served,
@@ -82,8 +83,8 @@ async def trust_bundle(
                 now=now,
                 max_code_lifetime=max_code_lifetime,
             )
-            or text
-        )
+
+        text = await context.bundles.delta(served, since, build) or text
     return Response(content=text, media_type=MEDIA_TYPE, headers=headers)
 
 

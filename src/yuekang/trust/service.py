@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -185,9 +186,32 @@ class BundleCache:
 
     seconds: float
     monotonic: Callable[[], float] = time.monotonic
+    max_deltas: int = 64
     _served: Served | None = None
     _checked_at: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _deltas_of: int | None = None
+    _deltas: OrderedDict[int, str | None] = field(default_factory=OrderedDict)
+
+    async def delta(
+        self, served: Served, since: int, build: Callable[[], Awaitable[str | None]]
+    ) -> str | None:
+        """The delta from ``since`` to ``served``, built once per pair. A version's content does
+        not change (a new revocation is a new version), so every checkpoint on version ``since``
+        gets the same signed bytes, and building and signing one -- 34 ms with 4,000 revocations
+        -- happens once per version and base, not once per sync."""
+        if self._deltas_of != served.version:
+            self._deltas.clear()
+            self._deltas_of = served.version
+        if since in self._deltas:
+            self._deltas.move_to_end(since)
+            return self._deltas[since]
+        text = await build()
+        if self._deltas_of == served.version:
+            self._deltas[since] = text
+            while len(self._deltas) > self.max_deltas:
+                self._deltas.popitem(last=False)
+        return text
 
     async def latest(self, find: Callable[[], Awaitable[Served]]) -> Served:
         """The cached bundle, or the one ``find`` answers if it is older than ``seconds``; one
