@@ -182,6 +182,10 @@ def served(work: Path, workers: int, log: Path | None = None, **extra: str) -> I
             work / "keys",
             YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
             YUEKANG_PROOFING__PER_CLIENT_LIMIT="100000",
+            # Tokens made at the start serve the whole run; every request makes a new code
+            # (answering the live one again would measure a read, not issuance).
+            YUEKANG_SESSION__TTL_SECONDS="86400",
+            YUEKANG_CODES__REUSE="false",
             **extra,
         )
         serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(workers)]

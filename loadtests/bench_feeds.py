@@ -155,7 +155,10 @@ def register(
     )
     for row, birth, phone in people:
         sent = client.post("/v1/auth/otp", json={"phone": phone}).json()
-        token = client.post("/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]})
+        token = client.post(
+            "/v1/auth/token",
+            json={"phone": phone, "challenge_id": sent["challenge_id"], "code": sent["dev_code"]},
+        )
         auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
         number = row["doc_number"]
         bound = client.put(
@@ -194,6 +197,7 @@ def main() -> None:
             YUEKANG_OTP__PER_PHONE_LIMIT="100000",
             YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
             YUEKANG_PROOFING__PER_CLIENT_LIMIT="100000",
+            YUEKANG_SESSION__TTL_SECONDS="86400",
         )
         cli(env, workdir, "db", "upgrade")
         feed_key = cli(

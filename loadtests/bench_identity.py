@@ -224,7 +224,12 @@ async def measure(
         for phone, _, _ in people[:binds]:
             sent = (await client.post("/v1/auth/otp", json={"phone": phone})).json()
             token = await client.post(
-                "/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]}
+                "/v1/auth/token",
+                json={
+                    "phone": phone,
+                    "challenge_id": sent["challenge_id"],
+                    "code": sent["dev_code"],
+                },
             )
             tokens.append(token.json()["access_token"])
 
@@ -246,7 +251,14 @@ async def measure(
         for phone, number, birth in people[binds : binds + 1000]:
             sent = (await client.post("/v1/auth/otp", json={"phone": phone})).json()
             token = (
-                await client.post("/v1/auth/token", json={"phone": phone, "code": sent["dev_code"]})
+                await client.post(
+                    "/v1/auth/token",
+                    json={
+                        "phone": phone,
+                        "challenge_id": sent["challenge_id"],
+                        "code": sent["dev_code"],
+                    },
+                )
             ).json()["access_token"]
             await client.put(
                 "/v1/me/identity",

@@ -79,7 +79,12 @@ class Resident(HttpUser):
         self.phone = person["phone"]
         sent = self.client.post("/v1/auth/otp", json={"phone": self.phone}).json()
         token = self.client.post(
-            "/v1/auth/token", json={"phone": self.phone, "code": sent.get("dev_code", "")}
+            "/v1/auth/token",
+            json={
+                "phone": self.phone,
+                "challenge_id": sent.get("challenge_id"),
+                "code": sent.get("dev_code", ""),
+            },
         ).json()
         self.auth = {"Authorization": f"Bearer {token['access_token']}"}
         self.doc = person["doc_number"]

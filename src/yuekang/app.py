@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from yuekang import __version__
+from yuekang import __version__, maintenance
 from yuekang.appeals import endpoints as appeals
 from yuekang.auth import endpoints as auth
 from yuekang.auth.sms import SmsSender
@@ -33,7 +33,6 @@ from yuekang.dependants import endpoints as dependants
 from yuekang.exceptions import YuekangError, database_error_response
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
-from yuekang.exchange import service as exchange_service
 from yuekang.fastlane import FastLane
 from yuekang.feeds import endpoints as feeds
 from yuekang.health_codes import endpoints as health_codes
@@ -45,7 +44,6 @@ from yuekang.principals import Actor
 from yuekang.residents import endpoints as residents
 from yuekang.residents.proofing import IdentityProofing
 from yuekang.scans import endpoints as scans
-from yuekang.scans import service as scan_records
 from yuekang.stats import endpoints as stats
 from yuekang.trust import endpoints as trust
 from yuekang.trust import service as anchors
@@ -75,7 +73,9 @@ def create_app(
         # garbage (a 100,000-row feed batch makes a lot) do not rescan it each time.
         gc.freeze()
         tasks = [
-            asyncio.create_task(_purge_scans_forever(context)),
+            asyncio.create_task(
+                maintenance.run_forever(context.sessionmaker, context.settings, context.clock)
+            ),
             asyncio.create_task(context.outbox.run()),
         ]
         try:
@@ -93,6 +93,9 @@ def create_app(
         version=__version__,
         summary="Health codes: signed QR codes, offline checkpoint verification.",
         lifespan=lifespan,
+        # Served by the web package from the locked npm copy instead of a CDN (web/endpoints.py).
+        docs_url=None,
+        redoc_url=None,
         telemetry=(
             None
             if resolved.settings.telemetry
@@ -109,6 +112,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(auth.router)
+    app.include_router(auth.me)
     app.include_router(residents.router)
     app.include_router(residents.admin)
     app.include_router(health_codes.router)
@@ -131,7 +135,7 @@ def create_app(
     app.include_router(stats.admin)
     app.include_router(dependants.router)
     app.include_router(dependants.admin)
-    web.mount(app)
+    web.mount(app, api_docs=resolved.settings.api_docs)
 
     @app.get("/livez", tags=["ops"])
     async def livez() -> dict[str, str]:
@@ -161,29 +165,6 @@ def create_app(
     app.add_api_route("/healthz", readyz, methods=["GET"], tags=["ops"], include_in_schema=False)
 
     return app
-
-
-async def purge_scans(context: AppContext) -> int:
-    """Delete scan records past the retention period, and exchange nonces that could no longer
-    be replayed anyway; returns how many scan records."""
-    now = context.clock.now()
-    before = now - dt.timedelta(days=context.settings.scans.retention_days)
-    async with context.sessionmaker() as session, session.begin():
-        await exchange_service.purge_nonces(session, now=now)
-        return await scan_records.purge(session, before=before)
-
-
-async def _purge_scans_forever(context: AppContext) -> None:
-    # Every process runs it; deleting what another process already deleted costs nothing.
-    while True:
-        await asyncio.sleep(context.settings.scans.purge_interval_seconds)
-        try:
-            purged = await purge_scans(context)
-        except Exception:
-            log.exception("purging scan records failed; will try again")
-        else:
-            if purged:
-                log.info("purged %d scan records past retention", purged)
 
 
 def serve_app() -> FastAPI:

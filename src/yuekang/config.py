@@ -24,15 +24,29 @@ DEV_SECRET_PREFIX = "dev:"
 
 
 class OtpSettings(BaseModel):
+    """Sign-in codes. Each request makes its own challenge and none replaces another, so a
+    stranger asking for codes for someone's phone does not spoil the code its owner is typing;
+    guesses are counted per challenge, whose id only its requester holds. Guesses at one phone
+    are bounded by ``per_phone_limit * max_attempts`` per window, as before: docs/API.md."""
+
     ttl_seconds: int = Field(300, ge=30, le=3600)
-    max_attempts: int = Field(5, ge=1, le=20)
+    max_attempts: int = Field(5, ge=1, le=20, description="guesses per challenge")
     length: int = Field(6, ge=6, le=8)
-    per_phone_limit: int = Field(5, ge=1, description="OTP requests per phone per window")
-    per_phone_window_seconds: int = Field(900, ge=1)
+    resend_seconds: int = Field(
+        60, ge=0, le=600, description="wait between two codes for one phone from one address"
+    )
+    per_phone_limit: int = Field(
+        10, ge=1, description="codes sent to one phone per window, whoever asks"
+    )
+    per_phone_window_seconds: int = Field(3600, ge=1)
     per_client_limit: int = Field(
-        30, ge=1, description="OTP requests per client address per window"
+        30, ge=1, description="OTP requests per client address (IPv6: per /64) per window"
     )
     per_client_window_seconds: int = Field(3600, ge=1)
+    verify_per_client_limit: int = Field(
+        60, ge=1, description="code checks per client address (IPv6: per /64) per window"
+    )
+    verify_per_client_window_seconds: int = Field(3600, ge=1)
 
 
 class CodeSettings(BaseModel):
@@ -43,6 +57,12 @@ class CodeSettings(BaseModel):
         description="upper bound of any code lifetime; retired keys stay published this long",
     )
     clock_leeway_seconds: int = Field(120, ge=0, le=900)
+    reuse: bool = Field(
+        True,
+        description="answer a resident's live code again while more than half its lifetime is "
+        "left and nothing it shows has changed, instead of making another (off: a new code for "
+        "every request, as the issuance benchmark measures)",
+    )
     image_cache_entries: int = Field(2048, ge=0)
 
     @model_validator(mode="after")
@@ -113,7 +133,28 @@ class TrustSettings(BaseModel):
 
 class ScanSettings(BaseModel):
     retention_days: int = Field(28, ge=1, le=366, description="scan records older are purged")
-    purge_interval_seconds: int = Field(3600, ge=10, description="how often the server purges")
+
+
+class MaintenanceSettings(BaseModel):
+    """Housekeeping (maintenance.py): how often, and how long what it deletes is kept."""
+
+    interval_seconds: int = Field(3600, ge=60, description="one round per this long")
+    check_seconds: float = Field(
+        300, gt=0, description="how often each process asks whether a round is due"
+    )
+    lease_seconds: int = Field(
+        900, ge=60, description="a round not finished by then is another process's to do"
+    )
+    batch_rows: int = Field(5000, ge=1, le=100_000, description="rows deleted per transaction")
+    rate_limit_days: int = Field(
+        2, ge=2, description="rate-limit counters are kept this long after their window starts"
+    )
+    otp_days: int = Field(1, ge=1, description="sign-in challenges, after they expire")
+    session_days: int = Field(30, ge=1, description="sessions, after they end or run out")
+    trust_bundle_days: int = Field(
+        30, ge=1, description="superseded bundles' rows (deltas from older ones are whole bundles)"
+    )
+    self_read_days: int = Field(400, ge=1, description="residents' daily counts of their own reads")
 
 
 class ExchangeSettings(BaseModel):
@@ -213,7 +254,28 @@ class DocumentCheckSettings(BaseModel):
 
 
 class SessionSettings(BaseModel):
-    ttl_seconds: int = Field(43200, ge=60)
+    """A sign-in is a session: short access tokens, renewed with a rotating refresh token until
+    the session is ended (sign-out, sign-out everywhere, a replayed refresh token) or runs out."""
+
+    ttl_seconds: int = Field(900, ge=60, le=86400, description="access token lifetime")
+    idle_seconds: int = Field(
+        30 * 86400, ge=300, description="a session not renewed for this long ends"
+    )
+    max_seconds: int = Field(
+        180 * 86400, ge=300, description="a session ends this long after sign-in, used or not"
+    )
+    revocation_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="how long a process may go without reading which sessions were ended",
+    )
+
+    @model_validator(mode="after")
+    def _idle_within_max(self) -> SessionSettings:
+        if self.idle_seconds > self.max_seconds:
+            raise ValueError("session.idle_seconds exceeds session.max_seconds")
+        return self
 
 
 class Secrets(BaseModel):
@@ -284,6 +346,11 @@ class Settings(BaseSettings):
         "configured in the process (e.g. FASTAPI_OTEL_AUTO_CONFIGURE=true); off, no request pays "
         "for looking the providers up",
     )
+    api_docs: bool = Field(
+        True,
+        description="serve the API reference page at /docs (from the pages' locked npm files; "
+        "/openapi.json is served either way)",
+    )
     fast_lane: bool = Field(
         True,
         description="answer online verifications and cached QR images before FastAPI's "
@@ -298,6 +365,7 @@ class Settings(BaseSettings):
     feeds: FeedSettings = FeedSettings()
     trust: TrustSettings = TrustSettings()
     scans: ScanSettings = ScanSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
     exchange: ExchangeSettings = ExchangeSettings()
     sms: SmsSettings = SmsSettings()
     proofing: ProofingSettings = ProofingSettings()

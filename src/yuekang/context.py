@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from yuekang.auth.sessions import EndedSessions
 from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
 from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
@@ -57,6 +58,8 @@ class AppContext:
     bundles: BundleCache
     proofing: IdentityProofing
     """The identity registry (residents/proofing.py)."""
+    ended_sessions: EndedSessions
+    """Resident sessions ended while their access tokens may live (auth/sessions.py)."""
     _started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """What :meth:`close` must stop besides the engines (the built-in registry's store)."""
 
@@ -129,6 +132,11 @@ class AppContext:
             bundles=BundleCache(settings.trust.serve_cached_seconds),
             online_scans=OnlineScans(engine),
             proofing=proofing or _proofing(resolved, http),
+            ended_sessions=EndedSessions(
+                create_sessionmaker(refresh_engine),
+                poll_seconds=settings.session.revocation_poll_seconds,
+                horizon_seconds=settings.session.ttl_seconds + settings.codes.clock_leeway_seconds,
+            ),
             issuance=None,  # type: ignore[arg-type]  # set below: it needs the key ring
             outbox=None,  # type: ignore[arg-type]  # set below: it needs the built context
         )

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import apikeys
-from yuekang.auth.service import read_session_token
+from yuekang.auth.service import SessionClaims, read_session_token
 from yuekang.checkpoints import service as checkpoints
 from yuekang.context import AppContext
 from yuekang.db import transaction
@@ -61,13 +61,23 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def current_resident(credentials: Bearer, context: Context, now: Now) -> uuid.UUID:
-    return read_session_token(
+async def current_session(credentials: Bearer, context: Context, now: Now) -> SessionClaims:
+    claims = read_session_token(
         _token(credentials),
         secret=context.secrets.session_secret,
         issuer=context.settings.issuer,
         now=now,
     )
+    if await context.ended_sessions.is_ended(claims.session_id, now):
+        raise Unauthorized("you signed out of this session; sign in again", code="session_ended")
+    return claims
+
+
+CurrentSession = Annotated[SessionClaims, Depends(current_session)]
+
+
+async def current_resident(claims: CurrentSession) -> uuid.UUID:
+    return claims.resident_id
 
 
 CurrentResident = Annotated[uuid.UUID, Depends(current_resident)]

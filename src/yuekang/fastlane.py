@@ -11,7 +11,7 @@ the session token is good and the image is cached for its owner. Anything else -
 header, a body that does not validate, an unknown key, a cache miss, someone else's code, a
 database error -- goes on, body and all, to the FastAPI route, which gives the documented answer.
 Both build their answers with the same functions (``checkpoints.endpoints.verdict_json``,
-``health_codes.endpoints.code_response`` and ``image_response``), the API tests run with the lane
+``health_codes.endpoints.issued_response`` and ``image_response``), the API tests run with the lane
 on and off, and ``YUEKANG_FAST_LANE=false`` turns it off.
 """
 
@@ -34,7 +34,7 @@ from yuekang.context import AppContext
 from yuekang.db import database_unavailable
 from yuekang.deps import BAD_CHECKPOINT_KEY
 from yuekang.exceptions import Unauthorized, database_error_response
-from yuekang.health_codes.endpoints import BATCH_DECLINED, code_response, image_response
+from yuekang.health_codes.endpoints import BATCH_DECLINED, image_response, issued_response
 from yuekang.health_codes.service import ImageFormat
 
 _CODES = "/v1/codes/"
@@ -100,7 +100,9 @@ class FastLane:
         headers = _headers(scope)
         context = _context(scope)
         now = context.clock.now()
-        resident_id = None if b"idempotency-key" in headers else _resident(context, headers, now)
+        resident_id = (
+            None if b"idempotency-key" in headers else await _resident(context, headers, now)
+        )
         code = None if resident_id is None else await context.issuance.issue(resident_id, now)
         if code is None:
             if resident_id is not None:
@@ -108,7 +110,7 @@ class FastLane:
                 scope[BATCH_DECLINED] = True
             await self.app(scope, receive, send)
             return
-        await code_response(code, str(Request(scope).base_url))(scope, receive, send)
+        await issued_response(code, str(Request(scope).base_url))(scope, receive, send)
 
     async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
         name: str = scope["path"][len(_CODES) :]
@@ -127,7 +129,7 @@ class FastLane:
         headers = _headers(scope)
         context = _context(scope)
         now = context.clock.now()
-        resident_id = _resident(context, headers, now)
+        resident_id = await _resident(context, headers, now)
         entry = context.images.get(code_id, fmt)
         if resident_id is None or entry is None or entry.owner != resident_id:
             await self.app(scope, receive, send)
@@ -144,11 +146,11 @@ def _context(scope: Scope) -> AppContext:
     return context
 
 
-def _resident(
+async def _resident(
     context: AppContext, headers: dict[bytes, bytes], now: dt.datetime
 ) -> uuid.UUID | None:
     try:
-        return read_session_token(
+        claims = read_session_token(
             _bearer(headers),
             secret=context.secrets.session_secret,
             issuer=context.settings.issuer,
@@ -156,6 +158,9 @@ def _resident(
         )
     except Unauthorized:
         return None
+    if await context.ended_sessions.is_ended(claims.session_id, now):
+        return None
+    return claims.resident_id
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

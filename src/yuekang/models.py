@@ -1,8 +1,8 @@
 """Every table, imported in one place so Alembic and the schema tests see the whole metadata."""
 
 from yuekang.appeals.models import Appeal
-from yuekang.audit.models import AuditEvent
-from yuekang.auth.models import OtpChallenge, RateLimitCounter
+from yuekang.audit.models import AuditEvent, SelfRead
+from yuekang.auth.models import OtpChallenge, RateLimitCounter, ResidentSession
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.db import Base
 from yuekang.dependants.models import Guardianship
@@ -32,6 +32,7 @@ from yuekang.health_status.models import (
     StatusOverride,
 )
 from yuekang.keyring.models import SigningKeyRecord
+from yuekang.maintenance import MaintenanceLease
 from yuekang.operators.models import Operator
 from yuekang.residents.models import Identity, ProofingAttempt, Resident
 from yuekang.scans.models import ScanRecord
@@ -54,6 +55,7 @@ __all__ = [
     "HealthCode",
     "HealthStatus",
     "Identity",
+    "MaintenanceLease",
     "NatRecord",
     "Operator",
     "OtpChallenge",
@@ -63,10 +65,12 @@ __all__ = [
     "ProofingAttempt",
     "RateLimitCounter",
     "Resident",
+    "ResidentSession",
     "Revocation",
     "RiskAreaRecord",
     "RuleSetRecord",
     "ScanRecord",
+    "SelfRead",
     "SigningKeyRecord",
     "StatusChange",
     "StatusOverride",

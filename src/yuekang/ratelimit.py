@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,7 @@ async def hit(
     window_seconds: int,
     now: dt.datetime,
     what: str,
+    code: str = "rate_limited",
 ) -> None:
     """Count one request against ``bucket``; raise 429 with ``Retry-After`` past ``limit``."""
     seconds = epoch(now)
@@ -43,8 +44,68 @@ async def hit(
         retry_after = window_start + window_seconds - seconds
         raise TooManyRequests(
             f"too many {what}; try again in {retry_after} s",
+            code=code,
             headers={"Retry-After": str(max(retry_after, 1))},
         )
+
+
+_DAY = 86400
+
+
+async def cooldown(
+    session: AsyncSession,
+    *,
+    bucket: str,
+    seconds: int,
+    now: dt.datetime,
+    what: str,
+    code: str = "rate_limited",
+) -> dt.datetime:
+    """Allow one request per ``seconds`` on ``bucket``, counted from the last one allowed (not
+    from a fixed window, which would let two through a second apart across its edge); 429 with
+    ``Retry-After`` otherwise. Returns when the next one is allowed.
+
+    The row of each UTC day keeps the second of that day of the last request, so the wait
+    restarts at midnight. Insert-or-nothing, then a conditional update: of two simultaneous
+    requests the second finds the first's row and is refused."""
+    moment = epoch(now)
+    day = moment - moment % _DAY
+    second = moment - day
+    dialect = sqlite if dialect_name(session) == "sqlite" else postgresql
+    inserted = await session.execute(
+        dialect.insert(RateLimitCounter)
+        .values(bucket=bucket, window_start=day, count=second)
+        .on_conflict_do_nothing(index_elements=["bucket", "window_start"])
+        .returning(RateLimitCounter.count)
+    )
+    allowed = inserted.first() is not None
+    if not allowed:
+        moved = await session.execute(
+            update(RateLimitCounter)
+            .where(
+                RateLimitCounter.bucket == bucket,
+                RateLimitCounter.window_start == day,
+                RateLimitCounter.count <= second - seconds,
+            )
+            .values(count=second)
+            .returning(RateLimitCounter.count)
+        )
+        allowed = moved.first() is not None
+    if not allowed:
+        last = (
+            await session.execute(
+                select(RateLimitCounter.count).where(
+                    RateLimitCounter.bucket == bucket, RateLimitCounter.window_start == day
+                )
+            )
+        ).scalar_one()
+        retry_after = max(last + seconds - second, 1)
+        raise TooManyRequests(
+            f"too many {what}; try again in {retry_after} s",
+            code=code,
+            headers={"Retry-After": str(retry_after)},
+        )
+    return now + dt.timedelta(seconds=seconds)
 
 
 async def refund(

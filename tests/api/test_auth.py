@@ -1,34 +1,82 @@
-"""Phone sign-in: one-time codes, their limits, and session tokens."""
+"""Phone sign-in: one-time codes and their limits; sessions, their renewal and their end."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import jwt
 import pytest
 
-from conftest import RunningApp, make_settings, start_app
-from support.api import random_phone
+from conftest import TEST_SECRETS, RunningApp, make_settings, start_app
+from support.api import answer, random_phone
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
-from yuekang.config import OtpSettings
+from yuekang.config import OtpSettings, SessionSettings
 
 
-async def test_sign_in_sends_a_six_digit_code_and_returns_a_bearer_token(running: RunningApp):
+@asynccontextmanager
+async def from_address(running: RunningApp, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Another client of the same server, connecting from ``address``."""
+    app = running.client._transport.app  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def ask(client: httpx.AsyncClient, phone: str) -> dict[str, Any]:
+    sent = await client.post("/v1/auth/otp", json={"phone": phone})
+    assert sent.status_code == 200, sent.text
+    body: dict[str, Any] = sent.json()
+    return body
+
+
+async def exchange(
+    client: httpx.AsyncClient, phone: str, challenge: Any, code: str
+) -> httpx.Response:
+    return await client.post(
+        "/v1/auth/token", json={"phone": phone, "challenge_id": str(challenge), "code": code}
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+async def test_sign_in_sends_a_six_digit_code_and_returns_a_session(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(database_url, tmp_path, otp=OtpSettings(per_client_limit=1000))
+    async for running in start_app(settings, clock, sms):
+        await _sign_in_sends(running, clock)
+
+
+async def _sign_in_sends(running: RunningApp, clock: ManualClock) -> None:
     phone = random_phone()
-    sent = await running.api.request_otp(phone)
-    assert sent.status_code == 200
-    code = sent.json()["dev_code"]
+    sent = await ask(running.client, phone)
+    code = sent["dev_code"]
     assert len(code) == 6 and code.isdigit()
     assert running.sms.sent[-1][0] == phone and code in running.sms.sent[-1][1]
+    assert uuid.UUID(sent["challenge_id"])
+    resend_at = dt.datetime.fromisoformat(sent["resend_at"])
+    assert resend_at == clock.now() + dt.timedelta(seconds=60) and sent["resend_in"] == 60
 
-    token = await running.client.post("/v1/auth/token", json={"phone": phone, "code": code})
+    token = await exchange(running.client, phone, sent["challenge_id"], code)
     assert token.status_code == 200
     body = token.json()
-    assert body["token_type"] == "bearer" and body["expires_in"] == 43200
-    me = await running.client.get(
-        "/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"}
-    )
+    assert body["token_type"] == "bearer" and body["expires_in"] == 900
+    assert body["refresh_token"].startswith("ykr1.")
+    me = await running.client.get("/v1/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
     assert me.json()["phone"] == f"{phone[3:6]}****{phone[-4:]}"
 
@@ -52,43 +100,121 @@ async def test_dev_code_is_only_returned_in_development(
 
 async def test_a_code_is_single_use(running: RunningApp):
     phone = random_phone()
-    code = (await running.api.request_otp(phone)).json()["dev_code"]
-    first = await running.client.post("/v1/auth/token", json={"phone": phone, "code": code})
-    again = await running.client.post("/v1/auth/token", json={"phone": phone, "code": code})
+    sent = await ask(running.client, phone)
+    first = await exchange(running.client, phone, sent["challenge_id"], sent["dev_code"])
+    again = await exchange(running.client, phone, sent["challenge_id"], sent["dev_code"])
     assert first.status_code == 200
     assert again.status_code == 401 and again.json()["error"]["code"] == "otp_invalid"
 
 
 async def test_codes_expire_after_five_minutes(running: RunningApp, clock: ManualClock):
     phone = random_phone()
-    code = (await running.api.request_otp(phone)).json()["dev_code"]
+    sent = await ask(running.client, phone)
     clock.advance(300)
-    late = await running.client.post("/v1/auth/token", json={"phone": phone, "code": code})
+    late = await exchange(running.client, phone, sent["challenge_id"], sent["dev_code"])
     assert late.status_code == 401 and late.json()["error"]["code"] == "otp_expired"
 
 
-async def test_five_wrong_guesses_kill_the_code(running: RunningApp):
+async def test_five_wrong_guesses_kill_the_challenge(running: RunningApp):
     phone = random_phone()
-    code = (await running.api.request_otp(phone)).json()["dev_code"]
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    sent = await ask(running.client, phone)
     for _ in range(5):
-        response = await running.client.post("/v1/auth/token", json={"phone": phone, "code": wrong})
+        response = await exchange(
+            running.client, phone, sent["challenge_id"], wrong(sent["dev_code"])
+        )
         assert response.json()["error"]["code"] == "otp_invalid"
-    right = await running.client.post("/v1/auth/token", json={"phone": phone, "code": code})
+    right = await exchange(running.client, phone, sent["challenge_id"], sent["dev_code"])
     assert right.status_code == 401
     assert right.json()["error"]["code"] == "otp_attempts_exceeded"
 
 
-async def test_codes_are_stored_hashed(running: RunningApp):
-    from sqlalchemy import select
-
-    from yuekang.auth.models import OtpChallenge
-
+async def test_a_stranger_asking_for_codes_does_not_spoil_the_one_being_typed(
+    running: RunningApp, clock: ManualClock
+):
     phone = random_phone()
-    code = (await running.api.request_otp(phone)).json()["dev_code"]
-    async with running.context.sessionmaker() as session:
-        rows = (await session.execute(select(OtpChallenge.code_hash))).scalars().all()
-    assert rows and all(code.encode() not in row and len(row) == 32 for row in rows)
+    mine = await ask(running.client, phone)
+    async with from_address(running, "198.51.100.20") as stranger:
+        for _ in range(3):
+            clock.advance(60)
+            theirs = await ask(stranger, phone)
+            # ...and guessing at their own challenges costs the owner nothing.
+            for _ in range(5):
+                await exchange(stranger, phone, theirs["challenge_id"], wrong(mine["dev_code"]))
+    signed_in = await exchange(running.client, phone, mine["challenge_id"], mine["dev_code"])
+    assert signed_in.status_code == 200, signed_in.text
+
+
+async def test_a_code_opens_only_its_own_challenge(running: RunningApp):
+    phone, other_phone = random_phone(), random_phone()
+    first = await ask(running.client, phone)
+    async with from_address(running, "198.51.100.21") as elsewhere:
+        second = await ask(elsewhere, phone)
+        other = await ask(elsewhere, other_phone)
+    swapped = await exchange(running.client, phone, second["challenge_id"], first["dev_code"])
+    assert swapped.status_code == 401 and swapped.json()["error"]["code"] == "otp_invalid"
+    # Another phone's challenge is no challenge at all, even with its right code.
+    crossed = await exchange(running.client, phone, other["challenge_id"], other["dev_code"])
+    assert crossed.status_code == 401 and crossed.json()["error"]["code"] == "otp_invalid"
+    unknown = await exchange(running.client, phone, uuid.uuid4(), first["dev_code"])
+    assert unknown.status_code == 401 and unknown.json()["error"]["code"] == "otp_invalid"
+    # Both of the phone's own codes still work, each with its challenge.
+    assert (
+        await exchange(running.client, phone, second["challenge_id"], second["dev_code"])
+    ).status_code == 200
+    assert (
+        await exchange(running.client, phone, first["challenge_id"], first["dev_code"])
+    ).status_code == 200
+
+
+async def test_code_checks_are_limited_per_address(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        otp=OtpSettings(per_client_limit=1000, verify_per_client_limit=3),
+    )
+    address = f"2001:db8:{uuid.uuid4().hex[:4]}::1"
+    async for app in start_app(settings, clock, sms, client_address=address):
+        phones = [random_phone() for _ in range(4)]
+        challenges = [await ask(app.client, phone) for phone in phones]
+        for phone, sent in zip(phones[:3], challenges[:3], strict=True):
+            refused = await exchange(
+                app.client, phone, sent["challenge_id"], wrong(sent["dev_code"])
+            )
+            assert refused.json()["error"]["code"] == "otp_invalid"
+        # Even the right code: this address has used its checks for the hour.
+        limited = await exchange(
+            app.client, phones[3], challenges[3]["challenge_id"], challenges[3]["dev_code"]
+        )
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 0 < int(limited.headers["Retry-After"]) <= 3600
+
+
+async def test_a_phone_and_address_wait_a_minute_between_codes(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(database_url, tmp_path, otp=OtpSettings(per_client_limit=1000))
+    async for running in start_app(settings, clock, sms):
+        await _wait_a_minute(running, clock)
+
+
+async def _wait_a_minute(running: RunningApp, clock: ManualClock) -> None:
+    phone = random_phone()
+    await ask(running.client, phone)
+    clock.advance(20)
+    again = await running.client.post("/v1/auth/otp", json={"phone": phone})
+    assert again.status_code == 429
+    assert again.json()["error"]["code"] == "otp_resend_wait"
+    assert again.headers["Retry-After"] == "40"
+    # Someone else asking for the same phone is not held back by it (nor holds it back).
+    async with from_address(running, "198.51.100.22") as elsewhere:
+        await ask(elsewhere, phone)
+    clock.advance(39)
+    assert (await running.client.post("/v1/auth/otp", json={"phone": phone})).status_code == 429
+    clock.advance(1)
+    await ask(running.client, phone)
 
 
 async def test_requests_are_limited_per_phone(
@@ -101,12 +227,13 @@ async def test_requests_are_limited_per_phone(
         phone = random_phone()
         for _ in range(3):
             assert (await app.api.request_otp(phone)).status_code == 200
+            clock.advance(60)
         refused = await app.api.request_otp(phone)
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "rate_limited"
         assert int(refused.headers["Retry-After"]) > 0
         assert (await app.api.request_otp(random_phone())).status_code == 200
-        clock.advance(900)
+        clock.advance(3600)
         assert (await app.api.request_otp(phone)).status_code == 200
 
 
@@ -114,11 +241,9 @@ async def test_per_address_limit_holds_across_two_server_processes(
     database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
 ):
     """Two app instances with separate engines share only the database, as two processes do."""
-    import uuid
-
     settings = make_settings(database_url, tmp_path, otp=OtpSettings(per_client_limit=4))
     # Unique per run, so earlier runs against a shared server cannot interfere.
-    address = f"2001:db8::{uuid.uuid4().hex[:4]}"
+    address = f"2001:db8:{uuid.uuid4().hex[:4]}::1"
     async for first in start_app(settings, clock, sms, client_address=address):
         async for second in start_app(settings, clock, sms, client_address=address):
             statuses = []
@@ -131,6 +256,23 @@ async def test_per_address_limit_holds_across_two_server_processes(
                 random_phone(), headers={"X-Forwarded-For": "203.0.113.7"}
             )
             assert spoofed.status_code == 429
+
+
+async def test_ipv6_clients_are_counted_by_their_64(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(database_url, tmp_path, otp=OtpSettings(per_client_limit=2))
+    network = f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    statuses = []
+    for host in ("::1", "::2", ":ffff:ffff:ffff:ffff"):
+        async for app in start_app(settings, clock, sms, client_address=network + host):
+            statuses.append((await app.api.request_otp(random_phone())).status_code)
+    assert statuses == [200, 200, 429]
+    # The next /64 is someone else.
+    prefix, _, last = network.rpartition(":")
+    neighbour = f"{prefix}:{(int(last, 16) + 1) % 0x10000:x}::1"
+    async for app in start_app(settings, clock, sms, client_address=neighbour):
+        assert (await app.api.request_otp(random_phone())).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -153,12 +295,18 @@ async def test_bad_phone_input_is_a_clear_422(running: RunningApp, body, status,
     assert response.json()["error"]["fields"]
 
 
-async def test_token_request_validates_the_code_shape(running: RunningApp):
-    response = await running.client.post(
-        "/v1/auth/token", json={"phone": random_phone(), "code": "12ab56"}
+async def test_token_request_validates_its_fields(running: RunningApp):
+    bad_code = await running.client.post(
+        "/v1/auth/token",
+        json={"phone": random_phone(), "challenge_id": str(uuid.uuid4()), "code": "12ab56"},
     )
-    assert response.status_code == 422
-    assert response.json()["error"]["fields"][0]["field"] == "code"
+    assert bad_code.status_code == 422
+    assert bad_code.json()["error"]["fields"][0]["field"] == "code"
+    no_challenge = await running.client.post(
+        "/v1/auth/token", json={"phone": random_phone(), "code": "123456"}
+    )
+    assert no_challenge.status_code == 422
+    assert no_challenge.json()["error"]["fields"][0]["field"] == "challenge_id"
 
 
 async def test_session_tokens_are_checked(running: RunningApp, clock: ManualClock):
@@ -173,7 +321,7 @@ async def test_session_tokens_are_checked(running: RunningApp, clock: ManualCloc
     )
     refused = await running.client.get("/v1/me", headers={"Authorization": f"Bearer {forged}"})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_token"
-    clock.advance(43200)
+    clock.advance(900)
     expired = await running.client.get("/v1/me", headers=resident.auth)
     assert expired.status_code == 401 and expired.json()["error"]["code"] == "token_expired"
 
@@ -204,3 +352,214 @@ async def test_a_session_token_is_not_a_health_code(running: RunningApp):
         headers={"Authorization": f"Bearer {key}"},
     )
     assert prefixed.json()["reasons"][0]["code"] == "algorithm_not_allowed"
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+async def sign_in(client: httpx.AsyncClient, phone: str | None = None) -> dict[str, Any]:
+    phone = phone or random_phone()
+    sent = await ask(client, phone)
+    token = await client.post("/v1/auth/token", json={"phone": phone, **answer(sent)})
+    assert token.status_code == 200, token.text
+    body: dict[str, Any] = token.json()
+    return body
+
+
+async def renew(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
+    return await client.post("/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+
+def error_code(response: httpx.Response) -> str:
+    code: str = response.json()["error"]["code"]
+    return code
+
+
+async def test_a_session_is_renewed_with_its_refresh_token(running: RunningApp, clock: ManualClock):
+    first = await sign_in(running.client)
+    clock.advance(900)
+    expired = await running.client.get("/v1/me", headers=bearer(first["access_token"]))
+    assert error_code(expired) == "token_expired"
+
+    renewed = await renew(running.client, first["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    second = renewed.json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["expires_in"] == 900
+    me = await running.client.get("/v1/me", headers=bearer(second["access_token"]))
+    assert me.status_code == 200
+    # Renewing moves the session's end: it runs out 30 days after its last use.
+    assert second["session_expires_at"] > first["session_expires_at"]
+
+
+async def test_a_replayed_refresh_token_ends_the_session_for_both_holders(
+    running: RunningApp, clock: ManualClock
+):
+    first = await sign_in(running.client)
+    thief = (await renew(running.client, first["refresh_token"])).json()
+    # The owner's phone still has the old one and sends it: two parties hold this session.
+    replayed = await renew(running.client, first["refresh_token"])
+    assert replayed.status_code == 401 and error_code(replayed) == "session_ended"
+    refused = await running.client.get("/v1/me", headers=bearer(thief["access_token"]))
+    assert refused.status_code == 401 and error_code(refused) == "session_ended"
+    assert error_code(await renew(running.client, thief["refresh_token"])) == "session_ended"
+
+
+async def test_signing_out_ends_the_session_at_once(running: RunningApp):
+    resident = await running.api.registered()
+    code = await running.api.code(resident)
+    # The image is cached for its owner and answered without the database...
+    png = code["png_url"].removeprefix("http://testserver")
+    assert (await running.client.get(png, headers=resident.auth)).status_code == 200
+
+    out = await running.client.post("/v1/auth/logout", headers=resident.auth)
+    assert out.status_code == 204
+    for path in ("/v1/me", png):
+        refused = await running.client.get(path, headers=resident.auth)
+        assert refused.status_code == 401, path
+        assert error_code(refused) == "session_ended"
+    assert error_code(await renew(running.client, resident.refresh_token)) == "session_ended"
+    again = await running.client.post("/v1/auth/logout", headers=resident.auth)
+    assert again.status_code == 401
+
+
+async def test_signing_out_everywhere_ends_every_phone_of_the_account(
+    running: RunningApp, clock: ManualClock
+):
+    phone = random_phone()
+    lost = await sign_in(running.client, phone)
+    clock.advance(1)
+    async with from_address(running, "198.51.100.30") as other_phone:
+        here = await sign_in(other_phone, phone)
+    other = await sign_in(running.client)
+
+    listed = await running.client.get("/v1/me/sessions", headers=bearer(here["access_token"]))
+    assert listed.status_code == 200
+    assert [(s["current"]) for s in listed.json()] == [True, False]
+
+    ended = await running.client.delete("/v1/me/sessions", headers=bearer(here["access_token"]))
+    assert ended.json() == {"ended": 2}
+    for tokens in (lost, here):
+        refused = await running.client.get("/v1/me", headers=bearer(tokens["access_token"]))
+        assert error_code(refused) == "session_ended"
+        assert error_code(await renew(running.client, tokens["refresh_token"])) == "session_ended"
+    # Another account is untouched.
+    assert (
+        await running.client.get("/v1/me", headers=bearer(other["access_token"]))
+    ).status_code == 200
+
+
+async def test_one_phone_is_signed_out_from_another(running: RunningApp, clock: ManualClock):
+    phone = random_phone()
+    lost = await sign_in(running.client, phone)
+    clock.advance(60)
+    here = await sign_in(running.client, phone)
+    stranger = await sign_in(running.client)
+    lost_id = jwt.decode(lost["access_token"], options={"verify_signature": False})["sid"]
+    stranger_id = jwt.decode(stranger["access_token"], options={"verify_signature": False})["sid"]
+
+    # Someone else's session is not this account's to end.
+    foreign = await running.client.delete(
+        f"/v1/me/sessions/{uuid.UUID(hex=stranger_id)}", headers=bearer(here["access_token"])
+    )
+    assert foreign.status_code == 404 and error_code(foreign) == "session_not_found"
+    assert (
+        await running.client.get("/v1/me", headers=bearer(stranger["access_token"]))
+    ).status_code == 200
+
+    done = await running.client.delete(
+        f"/v1/me/sessions/{uuid.UUID(hex=lost_id)}", headers=bearer(here["access_token"])
+    )
+    assert done.status_code == 204
+    assert (
+        error_code(await running.client.get("/v1/me", headers=bearer(lost["access_token"])))
+        == "session_ended"
+    )
+    assert (
+        await running.client.get("/v1/me", headers=bearer(here["access_token"]))
+    ).status_code == 200
+
+
+async def test_a_session_ends_when_idle_or_at_its_cap(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        session=SessionSettings(idle_seconds=3600, max_seconds=3 * 3600),
+    )
+    async for app in start_app(settings, clock, sms):
+        idle = await sign_in(app.client)
+        clock.advance(3600)
+        assert error_code(await renew(app.client, idle["refresh_token"])) == "session_expired"
+
+        used = await sign_in(app.client)
+        for _ in range(2):
+            clock.advance(3000)
+            used = (await renew(app.client, used["refresh_token"])).json()
+        # Renewed 6,000 s into a 10,800 s cap: the access token stops with the session.
+        clock.advance(3000)
+        last = (await renew(app.client, used["refresh_token"])).json()
+        assert last["expires_in"] == 900
+        clock.advance(1800 - 1)
+        last = (await renew(app.client, last["refresh_token"])).json()
+        assert last["expires_in"] == 1
+        clock.advance(1)
+        assert error_code(await renew(app.client, last["refresh_token"])) == "session_expired"
+
+
+async def test_an_ended_session_is_refused_by_every_process(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(
+        database_url, tmp_path, session=SessionSettings(revocation_poll_seconds=0.2)
+    )
+    async for first in start_app(settings, clock, sms):
+        async for second in start_app(settings, clock, sms):
+            tokens = await sign_in(first.client)
+            auth = bearer(tokens["access_token"])
+            assert (await second.client.get("/v1/me", headers=auth)).status_code == 200
+            assert (await first.client.post("/v1/auth/logout", headers=auth)).status_code == 204
+            await asyncio.sleep(0.25)
+            refused = await second.client.get("/v1/me", headers=auth)
+            assert refused.status_code == 401 and error_code(refused) == "session_ended"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "ykr1",
+        "ykr1..",
+        "ykr2." + "0" * 32 + "." + "A" * 43,
+        "ykr1." + "0" * 32 + "." + "A" * 43,
+        "ykr1." + "g" * 32 + "." + "A" * 43,
+        "ykr1." + "0" * 32 + "." + "A" * 42 + "B",
+        "ykr1." + "0" * 32 + "." + "A" * 42 + "=",
+        "ykr1." + "0" * 32 + "." + "*" * 43,
+    ],
+)
+async def test_malformed_refresh_tokens_are_a_clear_401(running: RunningApp, token: str):
+    response = await renew(running.client, token)
+    assert response.status_code == 401
+    assert error_code(response) == "invalid_refresh_token"
+
+
+async def test_a_forged_refresh_secret_does_not_end_the_session(running: RunningApp):
+    tokens = await sign_in(running.client)
+    prefix, session_hex, _ = tokens["refresh_token"].split(".")
+    forged = await renew(running.client, f"{prefix}.{session_hex}.{'A' * 43}")
+    assert forged.status_code == 401 and error_code(forged) == "invalid_refresh_token"
+    assert (await renew(running.client, tokens["refresh_token"])).status_code == 200
+
+
+async def test_an_access_token_without_a_session_is_refused(
+    running: RunningApp, clock: ManualClock
+):
+    """Tokens from before sessions existed name no session and cannot be ended: refused."""
+    tokens = await sign_in(running.client)
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    del claims["sid"]
+    old = jwt.encode(claims, TEST_SECRETS.session_secret, algorithm="HS256")
+    refused = await running.client.get("/v1/me", headers=bearer(old))
+    assert refused.status_code == 401 and error_code(refused) == "invalid_token"

@@ -6,16 +6,20 @@ import asyncio
 import datetime as dt
 import io
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 import zxingcpp
 from PIL import Image
 
-from conftest import RunningApp, make_settings
+from conftest import RunningApp, make_settings, start_app
+from yuekang.auth.sms import MemorySmsSender
+from yuekang.clock import ManualClock
 from yuekang.codec.keys import b64url_decode
-from yuekang.config import Settings
+from yuekang.config import KeySettings, Settings
 from yuekang.health_codes.qr import STATUS_COLOURS, qr_version
+from yuekang.principals import Role
 
 
 @pytest.fixture(params=[True, False], ids=["fast-lane", "routes-only"])
@@ -78,8 +82,9 @@ async def test_a_typical_code_fits_qr_version_13_at_level_m(running: RunningApp)
     assert qr_version(code["qr_text"]) <= 13
 
 
-async def test_idempotency_key_returns_the_same_code(running: RunningApp):
+async def test_idempotency_key_returns_the_same_code(running: RunningApp, clock: ManualClock):
     resident = await running.api.registered()
+    clock.advance(1)
     first = await running.api.issue(resident, **{"Idempotency-Key": "retry-1"})
     again = await running.api.issue(resident, **{"Idempotency-Key": "retry-1"})
     other = await running.api.issue(resident, **{"Idempotency-Key": "retry-2"})
@@ -87,7 +92,9 @@ async def test_idempotency_key_returns_the_same_code(running: RunningApp):
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
-    assert other.json()["code_id"] != first.json()["code_id"]
+    # Another key while that code is live: the same code again, not a new one.
+    assert other.status_code == 200
+    assert other.json()["code_id"] == first.json()["code_id"]
     # Keys are per resident: someone else's identical key is their own request.
     stranger = await running.api.registered()
     theirs = await running.api.issue(stranger, **{"Idempotency-Key": "retry-1"})
@@ -204,3 +211,76 @@ async def test_issuances_arriving_together_each_get_their_own_answer(running: Ru
         code_id = answer.json()["code_id"]
         shown = await running.client.get(f"/v1/codes/{code_id}", headers=person.auth)
         assert shown.json()["qr_text"] == answer.json()["qr_text"]
+
+
+async def count_codes(running: RunningApp, resident_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from yuekang.health_codes.models import HealthCode
+
+    async with running.context.sessionmaker() as session:
+        query = select(func.count()).where(HealthCode.resident_id == uuid.UUID(resident_id))
+        return int((await session.execute(query)).scalar_one())
+
+
+async def test_asking_again_answers_the_live_code_until_half_its_life(
+    running: RunningApp, clock: ManualClock
+):
+    resident = await running.api.registered()
+    resident_id = (await running.client.get("/v1/me", headers=resident.auth)).json()["resident_id"]
+    clock.advance(1)
+    first = await running.api.issue(resident)
+    assert first.status_code == 201
+    # A script asking a hundred times in a row makes no more codes: each is a row, and a
+    # revocation every checkpoint downloads if the status worsens.
+    answers = [await running.api.issue(resident) for _ in range(100)]
+    assert {a.status_code for a in answers} == {200}
+    assert {a.json()["code_id"] for a in answers} == {first.json()["code_id"]}
+    assert await count_codes(running, resident_id) == 1
+
+    clock.advance(1799)  # one second short of half the hour
+    await running.api.renew(resident)
+    assert (await running.api.issue(resident)).json()["code_id"] == first.json()["code_id"]
+    clock.advance(1)
+    renewed = await running.api.issue(resident)
+    assert renewed.status_code == 201
+    assert renewed.json()["code_id"] != first.json()["code_id"]
+    assert await count_codes(running, resident_id) == 2
+
+
+async def test_a_changed_status_or_a_revoked_code_gets_a_new_code(
+    running: RunningApp, clock: ManualClock
+):
+    resident = await running.api.registered()
+    clock.advance(1)
+    green = await running.api.code(resident)
+    clock.advance(1)
+    await running.set_red(resident)
+    clock.advance(1)
+    red = await running.api.issue(resident)
+    assert red.status_code == 201 and red.json()["status"] == "red"
+    assert red.json()["code_id"] != green["code_id"]
+
+
+async def test_a_code_of_a_retired_key_is_not_handed_out_again(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        keys=KeySettings(ring_refresh_seconds=0, publish_lead_seconds=60),
+    )
+    async for running in start_app(settings, clock, sms):
+        admin = {"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"}
+        resident = await running.api.registered()
+        clock.advance(1)
+        old = await running.api.code(resident)
+        new = (await running.client.post("/v1/admin/keys", json={}, headers=admin)).json()
+        clock.advance(60)
+        activated = await running.client.post(
+            f"/v1/admin/keys/{new['kid']}/activate", headers=admin
+        )
+        assert activated.status_code == 200
+        again = await running.api.issue(resident)
+        assert again.status_code == 201
+        assert again.json()["code_id"] != old["code_id"]

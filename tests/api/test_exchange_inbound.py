@@ -186,6 +186,7 @@ async def test_the_converted_person_signs_in_with_the_packages_phone(gd: Running
     jwks = await gd.client.get("/.well-known/jwks.json")
     keyring = parse_jwks(jwks.json(), issuer=GD)
     gd.context.clock.advance(3600)
+    await gd.api.renew(resident)
     fresh = await gd.api.code(resident)
     assert fresh["status"] == "green"
     assert fresh["code_id"] != body["code"]["code_id"]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from conftest import TEST_SECRETS, RunningApp
 from support.api import random_prc_id
-from yuekang.audit.models import AuditEvent
+from yuekang.audit.models import AuditEvent, SelfRead
 from yuekang.pii import PiiCipher, PiiDecryptionError
 from yuekang.residents.models import Identity, Resident
 
@@ -165,7 +165,7 @@ async def test_personal_data_is_encrypted_at_rest(running: RunningApp):
         cipher.decrypt(identity.name_ct, key_id="t1", context=context)
 
 
-async def test_reading_the_identity_is_audited(running: RunningApp):
+async def test_reading_ones_own_identity_is_counted_not_logged(running: RunningApp):
     resident = await running.api.registered()
     response = await running.client.get("/v1/me/identity", headers=resident.auth)
     assert response.status_code == 200
@@ -180,8 +180,44 @@ async def test_reading_the_identity_is_audited(running: RunningApp):
             .scalars()
             .all()
         )
+        counted = (
+            await session.execute(
+                select(SelfRead.action, SelfRead.count).where(SelfRead.resident_id == resident_id)
+            )
+        ).all()
     assert actions.count("identity.bind") == 1
-    assert actions.count("identity.read") == 2
+    # The resident's own reads are counted per day, not logged one row each.
+    assert "identity.read" not in actions
+    assert dict(counted)["identity.read"] == 2
+
+
+async def test_page_loads_do_not_grow_the_audit_log(running: RunningApp):
+    resident = await running.api.registered()
+    resident_id = (await running.client.get("/v1/me", headers=resident.auth)).json()["resident_id"]
+
+    async def logged() -> int:
+        async with running.context.sessionmaker() as session:
+            rows = await session.execute(
+                select(AuditEvent.id).where(AuditEvent.subject_id == resident_id)
+            )
+            return len(rows.all())
+
+    before = await logged()
+    for _ in range(20):
+        assert (await running.client.get("/v1/me", headers=resident.auth)).status_code == 200
+    assert await logged() == before
+    async with running.context.sessionmaker() as session:
+        counted = dict(
+            (
+                await session.execute(
+                    select(SelfRead.action, SelfRead.count).where(
+                        SelfRead.resident_id == resident_id
+                    )
+                )
+            ).all()
+        )
+    # Binding read the phone once more (to ask the carrier).
+    assert counted == {"identity.read": 21, "phone.read": 22}
 
 
 async def test_reading_an_unbound_identity_is_404(running: RunningApp):

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from conftest import RunningApp
-from yuekang.app import purge_scans
+from yuekang import maintenance
 from yuekang.audit.models import AuditEvent
 from yuekang.clock import ManualClock
 from yuekang.principals import Role
@@ -116,7 +116,11 @@ async def test_records_past_retention_are_purged_from_the_table(
     )
     clock.advance(dt.timedelta(days=9).total_seconds())
 
-    assert await purge_scans(running.context) >= 1
+    context = running.context
+    done = await maintenance.run_once(
+        context.sessionmaker, context.settings, context.clock, force=True
+    )
+    assert done.deleted["scan_records"] >= 1
 
     assert await records_of(running, old["code_id"]) == []
     assert len(await records_of(running, recent["code_id"])) == 1

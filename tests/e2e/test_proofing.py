@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.api import random_phone, random_prc_id
+from support.api import answer, random_phone, random_prc_id
 from support.servers import cli, free_port, serve, server_env
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ REGISTRY = ("partner", "registry", "serve")
 def signed_in(client: httpx.Client, phone: str) -> dict[str, str]:
     sent = client.post("/v1/auth/otp", json={"phone": phone})
     assert sent.status_code == 200, sent.text
-    token = client.post("/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]})
+    token = client.post("/v1/auth/token", json={"phone": phone, **answer(sent.json())})
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 

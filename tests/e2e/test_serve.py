@@ -14,6 +14,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
+from support.api import answer
 from support.servers import YUEKANG, serve, server_env
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def test_resident_to_checkpoint_over_real_http(server, tmp_path: Path):
         sent = client.post("/v1/auth/otp", json={"phone": "+8613800138000"})
         assert sent.status_code == 200
         token = client.post(
-            "/v1/auth/token", json={"phone": "+8613800138000", "code": sent.json()["dev_code"]}
+            "/v1/auth/token", json={"phone": "+8613800138000", **answer(sent.json())}
         ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         bound = client.put(

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from support.api import enrol_in_registry, random_prc_id
+from support.api import answer, enrol_in_registry, random_prc_id
 from support.postgres import create_database
 from support.servers import Server, cli, serve, server_env
 from yuekang.audit.models import AuditEvent
@@ -79,7 +79,7 @@ def test_feed_to_red_to_appeal_to_green_across_two_processes(
     ):
         sent = on_a.post("/v1/auth/otp", json={"phone": "+8613900139000"})
         token = on_a.post(
-            "/v1/auth/token", json={"phone": "+8613900139000", "code": sent.json()["dev_code"]}
+            "/v1/auth/token", json={"phone": "+8613900139000", **answer(sent.json())}
         ).json()["access_token"]
         me = {"Authorization": f"Bearer {token}"}
         bound = on_a.put(

@@ -33,6 +33,7 @@ def two(pg_server: str, tmp_path: Path) -> Iterator[tuple[Server, Server, dict[s
         YUEKANG_KEYS__RING_REFRESH_SECONDS=str(REFRESH),
         YUEKANG_KEYS__PUBLISH_LEAD_SECONDS="0",
         YUEKANG_OTP__PER_PHONE_LIMIT="3",
+        YUEKANG_OTP__RESEND_SECONDS="0",
     )
     with serve(env, tmp_path, "a") as a, serve(env, tmp_path, "b") as b:
         admin = cli(env, tmp_path, "operators", "create", "root", "--role", "admin")

@@ -85,6 +85,7 @@ async def test_a_new_key_is_published_a_sync_interval_before_it_signs(
     activated = await keyed.client.post(f"/v1/admin/keys/{new['kid']}/activate", headers=admin)
     assert activated.status_code == 200
     assert activated.json()["state"] == "active"
+    await keyed.api.renew(resident)
     after = await keyed.api.code(resident)
     verdict = synced.verify(after["qr_text"], now=int(clock.now().timestamp()))
     assert verdict.valid

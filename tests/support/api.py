@@ -26,11 +26,21 @@ def random_phone() -> str:
     return "+86139" + "".join(random.choices("0123456789", k=8))
 
 
-def random_prc_id(birth: dt.date | None = None) -> tuple[str, dt.date]:
+NOBODYS_REGION = "650102"
+"""A region no test resident is registered in: rows about people who must not match anyone."""
+
+
+def random_prc_id(birth: dt.date | None = None, region: str | None = None) -> tuple[str, dt.date]:
     # Adults (born 1950-2004): a test resident may add family members unless it says otherwise.
     birth = birth or dt.date(1950, 1, 1) + dt.timedelta(days=random.randrange(0, 20000))
-    body = random.choice(REGIONS) + birth.strftime("%Y%m%d") + f"{random.randrange(1000):03d}"
+    region = region or random.choice(REGIONS)
+    body = region + birth.strftime("%Y%m%d") + f"{random.randrange(1000):03d}"
     return body + mod11_2_check(body), birth
+
+
+def answer(sent: dict[str, Any]) -> dict[str, str]:
+    """What a phone sends back for a code it was sent: the challenge and the code."""
+    return {"challenge_id": sent["challenge_id"], "code": sent["dev_code"]}
 
 
 @dataclass
@@ -39,6 +49,7 @@ class Resident:
     token: str
     doc_number: str | None = None
     birth_date: dt.date | None = None
+    refresh_token: str = ""
 
     @property
     def auth(self) -> dict[str, str]:
@@ -58,10 +69,13 @@ class Api:
         sent = await self.request_otp(phone)
         assert sent.status_code == 200, sent.text
         token = await self.client.post(
-            "/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]}
+            "/v1/auth/token", json={"phone": phone, **answer(sent.json())}
         )
         assert token.status_code == 200, token.text
-        return Resident(phone=phone, token=token.json()["access_token"])
+        issued = token.json()
+        return Resident(
+            phone=phone, token=issued["access_token"], refresh_token=issued["refresh_token"]
+        )
 
     async def bind(
         self,
@@ -102,12 +116,22 @@ class Api:
         assert bound.status_code == 201, bound.text
         return resident
 
+    async def renew(self, resident: Resident) -> None:
+        """Renew the resident's session, as the page does when its access token runs out."""
+        renewed = await self.client.post(
+            "/v1/auth/refresh", json={"refresh_token": resident.refresh_token}
+        )
+        assert renewed.status_code == 200, renewed.text
+        resident.token = renewed.json()["access_token"]
+        resident.refresh_token = renewed.json()["refresh_token"]
+
     async def issue(self, resident: Resident, **headers: str) -> httpx.Response:
         return await self.client.post("/v1/codes", headers={**resident.auth, **headers})
 
     async def code(self, resident: Resident) -> dict[str, Any]:
+        """The resident's code: a new one (201), or the live one again (200)."""
         response = await self.issue(resident)
-        assert response.status_code == 201, response.text
+        assert response.status_code in (200, 201), response.text
         body: dict[str, Any] = response.json()
         return body
 
@@ -204,12 +228,19 @@ def registered_over_http(
     phone = phone or random_phone()
     sent = client.post("/v1/auth/otp", json={"phone": phone})
     assert sent.status_code == 200, sent.text
-    token = client.post("/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]})
+    token = client.post("/v1/auth/token", json={"phone": phone, **answer(sent.json())})
     assert token.status_code == 200, token.text
     number, birth = identity or random_prc_id()
     if registry is not None:
         enrol_in_registry(registry, name=name, doc_number=number, birth_date=birth, phone=phone)
-    resident = Resident(phone, token.json()["access_token"], number, birth)
+    issued = token.json()
+    resident = Resident(
+        phone,
+        issued["access_token"],
+        refresh_token=issued["refresh_token"],
+        doc_number=number,
+        birth_date=birth,
+    )
     bound = client.put(
         "/v1/me/identity",
         headers=resident.auth,

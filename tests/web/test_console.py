@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from support.api import (
     Resident,
+    answer,
     enrol_in_registry,
     random_phone,
     random_prc_id,
@@ -346,7 +347,8 @@ def test_an_operator_accepts_an_appeal_and_the_resident_is_green(
     phone = browser.new_context(viewport={"width": 390, "height": 844})
     resident_page = phone.new_page()
     resident_page.goto(web_server.base + "/")
-    resident_page.evaluate("token => localStorage.setItem('yk.session', token)", person.token)
+    stored = json.dumps({"access_token": person.token, "refresh_token": person.refresh_token})
+    resident_page.evaluate("stored => localStorage.setItem('yk.session', stored)", stored)
     resident_page.reload()
     expect(resident_page.locator("#code-card[data-status=red]")).to_have_count(
         1, timeout=TIMEOUT_MS
@@ -431,9 +433,7 @@ def signed_in(server: Server, phone: str | None = None) -> dict[str, str]:
     with httpx.Client(base_url=server.base, timeout=30) as client:
         sent = client.post("/v1/auth/otp", json={"phone": phone})
         assert sent.status_code == 200, sent.text
-        token = client.post(
-            "/v1/auth/token", json={"phone": phone, "code": sent.json()["dev_code"]}
-        )
+        token = client.post("/v1/auth/token", json={"phone": phone, **answer(sent.json())})
         assert token.status_code == 200, token.text
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
 

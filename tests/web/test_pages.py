@@ -50,3 +50,48 @@ def test_a_page_opens_in_chromium(web_server: Server, browser: object) -> None:
     assert page.title()
     assert errors == []
     page.close()
+
+
+def test_the_api_reference_draws_itself_from_this_server_alone(
+    web_server: Server, browser: object
+) -> None:
+    response = httpx.get(web_server.base + "/docs")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self';" in policy
+    page = browser.new_page()  # type: ignore[attr-defined]
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            None if request.url.startswith(web_server.base) else elsewhere.append(request.url)
+        ),
+    )
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    page.goto(web_server.base + "/docs")
+    page.wait_for_selector('[data-path="/v1/auth/otp"]')
+    assert page.locator(".opblock").count() > 50
+    assert elsewhere == [] and violations == []
+    # The old address of the second reference page leads here.
+    moved = httpx.get(web_server.base + "/redoc")
+    assert (moved.status_code, moved.headers["location"]) == (308, "/docs")
+    page.close()
+
+
+def test_the_api_reference_can_be_turned_off(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from support.servers import serve, server_env
+
+    workdir = Path(str(tmp_path))
+    env = server_env(
+        f"sqlite+aiosqlite:///{workdir / 'off.db'}", workdir / "keys", YUEKANG_API_DOCS="false"
+    )
+    with serve(env, workdir, "off") as server:
+        assert httpx.get(server.base + "/docs").status_code == 404
+        assert httpx.get(server.base + "/openapi.json").status_code == 200

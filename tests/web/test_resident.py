@@ -15,9 +15,11 @@ import re
 import sqlite3
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import zxingcpp
 from PIL import Image
@@ -98,8 +100,22 @@ def signed_in_and_bound(
     return phone, number, birth
 
 
+def session(page: Any) -> dict[str, str]:
+    stored: dict[str, str] = page.evaluate("() => JSON.parse(localStorage.getItem('yk.session'))")
+    return stored
+
+
 def token(page: Any) -> str:
-    return str(page.evaluate("() => localStorage.getItem('yk.session')"))
+    return session(page)["access_token"]
+
+
+def expired_copy(server: Server, access_token: str) -> str:
+    """The same session's access token, run out a minute ago (signed with the development
+    server's own secret, as the server would have signed it)."""
+    secret = json.loads((Path(server.env["YUEKANG_KEYS_DIR"]) / "dev-secrets.json").read_text())
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    claims["iat"], claims["exp"] = int(time.time()) - 960, int(time.time()) - 60
+    return jwt.encode(claims, secret["session_secret"], algorithm="HS256")
 
 
 def sms_code(server: Server, phone: str, timeout: float = 15.0) -> str:
@@ -213,6 +229,63 @@ def test_the_code_renews_itself_before_it_expires(web_server: Server, page: Any)
     )
     wait_until(page, f"() => document.querySelector('#qr').src !== {first!r}")
     assert page.url.endswith("/?lang=en")
+
+
+def test_the_send_button_counts_down_until_another_code_may_be_sent(
+    web_server: Server, page: Any
+) -> None:
+    phone = fresh_phone()
+    page.goto(f"{web_server.base}/?lang=en")
+    page.fill("#phone", phone)
+    page.click("#send-code")
+    page.wait_for_selector("#otp-form:not(.hidden)")
+    assert page.is_disabled("#send-code")
+    first = page.text_content("#send-code") or ""
+    assert re.fullmatch(r"Send again in (5\d|60) s", first), first
+    wait_until(page, f"() => document.querySelector('#send-code').textContent !== {first!r}")
+    # Asked again from elsewhere (a reload forgets the countdown): the server's wait is shown.
+    page.reload()
+    page.fill("#phone", phone)
+    page.click("#send-code")
+    wait_until(page, "() => document.querySelector('#phone-error').textContent !== ''")
+    assert re.fullmatch(r"Send again in (5\d) s", page.text_content("#send-code") or "")
+    assert page.is_disabled("#send-code")
+
+
+def test_an_expired_access_token_is_renewed_and_signing_out_ends_the_session(
+    web_server: Server, page: Any
+) -> None:
+    signed_in_and_bound(web_server, page, lang="en")
+    before = session(page)
+    # Two tabs open on a token that has run out: they renew it once, between them (a refresh
+    # token used twice would end the session).
+    stale = json.dumps({**before, "access_token": expired_copy(web_server, before["access_token"])})
+    page.evaluate("stale => localStorage.setItem('yk.session', stale)", stale)
+    other = page.context.new_page()
+    other.goto(page.url)
+    page.reload()
+    for tab in (page, other):
+        wait_until(tab, "() => document.querySelector('#code-card').dataset.status === 'green'")
+    after = session(page)
+    assert after["refresh_token"] != before["refresh_token"]
+    assert session(other) == after
+    me = httpx.get(
+        web_server.base + "/v1/me", headers={"Authorization": f"Bearer {after['access_token']}"}
+    )
+    assert me.status_code == 200
+
+    page.click("#sign-out")
+    page.wait_for_selector("#signin:not(.hidden)")
+    assert page.evaluate("() => localStorage.getItem('yk.session')") is None
+    refused = httpx.get(
+        web_server.base + "/v1/me", headers={"Authorization": f"Bearer {after['access_token']}"}
+    )
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "session_ended"
+    renewed = httpx.post(
+        web_server.base + "/v1/auth/refresh", json={"refresh_token": after["refresh_token"]}
+    )
+    assert renewed.status_code == 401
+    other.close()
 
 
 def test_a_red_resident_appeals_and_the_page_turns_green_when_it_is_accepted(
@@ -465,7 +538,12 @@ def test_the_holder_takes_back_a_document_an_unproved_account_held_and_is_told(
     with httpx.Client(base_url=web_server.base, timeout=30) as client:
         sent = client.post("/v1/auth/otp", json={"phone": squatter}).json()
         session = client.post(
-            "/v1/auth/token", json={"phone": squatter, "code": sent["dev_code"]}
+            "/v1/auth/token",
+            json={
+                "phone": squatter,
+                "challenge_id": sent["challenge_id"],
+                "code": sent["dev_code"],
+            },
         ).json()["access_token"]
         bound = client.put(
             "/v1/me/identity",

@@ -3,10 +3,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from yuekang.audit.models import AuditEvent
+from yuekang.audit.models import AuditEvent, SelfRead
+from yuekang.db import dialect_name
 from yuekang.principals import Actor
+
+_READS = (".read", ".list")
 
 
 async def record(
@@ -20,7 +24,11 @@ async def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Write an audit event in the caller's transaction: it commits with the access, or neither
-    does."""
+    does. A resident reading their own data is counted per day instead (:class:`SelfRead`):
+    residents reach only their own records, so every read whose actor is a resident is one."""
+    if actor.type == "resident" and action.endswith(_READS):
+        await _count_self_read(session, resident_id=actor.id, action=action, now=now)
+        return
     session.add(
         AuditEvent(
             at=now,
@@ -30,5 +38,19 @@ async def record(
             subject_type=subject_type,
             subject_id=subject_id,
             detail=detail or {},
+        )
+    )
+
+
+async def _count_self_read(
+    session: AsyncSession, *, resident_id: str, action: str, now: dt.datetime
+) -> None:
+    dialect = sqlite if dialect_name(session) == "sqlite" else postgresql
+    await session.execute(
+        dialect.insert(SelfRead)
+        .values(resident_id=resident_id, day=now.date(), action=action, count=1, last_at=now)
+        .on_conflict_do_update(
+            index_elements=["resident_id", "day", "action"],
+            set_={"count": SelfRead.count + 1, "last_at": now},
         )
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from pydantic import BaseModel, Field
 
@@ -12,7 +13,14 @@ class OtpRequest(StrictModel):
 
 
 class OtpSent(BaseModel):
+    challenge_id: uuid.UUID = Field(
+        description="Send it back with the code: the code is checked against this challenge only."
+    )
     expires_at: dt.datetime
+    resend_at: dt.datetime = Field(
+        description="When this phone may be sent another code from this address."
+    )
+    resend_in: int = Field(description="Seconds until then, whatever the phone's clock says.")
     dev_code: str | None = Field(
         None, description="Only in development mode: the code that was sent."
     )
@@ -20,10 +28,33 @@ class OtpSent(BaseModel):
 
 class TokenRequest(StrictModel):
     phone: str = Field(max_length=32, examples=["+8613800138000"])
-    code: str = Field(pattern=r"^\d{6,8}$", examples=["123456"])
+    challenge_id: uuid.UUID
+    code: str = Field(pattern=r"^[0-9]{6,8}$", examples=["123456"])
 
 
 class TokenResponse(BaseModel):
     access_token: str
     token_type: str = "bearer"
-    expires_in: int
+    expires_in: int = Field(description="Seconds the access token is valid for.")
+    refresh_token: str = Field(
+        description="Renews the session at POST /v1/auth/refresh; each use replaces it."
+    )
+    session_expires_at: dt.datetime = Field(
+        description="When the session ends unless renewed before (it never outlives its cap)."
+    )
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: str = Field(max_length=128)
+
+
+class SessionRead(BaseModel):
+    id: uuid.UUID
+    created_at: dt.datetime
+    refreshed_at: dt.datetime
+    expires_at: dt.datetime
+    current: bool = Field(description="The session of the token that asked.")
+
+
+class SessionsEnded(BaseModel):
+    ended: int

@@ -70,6 +70,7 @@ class OtpIssued:
     challenge_id: uuid.UUID
     code: str
     expires_at: dt.datetime
+    resend_at: dt.datetime
 
 
 async def request_otp(
@@ -83,8 +84,22 @@ async def request_otp(
     sms: SmsSender,
     now: dt.datetime,
 ) -> OtpIssued:
+    """A new challenge for ``phone``. Earlier ones stay live: a code someone else asks for
+    cannot spoil the one the phone's owner is typing."""
     index = phone_index(blind_index, phone)
-    # Limits are keyed by the blind index, never the number itself.
+    # Limits are keyed by the blind index, never the number itself. The resend wait comes first
+    # and is per phone and address: it paces one person's "send again" without letting a
+    # stranger's request hold the owner back.
+    resend_at = now
+    if settings.resend_seconds:
+        resend_at = await ratelimit.cooldown(
+            session,
+            bucket=f"otp:resend:{index.hex()[:24]}:{client_address[:48]}",
+            seconds=settings.resend_seconds,
+            now=now,
+            what="codes for this phone",
+            code="otp_resend_wait",
+        )
     await ratelimit.hit(
         session,
         bucket="otp:phone:" + index.hex()[:40],
@@ -125,33 +140,44 @@ async def request_otp(
     # After the commit: the rate-limit rows stay locked only for the transaction, not for the
     # gateway's round trip. A failed send leaves a challenge nobody knows, which simply expires.
     after_commit(session, send)
-    return OtpIssued(challenge.id, code, challenge.expires_at)
+    return OtpIssued(challenge.id, code, challenge.expires_at, resend_at)
 
 
 async def verify_otp(
     session: AsyncSession,
     *,
     phone: str,
+    challenge_id: uuid.UUID,
     code: str,
+    client_address: str,
     settings: OtpSettings,
     otp_secret: str,
     blind_index: BlindIndex,
     now: dt.datetime,
 ) -> bytes:
-    """Consume the phone's latest challenge if ``code`` matches; returns the phone's blind index."""
+    """Consume the challenge ``challenge_id`` of ``phone`` if ``code`` is its code; returns the
+    phone's blind index. Guesses count against that challenge only, and against the address."""
+    await ratelimit.hit(
+        session,
+        bucket="otp:verify:" + client_address[:64],
+        limit=settings.verify_per_client_limit,
+        window_seconds=settings.verify_per_client_window_seconds,
+        now=now,
+        what="code checks from this address",
+    )
     index = phone_index(blind_index, phone)
-    challenge = (
-        await session.execute(
-            select(OtpChallenge)
-            .where(OtpChallenge.phone_index == index)
-            .order_by(OtpChallenge.created_at.desc())
-            .limit(1)
+    challenge = await session.get(OtpChallenge, challenge_id)
+    # Another phone's challenge is answered as no challenge at all.
+    if challenge is None or challenge.phone_index != index or challenge.consumed_at is not None:
+        raise Unauthorized(
+            "no code is pending for this request; request one",
+            code="otp_invalid",
+            commit=True,
         )
-    ).scalar_one_or_none()
-    if challenge is None or challenge.consumed_at is not None:
-        raise Unauthorized("no code is pending for this phone; request one", code="otp_invalid")
     if now >= challenge.expires_at:
-        raise Unauthorized("the code has expired; request a new one", code="otp_expired")
+        raise Unauthorized(
+            "the code has expired; request a new one", code="otp_expired", commit=True
+        )
     counted = await session.execute(
         update(OtpChallenge)
         .where(
@@ -163,7 +189,9 @@ async def verify_otp(
         .returning(OtpChallenge.attempts)
     )
     if counted.first() is None:
-        raise Unauthorized("too many wrong codes; request a new one", code="otp_attempts_exceeded")
+        raise Unauthorized(
+            "too many wrong codes; request a new one", code="otp_attempts_exceeded", commit=True
+        )
     if not hmac.compare_digest(challenge.code_hash, _code_hash(otp_secret, index, code)):
         raise Unauthorized("wrong code", code="otp_invalid", commit=True)
     consumed = await session.execute(
@@ -207,35 +235,48 @@ async def get_or_create_resident(
 
 
 def issue_session_token(
-    *, resident_id: uuid.UUID, secret: str, issuer: str, ttl_seconds: int, now: dt.datetime
+    *,
+    resident_id: uuid.UUID,
+    session_id: uuid.UUID,
+    secret: str,
+    issuer: str,
+    ttl_seconds: int,
+    now: dt.datetime,
 ) -> str:
     iat = epoch(now)
     claims = {
         "iss": issuer,
         "aud": SESSION_AUDIENCE,
         "sub": str(resident_id),
+        "sid": session_id.hex,
         "iat": iat,
         "exp": iat + ttl_seconds,
-        "jti": secrets.token_urlsafe(12),
     }
     return jwt.encode(claims, secret, algorithm=SESSION_ALGORITHM)
 
 
-def read_session_token(token: str, *, secret: str, issuer: str, now: dt.datetime) -> uuid.UUID:
-    """The resident id of a valid session token; 401 otherwise."""
-    resident_id, exp = _verified_session(token, secret, issuer)
+@dataclass(frozen=True, slots=True)
+class SessionClaims:
+    resident_id: uuid.UUID
+    session_id: uuid.UUID
+
+
+def read_session_token(token: str, *, secret: str, issuer: str, now: dt.datetime) -> SessionClaims:
+    """The resident and session of a valid, unexpired access token; 401 otherwise. Whether the
+    session was ended is the caller's to ask (:class:`yuekang.auth.sessions.EndedSessions`)."""
+    claims, exp = _verified_session(token, secret, issuer)
     if not isinstance(exp, int) or epoch(now) >= exp:
         raise Unauthorized("session expired; sign in again", code="token_expired")
-    return resident_id
+    return claims
 
 
 @functools.lru_cache(maxsize=16_384)
-def _verified_session(token: str, secret: str, issuer: str) -> tuple[uuid.UUID, object]:
-    """A token's subject and expiry once its signature and claims are checked. Remembered: a
-    phone sends the same token with every request, and checking it was a third of the work of
-    answering a cached image. Only a good token is remembered (a refusal raises), and what is
-    remembered depends on nothing but the token and the secret; the expiry is still compared
-    with the clock on every request."""
+def _verified_session(token: str, secret: str, issuer: str) -> tuple[SessionClaims, object]:
+    """A token's claims once its signature and claims are checked. Remembered: a phone sends
+    the same token with every request, and checking it was a third of the work of answering a
+    cached image. Only a good token is remembered (a refusal raises), and what is remembered
+    depends on nothing but the token and the secret; the expiry is still compared with the
+    clock on every request."""
     try:
         # PyJWT reads the wall clock for exp; ours is injected, so exp is checked by the caller.
         claims = jwt.decode(
@@ -245,7 +286,7 @@ def _verified_session(token: str, secret: str, issuer: str) -> tuple[uuid.UUID, 
             audience=SESSION_AUDIENCE,
             issuer=issuer,
             options={
-                "require": ["exp", "iat", "sub", "aud", "iss"],
+                "require": ["exp", "iat", "sub", "sid", "aud", "iss"],
                 "verify_exp": False,
                 "verify_iat": False,
             },
@@ -253,6 +294,9 @@ def _verified_session(token: str, secret: str, issuer: str) -> tuple[uuid.UUID, 
     except jwt.PyJWTError as exc:
         raise Unauthorized("invalid session token", code="invalid_token") from exc
     try:
-        return uuid.UUID(claims["sub"]), claims["exp"]
+        sid = claims["sid"]
+        if not isinstance(sid, str) or len(sid) != 32:
+            raise ValueError(sid)
+        return SessionClaims(uuid.UUID(claims["sub"]), uuid.UUID(hex=sid)), claims["exp"]
     except (ValueError, TypeError, AttributeError) as exc:
         raise Unauthorized("invalid session token", code="invalid_token") from exc

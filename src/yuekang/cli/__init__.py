@@ -38,6 +38,7 @@ feeds_app = typer.Typer(help="Authority data feeds.", no_args_is_help=True)
 feed_clients_app = typer.Typer(help="Systems allowed to push feeds.", no_args_is_help=True)
 rules_app = typer.Typer(help="Health-status rule sets.", no_args_is_help=True)
 scans_app = typer.Typer(help="Scan records.", no_args_is_help=True)
+maintenance_app = typer.Typer(help="Housekeeping.", no_args_is_help=True)
 identity_app = typer.Typer(help="Identity bindings and their proofing.", no_args_is_help=True)
 feeds_app.add_typer(feed_clients_app, name="clients")
 app.add_typer(db_app, name="db")
@@ -48,6 +49,7 @@ app.add_typer(status_app, name="status")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(rules_app, name="rules")
 app.add_typer(scans_app, name="scans")
+app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(identity_app, name="identity")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(exchange_app, name="exchange")
@@ -420,17 +422,31 @@ def rules_activate(path: Path) -> None:
     _run(work)
 
 
-@scans_app.command("purge")
-def scans_purge() -> None:
-    """Delete scan records older than the retention period (YUEKANG_SCANS__RETENTION_DAYS);
-    the server also does this on its own every hour."""
-    from yuekang.app import purge_scans
+@maintenance_app.command("run")
+def maintenance_run() -> None:
+    """Do a round of housekeeping now (the server does one an hour on its own): scan records
+    past retention, spent rate-limit counters, sign-in challenges and sessions, superseded
+    trust bundles (see YUEKANG_MAINTENANCE__*). Waits for nobody: refused only while another
+    process is in the middle of a round."""
+    from yuekang import maintenance
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
-        purged = await purge_scans(context)
-        typer.echo(f"{purged} scan record(s) purged")
+        done = await maintenance.run_once(
+            context.sessionmaker, context.settings, context.clock, force=True
+        )
+        if not done.ran:
+            _fail("another process is doing a round now; try again in a few minutes")
+        for name, count in done.deleted.items():
+            typer.echo(f"{name}: {count} deleted")
 
     _run(work)
+
+
+@scans_app.command("purge")
+def scans_purge() -> None:
+    """Delete scan records older than the retention period (YUEKANG_SCANS__RETENTION_DAYS),
+    with the rest of a housekeeping round (`yuekang maintenance run`)."""
+    maintenance_run()
 
 
 @operators_app.command("create")

@@ -223,8 +223,9 @@ async def issue_dependant_code(
     context: Context,
     now: Now,
 ) -> Response:
-    """A fresh code for a family member: it names them (masked), not you, and carries their
-    status. 409 `consent_pending` until an adult family member has consented."""
+    """A code for a family member: it names them (masked), not you, and carries their status;
+    201 with a new one, 200 with their live one again (as for your own). 409 `consent_pending`
+    until an adult family member has consented."""
     arrangement = await service.held(
         session, guardian_id=resident_id, guardianship_id=dependant_id, active=True
     )
@@ -237,9 +238,13 @@ async def issue_dependant_code(
         lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
         rules=await context.rulebook.current(),
         now=now,
+        reuse=context.settings.codes.reuse,
     )
     return code_response(
-        issued.code, str(request.base_url), images=f"v1/me/dependants/{dependant_id}/codes/"
+        issued.code,
+        str(request.base_url),
+        status_code=200 if issued.reused else 201,
+        images=f"v1/me/dependants/{dependant_id}/codes/",
     )
 
 

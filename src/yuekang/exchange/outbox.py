@@ -207,6 +207,8 @@ async def prepare(
             lifetime=deps.code_lifetime,
             rules=rules,
             now=now,
+            # Each attempt sends a code made for it, with its whole lifetime ahead.
+            reuse=False,
         )
     except YuekangError as exc:
         if exc.status_code >= 500:

@@ -8,11 +8,13 @@ batch is one transaction -- one SELECT that locks every status row of the batch 
 order, so two batches in two processes cannot deadlock each other), one multi-row INSERT, one
 commit. Under light load a batch is a single request.
 
-Only the ordinary case is batched: a bound, proved identity, a status row decided under the rule
-set in force and not lapsed, no partner conversion, no Idempotency-Key. Anything else -- and any
-error of the batch -- answers None, and the caller issues through ``service.issue_code``, which
-handles it and gives the documented errors. Nothing is cached: every code shows the status read,
-locked, after its request arrived, exactly as a single issuance does.
+A resident whose live code has most of its life left gets that code again (``service.reusable``),
+found for the whole batch by one more SELECT. Only the ordinary case is batched: a bound, proved
+identity, a status row decided under the rule set in force and not lapsed, no partner conversion, no
+Idempotency-Key. Anything else -- and any error of the batch -- answers None, and the caller issues
+through ``service.issue_code``, which handles it and gives the documented errors. Nothing is cached:
+every code shows the status read, locked, after its request arrived, exactly as a single issuance
+does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,7 +32,14 @@ from yuekang.batching import Batches
 from yuekang.config import Settings
 from yuekang.exceptions import YuekangError
 from yuekang.health_codes.models import HealthCode
-from yuekang.health_codes.service import CONVERTED, new_code
+from yuekang.health_codes.service import (
+    CONVERTED,
+    REUSE_SHARE,
+    Issued,
+    new_code,
+    reusable,
+    reusable_query,
+)
 from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
@@ -65,15 +75,15 @@ class Issuance:
         self._settings = settings
         self._batches = Batches(self._answer, max_batch=max_batch)
 
-    async def issue(self, resident_id: uuid.UUID, now: dt.datetime) -> HealthCode | None:
-        """A new code, committed; None when this request is not the ordinary case (see the
-        module's docstring) and must go through ``service.issue_code``."""
+    async def issue(self, resident_id: uuid.UUID, now: dt.datetime) -> Issued | None:
+        """A code, committed (new, or the live one again); None when this request is not the
+        ordinary case (see the module's docstring) and must go through ``service.issue_code``."""
         return await self._batches.submit(_Request(resident_id, now))
 
     async def close(self) -> None:
         await self._batches.close()
 
-    async def _answer(self, batch: list[_Request]) -> list[HealthCode | None]:
+    async def _answer(self, batch: list[_Request]) -> list[Issued | None]:
         try:
             return await self._commit(batch)
         except Exception:
@@ -82,7 +92,7 @@ class Issuance:
             log.warning("an issuance batch of %d failed; issuing singly", len(batch), exc_info=True)
             return [None] * len(batch)
 
-    async def _commit(self, batch: list[_Request]) -> list[HealthCode | None]:
+    async def _commit(self, batch: list[_Request]) -> list[Issued | None]:
         rules = await self._rulebook.current()
         lifetime = dt.timedelta(seconds=self._settings.codes.lifetime_seconds)
         async with self._engine.begin() as connection:
@@ -95,8 +105,11 @@ class Issuance:
                     HealthStatus.nat_sampled_at,
                     HealthStatus.nat_result,
                     HealthStatus.vaccine_doses,
+                    HealthStatus.updated_at,
                     Identity.masked_name,
                     Identity.assurance,
+                    Identity.bound_at,
+                    Identity.proofed_at,
                     CONVERTED.label("converted"),
                 )
                 .join(Identity, Identity.resident_id == HealthStatus.resident_id)
@@ -108,7 +121,13 @@ class Issuance:
                 .params(now=min(r.now for r in batch))
             )
             found = {row.resident_id: row for row in rows}
-            answers: list[HealthCode | None] = []
+            earliest = min(r.now for r in batch)
+            live: dict[uuid.UUID, Any] = {}
+            for code_row in await connection.execute(
+                reusable_query(set(found), earliest, lifetime)
+            ):
+                live.setdefault(code_row.resident_id, code_row)  # the newest of each
+            answers: list[Issued | None] = []
             for request in batch:
                 row = found.get(request.resident_id)
                 if (
@@ -119,6 +138,18 @@ class Issuance:
                     or (row.valid_until is not None and row.valid_until <= request.now)
                 ):
                     answers.append(None)
+                    continue
+                again = await reusable(
+                    live.get(request.resident_id),
+                    status=row.status,
+                    decided_at=row.updated_at,
+                    bound_at=row.bound_at,
+                    proofed_at=row.proofed_at,
+                    keyring=self._keyring,
+                    now=request.now,
+                )
+                if again is not None and again.expires_at > request.now + lifetime * REUSE_SHARE:
+                    answers.append(Issued(again, replayed=False, reused=True))
                     continue
                 try:
                     code = await new_code(
@@ -136,8 +167,8 @@ class Issuance:
                 except YuekangError:
                     answers.append(None)  # no signing key: the single path says so
                     continue
-                answers.append(code)
-            codes = [code for code in answers if code is not None]
+                answers.append(Issued(code, replayed=False))
+            codes = [a.code for a in answers if a is not None and not a.reused]
             if codes:
                 await connection.execute(
                     insert(HealthCode),

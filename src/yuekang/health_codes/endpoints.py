@@ -44,6 +44,15 @@ def code_response(
     )
 
 
+def issued_response(issued: service.Issued, base_url: str) -> Response:
+    """201 with a new code (and its idempotent replays, as the first answer was); 200 with the
+    live one answered again."""
+    response = code_response(issued.code, base_url, status_code=200 if issued.reused else 201)
+    if issued.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
 @router.post(
     "",
     response_model=CodeRead,
@@ -58,11 +67,13 @@ async def issue_code(
     now: Now,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
-    """Issue a fresh health code for the signed-in resident.
+    """A health code for the signed-in resident: 201 with a new one, or 200 with the live one.
 
     The code carries the current status and expires after the configured lifetime (1 hour by
-    default); ask for a new one when it nears expiry. With an `Idempotency-Key`, a retried request
-    returns the same code (header `Idempotent-Replayed: true`). 409 `identity_required` before an
+    default); ask again when it nears expiry. While the resident's code has at least half its
+    lifetime left and their status and identity are unchanged, asking again answers that code
+    (200) rather than making another. With an `Idempotency-Key`, a retried request returns the
+    same code (header `Idempotent-Replayed: true`). 409 `identity_required` before an
     identity is bound; 503 `no_signing_key` when no active key outlives a new code.
     """
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
@@ -71,9 +82,9 @@ async def issue_code(
             code="invalid_idempotency_key",
         )
     if idempotency_key is None and not request.scope.get(BATCH_DECLINED):
-        code = await context.issuance.issue(resident_id, now)
-        if code is not None:
-            return code_response(code, str(request.base_url))
+        batched = await context.issuance.issue(resident_id, now)
+        if batched is not None:
+            return issued_response(batched, str(request.base_url))
     issued = await service.issue_code(
         session,
         resident_id=resident_id,
@@ -83,11 +94,9 @@ async def issue_code(
         lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
         rules=await context.rulebook.current(),
         now=now,
+        reuse=context.settings.codes.reuse,
     )
-    response = code_response(issued.code, str(request.base_url))
-    if issued.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return issued_response(issued, str(request.base_url))
 
 
 async def _image(

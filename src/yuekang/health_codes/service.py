@@ -13,7 +13,7 @@ import secrets
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +44,71 @@ _SHORTEST = dt.timedelta(seconds=1)
 class Issued:
     code: HealthCode
     replayed: bool
+    reused: bool = False
+    """The resident's live code, answered again rather than a new one (:func:`reusable`)."""
+
+
+REUSE_SHARE = 0.5
+"""A live code with more than this share of a full lifetime left is answered again: asking again
+and again gets the same code, so a resident makes at most one new code per half-lifetime (30
+minutes by default) unless their status or identity changes -- each code is a row, and a
+revocation every checkpoint downloads if the status worsens."""
+
+
+def reusable_query(resident_ids: set[uuid.UUID], now: dt.datetime, lifetime: dt.timedelta) -> Any:
+    """The unrevoked codes of ``resident_ids`` with most of their life left, newest first."""
+    revoked = select(Revocation.code_id).where(Revocation.code_id == HealthCode.code_id).exists()
+    return (
+        select(
+            HealthCode.code_id,
+            HealthCode.resident_id,
+            HealthCode.kid,
+            HealthCode.status,
+            HealthCode.qr_text,
+            HealthCode.issued_at,
+            HealthCode.expires_at,
+        )
+        .where(
+            HealthCode.resident_id.in_(resident_ids),
+            HealthCode.expires_at > now + lifetime * REUSE_SHARE,
+            ~revoked,
+        )
+        .order_by(HealthCode.issued_at.desc())
+    )
+
+
+async def reusable(
+    code: Any,
+    *,
+    status: str,
+    decided_at: dt.datetime,
+    bound_at: dt.datetime,
+    proofed_at: dt.datetime | None,
+    keyring: KeyRing,
+    now: dt.datetime,
+) -> HealthCode | None:
+    """``code`` (a row of :func:`reusable_query`) as the answer, when it shows exactly what a new
+    code would: issued after the status row and the identity were last decided (so its status,
+    test and doses are the current ones), and signed by the key a new code would get (a retired
+    or compromised key's codes are not handed out again)."""
+    if code is None or code.status != status:
+        return None
+    # Strictly after: a code's time is in whole seconds, so one issued in the second of a
+    # decision may have been signed before it.
+    if code.issued_at <= decided_at or code.issued_at <= max(bound_at, proofed_at or bound_at):
+        return None
+    key = await keyring.signing_key_for(expires_at=code.expires_at, now=now)
+    if key is None or key.kid != code.kid:
+        return None
+    return HealthCode(
+        code_id=code.code_id,
+        resident_id=code.resident_id,
+        kid=code.kid,
+        status=code.status,
+        qr_text=code.qr_text,
+        issued_at=code.issued_at,
+        expires_at=code.expires_at,
+    )
 
 
 class StatusFacts(Protocol):
@@ -141,6 +206,7 @@ async def issue_code(
     lifetime: dt.timedelta,
     rules: RuleSet,
     now: dt.datetime,
+    reuse: bool = True,
 ) -> Issued:
     if idempotency_key is not None:
         previous = await _by_idempotency_key(session, resident_id, idempotency_key)
@@ -156,6 +222,8 @@ async def issue_code(
                 HealthStatus,
                 Identity.masked_name,
                 Identity.assurance,
+                Identity.bound_at,
+                Identity.proofed_at,
                 CONVERTED.label("converted"),
             )
             .join(Identity, Identity.resident_id == HealthStatus.resident_id)
@@ -187,6 +255,21 @@ async def issue_code(
         if row.converted and status.status == "green"
         else None
     )
+    if source is None and reuse:
+        live = (
+            await session.execute(reusable_query({resident_id}, now, lifetime).limit(1))
+        ).first()
+        again = await reusable(
+            live,
+            status=status.status,
+            decided_at=status.updated_at,
+            bound_at=row.bound_at,
+            proofed_at=row.proofed_at,
+            keyring=keyring,
+            now=now,
+        )
+        if again is not None:
+            return Issued(again, replayed=False, reused=True)
     code = await new_code(
         resident_id=resident_id,
         status=status,

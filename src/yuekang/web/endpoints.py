@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ VENDOR = {
     # Macao codes in the scanner: CBOR tokens and base45, both plain ES modules.
     "cborg": NODE_MODULES / "cborg" / "lib",
     "base45": NODE_MODULES / "base45-ts" / "lib",
+    # The API reference at /docs.
+    "swagger-ui": NODE_MODULES / "swagger-ui-dist",
 }
 # Scripts only from us; WebAssembly for the QR decoder; images from us, data: and blob: (QR
 # images, camera frames); connections only back to us. No inline script anywhere.
@@ -30,17 +32,24 @@ CSP = (
     "img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; "
     "worker-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+# The API reference: Swagger UI sets style attributes as it draws, so its page allows inline
+# styles -- never inline scripts -- and data: images for its icons.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
 PAGES = {"/": "resident.html", "/scanner": "scanner.html", "/console": "console.html"}
 
 router = APIRouter(include_in_schema=False)
 
 
-def _page(name: str) -> Response:
+def _page(name: str, csp: str = CSP) -> Response:
     return FileResponse(
         STATIC / name,
         media_type="text/html",
         headers={
-            "Content-Security-Policy": CSP,
+            "Content-Security-Policy": csp,
             "Cache-Control": "no-cache",
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",
@@ -78,9 +87,27 @@ def scanner_worker() -> Response:
     )
 
 
-def mount(app: FastAPI) -> None:
-    """The pages, their own files, and the vendored libraries they load."""
+docs = APIRouter(include_in_schema=False)
+
+
+@docs.get("/docs", name="api-docs")
+def api_docs() -> Response:
+    """The API reference (Swagger UI on /openapi.json), from the locked npm copy."""
+    return _page("docs.html", DOCS_CSP)
+
+
+@docs.get("/redoc", name="api-docs-redoc")
+def redoc() -> Response:
+    # The reference used to be here too, drawn by a script from a CDN; one page serves both.
+    return RedirectResponse("/docs", status_code=308)
+
+
+def mount(app: FastAPI, *, api_docs: bool = True) -> None:
+    """The pages, their own files, and the vendored libraries they load; the API reference
+    unless ``api_docs`` is off."""
     app.include_router(router)
+    if api_docs:
+        app.include_router(docs)
     app.mount("/static/app", StaticFiles(directory=STATIC), name="static")
     for name, directory in VENDOR.items():
         if directory.is_dir():

@@ -17,6 +17,7 @@ const TEXT = {
   "signin.send": { "zh-Hans": "获取验证码", "zh-Hant": "取得驗證碼", en: "Send code", pt: "Enviar código" },
   "signin.code": { "zh-Hans": "短信验证码", "zh-Hant": "短訊驗證碼", en: "Code from the SMS", pt: "Código do SMS" },
   "signin.verify": { "zh-Hans": "登录", "zh-Hant": "登入", en: "Sign in", pt: "Entrar" },
+  "signin.resend": { "zh-Hans": "{seconds} 秒后可重新获取", "zh-Hant": "{seconds} 秒後可重新取得", en: "Send again in {seconds} s", pt: "Reenviar dentro de {seconds} s" },
   "signin.dev": { "zh-Hans": "开发环境验证码：{code}", "zh-Hant": "開發環境驗證碼：{code}", en: "Development code: {code}", pt: "Código de desenvolvimento: {code}" },
   "bind.title": { "zh-Hans": "实名认证", "zh-Hant": "實名認證", en: "Your identity document", pt: "O seu documento de identificação" },
   "bind.note": { "zh-Hans": "证件信息加密保存，健康码上只显示打码姓名。", "zh-Hant": "證件資料加密保存，健康碼上只顯示遮蔽姓名。", en: "Stored encrypted; your code shows only a masked name.", pt: "Guardado cifrado; o código mostra apenas o nome mascarado." },
@@ -75,6 +76,7 @@ const TEXT = {
   "field.nat": { "zh-Hans": "最近核酸检测结果及日期", "zh-Hant": "最近核酸檢測結果及日期", en: "Latest test result and date", pt: "Último teste e data" },
   "field.travel": { "zh-Hans": "14天内是否离开粤澳", "zh-Hant": "14天內是否離開粵澳", en: "Travel outside Guangdong/Macao in 14 days", pt: "Viagens fora de Guangdong/Macau em 14 dias" },
   signout: { "zh-Hans": "退出登录", "zh-Hant": "登出", en: "Sign out", pt: "Sair" },
+  "signout.all": { "zh-Hans": "退出所有设备", "zh-Hant": "登出所有裝置", en: "Sign out on every phone", pt: "Sair em todos os telemóveis" },
   "error.network": { "zh-Hans": "网络不可用，请稍后重试", "zh-Hant": "網絡不可用，請稍後重試", en: "No network; try again", pt: "Sem rede; tente de novo" },
 
   // Proving the identity (residents/binding.py): each outcome in words.
@@ -165,8 +167,23 @@ const TEXT = {
 
 const t = translator(TEXT);
 const $ = (id) => document.getElementById(id);
+// The session's two tokens, kept by this browser (docs/API.md, "Sessions"): the access token
+// goes with every request; the refresh token renews it, once.
+const SESSION_KEY = "yk.session";
+
+function storedSession() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(SESSION_KEY));
+    return stored && stored.access_token && stored.refresh_token ? stored : null;
+  } catch {
+    return null; // a token from before sessions could be renewed: sign in again
+  }
+}
+
 const state = {
-  token: localStorage.getItem("yk.session"),
+  token: storedSession()?.access_token || null,
+  // The sign-in challenge whose code is being typed.
+  challenge: null,
   code: null,
   renewAt: Infinity,
   renewing: false,
@@ -295,18 +312,97 @@ function setTheme(status) {
   document.querySelector('meta[name="theme-color"]').content = THEME[status] || THEME.green;
 }
 
-async function authed(path, options = {}) {
+function keepSession(tokens) {
+  state.token = tokens.access_token;
+  localStorage.setItem(
+    SESSION_KEY,
+    JSON.stringify({ access_token: tokens.access_token, refresh_token: tokens.refresh_token }),
+  );
+}
+
+let renewal = null;
+
+/** Renew the session whose access token `expired` ran out. A refresh token works once (used
+ * twice, the server ends the session), so tabs take turns under a lock, and a tab that finds
+ * the token already renewed by another uses that one. */
+function renewSession(expired) {
+  renewal ||= navigator.locks
+    .request(SESSION_KEY, async () => {
+      const stored = storedSession();
+      if (!stored) throw new ApiError(401, null);
+      if (stored.access_token !== expired) {
+        state.token = stored.access_token;
+        return;
+      }
+      keepSession(await api("/v1/auth/refresh", { method: "POST", body: { refresh_token: stored.refresh_token } }));
+    })
+    .finally(() => {
+      renewal = null;
+    });
+  return renewal;
+}
+
+/** A request with the session: an expired access token is renewed once and the request sent
+ * again; any other 401 (signed out elsewhere, session ended) signs this page out. */
+async function withSession(send) {
+  const token = state.token;
   try {
-    return await api(path, { ...options, token: state.token });
+    return await send(token);
   } catch (error) {
-    if (error instanceof ApiError && error.status === 401) signOut();
+    if (!(error instanceof ApiError && error.status === 401)) throw error;
+    if (error.code === "token_expired") {
+      try {
+        await renewSession(token);
+      } catch (renewError) {
+        signOut();
+        throw renewError;
+      }
+      return await send(state.token);
+    }
+    signOut();
     throw error;
   }
 }
 
+async function authed(path, options = {}) {
+  return withSession((token) => api(path, { ...options, token }));
+}
+
+/** A binary resource (an image) with the session. */
+async function authedBlob(path) {
+  return withSession(async (token) => {
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
+    if (!response.ok) {
+      const text = await response.text();
+      let body = null;
+      try {
+        body = text ? JSON.parse(text) : null;
+      } catch {
+        body = null;
+      }
+      throw new ApiError(response.status, body, response.headers);
+    }
+    return response.blob();
+  });
+}
+
+/** Sign out on the server too (`everywhere`: every phone of the account), then here. The page
+ * forgets the session even if the server cannot be reached. */
+async function signOutByUser(everywhere = false) {
+  const token = state.token;
+  if (token) {
+    const request = everywhere
+      ? api("/v1/me/sessions", { method: "DELETE", token })
+      : api("/v1/auth/logout", { method: "POST", token });
+    await request.catch(() => {});
+  }
+  signOut();
+}
+
 function signOut() {
-  localStorage.removeItem("yk.session");
+  localStorage.removeItem(SESSION_KEY);
   state.token = null;
+  state.challenge = null;
   stopCode();
   closeDependant(false);
   state.identity = null;
@@ -324,16 +420,38 @@ function signOut() {
 
 // --- sign in -------------------------------------------------------------------------------------
 
+let resendTimer = null;
+
+/** The send button waits, counting down, until another code may be sent. */
+function waitToResend(seconds) {
+  clearInterval(resendTimer);
+  const button = $("send-code");
+  const until = Date.now() + seconds * 1_000;
+  const paint = () => {
+    const left = Math.ceil((until - Date.now()) / 1_000);
+    button.disabled = left > 0;
+    button.textContent = left > 0 ? t("signin.resend", { seconds: left }) : t("signin.send");
+    if (left <= 0) clearInterval(resendTimer);
+  };
+  paint();
+  resendTimer = setInterval(paint, 1_000);
+}
+
 async function sendCode(event) {
   event.preventDefault();
   $("phone-error").textContent = "";
   try {
     const sent = await api("/v1/auth/otp", { method: "POST", body: { phone: $("phone").value.trim() } });
+    state.challenge = sent.challenge_id;
+    waitToResend(sent.resend_in);
     $("otp-form").classList.remove("hidden");
     // Development servers hand the code back; production ones only send the SMS.
     $("dev-code").textContent = sent.dev_code ? t("signin.dev", { code: sent.dev_code }) : "";
     $("otp").focus();
   } catch (error) {
+    if (error instanceof ApiError && error.code === "otp_resend_wait" && error.retryAfter) {
+      waitToResend(error.retryAfter);
+    }
     $("phone-error").textContent = errorText(error);
   }
 }
@@ -342,12 +460,13 @@ async function verifyCode(event) {
   event.preventDefault();
   $("otp-error").textContent = "";
   try {
-    const token = await api("/v1/auth/token", {
-      method: "POST",
-      body: { phone: $("phone").value.trim(), code: $("otp").value.trim() },
-    });
-    state.token = token.access_token;
-    localStorage.setItem("yk.session", state.token);
+    keepSession(
+      await api("/v1/auth/token", {
+        method: "POST",
+        body: { phone: $("phone").value.trim(), challenge_id: state.challenge, code: $("otp").value.trim() },
+      }),
+    );
+    $("otp").value = "";
     await start();
   } catch (error) {
     $("otp-error").textContent = errorText(error);
@@ -442,11 +561,7 @@ function needsProofing(error) {
 /** An image of the signed-in person's (or their family member's) code: fetched with the session,
  * shown from a blob URL. Only the path is used, so a proxy's idea of the origin does not matter. */
 async function imageUrl(url) {
-  const response = await fetch(new URL(url, location.href).pathname, {
-    headers: { Authorization: `Bearer ${state.token}` },
-  });
-  if (!response.ok) throw new ApiError(response.status, null);
-  return URL.createObjectURL(await response.blob());
+  return URL.createObjectURL(await authedBlob(new URL(url, location.href).pathname));
 }
 
 async function loadImage(code) {
@@ -1001,11 +1116,9 @@ async function followMacao(id) {
   $("macao-state").textContent = t(`macao.state.${conversion.state}`, { code: conversion.error_code || "" });
   $("macao-result").dataset.state = conversion.state;
   if (conversion.state === "delivered") {
-    const response = await fetch(`/v1/exchange/macao/outbound/${encodeURIComponent(id)}.png`, {
-      headers: { Authorization: `Bearer ${state.token}` },
-    });
-    if (response.ok) {
-      $("macao-qr").src = URL.createObjectURL(await response.blob());
+    const image = await authedBlob(`/v1/exchange/macao/outbound/${encodeURIComponent(id)}.png`).catch(() => null);
+    if (image) {
+      $("macao-qr").src = URL.createObjectURL(image);
       $("macao-qr").classList.remove("hidden");
     }
     return;
@@ -1055,5 +1168,6 @@ $("fam-birth-date").addEventListener("input", familyAge);
 $("fam-birth-date").addEventListener("change", familyAge);
 $("family-form").addEventListener("submit", addFamily);
 $("dep-back").addEventListener("click", () => closeDependant());
-$("sign-out").addEventListener("click", signOut);
+$("sign-out").addEventListener("click", () => signOutByUser().catch(fail));
+$("sign-out-all").addEventListener("click", () => signOutByUser(true).catch(fail));
 start().catch(fail);
