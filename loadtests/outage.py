@@ -3,7 +3,7 @@
 A private throwaway PostgreSQL under ``yuekang serve --workers 2``; 20 clients, each on one
 keep-alive connection, send a morning's mix in a loop (status, a code, an online scan, the JWKS,
 readiness) while the database is killed for 8 s and restarted, then frozen (SIGSTOP, as a
-network partition looks) for 20 s and thawed. Every answer is counted by status and content
+network partition looks) for 20 s and thawed. Every answer is counted, in the phase its request started in, by status and content
 type; a reset connection, a timeout and a text/plain 500 are counted as what they are.
 
     python -m loadtests.outage [--clients 20] [--kill 8] [--freeze 20]
@@ -19,6 +19,7 @@ import collections
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +38,11 @@ from yuekang.db import migrate  # noqa: E402
 class Phase:
     name: str
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
-    slowest: float = 0.0
+    slowest: dict[str, float] = field(default_factory=dict)
 
-    def add(self, outcome: str, took: float) -> None:
+    def add(self, path: str, outcome: str, took: float) -> None:
         self.outcomes[outcome] += 1
-        self.slowest = max(self.slowest, took)
+        self.slowest[path] = max(self.slowest.get(path, 0.0), took)
 
 
 async def client_loop(
@@ -66,6 +67,7 @@ async def client_loop(
             method, path, body, headers = mix[i % len(mix)]
             i += 1
             started = time.monotonic()
+            current = phase[0]
             try:
                 response = await client.request(method, path, json=body, headers=headers)
                 kind = response.headers.get("content-type", "").split(";")[0]
@@ -76,7 +78,8 @@ async def client_loop(
                 outcome = "timeout"
             except httpx.TransportError as exc:
                 outcome = f"connection error ({type(exc).__name__})"
-            phase[0].add(outcome, time.monotonic() - started)
+            # Counted in the phase the request started in.
+            current.add(path, outcome, time.monotonic() - started)
 
 
 async def run(base: str, auth: list[dict[str, str]], gate: str, qr_text: str, cluster, options):  # type: ignore[no-untyped-def]
@@ -89,21 +92,18 @@ async def run(base: str, auth: list[dict[str, str]], gate: str, qr_text: str, cl
     ]
     loop = asyncio.get_running_loop()
 
-    async def during(name: str, seconds: float) -> None:
+    async def then(name: str, fault: Callable[[], None] | None, seconds: float) -> None:
         current[0] = phases[name]
-        await asyncio.sleep(seconds)
+        started = time.monotonic()
+        if fault is not None:
+            await loop.run_in_executor(None, fault)
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
 
-    await during("before", 3)
-    await loop.run_in_executor(None, cluster.kill)
-    await during("killed", options.kill)
-    current[0] = phases["restarted"]
-    started = time.monotonic()
-    await loop.run_in_executor(None, cluster.restart)
-    await asyncio.sleep(max(0.0, 5 - (time.monotonic() - started)))
-    await loop.run_in_executor(None, cluster.freeze)
-    await during("frozen", options.freeze)
-    await loop.run_in_executor(None, cluster.thaw)
-    await during("thawed", 5)
+    await then("before", None, 3)
+    await then("killed", cluster.kill, options.kill)
+    await then("restarted", cluster.restart, 5)
+    await then("frozen", cluster.freeze, options.freeze)
+    await then("thawed", cluster.thaw, 5)
     stop.set()
     await asyncio.gather(*clients)
     return phases
@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--kill", type=float, default=8)
     parser.add_argument("--freeze", type=float, default=20)
+    parser.add_argument(
+        "--log", type=Path, default=Path(tempfile.gettempdir()) / "yuekang-outage.log"
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, private_cluster() as cluster:
         work = Path(tmp)
@@ -130,17 +133,18 @@ def main() -> None:
             phases = asyncio.run(
                 run(server.base, [r.auth for r in residents], gate, qr_text, cluster, options)
             )
-            tracebacks = server.log.read_text().count("Traceback")
+            log = server.log.read_text()
+            options.log.write_text(log)
+            tracebacks = log.count("Traceback")
     killed, frozen = f"{options.kill:g}", f"{options.freeze:g}"
     print(f"{options.clients} clients, 2 workers; killed {killed} s, frozen {frozen} s")
-    print("| phase | requests | answers | slowest |")
+    print("| phase | requests | answers | slowest, by path |")
     print("|---|---|---|---|")
     for phase in phases.values():
         answers = ", ".join(f"{n} × {o}" for o, n in phase.outcomes.most_common())
-        print(
-            f"| {phase.name} | {sum(phase.outcomes.values())} | {answers} | {phase.slowest:.1f} s |"
-        )
-    print(f"tracebacks in the server log: {tracebacks}")
+        slowest = ", ".join(f"{p} {t:.1f} s" for p, t in sorted(phase.slowest.items()))
+        print(f"| {phase.name} | {sum(phase.outcomes.values())} | {answers} | {slowest} |")
+    print(f"tracebacks in the server log: {tracebacks} ({options.log})")
 
 
 if __name__ == "__main__":

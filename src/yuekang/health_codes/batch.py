@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from yuekang.batching import Batches
 from yuekang.config import Settings
+from yuekang.db import database_unavailable
 from yuekang.exceptions import YuekangError
 from yuekang.health_codes.models import HealthCode
 from yuekang.health_codes.service import (
@@ -86,9 +87,13 @@ class Issuance:
     async def _answer(self, batch: list[_Request]) -> list[Issued | None]:
         try:
             return await self._commit(batch)
-        except Exception:
-            # A deadlock with a status decision, a lost connection: each request is tried
-            # again on its own, which gives the documented answer if it fails again.
+        except Exception as exc:
+            if database_unavailable(exc) and not getattr(exc, "connection_invalidated", False):
+                # Refused, frozen past a timeout, read-only: asking again one by one would wait
+                # out the same timeouts, so every request of the batch is answered 503 now.
+                raise
+            # A deadlock with a status decision, a pooled connection found dead: each request
+            # is tried again on its own, which gives the documented answer if it fails again.
             log.warning("an issuance batch of %d failed; issuing singly", len(batch), exc_info=True)
             return [None] * len(batch)
 

@@ -12,15 +12,17 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from yuekang.audit import service as audit
+from yuekang.db import database_unavailable
 from yuekang.exceptions import Conflict, ValidationFailed
 from yuekang.health_status.models import RuleSetRecord
+from yuekang.keyring.ring import REFRESH_WAIT_SECONDS, RETRY_SECONDS
 from yuekang.principals import Actor
 from yuekang.rules import RuleSet, RuleSetError, default_rule_set, parse_rule_set
 
@@ -33,23 +35,56 @@ class RuleBook:
     refresh_seconds: float
     _current: RuleSet | None = None
     _loaded_monotonic: float = 0.0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _refreshing: asyncio.Future[RuleSet] | None = None
+    _generation: int = 0
 
     async def current(self) -> RuleSet:
+        """The rule set in force, read again when older than ``refresh_seconds``. As the key
+        ring does: while the database cannot be reached the last one read goes on serving
+        (rule sets change only through the database), a slow reload is waited for at most
+        half a second, and a failed one is tried again a second later."""
         if self._current is not None and self._fresh():
             return self._current
-        async with self._lock:
-            if self._current is None or not self._fresh():
-                self._current = await self._load()
-                self._loaded_monotonic = time.monotonic()
-        assert self._current is not None
+        if self._current is None or self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh())
+            # Read, so that a failure nobody waited for is not reported as never retrieved.
+            self._refreshing.add_done_callback(
+                lambda done: None if done.cancelled() else done.exception()
+            )
+        refreshing = self._refreshing
+        if self._current is None:
+            return await asyncio.shield(refreshing)
+        done, _ = await asyncio.wait({refreshing}, timeout=REFRESH_WAIT_SECONDS)
+        if done and not refreshing.cancelled() and refreshing.exception() is None:
+            return refreshing.result()
         return self._current
 
     def invalidate(self) -> None:
         self._current = None
+        self._refreshing = None
+        self._generation += 1
 
     def _fresh(self) -> bool:
         return time.monotonic() - self._loaded_monotonic < self.refresh_seconds
+
+    async def _refresh(self) -> RuleSet:
+        generation = self._generation
+        try:
+            loaded = await self._load()
+        except Exception as exc:
+            if self._current is None or not database_unavailable(exc):
+                raise
+            log.warning("rule set not refreshed (database unavailable); using the last")
+            self._loaded_monotonic = time.monotonic() - self.refresh_seconds + RETRY_SECONDS
+            return self._current
+        else:
+            if generation == self._generation:
+                self._current = loaded
+                self._loaded_monotonic = time.monotonic()
+            return loaded
+        finally:
+            if generation == self._generation:
+                self._refreshing = None
 
     async def _load(self) -> RuleSet:
         async with self.sessionmaker() as session:
