@@ -3,8 +3,9 @@
 A private throwaway PostgreSQL under ``yuekang serve --workers 2``; 20 clients, each on one
 keep-alive connection, send a morning's mix in a loop (status, a code, an online scan, the JWKS,
 readiness) while the database is killed for 8 s and restarted, then frozen (SIGSTOP, as a
-network partition looks) for 20 s and thawed. Every answer is counted, in the phase its request started in, by status and content
-type; a reset connection, a timeout and a text/plain 500 are counted as what they are.
+network partition looks) for 20 s and thawed. Every answer is counted, in the phase its request
+started in, by status and content type; a reset connection, a timeout and a text/plain 500 are
+counted as what they are.
 
     python -m loadtests.outage [--clients 20] [--kill 8] [--freeze 20]
 

@@ -27,7 +27,7 @@ class OtpSettings(BaseModel):
     """Sign-in codes. Each request makes its own challenge and none replaces another, so a
     stranger asking for codes for someone's phone does not spoil the code its owner is typing;
     guesses are counted per challenge, whose id only its requester holds. Guesses at one phone
-    are bounded by ``per_phone_limit * max_attempts`` per window, as before: docs/API.md."""
+    are bounded by ``per_phone_limit * max_attempts`` per (sliding) window: docs/API.md."""
 
     ttl_seconds: int = Field(300, ge=30, le=3600)
     max_attempts: int = Field(5, ge=1, le=20, description="guesses per challenge")
@@ -36,9 +36,15 @@ class OtpSettings(BaseModel):
         60, ge=0, le=600, description="wait between two codes for one phone from one address"
     )
     per_phone_limit: int = Field(
-        10, ge=1, description="codes sent to one phone per window, whoever asks"
+        20, ge=1, description="codes sent to one phone per window, whoever asks"
     )
-    per_phone_window_seconds: int = Field(3600, ge=1)
+    per_phone_client_limit: int = Field(
+        5,
+        ge=1,
+        description="codes sent to one phone per window at the request of one address (IPv6: "
+        "/64): one address cannot use up a phone's allowance",
+    )
+    per_phone_window_seconds: int = Field(3600, ge=1, description="both per-phone limits slide")
     per_client_limit: int = Field(
         30, ge=1, description="OTP requests per client address (IPv6: per /64) per window"
     )

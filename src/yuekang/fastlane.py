@@ -164,8 +164,9 @@ async def _resident(
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
-    # A repeated header keeps its last value; only single-valued ones are read here.
-    return dict(scope["headers"])
+    # A repeated header keeps its first value, as the routes read it (Starlette's Headers.get),
+    # so that a request means the same thing on both paths.
+    return dict(reversed(scope["headers"]))
 
 
 def _bearer(headers: dict[bytes, bytes]) -> str:

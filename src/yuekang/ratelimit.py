@@ -25,8 +25,13 @@ async def hit(
     now: dt.datetime,
     what: str,
     code: str = "rate_limited",
+    sliding: bool = False,
 ) -> None:
-    """Count one request against ``bucket``; raise 429 with ``Retry-After`` past ``limit``."""
+    """Count one request against ``bucket``; raise 429 with ``Retry-After`` past ``limit``.
+
+    ``sliding``: the previous window counts too, in proportion to how much of it lies within
+    the last ``window_seconds`` (the sliding-window counter), so that no two fixed windows let
+    twice the limit through around their edge."""
     seconds = epoch(now)
     window_start = seconds - seconds % window_seconds
     dialect = sqlite if dialect_name(session) == "sqlite" else postgresql
@@ -40,6 +45,25 @@ async def hit(
         .returning(RateLimitCounter.count)
     )
     count = (await session.execute(statement)).scalar_one()
+    if sliding and count <= limit:
+        previous = (
+            await session.execute(
+                select(RateLimitCounter.count).where(
+                    RateLimitCounter.bucket == bucket,
+                    RateLimitCounter.window_start == window_start - window_seconds,
+                )
+            )
+        ).scalar_one_or_none() or 0
+        overlap = 1 - (seconds - window_start) / window_seconds
+        if previous * overlap + count > limit:
+            # When enough of the previous window has slid out.
+            needed = (previous * overlap + count - limit) / previous
+            retry_after = max(int(needed * window_seconds + 0.999), 1)
+            raise TooManyRequests(
+                f"too many {what}; try again in {retry_after} s",
+                code=code,
+                headers={"Retry-After": str(retry_after)},
+            )
     if count > limit:
         retry_after = window_start + window_seconds - seconds
         raise TooManyRequests(

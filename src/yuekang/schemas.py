@@ -30,11 +30,27 @@ Instant = Annotated[dt.datetime, AfterValidator(_storable_instant)]
 and the arithmetic around it can hold (a time near year 1 or 9999 overflows once moved)."""
 
 
-def _invisible(line: str, spacing: str = "") -> str | None:
-    """The first character of ``line`` that is not printable: controls, and formatting marks such
-    as U+202E (RIGHT-TO-LEFT OVERRIDE, which turns "gpj.exe" around on screen) or U+200B
-    (ZERO WIDTH SPACE, which makes two equal-looking names differ)."""
-    return next((ch for ch in line if not ch.isprintable() and ch not in spacing), None)
+# Printable by Unicode's categories, yet drawn as nothing: Hangul fillers, the combining
+# grapheme joiner, the braille blank, Mongolian and ordinary variation selectors (in a name; an
+# emoji in free text may carry VS16).
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u034f\u2800\u180b\u180c\u180d\u180f")
+_SELECTORS = frozenset(chr(c) for c in range(0xFE00, 0xFE10))
+
+
+def _invisible(line: str, spacing: str = "", allowed: frozenset[str] = frozenset()) -> str | None:
+    """The first character of ``line`` that is not printable: controls, formatting marks such as
+    U+202E (RIGHT-TO-LEFT OVERRIDE, which turns "gpj.exe" around on screen) or U+200B (ZERO
+    WIDTH SPACE, which makes two equal-looking names differ), and printable blanks."""
+    return next(
+        (
+            ch
+            for ch in line
+            if ch not in spacing
+            and ch not in allowed
+            and (not ch.isprintable() or ch in _BLANK or ch in _SELECTORS)
+        ),
+        None,
+    )
 
 
 def _refuse(ch: str) -> None:
@@ -52,7 +68,7 @@ def _plain_line(value: str) -> str:
 def _plain_text(value: str) -> str:
     lines = value.replace("\r\n", "\n").replace("\t", " ").split("\n")
     for line in lines:
-        if (ch := _invisible(line)) is not None:
+        if (ch := _invisible(line, allowed=_SELECTORS)) is not None:
             _refuse(ch)
     return "\n".join(line.rstrip() for line in lines).strip()
 

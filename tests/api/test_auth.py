@@ -17,7 +17,7 @@ import pytest
 from conftest import TEST_SECRETS, RunningApp, make_settings, start_app
 from support.api import answer, random_phone
 from yuekang.auth.sms import MemorySmsSender
-from yuekang.clock import ManualClock
+from yuekang.clock import ManualClock, epoch
 from yuekang.config import OtpSettings, SessionSettings
 
 
@@ -224,6 +224,7 @@ async def test_requests_are_limited_per_phone(
         database_url, tmp_path, otp=OtpSettings(per_phone_limit=3, per_client_limit=1000)
     )
     async for app in start_app(settings, clock, sms):
+        clock.advance(3600 - epoch(clock.now()) % 3600)  # at the start of an hour on the clock
         phone = random_phone()
         for _ in range(3):
             assert (await app.api.request_otp(phone)).status_code == 200
@@ -233,6 +234,9 @@ async def test_requests_are_limited_per_phone(
         assert refused.json()["error"]["code"] == "rate_limited"
         assert int(refused.headers["Retry-After"]) > 0
         assert (await app.api.request_otp(random_phone())).status_code == 200
+        # The limit slides: the last hour counts, not the hour on the clock.
+        clock.advance(3600)
+        assert (await app.api.request_otp(phone)).status_code == 429
         clock.advance(3600)
         assert (await app.api.request_otp(phone)).status_code == 200
 
@@ -563,3 +567,81 @@ async def test_an_access_token_without_a_session_is_refused(
     old = jwt.encode(claims, TEST_SECRETS.session_secret, algorithm="HS256")
     refused = await running.client.get("/v1/me", headers=bearer(old))
     assert refused.status_code == 401 and error_code(refused) == "invalid_token"
+
+
+async def test_one_address_cannot_use_up_a_phones_allowance(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        otp=OtpSettings(
+            per_phone_limit=4, per_phone_client_limit=2, per_client_limit=1000, resend_seconds=0
+        ),
+    )
+    async for app in start_app(settings, clock, sms):
+        phone = random_phone()
+        async with from_address(app, "198.51.100.40") as stranger:
+            answers = [
+                (await stranger.post("/v1/auth/otp", json={"phone": phone})).status_code
+                for _ in range(6)
+            ]
+        assert answers == [200, 200, 429, 429, 429, 429]
+        # Its owner, elsewhere, still gets codes...
+        await ask(app.client, phone)
+        # ...until several addresses together reach the phone's own limit.
+        async with from_address(app, "198.51.100.41") as other:
+            await ask(other, phone)
+            refused = await other.post("/v1/auth/otp", json={"phone": phone})
+        assert refused.status_code == 429
+        assert (await app.client.post("/v1/auth/otp", json={"phone": phone})).status_code == 429
+
+
+async def test_the_per_phone_limit_does_not_double_at_the_edge_of_an_hour(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        otp=OtpSettings(per_phone_limit=3, per_client_limit=1000, resend_seconds=0),
+    )
+    async for app in start_app(settings, clock, sms):
+        # Ten seconds before an hour on the clock turns.
+        clock.advance(3600 - epoch(clock.now()) % 3600 - 10)
+        phone = random_phone()
+        async with from_address(app, "198.51.100.50") as a, from_address(app, "198.51.100.51") as b:
+            for client in (a, b, a):
+                await ask(client, phone)
+                clock.advance(1)
+            clock.advance(10)  # a new hour on the clock
+            edge = await b.post("/v1/auth/otp", json={"phone": phone})
+            assert edge.status_code == 429
+            # Three codes in the last hour, all but 0.3% of it still inside the window: the next
+            # may go once a third of the hour has slid past them (3 x 2/3 + 1 = 3).
+            wait = int(edge.headers["Retry-After"])
+            assert 1150 < wait < 1250
+            clock.advance(wait - 5)
+            assert (await b.post("/v1/auth/otp", json={"phone": phone})).status_code == 429
+            clock.advance(5)
+            await ask(b, phone)
+
+
+@pytest.mark.parametrize(
+    ("host", "counted_as"),
+    [
+        ("2001:db8:1:2::7", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("64:ff9b::c633:6407", "198.51.100.7"),
+        ("::ffff:0:c633:6407", "198.51.100.7"),
+        ("::1", "::/64"),
+        ("198.51.100.7", "198.51.100.7"),
+        ("not an address", "invalid"),
+    ],
+)
+def test_what_a_client_address_is_counted_as(host: str, counted_as: str):
+    from starlette.requests import Request
+
+    from yuekang.auth.endpoints import client_address
+
+    request = Request({"type": "http", "client": (host, 1), "headers": []})
+    assert client_address(request) == counted_as

@@ -263,10 +263,11 @@ async def test_a_changed_status_or_a_revoked_code_gets_a_new_code(
 
 
 async def test_a_code_of_a_retired_key_is_not_handed_out_again(
-    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+    fresh_database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
 ):
+    # A database of its own: the key it activates would be every later test's signing key.
     settings = make_settings(
-        database_url,
+        fresh_database_url,
         tmp_path,
         keys=KeySettings(ring_refresh_seconds=0, publish_lead_seconds=60),
     )

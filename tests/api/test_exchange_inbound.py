@@ -193,6 +193,10 @@ async def test_the_converted_person_signs_in_with_the_packages_phone(gd: Running
     claims_now = read_health_code(fresh["qr_text"], keyring, now=now_s(gd)).claims
     assert claims_now.src == (MO, MACAO.code_key.kid, body["code"]["source"]["digest"])
     assert claims_now.nt is not None  # Macao's negative test shows on the Guangdong code
+    # Asked again, the same code (with its provenance), not a new row each time.
+    for _ in range(3):
+        again = await gd.api.issue(resident)
+        assert again.status_code == 200 and again.json()["code_id"] == fresh["code_id"]
 
     # ...and not once the Macao test has left the 168-hour window.
     gd.context.clock.advance(6 * 86400)
@@ -847,6 +851,15 @@ async def test_a_package_that_does_not_describe_its_code_is_refused(
 
     assert_refused(sent.response, 422, "source_mismatch")
     assert [f["field"] for f in sent.json()["error"]["fields"]] == [field]
+
+
+async def test_a_name_with_invisible_characters_is_refused(gd: RunningApp, keys: OurKeys):
+    # Shown masked to staff at our checkpoints: "\u202e陳大文" would show as "\u202e*文".
+    person = subject(name="\u202e陳大文")
+    sent = await send(gd, MACAO.seal(claims(gd, subject=person), keys.enc))
+    assert_refused(sent.response, 400, "package_malformed")
+    assert [f["field"] for f in sent.json()["error"]["fields"]] == ["subject.name"]
+    assert "U+202E" in sent.response.text
 
 
 async def test_a_mainland_document_converts_under_the_macao_type_other(

@@ -17,6 +17,9 @@ INVISIBLE = {
     "U+2066": "\u2066",  # LEFT-TO-RIGHT ISOLATE
     "U+FEFF": "\ufeff",  # ZERO WIDTH NO-BREAK SPACE
     "U+0007": "\x07",  # BEL
+    "U+3164": "\u3164",  # HANGUL FILLER: printable by its category, drawn as nothing
+    "U+034F": "\u034f",  # COMBINING GRAPHEME JOINER
+    "U+2800": "\u2800",  # BRAILLE PATTERN BLANK
 }
 
 
@@ -54,6 +57,14 @@ async def test_free_text_and_names_refuse_invisible_characters(running: RunningA
         headers=operator,
     )
     refused_for(decision, "reason", codepoint)
+    epidemiologist = await running.operator_token(Role.EPIDEMIOLOGIST)
+    history = await running.client.get(
+        f"/v1/admin/residents/{uuid.uuid4()}/status-history",
+        params={"reason": f"追踪{mark}密接"},
+        headers={"Authorization": f"Bearer {epidemiologist}"},
+    )
+    assert history.status_code == 422, history.text
+    assert codepoint in history.text
 
 
 async def test_ordinary_text_keeps_its_lines_and_loses_nothing_else(running: RunningApp):
@@ -66,3 +77,12 @@ async def test_ordinary_text_keeps_its_lines_and_loses_nothing_else(running: Run
     # A line break in free text is kept (CRLF becomes LF); emoji and Macao Portuguese are text.
     body = AppealCreate.model_validate({"text": "第一行\r\n第二行 São Lourenço 🙂"})
     assert body.text == "第一行\n第二行 São Lourenço 🙂"
+
+
+async def test_a_variation_selector_is_refused_in_a_name_and_kept_in_an_emoji(running: RunningApp):
+    admin = {"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"}
+    named = await running.client.post(
+        "/v1/admin/checkpoints", json={"name": "拱北口岸\ufe0f"}, headers=admin
+    )
+    refused_for(named, "name", "U+FE0F")
+    assert AppealCreate.model_validate({"text": "谢谢 \u2764\ufe0f 核实"}).text.endswith("核实")

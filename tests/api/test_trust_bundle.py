@@ -187,3 +187,11 @@ async def test_a_delta_is_signed_once_per_version_and_base(running: RunningApp, 
         return sum(len(ids) for ids in read_bundle(text, synced.anchor).revoked.values())
 
     assert revoked(newer) == revoked(one) + 1 == 2
+
+
+@pytest.mark.parametrize("since", [0, 2**31, 2**63, -1])
+async def test_a_version_out_of_range_is_a_clear_422(running: RunningApp, since: int):
+    gate = await running.checkpoint_key()
+    status, _, text = await fetch(running, gate, since=since)
+    assert status == 422, text
+    assert "since" in text

@@ -95,3 +95,21 @@ def test_the_api_reference_can_be_turned_off(tmp_path: object) -> None:
     with serve(env, workdir, "off") as server:
         assert httpx.get(server.base + "/docs").status_code == 404
         assert httpx.get(server.base + "/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/vendor/swagger-ui/index.html",
+        "/static/vendor/swagger-ui/swagger-initializer.js",
+        "/static/vendor/swagger-ui/oauth2-redirect.html",
+        "/static/vendor/swagger-ui/package.json",
+    ],
+)
+def test_only_the_files_the_reference_needs_are_served(web_server: Server, path: str) -> None:
+    # Swagger UI's own index.html draws a petstore from the internet, with no policy, on the
+    # origin that holds the resident's session.
+    assert httpx.get(web_server.base + path).status_code == 404
+    assert (
+        httpx.get(web_server.base + "/static/vendor/swagger-ui/swagger-ui.css").status_code == 200
+    )

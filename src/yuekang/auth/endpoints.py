@@ -20,6 +20,12 @@ from yuekang.exceptions import NotFound
 from yuekang.openapi import errors
 
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
+# IPv6 forms that carry a client's IPv4 address in their last 32 bits (SIIT/NAT64's well-known
+# prefix, IPv4-translated and IPv4-compatible addresses): counted as that IPv4 address, not as
+# one /64 shared by every such client.
+_EMBEDDED_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96")
+)
 me = APIRouter(prefix="/v1/me/sessions", tags=["sign-in"])
 
 
@@ -39,6 +45,8 @@ def client_address(request: Request) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
+        if not address.is_loopback and any(address in net for net in _EMBEDDED_IPV4):
+            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 

@@ -102,11 +102,21 @@ async def request_otp(
         )
     await ratelimit.hit(
         session,
+        bucket=f"otp:phone-client:{index.hex()[:24]}:{client_address[:48]}",
+        limit=settings.per_phone_client_limit,
+        window_seconds=settings.per_phone_window_seconds,
+        now=now,
+        what="codes requested for this phone from this address",
+        sliding=True,
+    )
+    await ratelimit.hit(
+        session,
         bucket="otp:phone:" + index.hex()[:40],
         limit=settings.per_phone_limit,
         window_seconds=settings.per_phone_window_seconds,
         now=now,
         what="codes requested for this phone",
+        sliding=True,
     )
     await ratelimit.hit(
         session,

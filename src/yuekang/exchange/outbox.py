@@ -33,6 +33,7 @@ from yuekang.audit import service as audit
 from yuekang.clock import Clock, epoch, from_epoch
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER, new_jti, seal_package, sign_request
 from yuekang.config import ExchangeSettings
+from yuekang.db import database_unavailable
 from yuekang.exceptions import YuekangError
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import partners
@@ -479,10 +480,13 @@ class Outbox:
         for message_id in ids:
             try:
                 attempted += await self._attempt(message_id, token)
-            except Exception:
+            except Exception as exc:
                 # One message that cannot be prepared (a corrupt payload, say) must not hold
                 # back the others; its lease runs out and it is tried again later.
-                log.exception("outbox message %s could not be attempted", message_id)
+                if database_unavailable(exc):
+                    log.warning("outbox message %s not attempted: database unavailable", message_id)
+                else:
+                    log.exception("outbox message %s could not be attempted", message_id)
         return attempted
 
     async def _attempt(self, message_id: uuid.UUID, token: str) -> int:
@@ -532,8 +536,12 @@ class Outbox:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox round failed; trying again")
+            except Exception as exc:
+                if database_unavailable(exc):
+                    # An outage is not a bug: one line, not a traceback per poll.
+                    log.warning("outbox round skipped: the database is unavailable")
+                else:
+                    log.exception("outbox round failed; trying again")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._settings.poll_seconds)

@@ -68,6 +68,7 @@ from yuekang.residents.masking import mask_name
 from yuekang.residents.models import Identity, Resident
 from yuekang.rules import RuleSet
 from yuekang.rules.ruleset import PartnerExchange
+from yuekang.schemas import PlainLine
 
 PURPOSE = "health-code-conversion"
 CONSENT_MAX_AGE = 86_400
@@ -138,7 +139,8 @@ class _Strict(BaseModel):
 
 
 class Subject(_Strict):
-    name: str = Field(min_length=1, max_length=100)
+    # Shown masked to staff at checkpoints: refused with invisible characters, as our own are.
+    name: PlainLine = Field(min_length=1, max_length=100)
     doc_type: str = Field(min_length=1, max_length=32)
     doc_number: str = Field(min_length=1, max_length=32)
     birth_date: dt.date

@@ -94,7 +94,11 @@ class Issuance:
                 raise
             # A deadlock with a status decision, a pooled connection found dead: each request
             # is tried again on its own, which gives the documented answer if it fails again.
-            log.warning("an issuance batch of %d failed; issuing singly", len(batch), exc_info=True)
+            log.warning(
+                "an issuance batch of %d failed; issuing singly",
+                len(batch),
+                exc_info=not database_unavailable(exc),
+            )
             return [None] * len(batch)
 
     async def _commit(self, batch: list[_Request]) -> list[Issued | None]:

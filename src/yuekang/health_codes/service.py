@@ -255,14 +255,18 @@ async def issue_code(
         if row.converted and status.status == "green"
         else None
     )
-    if source is None and reuse:
+    if reuse:
         live = (
             await session.execute(reusable_query({resident_id}, now, lifetime).limit(1))
         ).first()
+        # A code made after the conversion in force carries its provenance, as a new one would.
+        decided_at = status.updated_at
+        if source is not None and source.completed_at is not None:
+            decided_at = max(decided_at, source.completed_at)
         again = await reusable(
             live,
             status=status.status,
-            decided_at=status.updated_at,
+            decided_at=decided_at,
             bound_at=row.bound_at,
             proofed_at=row.proofed_at,
             keyring=keyring,

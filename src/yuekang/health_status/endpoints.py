@@ -37,6 +37,7 @@ from yuekang.openapi import errors
 from yuekang.residents import service as residents
 from yuekang.rules import RuleSet, explain, negative_within_hours
 from yuekang.rules.facts import as_status
+from yuekang.schemas import PlainLine
 
 
 def status_answer(
@@ -183,7 +184,7 @@ async def read_status_history(
     session: SessionDep,
     now: Now,
     operator: AnyStaff,
-    reason: Annotated[str, Query(min_length=3, max_length=500, description="Why; audited")],
+    reason: Annotated[PlainLine, Query(min_length=3, max_length=500, description="Why; audited")],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[StatusChangeRead]:
     """What changed a resident's status, when, from which findings under which rule-set version,

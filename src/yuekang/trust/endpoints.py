@@ -33,7 +33,10 @@ async def trust_bundle(
     context: Context,
     now: Now,
     checkpoint: CurrentCheckpoint,
-    since: Annotated[int | None, Query(ge=1, description="A version held: answer a delta")] = None,
+    since: Annotated[
+        int | None,
+        Query(ge=1, le=2**31 - 1, description="A version held: answer a delta"),
+    ] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The signed checkpoint trust bundle (a JWS; see `docs/CHECKPOINTS.md`): keys with their

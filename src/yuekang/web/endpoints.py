@@ -10,6 +10,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from yuekang.exceptions import NotFound
+
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
@@ -22,8 +24,13 @@ VENDOR = {
     # Macao codes in the scanner: CBOR tokens and base45, both plain ES modules.
     "cborg": NODE_MODULES / "cborg" / "lib",
     "base45": NODE_MODULES / "base45-ts" / "lib",
-    # The API reference at /docs.
-    "swagger-ui": NODE_MODULES / "swagger-ui-dist",
+}
+# The API reference at /docs needs two files of swagger-ui-dist; the rest of that folder (its
+# own index.html, which draws a petstore from the internet) is not served.
+SWAGGER_UI = NODE_MODULES / "swagger-ui-dist"
+SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
 }
 # Scripts only from us; WebAssembly for the QR decoder; images from us, data: and blob: (QR
 # images, camera frames); connections only back to us. No inline script anywhere.
@@ -94,6 +101,26 @@ docs = APIRouter(include_in_schema=False)
 def api_docs() -> Response:
     """The API reference (Swagger UI on /openapi.json), from the locked npm copy."""
     return _page("docs.html", DOCS_CSP)
+
+
+def _swagger_file(name: str) -> Callable[[], Response]:
+    def serve() -> Response:
+        if not (SWAGGER_UI / name).is_file():
+            raise NotFound(
+                "the API reference's files are missing: run npm ci for the pages",
+                code="not_found",
+            )
+        return FileResponse(
+            SWAGGER_UI / name,
+            media_type=SWAGGER_FILES[name],
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    return serve
+
+
+for _file in SWAGGER_FILES:
+    docs.add_api_route(f"/static/vendor/swagger-ui/{_file}", _swagger_file(_file), methods=["GET"])
 
 
 @docs.get("/redoc", name="api-docs-redoc")
