@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -147,12 +147,3 @@ async def refund(
         )
         .values(count=RateLimitCounter.count - 1)
     )
-
-
-async def purge(session: AsyncSession, *, now: dt.datetime, older_than_seconds: int) -> int:
-    """Drop counters of windows that ended long ago."""
-    cutoff = epoch(now) - older_than_seconds
-    result = await session.execute(
-        delete(RateLimitCounter).where(RateLimitCounter.window_start < cutoff)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -74,6 +74,9 @@ class ThrowawayPostgres:
             "--locale=C.UTF-8",
             "--no-sync",
         )
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
@@ -86,31 +89,24 @@ class ThrowawayPostgres:
             f"-p {self.port} -k {self.root} {self.options}",
         )
 
+    def _pg_ctl_stop(self) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+
     def stop(self) -> None:
         self.thaw()
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            self._pg_ctl_stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # --- faults, for the tests of what the service does when its database fails ---------------
 
     def kill(self) -> None:
         """Stop the server at once, as a crash would (no shutdown checkpoint)."""
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        self._pg_ctl_stop()
 
     def restart(self) -> None:
         """Start it again on the same port, after :meth:`kill` (it recovers from its WAL)."""
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-w",
-            "start",
-            "-o",
-            f"-p {self.port} -k {self.root} {self.options}",
-        )
+        self._pg_ctl_start()
 
     def _processes(self) -> list[int]:
         pid_file = self.data / "postmaster.pid"

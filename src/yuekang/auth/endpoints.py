@@ -162,7 +162,6 @@ async def logout(claims: CurrentSession, session: SessionDep, context: Context, 
         session,
         resident_id=claims.resident_id,
         session_ids=[claims.session_id],
-        reason="signed_out",
         now=now,
         ended=context.ended_sessions,
     )
@@ -193,7 +192,6 @@ async def end_all_sessions(
         session,
         resident_id=claims.resident_id,
         session_ids=None,
-        reason="everywhere",
         now=now,
         ended=context.ended_sessions,
     )
@@ -215,7 +213,6 @@ async def end_session(
         session,
         resident_id=claims.resident_id,
         session_ids=[session_id],
-        reason="signed_out",
         now=now,
         ended=context.ended_sessions,
     )

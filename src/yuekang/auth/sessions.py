@@ -186,11 +186,12 @@ async def end(
     *,
     resident_id: uuid.UUID,
     session_ids: list[uuid.UUID] | None,
-    reason: str,
     now: dt.datetime,
     ended: EndedSessions,
 ) -> list[uuid.UUID]:
-    """End the resident's live sessions named (all of them with None); returns those ended."""
+    """End the resident's live sessions named (all of them with None: sign-out everywhere);
+    returns those ended."""
+    reason = "everywhere" if session_ids is None else "signed_out"
     statement = (
         update(ResidentSession)
         .where(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -244,12 +244,6 @@ async def _nonce(
     except IntegrityError:
         return False
     return True
-
-
-async def purge_nonces(session: AsyncSession, *, now: dt.datetime) -> int:
-    """Forget ids that could no longer be accepted anyway."""
-    result = await session.execute(delete(ExchangeNonce).where(ExchangeNonce.expires_at < now))
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def receive_inbound(

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,12 +63,6 @@ async def upload(
         .returning(ScanRecord.id)
     )
     return len((await session.execute(statement)).all())
-
-
-async def purge(session: AsyncSession, *, before: dt.datetime) -> int:
-    """Delete every scan record made before ``before``; returns how many."""
-    result = await session.execute(delete(ScanRecord).where(ScanRecord.scanned_at < before))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def at_checkpoint(
