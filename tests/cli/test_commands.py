@@ -51,6 +51,18 @@ def test_key_rotation_from_the_command_line(env: Path, monkeypatch: pytest.Monke
     assert run("keys", "activate", "nope")[0] == 1
 
 
+def test_a_key_id_starting_with_a_dash_is_read_as_the_id(env: Path):
+    # One key id in 64 starts with "-"; it must not be taken for an unknown option (exit 2).
+    for command in (
+        ("keys", "activate"),
+        ("keys", "retire"),
+        ("exchange", "partner", "retire-key", "macao"),
+    ):
+        code, _, err = run(*command, "-Zm9vYmFyYmF6cXV4cXV1eA")
+        assert code == 1, (command, err)
+        assert "No such option" not in err
+
+
 def test_checkpoint_and_operator_keys_are_printed_once(env: Path):
     code, out, err = run("checkpoints", "create", "Hengqin port")
     assert code == 0

@@ -238,7 +238,12 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     _run(work)
 
 
-@keys_app.command("activate")
+# A key id is base64url and starts with "-" once in 64: read such an argument as the id, not as
+# an unknown option.
+_KID_ARGUMENT = {"ignore_unknown_options": True}
+
+
+@keys_app.command("activate", context_settings=_KID_ARGUMENT)
 def keys_activate(kid: str) -> None:
     """Make a pending key the signing key; the active key is retired."""
     from yuekang.keyring import service
@@ -257,7 +262,7 @@ def keys_activate(kid: str) -> None:
     _run(work)
 
 
-@keys_app.command("retire")
+@keys_app.command("retire", context_settings=_KID_ARGUMENT)
 def keys_retire(
     kid: str,
     compromised: Annotated[

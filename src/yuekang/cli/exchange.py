@@ -153,7 +153,7 @@ def partner_sync(
     _sync(partner_id, None, expect_kid or [])
 
 
-@partner_app.command("retire-key")
+@partner_app.command("retire-key", context_settings={"ignore_unknown_options": True})
 def partner_retire_key(partner_id: str, kid: str) -> None:
     """Stop trusting one partner key now (say, on its compromise notice)."""
     from yuekang.cli import _run

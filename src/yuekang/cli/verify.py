@@ -80,7 +80,10 @@ def verify_command(
         raise typer.Exit(2) from exc
     verdict = verifier.verify(text, now=now if now is not None else int(time.time()))
     if as_json:
-        typer.echo(json.dumps(verdict.to_dict(language), ensure_ascii=False, indent=2))
+        document = verdict.to_dict(language)
+        if verdict.detail is not None:
+            document["detail"] = verdict.detail
+        typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
     else:
         typer.echo(f"verdict: {verdict.verdict}")
         if verdict.valid:
@@ -90,4 +93,6 @@ def verify_command(
             typer.echo(f"expires: {verdict.expires_at}")
         for item in verdict.to_dict(language)["reasons"]:
             typer.echo(f"reason:  {item['code']}: {item['message']}")
+        if verdict.detail is not None:
+            typer.echo(f"detail:  {verdict.detail}")
     raise typer.Exit(0 if verdict.valid else 1)
