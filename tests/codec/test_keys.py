@@ -18,12 +18,14 @@ from joserfc.jwk import ECKey, OKPKey
 from codec.forge import b64, unb64
 from yuekang.codec.errors import InvalidKey
 from yuekang.codec.keys import (
+    P256_ORDER,
     SigningKey,
     VerificationKey,
     _der_signature,
     b64url_decode,
     b64url_encode,
     generate_private_key,
+    is_high_s,
     key_id,
     private_key_from_pem,
     private_key_to_pem,
@@ -73,8 +75,16 @@ def test_thumbprint_uses_only_required_members(extra: dict[str, str]) -> None:
     "jwk", [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}, {"kty": "oct", "k": "c2"}]
 )
 def test_thumbprint_refuses_other_key_types(jwk: dict[str, str]) -> None:
-    with pytest.raises(InvalidKey):
+    with pytest.raises(InvalidKey, match=r"^unsupported key type$"):
         thumbprint(jwk)
+
+
+def test_thumbprint_names_the_member_a_jwk_lacks() -> None:
+    ec_jwk = SigningKey.generate("ES256").public().to_jwk()
+    del ec_jwk["y"]
+
+    with pytest.raises(InvalidKey, match=r"^JWK lacks 'y'$"):
+        thumbprint(ec_jwk)
 
 
 def _joserfc_thumbprint(jwk: dict[str, str]) -> str:
@@ -179,10 +189,29 @@ def test_signing_key_public_half_matches(any_key: SigningKey) -> None:
 
 
 def test_only_p256_and_ed25519_keys_are_usable() -> None:
-    with pytest.raises(InvalidKey):
-        SigningKey.from_private_key(ec.generate_private_key(ec.SECP384R1()))
-    with pytest.raises(InvalidKey):
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(InvalidKey, match=r"^only P-256 EC keys are supported$"):
+        SigningKey.from_private_key(p384)
+    with pytest.raises(InvalidKey, match=r"^only P-256 EC keys are supported$"):
+        public_jwk(p384.public_key())
+    with pytest.raises(InvalidKey, match=r"^unsupported algorithm 'RS256'$"):
         generate_private_key("RS256")  # type: ignore[arg-type]
+
+
+def test_a_key_made_without_naming_an_algorithm_is_es256() -> None:
+    # ES256 is what every checkpoint's verifier and the browser's WebCrypto support.
+    key = SigningKey.generate()
+
+    assert key.alg == "ES256"
+    assert isinstance(key.private_key, ec.EllipticCurvePrivateKey)
+
+
+def test_the_lower_s_is_ours_up_to_half_the_order() -> None:
+    r = (1).to_bytes(32, "big")
+    half = P256_ORDER // 2
+
+    assert not is_high_s(r + half.to_bytes(32, "big"))
+    assert is_high_s(r + (half + 1).to_bytes(32, "big"))
 
 
 # ---------------------------------------------------------------------------- JWK import
@@ -285,7 +314,10 @@ def test_pem_round_trip_with_passphrase(alg: Any) -> None:
 def test_pem_wrong_passphrase(alg: Any) -> None:
     pem = private_key_to_pem(generate_private_key(alg), b"correct horse battery staple")
 
-    with pytest.raises(InvalidKey):
+    # What the operator reads in the log when the key passphrase is not the keys' one.
+    with pytest.raises(
+        InvalidKey, match=r"^cannot decrypt the private key: wrong passphrase or bad PEM$"
+    ):
         private_key_from_pem(pem, b"correct horse battery stapler")
 
 
@@ -314,7 +346,7 @@ def test_pem_of_other_key_types_is_refused(private: Any) -> None:
         serialization.BestAvailableEncryption(b"passphrase"),
     )
 
-    with pytest.raises(InvalidKey):
+    with pytest.raises(InvalidKey, match=r"^unsupported private key type$"):
         private_key_from_pem(pem, b"passphrase")
 
 
@@ -324,6 +356,14 @@ def test_pem_garbage_is_refused() -> None:
 
 
 # ---------------------------------------------------------------------------- base64url
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_b64url_encodes_every_final_character(length: int) -> None:
+    # Every value of the last byte, so every character of the alphabet ends some text.
+    for last in range(256):
+        data = bytes(length - 1) + bytes([last])
+        assert b64url_encode(data) == base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 @pytest.mark.parametrize("length", range(0, 70))

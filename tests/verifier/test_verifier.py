@@ -380,7 +380,7 @@ def test_the_hot_path_verdict_is_the_constructed_one() -> None:
 
 def test_the_hot_path_verdict_knows_every_field() -> None:
     # It writes the slots itself, so a new Verdict field (or a __post_init__) must reach it too.
-    defaults = {"verdict", "reasons", "warnings"}
+    defaults = {"verdict", "reasons", "warnings", "detail"}
     assert (
         set(inspect.signature(_valid_verdict).parameters)
         == {f.name for f in dataclasses.fields(Verdict)} - defaults
@@ -390,6 +390,7 @@ def test_the_hot_path_verdict_knows_every_field() -> None:
         "verdict": dataclasses.MISSING,
         "reasons": (),
         "warnings": (),
+        "detail": None,
     }
 
 

@@ -234,7 +234,7 @@ def read_health_code_fields(
     keys: Mapping[str, VerificationKey],
     *,
     now: int,
-    leeway: int = 60,
+    leeway: int,
 ) -> tuple[ClaimFields, str, str]:
     """:func:`read_health_code`, every check the same, answering ``(claims, kid, alg)`` with the
     claims as a plain tuple: the offline verifier builds its verdict straight from them, and two

@@ -101,6 +101,10 @@ class Verdict:
     assurance: str | None = None
     """How the holder's identity was proved (``proofed``, ``counter``, ``dependant``,
     ``partner``); None when the code does not say (docs/IDENTITY.md)."""
+    detail: str | None = None
+    """For an invalid code, the codec's account of what exactly failed ("key ... is bound to
+    ES256, not EdDSA"), in English, for a technician diagnosing a device (``yuekang verify``
+    prints it). Not part of :meth:`to_dict`: the reasons are what checkpoints show."""
 
     @property
     def valid(self) -> bool:
@@ -151,6 +155,7 @@ _set_doses = _slot_setter("doses")
 _set_origin = _slot_setter("origin")
 _set_source = _slot_setter("source")
 _set_assurance = _slot_setter("assurance")
+_set_detail = _slot_setter("detail")
 
 
 def _valid_verdict(
@@ -187,6 +192,7 @@ def _valid_verdict(
     _set_origin(verdict, origin)
     _set_source(verdict, source)
     _set_assurance(verdict, assurance)
+    _set_detail(verdict, None)
     return verdict
 
 
@@ -225,7 +231,7 @@ class Verifier:
                 qr_text, self._keys, now=now, leeway=self._leeway
             )
         except InvalidCode as exc:
-            return Verdict(verdict="invalid", reasons=(exc.reason,))
+            return Verdict(verdict="invalid", reasons=(exc.reason,), detail=exc.detail)
         iss, jti, iat, exp, status, nm, nt, vx, src, ia = claims
         origin = "guangdong"
         if src is not None:
@@ -250,17 +256,28 @@ class Verifier:
         partner = self._partners.get(MACAO_PREFIX.rstrip(":"))
         if partner is None:
             # A partner this checkpoint was not told to recognise: as good as an unknown key.
-            return Verdict(verdict="invalid", reasons=(Reason.UNTRUSTED_ISSUER,))
+            return Verdict(
+                verdict="invalid",
+                reasons=(Reason.UNTRUSTED_ISSUER,),
+                detail="this device was not told to recognise Macao codes",
+            )
         try:
             code = read_macao_code(qr_text, partner.keys, now=now, leeway=self._leeway)
         except InvalidCode as exc:
             return Verdict(
-                verdict="invalid", reasons=(exc.reason,), origin=f"issued_by_{partner.id}"
+                verdict="invalid",
+                reasons=(exc.reason,),
+                origin=f"issued_by_{partner.id}",
+                detail=exc.detail,
             )
         claims = code.claims
         status = partner.colours.get(claims.cor)
         if status is None:
-            return Verdict(verdict="invalid", reasons=(Reason.MALFORMED,))
+            return Verdict(
+                verdict="invalid",
+                reasons=(Reason.MALFORMED,),
+                detail=f"colour {claims.cor!r} is not in the partner's mapping table",
+            )
         return Verdict(
             verdict="valid",
             status=status,
