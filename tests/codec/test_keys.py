@@ -22,6 +22,7 @@ from yuekang.codec.keys import (
     SigningKey,
     VerificationKey,
     _der_signature,
+    algorithm_for,
     b64url_decode,
     b64url_encode,
     generate_private_key,
@@ -194,6 +195,10 @@ def test_only_p256_and_ed25519_keys_are_usable() -> None:
         SigningKey.from_private_key(p384)
     with pytest.raises(InvalidKey, match=r"^only P-256 EC keys are supported$"):
         public_jwk(p384.public_key())
+    with pytest.raises(InvalidKey, match=r"^only P-256 EC keys are supported$"):
+        algorithm_for(p384)
+    with pytest.raises(InvalidKey, match=r"^unsupported key type 'EC'/'P-384'$"):
+        VerificationKey.from_jwk({**SigningKey.generate().public().to_jwk(), "crv": "P-384"})
     with pytest.raises(InvalidKey, match=r"^unsupported algorithm 'RS256'$"):
         generate_private_key("RS256")  # type: ignore[arg-type]
 

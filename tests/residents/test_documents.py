@@ -530,3 +530,41 @@ def test_today_is_guangdong_s_day() -> None:
         datetime.date(2026, 12, 7),
         datetime.date(2026, 12, 8),
     )
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "number", "message"),
+    [
+        (DocType.RESIDENCE_PERMIT, gb11643("440305", "19900101"),
+         "A residence permit number must start with 810000, 820000 or 830000."),
+        (DocType.PRC_ID, gb11643("810000", "19900101"),
+         "This region code is used by residence permits, not PRC resident IDs."),
+        (DocType.PRC_ID, gb11643("990101", "19900101"),
+         "The PRC resident ID number has an unknown region code."),
+    ],
+)  # fmt: skip
+def test_what_a_resident_reads_about_a_region_code(
+    doc_type: DocType, number: str, message: str
+) -> None:
+    with pytest.raises(DocumentError) as refused:
+        validate_document(doc_type, number, today=TODAY)
+    assert (refused.value.field, refused.value.reason, refused.value.message) == (
+        "doc_number", "region", message
+    )  # fmt: skip
+    assert str(refused.value) == message
+
+
+def test_what_a_resident_reads_about_a_birth_date_in_the_future() -> None:
+    with pytest.raises(DocumentError) as refused:
+        validate_document(DocType.HKID, "A1234563", TODAY + datetime.timedelta(days=1), today=TODAY)
+    assert refused.value.message == "in the future"
+
+
+@pytest.mark.parametrize(
+    "birth", [datetime.date(1900, 1, 1), TODAY], ids=["first-day-of-1900", "born-today"]
+)
+def test_the_oldest_and_the_newest_resident_ids_are_plainly_valid(birth: datetime.date) -> None:
+    number = _prc("440305", birth)
+
+    assert plainly_valid(DocType.PRC_ID, number, TODAY) == number
+    assert validate_document(DocType.PRC_ID, number, today=TODAY) == number

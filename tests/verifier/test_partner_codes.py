@@ -237,3 +237,30 @@ def test_a_macao_tests_age_counts_from_the_start_of_its_day_in_macao() -> None:
     # A device clock behind the test's day (a test dated "tomorrow" by the clock): not negative.
     assert _hours_since("2026-12-08", macao_midnight) == 0
     assert _hours_since(None, macao_midnight) is None
+
+
+def test_a_refused_macao_code_is_explained_to_a_technician(
+    anchor: SigningKey, trust: Trust, macao_key: SigningKey
+) -> None:
+    recognised = store(anchor, trust, issuer(macao_public(macao_key)))
+    unmapped = store(anchor, trust, issuer(macao_public(macao_key), colours={"verde": "green"}))
+
+    not_recognised = store(anchor, trust).verify(macao_code(macao_key), now=NOW)
+    expired = recognised.verify(macao_code(macao_key, iat=NOW - 7200, exp=NOW - 3600), now=NOW)
+    grey = unmapped.verify(macao_code(macao_key, "amarelo"), now=NOW)
+
+    assert not_recognised.detail == "this device was not told to recognise Macao codes"
+    assert (expired.detail, expired.origin) == ("the code has expired", "issued_by_macao")
+    assert (grey.verdict, [r.value for r in grey.reasons]) == ("invalid", ["malformed"])
+    assert grey.detail == "colour 'amarelo' is not in the partner's mapping table"
+
+
+def test_a_macao_code_gets_the_devices_clock_leeway(
+    anchor: SigningKey, trust: Trust, macao_key: SigningKey
+) -> None:
+    # Handheld clocks drift: the device's leeway (120 s) applies to Macao codes as to ours.
+    held = store(anchor, trust, issuer(macao_public(macao_key)))
+    expired_90_seconds_ago = macao_code(macao_key, exp=NOW - 90)
+
+    assert held.verify(expired_90_seconds_ago, now=NOW).valid
+    assert not held.verify(expired_90_seconds_ago, now=NOW + 31).valid

@@ -89,14 +89,15 @@ def test_a_tampered_bundle_is_refused_and_the_store_is_unchanged(
 def test_an_older_bundle_is_a_rollback(anchor: SigningKey, trust: Trust) -> None:
     newer = store(anchor, trust, version=5, revoked={bucket(EXP): frozenset({JTI})})
     older = sign_bundle(bundle(trust, 4), anchor)  # signed genuinely, but it un-revokes JTI
-    with pytest.raises(BundleRollback):
+    # What `yuekang checkpoint sync` prints when it refuses the older bundle.
+    with pytest.raises(BundleRollback, match=r"^bundle version 4 is older than the 5 held$"):
         newer.load(older, now=NOW)
     assert reasons(newer.verify(valid(trust.es), now=NOW)) == ["revoked"]
     assert newer.load(sign_bundle(bundle(trust, 5), anchor), now=NOW) is newer
 
 
 def test_a_bundle_of_another_issuer_is_refused(anchor: SigningKey, trust: Trust) -> None:
-    with pytest.raises(OtherIssuer):
+    with pytest.raises(OtherIssuer, match=r"^the bundle is for 'yk:mo', not 'yk:gd'$"):
         store(anchor, trust).load(sign_bundle(bundle(trust, 2, issuer="yk:mo"), anchor), now=NOW)
 
 
@@ -160,8 +161,23 @@ def test_a_delta_adds_revocations_on_top_of_its_base(anchor: SigningKey, trust: 
     updated = held.load(sign_bundle(delta, anchor), now=NOW)
     assert updated.revoked == {other, JTI}
     assert updated.bundle is not None and updated.bundle.version == 4
-    with pytest.raises(DeltaMismatch):
+    with pytest.raises(
+        DeltaMismatch, match=r"^a delta from version 3 needs that version; held: 2$"
+    ):
         store(anchor, trust, version=2).load(sign_bundle(delta, anchor), now=NOW)
+    with pytest.raises(
+        DeltaMismatch, match=r"^a delta from version 3 needs that version; held: none$"
+    ):
+        TrustStore(anchor.public()).load(sign_bundle(delta, anchor), now=NOW)
+
+
+def test_a_store_keeps_its_leeway_across_syncs(anchor: SigningKey, trust: Trust) -> None:
+    # A device configured for exact clocks stays so after each bundle it loads.
+    strict = TrustStore(anchor.public(), leeway=0).load(sign_bundle(bundle(trust), anchor), now=NOW)
+    expired_a_second_ago = valid(trust.es, exp=NOW - 1)
+
+    assert reasons(strict.verify(expired_a_second_ago, now=NOW)) == ["expired"]
+    assert store(anchor, trust).verify(expired_a_second_ago, now=NOW).valid
 
 
 def test_revocations_of_codes_long_expired_are_dropped(anchor: SigningKey, trust: Trust) -> None:

@@ -378,6 +378,22 @@ def test_the_hot_path_verdict_is_the_constructed_one() -> None:
         fast.status = "green"  # type: ignore[misc]
 
 
+def test_warnings_read_like_reasons_in_the_asked_language() -> None:
+    stale = Verdict(verdict="valid", status="green", warnings=(Reason.TRUST_STALE,))
+
+    assert stale.to_dict("en")["warnings"] == [
+        {"code": "trust_stale", "message": MESSAGES[Reason.TRUST_STALE]["en"]}
+    ]
+    assert stale.to_dict()["warnings"][0]["message"] == MESSAGES[Reason.TRUST_STALE]["zh-Hans"]
+
+
+def test_a_verdict_invalid_without_a_reason_is_still_denied() -> None:
+    # Another verifier's verdict may carry no reason; a checkpoint still says no.
+    decision = policy_decision(Verdict(verdict="invalid"), default_policies().for_place("venue"))
+
+    assert (decision.verdict, decision.reason) == ("deny", "invalid")
+
+
 def test_the_hot_path_verdict_knows_every_field() -> None:
     # It writes the slots itself, so a new Verdict field (or a __post_init__) must reach it too.
     defaults = {"verdict", "reasons", "warnings", "detail"}

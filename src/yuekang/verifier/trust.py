@@ -68,7 +68,7 @@ class TrustStore:
             if current is None or current.version != new.base:
                 raise DeltaMismatch(
                     f"a delta from version {new.base} needs that version; "
-                    f"held: {None if current is None else current.version}"
+                    f"held: {'none' if current is None else current.version}"
                 )
             merged: dict[int, frozenset[str]] = dict(current.revoked)
             for until, ids in new.revoked.items():
