@@ -568,3 +568,13 @@ def test_the_oldest_and_the_newest_resident_ids_are_plainly_valid(birth: datetim
 
     assert plainly_valid(DocType.PRC_ID, number, TODAY) == number
     assert validate_document(DocType.PRC_ID, number, today=TODAY) == number
+
+
+def test_a_passport_number_ending_in_x_keeps_it_when_read_from_the_mrz() -> None:
+    # Only the '<' filler is stripped from the MRZ field, never a final letter of the number.
+    field = "G1234567X"
+    assert validate_document(DocType.PASSPORT, field + icao_check(field), today=TODAY) == field
+
+
+def test_normalize_takes_a_document_type_given_as_text() -> None:
+    assert normalize_doc_number("hkid", "a123456(3)") == "A1234563"  # type: ignore[arg-type]

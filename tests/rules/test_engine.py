@@ -30,7 +30,7 @@ from yuekang.rules import (
     negative_within_hours,
 )
 from yuekang.rules.facts import NatResult, RiskLevel
-from yuekang.rules.ruleset import RuleSet
+from yuekang.rules.ruleset import RuleSet, parse_rule_set
 
 RULES = default_rule_set()
 TZ = dt.timezone(dt.timedelta(hours=8))
@@ -1219,3 +1219,86 @@ def test_a_release_reported_with_the_case_ends_it() -> None:
     same_instant = case("released", 0, received=at(0, 10))
     assert decide((contact, before), at(1)).reason_codes == ["close_contact"]
     assert decide((contact, same_instant), at(1)).status == "green"
+
+
+# What the findings carry into explanations, and rule sets unlike the default one.
+
+
+def test_a_case_finding_names_its_category() -> None:
+    decision = decide((SECONDARY,), at(1))
+    assert [f.params["category"] for f in decision.findings] == ["secondary_contact"]
+
+
+def test_a_medium_risk_area_alone_is_reported_as_medium() -> None:
+    decision = decide(RISK_CITY, at(1))
+    assert [(f.reason, f.params["level"]) for f in decision.findings] == [
+        ("risk_city_arrival", "medium")
+    ]
+
+
+def test_an_override_is_a_finding_of_its_own() -> None:
+    granted = at(1, 12)
+    decision = decide((case("confirmed", 0), override(granted=granted)), at(2))
+    assert decision.status == "green"
+    [finding] = decision.findings
+    assert (finding.rule_id, finding.reason, finding.since, finding.received_at) == (
+        "override", "override", granted, granted
+    )  # fmt: skip
+    assert finding.params == {"reason": "appeal accepted"}
+
+
+def test_a_trip_outside_risk_areas_does_not_hide_a_later_one() -> None:
+    decision = decide((trip(BJ_DONGCHENG, 0), trip(GZ_TIANHE, 1), area(GZ_CITY, "high")), at(2))
+    assert [(f.reason, f.params["region"]) for f in decision.findings] == [
+        ("high_risk_area_arrival", GZ_TIANHE),
+        ("risk_city_arrival", GZ_TIANHE),
+    ]
+
+
+def test_a_contact_released_the_day_it_was_reported_does_not_hide_a_later_one() -> None:
+    # The first episode ends the moment it starts (released that day, reported after it); the
+    # second, days later, still counts.
+    first = case("close_contact", 0, received=at(0, 8))
+    release = dataclasses.replace(released(0), received_at=at(0, 10))
+    second = case("close_contact", 5, received=at(5, 8))
+    decision = decide((first, release, second), at(6))
+    assert [(f.reason, f.since) for f in decision.findings] == [("close_contact", at(5))]
+
+
+_OPEN_ENDED = """
+version = "open-ended-1"
+description = "one rule: cleared by a negative test whenever it comes, lasting until then"
+utc_offset_hours = 8
+nat_display_hours = [24]
+[explanations.green]
+zh-Hans = "绿码"
+zh-Hant = "綠碼"
+en = "green"
+pt = "verde"
+[explanations.override]
+zh-Hans = "复核 {reason}"
+zh-Hant = "覆核 {reason}"
+en = "reviewed {reason}"
+pt = "revisto {reason}"
+[[rules]]
+id = "contact"
+status = "yellow"
+reason = "secondary_contact"
+when = { fact = "case", categories = ["secondary_contact"] }
+clear_after = { negative_tests = 1 }
+explain.zh-Hans = "至[{until}] 天数[{within_days}]"
+explain.zh-Hant = "至[{until}] 天數[{within_days}]"
+explain.en = "until[{until}] within[{within_days}]"
+explain.pt = "ate[{until}] dias[{within_days}]"
+"""
+
+
+def test_a_rule_without_a_deadline_or_a_lapse_is_cleared_by_a_late_test() -> None:
+    rules = parse_rule_set(_OPEN_ENDED)
+
+    untested = evaluate(facts(SECONDARY), now=at(10), rules=rules)
+    tested = evaluate(facts(SECONDARY, nat(9)), now=at(10), rules=rules)
+
+    assert untested.status == "yellow"
+    assert explain(untested.findings, rules, "en") == ["until[] within[]"]
+    assert (tested.status, tested.findings) == ("green", ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -135,3 +136,23 @@ def test_invalid_policies_are_refused_with_the_problem(change, problem: str) -> 
     with pytest.raises(RuleSetError) as refused:
         parse_policies(document)
     assert any(problem in p for p in refused.value.problems)
+
+
+def test_a_refused_policy_names_where_the_problem_is() -> None:
+    document = copy.deepcopy(POLICIES.document())
+    document["venue"]["clauses"][0]["verdict"] = "maybe"
+    with pytest.raises(RuleSetError) as refused:
+        parse_policies(document)
+    assert [p.split(":")[0] for p in refused.value.problems] == ["venue.clauses.0.verdict"]
+
+
+def test_the_document_checkpoints_receive_holds_only_what_was_written() -> None:
+    # Conditions left out stay out (no nulls for a device to misread), and it reads back as it was.
+    document = POLICIES.document()
+    assert document["venue"]["clauses"][0] == {
+        "when": {"status": ["green"]},
+        "verdict": "allow",
+        "reason": "green",
+    }
+    assert "null" not in json.dumps(document)
+    assert parse_policies(json.loads(json.dumps(document))) == POLICIES
