@@ -279,8 +279,8 @@ async def transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
     """One transaction, committed when the block ends and then its after-commit actions run;
-    rolled back when it raises -- unless the error says that what led to it must persist (its
-    ``commit`` is true: a wrong OTP guess, a failed proofing attempt).
+    rolled back, whatever the exception, when it raises. A refusal that must leave a record
+    (a wrong OTP guess) is returned as a value (``exceptions.Refusal``), not raised.
 
     The request dependency opens one per request. A flow that calls an outside system in the
     middle of a request (the identity registry) opens one before the call and one after, so
@@ -288,11 +288,8 @@ async def transaction(
     async with sessionmaker() as session:
         try:
             yield session
-        except BaseException as exc:
-            if getattr(exc, "commit", False) is True:
-                await session.commit()
-            else:
-                await session.rollback()
+        except BaseException:
+            await session.rollback()
             discard_after_commit(session)
             raise
         else:

@@ -32,8 +32,8 @@ Context = Annotated[AppContext, Depends(get_context)]
 
 
 async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the endpoint returns, rolled back when it
-    raises -- unless the error says that what led to it must persist (a wrong OTP guess)."""
+    """One transaction per request: committed when the endpoint returns (an answer, or a
+    :class:`~yuekang.exceptions.Refusal` it renders), rolled back when it raises."""
     async with transaction(context.sessionmaker) as session:
         yield session
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -30,7 +31,6 @@ class YuekangError(Exception):
         code: str | None = None,
         fields: Sequence[Mapping[str, Any]] = (),
         headers: Mapping[str, str] | None = None,
-        commit: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -38,8 +38,6 @@ class YuekangError(Exception):
             self.code = code
         self.fields = list(fields)
         self.headers = dict(headers or {})
-        # Some refusals must still persist what led to them (a wrong OTP attempt counts).
-        self.commit = commit
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -50,6 +48,22 @@ class YuekangError(Exception):
     def response(self) -> JSONResponse:
         """The error as it is answered: ``{"error": ...}`` with its status and headers."""
         return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refusal whose cause must be kept: a wrong sign-in code counted against its challenge,
+    an attempted transfer audited, a replayed package remembered.
+
+    Returned, never raised. Raising always means rollback (``db.transaction``), so whether a
+    refusal is saved cannot depend on what catches it on the way up; the service returns this
+    value instead, the request's transaction commits as for any answer (its after-commit
+    actions run), and the endpoint answers :meth:`response`."""
+
+    error: YuekangError
+
+    def response(self) -> JSONResponse:
+        return self.error.response()
 
 
 class BadRequest(YuekangError):

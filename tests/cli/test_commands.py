@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,12 @@ def test_status_set_needs_a_known_document(env: Path):
     )
     assert code == 1
     assert "resident_not_found" in err
+    # Looking for a document nobody holds is kept in the audit log, as in the API.
+    with sqlite3.connect(env / "cli.db") as db:
+        probes = db.execute(
+            "SELECT actor_type, detail FROM audit_log WHERE action = 'resident.lookup_by_document'"
+        ).fetchall()
+    assert [(actor, json.loads(detail)["found"]) for actor, detail in probes] == [("cli", False)]
     code, _, err = run(
         "status",
         "set",

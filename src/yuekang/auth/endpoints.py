@@ -16,7 +16,7 @@ from yuekang.auth.schemas import (
     TokenResponse,
 )
 from yuekang.deps import Context, CurrentSession, Now, SessionDep
-from yuekang.exceptions import NotFound
+from yuekang.exceptions import NotFound, Refusal
 from yuekang.openapi import errors
 
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
@@ -95,7 +95,7 @@ def _token_response(tokens: sessions.SessionTokens) -> TokenResponse:
 @router.post("/token", response_model=TokenResponse, responses=errors(401, 422, 429))
 async def exchange_code(
     body: TokenRequest, request: Request, session: SessionDep, context: Context, now: Now
-) -> TokenResponse:
+) -> TokenResponse | Response:
     """Exchange a phone, its challenge and the code it received for a session.
 
     401 `otp_invalid` (wrong code, or no such challenge for this phone), `otp_expired`,
@@ -114,6 +114,8 @@ async def exchange_code(
         blind_index=context.blind_index,
         now=now,
     )
+    if isinstance(index, Refusal):
+        return index.response()
     resident = await service.get_or_create_resident(
         session, phone=phone, index=index, pii=context.pii, now=now
     )
@@ -131,7 +133,7 @@ async def exchange_code(
 @router.post("/refresh", response_model=TokenResponse, responses=errors(401, 422))
 async def refresh(
     body: RefreshRequest, session: SessionDep, context: Context, now: Now
-) -> TokenResponse:
+) -> TokenResponse | Response:
     """Renew a session: a new access token and a new refresh token, which replaces the one sent.
 
     401 `invalid_refresh_token`, `session_expired`, `session_ended` (signed out; or the refresh
@@ -147,6 +149,8 @@ async def refresh(
         now=now,
         ended=context.ended_sessions,
     )
+    if isinstance(tokens, Refusal):
+        return tokens.response()
     return _token_response(tokens)
 
 

@@ -32,7 +32,7 @@ from yuekang.auth.sms import SmsDeliveryError, SmsSender
 from yuekang.clock import epoch
 from yuekang.config import OtpSettings
 from yuekang.db import after_commit
-from yuekang.exceptions import ServiceUnavailable, Unauthorized, ValidationFailed
+from yuekang.exceptions import Refusal, ServiceUnavailable, Unauthorized, ValidationFailed
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.residents.models import Resident
 
@@ -164,9 +164,10 @@ async def verify_otp(
     otp_secret: str,
     blind_index: BlindIndex,
     now: dt.datetime,
-) -> bytes:
+) -> bytes | Refusal:
     """Consume the challenge ``challenge_id`` of ``phone`` if ``code`` is its code; returns the
-    phone's blind index. Guesses count against that challenge only, and against the address."""
+    phone's blind index. Guesses count against that challenge only, and against the address;
+    a wrong, late or spent code is a :class:`Refusal`, so that the guess stays counted."""
     await ratelimit.hit(
         session,
         bucket="otp:verify:" + client_address[:64],
@@ -179,15 +180,11 @@ async def verify_otp(
     challenge = await session.get(OtpChallenge, challenge_id)
     # Another phone's challenge is answered as no challenge at all.
     if challenge is None or challenge.phone_index != index or challenge.consumed_at is not None:
-        raise Unauthorized(
-            "no code is pending for this request; request one",
-            code="otp_invalid",
-            commit=True,
+        return Refusal(
+            Unauthorized("no code is pending for this request; request one", code="otp_invalid")
         )
     if now >= challenge.expires_at:
-        raise Unauthorized(
-            "the code has expired; request a new one", code="otp_expired", commit=True
-        )
+        return Refusal(Unauthorized("the code has expired; request a new one", code="otp_expired"))
     counted = await session.execute(
         update(OtpChallenge)
         .where(
@@ -199,11 +196,11 @@ async def verify_otp(
         .returning(OtpChallenge.attempts)
     )
     if counted.first() is None:
-        raise Unauthorized(
-            "too many wrong codes; request a new one", code="otp_attempts_exceeded", commit=True
+        return Refusal(
+            Unauthorized("too many wrong codes; request a new one", code="otp_attempts_exceeded")
         )
     if not hmac.compare_digest(challenge.code_hash, _code_hash(otp_secret, index, code)):
-        raise Unauthorized("wrong code", code="otp_invalid", commit=True)
+        return Refusal(Unauthorized("wrong code", code="otp_invalid"))
     consumed = await session.execute(
         update(OtpChallenge)
         .where(OtpChallenge.id == challenge.id, OtpChallenge.consumed_at.is_(None))

@@ -35,7 +35,7 @@ from yuekang.auth.models import ResidentSession
 from yuekang.auth.service import issue_session_token
 from yuekang.config import SessionSettings
 from yuekang.db import database_unavailable
-from yuekang.exceptions import Unauthorized
+from yuekang.exceptions import Refusal, Unauthorized
 
 log = logging.getLogger("yuekang")
 
@@ -146,8 +146,9 @@ async def renew(
     issuer: str,
     now: dt.datetime,
     ended: EndedSessions,
-) -> SessionTokens:
-    """New tokens for the session of ``refresh_token``, which stops working."""
+) -> SessionTokens | Refusal:
+    """New tokens for the session of ``refresh_token``, which stops working. A replayed token
+    ends the session: a :class:`Refusal`, so that the ending is kept."""
     parsed = parse_refresh_token(refresh_token)
     if parsed is None:
         raise Unauthorized(INVALID_REFRESH, code="invalid_refresh_token")
@@ -164,10 +165,11 @@ async def renew(
         row.revoked_at, row.revoked_reason = now, "replayed"
         ended.note([row.id])
         log.warning("refresh token replayed; session %s ended", row.id)
-        raise Unauthorized(
-            "this sign-in was used from elsewhere and has been ended; sign in again",
-            code="session_ended",
-            commit=True,
+        return Refusal(
+            Unauthorized(
+                "this sign-in was used from elsewhere and has been ended; sign in again",
+                code="session_ended",
+            )
         )
     if not hmac.compare_digest(presented, row.refresh_hash):
         raise Unauthorized(INVALID_REFRESH, code="invalid_refresh_token")

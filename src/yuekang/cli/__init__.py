@@ -79,7 +79,7 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
     from yuekang.db import run_after_commit
-    from yuekang.exceptions import YuekangError
+    from yuekang.exceptions import Refusal, YuekangError
 
     async def runner() -> T:
         try:
@@ -91,7 +91,10 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
                 async with session.begin():
                     result = await work(context, session, context.clock.now())
                 await run_after_commit(session)
-                return result
+            if isinstance(result, Refusal):
+                # Committed: the refusal's record (an audited lookup) stays.
+                _fail(f"{result.error.code}: {result.error.message}", code=1)
+            return result
         except YuekangError as exc:
             _fail(f"{exc.code}: {exc.message}", code=1)
         finally:
@@ -493,6 +496,7 @@ def status_set(
     count)."""
     from pydantic import ValidationError
 
+    from yuekang.exceptions import Refusal
     from yuekang.health_status import service
     from yuekang.health_status.schemas import StatusSet
     from yuekang.principals import Actor
@@ -509,7 +513,7 @@ def status_set(
     except ValidationError as exc:
         _fail("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
 
-    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> Refusal | None:
         actor = Actor.cli()
         resident_id = await residents.find_by_document(
             session,
@@ -520,6 +524,8 @@ def status_set(
             reason=change.reason,
             now=now,
         )
+        if isinstance(resident_id, Refusal):
+            return resident_id
         _, revoked = await service.set_status(
             session,
             resident_id=resident_id,
@@ -533,6 +539,7 @@ def status_set(
             now=now,
         )
         typer.echo(f"resident {resident_id} is {status}; {revoked} code(s) revoked")
+        return None
 
     _run(work)
 

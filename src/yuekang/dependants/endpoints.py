@@ -24,7 +24,7 @@ from yuekang.dependants.schemas import (
     GuardianRead,
 )
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
-from yuekang.exceptions import NotFound
+from yuekang.exceptions import NotFound, Refusal
 from yuekang.health_codes import service as health_codes
 from yuekang.health_codes.endpoints import code_response, image_response
 from yuekang.health_codes.schemas import CodeRead
@@ -77,7 +77,7 @@ async def add_dependant(
     resident_id: CurrentResident,
     context: Context,
     now: Now,
-) -> DependantRead:
+) -> DependantRead | Response:
     """Add a family member (亲友代办): a child, or an elderly relative without a smartphone.
 
     The family member is proved against the population register like anyone (422
@@ -107,6 +107,8 @@ async def add_dependant(
         rules=await context.rulebook.current(),
         now=now,
     )
+    if isinstance(view, Refusal):
+        return view.response()
     return _read(view)
 
 
@@ -141,7 +143,7 @@ async def enter_consent_code(
     session: SessionDep,
     context: Context,
     now: Now,
-) -> DependantRead:
+) -> DependantRead | Response:
     """The code the adult family member received by SMS, which they read out to you: their
     consent. 422 `consent_code_wrong` (counted: five tries), `consent_code_expired`,
     `consent_attempts_exceeded`; 409 `consent_not_pending`."""
@@ -155,6 +157,8 @@ async def enter_consent_code(
         rules=await context.rulebook.current(),
         now=now,
     )
+    if isinstance(view, Refusal):
+        return view.response()
     return _read(view)
 
 

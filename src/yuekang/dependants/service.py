@@ -39,7 +39,7 @@ from yuekang.codec.proofing import Person
 from yuekang.config import DependantSettings
 from yuekang.db import transaction
 from yuekang.dependants.models import Guardianship
-from yuekang.exceptions import Conflict, Forbidden, NotFound, ValidationFailed
+from yuekang.exceptions import Conflict, Forbidden, NotFound, Refusal, ValidationFailed
 from yuekang.health_status import service as health_status
 from yuekang.health_status.models import HealthStatus
 from yuekang.principals import Actor
@@ -123,8 +123,9 @@ async def add(
     otp_secret: str,
     rules: RuleSet,
     now: dt.datetime,
-) -> DependantView:
-    """Add a family member, proved against the registry (see the module's docstring)."""
+) -> DependantView | Refusal:
+    """Add a family member, proved against the registry (see the module's docstring); a
+    refusal recorded with what it counted is returned as a :class:`Refusal`."""
     number = validated_number(doc_type, doc_number, birth_date, today=local_date(now))
     index = doc_index(deps.blind_index, doc_type, number)
     adult = _age(birth_date, local_date(now)) >= settings.adult_age
@@ -133,7 +134,9 @@ async def add(
     attempt = Attempt(deps, guardian_id, "dependant", doc_type, index, number, now)
     async with transaction(deps.sessionmaker) as session:
         await _check_guardian(session, deps, guardian_id, index, settings, now)
-        await attempt.count(session, client_address)
+        limited = await attempt.count(session, client_address)
+    if limited is not None:
+        return limited
     person = Person(name=name, doc_type=doc_type.value, doc_number=number, birth_date=birth_date)
     result = await attempt.ask(person, consent_phone)
     if not result.identity_matches:
@@ -150,13 +153,11 @@ async def add(
             or await _lapsed_without_consent(session, holder.resident_id, settings, now)
         ):
             await attempt.record(session, "document_already_bound", result)
-            error = (
+            return Refusal(
                 held_as_family_member(settings)
                 if holder.assurance == assurance.DEPENDANT
                 else document_held()
             )
-            error.commit = True
-            raise error
         dependant = Resident(id=uuid.uuid4(), created_at=now)
         session.add(dependant)
         await session.flush()
@@ -427,7 +428,7 @@ async def consent_by_code(
     settings: DependantSettings,
     rules: RuleSet,
     now: dt.datetime,
-) -> DependantView:
+) -> DependantView | Refusal:
     """The adult family member's consent, as the code sent to their phone (read out to the
     guardian). Wrong guesses are counted, and kept, like sign-in codes'."""
     arrangement = await held(session, guardian_id=guardian_id, guardianship_id=guardianship_id)
@@ -454,7 +455,7 @@ async def consent_by_code(
         )
     expected = _consent_hash(otp_secret, arrangement.id, code)
     if not hmac.compare_digest(arrangement.consent_code_hash, expected):
-        raise ValidationFailed("wrong consent code", code="consent_code_wrong", commit=True)
+        return Refusal(ValidationFailed("wrong consent code", code="consent_code_wrong"))
     await _activate(session, arrangement, consent="sms", actor=Actor.resident(guardian_id), now=now)
     return await _view(session, arrangement, rules=rules, now=now)
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER
 from yuekang.db import after_commit
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
-from yuekang.exceptions import BadRequest, NotFound, UnsupportedMediaType
+from yuekang.exceptions import BadRequest, NotFound, Refusal, UnsupportedMediaType
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import partners, service
 from yuekang.exchange.models import Conversion, OutboxMessage
@@ -96,6 +96,7 @@ async def _inbound_body(request: Request) -> tuple[str, bool, bytes]:
 @router.post(
     "/v1/exchange/macao/inbound",
     status_code=201,
+    response_model=dict[str, Any],
     responses=errors(401, 409, 415, 422, 503),
 )
 async def inbound(
@@ -105,7 +106,7 @@ async def inbound(
     context: Context,
     now: Now,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     """A conversion package from Macao: sent by the Macao system itself (`application/json`
     `{"package": …}` with `Yuekang-Signature` and `Idempotency-Key`), or carried by the person's
     browser (a form post of `package`). Answers 201 with the converted Guangdong code, whose
@@ -133,6 +134,8 @@ async def inbound(
         rules=await context.rulebook.current(),
         now=now,
     )
+    if isinstance(answer, Refusal):
+        return answer.response()
     response.status_code = answer.status_code
     response.headers["Cache-Control"] = "no-store"
     return answer.body
@@ -182,7 +185,7 @@ async def outbound(
     context: Context,
     now: Now,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> ConversionRead:
+) -> ConversionRead | Response:
     """Convert the signed-in resident's green code into a Macao code. The consent must name the
     recipient (`MO`) and exactly the fields of `GET /v1/exchange/macao/consent`. Checked now
     (status green, a negative test within the window, no travel outside the region) and again
@@ -191,7 +194,7 @@ async def outbound(
     A repeated `Idempotency-Key` answers the same conversion (200)."""
     key = _idempotency_key(idempotency_key, required=True)
     assert key is not None
-    conversion, replayed = await service.request_outbound(
+    queued = await service.request_outbound(
         session,
         partner_id=PARTNER,
         resident_id=resident_id,
@@ -206,6 +209,9 @@ async def outbound(
         rules=await context.rulebook.current(),
         now=now,
     )
+    if isinstance(queued, Refusal):
+        return queued.response()
+    conversion, replayed = queued
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

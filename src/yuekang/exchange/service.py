@@ -39,6 +39,7 @@ from yuekang.codec.macao import MacaoCodeClaims, read_macao_code
 from yuekang.exceptions import (
     Conflict,
     NotFound,
+    Refusal,
     ServiceUnavailable,
     Unauthorized,
     ValidationFailed,
@@ -256,9 +257,11 @@ async def receive_inbound(
     deps: ExchangeDeps,
     rules: RuleSet,
     now: dt.datetime,
-) -> Answer:
+) -> Answer | Refusal:
     """A conversion package from the partner, carried by the person's browser (``signed`` is
-    None) or sent by the partner itself."""
+    None) or sent by the partner itself. A refusal that is remembered (a replayed package, a
+    refused conversion with its audit) is a :class:`Refusal`; the savepoint has undone
+    everything else the conversion wrote."""
     partner = await _partner(session, partner_id)
     if signed is not None:
         try:
@@ -330,13 +333,12 @@ async def receive_inbound(
             if replayed is not None:
                 return replayed
         await _refused_early(session, partner.id, jti, "package_replayed", now)
-        raise Conflict("this package was accepted before", code="package_replayed", commit=True)
+        return Refusal(Conflict("this package was accepted before", code="package_replayed"))
     try:
         request = parse_request(opened.claims)
     except ExchangeRefused as exc:
         await _refused_early(session, partner.id, jti, exc.code, now)
-        exc.commit = True
-        raise
+        return Refusal(exc)
     conversion = Conversion(
         id=uuid.uuid4(),
         direction="inbound",
@@ -386,8 +388,7 @@ async def receive_inbound(
             now=now,
             extra={"code": exc.code, **correlation},
         )
-        exc.commit = True
-        raise
+        return Refusal(exc)
     await savepoint.commit()
     return answer
 
@@ -827,9 +828,10 @@ async def request_outbound(
     deps: ExchangeDeps,
     rules: RuleSet,
     now: dt.datetime,
-) -> tuple[Conversion, bool]:
+) -> tuple[Conversion, bool] | Refusal:
     """Queue a conversion to the partner; ``(conversion, replayed)``. A refusal is audited
-    (and only the audit event committed): an attempted transfer is part of the record."""
+    and returned as a :class:`Refusal` (an attempted transfer is part of the record); nothing
+    else it wrote is kept."""
     # Scoped to the resident, and hashed so that any key the header allows fits the column.
     scoped_key = hashlib.sha256(f"{resident_id}:{idempotency_key}".encode()).hexdigest()
     earlier = await _by_key(session, partner_id, "outbound", scoped_key)
@@ -840,8 +842,10 @@ async def request_outbound(
         raise ServiceUnavailable(
             "conversion to this partner is not available", code="partner_not_configured"
         )
+    # A refusal keeps its audit event only: whatever the attempt wrote is undone first.
+    savepoint = await session.begin_nested()
     try:
-        return await _queue_outbound(
+        queued = await _queue_outbound(
             session,
             partner=partner,
             resident_id=resident_id,
@@ -852,6 +856,7 @@ async def request_outbound(
             now=now,
         )
     except YuekangError as exc:
+        await savepoint.rollback()
         if exc.status_code >= 500:
             raise
         await audit.record(
@@ -868,8 +873,9 @@ async def request_outbound(
                 "code": exc.code,
             },
         )
-        exc.commit = True
-        raise
+        return Refusal(exc)
+    await savepoint.commit()
+    return queued
 
 
 async def _queue_outbound(

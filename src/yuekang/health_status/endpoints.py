@@ -18,7 +18,7 @@ from yuekang.deps import (
     SessionDep,
     StaffOperator,
 )
-from yuekang.exceptions import NotFound, UnsupportedMediaType
+from yuekang.exceptions import NotFound, Refusal, UnsupportedMediaType
 from yuekang.health_status import rulebook, service
 from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.schemas import (
@@ -128,7 +128,7 @@ async def lookup_resident(
     context: Context,
     now: Now,
     operator: StaffOperator,
-) -> ResidentFound:
+) -> ResidentFound | Response:
     """Find a resident by identity document (through the blind index). Audited with the reason."""
     resident_id = await residents.find_by_document(
         session,
@@ -139,6 +139,8 @@ async def lookup_resident(
         reason=body.reason,
         now=now,
     )
+    if isinstance(resident_id, Refusal):
+        return resident_id.response()
     return ResidentFound(resident_id=resident_id)
 
 

@@ -47,6 +47,7 @@ from yuekang.config import ProofingSettings
 from yuekang.db import after_commit, transaction
 from yuekang.exceptions import (
     Conflict,
+    Refusal,
     ServiceUnavailable,
     TooManyRequests,
     ValidationFailed,
@@ -164,9 +165,10 @@ async def bind_proofed(
     client_address: str,
     rules: RuleSet,
     now: dt.datetime,
-) -> Bound:
+) -> Bound | Refusal:
     """The resident's own binding, proved against the registry with the phone they signed in
-    with (see the module's docstring for the outcomes)."""
+    with (see the module's docstring for the outcomes). A refusal whose attempt is recorded in
+    the same transaction as the limits it counted is returned as a :class:`Refusal`."""
     number = validated_number(doc_type, doc_number, birth_date, today=local_date(now))
     index = doc_index(deps.blind_index, doc_type, number)
     actor = Actor.resident(resident_id)
@@ -180,7 +182,9 @@ async def bind_proofed(
             number_shown = mask_doc_number(number)
             return Bound(_shown(mine, number_shown), created=False, reclaimed=False)
         attempt = Attempt(deps, resident_id, "bind", doc_type, index, number, now)
-        await attempt.count(session, client_address)
+        limited = await attempt.count(session, client_address)
+        if limited is not None:
+            return limited
         phone = await account_phone(
             session, resident_id=resident_id, pii=deps.pii, actor=actor, now=now, purpose="proofing"
         )
@@ -227,9 +231,7 @@ async def bind_proofed(
             ):
                 # Bound by another request while the registry answered.
                 await attempt.record(session, "document_already_bound", result)
-                error = document_held()
-                error.commit = True
-                raise error
+                return Refusal(document_held())
             released = await release_identity(
                 session,
                 identity=other,
@@ -332,10 +334,11 @@ class Attempt:
         self.counted: list[tuple[str, int]] = []
         self.document_limited: TooManyRequests | None = None
 
-    async def count(self, session: AsyncSession, client_address: str) -> None:
+    async def count(self, session: AsyncSession, client_address: str) -> Refusal | None:
         """Three limits on attempts, each a 429 with Retry-After past it: per account, per
         document (by blind index: one person's document tried from many accounts), per address.
-        A refused attempt is recorded too, with the counts, in the caller's transaction.
+        A refused attempt is recorded too, with the counts, in the caller's transaction, and
+        answered as a :class:`Refusal` for the caller to return once that transaction commits.
 
         Past the document's limit, a resident binding their own document is still asked about
         (:attr:`document_limited`): failures from other accounts must not lock the holder out,
@@ -380,8 +383,8 @@ class Attempt:
                 self.counted.append((bucket, window))
         except TooManyRequests as exc:
             await self.record(session, "rate_limited", None)
-            exc.commit = True
-            raise
+            return Refusal(exc)
+        return None
 
     async def limited_unless_verified(self, result: ProofingResult) -> None:
         """Past the document's limit only the holder, proved by the registry and the carrier,

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response, status
 from yuekang.auth.endpoints import client_address
 from yuekang.auth.service import normalize_phone
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
-from yuekang.exceptions import NotFound
+from yuekang.exceptions import NotFound, Refusal
 from yuekang.health_status import service as health_status
 from yuekang.openapi import errors
 from yuekang.principals import Actor
@@ -77,7 +77,7 @@ async def bind_identity(
     resident_id: CurrentResident,
     context: Context,
     now: Now,
-) -> IdentityRead:
+) -> IdentityRead | Response:
     """Bind a real-name identity document to the signed-in resident, proved first.
 
     The document number is checked against its format and check digit (422 `invalid_document`
@@ -115,6 +115,8 @@ async def bind_identity(
         rules=await context.rulebook.current(),
         now=now,
     )
+    if isinstance(bound, Refusal):
+        return bound.response()
     if not bound.created:
         response.status_code = status.HTTP_200_OK
     return IdentityRead.model_validate({**asdict(bound.identity), "reclaimed": bound.reclaimed})

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
 from yuekang.dependants.models import Guardianship
-from yuekang.exceptions import Conflict, NotFound, ValidationFailed
+from yuekang.exceptions import Conflict, NotFound, Refusal, ValidationFailed
 from yuekang.health_status import service as health_status
 from yuekang.health_status.models import HealthStatus
 from yuekang.pii import BlindIndex, PiiCipher
@@ -353,8 +353,10 @@ async def find_by_document(
     actor: Actor,
     reason: str,
     now: dt.datetime,
-) -> uuid.UUID:
-    """Resolve a document to a resident id through the blind index; audited with its reason."""
+) -> uuid.UUID | Refusal:
+    """Resolve a document to a resident id through the blind index; audited with its reason,
+    found or not: probing for documents that are not there must leave a trace too, so not
+    finding one is a :class:`Refusal`."""
     number = validated_number(doc_type, doc_number, None, today=local_date(now))
     resident_id = (
         await session.execute(
@@ -373,10 +375,7 @@ async def find_by_document(
         detail={"doc_type": doc_type.value, "found": resident_id is not None, "reason": reason},
     )
     if resident_id is None:
-        # Committed anyway: probing for documents that are not there must leave a trace too.
-        raise NotFound(
-            "no resident has bound this document", code="resident_not_found", commit=True
-        )
+        return Refusal(NotFound("no resident has bound this document", code="resident_not_found"))
     return resident_id
 
 
