@@ -120,3 +120,27 @@ async def test_roles_are_refused_outside_their_permissions(running: RunningApp):
     assert created.json()["api_key"].startswith("ykc_")
     keys = await running.client.post("/v1/admin/keys", json={}, headers=operator)
     assert keys.status_code == 403
+
+
+async def test_a_lookup_that_finds_nobody_is_still_audited(running: RunningApp):
+    token = await running.operator_token()
+    reason = f"probe {uuid.uuid4()}"
+    response = await running.client.post(
+        "/v1/admin/residents/lookup",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"doc_type": "prc_id", "doc_number": random_prc_id()[0], "reason": reason},
+    )
+    assert response.status_code == 404
+    async with running.context.sessionmaker() as session:
+        details = (
+            (
+                await session.execute(
+                    select(AuditEvent.detail).where(
+                        AuditEvent.action == "resident.lookup_by_document"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert any(d.get("reason") == reason and d.get("found") is False for d in details)

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import TEST_SECRETS, RunningApp, make_settings, start_app
 from support.api import answer, random_phone
-from yuekang.auth.sms import MemorySmsSender
+from yuekang.auth.sms import MemorySmsSender, SmsDeliveryError
 from yuekang.clock import ManualClock, epoch
 from yuekang.config import OtpSettings, SessionSettings
 
@@ -645,3 +645,16 @@ def test_what_a_client_address_is_counted_as(host: str, counted_as: str):
 
     request = Request({"type": "http", "client": (host, 1), "headers": []})
     assert client_address(request) == counted_as
+
+
+class FailingSms:
+    async def send(self, phone: str, text: str) -> None:
+        raise SmsDeliveryError("gateway down")
+
+
+async def test_an_sms_failure_is_a_503(database_url: str, tmp_path: Path, clock: ManualClock):
+    settings = make_settings(database_url, tmp_path)
+    async for app in start_app(settings, clock, FailingSms()):  # type: ignore[arg-type]
+        response = await app.api.request_otp(random_phone())
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "sms_unavailable"

@@ -285,3 +285,23 @@ async def test_a_code_of_a_retired_key_is_not_handed_out_again(
         again = await running.api.issue(resident)
         assert again.status_code == 201
         assert again.json()["code_id"] != old["code_id"]
+
+
+async def test_a_revoked_code_is_not_replayed_for_its_idempotency_key(running: RunningApp):
+    resident = await running.api.registered()
+    first = await running.api.issue(resident, **{"Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    operator = {"Authorization": f"Bearer {await running.operator_token()}"}
+    found = await running.client.post(
+        "/v1/admin/residents/lookup",
+        headers=operator,
+        json={"doc_type": "prc_id", "doc_number": resident.doc_number, "reason": "case 9"},
+    )
+    await running.client.put(
+        f"/v1/admin/residents/{found.json()['resident_id']}/status",
+        headers=operator,
+        json={"status": "red", "reason": "confirmed"},
+    )
+    retry = await running.api.issue(resident, **{"Idempotency-Key": "k-1"})
+    assert retry.status_code == 409
+    assert retry.json()["error"]["code"] == "idempotency_key_stale"

@@ -142,3 +142,13 @@ async def test_a_nonsense_content_length_is_a_400_or_413(
     await app(scope, receive, send)
     assert sent[0]["status"] == status
     assert json.loads(sent[1]["body"])["error"]["code"] == code
+
+
+async def test_json_nested_too_deeply_is_malformed_json(running: RunningApp):
+    response = await running.client.post(
+        "/v1/auth/otp",
+        content=b"[" * 5000 + b"]" * 5000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"

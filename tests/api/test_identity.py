@@ -233,3 +233,23 @@ async def test_pii_key_rotation_keeps_old_rows_readable():
     rotated = PiiCipher({"k1": b"\x01" * 32, "k2": b"\x02" * 32}, "k2")
     assert rotated.decrypt(ciphertext, key_id=key_id, context="identities.name:x") == "张小三"
     assert rotated.encrypt("张小三", context="identities.name:x")[1] == "k2"
+
+
+async def test_a_birth_date_in_the_future_is_refused(running: RunningApp):
+    resident = await running.api.sign_in()
+    response = await running.client.put(
+        "/v1/me/identity",
+        headers=resident.auth,
+        json={
+            "name": "Chan Tai Man",
+            "doc_type": "passport",
+            "doc_number": "K12345678",
+            "birth_date": "2999-01-01",
+        },
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0] == {
+        "field": "birth_date",
+        "reason": "date",
+        "message": "in the future",
+    }

@@ -314,3 +314,13 @@ async def _make_red(running: RunningApp, doc_number: str) -> None:
         json={"status": "red", "reason": "close contact of case 43"},
     )
     assert changed.json()["codes_revoked"] == 1
+
+
+async def test_a_scan_with_a_trailing_newline_still_verifies(running: RunningApp):
+    resident = await running.api.registered()
+    code = await running.api.code(resident)
+    gate = {"Authorization": f"Bearer {await running.checkpoint_key()}"}
+    verdict = await running.client.post(
+        "/v1/verify", json={"qr_text": code["qr_text"] + "\r\n"}, headers=gate
+    )
+    assert verdict.json()["verdict"] == "valid"

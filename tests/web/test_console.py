@@ -177,7 +177,9 @@ def activity(web_server: Server) -> dict[str, Any]:
     with httpx.Client(base_url=web_server.base, timeout=30) as client:
         bundle = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {gate}"})
         assert bundle.status_code == 200, bundle.text
-    return {"codes": len(codes) + 1}
+    # Asked three times, the live code may be answered again, or a new one made when the first
+    # was signed in the second the identity was proved: count what the server made.
+    return {"codes": len({code["code_id"] for code in codes}) + 1}
 
 
 @pytest.fixture
