@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from yuekang.db import after_commit, create_engine, create_sessionmaker, transaction
+from yuekang.db import after_commit, create_engine, create_sessionmaker, savepoint, transaction
 from yuekang.exceptions import Refusal, Unauthorized
 
 
@@ -71,3 +71,23 @@ async def test_a_returned_refusal_is_committed_with_its_after_commit_actions(
     assert answer.status_code == 401
     assert answer.headers["WWW-Authenticate"] == "Bearer"
     assert b'"code":"otp_invalid"' in answer.body
+
+
+async def test_a_rolled_back_savepoint_forgets_what_it_queued(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    ran: list[str] = []
+
+    async with transaction(sessionmaker) as session:
+        after_commit(session, lambda: ran.append("before"))
+        undone = await savepoint(session)
+        await session.execute(text("INSERT INTO guesses VALUES (1)"))
+        after_commit(session, lambda: ran.append("released"))
+        await undone.rollback()
+        kept = await savepoint(session)
+        await session.execute(text("INSERT INTO guesses VALUES (2)"))
+        after_commit(session, lambda: ran.append("kept"))
+        await kept.commit()
+
+    assert await _rows(sessionmaker) == [2]
+    assert ran == ["before", "kept"]

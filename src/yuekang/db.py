@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
+    AsyncSessionTransaction,
     async_sessionmaker,
     create_async_engine,
 )
@@ -272,6 +273,31 @@ def discard_after_commit(session: AsyncSession) -> None:
 
 
 _AFTER_COMMIT = "yuekang.after_commit"
+
+
+class Savepoint:
+    """A nested transaction whose rollback also forgets the after-commit actions queued since it
+    began: a message about a change the savepoint undid must not be sent when the transaction
+    around it commits (a refused conversion keeps its record, not the release it undid)."""
+
+    def __init__(self, session: AsyncSession, nested: AsyncSessionTransaction) -> None:
+        self._session = session
+        self._nested = nested
+        self._mark = len(session.info.get(_AFTER_COMMIT, []))
+
+    async def rollback(self) -> None:
+        await self._nested.rollback()
+        queued = self._session.info.get(_AFTER_COMMIT)
+        if queued is not None:
+            del queued[self._mark :]
+
+    async def commit(self) -> None:
+        await self._nested.commit()
+
+
+async def savepoint(session: AsyncSession) -> Savepoint:
+    """Begin a :class:`Savepoint` in ``session``'s transaction."""
+    return Savepoint(session, await session.begin_nested())
 
 
 @asynccontextmanager

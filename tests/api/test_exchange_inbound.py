@@ -926,3 +926,30 @@ async def test_a_replayed_or_unreadable_package_is_audited(gd: RunningApp, keys:
     codes = [e.detail["code"] for e in await audit_events(gd, "exchange.inbound.refused")]
 
     assert "package_replayed" in codes and "package_malformed" in codes
+
+
+async def test_a_refused_conversion_tells_the_holder_of_an_unproved_binding_nothing(
+    gd: RunningApp, keys: OurKeys
+):
+    # Matching the package released the unproved binding and queued its SMS; the refusal that
+    # followed (the package's phone has an account) undid the release, so the SMS must go too.
+    squatter = await gd.api.sign_in()
+    other = await gd.api.sign_in()
+    person = subject(phone=other.phone)
+    squatted = await gd.api.bind(
+        squatter,
+        doc_type="macao_id",
+        doc_number=person["doc_number"],
+        birth_date=dt.date.fromisoformat(person["birth_date"]),
+        name=person["name"],
+    )
+    assert squatted.status_code == 201, squatted.text
+    await gd.unverify(squatter)
+    gd.sms.sent.clear()
+
+    sent = await send(gd, MACAO.seal(claims(gd, subject=person), keys.enc))
+
+    assert error_code(sent.response) == (409, "phone_in_use"), sent.response.text
+    mine = await gd.client.get("/v1/me/identity", headers=squatter.auth)
+    assert mine.status_code == 200, mine.text
+    assert gd.sms.sent == []

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from conftest import RunningApp, make_settings
 from exchange.kit import (
@@ -56,6 +57,7 @@ from yuekang.codec.macao import read_macao_code
 from yuekang.config import ExchangeSettings, Settings
 from yuekang.exchange.models import ConsentReceipt
 from yuekang.exchange.outbox import INBOUND_PATH, Outbox, claim, prepare, record_result
+from yuekang.health_status.models import StatusChange
 from yuekang.verifier import Verifier
 
 PACKAGE_MEMBERS = {
@@ -862,3 +864,33 @@ async def test_an_attempt_whose_lease_was_taken_over_records_nothing(
     assert late is None and outcome == "stale"
     assert (await read(gd, resident, asked["id"]))["state"] == "delivered"
     assert len(macao.issued) == 1
+
+
+async def test_a_refused_transfer_keeps_the_status_its_check_decided_again(
+    gd: RunningApp, macao: MacaoServer
+):
+    # The yellow of a secondary contact lapses; asking for a transfer decides the status again
+    # (green) before refusing for want of a test. That decision is kept, with its time.
+    resident = await gd.api.registered()
+    account = (await gd.client.get("/v1/me", headers=resident.auth)).json()
+    await feed(gd, "cases", case(resident, today(gd).isoformat(), "secondary_contact"))
+    me = await gd.client.get("/v1/me/status", headers=resident.auth)
+    assert me.json()["status"] == "yellow", me.text
+    lapse = dt.datetime.fromisoformat(me.json()["valid_until"])
+    clock = gd.context.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(lapse)
+    resident = await gd.api.sign_in(resident.phone)
+
+    refused = await ask(gd, resident)
+
+    assert error_code(refused) == (422, "nat_missing"), refused.text
+    async with gd.context.sessionmaker() as session:
+        changes = (
+            await session.execute(
+                select(StatusChange.old_status, StatusChange.new_status, StatusChange.at)
+                .where(StatusChange.resident_id == uuid.UUID(account["resident_id"]))
+                .order_by(StatusChange.id)
+            )
+        ).all()
+    assert changes[-1] == ("yellow", "green", lapse), changes

@@ -36,6 +36,7 @@ from yuekang.codec.exchange import (
     verify_request,
 )
 from yuekang.codec.macao import MacaoCodeClaims, read_macao_code
+from yuekang.db import savepoint
 from yuekang.exceptions import (
     Conflict,
     NotFound,
@@ -123,7 +124,7 @@ class ExchangeDeps:
 
     issuer: str
     passphrase: str
-    key_cache: exchange_keys.KeyCache
+    key_cache: exchange_keys.ExchangeKeyCache
     pii: PiiCipher
     blind_index: BlindIndex
     keyring: KeyRing
@@ -353,7 +354,7 @@ async def receive_inbound(
     correlation = {"cid": request.cid, "jti": jti, "sender_kid": opened.sender_kid}
     # Everything the conversion writes (an account, a binding, a consent receipt, a code) is in
     # one savepoint: a refusal at any step leaves only the refused conversion and its audit.
-    savepoint = await session.begin_nested()
+    attempt = await savepoint(session)
     try:
         answer = await _convert_inbound(
             session,
@@ -369,7 +370,7 @@ async def receive_inbound(
         )
     except YuekangError as exc:
         matched = conversion.resident_id
-        await savepoint.rollback()
+        await attempt.rollback()
         if exc.status_code >= 500:
             # Our own outage (no signing key, say): nothing is kept, the package stays unused,
             # and the partner may send it again.
@@ -389,7 +390,7 @@ async def receive_inbound(
             extra={"code": exc.code, **correlation},
         )
         return Refusal(exc)
-    await savepoint.commit()
+    await attempt.commit()
     return answer
 
 
@@ -842,8 +843,11 @@ async def request_outbound(
         raise ServiceUnavailable(
             "conversion to this partner is not available", code="partner_not_configured"
         )
+    # A status that lapsed is decided again here, outside the savepoint: that change (and the
+    # revocations a worse status brings) stands whatever becomes of the transfer.
+    await health_status.current(session, resident_id, rules=rules, now=now)
     # A refusal keeps its audit event only: whatever the attempt wrote is undone first.
-    savepoint = await session.begin_nested()
+    attempt = await savepoint(session)
     try:
         queued = await _queue_outbound(
             session,
@@ -856,7 +860,7 @@ async def request_outbound(
             now=now,
         )
     except YuekangError as exc:
-        await savepoint.rollback()
+        await attempt.rollback()
         if exc.status_code >= 500:
             raise
         await audit.record(
@@ -874,7 +878,7 @@ async def request_outbound(
             },
         )
         return Refusal(exc)
-    await savepoint.commit()
+    await attempt.commit()
     return queued
 
 
