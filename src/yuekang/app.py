@@ -38,7 +38,7 @@ from yuekang.feeds import endpoints as feeds
 from yuekang.health_codes import endpoints as health_codes
 from yuekang.health_status import endpoints as health_status
 from yuekang.keyring import endpoints as keyring
-from yuekang.keyring import service as keys
+from yuekang.keyring import service as keyring_service
 from yuekang.middleware import BodySizeLimit
 from yuekang.principals import Actor
 from yuekang.residents import endpoints as residents
@@ -46,7 +46,7 @@ from yuekang.residents.proofing import IdentityProofing
 from yuekang.scans import endpoints as scans
 from yuekang.stats import endpoints as stats
 from yuekang.trust import endpoints as trust
-from yuekang.trust import service as anchors
+from yuekang.trust import service as trust_service
 from yuekang.web import endpoints as web
 
 log = logging.getLogger("yuekang")
@@ -179,13 +179,13 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
     A trust anchor key and exchange keys are made too, if there are none."""
     async with context.sessionmaker() as session, session.begin():
         now = context.clock.now()
-        await anchors.anchor_key(
+        await trust_service.anchor_key(
             session, passphrase=context.secrets.key_passphrase, now=now, create=True
         )
         await exchange_keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
-        if await keys.has_active_key(session):
+        if await keyring_service.has_active_key(session):
             return None
-        record = await keys.generate(
+        record = await keyring_service.generate(
             session,
             alg=context.settings.keys.default_algorithm,
             passphrase=context.secrets.key_passphrase,
@@ -193,7 +193,7 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
             actor=Actor("system", "dev-bootstrap"),
             now=now,
         )
-        await keys.activate(
+        await keyring_service.activate(
             session,
             kid=record.kid,
             publish_lead=dt.timedelta(0),

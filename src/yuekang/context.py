@@ -17,7 +17,7 @@ from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ResolvedSettings, Secrets, Settings
 from yuekang.db import Timeouts, create_engine, create_sessionmaker, database_unavailable
-from yuekang.exchange.keys import KeyCache
+from yuekang.exchange.keys import ExchangeKeyCache
 from yuekang.exchange.outbox import Outbox
 from yuekang.exchange.service import ExchangeDeps
 from yuekang.health_codes.batch import Issuance
@@ -49,7 +49,7 @@ class AppContext:
     rulebook: RuleBook
     read_sessionmaker: async_sessionmaker[AsyncSession]
     """Sessions that never take SQLite's write lock (on PostgreSQL, the same engine)."""
-    exchange_keys: KeyCache
+    exchange_keys: ExchangeKeyCache
     refresh_engine: AsyncEngine
     """The key ring's and the rule book's own connections (on SQLite, the read engine)."""
     outbox: Outbox
@@ -128,7 +128,7 @@ class AppContext:
                 refresh_seconds=settings.rules.refresh_seconds,
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
-            exchange_keys=KeyCache(),
+            exchange_keys=ExchangeKeyCache(),
             bundles=BundleCache(settings.trust.serve_cached_seconds),
             online_scans=OnlineScans(engine),
             proofing=proofing or _proofing(resolved, http),

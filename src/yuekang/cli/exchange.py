@@ -187,14 +187,11 @@ def partner_list() -> None:
 @exchange_app.command("outbox")
 def outbox() -> None:
     """Messages to partners and where their delivery stands, as JSON lines."""
-    from sqlalchemy import select
-
     from yuekang.cli import _run
-    from yuekang.exchange.models import OutboxMessage
+    from yuekang.exchange import outbox as outbox_service
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
-        query = select(OutboxMessage).order_by(OutboxMessage.created_at.desc()).limit(200)
-        for m in (await session.execute(query)).scalars():
+        for m in await outbox_service.recent(session, state=None):
             typer.echo(
                 json.dumps(
                     {

@@ -14,7 +14,6 @@ from yuekang.auth.endpoints import client_address
 from yuekang.auth.service import normalize_phone
 from yuekang.codec.reasons import pick_language
 from yuekang.dependants import service
-from yuekang.dependants.models import Guardianship
 from yuekang.dependants.schemas import (
     ConsentCode,
     CounterConsent,
@@ -33,7 +32,6 @@ from yuekang.health_status.endpoints import status_answer
 from yuekang.health_status.schemas import MyStatusRead
 from yuekang.openapi import errors
 from yuekang.principals import Actor
-from yuekang.residents.models import Resident
 
 router = APIRouter(prefix="/v1/me", tags=["family members"])
 admin = APIRouter(prefix="/v1/admin/dependants", tags=["admin: family members"])
@@ -318,7 +316,7 @@ async def list_guardians(
 ) -> list[GuardianRead]:
     """The people holding codes for you: arrangements made with your phone number for your
     consent. You can end any of them."""
-    index = await _my_phone_index(session, resident_id)
+    index = await service.phone_index_of(session, resident_id)
     return [
         GuardianRead(
             id=arrangement.id,
@@ -345,14 +343,9 @@ async def end_guardianship(
 ) -> None:
     """End an arrangement in which someone holds your codes: your record with them is
     released and its codes revoked; they are told by SMS."""
-    index = await _my_phone_index(session, resident_id)
-    arrangement = await session.get(Guardianship, guardianship_id)
-    if (
-        arrangement is None
-        or arrangement.phone_index != index
-        or arrangement.state not in service.LIVE
-    ):
-        raise NotFound("no such arrangement", code="guardianship_not_found")
+    arrangement = await service.holding_me(
+        session, resident_id=resident_id, guardianship_id=guardianship_id
+    )
     await service.end(
         session,
         context.proofing_deps(),
@@ -361,13 +354,6 @@ async def end_guardianship(
         reason="ended_by_family_member",
         now=now,
     )
-
-
-async def _my_phone_index(session: SessionDep, resident_id: uuid.UUID) -> bytes:
-    resident = await session.get(Resident, resident_id)
-    if resident is None or resident.phone_index is None:
-        raise NotFound("no such resident", code="resident_not_found")
-    return resident.phone_index
 
 
 @admin.post(
@@ -410,9 +396,7 @@ async def end_at_counter(
 ) -> None:
     """Counter staff end an arrangement for a family member who cannot do it from a phone (a
     child's other parent, an elderly person); both sides are told."""
-    arrangement = await session.get(Guardianship, dependant_id)
-    if arrangement is None or arrangement.state not in service.LIVE:
-        raise NotFound("no such family member", code="dependant_not_found")
+    arrangement = await service.live(session, dependant_id)
     await service.end(
         session,
         context.proofing_deps(),

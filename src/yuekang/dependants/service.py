@@ -406,6 +406,34 @@ async def held(
     return arrangement
 
 
+async def phone_index_of(session: AsyncSession, resident_id: uuid.UUID) -> bytes:
+    """The blind index of the resident's phone: how arrangements made for them name them."""
+    resident = await session.get(Resident, resident_id)
+    if resident is None or resident.phone_index is None:
+        raise NotFound("no such resident", code="resident_not_found")
+    return resident.phone_index
+
+
+async def holding_me(
+    session: AsyncSession, *, resident_id: uuid.UUID, guardianship_id: uuid.UUID
+) -> Guardianship:
+    """A live arrangement in which someone holds the codes of ``resident_id`` (matched by the
+    phone their record names); any other is "not found"."""
+    index = await phone_index_of(session, resident_id)
+    arrangement = await session.get(Guardianship, guardianship_id)
+    if arrangement is None or arrangement.phone_index != index or arrangement.state not in LIVE:
+        raise NotFound("no such arrangement", code="guardianship_not_found")
+    return arrangement
+
+
+async def live(session: AsyncSession, guardianship_id: uuid.UUID) -> Guardianship:
+    """A live arrangement, for counter staff; an ended or unknown one is "not found"."""
+    arrangement = await session.get(Guardianship, guardianship_id)
+    if arrangement is None or arrangement.state not in LIVE:
+        raise NotFound("no such family member", code="dependant_not_found")
+    return arrangement
+
+
 async def view(
     session: AsyncSession,
     *,

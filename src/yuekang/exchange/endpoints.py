@@ -11,13 +11,13 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER
 from yuekang.db import after_commit
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
 from yuekang.exceptions import BadRequest, NotFound, Refusal, UnsupportedMediaType
 from yuekang.exchange import keys as exchange_keys
+from yuekang.exchange import outbox as outbox_service
 from yuekang.exchange import partners, service
 from yuekang.exchange.models import Conversion, OutboxMessage
 from yuekang.exchange.schemas import (
@@ -273,9 +273,6 @@ async def outbox(
 ) -> list[OutboxRead]:
     """Messages to partners and their delivery state (newest first, at most 200): nothing
     personal, only ids, states, attempts and errors."""
-    query = select(OutboxMessage).order_by(OutboxMessage.created_at.desc()).limit(200)
-    if state is not None:
-        query = query.where(OutboxMessage.state == state)
     return [
         OutboxRead(
             id=m.id,
@@ -289,7 +286,7 @@ async def outbox(
             created_at=m.created_at,
             delivered_at=m.delivered_at,
         )
-        for m in (await session.execute(query)).scalars()
+        for m in await outbox_service.recent(session, state=state)
     ]
 
 

@@ -29,7 +29,7 @@ class OurKeys:
     """Active and recently retired ``enc`` keys, by kid."""
 
 
-class KeyCache:
+class ExchangeKeyCache:
     """Decrypted private keys by kid, for the process's lifetime: a key's private half never
     changes, and unwrapping PKCS#8 on every request would cost more than the exchange itself.
     States are read from the database on every use, so a rotation is seen at once."""
@@ -110,7 +110,7 @@ async def records(session: AsyncSession) -> list[ExchangeKey]:
 
 
 async def our_keys(
-    session: AsyncSession, *, passphrase: str, cache: KeyCache, now: dt.datetime
+    session: AsyncSession, *, passphrase: str, cache: ExchangeKeyCache, now: dt.datetime
 ) -> OurKeys | None:
     """The keys to sign with and to decrypt with now; None until both exist."""
     signer: SigningKey | None = None

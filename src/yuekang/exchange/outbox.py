@@ -59,6 +59,16 @@ class Prepared:
     headers: dict[str, str]
 
 
+async def recent(
+    session: AsyncSession, *, state: str | None, limit: int = 200
+) -> list[OutboxMessage]:
+    """The newest messages (in ``state``, if given), for staff watching delivery."""
+    query = select(OutboxMessage).order_by(OutboxMessage.created_at.desc()).limit(limit)
+    if state is not None:
+        query = query.where(OutboxMessage.state == state)
+    return list((await session.execute(query)).scalars())
+
+
 def backoff(attempts: int, settings: ExchangeSettings, rng: random.Random) -> float:
     """Seconds before the next attempt: exponential, capped, with jitter (between half the base
     and the ceiling) so a partner that comes back is not met by every queued message at once."""

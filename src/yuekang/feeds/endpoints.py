@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
-from sqlalchemy import select
 
 from yuekang.db import dialect_name
 from yuekang.deps import AdminOperator, Context, CurrentFeedClient, Now, SessionDep
 from yuekang.exceptions import BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from yuekang.feeds import service
-from yuekang.feeds.models import FeedBatch, FeedClient
+from yuekang.feeds.models import FeedBatch
 from yuekang.feeds.parse import MEDIA_TYPES
 from yuekang.feeds.rows import FeedKind
 from yuekang.feeds.schemas import (
@@ -157,8 +156,8 @@ async def read_batch(
     batch_id: uuid.UUID, client: CurrentFeedClient, session: SessionDep
 ) -> BatchRead:
     """The result of one of this client's batches."""
-    batch = await session.get(FeedBatch, batch_id)
-    if batch is None or batch.client_id != client.id:
+    batch = await service.client_batch(session, client_id=client.id, batch_id=batch_id)
+    if batch is None:
         raise NotFound("no such batch", code="batch_not_found")
     return _read(batch)
 
@@ -189,7 +188,7 @@ async def create_feed_client(
 @admin.get("", response_model=list[FeedClientRead], responses=errors(401, 403))
 async def list_feed_clients(session: SessionDep, operator: AdminOperator) -> list[FeedClientRead]:
     """Every feed client (never their keys)."""
-    clients = (await session.execute(select(FeedClient).order_by(FeedClient.name))).scalars()
+    clients = await service.list_clients(session)
     return [
         FeedClientRead(
             id=c.id,

@@ -104,6 +104,19 @@ async def find_batch(
     return result.scalar_one_or_none()
 
 
+async def client_batch(
+    session: AsyncSession, *, client_id: uuid.UUID, batch_id: uuid.UUID
+) -> FeedBatch | None:
+    """One of this client's batches; another client's is as good as none."""
+    batch = await session.get(FeedBatch, batch_id)
+    return batch if batch is not None and batch.client_id == client_id else None
+
+
+async def list_clients(session: AsyncSession) -> list[FeedClient]:
+    """Every feed client, by name."""
+    return list((await session.execute(select(FeedClient).order_by(FeedClient.name))).scalars())
+
+
 def _replay(batch: FeedBatch, kind: FeedKind) -> Ingested:
     if batch.kind != kind.value:
         raise Conflict(

@@ -1,8 +1,9 @@
 """The offline verifier: judge a health code with nothing but trusted keys and a clock.
 
 This package runs on checkpoint devices that may have no network. It imports only the pure
-``yuekang.codec`` package and the standard library -- never the web framework, the database layer or
-the service settings (a test enforces this) -- so it can be shipped on its own.
+``yuekang.codec`` package, the pure ``yuekang.rules`` (for checkpoint policies) and the standard
+library -- never the web framework, the database layer or the service settings (a test enforces
+this) -- so it can be shipped on its own.
 
 Usage::
 

@@ -158,7 +158,7 @@ def _canonical(value: Any) -> bytes:
 # --- keys ----------------------------------------------------------------------------------------
 
 
-class Keyring:
+class MacaoKeys:
     """Our private keys: generated into the database encrypted under the passphrase, decrypted
     once per process."""
 
@@ -392,7 +392,7 @@ class MacaoService:
         self.table = load_table()
         self.cipher = PiiCipher({secrets.pii_key_id: secrets.pii_key}, secrets.pii_key_id)
         self.blind_index = BlindIndex(secrets.blind_index_key)
-        self.keyring = Keyring(secrets.key_passphrase, settings.code_key_validity_days * 86400)
+        self.keyring = MacaoKeys(secrets.key_passphrase, settings.code_key_validity_days * 86400)
         self.guangdong = GuangdongDirectory(
             http, settings.guangdong_url, settings.guangdong_keys_ttl_seconds
         )
