@@ -40,6 +40,7 @@ from yuekang.health_status import endpoints as health_status
 from yuekang.keyring import endpoints as keyring
 from yuekang.keyring import service as keyring_service
 from yuekang.middleware import BodySizeLimit
+from yuekang.openapi import document_codes
 from yuekang.principals import Actor
 from yuekang.residents import endpoints as residents
 from yuekang.residents.proofing import IdentityProofing
@@ -234,6 +235,11 @@ class YuekangAPI(FastAPI):
     unhandled exception (with our JSON handler) and then raises it on to the server, which
     closes the client's keep-alive connection: the next request on it is reset. Here it stops:
     answered once, logged once, and the connection lives."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document_codes(super().openapi())
+        return self.openapi_schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False

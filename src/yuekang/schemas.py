@@ -6,7 +6,9 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from yuekang.errorcodes import ERROR_CODES
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 """An ``Idempotency-Key``: 1-128 printable ASCII characters, no spaces (use with fullmatch)."""
@@ -109,7 +111,10 @@ class ErrorField(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: str = Field(
+        description="Stable and machine-readable (docs/API.md, docs/EXCHANGE.md): one of the list",
+        json_schema_extra={"enum": list[Any](sorted(ERROR_CODES))},
+    )
     message: str
     fields: list[ErrorField] | None = None
 
