@@ -4,6 +4,7 @@ each, and the OpenAPI document carries them."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,14 @@ def test_each_route_documents_the_codes_it_names(openapi: dict[str, Any]) -> Non
                 assert {int(s) for s in described} <= ERROR_CODES[code], (method, path, code)
                 checked += 1
     assert checked > 40
+
+
+def test_validation_refusals_are_documented_as_our_error_body(openapi: dict[str, Any]) -> None:
+    # FastAPI's own 422 body ({"detail": [...]}) is never answered: ours is {"error": ...}.
+    unanswered = [
+        (method, path)
+        for path, methods in openapi["paths"].items()
+        for method, operation in methods.items()
+        if "HTTPValidationError" in json.dumps(operation)
+    ]
+    assert unanswered == []

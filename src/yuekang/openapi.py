@@ -36,6 +36,7 @@ def document_codes(openapi: dict[str, Any]) -> dict[str, Any]:
     that status when the route did not declare it. ``openapi`` is changed in place."""
     for methods in openapi.get("paths", {}).values():
         for operation in methods.values():
+            _our_validation_body(operation)
             named = list(dict.fromkeys(_NAMED.findall(operation.get("description", ""))))
             responses = operation.setdefault("responses", {})
             by_status: dict[str, list[str]] = {}
@@ -60,4 +61,21 @@ def document_codes(openapi: dict[str, Any]) -> dict[str, Any]:
                 )
                 listed = ", ".join(f"`{code}`" for code in codes)
                 response["description"] = f"{response.get('description', '')}. Codes: {listed}"
+    schemas = openapi.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
     return openapi
+
+
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _our_validation_body(operation: dict[str, Any]) -> None:
+    """FastAPI documents a route with parameters as answering its own 422 body; ours answers
+    ``{"error": ...}`` (``validation_error``) like every other refusal."""
+    response = operation.get("responses", {}).get("422")
+    schema = (response or {}).get("content", {}).get("application/json", {}).get("schema", {})
+    if schema.get("$ref") == _FASTAPI_422:
+        schema["$ref"] = "#/components/schemas/ErrorBody"
+        assert response is not None
+        response["description"] = _DESCRIPTIONS[422]

@@ -4,6 +4,7 @@ for a keys file it cannot use, the one line saying what is wrong with it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -58,12 +59,12 @@ DIAGNOSES: list[tuple[str, Callable[[Trust], str], str, str]] = [
         "unsupported_version",
         "unsupported health-code version 'YK2'",
     ),
-    ("no-prefix", lambda t: valid(t.es)[4:], "malformed", "missing the YK1: prefix"),
+    ("no-prefix", lambda t: valid(t.es)[4:], "malformed", "does not start with the YK1: prefix"),
     (
         "four-segments",
         lambda t: valid(t.es) + ".AAAA",
         "malformed",
-        "expected three base64url segments",
+        "expected three segments of base64url characters after YK1:",
     ),
     (
         "header-not-json",
@@ -283,3 +284,21 @@ def test_an_unusable_keys_file_is_named(
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == f"error: {message}\n"
+
+
+def test_a_keys_file_that_is_not_json_is_named(trust: Trust, tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text('{"keys": [')
+
+    result = run(valid(trust.es), "--jwks", str(path), "--now", str(NOW))
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: the keys file is not JSON: ")
+
+
+def test_a_valid_code_says_when_it_expires_in_words(trust: Trust, keys_file: Path) -> None:
+    result = run(valid(trust.es), "--jwks", str(keys_file), "--now", str(NOW))
+
+    assert result.exit_code == 0
+    expires = dt.datetime.fromtimestamp(EXP, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"expires: {expires} UTC ({EXP})" in result.stdout.splitlines()

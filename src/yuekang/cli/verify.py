@@ -6,6 +6,7 @@ image): nothing of the server.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -27,12 +28,23 @@ def load_jwks(source: str) -> dict[str, Any]:
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise ValueError(f"cannot fetch the keys: {exc}") from exc
-        document = response.json()
+        text = response.text
     else:
-        document = json.loads(Path(source).read_text())
+        text = Path(source).read_text()
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"the keys file is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise ValueError("a JWKS must be a JSON object")
     return document
+
+
+def _utc(epoch: int | None) -> str:
+    if epoch is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({epoch})"
 
 
 def read_qr_image(path: Path) -> str:
@@ -62,7 +74,10 @@ def verify_command(
     language: Annotated[str, typer.Option(help="zh-Hans, zh-Hant, en or pt")] = "zh-Hans",
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
 ) -> None:
-    """Verify a health code offline. Exit status: 0 valid, 1 invalid, 2 usage or input error."""
+    """Verify a health code offline. Exit status: 0 valid, 1 invalid, 2 usage or input error.
+
+    An invalid code is printed with its reasons as a checkpoint shows them, then a `detail:`
+    line saying exactly what failed, for whoever is finding out why a device refuses it."""
     if not jwks:
         typer.echo("error: --jwks FILE_OR_URL is required", err=True)
         raise typer.Exit(2)
@@ -90,7 +105,7 @@ def verify_command(
             typer.echo(f"status:  {verdict.status}")
             typer.echo(f"name:    {verdict.masked_name}")
             typer.echo(f"issuer:  {verdict.issuer}  key: {verdict.kid}")
-            typer.echo(f"expires: {verdict.expires_at}")
+            typer.echo(f"expires: {_utc(verdict.expires_at)}")
         for item in verdict.to_dict(language)["reasons"]:
             typer.echo(f"reason:  {item['code']}: {item['message']}")
         if verdict.detail is not None:

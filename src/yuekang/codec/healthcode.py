@@ -244,10 +244,10 @@ def read_health_code_fields(
     if not qr_text.startswith(PREFIX):
         if _PREFIX_RE.match(qr_text) and qr_text.startswith("YK"):
             raise UnsupportedVersion(f"unsupported health-code version {qr_text.split(':')[0]!r}")
-        raise MalformedCode("missing the YK1: prefix")
+        raise MalformedCode("does not start with the YK1: prefix")
     segments = _COMPACT_RE.fullmatch(qr_text, len(PREFIX))
     if segments is None:
-        raise MalformedCode("expected three base64url segments")
+        raise MalformedCode("expected three segments of base64url characters after YK1:")
     header_b64, payload_b64, signature_b64 = segments.groups()
     alg, kid = _header(header_b64)
     key = keys.get(kid)

@@ -276,7 +276,7 @@ def read_macao_code(
             raise UnsupportedVersion(
                 f"unsupported Macao health-code version {version.group()[:-1][:16]!r}"
             )
-        raise MalformedCode("missing the MO1: prefix")
+        raise MalformedCode("does not start with the MO1: prefix")
     message = _cbor(_base45(qr_text[len(PREFIX) :]), "COSE message")
     protected, payload = _sign1_parts(message)
     kid_bytes = _header(protected)

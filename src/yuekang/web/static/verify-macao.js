@@ -297,7 +297,7 @@ export async function readMacaoCode(text, keys, { now, leeway, verify, b64urlEnc
   if (typeof text !== "string" || codePoints(text) > MAX_INPUT_CHARS) throw malformed("not a Macao health code of a plausible size");
   if (!text.startsWith(PREFIX)) {
     if (VERSION.test(text)) throw new InvalidMacaoCode("unsupported_version", "unsupported Macao health-code version");
-    throw malformed("missing the MO1: prefix");
+    throw malformed("does not start with the MO1: prefix");
   }
   const message = cbor(base45(text.slice(PREFIX.length)), "COSE message");
   const { protectedBytes, payload, signature } = sign1Parts(message);

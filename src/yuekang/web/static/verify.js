@@ -273,10 +273,10 @@ async function readHealthCode(text, keys, now, leeway) {
     if (VERSION_PREFIX.test(text) && text.startsWith("YK")) {
       throw new InvalidCode("unsupported_version", "unsupported health-code version");
     }
-    throw new InvalidCode("malformed", "missing the YK1: prefix");
+    throw new InvalidCode("malformed", "does not start with the YK1: prefix");
   }
   const token = text.slice(PREFIX.length);
-  if (!COMPACT.test(token)) throw new InvalidCode("malformed", "expected three base64url segments");
+  if (!COMPACT.test(token)) throw new InvalidCode("malformed", "expected three segments of base64url characters after YK1:");
   const [headerB64, payloadB64, signatureB64] = token.split(".");
   const { alg, kid } = readHeader(headerB64);
   const key = keys.get(kid);
