@@ -283,7 +283,8 @@ def test_an_unusable_keys_file_is_named(
 
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr == f"error: {message}\n"
+    kid = jwk(trust).get("kid", "no kid")
+    assert result.stderr == f"error: key 1 ({kid}): {message}\n"
 
 
 def test_a_keys_file_that_is_not_json_is_named(trust: Trust, tmp_path: Path) -> None:

@@ -39,12 +39,16 @@ def parse_jwks(
     if trusted_issuer is not None and not isinstance(trusted_issuer, str):
         raise InvalidKey("the JWKS 'issuer' must be a string")
     keys: dict[str, VerificationKey] = {}
-    for jwk in raw_keys:
+    for position, jwk in enumerate(raw_keys, start=1):
         if not isinstance(jwk, Mapping):
             raise InvalidKey("each JWK must be an object")
         if not _ours(jwk):
             continue
-        key = VerificationKey.from_jwk(jwk, issuer=trusted_issuer)
+        try:
+            key = VerificationKey.from_jwk(jwk, issuer=trusted_issuer)
+        except InvalidKey as exc:
+            # Which key: a keys file holds several, and whoever reads this must find the one.
+            raise InvalidKey(f"key {position} ({jwk.get('kid', 'no kid')}): {exc}") from exc
         keys[key.kid] = key
     return keys
 
