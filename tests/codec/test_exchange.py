@@ -16,6 +16,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import jwt
@@ -1181,3 +1182,17 @@ def test_fuzzed_request_proofs_raise_only_exchange_errors(parties: Parties) -> N
         except ExchangeError:
             continue
         assert text == original, f"a mutated proof verified: {text!r}"
+
+
+def test_each_refusal_has_the_status_the_protocol_gives_it() -> None:
+    # One table for both sides: docs/EXCHANGE.md section 7 is what partners implement.
+    documented: dict[str, int] = {}
+    doc = Path(__file__).resolve().parents[2] / "docs" / "EXCHANGE.md"
+    for line in doc.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 3 and cells[1].isdigit():
+            for code in re.findall(r"`([a-z_]+)`", cells[0]):
+                documented[code] = int(cells[1])
+    assert {code: cls.status for code, cls in EXCHANGE_ERRORS.items()} == {
+        code: documented[code] for code in EXCHANGE_ERRORS
+    }

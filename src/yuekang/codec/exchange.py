@@ -217,13 +217,17 @@ _COORDINATE_BYTES: Final = 32
 
 
 class ExchangeError(CodecError):
-    """A package or request proof that must not be accepted; ``code`` is the API error code."""
+    """A package or request proof that must not be accepted; ``code`` is the API error code and
+    ``status`` the HTTP status the protocol answers it with (docs/EXCHANGE.md, section 7): one
+    table for both sides of the exchange."""
 
     code: ClassVar[str] = "exchange_error"
+    status: ClassVar[int] = 422
 
 
 class PackageMalformed(ExchangeError):
     code = "package_malformed"
+    status = 400
 
 
 class WrongRecipientKey(ExchangeError):
@@ -236,14 +240,17 @@ class DecryptionFailed(ExchangeError):
 
 class UnknownSenderKey(ExchangeError):
     code = "unknown_sender_key"
+    status = 401
 
 
 class RetiredSenderKey(ExchangeError):
     code = "retired_sender_key"
+    status = 401
 
 
 class BadSenderSignature(ExchangeError):
     code = "bad_signature"
+    status = 401
 
 
 class WrongIssuer(ExchangeError):
@@ -268,18 +275,22 @@ class PackageLifetimeTooLong(ExchangeError):
 
 class SignatureMissing(ExchangeError):
     code = "signature_missing"
+    status = 401
 
 
 class SignatureMalformed(ExchangeError):
     code = "signature_malformed"
+    status = 401
 
 
 class RequestMismatch(ExchangeError):
     code = "request_mismatch"
+    status = 401
 
 
 class RequestTooOld(ExchangeError):
     code = "request_too_old"
+    status = 401
 
 
 EXCHANGE_ERRORS: Final[Mapping[str, type[ExchangeError]]] = {

@@ -89,18 +89,6 @@ CONSENT_TEXT = {
 }
 PARTNER_NAMES = {"macao": "澳门特别行政区卫生局 / Serviços de Saúde de Macau"}
 
-# How each refusal of the codec or of the conditions is answered (docs/EXCHANGE.md, section 7).
-_CODEC_STATUS = {
-    "package_malformed": 400,
-    "signature_missing": 401,
-    "signature_malformed": 401,
-    "request_mismatch": 401,
-    "request_too_old": 401,
-    "unknown_sender_key": 401,
-    "retired_sender_key": 401,
-    "bad_signature": 401,
-}
-
 
 class ExchangeRefused(YuekangError):
     """A refusal with the status docs/EXCHANGE.md gives its code."""
@@ -111,11 +99,9 @@ class ExchangeRefused(YuekangError):
 
 
 def _codec_error(exc: ExchangeError) -> YuekangError:
-    code = exc.code
-    status = _CODEC_STATUS.get(code, 422)
-    if status == 401:
-        return Unauthorized(str(exc), code=code, headers={})
-    return ExchangeRefused(code, str(exc), status=status)
+    if exc.status == 401:
+        return Unauthorized(str(exc), code=exc.code, headers={})
+    return ExchangeRefused(exc.code, str(exc), status=exc.status)
 
 
 @dataclass(frozen=True)

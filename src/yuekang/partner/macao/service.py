@@ -89,25 +89,6 @@ _OTHER_DOCUMENT: Final = re.compile(r"[0-9A-Z/-]{1,32}")
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")
 _PHONE: Final = re.compile(E164)
 
-# EXCHANGE.md section 7; the codec's codes are not HTTP-aware.
-EXCHANGE_STATUS: Final[Mapping[str, int]] = {
-    "package_malformed": 400,
-    "signature_missing": 401,
-    "signature_malformed": 401,
-    "request_mismatch": 401,
-    "request_too_old": 401,
-    "wrong_recipient_key": 422,
-    "decryption_failed": 422,
-    "unknown_sender_key": 401,
-    "retired_sender_key": 401,
-    "bad_signature": 401,
-    "wrong_issuer": 422,
-    "wrong_audience": 422,
-    "package_expired": 422,
-    "package_not_yet_valid": 422,
-    "package_lifetime_too_long": 422,
-}
-
 
 class PartnerError(Exception):
     """A refusal, rendered as ``{"error": {"code", "message", ...}}`` plus ``extra`` members."""
@@ -140,7 +121,7 @@ class PartnerError(Exception):
 
 
 def _exchange_refusal(exc: ExchangeError) -> PartnerError:
-    return PartnerError(EXCHANGE_STATUS.get(exc.code, 400), exc.code, exc.detail)
+    return PartnerError(exc.status, exc.code, exc.detail)
 
 
 def _malformed(message: str) -> PartnerError:
