@@ -581,3 +581,10 @@ def test_a_document_nested_without_end_is_refused_not_crashed(fmt: str) -> None:
     text = "[" * 100_000 + "]" * 100_000
     with pytest.raises(RuleSetError):
         parse_rule_set(text if fmt == "json" else f"a = {text}", fmt=fmt)
+
+
+def test_exchange_terms_are_looked_up_by_partner() -> None:
+    rules = default_rule_set()
+    assert rules.exchange.terms("macao") is rules.exchange.macao
+    assert rules.exchange.terms("hongkong") is None
+    assert rules.exchange.terms("model_fields") is None

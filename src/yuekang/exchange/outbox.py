@@ -38,7 +38,8 @@ from yuekang.exceptions import YuekangError
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import partners
 from yuekang.exchange.models import Conversion, OutboxMessage, Partner
-from yuekang.exchange.service import ExchangeDeps, _audit, _terms, check_outbound
+from yuekang.exchange.records import audit_conversion
+from yuekang.exchange.service import ExchangeDeps, check_outbound, partner_terms
 from yuekang.health_codes import service as health_codes
 from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.rulebook import RuleBook
@@ -121,7 +122,7 @@ async def _finish(
     conversion.state = conversion_state
     conversion.error_code = error
     conversion.completed_at = now
-    await _audit(
+    await audit_conversion(
         session,
         actor=Actor.system("outbox"),
         action=action,
@@ -205,7 +206,7 @@ async def prepare(
         await check_outbound(
             session,
             resident_id=conversion.resident_id,
-            terms=_terms(rules, partner.id),
+            terms=partner_terms(rules, partner.id),
             rules=rules,
             now=now,
         )
@@ -280,7 +281,7 @@ async def prepare(
     message.attempts += 1
     message.last_attempt_at = now
     conversion.state = "delivering"
-    await _audit(
+    await audit_conversion(
         session,
         actor=Actor.system("outbox"),
         action="exchange.outbound.sent",
@@ -402,7 +403,7 @@ async def record_result(
             expires = body.get("expires_at")
             if isinstance(expires, int) and not isinstance(expires, bool):
                 conversion.partner_code_expires_at = from_epoch(expires)
-            await _audit(
+            await audit_conversion(
                 session,
                 actor=Actor.system("outbox"),
                 action="exchange.outbound.delivered",

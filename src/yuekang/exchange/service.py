@@ -56,6 +56,7 @@ from yuekang.exchange.models import (
     OutboxMessage,
 )
 from yuekang.exchange.partners import PartnerView
+from yuekang.exchange.records import audit_conversion
 from yuekang.feeds.models import TravelRecord
 from yuekang.health_codes import service as health_codes
 from yuekang.health_status import service as health_status
@@ -366,7 +367,7 @@ async def receive_inbound(
             conversion.resident_id = matched  # an account that existed before
         conversion.error_code = exc.code
         conversion.response = json.dumps({**exc.body(), "status": exc.status_code})
-        await _audit(
+        await audit_conversion(
             session,
             actor=Actor.partner(partner.id),
             action="exchange.inbound.refused",
@@ -435,34 +436,6 @@ async def _refused_early(
     )
 
 
-async def _audit(
-    session: AsyncSession,
-    *,
-    actor: Actor,
-    action: str,
-    conversion: Conversion,
-    consent: str | None,
-    now: dt.datetime,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    await audit.record(
-        session,
-        actor=actor,
-        action=action,
-        subject_type="resident" if conversion.resident_id else "conversion",
-        subject_id=str(conversion.resident_id or conversion.id),
-        now=now,
-        detail={
-            "conversion": str(conversion.id),
-            "direction": conversion.direction,
-            "partner": conversion.partner_id,
-            "fields": json.loads(conversion.fields),
-            "consent": consent,
-            **(extra or {}),
-        },
-    )
-
-
 async def _convert_inbound(
     session: AsyncSession,
     *,
@@ -488,7 +461,7 @@ async def _convert_inbound(
             "consent_insufficient",
             f"the consent does not cover: {', '.join(missing)}",
         )
-    exchange = _terms(rules, partner.id)
+    exchange = partner_terms(rules, partner.id)
     table = load_table(exchange.mapping)
     try:
         source = read_macao_code(
@@ -591,7 +564,7 @@ async def _convert_inbound(
         },
     }
     conversion.response = json.dumps(body, ensure_ascii=False)
-    await _audit(
+    await audit_conversion(
         session,
         actor=Actor.partner(partner.id),
         action="exchange.inbound.completed",
@@ -633,12 +606,15 @@ def _same_person(request: ConversionRequest, code: MacaoCodeClaims, table: Mappi
         )
 
 
-def _terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
-    if partner_id != "macao":
+def partner_terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
+    """The exchange terms the rule set in force gives the partner (conditions, mapping table,
+    home regions); a partner it names none for is not configured."""
+    terms = rules.exchange.terms(partner_id)
+    if terms is None:
         raise ServiceUnavailable(
             f"the rule set has no exchange terms for {partner_id!r}", code="partner_not_configured"
         )
-    return rules.exchange.macao
+    return terms
 
 
 async def _match(
@@ -901,7 +877,7 @@ async def _queue_outbound(
         )
     if await session.get(Identity, resident_id) is None:
         raise Conflict("bind an identity document first", code="identity_required")
-    terms = _terms(rules, partner.id)
+    terms = partner_terms(rules, partner.id)
     await check_outbound(session, resident_id=resident_id, terms=terms, rules=rules, now=now)
     conversion = Conversion(
         id=uuid.uuid4(),
@@ -967,7 +943,7 @@ async def _queue_outbound(
     )
     # The session does not autoflush: the answer reads the message back.
     await session.flush()
-    await _audit(
+    await audit_conversion(
         session,
         actor=Actor.resident(resident_id),
         action="exchange.outbound.requested",

@@ -173,6 +173,13 @@ class PartnerExchange(_Model):
 class Exchange(_Model):
     macao: PartnerExchange = Field(default_factory=PartnerExchange)
 
+    def terms(self, partner_id: str) -> PartnerExchange | None:
+        """The terms of the partner registered as ``partner_id``, if the rule set has any."""
+        if partner_id not in type(self).model_fields:
+            return None
+        terms: PartnerExchange = getattr(self, partner_id)
+        return terms
+
 
 class RuleSet(_Model):
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
