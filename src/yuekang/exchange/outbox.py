@@ -41,6 +41,7 @@ from yuekang.exchange.models import Conversion, OutboxMessage, Partner
 from yuekang.exchange.records import audit_conversion
 from yuekang.exchange.service import ExchangeDeps, check_outbound, partner_terms
 from yuekang.health_codes import service as health_codes
+from yuekang.health_status import service as health_status
 from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.principals import Actor
@@ -206,8 +207,10 @@ async def prepare(
         await check_outbound(
             session,
             resident_id=conversion.resident_id,
+            status=await health_status.current(
+                session, conversion.resident_id, rules=rules, now=now
+            ),
             terms=partner_terms(rules, partner.id),
-            rules=rules,
             now=now,
         )
         issued = await health_codes.issue_code(

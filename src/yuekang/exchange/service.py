@@ -60,6 +60,7 @@ from yuekang.exchange.records import audit_conversion
 from yuekang.feeds.models import TravelRecord
 from yuekang.health_codes import service as health_codes
 from yuekang.health_status import service as health_status
+from yuekang.health_status.models import HealthStatus
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.principals import Actor
@@ -807,7 +808,7 @@ async def request_outbound(
         )
     # A status that lapsed is decided again here, outside the savepoint: that change (and the
     # revocations a worse status brings) stands whatever becomes of the transfer.
-    await health_status.current(session, resident_id, rules=rules, now=now)
+    status = await health_status.current(session, resident_id, rules=rules, now=now)
     # A refusal keeps its audit event only: whatever the attempt wrote is undone first.
     attempt = await savepoint(session)
     try:
@@ -817,6 +818,7 @@ async def request_outbound(
             resident_id=resident_id,
             consent=consent,
             scoped_key=scoped_key,
+            status=status,
             deps=deps,
             rules=rules,
             now=now,
@@ -851,6 +853,7 @@ async def _queue_outbound(
     resident_id: uuid.UUID,
     consent: OutboundConsent,
     scoped_key: str,
+    status: HealthStatus | None,
     deps: ExchangeDeps,
     rules: RuleSet,
     now: dt.datetime,
@@ -878,7 +881,7 @@ async def _queue_outbound(
     if await session.get(Identity, resident_id) is None:
         raise Conflict("bind an identity document first", code="identity_required")
     terms = partner_terms(rules, partner.id)
-    await check_outbound(session, resident_id=resident_id, terms=terms, rules=rules, now=now)
+    await check_outbound(session, resident_id=resident_id, status=status, terms=terms, now=now)
     conversion = Conversion(
         id=uuid.uuid4(),
         direction="outbound",
@@ -958,12 +961,13 @@ async def check_outbound(
     session: AsyncSession,
     *,
     resident_id: uuid.UUID,
+    status: HealthStatus | None,
     terms: PartnerExchange,
-    rules: RuleSet,
     now: dt.datetime,
 ) -> None:
-    """Our green-to-green conditions for sending this person to the partner, now. Only a
-    proved identity goes: we vouch for the person to the partner (docs/IDENTITY.md)."""
+    """Our green-to-green conditions for sending this person to the partner, now, given their
+    status as decided now (``health_status.current``). Only a proved identity goes: we vouch
+    for the person to the partner (docs/IDENTITY.md)."""
     identity = await session.get(Identity, resident_id)
     resident = await session.get(Resident, resident_id)
     if identity is None:
@@ -974,7 +978,6 @@ async def check_outbound(
             "converted; prove it first (PUT /v1/me/identity)",
             code="identity_unverified",
         )
-    status = await health_status.current(session, resident_id, rules=rules, now=now)
     today = local_date(now)
     problems = conditions.refusals(
         terms.outbound,
