@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -28,54 +29,53 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 _NAMED = re.compile(r"`([a-z][a-z0-9_]*)`")
+_ERROR_BODY = "#/components/schemas/ErrorBody"
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
 
 def document_codes(openapi: dict[str, Any]) -> dict[str, Any]:
     """List under each route's error responses the codes its description names (the docstrings
     say which refusals a route gives and why); each under the status it is answered with, adding
-    that status when the route did not declare it. ``openapi`` is changed in place."""
+    that status when the route did not declare it. And where FastAPI documents its own 422 body,
+    document ours: every refusal is ``{"error": ...}``. ``openapi`` is changed in place."""
     for methods in openapi.get("paths", {}).values():
         for operation in methods.values():
-            _our_validation_body(operation)
-            named = list(dict.fromkeys(_NAMED.findall(operation.get("description", ""))))
             responses = operation.setdefault("responses", {})
-            by_status: dict[str, list[str]] = {}
-            for code in named:
-                statuses = ERROR_CODES.get(code)
-                if statuses is None:
-                    continue
-                declared = [s for s in sorted(statuses) if str(s) in responses]
-                for answered in declared or [min(statuses)]:
-                    by_status.setdefault(str(answered), []).append(code)
-            for status, codes in by_status.items():
-                response = responses.setdefault(
-                    status,
-                    {
-                        "description": _DESCRIPTIONS.get(int(status), "Error"),
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
-                            }
-                        },
-                    },
-                )
+            _our_validation_body(responses)
+            for status, codes in _codes_by_status(operation.get("description", ""), responses):
+                response = responses.setdefault(status, _error_response(int(status)))
                 listed = ", ".join(f"`{code}`" for code in codes)
                 response["description"] = f"{response.get('description', '')}. Codes: {listed}"
-    schemas = openapi.get("components", {}).get("schemas", {})
-    for unused in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(unused, None)
+    if _FASTAPI_422 not in json.dumps(openapi.get("paths", {})):
+        schemas = openapi.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
     return openapi
 
 
-_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+def _codes_by_status(description: str, responses: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The error codes ``description`` names, grouped by the status each is answered with: one
+    the route declares if it can be, else the code's first."""
+    by_status: dict[str, list[str]] = {}
+    for code in dict.fromkeys(_NAMED.findall(description)):
+        statuses = ERROR_CODES.get(code)
+        if statuses is None:
+            continue
+        declared = [s for s in sorted(statuses) if str(s) in responses]
+        for status in declared or [min(statuses)]:
+            by_status.setdefault(str(status), []).append(code)
+    return list(by_status.items())
 
 
-def _our_validation_body(operation: dict[str, Any]) -> None:
-    """FastAPI documents a route with parameters as answering its own 422 body; ours answers
-    ``{"error": ...}`` (``validation_error``) like every other refusal."""
-    response = operation.get("responses", {}).get("422")
-    schema = (response or {}).get("content", {}).get("application/json", {}).get("schema", {})
+def _error_response(status: int) -> dict[str, Any]:
+    return {
+        "description": _DESCRIPTIONS.get(status, "Error"),
+        "content": {"application/json": {"schema": {"$ref": _ERROR_BODY}}},
+    }
+
+
+def _our_validation_body(responses: dict[str, Any]) -> None:
+    response = responses.get("422", {})
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
     if schema.get("$ref") == _FASTAPI_422:
-        schema["$ref"] = "#/components/schemas/ErrorBody"
-        assert response is not None
-        response["description"] = _DESCRIPTIONS[422]
+        responses["422"] = _error_response(422)

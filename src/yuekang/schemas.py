@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from yuekang.errorcodes import ERROR_CODES
 
@@ -113,7 +113,7 @@ class ErrorField(BaseModel):
 class ErrorDetail(BaseModel):
     code: str = Field(
         description="Stable and machine-readable (docs/API.md, docs/EXCHANGE.md): one of the list",
-        json_schema_extra={"enum": list[Any](sorted(ERROR_CODES))},
+        json_schema_extra={"enum": cast("list[JsonValue]", sorted(ERROR_CODES))},
     )
     message: str
     fields: list[ErrorField] | None = None
