@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
 import typer
 
 from yuekang.cli.checkpoint import checkpoint_app
-from yuekang.cli.exchange import exchange_app
+from yuekang.cli.exchange import KID_ARGUMENT, exchange_app
 from yuekang.cli.partner import partner_app
 from yuekang.cli.verify import verify_command
 
@@ -241,12 +241,7 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     _run(work)
 
 
-# A key id is base64url and starts with "-" once in 64: read such an argument as the id, not as
-# an unknown option.
-_KID_ARGUMENT = {"ignore_unknown_options": True}
-
-
-@keys_app.command("activate", context_settings=_KID_ARGUMENT)
+@keys_app.command("activate", context_settings=KID_ARGUMENT)
 def keys_activate(kid: str) -> None:
     """Make a pending key the signing key; the active key is retired."""
     from yuekang.keyring import service
@@ -265,7 +260,7 @@ def keys_activate(kid: str) -> None:
     _run(work)
 
 
-@keys_app.command("retire", context_settings=_KID_ARGUMENT)
+@keys_app.command("retire", context_settings=KID_ARGUMENT)
 def keys_retire(
     kid: str,
     compromised: Annotated[

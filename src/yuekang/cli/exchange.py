@@ -17,6 +17,9 @@ exchange_app = typer.Typer(
     help="The exchange with partner health-code systems.", no_args_is_help=True
 )
 keys_app = typer.Typer(help="Our exchange keys.", no_args_is_help=True)
+KID_ARGUMENT = {"ignore_unknown_options": True}
+"""For commands taking a key id: base64url starts with "-" once in 64, and such an argument is
+the id, not an unknown option."""
 partner_app = typer.Typer(help="Partner systems and their keys.", no_args_is_help=True)
 exchange_app.add_typer(keys_app, name="keys")
 exchange_app.add_typer(partner_app, name="partner")
@@ -153,7 +156,7 @@ def partner_sync(
     _sync(partner_id, None, expect_kid or [])
 
 
-@partner_app.command("retire-key", context_settings={"ignore_unknown_options": True})
+@partner_app.command("retire-key", context_settings=KID_ARGUMENT)
 def partner_retire_key(partner_id: str, kid: str) -> None:
     """Stop trusting one partner key now (say, on its compromise notice)."""
     from yuekang.cli import _run
