@@ -45,7 +45,7 @@ from exchange.kit import (
     subject,
 )
 from feeds.feedkit import case, days_ago, error_code
-from support.api import random_prc_id
+from support.api import Resident, random_prc_id
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.codec.exchange import EncryptionKey
@@ -69,6 +69,23 @@ async def gd(running: RunningApp) -> RunningApp:
 @pytest.fixture
 async def keys(gd: RunningApp) -> OurKeys:
     return await our_keys(gd)
+
+
+async def unproved_holder(gd: RunningApp, person: dict[str, Any]) -> Resident:
+    """An account holding ``person``'s document by a binding never proved (made before proofing
+    existed, by whoever knew the number); the SMS sent so far forgotten."""
+    holder = await gd.api.sign_in()
+    bound = await gd.api.bind(
+        holder,
+        doc_type="macao_id",
+        doc_number=person["doc_number"],
+        birth_date=dt.date.fromisoformat(person["birth_date"]),
+        name=person["name"],
+    )
+    assert bound.status_code == 201, bound.text
+    await gd.unverify(holder)
+    gd.sms.sent.clear()
+    return holder
 
 
 async def convert(gd: RunningApp, keys: OurKeys, **changes: Any) -> Any:
@@ -263,18 +280,8 @@ async def test_a_binding_never_proved_gives_way_to_the_partners_person(
 ):
     # Bound before proofing existed, by whoever knew the number: Macao proved this person, so
     # the holder arriving through Macao wins; the account that held it is told and loses it.
-    squatter = await gd.api.sign_in()
     person = subject()
-    squatted = await gd.api.bind(
-        squatter,
-        doc_type="macao_id",
-        doc_number=person["doc_number"],
-        birth_date=dt.date.fromisoformat(person["birth_date"]),
-        name=person["name"],
-    )
-    assert squatted.status_code == 201, squatted.text
-    await gd.unverify(squatter)
-    gd.sms.sent.clear()
+    squatter = await unproved_holder(gd, person)
 
     body = await convert(gd, keys, subject=person)
 
@@ -933,19 +940,9 @@ async def test_a_refused_conversion_tells_the_holder_of_an_unproved_binding_noth
 ):
     # Matching the package released the unproved binding and queued its SMS; the refusal that
     # followed (the package's phone has an account) undid the release, so the SMS must go too.
-    squatter = await gd.api.sign_in()
     other = await gd.api.sign_in()
     person = subject(phone=other.phone)
-    squatted = await gd.api.bind(
-        squatter,
-        doc_type="macao_id",
-        doc_number=person["doc_number"],
-        birth_date=dt.date.fromisoformat(person["birth_date"]),
-        name=person["name"],
-    )
-    assert squatted.status_code == 201, squatted.text
-    await gd.unverify(squatter)
-    gd.sms.sent.clear()
+    squatter = await unproved_holder(gd, person)
 
     sent = await send(gd, MACAO.seal(claims(gd, subject=person), keys.enc))
 

@@ -46,15 +46,13 @@ async def test_bad_documents_are_a_422_naming_field_and_reason(
     running: RunningApp, doc_type, doc_number, birth_date, field, reason
 ):
     resident = await running.api.sign_in()
-    response = await running.client.put(
-        "/v1/me/identity",
-        headers=resident.auth,
-        json={
-            "name": "张三",
-            "doc_type": doc_type,
-            "doc_number": doc_number,
-            "birth_date": birth_date,
-        },
+    response = await running.api.bind(
+        resident,
+        name="张三",
+        doc_type=doc_type,
+        doc_number=doc_number,
+        birth_date=dt.date.fromisoformat(birth_date),
+        enrol=False,
     )
     assert response.status_code == 422
     error = response.json()["error"]
@@ -237,15 +235,13 @@ async def test_pii_key_rotation_keeps_old_rows_readable():
 
 async def test_a_birth_date_in_the_future_is_refused(running: RunningApp):
     resident = await running.api.sign_in()
-    response = await running.client.put(
-        "/v1/me/identity",
-        headers=resident.auth,
-        json={
-            "name": "Chan Tai Man",
-            "doc_type": "passport",
-            "doc_number": "K12345678",
-            "birth_date": "2999-01-01",
-        },
+    response = await running.api.bind(
+        resident,
+        name="Chan Tai Man",
+        doc_type="passport",
+        doc_number="K12345678",
+        birth_date=dt.date(2999, 1, 1),
+        enrol=False,
     )
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0] == {

@@ -28,7 +28,7 @@ from yuekang.codec.errors import (
     UnsupportedVersion,
 )
 from yuekang.codec.healthcode import MAX_INPUT_CHARS
-from yuekang.codec.keys import SigningKey, VerificationKey
+from yuekang.codec.keys import P256_ORDER, SigningKey, VerificationKey
 
 ISSUER: Final = "yk:gd"
 IAT: Final = 1_764_100_000
@@ -103,6 +103,15 @@ def parts(qr_text: str) -> list[str]:
 
 def with_parts(head: str, payload: str, signature: str, prefix: str = "YK1:") -> str:
     return f"{prefix}{head}.{payload}.{signature}"
+
+
+def high_s(text: str) -> str:
+    """The same ES256 code with ``s`` replaced by ``n - s``: a valid ECDSA signature, and a second
+    spelling of the code, which both verifiers refuse."""
+    head, payload, signature = parts(text)
+    raw = unb64(signature)
+    s = P256_ORDER - int.from_bytes(raw[32:], "big")
+    return with_parts(head, payload, b64(raw[:32] + s.to_bytes(32, "big")))
 
 
 def flip_char(text: str, index: int) -> str:

@@ -65,6 +65,7 @@ from codec.forge import (  # noqa: E402
     flip_char,
     forge,
     header,
+    high_s,
     parts,
     segment,
     valid,
@@ -80,10 +81,8 @@ from yuekang.codec.bundle import (  # noqa: E402
     sign_bundle,
 )
 from yuekang.codec.keys import (  # noqa: E402
-    P256_ORDER,
     SigningKey,
     b64url_decode,
-    b64url_encode,
 )
 from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code  # noqa: E402
 from yuekang.rules.policy import decide, default_policies, parse_policies  # noqa: E402
@@ -295,15 +294,6 @@ def cose(
     return "MO1:" + base45.b45encode(encoded).decode("ascii")
 
 
-def _high_s(text: str) -> str:
-    """The same code with ``s`` replaced by ``n - s``: a valid ECDSA signature, and a second
-    spelling of the code, which both verifiers refuse."""
-    header, payload, signature = parts(text)
-    raw = b64url_decode(signature)
-    s = P256_ORDER - int.from_bytes(raw[32:], "big")
-    return with_parts(header, payload, b64url_encode(raw[:32] + s.to_bytes(32, "big")))
-
-
 def _indefinite_sign1() -> str:
     """The COSE_Sign1 array with an indefinite length: valid CBOR, read as any other."""
     text = cose()
@@ -377,7 +367,7 @@ def code_cases() -> list[dict[str, Any]]:
     add("revoked-by-delta", valid(es, jti=DELTA_REVOKED_JTI), loaded=["v5", "v6-delta-on-5"])
     add("not-revoked-before-delta", valid(es, jti=DELTA_REVOKED_JTI))
     add("forged-signature", with_parts(*parts(valid(es))[:2], flip_char(parts(valid(es))[2], 10)))
-    add("high-s-signature", _high_s(valid(es)))
+    add("high-s-signature", high_s(valid(es)))
     add(
         "tampered-payload",
         with_parts(

@@ -26,23 +26,14 @@ from codec.forge import (
     flip_char,
     forge,
     header,
+    high_s,
     parts,
-    unb64,
     valid,
     with_parts,
 )
 from yuekang.cli import app
 from yuekang.codec.healthcode import MAX_INPUT_CHARS
-from yuekang.codec.keys import P256_ORDER
 from yuekang.verifier import DEFAULT_LEEWAY, Verifier
-
-
-def _high_s(trust: Trust) -> str:
-    head, payload, signature = parts(valid(trust.es))
-    raw = unb64(signature)
-    s = int.from_bytes(raw[32:], "big")
-    return with_parts(head, payload, b64(raw[:32] + (P256_ORDER - s).to_bytes(32, "big")))
-
 
 # (how the code is spoilt, the checkpoint's reason, the technician's detail); {es}/{ed} are the
 # key ids of our two keys.
@@ -102,7 +93,12 @@ DIAGNOSES: list[tuple[str, Callable[[Trust], str], str, str]] = [
         "malformed",
         "the signature is not base64url",
     ),
-    ("high-s", _high_s, "bad_signature", "a high-s signature is not one we make"),
+    (
+        "high-s",
+        lambda t: high_s(valid(t.es)),
+        "bad_signature",
+        "a high-s signature is not one we make",
+    ),
     (
         "signature-flipped",
         lambda t: with_parts(*parts(valid(t.es))[:2], flip_char(parts(valid(t.es))[2], 40)),
