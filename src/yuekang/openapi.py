@@ -28,7 +28,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in every}
 
 
-_NAMED = re.compile(r"`([a-z][a-z0-9_]*)`")
+_STATUS_OR_CODE = re.compile(r"\b(?P<status>[1-5]\d\d)\b|`(?P<code>[a-z][a-z0-9_]*)`")
 _ERROR_BODY = "#/components/schemas/ErrorBody"
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
@@ -54,16 +54,26 @@ def document_codes(openapi: dict[str, Any]) -> dict[str, Any]:
 
 
 def _codes_by_status(description: str, responses: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """The error codes ``description`` names, grouped by the status each is answered with: one
-    the route declares if it can be, else the code's first."""
+    """The error codes ``description`` names, grouped by the status each is answered with: the
+    status written before it ("422 `identity_mismatch`") when that is one of the code's, else
+    one the route declares, else the code's first. A code answered with different statuses on
+    different routes (``identity_mismatch``: 422 when binding, 409 in the exchange) is listed
+    under the one this route gives it."""
     by_status: dict[str, list[str]] = {}
-    for code in dict.fromkeys(_NAMED.findall(description)):
+    written: int | None = None
+    for match in _STATUS_OR_CODE.finditer(description):
+        if match.group("status"):
+            written = int(match.group("status"))
+            continue
+        code = match.group("code")
         statuses = ERROR_CODES.get(code)
         if statuses is None:
             continue
         declared = [s for s in sorted(statuses) if str(s) in responses]
-        for status in declared or [min(statuses)]:
-            by_status.setdefault(str(status), []).append(code)
+        status = written if written in statuses else (declared or sorted(statuses))[0]
+        codes = by_status.setdefault(str(status), [])
+        if code not in codes:
+            codes.append(code)
     return list(by_status.items())
 
 
