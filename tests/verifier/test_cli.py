@@ -299,3 +299,96 @@ def test_a_valid_code_says_when_it_expires_in_words(trust: Trust, keys_file: Pat
     assert result.exit_code == 0
     expires = dt.datetime.fromtimestamp(EXP, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     assert f"expires: {expires} UTC ({EXP})" in result.stdout.splitlines()
+
+
+def test_what_a_keys_file_names_is_printed_harmlessly(trust: Trust, tmp_path: Path) -> None:
+    # A kid that would retitle the terminal and rewrite the line, and a very long one.
+    hostile = "\x1b]0;pwned\x07\x1b[2K\rerror: none"
+    for kid, shown in (
+        (hostile, "\\x1b]0;pwned\\x07\\x1b[2K\\rerror: none"),
+        ("k" * 5000, "k" * 64),
+    ):
+        path = tmp_path / "jwks.json"
+        path.write_text(json.dumps({"issuer": ISSUER, "keys": [_jwk(trust, kid=kid)]}))
+
+        result = run(valid(trust.es), "--jwks", str(path), "--now", str(NOW))
+
+        assert result.exit_code == 2
+        assert "\x1b" not in result.stderr and "\r" not in result.stderr
+        assert (
+            result.stderr == f"error: key 1 ({shown}): JWK kid is not the thumbprint of its key\n"
+        )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"keys":' + b"[" * 100_000, b"\xff\xfe not text"],
+    ids=["nested-past-the-parser", "not-utf8"],
+)
+def test_a_keys_file_the_parser_cannot_read_is_an_input_error(
+    trust: Trust, tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_bytes(content)
+
+    result = run(valid(trust.es), "--jwks", str(path), "--now", str(NOW))
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: the keys file is not JSON: ")
+
+
+def test_an_image_that_cannot_be_decoded_is_an_input_error(
+    trust: Trust, keys_file: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(bomb.read_bytes()[:60])
+
+    for image in (bomb, truncated):
+        result = CliRunner().invoke(
+            app, ["verify", "--image", str(image), "--jwks", str(keys_file)]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: cannot read {image} as an image: ")
+
+
+def test_a_code_valid_until_beyond_any_calendar_prints_its_seconds(
+    trust: Trust, keys_file: Path
+) -> None:
+    far = 10**17
+    result = run(valid(trust.es, exp=far), "--jwks", str(keys_file), "--now", str(NOW))
+
+    assert result.exit_code == 0, result.output
+    assert f"expires: {far}" in result.stdout.splitlines()
+
+
+def test_keys_from_a_server_are_refused_past_their_size(trust: Trust) -> None:
+    import http.server
+    import threading
+
+    served = json.dumps({"keys": [], "pad": "x" * (2 << 20)}).encode()
+
+    class Oversized(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(served)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Oversized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        result = run(valid(trust.es), "--jwks", url, "--now", str(NOW))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert result.exit_code == 2
+    assert result.stderr == "error: the keys are over 1048576 bytes: not a JWKS\n"

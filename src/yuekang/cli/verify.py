@@ -18,22 +18,40 @@ from yuekang.codec.errors import InvalidKey
 from yuekang.codec.reasons import LANGUAGES
 from yuekang.verifier import DEFAULT_LEEWAY, Verifier
 
+MAX_JWKS_BYTES = 1 << 20
+"""A JWKS holds at most 64 keys (``codec.jwks.MAX_KEYS``): a few tens of kilobytes."""
+FETCH_SECONDS = 20.0
+
+
+def _fetch(url: str) -> bytes:
+    """The body at ``url``, refused past :data:`MAX_JWKS_BYTES` (decompressed) or
+    :data:`FETCH_SECONDS` in all: a server that drips or inflates must not hold the device."""
+    import httpx
+
+    deadline = time.monotonic() + FETCH_SECONDS
+    body = bytearray()
+    try:
+        with httpx.stream("GET", url, timeout=10.0) as response:
+            response.raise_for_status()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError(f"the keys are over {MAX_JWKS_BYTES} bytes: not a JWKS")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"the keys took over {FETCH_SECONDS:.0f} s to arrive")
+    except httpx.HTTPError as exc:
+        raise ValueError(f"cannot fetch the keys: {exc}") from exc
+    return bytes(body)
+
 
 def load_jwks(source: str) -> dict[str, Any]:
     if source.startswith(("http://", "https://")):
-        import httpx
-
-        try:
-            response = httpx.get(source, timeout=10.0)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise ValueError(f"cannot fetch the keys: {exc}") from exc
-        text = response.text
+        text = _fetch(source)
     else:
-        text = Path(source).read_text()
+        text = Path(source).read_bytes()
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"the keys file is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise ValueError("a JWKS must be a JSON object")
@@ -43,8 +61,22 @@ def load_jwks(source: str) -> dict[str, Any]:
 def _utc(epoch: int | None) -> str:
     if epoch is None:
         return "-"
-    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    try:
+        moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    except (OverflowError, OSError, ValueError):  # a signed code may say year 3 billion
+        return str(epoch)
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({epoch})"
+
+
+def _shown(text: object, limit: int = 200) -> str:
+    """``text`` as a terminal may print it: what is not printable escaped (a key id or a name
+    from a file or a signed code must not move the cursor or retitle the window), and cut."""
+    value = str(text)
+    escaped = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode()
+        for ch in value[: limit + 1]
+    )
+    return escaped if len(value) <= limit else escaped[:limit] + "…"
 
 
 def read_qr_image(path: Path) -> str:
@@ -53,10 +85,15 @@ def read_qr_image(path: Path) -> str:
 
     # QR only: about one render in 200 also reads as a Codabar by chance, and that
     # false symbol may come first.
-    with Image.open(path) as image:
-        results = zxingcpp.read_barcodes(
-            image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-        )
+    try:
+        with Image.open(path) as image:
+            results = zxingcpp.read_barcodes(
+                image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+            )
+    except OSError:
+        raise
+    except Exception as exc:  # PIL's decompression-bomb guard, a truncated file, ...
+        raise ValueError(f"cannot read {path} as an image: {exc}") from exc
     if not results:
         raise ValueError(f"no QR code found in {path}")
     return str(results[0].text)
@@ -91,7 +128,7 @@ def verify_command(
         verifier = Verifier.from_jwks(load_jwks(jwks), issuer=issuer, leeway=leeway)
         text = read_qr_image(image) if image is not None else str(qr_text)
     except (OSError, ValueError, InvalidKey) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_shown(exc, 500)}", err=True)
         raise typer.Exit(2) from exc
     verdict = verifier.verify(text, now=now if now is not None else int(time.time()))
     if as_json:
@@ -103,11 +140,11 @@ def verify_command(
         typer.echo(f"verdict: {verdict.verdict}")
         if verdict.valid:
             typer.echo(f"status:  {verdict.status}")
-            typer.echo(f"name:    {verdict.masked_name}")
-            typer.echo(f"issuer:  {verdict.issuer}  key: {verdict.kid}")
+            typer.echo(f"name:    {_shown(verdict.masked_name)}")
+            typer.echo(f"issuer:  {_shown(verdict.issuer)}  key: {_shown(verdict.kid)}")
             typer.echo(f"expires: {_utc(verdict.expires_at)}")
         for item in verdict.to_dict(language)["reasons"]:
             typer.echo(f"reason:  {item['code']}: {item['message']}")
         if verdict.detail is not None:
-            typer.echo(f"detail:  {verdict.detail}")
+            typer.echo(f"detail:  {_shown(verdict.detail, 500)}")
     raise typer.Exit(0 if verdict.valid else 1)

@@ -48,7 +48,8 @@ def parse_jwks(
             key = VerificationKey.from_jwk(jwk, issuer=trusted_issuer)
         except InvalidKey as exc:
             # Which key: a keys file holds several, and whoever reads this must find the one.
-            raise InvalidKey(f"key {position} ({jwk.get('kid', 'no kid')}): {exc}") from exc
+            named = str(jwk.get("kid", "no kid"))[:64]
+            raise InvalidKey(f"key {position} ({named}): {exc}") from exc
         keys[key.kid] = key
     return keys
 

@@ -807,7 +807,7 @@ async def request_outbound(
             "conversion to this partner is not available", code="partner_not_configured"
         )
     # A status that lapsed is decided again here, outside the savepoint: that change (and the
-    # revocations a worse status brings) stands whatever becomes of the transfer.
+    # revocations a worse status brings) stands whatever refusal the transfer meets.
     status = await health_status.current(session, resident_id, rules=rules, now=now)
     # A refusal keeps its audit event only: whatever the attempt wrote is undone first.
     attempt = await savepoint(session)
