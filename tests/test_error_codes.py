@@ -123,3 +123,14 @@ def test_a_code_with_two_statuses_is_listed_under_the_one_the_route_gives(
     listing = {status: r["description"] for status, r in responses.items()}
     assert "`identity_mismatch`" in listing["422"]
     assert "`identity_mismatch`" not in listing["409"]
+
+
+def test_every_422_names_the_validation_code(openapi: dict[str, Any]) -> None:
+    missing = [
+        (method, path)
+        for path, methods in openapi["paths"].items()
+        for method, operation in methods.items()
+        if "422" in operation["responses"]
+        and "`validation_error`" not in operation["responses"]["422"]["description"]
+    ]
+    assert missing == []

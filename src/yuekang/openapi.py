@@ -54,12 +54,14 @@ def document_codes(openapi: dict[str, Any]) -> dict[str, Any]:
 
 
 def _codes_by_status(description: str, responses: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """The error codes ``description`` names, grouped by the status each is answered with: the
+    """The error codes ``description`` names (and ``validation_error`` where the route declares
+    422), grouped by the status each is answered with: the
     status written before it ("422 `identity_mismatch`") when that is one of the code's, else
     one the route declares, else the code's first. A code answered with different statuses on
     different routes (``identity_mismatch``: 422 when binding, 409 in the exchange) is listed
     under the one this route gives it."""
-    by_status: dict[str, list[str]] = {}
+    # Whatever a route's description says, a body or parameter that does not validate is this.
+    by_status: dict[str, list[str]] = {"422": ["validation_error"]} if "422" in responses else {}
     written: int | None = None
     for match in _STATUS_OR_CODE.finditer(description):
         if match.group("status"):
