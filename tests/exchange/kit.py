@@ -32,7 +32,7 @@ from yuekang.codec.exchange import (
 )
 from yuekang.codec.keys import SigningKey, VerificationKey
 from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code
-from yuekang.exchange import partners
+from yuekang.exchange import messages, partners
 from yuekang.exchange.mapping import load_table
 from yuekang.exchange.models import Conversion
 from yuekang.principals import Actor
@@ -44,9 +44,9 @@ PARTNER = "macao"
 MACAO_URL = "http://macao.test"
 INBOUND = "/v1/exchange/macao/inbound"
 OUTBOUND = "/v1/exchange/macao/outbound"
-FIELDS = ["name", "document", "birth_date", "phone", "status", "nat", "travel"]
-PURPOSE = "health-code-conversion"
-TEXT_VERSION = "2020-05.1"
+FIELDS = list(messages.FIELDS)
+PURPOSE = messages.PURPOSE
+TEXT_VERSION = messages.CONSENT_TEXT_VERSION
 
 
 def _entry(jwk: dict[str, Any], purpose: str, state: str = "active") -> dict[str, Any]:
@@ -242,20 +242,18 @@ def claims(
     type, masked name, test date), with ``code`` changing it (``{"cor": "amarelo"}``)."""
     code_changes: dict[str, Any] = changes.pop("code", {})
     now = now_s(running)
-    body: dict[str, Any] = {
-        "iss": MO,
-        "aud": GD,
-        "iat": now,
-        "exp": now + lifetime,
-        "jti": new_jti(),
-        "typ": "conversion.request",
-        "cid": str(uuid.uuid4()),
-        "subject": subject(),
-        "source": None,
-        "nat": {"sampled_on": days_ago(running, 2), "result": "negative"},
-        "travel": {"outside_region_14d": False},
-        "consent": consent(granted_at=now - 10),
-    }
+    # Built as Macao builds it; ``changes`` then make it whatever a test needs, valid or not.
+    request = messages.ConversionRequest(
+        cid=str(uuid.uuid4()),
+        subject=messages.Subject.model_validate(subject()),
+        source=messages.Source(code="(made below)"),
+        nat=messages.Nat.model_validate({"sampled_on": days_ago(running, 2), "result": "negative"}),
+        travel=messages.Travel(outside_region_14d=False),
+        consent=messages.Consent.model_validate(consent(granted_at=now - 10)),
+    )
+    body = messages.conversion_claims(
+        request, iss=MO, aud=GD, iat=now, exp=now + lifetime, jti=new_jti()
+    )
     body.update(changes)
     if "source" not in changes:
         issued = code_changes.pop("now", now)

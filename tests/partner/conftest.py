@@ -32,12 +32,13 @@ from yuekang.codec.exchange import (
 )
 from yuekang.codec.healthcode import HealthCodeClaims, sign_health_code
 from yuekang.codec.keys import SigningKey, VerificationKey
+from yuekang.exchange import messages
 from yuekang.partner.macao import MacaoSettings, create_app
 
 GD = "yk:gd"
 GD_URL = "http://guangdong.test"
 INBOUND = "/v1/exchange/guangdong/inbound"
-CONSENT_FIELDS = ["name", "document", "birth_date", "phone", "status", "nat", "travel"]
+CONSENT_FIELDS = list(messages.FIELDS)
 BIR = "12345678"
 TEST_PII_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
@@ -139,33 +140,30 @@ class FakeGuangdong:
         """A conversion request from Guangdong to Macao, valid as of now."""
         now = self.now()
         today = dt.datetime.fromtimestamp(now, dt.timezone(dt.timedelta(hours=8))).date()
-        claims: dict[str, Any] = {
-            "iss": GD,
-            "aud": "MO",
-            "iat": now,
-            "exp": now + 300,
-            "jti": new_jti(),
-            "typ": "conversion.request",
-            "cid": str(uuid.uuid4()),
-            "subject": {
-                "name": "陳大文",
-                "doc_type": "macao_id",
-                "doc_number": BIR,
-                "birth_date": "1990-01-02",
-                "phone": "+85366123456",
-            },
-            "source": {"code": self.health_code()},
-            "nat": {"sampled_on": (today - dt.timedelta(days=1)).isoformat(), "result": "negative"},
-            "travel": {"outside_region_14d": False},
-            "consent": {
-                "id": str(uuid.uuid4()),
-                "granted_at": now - 10,
-                "recipient": "MO",
-                "purpose": "health-code-conversion",
-                "text_version": "2020-05.1",
-                "fields": CONSENT_FIELDS,
-            },
-        }
+        request = messages.ConversionRequest(
+            cid=str(uuid.uuid4()),
+            subject=messages.Subject(
+                name="陳大文",
+                doc_type="macao_id",
+                doc_number=BIR,
+                birth_date=dt.date(1990, 1, 2),
+                phone="+85366123456",
+            ),
+            source=messages.Source(code=self.health_code()),
+            nat=messages.Nat(sampled_on=today - dt.timedelta(days=1), result="negative"),
+            travel=messages.Travel(outside_region_14d=False),
+            consent=messages.Consent(
+                id=str(uuid.uuid4()),
+                granted_at=now - 10,
+                recipient="MO",
+                purpose=messages.PURPOSE,
+                text_version=messages.CONSENT_TEXT_VERSION,
+                fields=CONSENT_FIELDS,
+            ),
+        )
+        claims = messages.conversion_claims(
+            request, iss=GD, aud="MO", iat=now, exp=now + 300, jti=new_jti()
+        )
         claims.update(changes)
         return claims
 

@@ -36,7 +36,7 @@ from yuekang.config import ExchangeSettings
 from yuekang.db import database_unavailable
 from yuekang.exceptions import YuekangError
 from yuekang.exchange import keys as exchange_keys
-from yuekang.exchange import partners
+from yuekang.exchange import messages, partners
 from yuekang.exchange.models import Conversion, OutboxMessage, Partner
 from yuekang.exchange.records import audit_conversion
 from yuekang.exchange.service import ExchangeDeps, check_outbound, partner_terms
@@ -255,22 +255,26 @@ async def prepare(
     subject = await _subject(session, conversion.resident_id, deps=deps, now=now)
     status = issued.code
     record = await _status_record(session, conversion.resident_id)
-    claims: dict[str, Any] = {
-        "iss": deps.issuer,
-        "aud": partner.issuer,
-        "iat": epoch(now),
-        "exp": epoch(now) + settings.package_lifetime_seconds,
-        "jti": new_jti(),
-        "typ": "conversion.request",
-        "cid": str(conversion.id),
-        "subject": subject,
-        "source": {"code": status.qr_text},
-        "nat": record,
-        "travel": {"outside_region_14d": False},
-        "consent": payload["consent"],
-    }
+    request = messages.ConversionRequest.model_validate(
+        {
+            "cid": str(conversion.id),
+            "subject": subject,
+            "source": {"code": status.qr_text},
+            "nat": record,
+            "travel": {"outside_region_14d": False},
+            "consent": payload["consent"],
+        }
+    )
+    claims = messages.conversion_claims(
+        request,
+        iss=deps.issuer,
+        aud=partner.issuer,
+        iat=epoch(now),
+        exp=epoch(now) + settings.package_lifetime_seconds,
+        jti=new_jti(),
+    )
     package = seal_package(claims, signer=ours.signer, recipient=partner.enc_key)
-    body = json.dumps({"package": package}, separators=(",", ":")).encode()
+    body = messages.package_body(package)
     key = str(message.id)
     proof = sign_request(
         signer=ours.signer,

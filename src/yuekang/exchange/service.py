@@ -16,9 +16,8 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,9 +45,17 @@ from yuekang.exceptions import (
     ValidationFailed,
     YuekangError,
 )
-from yuekang.exchange import conditions, partners
+from yuekang.exchange import conditions, messages, partners
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange.mapping import MappingTable, Unmapped, load_table
+from yuekang.exchange.messages import (
+    CONSENT_TEXT_VERSION,
+    FIELDS,
+    PURPOSE,
+    ConversionRequest,
+    Subject,
+    consent_gaps,
+)
 from yuekang.exchange.models import (
     ConsentReceipt,
     Conversion,
@@ -72,14 +79,9 @@ from yuekang.residents.masking import mask_name
 from yuekang.residents.models import Identity, Resident
 from yuekang.rules import RuleSet
 from yuekang.rules.ruleset import PartnerExchange
-from yuekang.schemas import PlainLine
 
-PURPOSE = "health-code-conversion"
 CONSENT_MAX_AGE = 86_400
 """A consent given more than a day before its package was sealed is not this transfer's."""
-CONSENT_TEXT_VERSION = "2020-05.1"
-FIELDS = ("name", "document", "birth_date", "phone", "status", "nat", "travel")
-"""Everything a conversion request carries, named as a consent names it."""
 
 CONSENT_TEXT = {
     "zh-Hans": "我同意将上述个人信息发送至{recipient}，仅用于本次健康码转换。",
@@ -124,74 +126,11 @@ class ExchangeDeps:
 # --- the package body -------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Subject(_Strict):
-    # Shown masked to staff at checkpoints: refused with invisible characters, as our own are.
-    name: PlainLine = Field(min_length=1, max_length=100)
-    doc_type: str = Field(min_length=1, max_length=32)
-    doc_number: str = Field(min_length=1, max_length=32)
-    birth_date: dt.date
-    phone: str = Field(min_length=4, max_length=32)
-
-
-class Source(_Strict):
-    code: str = Field(min_length=1, max_length=4096)
-
-
-class Nat(_Strict):
-    sampled_on: dt.date
-    result: Literal["negative", "positive"]
-
-
-class Travel(_Strict):
-    outside_region_14d: StrictBool
-
-
-class PackageConsent(_Strict):
-    id: str = Field(min_length=1, max_length=64)
-    granted_at: StrictInt = Field(ge=0)
-    recipient: str = Field(min_length=1, max_length=64)
-    purpose: str = Field(min_length=1, max_length=64)
-    text_version: str = Field(min_length=1, max_length=32)
-    fields: list[str] = Field(max_length=32)
-
-
-class ConversionRequest(_Strict):
-    typ: Literal["conversion.request"]
-    cid: str = Field(min_length=1, max_length=64)
-    subject: Subject
-    source: Source
-    nat: Nat | None
-    travel: Travel
-    consent: PackageConsent
-
-
 def parse_request(claims: Any) -> ConversionRequest:
     try:
-        return ConversionRequest.model_validate(claims)
-    except ValidationError as exc:
-        fields = [
-            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["type"], "message": e["msg"]}
-            for e in exc.errors()[:20]
-        ]
-        raise ExchangeRefused(
-            "package_malformed",
-            "the package is not a conversion request",
-            status=400,
-            fields=fields,
-        ) from exc
-
-
-def consent_gaps(*, named: str, purpose: str, fields: list[str], recipient: str) -> list[str]:
-    """What a consent lacks for this transfer, either way: the right recipient (``named`` is the
-    one it names), the purpose, or any of the fields sent."""
-    missing = [] if named == recipient else ["recipient"]
-    if purpose != PURPOSE:
-        missing.append("purpose")
-    return missing + [f for f in FIELDS if f not in fields]
+        return messages.parse_request(claims)
+    except messages.MessageMalformed as exc:
+        raise ExchangeRefused("package_malformed", str(exc), status=400, fields=exc.fields) from exc
 
 
 # --- inbound ----------------------------------------------------------------------------------

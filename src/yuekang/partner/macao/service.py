@@ -57,9 +57,10 @@ from yuekang.codec.macao import (
     sign_macao_code,
     source_digest,
 )
+from yuekang.exchange import messages
 from yuekang.exchange.mapping import Unmapped, load_table
 from yuekang.partner.macao import store
-from yuekang.partner.macao.schemas import CONSENT_FIELDS, E164, ConversionIn, DeclarationIn
+from yuekang.partner.macao.schemas import CONSENT_FIELDS, ConversionIn, DeclarationIn
 from yuekang.partner.macao.settings import MacaoSecrets, MacaoSettings
 from yuekang.partner.macao.store import (
     Code,
@@ -78,16 +79,12 @@ T = TypeVar("T")
 
 LEEWAY: Final = 60
 INBOUND_PATH: Final = "/v1/exchange/macao/inbound"
-CONVERSION_TYP: Final = "conversion.request"
-CONVERSION_PURPOSE: Final = "health-code-conversion"
 MIN_FORCED_REFRESH_SECONDS: Final = 5.0
 """An unknown sender key makes us refetch Guangdong's keys at most this often: a rotation there
 is picked up at once, and junk kids cannot turn us into a request amplifier."""
 _UTC8: Final = dt.timezone(dt.timedelta(hours=8))
-_ISO_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _OTHER_DOCUMENT: Final = re.compile(r"[0-9A-Z/-]{1,32}")
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")
-_PHONE: Final = re.compile(E164)
 
 
 class PartnerError(Exception):
@@ -676,9 +673,11 @@ class MacaoService:
             raise PartnerError(
                 503, "partner_not_configured", "Guangdong publishes no active encryption key"
             )
-        sent = {"name", "document", "birth_date", "status", "nat", "travel"}
-        if subject.phone:
-            sent.add("phone")
+        if subject.phone is None:
+            # Guangdong opens an account with it (EXCHANGE.md section 2); every declaration
+            # and every transfer here carries one, so only an old record can lack it.
+            raise PartnerError(422, "phone_missing", "declare again with a phone number")
+        sent = set(messages.FIELDS)
         if consent.recipient != guangdong.issuer or not sent <= set(consent.fields):
             raise PartnerError(
                 422,
@@ -709,7 +708,7 @@ class MacaoService:
                     person_id=person.id,
                     direction="outbound",
                     recipient=guangdong.issuer,
-                    purpose=CONVERSION_PURPOSE,
+                    purpose=messages.PURPOSE,
                     text_version=consent.text_version,
                     fields=json.dumps(fields),
                     granted_at=now,
@@ -718,37 +717,41 @@ class MacaoService:
             signer = self.keyring.signing_key(
                 _require(_active(await store.keys(session), "exchange", "sig"))
             )
-        claims: dict[str, Any] = {
-            "iss": self.issuer,
-            "aud": guangdong.issuer,
-            "iat": now,
-            "exp": now + self.settings.package_lifetime_seconds,
-            "jti": new_jti(),
-            "typ": CONVERSION_TYP,
-            "cid": conversion_id,
-            "subject": {
-                "name": subject.name,
-                "doc_type": doc_type.value,
-                "doc_number": subject.doc_number,
-                "birth_date": subject.birth_date,
-                **({"phone": subject.phone} if subject.phone else {}),
-            },
-            "source": {"code": code.text},
-            "nat": (
-                {"sampled_on": code.nat_negative_on, "result": "negative"}
+        message = messages.ConversionRequest(
+            cid=conversion_id,
+            subject=messages.Subject(
+                name=subject.name,
+                doc_type=doc_type.value,
+                doc_number=subject.doc_number,
+                birth_date=dt.date.fromisoformat(subject.birth_date),
+                phone=subject.phone,
+            ),
+            source=messages.Source(code=code.text),
+            nat=(
+                messages.Nat(
+                    sampled_on=dt.date.fromisoformat(code.nat_negative_on), result="negative"
+                )
                 if code.nat_negative_on
                 else None
             ),
-            "travel": {"outside_region_14d": code.travel_14d},
-            "consent": {
-                "id": consent_id,
-                "granted_at": now,
-                "recipient": guangdong.issuer,
-                "purpose": CONVERSION_PURPOSE,
-                "text_version": consent.text_version,
-                "fields": fields,
-            },
-        }
+            travel=messages.Travel(outside_region_14d=code.travel_14d),
+            consent=messages.Consent(
+                id=consent_id,
+                granted_at=now,
+                recipient=guangdong.issuer,
+                purpose=messages.PURPOSE,
+                text_version=consent.text_version,
+                fields=fields,
+            ),
+        )
+        claims = messages.conversion_claims(
+            message,
+            iss=self.issuer,
+            aud=guangdong.issuer,
+            iat=now,
+            exp=now + self.settings.package_lifetime_seconds,
+            jti=new_jti(),
+        )
         package = seal_package(claims, signer=signer, recipient=guangdong.enc_key)
         action = f"{self.settings.guangdong_url}{INBOUND_PATH}"
         if request.delivery == "browser":
@@ -944,26 +947,26 @@ class MacaoService:
     async def _convert_from_guangdong(
         self,
         guangdong: GuangdongKeys,
-        request: _ConversionRequest,
+        request: messages.ConversionRequest,
         *,
         now: int,
         key: str,
         body_hash: str,
         message_hash: str,
     ) -> tuple[int, dict[str, Any]]:
-        consent = request.consent
+        consent, sent = request.consent, _sent(request)
         if (
             consent.recipient != self.issuer
-            or consent.purpose != CONVERSION_PURPOSE
-            or not request.sent <= consent.fields
+            or consent.purpose != messages.PURPOSE
+            or not sent <= set(consent.fields)
         ):
             raise PartnerError(
                 422,
                 "consent_insufficient",
-                f"the consent must name {self.issuer} and cover {', '.join(sorted(request.sent))}",
+                f"the consent must name {self.issuer} and cover {', '.join(sorted(sent))}",
             )
         try:
-            source = read_health_code(request.source_code, guangdong.code_keys, now=now)
+            source = read_health_code(request.source.code, guangdong.code_keys, now=now)
         except InvalidCode as exc:
             raise PartnerError(
                 422,
@@ -974,11 +977,17 @@ class MacaoService:
         if source.claims.st != "green":
             raise PartnerError(422, "source_not_green", "only a green code is converted")
         self._check_nat(request.nat, now)
-        if request.outside_region_14d:
+        if request.travel.outside_region_14d:
             raise PartnerError(
                 422, "travel_outside_region", "the person was outside the region in 14 days"
             )
-        subject = request.subject
+        subject = Subject(
+            name=request.subject.name,
+            doc_type=request.subject.doc_type,
+            doc_number=request.subject.doc_number,
+            birth_date=request.subject.birth_date.isoformat(),
+            phone=request.subject.phone,
+        )
         try:
             # Any exchange type the table maps is taken, OUTRO included (a PRC ID becomes an
             # "other document" here); only the way back to Guangdong is closed for OUTRO.
@@ -995,8 +1004,8 @@ class MacaoService:
         except DocumentError as exc:
             raise _document_error(exc) from exc
         subject = dataclasses.replace(subject, doc_number=number)
-        nat = request.nat.sampled_on if request.nat else None
-        digest = source_digest(request.source_code)
+        nat = request.nat.sampled_on.isoformat() if request.nat else None
+        digest = source_digest(request.source.code)
 
         async def work(session: AsyncSession) -> tuple[int, dict[str, Any]]:
             person = await self._upsert_person(session, subject, tdoc, now)
@@ -1069,12 +1078,12 @@ class MacaoService:
                 raise
             return _repeat(stored, message_hash)
 
-    def _check_nat(self, nat: _Nat | None, now: int) -> None:
+    def _check_nat(self, nat: messages.Nat | None, now: int) -> None:
         if nat is None:
             raise PartnerError(422, "nat_missing", "no nucleic-acid test was sent")
         if nat.result != "negative":
             raise PartnerError(422, "nat_not_negative", "the latest test is not negative")
-        sampled = dt.date.fromisoformat(nat.sampled_on)
+        sampled = nat.sampled_on
         if sampled > self.today():
             raise _malformed("the test was sampled in the future")
         # Only the day is known: the test counts from that day's start in Macao (UTC+8), the
@@ -1091,125 +1100,24 @@ class MacaoService:
 # --- parsing what Guangdong sent ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Nat:
-    sampled_on: str
-    result: str
-
-
-@dataclass(frozen=True)
-class _ReceivedConsent:
-    id: str
-    granted_at: int
-    recipient: str
-    purpose: str
-    text_version: str
-    fields: frozenset[str]
-
-
-@dataclass(frozen=True)
-class _ConversionRequest:
-    cid: str
-    subject: Subject
-    source_code: str
-    nat: _Nat | None
-    outside_region_14d: bool
-    consent: _ReceivedConsent
-    sent: frozenset[str]
-
-
 def _package_of(body: bytes) -> str:
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise PartnerError(400, "malformed_json", "the request body is not valid JSON") from exc
-    package = document.get("package") if isinstance(document, dict) else None
-    if not isinstance(package, str):
-        raise _malformed('the body must be {"package": "<JWE>"}')
-    return package
+        return messages.package_of(body)
+    except messages.MessageMalformed as exc:
+        raise PartnerError(400, exc.code, str(exc)) from exc
 
 
-def _text(container: Mapping[str, Any], name: str, limit: int = 128) -> str:
-    value = container.get(name)
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
-        raise _malformed(f"{name!r} must be text of 1 to {limit} characters")
-    return value
-
-
-def _member(claims: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = claims.get(name)
-    if not isinstance(value, dict):
-        raise _malformed(f"{name!r} must be an object")
-    return value
-
-
-def _date(container: Mapping[str, Any], name: str) -> str:
-    value = _text(container, name, 10)
-    try:
-        if not _ISO_DATE.fullmatch(value):
-            raise ValueError(value)
-        dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise _malformed(f"{name!r} must be a date YYYY-MM-DD") from exc
-    return value
-
-
-def _conversion_request(claims: Mapping[str, Any]) -> _ConversionRequest:
+def _conversion_request(claims: Mapping[str, Any]) -> messages.ConversionRequest:
     """The members of a conversion request, checked for shape only (EXCHANGE.md section 2)."""
-    if claims.get("typ") != CONVERSION_TYP:
-        raise _malformed(f"only {CONVERSION_TYP} packages are accepted here")
-    subject = _member(claims, "subject")
-    phone = subject.get("phone")
-    if phone is not None and (not isinstance(phone, str) or not _PHONE.fullmatch(phone)):
-        raise _malformed("'phone' must be an E.164 number")
-    source = _member(claims, "source")
-    nat_claim = claims.get("nat")
-    nat: _Nat | None = None
-    if nat_claim is not None:
-        if not isinstance(nat_claim, dict) or nat_claim.get("result") not in (
-            "negative",
-            "positive",
-        ):
-            raise _malformed("'nat' must be null or {sampled_on, result: negative|positive}")
-        nat = _Nat(_date(nat_claim, "sampled_on"), nat_claim["result"])
-    travel = _member(claims, "travel")
-    outside = travel.get("outside_region_14d")
-    if not isinstance(outside, bool):
-        raise _malformed("'travel.outside_region_14d' must be true or false")
-    consent = _member(claims, "consent")
-    fields = consent.get("fields")
-    granted_at = consent.get("granted_at")
-    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-        raise _malformed("'consent.fields' must be a list of names")
-    if type(granted_at) is not int or granted_at < 0:
-        raise _malformed("'consent.granted_at' must be integer UTC seconds")
-    sent = {"name", "document", "birth_date", "status", "travel"}
-    if phone is not None:
-        sent.add("phone")
-    if nat is not None:
-        sent.add("nat")
-    return _ConversionRequest(
-        cid=_text(claims, "cid", 64),
-        subject=Subject(
-            name=" ".join(_text(subject, "name", 100).split()),
-            doc_type=_text(subject, "doc_type", 32),
-            doc_number=_text(subject, "doc_number", 32),
-            birth_date=_date(subject, "birth_date"),
-            phone=phone,
-        ),
-        source_code=_text(source, "code", 4096),
-        nat=nat,
-        outside_region_14d=outside,
-        consent=_ReceivedConsent(
-            id=_text(consent, "id", 64),
-            granted_at=granted_at,
-            recipient=_text(consent, "recipient", 64),
-            purpose=_text(consent, "purpose", 64),
-            text_version=_text(consent, "text_version", 32),
-            fields=frozenset(fields),
-        ),
-        sent=frozenset(sent),
-    )
+    try:
+        return messages.parse_request(claims)
+    except messages.MessageMalformed as exc:
+        raise PartnerError(400, "package_malformed", str(exc), fields=exc.fields) from exc
+
+
+def _sent(request: messages.ConversionRequest) -> frozenset[str]:
+    """The fields a request carries, as a consent names them: a test only when there is one."""
+    return frozenset(f for f in messages.FIELDS if f != "nat" or request.nat is not None)
 
 
 def _repeat(stored: IdempotentAnswer, message_hash: str) -> tuple[int, dict[str, Any]]:
