@@ -585,6 +585,27 @@ def test_a_document_nested_without_end_is_refused_not_crashed(fmt: str) -> None:
 
 def test_exchange_terms_are_looked_up_by_partner() -> None:
     rules = default_rule_set()
-    assert rules.exchange.terms("macao") is rules.exchange.macao
+    macao = rules.exchange.terms("macao")
+    assert macao is not None
+    assert macao.mapping == "gd-mo-2020"
     assert rules.exchange.terms("hongkong") is None
     assert rules.exchange.terms("model_fields") is None
+
+
+def test_a_partner_added_later_gets_its_terms_from_the_rule_set() -> None:
+    document = default_rule_set().model_dump(mode="json")
+    document["exchange"]["hongkong"] = {
+        "mapping": "gd-hk-2022",
+        "home_regions": ["44", "81"],
+        "inbound": {"nat_window_hours": 72},
+    }
+
+    rules = parse_rule_set(document)
+
+    terms = rules.exchange.terms("hongkong")
+    assert terms is not None
+    assert (terms.mapping, terms.inbound.nat_window_hours) == ("gd-hk-2022", 72)
+    assert terms.outbound.nat_window_hours == 168  # what is not given has its default
+    document["exchange"]["Hong Kong"] = document["exchange"].pop("hongkong")
+    with pytest.raises(RuleSetError):
+        parse_rule_set(document)

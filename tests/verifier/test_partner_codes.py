@@ -21,10 +21,11 @@ from yuekang.codec.bundle import (
     read_bundle,
     sign_bundle,
 )
+from yuekang.codec.formats import PartnerCode
 from yuekang.codec.keys import SigningKey, VerificationKey, b64url_encode
 from yuekang.codec.macao import MacaoCodeClaims, sign_macao_code, source_digest
 from yuekang.rules.policy import default_policies
-from yuekang.verifier import TrustStore, _hours_since, policy_decision
+from yuekang.verifier import TrustStore, policy_decision
 
 DAY = 86_400
 COLOURS = {"verde": "green", "amarelo": "yellow", "vermelho": "red"}
@@ -230,13 +231,19 @@ def test_a_macao_tests_age_counts_from_the_start_of_its_day_in_macao() -> None:
     # A Macao code carries the day of its test, not the hour: the age is counted from that
     # day's midnight in Macao (UTC+8), so a test can only look older than it was, never fresher.
     macao_midnight = int(dt.datetime(2026, 12, 7, tzinfo=MACAO_TIME).timestamp())
-    assert _hours_since("2026-12-07", macao_midnight) == 0
-    assert _hours_since("2026-12-07", macao_midnight + 3599) == 0
-    assert _hours_since("2026-12-07", macao_midnight + 3600) == 1
-    assert _hours_since("2026-12-06", macao_midnight + 47 * 3600) == 71
+
+    def hours(day: str | None, now: int) -> int | None:
+        tested_on = None if day is None else dt.date.fromisoformat(day)
+        code = PartnerCode("MO", "c", "k", "d", 0, 1, "verde", "陳**", "BIR", tested_on, 8)
+        return code.hours_since_test(now)
+
+    assert hours("2026-12-07", macao_midnight) == 0
+    assert hours("2026-12-07", macao_midnight + 3599) == 0
+    assert hours("2026-12-07", macao_midnight + 3600) == 1
+    assert hours("2026-12-06", macao_midnight + 47 * 3600) == 71
     # A device clock behind the test's day (a test dated "tomorrow" by the clock): not negative.
-    assert _hours_since("2026-12-08", macao_midnight) == 0
-    assert _hours_since(None, macao_midnight) is None
+    assert hours("2026-12-08", macao_midnight) == 0
+    assert hours(None, macao_midnight) is None
 
 
 def test_a_refused_macao_code_is_explained_to_a_technician(

@@ -152,6 +152,7 @@ from yuekang.codec.errors import (
     UnsupportedVersion,
     UntrustedIssuer,
 )
+from yuekang.codec.formats import PartnerCode
 from yuekang.codec.keys import (
     KID_BYTES,
     PublicKey,
@@ -502,3 +503,37 @@ def _describe(value: object) -> str:
     if isinstance(value, str) and len(value) <= 16:
         return repr(value)
     return f"of type {type(value).__name__}"
+
+
+@dataclass(frozen=True, slots=True)
+class MacaoFormat:
+    """``MO1:`` as a registered partner code format (:mod:`yuekang.codec.formats`)."""
+
+    name: str = "MO1"
+    system: str = "Macao"
+
+    def claims(self, qr_text: str) -> bool:
+        return is_macao_code(qr_text)
+
+    def read(
+        self, qr_text: str, keys: Mapping[str, VerificationKey], *, now: int, leeway: int
+    ) -> PartnerCode:
+        code = read_macao_code(qr_text, keys, now=now, leeway=leeway)
+        claims = code.claims
+        return PartnerCode(
+            issuer=claims.iss,
+            code_id=claims.cti,
+            kid=code.kid,
+            digest=code.digest,
+            issued_at=claims.iat,
+            expires_at=claims.exp,
+            colour=claims.cor,
+            masked_name=claims.nome,
+            doc_type=claims.tdoc,
+            tested_on=None if claims.tan is None else date.fromisoformat(claims.tan),
+            # A Macao code's test date is a day in Macao.
+            utc_offset_hours=8,
+        )
+
+
+FORMAT: Final = MacaoFormat()

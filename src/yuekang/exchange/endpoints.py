@@ -1,5 +1,7 @@
-"""The exchange with Macao (docs/EXCHANGE.md): our key document, inbound packages, outbound
-conversions for signed-in residents, and what operators see of the outbox."""
+"""The exchange with partner systems (docs/EXCHANGE.md): our key document, inbound packages,
+outbound conversions for signed-in residents, and what operators see of the outbox. Every
+partner route is ``/v1/exchange/{partner_id}/…`` for a partner an installed adapter knows
+(:mod:`yuekang.exchange.adapters`); Macao's are ``/v1/exchange/macao/…``."""
 
 from __future__ import annotations
 
@@ -9,16 +11,17 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from pydantic import ValidationError
 
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER
 from yuekang.db import after_commit
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
 from yuekang.exceptions import BadRequest, NotFound, Refusal, UnsupportedMediaType
+from yuekang.exchange import adapters, partners, service
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import outbox as outbox_service
-from yuekang.exchange import partners, service
+from yuekang.exchange.adapters import PartnerAdapter
 from yuekang.exchange.models import Conversion, OutboxMessage
 from yuekang.exchange.schemas import (
     ConsentScreen,
@@ -34,7 +37,36 @@ from yuekang.schemas import IDEMPOTENCY_KEY
 
 router = APIRouter(tags=["exchange"])
 admin = APIRouter(prefix="/v1/admin", tags=["admin: exchange"])
-PARTNER = "macao"
+
+
+def _adapter(
+    partner_id: Annotated[
+        str,
+        Path(
+            pattern=r"^[a-z][a-z0-9_]{0,31}$",
+            description="The partner's id here, e.g. `macao`",
+            examples=["macao"],
+        ),
+    ],
+) -> PartnerAdapter:
+    adapter = adapters.get(partner_id)
+    if adapter is None:
+        raise NotFound(f"no partner {partner_id!r} here", code="partner_not_found")
+    return adapter
+
+
+Adapter = Annotated[PartnerAdapter, Depends(_adapter)]
+
+
+def _takes_conversions(adapter: Adapter) -> PartnerAdapter:
+    if not adapter.outbound:
+        raise NotFound(
+            f"the partner {adapter.id!r} takes no conversions from here", code="partner_not_found"
+        )
+    return adapter
+
+
+OutboundAdapter = Annotated[PartnerAdapter, Depends(_takes_conversions)]
 
 
 def _idempotency_key(value: str | None, *, required: bool) -> str | None:
@@ -94,12 +126,13 @@ async def _inbound_body(request: Request) -> tuple[str, bool, bytes]:
 
 
 @router.post(
-    "/v1/exchange/macao/inbound",
+    "/v1/exchange/{partner_id}/inbound",
     status_code=201,
     response_model=dict[str, Any],
     responses=errors(401, 409, 415, 422, 503),
 )
 async def inbound(
+    adapter: Adapter,
     request: Request,
     response: Response,
     session: SessionDep,
@@ -107,11 +140,12 @@ async def inbound(
     now: Now,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any] | Response:
-    """A conversion package from Macao: sent by the Macao system itself (`application/json`
-    `{"package": …}` with `Yuekang-Signature` and `Idempotency-Key`), or carried by the person's
-    browser (a form post of `package`). Answers 201 with the converted Guangdong code, whose
-    `source` names the Macao code it came from; a repeated `Idempotency-Key` with the same package
-    answers the same (200). Every refusal code is listed in docs/EXCHANGE.md, section 7."""
+    """A conversion package from the partner (e.g. Macao): sent by the partner's system itself
+    (`application/json` `{"package": …}` with `Yuekang-Signature` and `Idempotency-Key`), or
+    carried by the person's browser (a form post of `package`). Answers 201 with the converted
+    Guangdong code, whose `source` names the partner's code it came from; a repeated
+    `Idempotency-Key` with the same package answers the same (200). Every refusal code is
+    listed in docs/EXCHANGE.md, section 7."""
     package, direct, body = await _inbound_body(request)
     key = _idempotency_key(idempotency_key, required=False)
     signed = (
@@ -126,7 +160,7 @@ async def inbound(
     )
     answer = await service.receive_inbound(
         session,
-        partner_id=PARTNER,
+        partner_id=adapter.id,
         package=package,
         signed=signed,
         idempotency_key=key,
@@ -141,13 +175,15 @@ async def inbound(
     return answer.body
 
 
-@router.get("/v1/exchange/macao/consent", response_model=ConsentScreen, responses=errors())
-async def consent_screen(session: SessionDep) -> ConsentScreen:
-    """What the consent screen for a conversion to Macao must show: the recipient, every field
-    sent, and the text (zh-Hans, zh-Hant, en, pt). `available` is false until the partner is
-    registered."""
-    partner = await partners.load(session, PARTNER)
-    return ConsentScreen.model_validate(service.consent_screen(partner, PARTNER))
+@router.get(
+    "/v1/exchange/{partner_id}/consent", response_model=ConsentScreen, responses=errors(404)
+)
+async def consent_screen(adapter: OutboundAdapter, session: SessionDep) -> ConsentScreen:
+    """What the consent screen for a conversion to the partner (e.g. Macao) must show: the
+    recipient, every field sent, and the text (zh-Hans, zh-Hant, en, pt). `available` is false
+    until the partner is registered."""
+    partner = await partners.load(session, adapter.id)
+    return ConsentScreen.model_validate(service.consent_screen(partner, adapter.id))
 
 
 def _read(conversion: Conversion, message: OutboxMessage | None) -> ConversionRead:
@@ -172,12 +208,13 @@ def _read(conversion: Conversion, message: OutboxMessage | None) -> ConversionRe
 
 
 @router.post(
-    "/v1/exchange/macao/outbound",
+    "/v1/exchange/{partner_id}/outbound",
     status_code=202,
     response_model=ConversionRead,
-    responses=errors(401, 409, 422, 503),
+    responses=errors(401, 404, 409, 422, 503),
 )
 async def outbound(
+    adapter: OutboundAdapter,
     body: OutboundRequest,
     response: Response,
     resident_id: CurrentResident,
@@ -186,17 +223,19 @@ async def outbound(
     now: Now,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> ConversionRead | Response:
-    """Convert the signed-in resident's green code into a Macao code. The consent must name the
-    recipient (`MO`) and exactly the fields of `GET /v1/exchange/macao/consent`. Checked now
+    """Convert the signed-in resident's green code into the partner's code (e.g. a Macao code).
+    The consent must name the recipient (Macao: `MO`) and exactly the fields of
+    `GET /v1/exchange/{partner_id}/consent`. Checked now
     (status green, a negative test within the window, no travel outside the region) and again
     when the message leaves; answered 202 with the conversion `queued`, delivered by the outbox
-    (retried while Macao is down). Poll `GET /v1/exchange/macao/outbound/{id}` for the Macao code.
+    (retried while the partner is down). Poll `GET /v1/exchange/{partner_id}/outbound/{id}` for
+    the partner's code.
     A repeated `Idempotency-Key` answers the same conversion (200)."""
     key = _idempotency_key(idempotency_key, required=True)
     assert key is not None
     queued = await service.request_outbound(
         session,
-        partner_id=PARTNER,
+        partner_id=adapter.id,
         resident_id=resident_id,
         consent=service.OutboundConsent(
             recipient=body.consent.recipient,
@@ -218,43 +257,49 @@ async def outbound(
     else:
         after_commit(session, context.outbox.kick)
     _, message = await service.get_outbound(
-        session, resident_id=resident_id, conversion_id=conversion.id
+        session, resident_id=resident_id, partner_id=adapter.id, conversion_id=conversion.id
     )
     return _read(conversion, message)
 
 
 @router.get(
-    "/v1/exchange/macao/outbound/{conversion_id}.png",
+    "/v1/exchange/{partner_id}/outbound/{conversion_id}.png",
     responses={**errors(401, 404), 200: {"content": {"image/png": {}}}},
     response_class=Response,
 )
 async def outbound_code_image(
-    conversion_id: uuid.UUID, resident_id: CurrentResident, session: SessionDep
+    adapter: OutboundAdapter,
+    conversion_id: uuid.UUID,
+    resident_id: CurrentResident,
+    session: SessionDep,
 ) -> Response:
-    """The delivered Macao code as a QR image, for the resident who asked for it (404 until it
-    is delivered). The code is Macao's, signed by Macao: we only draw it."""
+    """The delivered partner's code as a QR image, for the resident who asked for it (404 until
+    it is delivered). The code is the partner's, signed by the partner: we only draw it."""
     conversion, _ = await service.get_outbound(
-        session, resident_id=resident_id, conversion_id=conversion_id
+        session, resident_id=resident_id, partner_id=adapter.id, conversion_id=conversion_id
     )
     if conversion.partner_code is None:
-        raise NotFound("the Macao code has not arrived yet", code="conversion_not_delivered")
+        raise NotFound("the partner's code has not arrived yet", code="conversion_not_delivered")
     colour = "green" if conversion.state == "delivered" else "red"
     image = await asyncio.to_thread(qr.render_png, conversion.partner_code, colour)
     return Response(image, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
 @router.get(
-    "/v1/exchange/macao/outbound/{conversion_id}",
+    "/v1/exchange/{partner_id}/outbound/{conversion_id}",
     response_model=ConversionRead,
     responses=errors(401, 404),
 )
 async def outbound_status(
-    conversion_id: uuid.UUID, resident_id: CurrentResident, session: SessionDep
+    adapter: OutboundAdapter,
+    conversion_id: uuid.UUID,
+    resident_id: CurrentResident,
+    session: SessionDep,
 ) -> ConversionRead:
-    """A conversion to Macao: `queued`, `delivering`, `delivered` (with `partner_code`, the Macao
-    code to show), `refused` (`error_code` says why) or `failed`."""
+    """A conversion to the partner: `queued`, `delivering`, `delivered` (with `partner_code`, the
+    partner's code to show), `refused` (`error_code` says why) or `failed`."""
     conversion, message = await service.get_outbound(
-        session, resident_id=resident_id, conversion_id=conversion_id
+        session, resident_id=resident_id, partner_id=adapter.id, conversion_id=conversion_id
     )
     return _read(conversion, message)
 

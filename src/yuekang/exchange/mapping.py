@@ -48,6 +48,14 @@ class MappingTable:
     fields_macao_to_guangdong: Mapping[str, str]
     fields_guangdong_to_macao: Mapping[str, str]
 
+    @property
+    def colours(self) -> Mapping[str, Status]:
+        return self.colours_from_macao
+
+    def coded_doc_type(self, doc_type: str) -> str:
+        """The Macao type a Macao code shows for the exchange type ``doc_type``."""
+        return self.doc_type_to_macao(doc_type)
+
     def status_of(self, colour: str) -> Status:
         """The Guangdong status a Macao colour stands for."""
         status = self.colours_from_macao.get(colour)

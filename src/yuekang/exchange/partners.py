@@ -19,15 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
 from yuekang.clock import epoch, from_epoch
+from yuekang.codec import formats
 from yuekang.codec.bundle import BundleIssuer
 from yuekang.codec.errors import InvalidKey
 from yuekang.codec.exchange import EncryptionPublicKey
 from yuekang.codec.keys import VerificationKey
 from yuekang.exceptions import NotFound, ValidationFailed
+from yuekang.exchange import adapters
 from yuekang.exchange.models import Partner, PartnerKey
 from yuekang.principals import Actor
 
-CODE_FORMATS = ("YK1", "MO1")
 MAX_KEYS = 32
 
 
@@ -57,7 +58,7 @@ def parse_key_document(document: Any) -> KeyDocument:
     issuer, fmt, keys = document.get("issuer"), document.get("format"), document.get("keys")
     if not isinstance(issuer, str) or not 1 <= len(issuer) <= 64:
         raise ValidationFailed("the key document names no issuer", code="bad_key_document")
-    if fmt not in CODE_FORMATS:
+    if not isinstance(fmt, str) or (fmt != "YK1" and fmt not in formats.registered()):
         raise ValidationFailed(f"unknown code format {fmt!r}", code="bad_key_document")
     if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
         raise ValidationFailed("the key document lists no keys", code="bad_key_document")
@@ -285,22 +286,30 @@ async def retire_key(
     )
 
 
-async def bundle_issuers(
-    session: AsyncSession, *, colours: Mapping[str, str]
-) -> tuple[BundleIssuer, ...]:
+async def bundle_issuers(session: AsyncSession) -> tuple[BundleIssuer, ...]:
     """Partner issuers for the checkpoint trust bundle: each partner's code keys (retired ones
-    marked, so checkpoints refuse their codes) and the colour table."""
-    return tuple(
-        BundleIssuer(
-            id=view.id,
-            issuer=view.issuer,
-            format=view.code_format,
-            keys=tuple(view.code_keys[kid] for kid in sorted(view.code_keys)),
-            colours=dict(colours),
+    marked, so checkpoints refuse their codes), its code format and the colour table of its
+    adapter. A partner with no installed adapter is left out: nothing here could read its codes."""
+    issuers = []
+    for view in await all_partners(session):
+        adapter = adapters.get(view.id)
+        if adapter is None or not view.code_keys:
+            continue
+        issuers.append(
+            BundleIssuer(
+                id=view.id,
+                issuer=view.issuer,
+                format=view.code_format,
+                keys=tuple(view.code_keys[kid] for kid in sorted(view.code_keys)),
+                colours=dict(adapter.table(adapter.default_table).colours),
+            )
         )
-        for view in await all_partners(session)
-        if view.code_keys
-    )
+    return tuple(issuers)
+
+
+def tables() -> list[str]:
+    """The mapping tables the bundle's colours come from: part of what its content depends on."""
+    return sorted(f"{a.id}:{a.default_table}" for a in adapters.registered().values())
 
 
 async def fingerprint(session: AsyncSession) -> list[tuple[str, str, str]]:

@@ -34,7 +34,7 @@ from yuekang.codec.exchange import (
     open_package,
     verify_request,
 )
-from yuekang.codec.macao import MacaoCodeClaims, read_macao_code
+from yuekang.codec.formats import PartnerCode
 from yuekang.db import savepoint
 from yuekang.exceptions import (
     Conflict,
@@ -45,9 +45,10 @@ from yuekang.exceptions import (
     ValidationFailed,
     YuekangError,
 )
-from yuekang.exchange import conditions, messages, partners
+from yuekang.exchange import adapters, conditions, messages, partners
 from yuekang.exchange import keys as exchange_keys
-from yuekang.exchange.mapping import MappingTable, Unmapped, load_table
+from yuekang.exchange.adapters import PartnerAdapter, PartnerTable
+from yuekang.exchange.mapping import Unmapped
 from yuekang.exchange.messages import (
     CONSENT_TEXT_VERSION,
     FIELDS,
@@ -91,7 +92,6 @@ CONSENT_TEXT = {
     "pt": "Autorizo o envio dos dados acima para {recipient}, apenas para converter o meu código "
     "de saúde desta vez.",
 }
-PARTNER_NAMES = {"macao": "澳门特别行政区卫生局 / Serviços de Saúde de Macau"}
 
 
 class ExchangeRefused(YuekangError):
@@ -402,9 +402,10 @@ async def _convert_inbound(
             f"the consent does not cover: {', '.join(missing)}",
         )
     exchange = partner_terms(rules, partner.id)
-    table = load_table(exchange.mapping)
+    adapter = partner_adapter(partner.id)
+    table = adapter.table(exchange.mapping)
     try:
-        source = read_macao_code(
+        source = adapter.reader().read(
             request.source.code, partner.code_keys, now=epoch(now), leeway=deps.leeway
         )
     except InvalidCode as exc:
@@ -413,10 +414,10 @@ async def _convert_inbound(
             f"the partner's code does not verify: {exc.reason.value}",
             fields=[{"field": "source.code", "reason": exc.reason.value, "message": str(exc)}],
         ) from exc
-    if source.claims.iss != partner.issuer:
+    if source.issuer != partner.issuer:
         raise ExchangeRefused("source_code_invalid", "the code is not the partner's own")
-    _same_person(request, source.claims, table)
-    conversion.source_issuer = source.claims.iss
+    _same_person(request, source, table)
+    conversion.source_issuer = source.issuer
     conversion.source_kid = source.kid
     conversion.source_digest = source.digest
     nat_sampled_at = None
@@ -425,7 +426,7 @@ async def _convert_inbound(
         conversion.nat_sampled_on = request.nat.sampled_on
     problems = conditions.refusals(
         exchange.inbound,
-        status=table.status_of(source.claims.cor),
+        status=table.status_of(source.colour),
         nat_sampled_at=nat_sampled_at,
         nat_result=None if request.nat is None else request.nat.result,
         outside_region_days=[local_date(now)] if request.travel.outside_region_14d else [],
@@ -497,7 +498,7 @@ async def _convert_inbound(
             "status": code.status,
             "expires_at": code.expires_at.isoformat(),
             "source": {
-                "issuer": source.claims.iss,
+                "issuer": source.issuer,
                 "kid": source.kid,
                 "digest": source.digest,
             },
@@ -516,27 +517,27 @@ async def _convert_inbound(
     return Answer(201, body)
 
 
-def _same_person(request: ConversionRequest, code: MacaoCodeClaims, table: MappingTable) -> None:
+def _same_person(request: ConversionRequest, code: PartnerCode, table: PartnerTable) -> None:
     """The package must describe the person and test of the code it carries: the code is what
-    Macao signed for its own gates, the package's other members only ride along with it."""
-    # The code's document type is coarse (OUTRO stands for several of ours): the package names the
-    # exact type, which must be one the table files under the code's type.
+    the partner signed for its own gates, the package's other members only ride along with it."""
+    # The code's document type may be coarse (Macao's OUTRO stands for several of ours): the
+    # package names the exact type, which must be one the table files under the code's type.
     try:
-        coded_as = table.doc_type_to_macao(request.subject.doc_type)
+        coded_as = table.coded_doc_type(request.subject.doc_type)
     except Unmapped as exc:
         raise ExchangeRefused(
             "unmapped_document_type",
-            f"document type {request.subject.doc_type!r} has no Macao counterpart",
+            f"document type {request.subject.doc_type!r} has no counterpart in the partner's codes",
         ) from exc
     mismatched = []
-    if coded_as != code.tdoc:
+    if coded_as != code.doc_type:
         mismatched.append("subject.doc_type")
-    if mask_name(request.subject.name) != code.nome:
+    if mask_name(request.subject.name) != code.masked_name:
         mismatched.append("subject.name")
     # The code carries the date of the latest negative test; a positive test is refused below
     # on its own merits, whatever the code says.
     negative = request.nat is not None and request.nat.result == "negative"
-    if negative and request.nat is not None and request.nat.sampled_on.isoformat() != code.tan:
+    if negative and request.nat is not None and request.nat.sampled_on != code.tested_on:
         mismatched.append("nat.sampled_on")
     if mismatched:
         raise ExchangeRefused(
@@ -544,6 +545,17 @@ def _same_person(request: ConversionRequest, code: MacaoCodeClaims, table: Mappi
             "the package does not describe the code it carries: " + ", ".join(mismatched),
             fields=[{"field": f, "reason": "mismatch", "message": f} for f in mismatched],
         )
+
+
+def partner_adapter(partner_id: str) -> PartnerAdapter:
+    """The adapter of a partner registered here; a partner no installed adapter knows is not
+    configured (its keys may have been stored before the adapter was removed)."""
+    adapter = adapters.get(partner_id)
+    if adapter is None:
+        raise ServiceUnavailable(
+            f"no partner adapter {partner_id!r} is installed", code="partner_not_configured"
+        )
+    return adapter
 
 
 def partner_terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
@@ -686,7 +698,8 @@ class OutboundConsent:
 def consent_screen(partner: PartnerView | None, partner_id: str) -> dict[str, Any]:
     """What the consent screen shows: the recipient, every field sent, the text."""
     recipient = partner.issuer if partner else None
-    name = PARTNER_NAMES.get(partner_id, partner_id)
+    adapter = adapters.get(partner_id)
+    name = adapter.recipient_name if adapter is not None else partner_id
     return {
         "recipient": recipient,
         "recipient_name": name,
@@ -942,13 +955,14 @@ async def check_outbound(
 
 
 async def get_outbound(
-    session: AsyncSession, *, resident_id: uuid.UUID, conversion_id: uuid.UUID
+    session: AsyncSession, *, resident_id: uuid.UUID, partner_id: str, conversion_id: uuid.UUID
 ) -> tuple[Conversion, OutboxMessage | None]:
     conversion = await session.get(Conversion, conversion_id)
     if (
         conversion is None
         or conversion.direction != "outbound"
         or conversion.resident_id != resident_id
+        or conversion.partner_id != partner_id
     ):
         raise NotFound("no such conversion", code="conversion_not_found")
     message = (

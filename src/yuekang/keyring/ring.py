@@ -22,7 +22,6 @@ from yuekang.codec.jwks import build_jwks
 from yuekang.codec.keys import SigningKey, VerificationKey, private_key_from_pem
 from yuekang.db import database_unavailable
 from yuekang.exchange import partners
-from yuekang.exchange.mapping import load_table
 from yuekang.keyring import service
 from yuekang.keyring.models import SigningKeyRecord
 from yuekang.verifier import PartnerIssuer, Verifier
@@ -126,9 +125,7 @@ class KeyRing:
                 )
             )
             # Partner issuers whose own codes online verification recognises (EXCHANGE.md).
-            issuers = await partners.bundle_issuers(
-                session, colours=load_table().colours_from_macao
-            )
+            issuers = await partners.bundle_issuers(session)
         partner_issuers = [PartnerIssuer.from_bundle(p) for p in issuers]
         keys = {r.kid: service.verification_key(r, self.issuer) for r in records}
         published = [keys[r.kid] for r in records if r.state != "compromised"]

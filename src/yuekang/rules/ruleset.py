@@ -18,7 +18,15 @@ import tomllib
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from yuekang.codec.reasons import LANGUAGES
 from yuekang.rules.facts import CaseCategory
@@ -170,15 +178,18 @@ class PartnerExchange(_Model):
     outbound: ConversionConditions = Field(default_factory=ConversionConditions)
 
 
-class Exchange(_Model):
-    macao: PartnerExchange = Field(default_factory=PartnerExchange)
+PartnerId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class Exchange(RootModel[dict[PartnerId, PartnerExchange]]):
+    """The terms for each partner, by the id it is registered under (``[exchange.<id>]``): a
+    partner added later (yuekang.exchange.adapters) gets its terms from the rule set too."""
+
+    model_config = ConfigDict(frozen=True)
 
     def terms(self, partner_id: str) -> PartnerExchange | None:
         """The terms of the partner registered as ``partner_id``, if the rule set has any."""
-        if partner_id not in type(self).model_fields:
-            return None
-        terms: PartnerExchange = getattr(self, partner_id)
-        return terms
+        return self.root.get(partner_id)
 
 
 class RuleSet(_Model):
@@ -195,7 +206,7 @@ class RuleSet(_Model):
     )
     explanations: Explanations
     rules: list[Rule] = Field(min_length=1, max_length=200)
-    exchange: Exchange = Field(default_factory=Exchange)
+    exchange: Exchange = Field(default_factory=lambda: Exchange({"macao": PartnerExchange()}))
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:

@@ -31,7 +31,6 @@ from yuekang.codec.bundle import (
 )
 from yuekang.codec.keys import SigningKey, private_key_from_pem, private_key_to_pem
 from yuekang.exchange import partners
-from yuekang.exchange.mapping import load_table
 from yuekang.health_codes.models import Revocation
 from yuekang.keyring import service as keys
 from yuekang.keyring.models import SigningKeyRecord
@@ -132,7 +131,7 @@ async def _content(
         keys=_bundle_keys(records, issuer),
         revoked=await _revoked(session, now=now, since=revoked_since),
         policies=default_policies().document(),
-        issuers=await partners.bundle_issuers(session, colours=load_table().colours_from_macao),
+        issuers=await partners.bundle_issuers(session),
     )
 
 
@@ -156,7 +155,7 @@ async def _fingerprint(
         "policies": default_policies().version,
         "revocations": [count, None if newest is None else newest.isoformat()],
         "partners": await partners.fingerprint(session),
-        "mapping": load_table().version,
+        "mapping": partners.tables(),
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 

@@ -19,18 +19,16 @@ input: a garbled scan is an ``invalid`` verdict with reason ``malformed``.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from yuekang.codec import formats
 from yuekang.codec.bundle import BundleIssuer
 from yuekang.codec.errors import InvalidCode
 from yuekang.codec.healthcode import ASSURANCE_LEVELS, Status, read_health_code_fields
 from yuekang.codec.jwks import parse_jwks
 from yuekang.codec.keys import VerificationKey
-from yuekang.codec.macao import PREFIX as MACAO_PREFIX
-from yuekang.codec.macao import is_macao_code, read_macao_code
 from yuekang.codec.reasons import DEFAULT_LANGUAGE, Reason, message
 from yuekang.rules.facts import as_status
 from yuekang.rules.policy import Decision, Policy, decide
@@ -45,7 +43,6 @@ __all__ = [
     "policy_decision",
 ]
 
-_MACAO_TIME = dt.timezone(dt.timedelta(hours=8))
 DEFAULT_LEEWAY = 120
 """Seconds of clock skew tolerated either side: handheld scanners drift."""
 
@@ -225,8 +222,9 @@ class Verifier:
 
     def verify(self, qr_text: str, *, now: int, revoked: Collection[str] = ()) -> Verdict:
         """Judge ``qr_text`` at time ``now`` (UTC seconds); ``revoked`` holds revoked code ids."""
-        if isinstance(qr_text, str) and is_macao_code(qr_text):
-            return self._verify_macao(qr_text, now=now)
+        code_format = formats.format_of(qr_text)
+        if code_format is not None:
+            return self._verify_partner(code_format, qr_text, now=now)
         try:
             claims, kid, _ = read_health_code_fields(
                 qr_text, self._keys, now=now, leeway=self._leeway
@@ -253,17 +251,19 @@ class Verifier:
         )
         return verdict.revoked() if jti in revoked else verdict
 
-    def _verify_macao(self, qr_text: str, *, now: int) -> Verdict:
-        partner = self._partners.get(MACAO_PREFIX.rstrip(":"))
+    def _verify_partner(
+        self, code_format: formats.CodeFormat, qr_text: str, *, now: int
+    ) -> Verdict:
+        partner = self._partners.get(code_format.name)
         if partner is None:
             # A partner this checkpoint was not told to recognise: as good as an unknown key.
             return Verdict(
                 verdict="invalid",
                 reasons=(Reason.UNTRUSTED_ISSUER,),
-                detail="this device was not told to recognise Macao codes",
+                detail=f"this device was not told to recognise {code_format.system} codes",
             )
         try:
-            code = read_macao_code(qr_text, partner.keys, now=now, leeway=self._leeway)
+            code = code_format.read(qr_text, partner.keys, now=now, leeway=self._leeway)
         except InvalidCode as exc:
             return Verdict(
                 verdict="invalid",
@@ -271,38 +271,27 @@ class Verifier:
                 origin=f"issued_by_{partner.id}",
                 detail=exc.detail,
             )
-        claims = code.claims
-        status = partner.colours.get(claims.cor)
+        status = partner.colours.get(code.colour)
         if status is None:
             return Verdict(
                 verdict="invalid",
                 reasons=(Reason.MALFORMED,),
-                detail=f"colour {claims.cor!r} is not in the partner's mapping table",
+                detail=f"colour {code.colour!r} is not in the partner's mapping table",
             )
         return Verdict(
             verdict="valid",
             status=status,
-            code_id=claims.cti,
-            issuer=claims.iss,
+            code_id=code.code_id,
+            issuer=code.issuer,
             kid=code.kid,
-            masked_name=claims.nome,
-            issued_at=claims.iat,
-            expires_at=claims.exp,
-            negative_within_hours=_hours_since(claims.tan, now),
+            masked_name=code.masked_name,
+            issued_at=code.issued_at,
+            expires_at=code.expires_at,
+            negative_within_hours=code.hours_since_test(now),
             origin=f"issued_by_{partner.id}",
             # The partner proved its own residents; we hold it to that (docs/IDENTITY.md).
             assurance="partner",
         )
-
-
-def _hours_since(day: str | None, now: int) -> int | None:
-    """Hours from the start of the test's day (Macao time) to ``now``: a Macao code carries a
-    date, and a policy asks for "negative within N hours". Counting from the day's start can only
-    make the test look older, never fresher, than it was."""
-    if day is None:
-        return None
-    start = dt.datetime.fromisoformat(day).replace(tzinfo=_MACAO_TIME)
-    return max(0, (now - int(start.timestamp())) // 3600)
 
 
 def policy_decision(verdict: Verdict, policy: Policy) -> Decision:
