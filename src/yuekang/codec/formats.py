@@ -1,7 +1,7 @@
 """Partner code formats: how a checkpoint and the exchange read a code another system issued.
 
 Our own format (``YK1:``) is :mod:`yuekang.codec.healthcode`. Every partner's (Macao's ``MO1:``,
-Hong Kong's ``HK1:``) is a :class:`CodeFormat` registered by name, in the manner of pyjwt's
+any other partner's) is a :class:`CodeFormat` registered by name, in the manner of pyjwt's
 algorithm registry: the verifier and the exchange ask the registry which format a text claims to
 be and read it with that, and know no partner by name. Formats come from the
 ``yuekang.code_formats`` entry points of the installed distributions (pyproject.toml), so a
