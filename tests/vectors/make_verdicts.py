@@ -80,6 +80,7 @@ from yuekang.codec.bundle import (  # noqa: E402
     bundle_payload,
     sign_bundle,
 )
+from yuekang.codec.hongkong import HongKongCodeClaims, sign_hongkong_code  # noqa: E402
 from yuekang.codec.keys import (  # noqa: E402
     SigningKey,
     b64url_decode,
@@ -123,6 +124,7 @@ LATE = ed(0x1A)
 """A key whose window starts ten days after the codes here: they lie outside it."""
 MACAO = p256(0x3AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC03AC0)
 MACAO_RETIRED = p256(0x3E713E713E713E713E713E713E713E713E713E713E713E713E713E713E713E71)
+HONG_KONG = p256(0x4B104B104B104B104B104B104B104B104B104B104B104B104B104B104B104B10)
 
 
 def _bundle(version: int, **changes: Any) -> TrustBundle:
@@ -150,6 +152,13 @@ def _bundle(version: int, **changes: Any) -> TrustBundle:
                     dataclasses.replace(MACAO_RETIRED.public(), issuer="MO", compromised=True),
                 ),
                 colours={"verde": "green", "amarelo": "yellow", "vermelho": "red"},
+            ),
+            BundleIssuer(
+                id="hongkong",
+                issuer="HK",
+                format="HK1",
+                keys=(dataclasses.replace(HONG_KONG.public(), issuer="HK"),),
+                colours={"green": "green", "amber": "yellow", "red": "red"},
             ),
         ),
     )
@@ -267,6 +276,54 @@ def macao(key: SigningKey = MACAO, **changes: Any) -> str:
 
 
 MACAO_TAN = dt.datetime.fromtimestamp(NOW, MACAO_TIME).date().isoformat()
+
+
+def hongkong(key: SigningKey = HONG_KONG, **changes: Any) -> str:
+    code = HongKongCodeClaims(
+        iss="HK",
+        jti="aG9uZy1rb25nLWNvZGUtMQ",
+        iat=IAT,
+        exp=IAT + 24 * 3600,
+        st="green",
+        nm="陳*文",
+        dt="HKID",
+        nat=MACAO_TAN,
+    )
+    return sign_hongkong_code(dataclasses.replace(code, **changes), key)
+
+
+def hk_jws(
+    header: Any = None, payload: Any = None, *, signer: SigningKey = HONG_KONG, raw: str = ""
+) -> str:
+    """An HK1 code made by hand, signed over whatever header and payload it is given."""
+    head = segment(
+        {"alg": "ES256", "kid": signer.kid, "typ": "hk-health-code"} if header is None else header
+    )
+    body = raw or segment(_hk_payload() if payload is None else payload)
+    signing_input = f"{head}.{body}"
+    return f"HK1:{signing_input}.{b64(signer.sign(signing_input.encode('ascii')))}"
+
+
+def _hk_payload(**changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "iss": "HK", "jti": "aG9uZy1rb25nLWNvZGUtMQ", "iat": IAT, "exp": IAT + 3600,
+        "st": "green", "nm": "陳*文", "dt": "HKID", "nat": MACAO_TAN,
+    }  # fmt: skip
+    for name, value in changes.items():
+        if value is DROP:
+            payload.pop(name)
+        else:
+            payload[name] = value
+    return payload
+
+
+def _high_s(text: str) -> str:
+    """The same HK1 code with its signature's other spelling, (r, n - s)."""
+    head, body, signature = text[4:].split(".")
+    raw = b64url_decode(signature)
+    s = int.from_bytes(raw[32:], "big")
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    return f"HK1:{head}.{body}.{b64(raw[:32] + (order - s).to_bytes(32, 'big'))}"
 
 
 def cose(
@@ -478,6 +535,44 @@ def code_cases() -> list[dict[str, Any]]:
     )
     add("no-bundle", valid(es), loaded=[])
     add("ed-anchor-bundle", valid(es), loaded=["v5-ed-anchor"])
+    # Hong Kong codes (HK1: compact JWS), read by the format the bundle's issuer names.
+    add("hongkong-green", hongkong())
+    add("hongkong-amber-at-transport", hongkong(st="amber"), place="transport")
+    add("hongkong-green-at-border", hongkong(), place="border")
+    add("hongkong-no-test-at-border", hongkong(nat=None), place="border")
+    add("hongkong-not-recognised-here", hongkong(), loaded=["v5-no-macao"])
+    add("hongkong-unknown-key", hongkong(TRUST.attacker))
+    add("hongkong-expired", hongkong(iat=IAT - 3 * DAY, exp=IAT - 2 * DAY))
+    add("hongkong-not-yet-valid", hongkong(iat=NOW + 3600, exp=NOW + 7200))
+    add("hongkong-version-2", "HK2:" + hongkong()[4:])
+    add("hongkong-forged", hongkong()[:-2] + ("AA" if not hongkong().endswith("AA") else "BB"))
+    add("hongkong-high-s", _high_s(hongkong()))
+    add("hongkong-two-segments", "HK1:" + ".".join(hongkong()[4:].split(".")[:2]))
+    add("hongkong-hand-made", hk_jws())
+    hk_header = {"alg": "ES256", "kid": HONG_KONG.kid, "typ": "hk-health-code"}
+    add("hongkong-alg-es384", hk_jws({**hk_header, "alg": "ES384"}))
+    add("hongkong-typ-other", hk_jws({**hk_header, "typ": "JWT"}))
+    add("hongkong-header-extra", hk_jws({**hk_header, "x5u": "https://x"}))
+    add("hongkong-kid-number", hk_jws({**hk_header, "kid": 7}))
+    add("hongkong-signed-with-our-key", hk_jws({**hk_header, "kid": TRUST.es.kid}, signer=TRUST.es))
+    add("hongkong-iat-float", hk_jws(payload=_hk_payload(iat=float(IAT))))
+    add("hongkong-iat-true", hk_jws(payload=_hk_payload(iat=True)))
+    add("hongkong-exp-before-iat", hk_jws(payload=_hk_payload(exp=IAT - 1)))
+    add("hongkong-exp-huge", hk_jws(payload=_hk_payload(exp=2**41)))
+    add("hongkong-member-missing", hk_jws(payload=_hk_payload(nat=DROP)))
+    add("hongkong-member-extra", hk_jws(payload={**_hk_payload(), "vx": 3}))
+    add("hongkong-colour-yellow", hk_jws(payload=_hk_payload(st="yellow")))
+    add("hongkong-doc-type-other", hk_jws(payload=_hk_payload(dt="BIR")))
+    add("hongkong-name-empty", hk_jws(payload=_hk_payload(nm="")))
+    add("hongkong-name-101", hk_jws(payload=_hk_payload(nm="陳" * 101)))
+    add("hongkong-nat-not-a-date", hk_jws(payload=_hk_payload(nat="2025-02-30")))
+    add("hongkong-nat-compact", hk_jws(payload=_hk_payload(nat="20251125")))
+    add("hongkong-nat-year-zero", hk_jws(payload=_hk_payload(nat="0000-01-01")))
+    add("hongkong-payload-not-json", hk_jws(raw=b64(b"{not json")))
+    add("hongkong-payload-array", hk_jws(raw=segment([1, 2])))  # type: ignore[arg-type]
+    add("hongkong-payload-bad-utf8", hk_jws(raw=b64(b'{"iss": "\xff"}')))
+    add("hongkong-issuer-other", hk_jws(payload=_hk_payload(iss="MO")))
+    add("hongkong-over-2048", hongkong() + "A" * 2048)
     # Macao codes (MO1: CBOR/COSE, base45).
     add("macao-green", macao())
     add("macao-yellow-at-transport", macao(cor="amarelo"), place="transport")

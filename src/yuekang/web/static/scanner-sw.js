@@ -8,7 +8,7 @@
 // A new name when the page's files must change together (v2: codes' identity assurance, which the
 // verifier, the policies and the page read alike): the changed worker installs them all at once,
 // rather than each being refreshed on its own behind the cached copy.
-const CACHE = "yk-scanner-v2";
+const CACHE = "yk-scanner-v3";
 const SHELL = [
   "/scanner",
   "/static/app/base.css",
@@ -18,7 +18,9 @@ const SHELL = [
   "/static/app/scanner-store.js",
   "/static/app/verify.js",
   "/static/app/verify-reasons.js",
+  "/static/app/partner-formats.js",
   "/static/app/verify-macao.js",
+  "/static/app/verify-hongkong.js",
   "/static/vendor/zxing/iife/reader/index.js",
   "/static/vendor/zxing/reader/zxing_reader.wasm",
   "/static/vendor/base45/base45.js",

@@ -276,15 +276,6 @@ function readClaims(payload, b64urlEncode) {
   return { iss, cti: b64urlEncode(cti), iat, exp, cor, nome, tdoc, tan };
 }
 
-/** Hours from the start of the test's day (Macao time) to `now`: counting from the day's start
- * can only make a test look older than it was, never fresher. */
-export function hoursSince(day, now) {
-  if (day === null) return null;
-  const [year, month, date] = day.split("-").map(Number);
-  const start = Date.UTC(year, month - 1, date) / 1000 - MACAO_OFFSET_SECONDS;
-  return Math.max(0, Math.floor((now - start) / 3600));
-}
-
 // ---------------------------------------------------------------------------------------------
 // The reader
 
@@ -318,3 +309,25 @@ export async function readMacaoCode(text, keys, { now, leeway, verify, b64urlEnc
   if (now >= claims.exp + leeway) throw new InvalidMacaoCode("expired", "the code has expired");
   return { claims, kid };
 }
+
+/** The MO1 format as verify.js reads partner codes (codec.formats.PartnerCode). */
+export const macao = Object.freeze({
+  name: "MO1",
+  system: "Macao",
+  Invalid: InvalidMacaoCode,
+  claims: (text) => VERSION.test(text),
+  async read(text, keys, deps) {
+    const { claims, kid } = await readMacaoCode(text, keys, deps);
+    return {
+      issuer: claims.iss,
+      code_id: claims.cti,
+      kid,
+      issued_at: claims.iat,
+      expires_at: claims.exp,
+      colour: claims.cor,
+      masked_name: claims.nome,
+      tested_on: claims.tan,
+      utc_offset_hours: MACAO_OFFSET_SECONDS / 3600,
+    };
+  },
+});

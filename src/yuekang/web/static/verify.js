@@ -13,7 +13,7 @@
 //   // result.verdict: valid | invalid | cannot_verify; result.decision: allow | deny |
 //   // manual_check | cannot_verify; result.reasons: reason codes (verify-reasons.js)
 
-import { InvalidMacaoCode, hoursSince, readMacaoCode } from "/static/app/verify-macao.js";
+import { FORMATS } from "/static/app/partner-formats.js";
 
 export const DEFAULT_LEEWAY = 120; // seconds either side: handheld scanners drift
 export const PLACE_KINDS = ["venue", "transport", "border"];
@@ -44,7 +44,6 @@ const MAX_JSON_DEPTH = 980;
 // Python's \d is any Unicode decimal digit, hence \p{Nd}.
 const VERSION_PREFIX = /^[A-Z]{2,3}\p{Nd}{1,2}:/u;
 const COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-const MACAO_PREFIX = /^MO[0-9]+:/;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -722,7 +721,8 @@ function indexBundle(bundle, revoked) {
 
 /** verifier.Verifier.verify. */
 async function verifyCode(index, text, now, leeway) {
-  if (typeof text === "string" && MACAO_PREFIX.test(text)) return verifyMacao(index, text, now, leeway);
+  const format = typeof text === "string" ? FORMATS.find((candidate) => candidate.claims(text)) : undefined;
+  if (format !== undefined) return verifyPartner(index, format, text, now, leeway);
   let code;
   try {
     code = await readHealthCode(text, index.keys, now, leeway);
@@ -756,36 +756,45 @@ async function verifyCode(index, text, now, leeway) {
   return result;
 }
 
-/** Verifier._verify_macao: a partner's own code, judged with its keys and colour table from
- * the bundle. Macao publishes no revocations: its codes are good until they expire. */
-async function verifyMacao(index, text, now, leeway) {
-  const partner = index.partners.get("MO1");
+/** Verifier._verify_partner: a partner's own code, read by its format (partner-formats.js) and
+ * judged with the partner's keys and colour table from the bundle. Partners publish no
+ * revocations: their codes are good until they expire. */
+async function verifyPartner(index, format, text, now, leeway) {
+  const partner = index.partners.get(format.name);
   // A partner this checkpoint was not told to recognise: as good as an unknown key.
   if (partner === undefined) return verdict({ verdict: "invalid", reasons: ["untrusted_issuer"] });
   let code;
   try {
-    code = await readMacaoCode(text, partner.keys, { now, leeway, verify: verifySignature, b64urlEncode });
+    code = await format.read(text, partner.keys, { now, leeway, verify: verifySignature, isHighS, b64urlEncode, b64urlDecode, jsonObject });
   } catch (error) {
-    if (error instanceof InvalidMacaoCode) return verdict({ verdict: "invalid", reasons: [error.reason], origin: `issued_by_${partner.id}` });
+    if (error instanceof format.Invalid) return verdict({ verdict: "invalid", reasons: [error.reason], origin: `issued_by_${partner.id}` });
     throw error;
   }
-  const claims = code.claims;
-  const status = Object.hasOwn(partner.colours, claims.cor) ? partner.colours[claims.cor] : null;
+  const status = Object.hasOwn(partner.colours, code.colour) ? partner.colours[code.colour] : null;
   if (status === null) return verdict({ verdict: "invalid", reasons: ["malformed"] });
   return verdict({
     verdict: "valid",
     status,
-    code_id: claims.cti,
-    issuer: claims.iss,
+    code_id: code.code_id,
+    issuer: code.issuer,
     kid: code.kid,
-    masked_name: claims.nome,
-    issued_at: claims.iat,
-    expires_at: claims.exp,
-    negative_within_hours: hoursSince(claims.tan, now),
+    masked_name: code.masked_name,
+    issued_at: code.issued_at,
+    expires_at: code.expires_at,
+    negative_within_hours: hoursSinceTest(code.tested_on, code.utc_offset_hours, now),
     origin: `issued_by_${partner.id}`,
     // The partner proved its own residents; we hold it to that (docs/IDENTITY.md).
     assurance: "partner",
   });
+}
+
+/** PartnerCode.hours_since_test: hours from the start of the test's day where it was taken to
+ * `now`; counting from the day's start can only make a test look older, never fresher. */
+function hoursSinceTest(day, offsetHours, now) {
+  if (day === null) return null;
+  const [year, month, date] = day.split("-").map(Number);
+  const start = Date.UTC(year, month - 1, date) / 1000 - offsetHours * 3600;
+  return Math.max(0, Math.floor((now - start) / 3600));
 }
 
 // ---------------------------------------------------------------------------------------------
