@@ -245,3 +245,41 @@ def test_production_names_every_secret_it_needs(env: Path, monkeypatch: pytest.M
     assert code == 2
     for name in ("KEY_PASSPHRASE", "SESSION_SECRET", "OTP_SECRET", "PII_KEYS", "BLIND_INDEX_KEY"):
         assert f"YUEKANG_SECRETS__{name}" in err
+
+
+def test_a_partner_needs_an_installed_adapter_and_its_format(env: Path):
+    import http.server
+    import threading
+
+    from yuekang.codec.keys import SigningKey
+
+    code, _, err = run("exchange", "partner", "add", "atlantis", "--url", "http://127.0.0.1:9")
+    assert code == 2
+    assert "no partner adapter 'atlantis' is installed" in err
+    assert "hongkong" in err and "macao" in err
+
+    key = SigningKey.generate().public().to_jwk()
+    document = json.dumps(
+        {"issuer": "HK", "format": "MO1", "keys": [{**key, "purpose": "code", "state": "active"}]}
+    ).encode()
+
+    class KeyDocument(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), KeyDocument)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, _, err = run("exchange", "partner", "add", "hongkong", "--url", url)
+    finally:
+        server.shutdown()
+    assert code == 2
+    assert "the key document is for MO1 codes; hongkong issues HK1: nothing stored" in err
+    assert run("exchange", "partner", "list")[1].count("hongkong") == 0

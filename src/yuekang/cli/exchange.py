@@ -86,8 +86,15 @@ def _sync(partner_id: str, url: str | None, expected: list[str]) -> None:
     from urllib.parse import urlsplit
 
     from yuekang.cli import _fail, _run
-    from yuekang.exchange import partners
+    from yuekang.exchange import adapters, partners
     from yuekang.principals import Actor
+
+    adapter = adapters.get(partner_id)
+    if adapter is None:
+        # Keys for a partner nothing here can read would sit unused, or worse, be trusted the
+        # day an adapter of that name is installed.
+        installed = ", ".join(sorted(adapters.registered())) or "none"
+        _fail(f"no partner adapter {partner_id!r} is installed (installed: {installed})")
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         base = url
@@ -103,6 +110,11 @@ def _sync(partner_id: str, url: str | None, expected: list[str]) -> None:
         if address.scheme not in ("http", "https") or not address.hostname:
             _fail(f"not a URL: {base!r}")
         document = partners.parse_key_document(await _fetch(context, base))
+        if document.format != adapter.code_format:
+            _fail(
+                f"the key document is for {document.format} codes; "
+                f"{partner_id} issues {adapter.code_format}: nothing stored"
+            )
         known = {record.kid for record in await partners.key_records(session, partner_id)}
         new = [key.kid for key in document.keys if key.kid not in known]
         unexpected = sorted(set(new) - set(expected))
