@@ -283,3 +283,44 @@ def test_a_partner_needs_an_installed_adapter_and_its_format(env: Path):
     assert code == 2
     assert "the key document is for MO1 codes; hongkong issues HK1: nothing stored" in err
     assert run("exchange", "partner", "list")[1].count("hongkong") == 0
+
+
+def test_a_checkpoint_refuses_a_bundle_larger_than_any_bundle_can_be(tmp_path: Path):
+    import http.server
+    import threading
+
+    from yuekang.codec.bundle import MAX_BUNDLE_CHARS
+    from yuekang.codec.keys import SigningKey
+
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(json.dumps(SigningKey.generate().public().to_jwk()))
+
+    class Flood(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/jose")
+            self.end_headers()
+            chunk = b"A" * (1 << 20)
+            try:
+                for _ in range(MAX_BUNDLE_CHARS // len(chunk) + 2):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the device hung up, as it should
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state = tmp_path / "state"
+    try:
+        code, _, err = run(
+            "checkpoint", "sync", "--state", str(state),
+            "--server", f"http://127.0.0.1:{server.server_address[1]}",
+            "--key", "yk_cp_x", "--anchor", str(anchor),
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert code == 1
+    assert f"sent over {MAX_BUNDLE_CHARS} bytes: refused" in err
+    assert not (state / "bundle.jws").exists()

@@ -21,7 +21,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from yuekang.codec.bundle import BundleError, read_bundle
+from yuekang.codec.bundle import MAX_BUNDLE_CHARS, BundleError, read_bundle
 from yuekang.codec.errors import InvalidKey
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import LANGUAGES
@@ -34,6 +34,36 @@ checkpoint_app = typer.Typer(
 State = Annotated[Path, typer.Option("--state", help="The device's state directory")]
 DEFAULT_STATE = Path("checkpoint-state")
 UPLOAD_BATCH = 1000
+MAX_ANCHOR_BYTES = 64 * 1024
+FETCH_SECONDS = 120.0
+"""A whole fetch, however the server drips it: a full bundle of 16 MiB over a slow link fits."""
+
+
+class FetchRefused(ValueError):
+    """A server that sends more than a bundle can be, or takes longer than any should."""
+
+
+def _get(
+    http: Any,
+    url: str,
+    *,
+    limit: int,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Status and text at ``url``, read to at most ``limit`` bytes (decompressed) within
+    :data:`FETCH_SECONDS`: a device must not fill its memory or wait for ever on whatever
+    answers at the server's address."""
+    deadline = time.monotonic() + FETCH_SECONDS
+    body = bytearray()
+    with http.stream("GET", url, headers=headers, params=params) as response:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise FetchRefused(f"{url} sent over {limit} bytes: refused")
+            if time.monotonic() > deadline:
+                raise FetchRefused(f"{url} took over {FETCH_SECONDS:.0f} s: refused")
+        return response.status_code, body.decode("utf-8", errors="replace")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -57,9 +87,10 @@ def _pin(anchor: str, server: str, http: Any) -> VerificationKey:
     path = Path(anchor)
     if path.exists():
         return VerificationKey.from_jwk(json.loads(path.read_text()))
-    response = http.get(f"{server}/v1/trust-anchor")
-    response.raise_for_status()
-    key = VerificationKey.from_jwk(response.json())
+    status, text = _get(http, f"{server}/v1/trust-anchor", limit=MAX_ANCHOR_BYTES)
+    if status != 200:
+        _fail(f"the server answered {status} for its anchor", 1)
+    key = VerificationKey.from_jwk(json.loads(text))
     if key.kid != anchor:
         _fail(f"the server's anchor is {key.kid}, not the pinned {anchor}: refusing it", 1)
     return key
@@ -113,27 +144,33 @@ def sync(
             if store.bundle is not None:
                 headers["If-None-Match"] = f'"v{store.bundle.version}"'
                 params["since"] = str(store.bundle.version)
-            response = http.get(f"{server}/v1/trust-bundle", headers=headers, params=params)
+            status, text = _get(
+                http,
+                f"{server}/v1/trust-bundle",
+                limit=MAX_BUNDLE_CHARS,
+                headers=headers,
+                params=params,
+            )
         except httpx.HTTPError as exc:
             _fail(f"cannot reach {server}: {exc}", 1)
         except (InvalidKey, ValueError, BundleError) as exc:
             _fail(str(exc), 1)
-    if response.status_code == 304:
+    if status == 304:
         typer.echo(f"up to date: version {store.bundle.version if store.bundle else '?'}")
         return
-    if response.status_code != 200:
-        _fail(f"the server answered {response.status_code}: {response.text[:200]}", 1)
+    if status != 200:
+        _fail(f"the server answered {status}: {text[:200]!r}", 1)
     try:
-        incoming = read_bundle(response.text, store.anchor)
+        incoming = read_bundle(text, store.anchor)
         updated = store.apply(incoming, now=now)
     except BundleError as exc:
         _fail(f"refused the bundle: {exc}", 1)
     assert updated.bundle is not None
     is_delta = incoming.base is not None
     if is_delta:
-        _private_write(state / "deltas" / f"{incoming.version:010d}.jws", response.text)
+        _private_write(state / "deltas" / f"{incoming.version:010d}.jws", text)
     else:
-        _private_write(state / "bundle.jws", response.text)
+        _private_write(state / "bundle.jws", text)
         for old in (state / "deltas").glob("*.jws"):
             old.unlink()
     typer.echo(
