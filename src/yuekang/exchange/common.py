@@ -1,9 +1,9 @@
-"""What both directions of a conversion (and the outbox) share: the application's parts they
-need, the refusal that carries its own status, and a partner's configuration.
+"""What both directions of a conversion (and the outbox) share: the parts of the application
+they need, the refusal that carries its own status, and a partner's configuration.
 
-A partner is configured in two places that can drift apart -- an installed adapter and the rule
-set's exchange terms -- so both are asked here, and a partner either one lacks is not configured
-(503), never a refusal of the person.
+A partner is configured in places that can drift apart -- its keys in the registry, an installed
+adapter, the exchange terms of the rule set in force -- so a partner one of them lacks is not
+configured (503 ``partner_not_configured``: ours to fix), never a refusal of the person.
 """
 
 from __future__ import annotations
