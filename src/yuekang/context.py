@@ -17,9 +17,9 @@ from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ResolvedSettings, Secrets, Settings
 from yuekang.db import Timeouts, create_engine, create_sessionmaker, database_unavailable
+from yuekang.exchange.common import ExchangeDeps
 from yuekang.exchange.keys import ExchangeKeyCache
 from yuekang.exchange.outbox import Outbox
-from yuekang.exchange.service import ExchangeDeps
 from yuekang.health_codes.batch import Issuance
 from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook

@@ -66,15 +66,15 @@ def main() -> None:
         app()
     except ConfigurationError as exc:
         # Settings that cannot be used, from whichever command: one line, never a value.
-        _fail(str(exc))
+        fail(str(exc))
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
+def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
+def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
     """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
@@ -85,7 +85,7 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
         try:
             context = AppContext.build(resolve(load_settings()))
         except ConfigurationError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         try:
             async with context.sessionmaker() as session:
                 async with session.begin():
@@ -93,10 +93,10 @@ def _run(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) 
                 await run_after_commit(session)
             if isinstance(result, Refusal):
                 # Committed: the refusal's record (an audited lookup) stays.
-                _fail(f"{result.error.code}: {result.error.message}", code=1)
+                fail(f"{result.error.code}: {result.error.message}", code=1)
             return result
         except YuekangError as exc:
-            _fail(f"{exc.code}: {exc.message}", code=1)
+            fail(f"{exc.code}: {exc.message}", code=1)
         finally:
             await context.close()
 
@@ -128,7 +128,7 @@ def serve(
         settings = load_settings()
         resolved = resolve(settings)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if migrate if migrate is not None else settings.is_dev:
         run_migrations(settings.database_url)
     if settings.is_dev:
@@ -163,7 +163,7 @@ def db_upgrade(revision: str = "head") -> None:
     try:
         url = load_settings().database_url
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     migrate(url, revision)
     typer.echo(f"database at {revision}")
 
@@ -190,7 +190,7 @@ def keys_generate(
         ready = record.published_at + dt.timedelta(seconds=lead)
         typer.echo(f"{record.kid} {record.alg} pending; may be activated from {ready.isoformat()}")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @keys_app.command("anchor")
@@ -207,7 +207,7 @@ def keys_anchor() -> None:
         typer.echo(f"anchor {anchor.kid} ({anchor.alg})", err=True)
         typer.echo(json.dumps(anchor.public().to_jwk()))
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @keys_app.command("list")
@@ -238,7 +238,7 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 f"published {row['published_at']}  not after {row['not_after']}"
             )
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @keys_app.command("activate", context_settings=KID_ARGUMENT)
@@ -257,7 +257,7 @@ def keys_activate(kid: str) -> None:
         )
         typer.echo(f"{kid} active")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @keys_app.command("retire", context_settings=KID_ARGUMENT)
@@ -277,7 +277,7 @@ def keys_retire(
         )
         typer.echo(f"{kid} {record.state}")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @checkpoints_app.command("create")
@@ -297,7 +297,7 @@ def checkpoints_create(
         # The same rules as the API's body for this action.
         body = CheckpointCreate.model_validate({"name": name, "kind": kind, "region_code": region})
     except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         checkpoint, api_key = await service.create_checkpoint(
@@ -311,7 +311,7 @@ def checkpoints_create(
         typer.echo(f"checkpoint {checkpoint.id} {name!r} ({checkpoint.kind})", err=True)
         typer.echo(api_key)
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @checkpoints_app.command("rotate-key")
@@ -325,7 +325,7 @@ def checkpoints_rotate_key(checkpoint_id: str) -> None:
     try:
         parsed = uuid.UUID(checkpoint_id)
     except ValueError:
-        _fail(f"not a checkpoint id: {checkpoint_id!r}")
+        fail(f"not a checkpoint id: {checkpoint_id!r}")
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         _, api_key = await service.rotate_key(
@@ -333,7 +333,7 @@ def checkpoints_rotate_key(checkpoint_id: str) -> None:
         )
         typer.echo(api_key)
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @checkpoints_app.command("disable")
@@ -347,13 +347,13 @@ def checkpoints_disable(checkpoint_id: str) -> None:
     try:
         parsed = uuid.UUID(checkpoint_id)
     except ValueError:
-        _fail(f"not a checkpoint id: {checkpoint_id!r}")
+        fail(f"not a checkpoint id: {checkpoint_id!r}")
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         await service.disable(session, checkpoint_id=parsed, actor=Actor.cli(), now=now)
         typer.echo(f"checkpoint {parsed} disabled")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @feed_clients_app.command("create")
@@ -377,7 +377,7 @@ def feed_clients_create(
             {"name": name, "kinds": [k.strip() for k in kinds.split(",") if k.strip()]}
         )
     except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         client, key = await service.create_client(
@@ -386,7 +386,7 @@ def feed_clients_create(
         typer.echo(f"feed client {client.id} {name!r} kinds={','.join(client.kinds)}", err=True)
         typer.echo(key)
 
-    _run(work)
+    run_in_transaction(work)
 
 
 def _rule_set_file(path: Path) -> RuleSet:
@@ -395,11 +395,11 @@ def _rule_set_file(path: Path) -> RuleSet:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror}")
+        fail(f"cannot read {path}: {exc.strerror}")
     try:
         return parse_rule_set(data, fmt="json" if path.suffix == ".json" else "toml")
     except RuleSetError as exc:
-        _fail("invalid rule set:\n  " + "\n  ".join(exc.problems), code=1)
+        fail("invalid rule set:\n  " + "\n  ".join(exc.problems), code=1)
 
 
 @rules_app.command("check")
@@ -422,7 +422,7 @@ def rules_activate(path: Path) -> None:
         await rulebook.activate(session, rules=rules, actor=Actor.cli(), now=now)
         typer.echo(f"rule set {rules.version} is active")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @maintenance_app.command("run")
@@ -438,11 +438,11 @@ def maintenance_run() -> None:
             context.sessionmaker, context.settings, context.clock, force=True
         )
         if not done.ran:
-            _fail("another process is doing a round now; try again in a few minutes")
+            fail("another process is doing a round now; try again in a few minutes")
         for name, count in done.deleted.items():
             typer.echo(f"{name}: {count} deleted")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @scans_app.command("purge")
@@ -464,7 +464,7 @@ def operators_create(
     try:
         parsed = Role(role)
     except ValueError:
-        _fail(f"unknown role {role!r}; use operator, epidemiologist or admin")
+        fail(f"unknown role {role!r}; use operator, epidemiologist or admin")
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         operator, token = await service.create_operator(
@@ -473,7 +473,7 @@ def operators_create(
         typer.echo(f"operator {operator.id} {name!r} ({parsed.value})", err=True)
         typer.echo(token)
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @status_app.command("set")
@@ -501,12 +501,12 @@ def status_set(
     try:
         parsed = DocType(doc_type)
     except ValueError:
-        _fail(f"unknown document type {doc_type!r}")
+        fail(f"unknown document type {doc_type!r}")
     try:
         # The same rules as the API's body for this action.
         change = StatusSet(status=status, reason=reason, valid_days=valid_days)
     except ValidationError as exc:
-        _fail("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
+        fail("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> Refusal | None:
         actor = Actor.cli()
@@ -536,7 +536,7 @@ def status_set(
         typer.echo(f"resident {resident_id} is {status}; {revoked} code(s) revoked")
         return None
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @identity_app.command("revoke-unverified")
@@ -553,7 +553,7 @@ def identity_revoke_unverified() -> None:
         )
         typer.echo(f"{codes} code(s) of {accounts} unverified binding(s) revoked")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 if __name__ == "__main__":  # pragma: no cover

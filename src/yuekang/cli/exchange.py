@@ -29,34 +29,34 @@ exchange_app.add_typer(partner_app, name="partner")
 def keys_init() -> None:
     """Make our exchange keys (a signing and an encryption key) if there are none; development
     servers do this on first run."""
-    from yuekang.cli import _run
+    from yuekang.cli import run_in_transaction
     from yuekang.exchange import keys
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         made = await keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
         typer.echo("made " + ", ".join(made) if made else "exchange keys exist already")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
     """Our exchange keys and their states."""
-    from yuekang.cli import _run
+    from yuekang.cli import run_in_transaction
     from yuekang.exchange import keys
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         for record in await keys.records(session):
             typer.echo(f"{record.kid}  {record.use}  {record.state}  {record.created_at:%Y-%m-%d}")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @keys_app.command("rotate")
 def keys_rotate(use: Annotated[Literal["sig", "enc"], typer.Argument()]) -> None:
     """Retire our active ``sig`` or ``enc`` key and make a new one. Partners learn it from
     ``GET /v1/exchange/keys``; a retired ``enc`` key still decrypts for 12 minutes."""
-    from yuekang.cli import _run
+    from yuekang.cli import run_in_transaction
     from yuekang.exchange import keys
     from yuekang.principals import Actor
 
@@ -66,26 +66,26 @@ def keys_rotate(use: Annotated[Literal["sig", "enc"], typer.Argument()]) -> None
         )
         typer.echo(f"new {use} key {kid}")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 async def _fetch(context: AppContext, url: str) -> object:
     import httpx
 
-    from yuekang.cli import _fail
+    from yuekang.cli import fail
 
     try:
         response = await context.http.get(url.rstrip("/") + "/v1/exchange/keys", timeout=10)
         response.raise_for_status()
         return response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        _fail(f"cannot fetch the key document from {url}: {exc}")
+        fail(f"cannot fetch the key document from {url}: {exc}")
 
 
 def _sync(partner_id: str, url: str | None, expected: list[str]) -> None:
     from urllib.parse import urlsplit
 
-    from yuekang.cli import _fail, _run
+    from yuekang.cli import fail, run_in_transaction
     from yuekang.exchange import adapters, partners
     from yuekang.principals import Actor
 
@@ -94,24 +94,24 @@ def _sync(partner_id: str, url: str | None, expected: list[str]) -> None:
         # Keys for a partner nothing here can read would sit unused, or worse, be trusted the
         # day an adapter of that name is installed.
         installed = ", ".join(sorted(adapters.registered())) or "none"
-        _fail(f"no partner adapter {partner_id!r} is installed (installed: {installed})")
+        fail(f"no partner adapter {partner_id!r} is installed (installed: {installed})")
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         base = url
         if base is None:
             view = await partners.load(session, partner_id)
             if view is None:
-                _fail(f"no partner {partner_id!r}: add it first")
+                fail(f"no partner {partner_id!r}: add it first")
             base = view.base_url
         address = urlsplit(base)
         if address.scheme != "https" and not context.settings.is_dev:
             # Outside development, the key document is only as trustworthy as the channel.
-            _fail("a partner's URL must be https outside development")
+            fail("a partner's URL must be https outside development")
         if address.scheme not in ("http", "https") or not address.hostname:
-            _fail(f"not a URL: {base!r}")
+            fail(f"not a URL: {base!r}")
         document = partners.parse_key_document(await _fetch(context, base))
         if document.format != adapter.code_format:
-            _fail(
+            fail(
                 f"the key document is for {document.format} codes; "
                 f"{partner_id} issues {adapter.code_format}: nothing stored"
             )
@@ -120,7 +120,7 @@ def _sync(partner_id: str, url: str | None, expected: list[str]) -> None:
         unexpected = sorted(set(new) - set(expected))
         if expected and unexpected:
             # Nothing is stored: a key nobody announced is exactly what an attacker would add.
-            _fail("keys not in --expect-kid, nothing stored: " + ", ".join(unexpected))
+            fail("keys not in --expect-kid, nothing stored: " + ", ".join(unexpected))
         result = await partners.save(
             session,
             partner_id=partner_id,
@@ -136,7 +136,7 @@ def _sync(partner_id: str, url: str | None, expected: list[str]) -> None:
         for kid in result.retired:
             typer.echo(f"  retired {kid}")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @partner_app.command("add")
@@ -171,7 +171,7 @@ def partner_sync(
 @partner_app.command("retire-key", context_settings=KID_ARGUMENT)
 def partner_retire_key(partner_id: str, kid: str) -> None:
     """Stop trusting one partner key now (say, on its compromise notice)."""
-    from yuekang.cli import _run
+    from yuekang.cli import run_in_transaction
     from yuekang.exchange import partners
     from yuekang.principals import Actor
 
@@ -181,13 +181,13 @@ def partner_retire_key(partner_id: str, kid: str) -> None:
         )
         typer.echo(f"partner key {kid} retired")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @partner_app.command("list")
 def partner_list() -> None:
     """Registered partners and their keys."""
-    from yuekang.cli import _run
+    from yuekang.cli import run_in_transaction
     from yuekang.exchange import partners
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
@@ -196,13 +196,13 @@ def partner_list() -> None:
             for record in await partners.key_records(session, view.id):
                 typer.echo(f"  {record.kid}  {record.purpose}/{record.use}  {record.state}")
 
-    _run(work)
+    run_in_transaction(work)
 
 
 @exchange_app.command("outbox")
 def outbox() -> None:
     """Messages to partners and where their delivery stands, as JSON lines."""
-    from yuekang.cli import _run
+    from yuekang.cli import run_in_transaction
     from yuekang.exchange import outbox as outbox_service
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
@@ -220,4 +220,4 @@ def outbox() -> None:
                 )
             )
 
-    _run(work)
+    run_in_transaction(work)

@@ -18,8 +18,11 @@ from yuekang.codec.exchange import REQUEST_PROOF_HEADER
 from yuekang.db import after_commit
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
 from yuekang.exceptions import BadRequest, NotFound, Refusal, UnsupportedMediaType
-from yuekang.exchange import adapters, partners, service
+from yuekang.exchange import adapters, partners, repository
+from yuekang.exchange import consent as exchange_consent
+from yuekang.exchange import inbound as exchange_inbound
 from yuekang.exchange import keys as exchange_keys
+from yuekang.exchange import outbound as exchange_outbound
 from yuekang.exchange import outbox as outbox_service
 from yuekang.exchange.adapters import PartnerAdapter
 from yuekang.exchange.models import Conversion, OutboxMessage
@@ -149,7 +152,7 @@ async def inbound(
     package, direct, body = await _inbound_body(request)
     key = _idempotency_key(idempotency_key, required=False)
     signed = (
-        service.Signed(
+        exchange_inbound.Signed(
             proof=request.headers.get(REQUEST_PROOF_HEADER),
             method=request.method,
             path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
@@ -158,7 +161,7 @@ async def inbound(
         if direct
         else None
     )
-    answer = await service.receive_inbound(
+    answer = await exchange_inbound.receive_inbound(
         session,
         partner_id=adapter.id,
         package=package,
@@ -183,7 +186,7 @@ async def consent_screen(adapter: OutboundAdapter, session: SessionDep) -> Conse
     recipient, every field sent, and the text (zh-Hans, zh-Hant, en, pt). `available` is false
     until the partner is registered."""
     partner = await partners.load(session, adapter.id)
-    return ConsentScreen.model_validate(service.consent_screen(partner, adapter.id))
+    return ConsentScreen.model_validate(exchange_consent.consent_screen(partner, adapter.id))
 
 
 def _read(conversion: Conversion, message: OutboxMessage | None) -> ConversionRead:
@@ -233,11 +236,11 @@ async def outbound(
     A repeated `Idempotency-Key` answers the same conversion (200)."""
     key = _idempotency_key(idempotency_key, required=True)
     assert key is not None
-    queued = await service.request_outbound(
+    queued = await exchange_outbound.request_outbound(
         session,
         partner_id=adapter.id,
         resident_id=resident_id,
-        consent=service.OutboundConsent(
+        consent=exchange_consent.OutboundConsent(
             recipient=body.consent.recipient,
             fields=body.consent.fields,
             accepted=body.consent.accepted,
@@ -256,7 +259,7 @@ async def outbound(
         response.headers["Idempotent-Replayed"] = "true"
     else:
         after_commit(session, context.outbox.kick)
-    _, message = await service.get_outbound(
+    _, message = await exchange_outbound.get_outbound(
         session, resident_id=resident_id, partner_id=adapter.id, conversion_id=conversion.id
     )
     return _read(conversion, message)
@@ -275,7 +278,7 @@ async def outbound_code_image(
 ) -> Response:
     """The delivered partner's code as a QR image, for the resident who asked for it (404 until
     it is delivered). The code is the partner's, signed by the partner: we only draw it."""
-    conversion, _ = await service.get_outbound(
+    conversion, _ = await exchange_outbound.get_outbound(
         session, resident_id=resident_id, partner_id=adapter.id, conversion_id=conversion_id
     )
     if conversion.partner_code is None:
@@ -298,7 +301,7 @@ async def outbound_status(
 ) -> ConversionRead:
     """A conversion to the partner: `queued`, `delivering`, `delivered` (with `partner_code`, the
     partner's code to show), `refused` (`error_code` says why) or `failed`."""
-    conversion, message = await service.get_outbound(
+    conversion, message = await exchange_outbound.get_outbound(
         session, resident_id=resident_id, partner_id=adapter.id, conversion_id=conversion_id
     )
     return _read(conversion, message)
@@ -308,7 +311,7 @@ async def outbound_status(
 async def my_conversions(resident_id: CurrentResident, session: SessionDep) -> list[ConversionRead]:
     """The signed-in resident's conversions, both ways, newest first."""
     return [
-        _read(c, None) for c in await service.list_conversions(session, resident_id=resident_id)
+        _read(c, None) for c in await repository.list_conversions(session, resident_id=resident_id)
     ]
 
 

@@ -37,9 +37,10 @@ from yuekang.db import database_unavailable
 from yuekang.exceptions import YuekangError
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange import messages, partners
+from yuekang.exchange.common import ExchangeDeps, partner_terms
 from yuekang.exchange.models import Conversion, OutboxMessage, Partner
+from yuekang.exchange.outbound import check_outbound
 from yuekang.exchange.records import audit_conversion
-from yuekang.exchange.service import ExchangeDeps, check_outbound, partner_terms
 from yuekang.health_codes import service as health_codes
 from yuekang.health_status import service as health_status
 from yuekang.health_status.models import HealthStatus

@@ -1,30 +1,30 @@
-"""Conversions between Guangdong and a partner system (docs/EXCHANGE.md).
+"""A conversion package from a partner, turned into a Guangdong code (docs/EXCHANGE.md).
 
-Inbound: open the partner's package, verify the partner's code it carries, check the
-green-to-green conditions, match the person by document and birth date, and issue our code with
-a ``src`` claim. Outbound: check our conditions, record the consent and queue an outbox message
-in one transaction; :mod:`yuekang.exchange.outbox` delivers it.
+The package arrives two ways -- sent by the partner's system (signed, with an Idempotency-Key)
+or carried by the person's browser -- and is opened, verified and matched the same way. The
+partner's code inside it is what the partner signed for its own gates, so the package's other
+members must describe that code's person and test (:func:`_same_person`) before our
+green-to-green conditions are checked and the person is matched by document and birth date.
 
-Every transfer, refused or not, leaves an audit event naming the direction, the partner, the
-fields and the consent.
+Everything the conversion writes is in one savepoint: a refusal at any step keeps only the
+refused conversion and its audit event (every transfer, refused or not, leaves one naming the
+direction, the partner, the fields and the consent), and our own outage keeps nothing, so the
+partner may send the same package again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
 from yuekang.auth.service import get_or_create_resident, normalize_phone, phone_index
-from yuekang.auth.sms import SmsSender
 from yuekang.clock import epoch, from_epoch
 from yuekang.codec.errors import InvalidCode
 from yuekang.codec.exchange import (
@@ -38,39 +38,24 @@ from yuekang.codec.formats import PartnerCode
 from yuekang.db import savepoint
 from yuekang.exceptions import (
     Conflict,
-    NotFound,
     Refusal,
     ServiceUnavailable,
     Unauthorized,
     ValidationFailed,
     YuekangError,
 )
-from yuekang.exchange import adapters, conditions, messages, partners
+from yuekang.exchange import conditions, messages, partners, repository
 from yuekang.exchange import keys as exchange_keys
-from yuekang.exchange.adapters import PartnerAdapter, PartnerTable
+from yuekang.exchange.adapters import PartnerTable
+from yuekang.exchange.common import ExchangeDeps, ExchangeRefused, partner_adapter, partner_terms
+from yuekang.exchange.consent import check_inbound_consent
 from yuekang.exchange.mapping import Unmapped
-from yuekang.exchange.messages import (
-    CONSENT_TEXT_VERSION,
-    FIELDS,
-    PURPOSE,
-    ConversionRequest,
-    Subject,
-    consent_gaps,
-)
-from yuekang.exchange.models import (
-    ConsentReceipt,
-    Conversion,
-    ExchangeNonce,
-    OutboxMessage,
-)
+from yuekang.exchange.messages import FIELDS, ConversionRequest, Subject
+from yuekang.exchange.models import ConsentReceipt, Conversion
 from yuekang.exchange.partners import PartnerView
 from yuekang.exchange.records import audit_conversion
-from yuekang.feeds.models import TravelRecord
 from yuekang.health_codes import service as health_codes
 from yuekang.health_status import service as health_status
-from yuekang.health_status.models import HealthStatus
-from yuekang.keyring.ring import KeyRing
-from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.principals import Actor
 from yuekang.residents import assurance
 from yuekang.residents import service as residents
@@ -79,27 +64,6 @@ from yuekang.residents.documents import DocType, DocumentError, local_date, vali
 from yuekang.residents.masking import mask_name
 from yuekang.residents.models import Identity, Resident
 from yuekang.rules import RuleSet
-from yuekang.rules.ruleset import PartnerExchange
-
-CONSENT_MAX_AGE = 86_400
-"""A consent given more than a day before its package was sealed is not this transfer's."""
-
-CONSENT_TEXT = {
-    "zh-Hans": "我同意将上述个人信息发送至{recipient}，仅用于本次健康码转换。",
-    "zh-Hant": "我同意將上述個人資料發送至{recipient}，僅用於本次健康碼轉換。",
-    "en": "I agree to send the data above to {recipient}, only to convert my health code "
-    "this time.",
-    "pt": "Autorizo o envio dos dados acima para {recipient}, apenas para converter o meu código "
-    "de saúde desta vez.",
-}
-
-
-class ExchangeRefused(YuekangError):
-    """A refusal with the status docs/EXCHANGE.md gives its code."""
-
-    def __init__(self, code: str, message: str, *, status: int = 422, **kwargs: Any) -> None:
-        super().__init__(message, code=code, **kwargs)
-        self.status_code = status
 
 
 def _codec_error(exc: ExchangeError) -> YuekangError:
@@ -108,32 +72,11 @@ def _codec_error(exc: ExchangeError) -> YuekangError:
     return ExchangeRefused(exc.code, str(exc), status=exc.status)
 
 
-@dataclass(frozen=True)
-class ExchangeDeps:
-    """What a conversion needs from the application context."""
-
-    issuer: str
-    passphrase: str
-    key_cache: exchange_keys.ExchangeKeyCache
-    pii: PiiCipher
-    blind_index: BlindIndex
-    keyring: KeyRing
-    code_lifetime: dt.timedelta
-    leeway: int
-    sms: SmsSender
-
-
-# --- the package body -------------------------------------------------------------------------
-
-
 def parse_request(claims: Any) -> ConversionRequest:
     try:
         return messages.parse_request(claims)
     except messages.MessageMalformed as exc:
         raise ExchangeRefused("package_malformed", str(exc), status=400, fields=exc.fields) from exc
-
-
-# --- inbound ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -148,6 +91,8 @@ class Signed:
 
 @dataclass(frozen=True)
 class Answer:
+    """What a conversion is answered; kept, to be given again to a repeated Idempotency-Key."""
+
     status_code: int
     body: dict[str, Any]
 
@@ -159,20 +104,6 @@ async def _partner(session: AsyncSession, partner_id: str) -> PartnerView:
             f"the partner {partner_id!r} is not registered here", code="partner_not_configured"
         )
     return partner
-
-
-async def _nonce(
-    session: AsyncSession, *, partner_id: str, kind: str, jti: str, expires_at: dt.datetime
-) -> bool:
-    """Record a package or request id; False if it was seen before (on any process)."""
-    try:
-        async with session.begin_nested():
-            session.add(
-                ExchangeNonce(partner_id=partner_id, kind=kind, jti=jti, expires_at=expires_at)
-            )
-    except IntegrityError:
-        return False
-    return True
 
 
 async def receive_inbound(
@@ -205,7 +136,7 @@ async def receive_inbound(
             )
         except ExchangeError as exc:
             raise _codec_error(exc) from exc
-        fresh = await _nonce(
+        fresh = await repository.record_nonce(
             session,
             partner_id=partner.id,
             kind="request",
@@ -246,7 +177,7 @@ async def receive_inbound(
         replayed = await _replay(session, partner.id, idempotency_key, jti)
         if replayed is not None:
             return replayed
-    fresh = await _nonce(
+    fresh = await repository.record_nonce(
         session,
         partner_id=partner.id,
         kind="package",
@@ -325,7 +256,7 @@ async def _replay(
     session: AsyncSession, partner_id: str, idempotency_key: str, jti: str
 ) -> Answer | None:
     """The first answer to a repeated Idempotency-Key, or None if the key is new."""
-    earlier = await _by_key(session, partner_id, "inbound", idempotency_key)
+    earlier = await repository.conversion_by_key(session, partner_id, "inbound", idempotency_key)
     if earlier is None:
         return None
     if earlier.package_jti != jti or earlier.response is None:
@@ -344,21 +275,6 @@ async def _replay(
             fields=error.get("fields", ()),
         )
     return Answer(200, stored)
-
-
-async def _by_key(
-    session: AsyncSession, partner_id: str, direction: str, idempotency_key: str
-) -> Conversion | None:
-    """The conversion made under this Idempotency-Key with this partner, this way, if any."""
-    return (
-        await session.execute(
-            select(Conversion).where(
-                Conversion.partner_id == partner_id,
-                Conversion.direction == direction,
-                Conversion.idempotency_key == idempotency_key,
-            )
-        )
-    ).scalar_one_or_none()
 
 
 async def _refused_early(
@@ -389,18 +305,12 @@ async def _convert_inbound(
     rules: RuleSet,
     now: dt.datetime,
 ) -> Answer:
-    given = request.consent
-    missing = consent_gaps(
-        named=given.recipient, purpose=given.purpose, fields=given.fields, recipient=deps.issuer
+    check_inbound_consent(
+        request.consent,
+        recipient=deps.issuer,
+        sealed_at=int(opened.claims["iat"]),
+        leeway=deps.leeway,
     )
-    issued_at = int(opened.claims["iat"])
-    if not issued_at - CONSENT_MAX_AGE <= request.consent.granted_at <= issued_at + deps.leeway:
-        missing.append("granted_at")
-    if missing:
-        raise ExchangeRefused(
-            "consent_insufficient",
-            f"the consent does not cover: {', '.join(missing)}",
-        )
     exchange = partner_terms(rules, partner.id)
     adapter = partner_adapter(partner.id)
     table = adapter.table(exchange.mapping)
@@ -547,28 +457,6 @@ def _same_person(request: ConversionRequest, code: PartnerCode, table: PartnerTa
         )
 
 
-def partner_adapter(partner_id: str) -> PartnerAdapter:
-    """The adapter of a partner registered here; a partner no installed adapter knows is not
-    configured (its keys may have been stored before the adapter was removed)."""
-    adapter = adapters.get(partner_id)
-    if adapter is None:
-        raise ServiceUnavailable(
-            f"no partner adapter {partner_id!r} is installed", code="partner_not_configured"
-        )
-    return adapter
-
-
-def partner_terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
-    """The exchange terms the rule set in force gives the partner (conditions, mapping table,
-    home regions); a partner it names none for is not configured."""
-    terms = rules.exchange.terms(partner_id)
-    if terms is None:
-        raise ServiceUnavailable(
-            f"the rule set has no exchange terms for {partner_id!r}", code="partner_not_configured"
-        )
-    return terms
-
-
 async def _match(
     session: AsyncSession,
     *,
@@ -682,305 +570,3 @@ async def _match(
         actor=actor,
     )
     return resident.id
-
-
-# --- outbound ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OutboundConsent:
-    recipient: str
-    fields: list[str]
-    accepted: bool
-    text_version: str
-
-
-def consent_screen(partner: PartnerView | None, partner_id: str) -> dict[str, Any]:
-    """What the consent screen shows: the recipient, every field sent, the text."""
-    recipient = partner.issuer if partner else None
-    adapter = adapters.get(partner_id)
-    name = adapter.recipient_name if adapter is not None else partner_id
-    return {
-        "recipient": recipient,
-        "recipient_name": name,
-        "purpose": PURPOSE,
-        "fields": list(FIELDS),
-        "text_version": CONSENT_TEXT_VERSION,
-        "text": {lang: text.format(recipient=name) for lang, text in CONSENT_TEXT.items()},
-        "available": partner is not None and partner.enc_key is not None,
-    }
-
-
-async def outside_region_days(
-    session: AsyncSession,
-    *,
-    resident_id: uuid.UUID,
-    home_regions: list[str],
-    since: dt.date,
-) -> list[dt.date]:
-    """Days the travel feed places this person outside the region since ``since``."""
-    identity = await session.get(Identity, resident_id)
-    if identity is None:
-        return []
-    rows = await session.execute(
-        select(TravelRecord.region_code, TravelRecord.date).where(
-            TravelRecord.person == identity.doc_index, TravelRecord.date >= since
-        )
-    )
-    return [
-        day
-        for region, day in rows.all()
-        if not any(region.startswith(prefix) for prefix in home_regions)
-    ]
-
-
-async def request_outbound(
-    session: AsyncSession,
-    *,
-    partner_id: str,
-    resident_id: uuid.UUID,
-    consent: OutboundConsent,
-    idempotency_key: str,
-    deps: ExchangeDeps,
-    rules: RuleSet,
-    now: dt.datetime,
-) -> tuple[Conversion, bool] | Refusal:
-    """Queue a conversion to the partner; ``(conversion, replayed)``. A refusal is audited
-    and returned as a :class:`Refusal` (an attempted transfer is part of the record); nothing
-    else it wrote is kept."""
-    # Scoped to the resident, and hashed so that any key the header allows fits the column.
-    scoped_key = hashlib.sha256(f"{resident_id}:{idempotency_key}".encode()).hexdigest()
-    earlier = await _by_key(session, partner_id, "outbound", scoped_key)
-    if earlier is not None:
-        return earlier, True
-    partner = await partners.load(session, partner_id)
-    if partner is None or partner.enc_key is None or not partner.sig_keys:
-        raise ServiceUnavailable(
-            "conversion to this partner is not available", code="partner_not_configured"
-        )
-    # A status that lapsed is decided again here, outside the savepoint: that change (and the
-    # revocations a worse status brings) stands whatever refusal the transfer meets.
-    status = await health_status.current(session, resident_id, rules=rules, now=now)
-    # A refusal keeps its audit event only: whatever the attempt wrote is undone first.
-    attempt = await savepoint(session)
-    try:
-        queued = await _queue_outbound(
-            session,
-            partner=partner,
-            resident_id=resident_id,
-            consent=consent,
-            scoped_key=scoped_key,
-            status=status,
-            deps=deps,
-            rules=rules,
-            now=now,
-        )
-    except YuekangError as exc:
-        await attempt.rollback()
-        if exc.status_code >= 500:
-            raise
-        await audit.record(
-            session,
-            actor=Actor.resident(resident_id),
-            action="exchange.outbound.refused",
-            subject_type="resident",
-            subject_id=str(resident_id),
-            now=now,
-            detail={
-                "direction": "outbound",
-                "partner": partner.id,
-                "fields": [f for f in consent.fields if f in FIELDS],
-                "code": exc.code,
-            },
-        )
-        return Refusal(exc)
-    await attempt.commit()
-    return queued
-
-
-async def _queue_outbound(
-    session: AsyncSession,
-    *,
-    partner: PartnerView,
-    resident_id: uuid.UUID,
-    consent: OutboundConsent,
-    scoped_key: str,
-    status: HealthStatus | None,
-    deps: ExchangeDeps,
-    rules: RuleSet,
-    now: dt.datetime,
-) -> tuple[Conversion, bool]:
-    if consent.text_version != CONSENT_TEXT_VERSION:
-        raise ExchangeRefused(
-            "consent_insufficient",
-            f"the consent was given to another text ({consent.text_version!r}); show the "
-            f"current one ({CONSENT_TEXT_VERSION!r}) and ask again",
-        )
-    if not consent.accepted:
-        raise ExchangeRefused("consent_insufficient", "the consent was not given")
-    missing = consent_gaps(
-        named=consent.recipient, purpose=PURPOSE, fields=consent.fields, recipient=partner.issuer
-    )
-    extra = [f for f in consent.fields if f not in FIELDS]
-    if missing or extra:
-        raise ExchangeRefused(
-            "consent_insufficient",
-            "the consent must name the recipient and exactly the fields sent: "
-            + ", ".join(list(FIELDS)),
-            fields=[{"field": "consent.fields", "reason": "missing", "message": m} for m in missing]
-            + [{"field": "consent.fields", "reason": "unknown", "message": e} for e in extra],
-        )
-    if await session.get(Identity, resident_id) is None:
-        raise Conflict("bind an identity document first", code="identity_required")
-    terms = partner_terms(rules, partner.id)
-    await check_outbound(session, resident_id=resident_id, status=status, terms=terms, now=now)
-    conversion = Conversion(
-        id=uuid.uuid4(),
-        direction="outbound",
-        partner_id=partner.id,
-        resident_id=resident_id,
-        state="queued",
-        idempotency_key=scoped_key,
-        fields=json.dumps(list(FIELDS)),
-        created_at=now,
-    )
-    try:
-        async with session.begin_nested():
-            session.add(conversion)
-    except IntegrityError:
-        # The same key raced in from another request: answer with that one.
-        raced = await _by_key(session, partner.id, "outbound", scoped_key)
-        assert raced is not None
-        return raced, True
-    receipt = ConsentReceipt(
-        id=uuid.uuid4(),
-        resident_id=resident_id,
-        direction="outbound",
-        partner_id=partner.id,
-        recorded_by=deps.issuer,
-        recipient=consent.recipient,
-        purpose=PURPOSE,
-        fields=json.dumps(list(FIELDS)),
-        text_version=consent.text_version,
-        granted_at=now,
-    )
-    session.add(receipt)
-    await session.flush()
-    conversion.consent_id = receipt.id
-    payload = {
-        "typ": "conversion.request",
-        "consent": {
-            "id": str(receipt.id),
-            "granted_at": epoch(now),
-            "recipient": consent.recipient,
-            "purpose": PURPOSE,
-            "text_version": consent.text_version,
-            "fields": list(FIELDS),
-        },
-    }
-    message_id = uuid.uuid4()
-    ciphertext, key_id = deps.pii.encrypt(
-        json.dumps(payload), context=f"outbox.payload:{message_id}"
-    )
-    session.add(
-        OutboxMessage(
-            id=message_id,
-            partner_id=partner.id,
-            conversion_id=conversion.id,
-            kind="conversion.request",
-            payload_ct=ciphertext,
-            key_id=key_id,
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
-    # The session does not autoflush: the answer reads the message back.
-    await session.flush()
-    await audit_conversion(
-        session,
-        actor=Actor.resident(resident_id),
-        action="exchange.outbound.requested",
-        conversion=conversion,
-        consent=str(receipt.id),
-        now=now,
-    )
-    return conversion, False
-
-
-async def check_outbound(
-    session: AsyncSession,
-    *,
-    resident_id: uuid.UUID,
-    status: HealthStatus | None,
-    terms: PartnerExchange,
-    now: dt.datetime,
-) -> None:
-    """Our green-to-green conditions for sending this person to the partner, now, given their
-    status as decided now (``health_status.current``). Only a proved identity goes: we vouch
-    for the person to the partner (docs/IDENTITY.md)."""
-    identity = await session.get(Identity, resident_id)
-    resident = await session.get(Resident, resident_id)
-    if identity is None:
-        raise Conflict("bind an identity document first", code="identity_required")
-    if not assurance.may_convert(identity.assurance) or resident is None or not resident.phone_ct:
-        raise Conflict(
-            "only an identity proved against the registry, at a counter or by a partner may be "
-            "converted; prove it first (PUT /v1/me/identity)",
-            code="identity_unverified",
-        )
-    today = local_date(now)
-    problems = conditions.refusals(
-        terms.outbound,
-        status="none" if status is None else status.status,
-        nat_sampled_at=None if status is None else status.nat_sampled_at,
-        nat_result=None if status is None else status.nat_result,
-        outside_region_days=await outside_region_days(
-            session,
-            resident_id=resident_id,
-            home_regions=terms.home_regions,
-            since=today - dt.timedelta(days=terms.outbound.no_travel_days),
-        ),
-        now=now,
-        today=today,
-    )
-    if problems:
-        code = "status_not_green" if problems[0] == "source_not_green" else problems[0]
-        raise ExchangeRefused(
-            code,
-            "the conditions for a conversion are not met: " + ", ".join(problems),
-            fields=[{"field": "conditions", "reason": p, "message": p} for p in problems],
-        )
-
-
-async def get_outbound(
-    session: AsyncSession, *, resident_id: uuid.UUID, partner_id: str, conversion_id: uuid.UUID
-) -> tuple[Conversion, OutboxMessage | None]:
-    conversion = await session.get(Conversion, conversion_id)
-    if (
-        conversion is None
-        or conversion.direction != "outbound"
-        or conversion.resident_id != resident_id
-        or conversion.partner_id != partner_id
-    ):
-        raise NotFound("no such conversion", code="conversion_not_found")
-    message = (
-        await session.execute(
-            select(OutboxMessage).where(OutboxMessage.conversion_id == conversion.id)
-        )
-    ).scalar_one_or_none()
-    return conversion, message
-
-
-async def list_conversions(session: AsyncSession, *, resident_id: uuid.UUID) -> list[Conversion]:
-    return list(
-        (
-            await session.execute(
-                select(Conversion)
-                .where(Conversion.resident_id == resident_id)
-                .order_by(Conversion.created_at.desc())
-                .limit(50)
-            )
-        ).scalars()
-    )
