@@ -216,6 +216,6 @@ def _proofing(resolved: ResolvedSettings, http: httpx.AsyncClient) -> IdentityPr
         )
     # Development only (production refuses it, config.resolve): the reference registry, run
     # in-process on its own database, seeded with the documented sample people.
-    from yuekang.partner.registry import BuiltinProofing, open_store
+    from yuekang_reference.registry import BuiltinProofing, open_store
 
     return BuiltinProofing(open_store(settings.builtin_dir))

@@ -2,10 +2,10 @@
 
 ``yuekang partner macao serve`` starts the reference Macao system (issuer ``MO``, ``MO1:`` codes)
 with its own keys and SQLite database in ``--data-dir``; every option can also come from a
-``MACAO_*`` environment variable (see ``yuekang.partner.macao.settings``).
+``MACAO_*`` environment variable (see ``yuekang_reference.macao.settings``).
 
 ``yuekang partner registry serve|load|add|credentials`` run and fill the reference identity
-registry (``yuekang.partner.registry``); its options can come from ``REGISTRY_*`` variables. Its
+registry (``yuekang_reference.registry``); its options can come from ``REGISTRY_*`` variables. Its
 default data directory, ``var/registry``, is the one ``yuekang serve`` proofs against in
 development, so ``add`` and ``load`` there give the development service more people.
 """
@@ -23,8 +23,8 @@ import typer
 from yuekang.residents.documents import DocType
 
 if TYPE_CHECKING:
-    from yuekang.partner.registry import RegistrySettings, RegistryStore
-    from yuekang.partner.registry.store import LoadReport
+    from yuekang_reference.registry import RegistrySettings, RegistryStore
+    from yuekang_reference.registry.store import LoadReport
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from yuekang.partner.macao import MacaoSettings, create_app
+    from yuekang_reference.macao import MacaoSettings, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {
@@ -115,7 +115,7 @@ def _fail(message: str) -> NoReturn:
 def _registry_settings(**overrides: Any) -> RegistrySettings:
     from pydantic import ValidationError
 
-    from yuekang.partner.registry import RegistrySettings
+    from yuekang_reference.registry import RegistrySettings
 
     try:
         return RegistrySettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -130,7 +130,7 @@ def _with_store(settings: RegistrySettings, work: Callable[[RegistryStore], Awai
     error, exit code 2."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from yuekang.partner.registry import open_store
+    from yuekang_reference.registry import open_store
 
     async def runner() -> T:
         store = open_store(settings.data_dir, settings.database_url)
@@ -168,7 +168,7 @@ def registry_serve(
 
     import uvicorn
 
-    from yuekang.partner.registry import create_app
+    from yuekang_reference.registry import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = _registry_settings(port=port, host=host, data_dir=data_dir)
@@ -274,7 +274,7 @@ def registry_credentials(data_dir: DataDir = None) -> None:
     They go into YUEKANG_PROOFING__CLIENT_ID and YUEKANG_PROOFING__CLIENT_SECRET (or a file
     named by YUEKANG_PROOFING__CLIENT_SECRET_FILE). The secret is made on first use.
     """
-    from yuekang.partner.registry.settings import client_secret
+    from yuekang_reference.registry.settings import client_secret
 
     settings = _registry_settings(data_dir=data_dir)
     try:

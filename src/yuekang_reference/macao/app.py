@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yuekang.clock import Clock, SystemClock
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER
 from yuekang.middleware import BodySizeLimit
-from yuekang.partner.macao.schemas import CodeOut, ConversionIn, DeclarationIn, HealthOut
-from yuekang.partner.macao.service import BrowserHandoff, MacaoService, PartnerError
-from yuekang.partner.macao.settings import MacaoSettings, resolve_secrets
+from yuekang_reference.macao.schemas import CodeOut, ConversionIn, DeclarationIn, HealthOut
+from yuekang_reference.macao.service import BrowserHandoff, MacaoService, PartnerError
+from yuekang_reference.macao.settings import MacaoSettings, resolve_secrets
 
 KEY_DOCUMENT_MAX_AGE = 60
 _AUTO_SUBMIT = "document.forms[0].submit();"

@@ -59,10 +59,13 @@ from yuekang.codec.macao import (
 )
 from yuekang.exchange import messages
 from yuekang.exchange.mapping import Unmapped, load_table
-from yuekang.partner.macao import store
-from yuekang.partner.macao.schemas import CONSENT_FIELDS, ConversionIn, DeclarationIn
-from yuekang.partner.macao.settings import MacaoSecrets, MacaoSettings
-from yuekang.partner.macao.store import (
+from yuekang.pii import BlindIndex, PiiCipher
+from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
+from yuekang.residents.masking import mask_name
+from yuekang_reference.macao import store
+from yuekang_reference.macao.schemas import CONSENT_FIELDS, ConversionIn, DeclarationIn
+from yuekang_reference.macao.settings import MacaoSecrets, MacaoSettings
+from yuekang_reference.macao.store import (
     Code,
     Consent,
     Conversion,
@@ -71,9 +74,6 @@ from yuekang.partner.macao.store import (
     KeyRecord,
     Person,
 )
-from yuekang.pii import BlindIndex, PiiCipher
-from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
-from yuekang.residents.masking import mask_name
 
 T = TypeVar("T")
 
