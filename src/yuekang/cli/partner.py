@@ -8,6 +8,9 @@ with its own keys and SQLite database in ``--data-dir``; every option can also c
 registry (``yuekang_reference.registry``); its options can come from ``REGISTRY_*`` variables. Its
 default data directory, ``var/registry``, is the one ``yuekang serve`` proofs against in
 development, so ``add`` and ``load`` there give the development service more people.
+
+Both live in ``yuekang_reference``, which comes with a source checkout and not with the wheel:
+where it is missing, every command here says so in one line and exits with 2.
 """
 
 from __future__ import annotations
@@ -42,6 +45,22 @@ partner_app.add_typer(macao_app, name="macao")
 partner_app.add_typer(registry_app, name="registry")
 
 
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _require_reference() -> None:
+    """Stop with one line, exit code 2, where the reference systems are not installed (a wheel:
+    they come with a source checkout)."""
+    from yuekang.reference import ReferenceNotInstalled, require_reference
+
+    try:
+        require_reference()
+    except ReferenceNotInstalled as exc:
+        _fail(str(exc))
+
+
 @macao_app.callback()
 def macao() -> None:
     """The reference Macao health-code system (issuer MO, MO1 codes)."""
@@ -60,6 +79,7 @@ def serve(
     issuer: Annotated[str | None, typer.Option(help="Macao's issuer id (default MO)")] = None,
 ) -> None:
     """Serve the reference Macao system; keys and development secrets are made on first run."""
+    _require_reference()
     import logging
 
     import uvicorn
@@ -107,12 +127,9 @@ DataDir = Annotated[
 ]
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _registry_settings(**overrides: Any) -> RegistrySettings:
+    """The registry's settings; every registry command starts here."""
+    _require_reference()
     from pydantic import ValidationError
 
     from yuekang_reference.registry import RegistrySettings
@@ -164,6 +181,7 @@ def registry_serve(
 
     Secrets are made on first run, and the sample people loaded into an empty register.
     """
+    _require_reference()
     import logging
 
     import uvicorn
@@ -274,9 +292,9 @@ def registry_credentials(data_dir: DataDir = None) -> None:
     They go into YUEKANG_PROOFING__CLIENT_ID and YUEKANG_PROOFING__CLIENT_SECRET (or a file
     named by YUEKANG_PROOFING__CLIENT_SECRET_FILE). The secret is made on first use.
     """
+    settings = _registry_settings(data_dir=data_dir)
     from yuekang_reference.registry.settings import client_secret
 
-    settings = _registry_settings(data_dir=data_dir)
     try:
         secret = client_secret(settings)
     except (OSError, ValueError) as exc:
