@@ -15,8 +15,8 @@ from yuekang.codec.exchange import open_package
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import read_macao_code
 from yuekang_reference.macao.app import _handoff_page
-from yuekang_reference.macao.service import BrowserHandoff
 from yuekang_reference.macao.store import Code, Consent, Conversion
+from yuekang_reference.macao.to_guangdong import BrowserHandoff
 
 CONVERT = "/v1/conversions/guangdong"
 
