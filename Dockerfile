@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     YUEKANG_ENV=prod YUEKANG_HOST=0.0.0.0 YUEKANG_PORT=8000
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
-COPY src ./src
+# The service's package only: the reference systems (src/yuekang_reference) are test doubles.
+COPY src/yuekang ./src/yuekang
 COPY migrations ./migrations
 RUN python3 -m venv /opt/yuekang && /opt/yuekang/bin/pip install --no-compile . \
     && useradd --system --uid 10001 --home-dir /app yuekang

@@ -16,8 +16,8 @@ from yuekang.errorcodes import ERROR_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "yuekang"
-# Every way a code is written where it is answered. The reference partner systems (partner/)
-# are other applications with their own codes.
+# Every way a code is written where it is answered. Only the service's package is read: the
+# reference systems (src/yuekang_reference) are other applications with their own codes.
 EMITTED = [
     re.compile(r'\bcode="([a-z][a-z0-9_]*)"'),  # YuekangError(..., code="...")
     re.compile(r'^\s+code(?:: ClassVar\[str\])? = "([a-z][a-z0-9_]*)"', re.M),  # class default
@@ -34,7 +34,7 @@ def emitted_codes() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE).as_posix()
-        if relative.startswith("partner/") or relative == "errorcodes.py":
+        if relative == "errorcodes.py":
             continue
         text = path.read_text()
         for pattern in EMITTED:

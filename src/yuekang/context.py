@@ -25,6 +25,7 @@ from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
+from yuekang.reference import require_reference
 from yuekang.residents.binding import ProofingDeps
 from yuekang.residents.proofing import HttpProofing, IdentityProofing, Managed
 from yuekang.trust.service import BundleCache
@@ -215,7 +216,12 @@ def _proofing(resolved: ResolvedSettings, http: httpx.AsyncClient) -> IdentityPr
             budget=settings.budget_seconds,
         )
     # Development only (production refuses it, config.resolve): the reference registry, run
-    # in-process on its own database, seeded with the documented sample people.
-    from yuekang.partner.registry import BuiltinProofing, open_store
+    # in-process on its own database, seeded with the documented sample people. It comes with a
+    # source checkout, not with the wheel.
+    require_reference(
+        "proofing.backend=builtin is the reference identity registry (set "
+        "YUEKANG_PROOFING__BACKEND=http and YUEKANG_PROOFING__URL to use another)"
+    )
+    from yuekang_reference.registry import BuiltinProofing, open_store
 
     return BuiltinProofing(open_store(settings.builtin_dir))

@@ -33,7 +33,7 @@ from yuekang.codec.exchange import (
 from yuekang.codec.healthcode import HealthCodeClaims, sign_health_code
 from yuekang.codec.keys import SigningKey, VerificationKey
 from yuekang.exchange import messages
-from yuekang.partner.macao import MacaoSettings, create_app
+from yuekang_reference.macao import MacaoSettings, create_app
 
 GD = "yk:gd"
 GD_URL = "http://guangdong.test"

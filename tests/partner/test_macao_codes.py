@@ -23,7 +23,7 @@ from yuekang.codec.errors import KeyNotValid
 from yuekang.codec.exchange import EncryptionPublicKey
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import read_macao_code
-from yuekang.partner.macao import MacaoSettings, create_app
+from yuekang_reference.macao import MacaoSettings, create_app
 
 
 async def test_healthz(macao: Macao) -> None:

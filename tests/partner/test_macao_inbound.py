@@ -14,7 +14,7 @@ from partner.conftest import BIR, GD, INBOUND, Macao, macao_code_keys
 from yuekang.codec.exchange import EncryptionKey, new_jti
 from yuekang.codec.keys import SigningKey
 from yuekang.codec.macao import read_macao_code, source_digest
-from yuekang.partner.macao.store import Code, Consent, Conversion
+from yuekang_reference.macao.store import Code, Consent, Conversion
 
 
 def error_code(response: Any) -> str:

@@ -14,9 +14,9 @@ from partner.conftest import BIR, CONSENT_FIELDS, GD, GD_URL, Macao, macao_code_
 from yuekang.codec.exchange import open_package
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import read_macao_code
-from yuekang.partner.macao.app import _handoff_page
-from yuekang.partner.macao.service import BrowserHandoff
-from yuekang.partner.macao.store import Code, Consent, Conversion
+from yuekang_reference.macao.app import _handoff_page
+from yuekang_reference.macao.store import Code, Consent, Conversion
+from yuekang_reference.macao.to_guangdong import BrowserHandoff
 
 CONVERT = "/v1/conversions/guangdong"
 

@@ -24,17 +24,17 @@ from yuekang.cli.partner import partner_app
 from yuekang.clock import ManualClock, epoch
 from yuekang.codec import proofing as wire
 from yuekang.codec.proofing import Person
-from yuekang.partner.registry import (
+from yuekang.residents.documents import mod11_2_check
+from yuekang.residents.proofing import ProofingResult, ProofingUnavailable
+from yuekang_reference.registry import (
     BuiltinProofing,
     RegistrySettings,
     RegistryStore,
     create_app,
     open_store,
 )
-from yuekang.partner.registry.settings import client_secret
-from yuekang.partner.registry.store import CheckLog
-from yuekang.residents.documents import mod11_2_check
-from yuekang.residents.proofing import ProofingResult, ProofingUnavailable
+from yuekang_reference.registry.settings import client_secret
+from yuekang_reference.registry.store import CheckLog
 
 SECRET = "test-registry-client-secret-0123456789"
 ADMIN = "test-registry-admin-token"

@@ -16,8 +16,8 @@ import pytest
 
 from yuekang.codec import proofing as wire
 from yuekang.codec.proofing import Person
-from yuekang.partner.registry import RegistrySettings, create_app
 from yuekang.residents.proofing import HttpProofing, ProofingUnavailable
+from yuekang_reference.registry import RegistrySettings, create_app
 
 SECRET = b"test-registry-client-secret-0123456789"
 URL = "http://registry.test"

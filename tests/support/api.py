@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from yuekang.codec.proofing import Person
-from yuekang.partner.registry import open_store
 from yuekang.residents.documents import DocType, DocumentError, mod11_2_check, validate_document
 from yuekang.residents.proofing import MemoryProofing
+from yuekang_reference.registry import open_store
 
 REGIONS = ("110105", "440104", "440304", "310101", "510107")
 

@@ -65,8 +65,10 @@ def main() -> None:
     try:
         app()
     except ConfigurationError as exc:
-        # Settings that cannot be used, from whichever command: one line, never a value.
-        fail(str(exc))
+        # Settings that cannot be used, from whichever command: one line, never a value. Typer's
+        # Exit means nothing out here (it would be a traceback): leave directly.
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -2,12 +2,15 @@
 
 ``yuekang partner macao serve`` starts the reference Macao system (issuer ``MO``, ``MO1:`` codes)
 with its own keys and SQLite database in ``--data-dir``; every option can also come from a
-``MACAO_*`` environment variable (see ``yuekang.partner.macao.settings``).
+``MACAO_*`` environment variable (see ``yuekang_reference.macao.settings``).
 
 ``yuekang partner registry serve|load|add|credentials`` run and fill the reference identity
-registry (``yuekang.partner.registry``); its options can come from ``REGISTRY_*`` variables. Its
+registry (``yuekang_reference.registry``); its options can come from ``REGISTRY_*`` variables. Its
 default data directory, ``var/registry``, is the one ``yuekang serve`` proofs against in
 development, so ``add`` and ``load`` there give the development service more people.
+
+Both live in ``yuekang_reference``, which comes with a source checkout and not with the wheel:
+where it is missing, every command here says so in one line and exits with 2.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import typer
 from yuekang.residents.documents import DocType
 
 if TYPE_CHECKING:
-    from yuekang.partner.registry import RegistrySettings, RegistryStore
-    from yuekang.partner.registry.store import LoadReport
+    from yuekang_reference.registry import RegistrySettings, RegistryStore
+    from yuekang_reference.registry.store import LoadReport
 
 T = TypeVar("T")
 
@@ -40,6 +43,22 @@ registry_app = typer.Typer(
 )
 partner_app.add_typer(macao_app, name="macao")
 partner_app.add_typer(registry_app, name="registry")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _require_reference() -> None:
+    """Stop with one line, exit code 2, where the reference systems are not installed (a wheel:
+    they come with a source checkout)."""
+    from yuekang.reference import ReferenceNotInstalled, require_reference
+
+    try:
+        require_reference()
+    except ReferenceNotInstalled as exc:
+        _fail(str(exc))
 
 
 @macao_app.callback()
@@ -60,12 +79,13 @@ def serve(
     issuer: Annotated[str | None, typer.Option(help="Macao's issuer id (default MO)")] = None,
 ) -> None:
     """Serve the reference Macao system; keys and development secrets are made on first run."""
+    _require_reference()
     import logging
 
     import uvicorn
     from pydantic import ValidationError
 
-    from yuekang.partner.macao import MacaoSettings, create_app
+    from yuekang_reference.macao import MacaoSettings, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {
@@ -107,15 +127,12 @@ DataDir = Annotated[
 ]
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _registry_settings(**overrides: Any) -> RegistrySettings:
+    """The registry's settings; every registry command starts here."""
+    _require_reference()
     from pydantic import ValidationError
 
-    from yuekang.partner.registry import RegistrySettings
+    from yuekang_reference.registry import RegistrySettings
 
     try:
         return RegistrySettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -130,7 +147,7 @@ def _with_store(settings: RegistrySettings, work: Callable[[RegistryStore], Awai
     error, exit code 2."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from yuekang.partner.registry import open_store
+    from yuekang_reference.registry import open_store
 
     async def runner() -> T:
         store = open_store(settings.data_dir, settings.database_url)
@@ -164,11 +181,12 @@ def registry_serve(
 
     Secrets are made on first run, and the sample people loaded into an empty register.
     """
+    _require_reference()
     import logging
 
     import uvicorn
 
-    from yuekang.partner.registry import create_app
+    from yuekang_reference.registry import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = _registry_settings(port=port, host=host, data_dir=data_dir)
@@ -274,9 +292,9 @@ def registry_credentials(data_dir: DataDir = None) -> None:
     They go into YUEKANG_PROOFING__CLIENT_ID and YUEKANG_PROOFING__CLIENT_SECRET (or a file
     named by YUEKANG_PROOFING__CLIENT_SECRET_FILE). The secret is made on first use.
     """
-    from yuekang.partner.registry.settings import client_secret
-
     settings = _registry_settings(data_dir=data_dir)
+    from yuekang_reference.registry.settings import client_secret
+
     try:
         secret = client_secret(settings)
     except (OSError, ValueError) as exc:

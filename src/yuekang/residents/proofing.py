@@ -7,7 +7,7 @@ answers match / no match -- never a record. Three implementations:
 - :class:`HttpProofing` speaks the ``YKP1`` protocol (:mod:`yuekang.codec.proofing`) to an
   external verification service: signed requests, a timeout per attempt, retries within a total
   budget, signed answers bound to the request;
-- the built-in development registry (``yuekang.partner.registry``), the same reference registry
+- the built-in development registry (``yuekang_reference.registry``), the same reference registry
   that ``yuekang partner registry serve`` runs as its own process, used in-process so that
   ``yuekang serve`` works out of the box (production refuses it);
 - :class:`MemoryProofing`, an in-memory fake for tests.

@@ -5,13 +5,13 @@ database, and answers the ``YKP1`` checks of :mod:`yuekang.codec.proofing` -- is
 with this document, name and birth date, and is this phone registered to them -- with match / no
 match. It never returns a record, and keeps no personal data about the checks it answers. Run it
 with ``yuekang partner registry serve``; ``yuekang serve`` uses it in-process in development
-(:class:`yuekang.partner.registry.builtin.BuiltinProofing`); build it in tests with
+(:class:`yuekang_reference.registry.builtin.BuiltinProofing`); build it in tests with
 :func:`create_app`.
 """
 
-from yuekang.partner.registry.app import create_app
-from yuekang.partner.registry.builtin import BuiltinProofing
-from yuekang.partner.registry.settings import RegistrySettings
-from yuekang.partner.registry.store import RegistryStore, open_store
+from yuekang_reference.registry.app import create_app
+from yuekang_reference.registry.builtin import BuiltinProofing
+from yuekang_reference.registry.settings import RegistrySettings
+from yuekang_reference.registry.store import RegistryStore, open_store
 
 __all__ = ["BuiltinProofing", "RegistrySettings", "RegistryStore", "create_app", "open_store"]

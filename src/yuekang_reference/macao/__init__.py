@@ -6,7 +6,7 @@ conversions the other way (``POST /v1/exchange/guangdong/inbound``). Run it with
 ``yuekang partner macao serve``; build it in tests with :func:`create_app`.
 """
 
-from yuekang.partner.macao.app import create_app
-from yuekang.partner.macao.settings import MacaoSettings
+from yuekang_reference.macao.app import create_app
+from yuekang_reference.macao.settings import MacaoSettings
 
 __all__ = ["MacaoSettings", "create_app"]

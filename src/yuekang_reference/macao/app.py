@@ -29,9 +29,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yuekang.clock import Clock, SystemClock
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER
 from yuekang.middleware import BodySizeLimit
-from yuekang.partner.macao.schemas import CodeOut, ConversionIn, DeclarationIn, HealthOut
-from yuekang.partner.macao.service import BrowserHandoff, MacaoService, PartnerError
-from yuekang.partner.macao.settings import MacaoSettings, resolve_secrets
+from yuekang_reference.macao.errors import PartnerError
+from yuekang_reference.macao.schemas import CodeOut, ConversionIn, DeclarationIn, HealthOut
+from yuekang_reference.macao.service import MacaoService
+from yuekang_reference.macao.settings import MacaoSettings, resolve_secrets
+from yuekang_reference.macao.to_guangdong import BrowserHandoff
 
 KEY_DOCUMENT_MAX_AGE = 60
 _AUTO_SUBMIT = "document.forms[0].submit();"
@@ -98,7 +100,7 @@ def create_app(
         """Macao's keys (EXCHANGE.md section 1): code keys, exchange signing and encryption keys,
         retired ones still listed."""
         return JSONResponse(
-            await service.key_document(),
+            await service.keys.key_document(),
             headers={"Cache-Control": f"public, max-age={KEY_DOCUMENT_MAX_AGE}"},
         )
 
@@ -112,24 +114,24 @@ def create_app(
         expected = f"Bearer {service.admin_token}".encode()
         if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
             raise PartnerError(401, "unauthorized", "the admin token is missing or wrong")
-        return await service.rotate(purpose)
+        return await service.keys.rotate(purpose)
 
     @app.post("/v1/declarations", status_code=201, tags=["codes"])
     async def declare(service: Service, declaration: DeclarationIn) -> CodeOut:
         """Answer the three questions (and the latest negative test) and get a Macao code."""
-        issued = await service.declare(declaration)
+        issued = await service.codes.declare(declaration)
         return CodeOut.model_validate(issued.answer())
 
     @app.get("/v1/persons/{person_id}/code", tags=["codes"])
     async def current_code(service: Service, person_id: uuid.UUID) -> CodeOut:
-        issued = await service.current_code(person_id)
+        issued = await service.codes.current_code(person_id)
         return CodeOut.model_validate(issued.answer())
 
     @app.post("/v1/conversions/guangdong", tags=["exchange"], response_model=None)
     async def convert(service: Service, request: Request, conversion: ConversionIn) -> Response:
         """Convert the person's Macao code to a Guangdong one, sending the package directly or
         handing it to the person's browser."""
-        outcome = await service.convert_to_guangdong(conversion)
+        outcome = await service.to_guangdong.convert(conversion)
         if isinstance(outcome, BrowserHandoff):
             if _wants_json(request):
                 return JSONResponse(
@@ -147,7 +149,7 @@ def create_app(
     @app.post("/v1/exchange/guangdong/inbound", tags=["exchange"])
     async def inbound(service: Service, request: Request) -> JSONResponse:
         """A conversion request from Guangdong: a signed, idempotent server-to-server call."""
-        status, answer = await service.receive_from_guangdong(
+        status, answer = await service.from_guangdong.receive(
             body=await request.body(),
             method=request.method,
             target=_request_target(request),

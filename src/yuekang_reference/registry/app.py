@@ -24,10 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yuekang.clock import Clock, SystemClock, epoch
 from yuekang.codec import proofing as wire
 from yuekang.middleware import BodySizeLimit
-from yuekang.partner.registry.settings import RegistrySettings, resolve_secrets
-from yuekang.partner.registry.store import RegistryStore, open_store
+from yuekang_reference.registry.settings import RegistrySettings, resolve_secrets
+from yuekang_reference.registry.store import RegistryStore, open_store
 
-log = logging.getLogger("yuekang.partner.registry")
+log = logging.getLogger("yuekang_reference.registry")
 
 ADMIN_RECORDS_PATH: Final = "/v1/admin/records"
 _STATUS: Final = {

@@ -32,7 +32,7 @@ from yuekang.codec import proofing as wire
 from yuekang.db import BIGINT_PK, NAMING_CONVENTION, create_engine
 from yuekang.residents.documents import DocType, DocumentError, local_date, validate_document
 
-log = logging.getLogger("yuekang.partner.registry")
+log = logging.getLogger("yuekang_reference.registry")
 
 DATABASE_FILE: Final = "registry.db"
 NAME_LIMIT: Final = 64

@@ -10,8 +10,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from yuekang.clock import Clock, SystemClock, epoch
 from yuekang.codec import proofing as wire
-from yuekang.partner.registry.store import RegistryStore
 from yuekang.residents.proofing import ProofingResult, ProofingUnavailable, new_check
+from yuekang_reference.registry.store import RegistryStore
 
 
 @dataclass
