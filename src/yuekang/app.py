@@ -33,7 +33,7 @@ from yuekang.dependants import endpoints as dependants
 from yuekang.exceptions import YuekangError, database_error_response
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
-from yuekang.fastlane import FastLane
+from yuekang.fastlane import DirectTable
 from yuekang.feeds import endpoints as feeds
 from yuekang.health_codes import endpoints as health_codes
 from yuekang.health_status import endpoints as health_status
@@ -105,7 +105,7 @@ def create_app(
     )
     if resolved.settings.fast_lane:
         # Added first, so it runs inside the body-size limit.
-        app.add_middleware(FastLane)
+        app.add_middleware(DirectTable, application=app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=resolved.settings.max_body_bytes,

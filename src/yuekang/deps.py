@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from yuekang import apikeys
+from yuekang import apikeys, headers
 from yuekang.auth.service import SessionClaims, read_session_token
 from yuekang.checkpoints import service as checkpoints
 from yuekang.context import AppContext
@@ -49,21 +49,31 @@ async def get_now(context: Context) -> dt.datetime:
 
 Now = Annotated[dt.datetime, Depends(get_now)]
 
-_bearer = HTTPBearer(auto_error=False, description="A bearer token")
+
+class _BearerScheme(HTTPBearer):
+    """The bearer scheme as OpenAPI documents it; the token itself is read by
+    ``headers.bearer_token``, as the direct handlers (``fastlane``) read it."""
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return headers.bearer_token(request.scope)
 
 
-def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+_bearer = _BearerScheme(auto_error=False, description="A bearer token", scheme_name="HTTPBearer")
+
+
+def _token(token: str | None) -> str:
+    if token is None:
         raise Unauthorized("a bearer token is required", code="missing_token")
-    return credentials.credentials
+    return token
 
 
-Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+Bearer = Annotated[str | None, Depends(_bearer)]
 
 
-async def current_session(credentials: Bearer, context: Context, now: Now) -> SessionClaims:
+async def session_claims(token: str | None, context: AppContext, now: dt.datetime) -> SessionClaims:
+    """The session a bearer token names, or the route's 401; shared with the direct handlers."""
     claims = read_session_token(
-        _token(credentials),
+        _token(token),
         secret=context.secrets.session_secret,
         issuer=context.settings.issuer,
         now=now,
@@ -71,6 +81,10 @@ async def current_session(credentials: Bearer, context: Context, now: Now) -> Se
     if await context.ended_sessions.is_ended(claims.session_id, now):
         raise Unauthorized("you signed out of this session; sign in again", code="session_ended")
     return claims
+
+
+async def current_session(token: Bearer, context: Context, now: Now) -> SessionClaims:
+    return await session_claims(token, context, now)
 
 
 CurrentSession = Annotated[SessionClaims, Depends(current_session)]
@@ -86,8 +100,8 @@ CurrentResident = Annotated[uuid.UUID, Depends(current_resident)]
 BAD_CHECKPOINT_KEY = "unknown or disabled checkpoint key"
 
 
-async def current_checkpoint(credentials: Bearer, session: SessionDep) -> CheckpointPrincipal:
-    principal = await checkpoints.authenticate(session, _token(credentials))
+async def current_checkpoint(token: Bearer, session: SessionDep) -> CheckpointPrincipal:
+    principal = await checkpoints.authenticate(session, _token(token))
     if principal is None:
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
     return principal
@@ -96,10 +110,15 @@ async def current_checkpoint(credentials: Bearer, session: SessionDep) -> Checkp
 CurrentCheckpoint = Annotated[CheckpointPrincipal, Depends(current_checkpoint)]
 
 
-async def checkpoint_key(credentials: Bearer) -> tuple[uuid.UUID, str]:
+def parse_checkpoint_key(token: str | None) -> tuple[uuid.UUID, str] | None:
     """A checkpoint key's id and secret, not yet checked against the database (online
-    verification checks it with the scan's own batch: ``checkpoints.online``)."""
-    parsed = apikeys.parse(checkpoints.KEY_PREFIX, _token(credentials))
+    verification checks it with the scan's own batch: ``checkpoints.online``); None when there
+    is no token or it is not a checkpoint key. Shared with the direct handler of a scan."""
+    return None if token is None else apikeys.parse(checkpoints.KEY_PREFIX, token)
+
+
+async def checkpoint_key(token: Bearer) -> tuple[uuid.UUID, str]:
+    parsed = parse_checkpoint_key(_token(token))
     if parsed is None:
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
     return parsed
@@ -108,8 +127,8 @@ async def checkpoint_key(credentials: Bearer) -> tuple[uuid.UUID, str]:
 CheckpointKey = Annotated[tuple[uuid.UUID, str], Depends(checkpoint_key)]
 
 
-async def current_operator(credentials: Bearer, session: SessionDep) -> OperatorPrincipal:
-    principal = await operators.authenticate(session, _token(credentials))
+async def current_operator(token: Bearer, session: SessionDep) -> OperatorPrincipal:
+    principal = await operators.authenticate(session, _token(token))
     if principal is None:
         raise Unauthorized("unknown or disabled operator token", code="invalid_operator_token")
     return principal
@@ -129,11 +148,11 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[OperatorPrincipal]]:
     return dependency
 
 
-async def current_feed_client(credentials: Bearer, context: Context) -> FeedPrincipal:
+async def current_feed_client(token: Bearer, context: Context) -> FeedPrincipal:
     # A read session of its own: on SQLite, the request's session would take the write lock
     # here and hold it while the batch body uploads.
     async with context.read_sessionmaker() as session:
-        principal = await feeds.authenticate(session, _token(credentials))
+        principal = await feeds.authenticate(session, _token(token))
     if principal is None:
         raise Unauthorized("unknown or disabled feed credential", code="invalid_feed_key")
     return principal

@@ -1,200 +1,217 @@
-"""The requests a border queue and residents' phones send most, answered before FastAPI's
-routing and dependency machinery.
+"""One route table: the routes marked direct are answered before FastAPI's router and dependency
+solver.
 
-`POST /v1/verify`, `POST /v1/codes` and a cached `GET /v1/codes/{id}.png|svg` do little work of
-their own: a signature and a batched database visit (``checkpoints.online``,
-``health_codes.batch``), or a dictionary lookup. Measured with py-spy, the router, the dependency
-solver and the request and response objects around them cost more than that work. The fast lane
-answers only the ordinary success of each: the checkpoint key parses, the JSON body validates,
-the key is good; the session token is good and the batch issued the code (no Idempotency-Key);
-the session token is good and the image is cached for its owner. Anything else -- a missing
-header, a body that does not validate, an unknown key, a cache miss, someone else's code, a
-database error -- goes on, body and all, to the FastAPI route, which gives the documented answer.
-Both build their answers with the same functions (``checkpoints.endpoints.verdict_json``,
-``health_codes.endpoints.issued_response`` and ``image_response``), the API tests run with the lane
-on and off, and ``YUEKANG_FAST_LANE=false`` turns it off.
+`POST /v1/verify`, `POST /v1/codes` and `GET /v1/codes/{id}.png|svg` do little work of their own:
+a signature and a batched database visit (``checkpoints.online``, ``health_codes.batch``), or a
+dictionary lookup. Measured with py-spy, the router (which asks each included router's routes in
+turn: about 50 us to find `/v1/verify`), the dependency solver and the request objects around
+them cost more than that work. Such a route is marked where it is declared, with the handler
+that answers it without them::
+
+    @router.post("/v1/verify", ...)
+    @direct(verify_directly)
+    async def verify(...): ...
+
+The table is built from the application's routes when its middleware is built: each marked
+route's path pattern, parameters and methods as FastAPI resolved them (prefixes included), so
+no path is written twice and a route renamed takes its direct dispatch with it. The table is
+the innermost of the application's middleware (inside the body limits), and what a direct
+handler raises is answered by the application's exception handlers, as the route's would be.
+
+A direct handler calls what its route calls -- the same header reading (``yuekang.headers``),
+the same callers (``deps.session_claims``, ``deps.parse_checkpoint_key``), the same one function
+for the work (``checkpoints.endpoints.verdict``, ``health_codes.endpoints.issue``) -- and
+returns the response. It returns None instead, before doing anything, for a request it does not
+wholly own (a scan whose body is not JSON, or does not validate: the route gives its 400, 401
+or 422 in FastAPI's order); the request goes on to the router then, its body replayed. A marked
+route is matched before the routes declared ahead of it, so it must not share a path and method
+with one of them. ``YUEKANG_FAST_LANE=false`` leaves the table out; the API tests of these
+routes run with it and without it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from re import Pattern
+from typing import Any, TypeVar, cast
 
-from pydantic import ValidationError
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette._utils import get_route_path
+from starlette.applications import Starlette
+from starlette.convertors import Convertor
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from yuekang import apikeys
-from yuekang.auth.service import read_session_token
-from yuekang.checkpoints.endpoints import verdict_json
-from yuekang.checkpoints.schemas import VerifyRequest
-from yuekang.checkpoints.service import KEY_PREFIX
+from yuekang import headers
 from yuekang.context import AppContext
-from yuekang.db import database_unavailable
-from yuekang.deps import BAD_CHECKPOINT_KEY
-from yuekang.exceptions import Unauthorized, database_error_response
-from yuekang.health_codes.endpoints import BATCH_DECLINED, image_response, issued_response
-from yuekang.health_codes.service import ImageFormat
 
-_CODES = "/v1/codes/"
+DirectHandler = Callable[["Direct"], Awaitable[Response | None]]
+"""Answers a request of its route, or returns None to hand it to the route."""
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+_MARKED: dict[Callable[..., Any], DirectHandler] = {}
 
 
-class FastLane:
-    def __init__(self, app: ASGIApp) -> None:
+def direct(handler: DirectHandler) -> Callable[[_Endpoint], _Endpoint]:
+    """Marks a route's endpoint: ``handler`` answers the route's requests directly."""
+
+    def mark(endpoint: _Endpoint) -> _Endpoint:
+        _MARKED[endpoint] = handler
+        return endpoint
+
+    return mark
+
+
+class Direct:
+    """A request as a direct handler sees it."""
+
+    __slots__ = ("_read", "_receive", "path_params", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, Any]) -> None:
+        self.scope = scope
+        self.path_params = path_params
+        self._receive = receive
+        self._read: list[Message] = []
+
+    @property
+    def context(self) -> AppContext:
+        context: AppContext = self.scope["app"].state.context
+        return context
+
+    @property
+    def base_url(self) -> str:
+        return str(Request(self.scope).base_url)
+
+    def header(self, name: bytes) -> str | None:
+        return headers.header(self.scope, name)
+
+    def bearer_token(self) -> str | None:
+        return headers.bearer_token(self.scope)
+
+    async def body(self) -> bytes | None:
+        """The whole body; None when the client went away."""
+        chunks = []
+        while True:
+            message = await self._receive()
+            self._read.append(message)
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def handed_over(self) -> Receive:
+        """``receive`` for the route: what the handler read, then the rest."""
+        pending = self._read
+
+        async def replayed() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await self._receive()
+
+        return replayed
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A marked route, as the router would match it."""
+
+    path: str
+    """The route's path format, e.g. ``/v1/codes/{code_id}.png``."""
+    methods: frozenset[str]
+    handler: DirectHandler
+    pattern: Pattern[str]
+    convertors: dict[str, Convertor[Any]]
+
+
+def entries(routes: Sequence[BaseRoute]) -> list[Entry]:
+    """The marked routes among ``routes`` (an application's, included routers and all), in the
+    router's order."""
+    found = []
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        handler = _MARKED.get(route.endpoint)
+        if handler is not None:
+            found.append(
+                Entry(
+                    path=context.path_format or route.path_format,
+                    methods=frozenset(context.methods or ()),
+                    handler=handler,
+                    pattern=context.path_regex,
+                    convertors=dict(context.param_convertors),
+                )
+            )
+    return found
+
+
+class DirectTable:
+    """The ASGI middleware that answers the marked routes of ``application``; anything else goes
+    on to ``app``. Added as the innermost of the application's middleware."""
+
+    def __init__(self, app: ASGIApp, *, application: Starlette) -> None:
         self.app = app
+        # Built with the middleware, when the application starts: every route is declared.
+        self.entries = entries(application.routes)
+        # A path without parameters is a dictionary lookup; the others are matched in order.
+        self._fixed = {
+            (method, entry.path): entry
+            for entry in reversed(self.entries)
+            if not entry.convertors
+            for method in entry.methods
+        }
+        self._patterned = [entry for entry in self.entries if entry.convertors]
+        # As ExceptionMiddleware takes them: Exception's own handler is ServerErrorMiddleware's.
+        self._handlers = {
+            kind: handler
+            for kind, handler in application.exception_handlers.items()
+            if isinstance(kind, type) and kind is not Exception
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
-            if path == "/v1/verify" and scope["method"] == "POST":
-                await self._verify(scope, receive, send)
-                return
-            if path == "/v1/codes" and scope["method"] == "POST":
-                await self._issue(scope, receive, send)
-                return
-            if path.startswith(_CODES) and scope["method"] == "GET":
-                await self._image(scope, receive, send)
-                return
+            method: str = scope["method"]
+            # As the router reads it: without the root path, if the server was given one.
+            path = get_route_path(scope) if scope.get("root_path") else scope["path"]
+            entry = self._fixed.get((method, path))
+            params: dict[str, Any] = {}
+            if entry is None:
+                for candidate in self._patterned:
+                    match = candidate.pattern.match(path)
+                    if match is not None and method in candidate.methods:
+                        entry = candidate
+                        params = {
+                            name: candidate.convertors[name].convert(value)
+                            for name, value in match.groupdict().items()
+                        }
+                        break
+            if entry is not None:
+                request = Direct(scope, receive, params)
+                try:
+                    response = await entry.handler(request)
+                except Exception as exc:
+                    response = await self._handled(exc, scope, receive)
+                if response is not None:
+                    await response(scope, receive, send)
+                    return
+                receive = request.handed_over()
         await self.app(scope, receive, send)
 
-    async def _verify(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
-        key = apikeys.parse(KEY_PREFIX, _bearer(headers))
-        media_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-        if key is None or media_type != b"application/json":
-            await self.app(scope, receive, send)
-            return
-        body = await _body(receive)
-        if body is None:
-            return  # the client went away
-        try:
-            qr_text = VerifyRequest.model_validate_json(body).qr_text
-        except ValidationError:  # the route says what is wrong with the body
-            await self.app(scope, _replay(body, receive), send)
-            return
-        language = headers.get(b"accept-language")
-        try:
-            answer = await verdict_json(
-                _context(scope),
-                key=key,
-                qr_text=qr_text,
-                accept_language=language.decode("latin-1") if language is not None else None,
-            )
-        except Exception as exc:
-            if database_unavailable(exc) and not getattr(exc, "connection_invalidated", False):
-                # Asking again would wait out the same timeouts: answered now. A pooled
-                # connection found dead was dropped, and the next one is worth one more try.
-                await database_error_response(exc)(scope, receive, send)
-                return
-            # Any other database error: the route tries once more, and answers.
-            await self.app(scope, _replay(body, receive), send)
-            return
-        if answer is None:  # the database refused the key: answered as the route would
-            refused = Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
-            await refused.response()(scope, receive, send)
-            return
-        await Response(answer, media_type="application/json")(scope, receive, send)
-
-    async def _issue(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
-        context = _context(scope)
-        now = context.clock.now()
-        resident_id = (
-            None if b"idempotency-key" in headers else await _resident(context, headers, now)
-        )
-        code = None if resident_id is None else await context.issuance.issue(resident_id, now)
-        if code is None:
-            if resident_id is not None:
-                # Not the ordinary case: the route goes straight to the single path.
-                scope[BATCH_DECLINED] = True
-            await self.app(scope, receive, send)
-            return
-        await issued_response(code, str(Request(scope).base_url))(scope, receive, send)
-
-    async def _image(self, scope: Scope, receive: Receive, send: Send) -> None:
-        name: str = scope["path"][len(_CODES) :]
-        code_id, dot, suffix = name.rpartition(".")
-        fmt: ImageFormat
-        if suffix == "png":
-            fmt = "png"
-        elif suffix == "svg":
-            fmt = "svg"
-        else:
-            await self.app(scope, receive, send)
-            return
-        if not dot or not code_id or "/" in code_id:
-            await self.app(scope, receive, send)
-            return
-        headers = _headers(scope)
-        context = _context(scope)
-        now = context.clock.now()
-        resident_id = await _resident(context, headers, now)
-        entry = context.images.get(code_id, fmt)
-        if resident_id is None or entry is None or entry.owner != resident_id:
-            await self.app(scope, receive, send)
-            return
-        etag = headers.get(b"if-none-match")
-        response = image_response(
-            entry, code_id, fmt, now, etag.decode("latin-1") if etag is not None else None
-        )
-        await response(scope, receive, send)
-
-
-def _context(scope: Scope) -> AppContext:
-    context: AppContext = scope["app"].state.context
-    return context
-
-
-async def _resident(
-    context: AppContext, headers: dict[bytes, bytes], now: dt.datetime
-) -> uuid.UUID | None:
-    try:
-        claims = read_session_token(
-            _bearer(headers),
-            secret=context.secrets.session_secret,
-            issuer=context.settings.issuer,
-            now=now,
-        )
-    except Unauthorized:
-        return None
-    if await context.ended_sessions.is_ended(claims.session_id, now):
-        return None
-    return claims.resident_id
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    # A repeated header keeps its first value, as the routes read it (Starlette's Headers.get),
-    # so that a request means the same thing on both paths.
-    return dict(reversed(scope["headers"]))
-
-
-def _bearer(headers: dict[bytes, bytes]) -> str:
-    value = headers.get(b"authorization", b"")
-    scheme, _, token = value.partition(b" ")
-    return token.decode("latin-1") if scheme.lower() == b"bearer" else ""
-
-
-async def _body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` for the FastAPI route, with the body the fast lane already read."""
-    pending = True
-
-    async def replayed() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
+    async def _handled(self, exc: Exception, scope: Scope, receive: Receive) -> Response:
+        """The application's answer to what a direct handler raised: its exception handlers',
+        looked up as ExceptionMiddleware looks them up, but only when something was raised
+        (wrapping every request in ExceptionMiddleware cost a quarter of a cached image). What
+        none of them takes goes on to ServerErrorMiddleware, as a route's would."""
+        for kind in type(exc).__mro__:
+            handler = self._handlers.get(kind)
+            if handler is not None:
+                answer = handler(Request(scope, receive), exc)
+                response = await answer if inspect.isawaitable(answer) else answer
+                return cast(Response, response)
+        raise exc

@@ -35,14 +35,27 @@ async def test_more_issuances_at_once_than_pooled_connections_all_complete(
         }
 
 
+@pytest.mark.parametrize("fast_lane", [True, False], ids=["fast-lane", "routes-only"])
 async def test_a_lost_connection_is_a_503_to_send_again_and_the_next_request_works(
-    running: RunningApp, backend: str
+    database_url: str,
+    tmp_path: Path,
+    clock: ManualClock,
+    sms: MemorySmsSender,
+    backend: str,
+    fast_lane: bool,
 ):
     """A connection that died (PostgreSQL restarted, a proxy cut it) costs a request a clear
     503, not a 500, and the next request works: connections are not pinged before use. An
-    ordinary issuance or scan does not even see it: its batch fails and the route tries again."""
+    ordinary issuance or scan does not even see it: its batch fails and it is tried again, on
+    the direct path and the ordinary one alike."""
     if backend != "postgresql":
         pytest.skip("SQLite has no server to lose")
+    settings = make_settings(database_url, tmp_path / "keys", fast_lane=fast_lane)
+    async for running in start_app(settings, clock, sms):
+        await _lost_connections(running)
+
+
+async def _lost_connections(running: RunningApp) -> None:
     resident = await running.api.registered()
     assert (await running.api.issue(resident)).status_code == 201
     gate = {"Authorization": f"Bearer {await running.checkpoint_key()}"}

@@ -1,26 +1,33 @@
-"""The fast lane (yuekang.fastlane) answers the ordinary success of online verification and of a
-cached image itself, and hands everything else to the routes with the request intact."""
+"""The route table (yuekang.fastlane): built from the routes marked direct, it answers them before
+FastAPI's router, reads a request as the routes read it, answers errors with the application's
+handlers, and hands what a direct handler does not own to the route with the request intact."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import PlainTextResponse, Response
 
-from conftest import RunningApp
-from yuekang.fastlane import FastLane
-from yuekang.health_codes.endpoints import BATCH_DECLINED
+from conftest import RunningApp, start_app
+from yuekang.app import create_app, install_error_handlers
+from yuekang.auth.sms import MemorySmsSender
+from yuekang.clock import ManualClock
+from yuekang.config import Settings
+from yuekang.exceptions import Unauthorized
+from yuekang.fastlane import Direct, DirectTable, direct
 
 
 class Route:
-    """Stands in for FastAPI behind the lane: records what reached it, answers 599."""
+    """Stands in for FastAPI behind the table: records what reached it, answers 599."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, bytes]] = []
-        self.marked: list[bool] = []
-        """Whether the lane told the route what the database already said."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         body = b""
@@ -30,42 +37,151 @@ class Route:
             if not message.get("more_body"):
                 break
         self.seen.append((scope["path"], body))
-        self.marked.append(bool(scope.get(BATCH_DECLINED)))
         await send({"type": "http.response.start", "status": 599, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
 
-def lane_client(running: RunningApp, route: Route) -> httpx.AsyncClient:
-    lane = FastLane(route)
+def table_client(running: RunningApp, settings: Settings, route: Route) -> httpx.AsyncClient:
+    """The application's table in front of ``route``, answering with ``running``'s context."""
+    table = DirectTable(route, application=create_app(settings))
     app = SimpleNamespace(state=SimpleNamespace(context=running.context))
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
-        await lane({**scope, "app": app}, receive, send)
+        await table({**scope, "app": app}, receive, send)
 
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
 
 
-async def test_a_good_scan_is_answered_by_the_lane_as_the_route_answers_it(running: RunningApp):
+@pytest.fixture
+async def routes_only(
+    settings: Settings, clock: ManualClock, sms: MemorySmsSender
+) -> AsyncIterator[RunningApp]:
+    """A second application on the same database, without the table: the routes' answers."""
+    async for running_app in start_app(
+        settings.model_copy(update={"fast_lane": False}), clock, sms
+    ):
+        yield running_app
+
+
+# The table, on an application of its own.
+
+
+def small_app(marked_path: str) -> tuple[FastAPI, list[str]]:
+    """An application with one route marked direct at ``marked_path`` and one not marked."""
+    answered: list[str] = []
+
+    async def directly(request: Direct) -> Response | None:
+        if request.header(b"x-decline") is not None:
+            return None
+        if request.header(b"x-raise") is not None:
+            raise Unauthorized("no", code="missing_token")
+        answered.append(json.dumps(request.path_params))
+        return PlainTextResponse("direct")
+
+    router = APIRouter(prefix="/p")
+
+    @router.api_route(marked_path, methods=["GET", "POST"])
+    @direct(directly)
+    async def marked(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"route {(await request.body()).decode()}")
+
+    @router.get("/plain")
+    async def plain() -> PlainTextResponse:
+        return PlainTextResponse("route")
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(DirectTable, application=app)
+    return app, answered
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+async def test_a_route_marked_direct_is_answered_by_its_handler_and_an_unmarked_one_is_not():
+    app, answered = small_app("/marked/{name}")
+    async with client(app) as http:
+        assert (await http.get("/p/marked/x")).text == "direct"
+        assert (await http.post("/p/marked/y")).text == "direct"
+        assert (await http.get("/p/plain")).text == "route"
+        assert (await http.put("/p/marked/x")).status_code == 405  # the router's answer
+    assert answered == ['{"name": "x"}', '{"name": "y"}']
+
+
+async def test_the_table_is_built_from_the_routes_so_a_renamed_path_takes_its_dispatch_along():
+    app, answered = small_app("/renamed/{name}")
+    async with client(app) as http:
+        assert (await http.get("/p/renamed/z")).text == "direct"
+        assert (await http.get("/p/marked/z")).status_code == 404
+    assert answered == ['{"name": "z"}']
+
+
+async def test_a_request_the_handler_declines_reaches_the_route_with_its_body():
+    app, answered = small_app("/marked/{name}")
+    async with client(app) as http:
+        declined = await http.post("/p/marked/x", content=b"the body", headers={"X-Decline": "1"})
+    assert declined.text == "route the body"
+    assert answered == []
+
+
+async def test_what_a_direct_handler_raises_is_answered_by_the_applications_handlers():
+    app, _ = small_app("/marked/{name}")
+    async with client(app) as http:
+        raised = await http.get("/p/marked/x", headers={"X-Raise": "1"})
+    expected = Unauthorized("no", code="missing_token").response()
+    assert raised.status_code == expected.status_code == 401
+    assert raised.json() == json.loads(expected.body)
+    assert raised.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_applications_table_holds_the_routes_marked_direct(settings: Settings):
+    table = DirectTable(Route(), application=create_app(settings))
+    assert [(entry.path, sorted(entry.methods)) for entry in table.entries] == [
+        ("/v1/codes", ["POST"]),
+        ("/v1/codes/{code_id}.png", ["GET"]),
+        ("/v1/codes/{code_id}.svg", ["GET"]),
+        ("/v1/verify", ["POST"]),
+    ]
+
+
+def test_without_the_fast_lane_there_is_no_table(settings: Settings):
+    app = create_app(settings.model_copy(update={"fast_lane": False}))
+    assert not [m for m in app.user_middleware if m.cls is DirectTable]
+    assert [m for m in create_app(settings).user_middleware if m.cls is DirectTable]
+
+
+# The application's direct handlers.
+
+
+async def test_a_good_scan_is_answered_directly_as_the_route_answers_it(
+    running: RunningApp, routes_only: RunningApp, settings: Settings
+):
     gate = {"Authorization": f"Bearer {await running.checkpoint_key()}"}
     code = await running.api.code(await running.api.registered(name="王五"))
     route = Route()
-    async with lane_client(running, route) as lane:
-        fast = await lane.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate)
-        with_charset = await lane.post(
+    async with table_client(running, settings, route) as fast:
+        answered = await fast.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate)
+        with_charset = await fast.post(
             "/v1/verify",
             content=json.dumps({"qr_text": code["qr_text"]}),
             headers={**gate, "Content-Type": "application/json; charset=utf-8"},
         )
     assert with_charset.status_code == 200
-    slow = await running.client.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate)
+    slow = await routes_only.client.post(
+        "/v1/verify", json={"qr_text": code["qr_text"]}, headers=gate
+    )
     assert route.seen == []
-    assert fast.status_code == slow.status_code == 200
-    assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
-    assert fast.json() == slow.json()
-    assert fast.json()["masked_name"] == "*五"
+    assert answered.status_code == slow.status_code == 200
+    assert answered.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    assert answered.json() == slow.json()
+    assert answered.json()["masked_name"] == "*五"
 
 
-async def test_anything_else_reaches_the_route_with_its_body_intact(running: RunningApp):
+async def test_a_scan_the_handler_does_not_own_reaches_the_route_with_its_body_intact(
+    running: RunningApp, routes_only: RunningApp, settings: Settings
+):
     key = await running.checkpoint_key()
     code = await running.api.code(await running.api.registered())
     wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
@@ -79,16 +195,16 @@ async def test_anything_else_reaches_the_route_with_its_body_intact(running: Run
     ]
     route = Route()
     answers = []
-    async with lane_client(running, route) as lane:
+    async with table_client(running, settings, route) as fast:
         for headers, body in cases:
-            response = await lane.post(
+            response = await fast.post(
                 "/v1/verify", content=body, headers={**headers, "Content-Type": "application/json"}
             )
             answers.append(response)
-    # The key the database refused is answered by the lane, as the route answers it; the rest
+    # The key the database refused is answered directly, as the route answers it; the rest
     # reach the route.
     refused = answers[0]
-    by_route = await running.client.post(
+    by_route = await routes_only.client.post(
         "/v1/verify", content=good_body, headers={**cases[0][0], "Content-Type": "application/json"}
     )
     assert refused.status_code == by_route.status_code == 401
@@ -98,51 +214,80 @@ async def test_anything_else_reaches_the_route_with_its_body_intact(running: Run
     assert route.seen == [("/v1/verify", body) for _, body in cases[1:]]
 
 
-async def test_only_a_cached_image_asked_for_by_its_owner_is_answered_by_the_lane(
-    running: RunningApp,
+async def test_issuance_and_images_are_answered_directly_as_the_routes_answer_them(
+    running: RunningApp, routes_only: RunningApp, settings: Settings
 ):
-    owner, stranger = await running.api.registered(), await running.api.registered()
-    code = await running.api.code(owner)
-    path = f"/v1/codes/{code['code_id']}.png"
+    owner, stranger = await running.api.registered(name="赵六"), await running.api.registered()
+    unbound = await running.api.sign_in()
     route = Route()
-    async with lane_client(running, route) as lane:
-        assert (await lane.get(path, headers=owner.auth)).status_code == 599  # not cached yet
-        rendered = await running.client.get(path, headers=owner.auth)
-        fast = await lane.get(path, headers=owner.auth)
-        assert (fast.status_code, fast.content) == (200, rendered.content)
-        assert {k: fast.headers[k] for k in ("content-type", "etag")} == {
-            k: rendered.headers[k] for k in ("content-type", "etag")
-        }
-        again = await lane.get(path, headers={**owner.auth, "If-None-Match": fast.headers["etag"]})
-        assert again.status_code == 304
-        for headers in (stranger.auth, {}, {"Authorization": "Bearer forged"}):
-            assert (await lane.get(path, headers=headers)).status_code == 599
-    assert [seen for seen, _ in route.seen] == [path] * 4
+    async with table_client(running, settings, route) as fast:
+        for http in (fast, routes_only.client):
+            issued = await http.post("/v1/codes", headers=owner.auth)
+            assert issued.status_code in (200, 201)  # the second: the live code again
+            assert issued.headers["cache-control"] == "no-store"
+            assert issued.json()["png_url"].startswith("http://testserver/v1/codes/")
+        code_id = issued.json()["code_id"]
+        path = f"/v1/codes/{code_id}.png"
+        cases: list[tuple[str, str, dict[str, str]]] = [
+            ("POST", "/v1/codes", {**owner.auth, "Idempotency-Key": "k-1"}),
+            ("POST", "/v1/codes", {**owner.auth, "Idempotency-Key": "k" * 200}),
+            ("POST", "/v1/codes", {}),
+            ("POST", "/v1/codes", {"Authorization": "Bearer forged"}),
+            ("POST", "/v1/codes", unbound.auth),
+            ("GET", path, owner.auth),  # the first time: not cached yet
+            ("GET", path, owner.auth),
+            ("GET", f"/v1/codes/{code_id}.svg", owner.auth),
+            ("GET", path, stranger.auth),
+            ("GET", path, {}),
+            ("GET", "/v1/codes/no-such-code.png", owner.auth),
+        ]
+        for method, target, headers in cases:
+            answer = await fast.request(method, target, headers=headers)
+            expected = await routes_only.client.request(method, target, headers=headers)
+            assert answer.status_code == expected.status_code, (target, headers, answer.text)
+            if answer.status_code >= 400:
+                assert answer.json() == expected.json()
+                assert answer.headers.get("www-authenticate") == expected.headers.get(
+                    "www-authenticate"
+                )
+            else:
+                assert answer.headers["content-type"] == expected.headers["content-type"]
+                assert answer.headers.get("etag") == expected.headers.get("etag")
+    assert route.seen == []
 
 
-async def test_an_ordinary_issuance_is_answered_by_the_lane_and_a_keyed_one_by_the_route(
-    running: RunningApp,
+@pytest.mark.parametrize("first", ["good", "junk"])
+async def test_a_repeated_authorization_header_is_read_alike_on_both_paths(
+    running: RunningApp, routes_only: RunningApp, first: str
 ):
-    resident = await running.api.registered(name="赵六")
-    route = Route()
-    async with lane_client(running, route) as lane:
-        fast = await lane.post("/v1/codes", headers=resident.auth)
-        keyed = await lane.post("/v1/codes", headers={**resident.auth, "Idempotency-Key": "k-1"})
-        unsigned = await lane.post("/v1/codes")
-        unbound = await lane.post("/v1/codes", headers=(await running.api.sign_in()).auth)
-    slow = await running.client.post("/v1/codes", headers=resident.auth)
-    assert (fast.status_code, keyed.status_code, unsigned.status_code) == (201, 599, 599)
-    assert unbound.status_code == 599
-    assert [path for path, _ in route.seen] == ["/v1/codes"] * 3
-    # The batch declined the person with no identity: the route goes straight to the single path.
-    assert route.marked == [False, False, True]
-    assert fast.headers["cache-control"] == slow.headers["cache-control"] == "no-store"
-    assert set(fast.json()) == set(slow.json())
-    assert fast.json()["status"] == slow.json()["status"] == "green"
-    assert fast.json()["png_url"] == f"http://testserver/v1/codes/{fast.json()['code_id']}.png"
-    verdict = await running.client.post(
-        "/v1/verify",
-        json={"qr_text": fast.json()["qr_text"]},
-        headers={"Authorization": f"Bearer {await running.checkpoint_key()}"},
-    )
-    assert verdict.json()["masked_name"] == "*六"
+    """The first value counts, as Starlette reads it, on the direct path and the ordinary one."""
+    resident = await running.api.registered()
+    gate = await running.checkpoint_key()
+    code = await running.api.code(resident)
+    tokens = {"good": (resident.token, gate), "junk": ("junk", "junk")}
+    order = [first, "junk" if first == "good" else "good"]
+
+    def auth(which: int) -> list[tuple[str, str]]:
+        return [("Authorization", f"Bearer {tokens[name][which]}") for name in order]
+
+    answers = {}
+    for label, http in (("direct", running.client), ("routes", routes_only.client)):
+        answers[label] = [
+            await http.post("/v1/codes", headers=auth(0)),
+            await http.get(f"/v1/codes/{code['code_id']}.png", headers=auth(0)),
+            await http.post("/v1/verify", json={"qr_text": code["qr_text"]}, headers=auth(1)),
+        ]
+    statuses = [[r.status_code for r in answers[label]] for label in ("direct", "routes")]
+    assert statuses[0] == statuses[1] == ([201, 200, 200] if first == "good" else [401] * 3)
+    if first == "junk":
+        assert [r.json() for r in answers["direct"]] == [r.json() for r in answers["routes"]]
+
+
+async def test_a_bearer_token_with_extra_blanks_is_read_alike_on_both_paths(
+    running: RunningApp, routes_only: RunningApp
+):
+    resident = await running.api.registered()
+    spaced = {"Authorization": f"bearer   {resident.token}"}
+    direct_answer = await running.client.post("/v1/codes", headers=spaced)
+    route_answer = await routes_only.client.post("/v1/codes", headers=spaced)
+    assert direct_answer.status_code == route_answer.status_code == 201

@@ -5,6 +5,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
+from pydantic import ValidationError
 
 from yuekang import regions
 from yuekang.checkpoints import documents, service
@@ -28,14 +29,72 @@ from yuekang.deps import (
     Now,
     SessionDep,
     StaffOperator,
+    parse_checkpoint_key,
 )
 from yuekang.exceptions import Unauthorized
+from yuekang.fastlane import Direct, direct
+from yuekang.headers import media_type
 from yuekang.openapi import errors
 
 router = APIRouter(tags=["checkpoints"])
 
 
+async def verdict(
+    context: AppContext,
+    *,
+    key: tuple[uuid.UUID, str],
+    qr_text: str,
+    accept_language: str | None,
+) -> Response:
+    """`POST /v1/verify`'s 200, once the scan is recorded, or its 401 when the database refuses
+    the key: for the route and its direct handler alike."""
+    now = context.clock.now()
+    view = await context.keyring.view(now)
+    judged = await context.online_scans.judge(
+        checkpoint_id=key[0],
+        secret=key[1],
+        verdict=view.verifier.verify(qr_text, now=epoch(now)),
+        now=now,
+    )
+    if judged is None:
+        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+    checkpoint, final = judged
+    decision = service.apply_policy(final, kind=checkpoint.kind)
+    # Serialised here rather than by FastAPI's response model, which would validate it again.
+    body = VerdictRead.model_validate(
+        {
+            **final.to_dict(pick_language(accept_language)),
+            "decision": decision.verdict,
+            "decision_reason": decision.reason,
+        }
+    ).model_dump_json()
+    return Response(body, media_type="application/json")
+
+
+async def verify_directly(request: Direct) -> Response | None:
+    """`POST /v1/verify` for a JSON body that validates and a key that parses. Anything else is
+    the route's: it gives the 400, 401 or 422 in FastAPI's order (an unparseable body before a
+    missing key, a missing key before an invalid body)."""
+    key = parse_checkpoint_key(request.bearer_token())
+    if key is None or media_type(request.scope) != "application/json":
+        return None
+    body = await request.body()
+    if body is None:
+        return None  # the client went away: the route meets it too
+    try:
+        qr_text = VerifyRequest.model_validate_json(body).qr_text
+    except ValidationError:
+        return None
+    return await verdict(
+        request.context,
+        key=key,
+        qr_text=qr_text,
+        accept_language=request.header(b"accept-language"),
+    )
+
+
 @router.post("/v1/verify", response_model=VerdictRead, responses=errors(401, 422))
+@direct(verify_directly)
 async def verify(
     body: VerifyRequest,
     key: CheckpointKey,
@@ -50,46 +109,8 @@ async def verify(
     applied to the verdict: `allow`, `deny` or `manual_check`, with `decision_reason`. The
     verdict is sent once its scan record is committed.
     """
-    answer = await verdict_json(
+    return await verdict(
         request.app.state.context, key=key, qr_text=body.qr_text, accept_language=accept_language
-    )
-    if answer is None:
-        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
-    return Response(answer, media_type="application/json")
-
-
-async def verdict_json(
-    context: AppContext,
-    *,
-    key: tuple[uuid.UUID, str],
-    qr_text: str,
-    accept_language: str | None,
-) -> bytes | None:
-    """The body of `POST /v1/verify`'s 200, once the scan is recorded; None when the key is not
-    good. Shared with the fast lane (:mod:`yuekang.fastlane`), so both answer alike."""
-    now = context.clock.now()
-    view = await context.keyring.view(now)
-    judged = await context.online_scans.judge(
-        checkpoint_id=key[0],
-        secret=key[1],
-        verdict=view.verifier.verify(qr_text, now=epoch(now)),
-        now=now,
-    )
-    if judged is None:
-        return None
-    checkpoint, verdict = judged
-    decision = service.apply_policy(verdict, kind=checkpoint.kind)
-    # Serialised here rather than by FastAPI's response model, which would validate it again.
-    return (
-        VerdictRead.model_validate(
-            {
-                **verdict.to_dict(pick_language(accept_language)),
-                "decision": decision.verdict,
-                "decision_reason": decision.reason,
-            }
-        )
-        .model_dump_json()
-        .encode()
     )
 
 

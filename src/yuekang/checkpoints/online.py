@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from yuekang import apikeys
 from yuekang.batching import Batches
 from yuekang.checkpoints.models import Checkpoint
+from yuekang.db import database_unavailable
 from yuekang.health_codes.models import Revocation
 from yuekang.principals import CheckpointPrincipal
 from yuekang.rules.policy import as_place_kind
@@ -88,8 +89,18 @@ class OnlineScans:
     ) -> Judged | None:
         """The checkpoint and the final verdict (revoked if the code is on the list), once the
         scan record is committed; None when the key is unknown, wrong or disabled (nothing is
-        recorded then). Database errors reach every scan of the batch."""
-        return await self._batches.submit(_Scan(checkpoint_id, secret, verdict, now))
+        recorded then). A database error reaches every scan of the batch, and each is judged
+        once more in a later batch, unless the database is unavailable: asking again would wait
+        out the same timeouts, so that is raised at once (``503 database_unavailable``)."""
+        scan = _Scan(checkpoint_id, secret, verdict, now)
+        try:
+            return await self._batches.submit(scan)
+        except Exception as exc:
+            if database_unavailable(exc) and not getattr(exc, "connection_invalidated", False):
+                raise
+            # A pooled connection found dead (it is dropped now), a concurrent statement: the
+            # second answer is the request's, whatever it is.
+            return await self._batches.submit(scan)
 
     async def close(self) -> None:
         await self._batches.close()

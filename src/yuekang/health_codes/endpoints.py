@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
 from yuekang.conditional import etag_matches
-from yuekang.deps import Context, CurrentResident, Now, SessionDep
+from yuekang.context import AppContext
+from yuekang.db import transaction
+from yuekang.deps import Context, CurrentResident, Now, SessionDep, session_claims
 from yuekang.exceptions import BadRequest, NotFound
+from yuekang.fastlane import Direct, DirectHandler, direct
+from yuekang.headers import header
 from yuekang.health_codes import service
 from yuekang.health_codes.models import HealthCode
 from yuekang.health_codes.schemas import CodeRead
@@ -16,16 +21,12 @@ from yuekang.schemas import IDEMPOTENCY_KEY
 
 router = APIRouter(prefix="/v1/codes", tags=["health codes"])
 
-BATCH_DECLINED = "yuekang.issuance_batch_declined"
-"""Set in the request's scope by the fast lane when the issuance batch declined the request."""
-
 
 def code_response(
     code: HealthCode, base_url: str, *, status_code: int = 201, images: str = "v1/codes/"
 ) -> Response:
     """The answer with a code, its image links built on ``base_url`` (ending in ``/``) and
-    ``images`` (a family member's codes are under their guardian's path). Shared with the fast
-    lane (:mod:`yuekang.fastlane`), so both answer alike."""
+    ``images`` (a family member's codes are under their guardian's path)."""
     body = CodeRead(
         code_id=code.code_id,
         qr_text=code.qr_text,
@@ -53,16 +54,60 @@ def issued_response(issued: service.Issued, base_url: str) -> Response:
     return response
 
 
+async def issue(
+    context: AppContext,
+    resident_id: uuid.UUID,
+    *,
+    idempotency_key: str | None,
+    now: dt.datetime,
+) -> service.Issued:
+    """The one way a resident's code is issued, for the route and its direct handler alike: the
+    batch first (``health_codes.batch``); then, for what the batch does not take -- an
+    Idempotency-Key, anything out of the ordinary, a batch that failed -- the single path in a
+    transaction of its own, which gives the documented errors."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise BadRequest(
+            "Idempotency-Key must be 1-128 printable ASCII characters",
+            code="invalid_idempotency_key",
+        )
+    if idempotency_key is None:
+        batched = await context.issuance.issue(resident_id, now)
+        if batched is not None:
+            return batched
+    # Committed before the answer is sent, as the request's own session would be.
+    async with transaction(context.sessionmaker) as session:
+        return await service.issue_code(
+            session,
+            resident_id=resident_id,
+            idempotency_key=idempotency_key,
+            keyring=context.keyring,
+            issuer=context.settings.issuer,
+            lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
+            rules=await context.rulebook.current(),
+            now=now,
+            reuse=context.settings.codes.reuse,
+        )
+
+
+async def issue_directly(request: Direct) -> Response:
+    context = request.context
+    now = context.clock.now()
+    claims = await session_claims(request.bearer_token(), context, now)
+    idempotency_key = request.header(b"idempotency-key")
+    issued = await issue(context, claims.resident_id, idempotency_key=idempotency_key, now=now)
+    return issued_response(issued, request.base_url)
+
+
 @router.post(
     "",
     response_model=CodeRead,
     status_code=status.HTTP_201_CREATED,
     responses=errors(401, 409, 503),
 )
+@direct(issue_directly)
 async def issue_code(
     request: Request,
     resident_id: CurrentResident,
-    session: SessionDep,
     context: Context,
     now: Now,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -76,37 +121,20 @@ async def issue_code(
     same code (header `Idempotent-Replayed: true`). 409 `identity_required` before an
     identity is bound; 503 `no_signing_key` when no active key outlives a new code.
     """
-    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise BadRequest(
-            "Idempotency-Key must be 1-128 printable ASCII characters",
-            code="invalid_idempotency_key",
-        )
-    if idempotency_key is None and not request.scope.get(BATCH_DECLINED):
-        batched = await context.issuance.issue(resident_id, now)
-        if batched is not None:
-            return issued_response(batched, str(request.base_url))
-    issued = await service.issue_code(
-        session,
-        resident_id=resident_id,
-        idempotency_key=idempotency_key,
-        keyring=context.keyring,
-        issuer=context.settings.issuer,
-        lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
-        rules=await context.rulebook.current(),
-        now=now,
-        reuse=context.settings.codes.reuse,
-    )
+    issued = await issue(context, resident_id, idempotency_key=idempotency_key, now=now)
     return issued_response(issued, str(request.base_url))
 
 
 async def _image(
     code_id: str,
     fmt: service.ImageFormat,
-    request: Request,
-    resident_id: CurrentResident,
-    context: Context,
-    now: Now,
+    *,
+    resident_id: uuid.UUID,
+    context: AppContext,
+    now: dt.datetime,
+    if_none_match: str | None,
 ) -> Response:
+    """A code's image for its owner, for the routes and their direct handlers alike."""
     # An image is a pure function of a stored code, and the cache keeps its owner: a hit needs
     # no database (the phone fetches it again on every refresh). Someone else's code is a 404
     # whether it is cached or not.
@@ -117,7 +145,24 @@ async def _image(
             entry = await service.render_image(code, fmt, context.images)
     elif entry.owner != resident_id:
         raise NotFound("no such code", code="code_not_found")
-    return image_response(entry, code_id, fmt, now, request.headers.get("if-none-match"))
+    return image_response(entry, code_id, fmt, now, if_none_match)
+
+
+def _image_directly(fmt: service.ImageFormat) -> DirectHandler:
+    async def answer(request: Direct) -> Response:
+        context = request.context
+        now = context.clock.now()
+        claims = await session_claims(request.bearer_token(), context, now)
+        return await _image(
+            request.path_params["code_id"],
+            fmt,
+            resident_id=claims.resident_id,
+            context=context,
+            now=now,
+            if_none_match=request.header(b"if-none-match"),
+        )
+
+    return answer
 
 
 def image_response(
@@ -127,8 +172,7 @@ def image_response(
     now: dt.datetime,
     if_none_match: str | None,
 ) -> Response:
-    """The answer for an image its owner asked for. Shared with the fast lane
-    (:mod:`yuekang.fastlane`), which answers cache hits, so both answer alike."""
+    """The answer for an image its owner asked for."""
     etag = f'"{code_id}.{fmt}"'
     remaining = max(int((entry.expires_at - now).total_seconds()), 0)
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={remaining}"}
@@ -147,6 +191,7 @@ _IMAGE_RESPONSES = {**errors(401, 404), 304: {"description": "Not modified"}}
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **_IMAGE_RESPONSES},
 )
+@direct(_image_directly("png"))
 async def code_png(
     code_id: str,
     request: Request,
@@ -155,7 +200,14 @@ async def code_png(
     now: Now,
 ) -> Response:
     """The code as a PNG QR in its status colour (level M, 4-module quiet zone). Owner only."""
-    return await _image(code_id, "png", request, resident_id, context, now)
+    return await _image(
+        code_id,
+        "png",
+        resident_id=resident_id,
+        context=context,
+        now=now,
+        if_none_match=header(request.scope, b"if-none-match"),
+    )
 
 
 @router.get(
@@ -164,6 +216,7 @@ async def code_png(
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {}}}, **_IMAGE_RESPONSES},
 )
+@direct(_image_directly("svg"))
 async def code_svg(
     code_id: str,
     request: Request,
@@ -172,7 +225,14 @@ async def code_svg(
     now: Now,
 ) -> Response:
     """The code as an SVG QR in its status colour. Owner only."""
-    return await _image(code_id, "svg", request, resident_id, context, now)
+    return await _image(
+        code_id,
+        "svg",
+        resident_id=resident_id,
+        context=context,
+        now=now,
+        if_none_match=header(request.scope, b"if-none-match"),
+    )
 
 
 # Declared after the image routes: `/{code_id}` would otherwise swallow `x.png`.
