@@ -181,6 +181,7 @@ def served(work: Path, workers: int, log: Path | None = None, **extra: str) -> I
             url,
             work / "keys",
             YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
+            YUEKANG_OTP__VERIFY_PER_CLIENT_LIMIT="100000",
             YUEKANG_PROOFING__PER_CLIENT_LIMIT="100000",
             # Tokens made at the start serve the whole run; every request makes a new code
             # (answering the live one again would measure a read, not issuance).

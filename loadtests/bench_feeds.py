@@ -196,6 +196,7 @@ def main() -> None:
             workdir / "keys",
             YUEKANG_OTP__PER_PHONE_LIMIT="100000",
             YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
+            YUEKANG_OTP__VERIFY_PER_CLIENT_LIMIT="100000",
             YUEKANG_PROOFING__PER_CLIENT_LIMIT="100000",
             YUEKANG_SESSION__TTL_SECONDS="86400",
         )

@@ -123,7 +123,12 @@ def main() -> None:
         work = Path(tmp)
         url = create_database(cluster.server_url)
         migrate(url)
-        env = server_env(url, work / "keys", YUEKANG_OTP__PER_CLIENT_LIMIT="100000")
+        env = server_env(
+            url,
+            work / "keys",
+            YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
+            YUEKANG_OTP__VERIFY_PER_CLIENT_LIMIT="100000",
+        )
         with serve(env, work, "outage", command=("serve", "--workers", "2")) as server:
             gate = cli(env, work, "checkpoints", "create", "gate")
             with httpx.Client(base_url=server.base, timeout=30) as client:
