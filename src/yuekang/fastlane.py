@@ -24,9 +24,9 @@ for the work (``checkpoints.endpoints.verdict``, ``health_codes.endpoints.issue`
 returns the response. It returns None instead, before doing anything, for a request it does not
 wholly own (a scan whose body is not JSON, or does not validate: the route gives its 400, 401
 or 422 in FastAPI's order); the request goes on to the router then, its body replayed. A marked
-route is matched before the routes declared ahead of it, so it must not share a path and method
-with one of them. ``YUEKANG_FAST_LANE=false`` leaves the table out; the API tests of these
-routes run with it and without it.
+route is matched before the routes declared ahead of it, so one of them that would take its
+requests is refused when the table is built. ``YUEKANG_FAST_LANE=false`` leaves the table out;
+the API tests of these routes run with it and without it.
 """
 
 from __future__ import annotations
@@ -131,24 +131,48 @@ class Entry:
 
 def entries(routes: Sequence[BaseRoute]) -> list[Entry]:
     """The marked routes among ``routes`` (an application's, included routers and all), in the
-    router's order."""
+    router's order. A marked route that a route declared ahead of it would take from the router
+    (the same method, a path that matches both) is refused here, at start-up: the table would
+    answer requests the router gives to the other."""
     found = []
+    earlier: list[tuple[str, Pattern[str], frozenset[str] | None]] = []
     for context in iter_route_contexts(routes):
         route = context.original_route
-        if not isinstance(route, APIRoute):
-            continue
-        handler = _MARKED.get(route.endpoint)
+        handler = _MARKED.get(route.endpoint) if isinstance(route, APIRoute) else None
+        methods = None if context.methods is None else frozenset(context.methods)
+        path = str(context.path_format or getattr(route, "path_format", ""))
         if handler is not None:
-            found.append(
-                Entry(
-                    path=context.path_format or route.path_format,
-                    methods=frozenset(context.methods or ()),
-                    handler=handler,
-                    pattern=context.path_regex,
-                    convertors=dict(context.param_convertors),
-                )
+            entry = Entry(
+                path=path,
+                methods=methods or frozenset(),
+                handler=handler,
+                pattern=context.path_regex,
+                convertors=dict(context.param_convertors),
             )
+            sample = _sample_path(entry)
+            for other_path, other_pattern, other_methods in earlier:
+                shared = entry.methods if other_methods is None else entry.methods & other_methods
+                if shared and other_pattern.match(sample):
+                    raise RuntimeError(
+                        f"{other_path} ({', '.join(sorted(shared))}) is declared before the "
+                        f"direct route {entry.path} and takes its requests from the router"
+                    )
+            found.append(entry)
+        if context.path_regex is not None:
+            earlier.append((path, context.path_regex, methods))
     return found
+
+
+_SAMPLES = {"int": "1", "float": "1.5", "uuid": "00000000-0000-4000-8000-000000000000"}
+
+
+def _sample_path(entry: Entry) -> str:
+    """A path the entry matches: each parameter given a value its convertor takes."""
+    path = entry.path
+    for name, convertor in entry.convertors.items():
+        kind = type(convertor).__name__.removesuffix("Convertor").lower()
+        path = path.replace("{" + name + "}", _SAMPLES.get(kind, "x"))
+    return path
 
 
 class DirectTable:

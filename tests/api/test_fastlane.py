@@ -20,7 +20,7 @@ from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.config import Settings
 from yuekang.exceptions import Unauthorized
-from yuekang.fastlane import Direct, DirectTable, direct
+from yuekang.fastlane import Direct, DirectTable, direct, entries
 
 
 class Route:
@@ -116,6 +116,34 @@ async def test_the_table_is_built_from_the_routes_so_a_renamed_path_takes_its_di
         assert (await http.get("/p/renamed/z")).text == "direct"
         assert (await http.get("/p/marked/z")).status_code == 404
     assert answered == ['{"name": "z"}']
+
+
+def test_a_route_declared_ahead_that_would_take_a_direct_routes_requests_is_refused():
+    async def directly(request: Direct) -> Response | None:
+        return PlainTextResponse("direct")
+
+    def app_with(first: str, methods: list[str]) -> FastAPI:
+        app = FastAPI()
+
+        @app.api_route(first, methods=methods)
+        async def ahead() -> PlainTextResponse:
+            return PlainTextResponse("ahead")
+
+        @app.get("/p/plain/{code_id}.png")
+        @direct(directly)
+        async def marked(code_id: str) -> PlainTextResponse:
+            return PlainTextResponse("route")
+
+        return app
+
+    # The router would give GET /p/plain/x.png to the route ahead: the table must not take it.
+    with pytest.raises(RuntimeError, match=r"/p/plain/\{name\} \(GET\) is declared before"):
+        entries(app_with("/p/plain/{name}", ["GET"]).routes)
+    # Another method, or a path that cannot be the direct route's, leaves it alone.
+    assert [e.path for e in entries(app_with("/p/plain/{name}", ["POST"]).routes)] == [
+        "/p/plain/{code_id}.png"
+    ]
+    assert len(entries(app_with("/p/{name}", ["GET"]).routes)) == 1
 
 
 async def test_a_request_the_handler_declines_reaches_the_route_with_its_body():
