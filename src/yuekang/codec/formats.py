@@ -19,10 +19,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Final, Protocol
 
+from yuekang.codec.errors import ExpiredCode, KeyNotValid, NotYetValid, UntrustedIssuer
 from yuekang.codec.keys import VerificationKey
+from yuekang.codec.plugins import Registry
 
 ENTRY_POINTS: Final = "yuekang.code_formats"
 
@@ -82,30 +83,29 @@ class CodeFormat(Protocol):
         """Verify ``qr_text`` against ``keys`` at ``now`` (UTC seconds)."""
 
 
-_registered: dict[str, CodeFormat] = {}
-_loaded = False
+def check_validity(
+    key: VerificationKey, kid: str, *, issuer: str, iat: int, exp: int, now: int, leeway: int
+) -> None:
+    """What every partner code's signed times and issuer must satisfy once its signature holds,
+    in this order: the key signs for the issuer, is not compromised, and was valid when the code
+    was signed; the code is not from the future and has not expired."""
+    if key.issuer is not None and issuer != key.issuer:
+        raise UntrustedIssuer(f"key {kid} does not sign for issuer {issuer!r}")
+    if key.compromised:
+        raise KeyNotValid(f"key {kid} is compromised")
+    if (key.not_before is not None and iat < key.not_before - leeway) or (
+        key.not_after is not None and exp > key.not_after + leeway
+    ):
+        raise KeyNotValid(f"the code lies outside the validity of key {kid}")
+    if now < iat - leeway:
+        raise NotYetValid("the code was issued in the future; check the clock")
+    if now >= exp + leeway:
+        raise ExpiredCode("the code has expired")
 
 
-def register(code_format: CodeFormat) -> None:
-    """Make ``code_format`` known; the same name twice must be the same format."""
-    existing = _registered.get(code_format.name)
-    if existing is not None and existing is not code_format:
-        raise ValueError(f"code format {code_format.name!r} is already registered")
-    _registered[code_format.name] = code_format
-
-
-def registered() -> Mapping[str, CodeFormat]:
-    """Every known format by name: those registered, and those the installed distributions
-    declare (loaded once)."""
-    global _loaded
-    if not _loaded:
-        for entry in entry_points(group=ENTRY_POINTS):
-            loaded = entry.load()
-            if loaded.name != entry.name:
-                raise ValueError(f"entry point {entry.name!r} names format {loaded.name!r}")
-            register(loaded)
-        _loaded = True
-    return _registered
+_FORMATS: Final = Registry[CodeFormat](ENTRY_POINTS, lambda f: f.name, "code format")
+register = _FORMATS.register
+registered = _FORMATS.registered
 
 
 def format_of(qr_text: str) -> CodeFormat | None:

@@ -40,15 +40,11 @@ from typing import Any, Final
 from yuekang.codec.errors import (
     AlgorithmNotAllowed,
     BadSignature,
-    ExpiredCode,
-    KeyNotValid,
     MalformedCode,
-    NotYetValid,
     UnknownKey,
     UnsupportedVersion,
-    UntrustedIssuer,
 )
-from yuekang.codec.formats import PartnerCode
+from yuekang.codec.formats import PartnerCode, check_validity
 from yuekang.codec.keys import (
     SigningKey,
     VerificationKey,
@@ -130,18 +126,9 @@ def read_hongkong_code(
     if is_high_s(signature) or not key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii")):
         raise BadSignature("the signature does not match")
     claims = _claims(_object(parts[1], "payload"))
-    if key.issuer is not None and claims.iss != key.issuer:
-        raise UntrustedIssuer(f"key {kid} does not sign for issuer {claims.iss!r}")
-    if key.compromised:
-        raise KeyNotValid(f"key {kid} is compromised")
-    if (key.not_before is not None and claims.iat < key.not_before - leeway) or (
-        key.not_after is not None and claims.exp > key.not_after + leeway
-    ):
-        raise KeyNotValid(f"the code lies outside the validity of key {kid}")
-    if now < claims.iat - leeway:
-        raise NotYetValid("the code was issued in the future; check the clock")
-    if now >= claims.exp + leeway:
-        raise ExpiredCode("the code has expired")
+    check_validity(
+        key, kid, issuer=claims.iss, iat=claims.iat, exp=claims.exp, now=now, leeway=leeway
+    )
     return claims, kid
 
 

@@ -144,15 +144,11 @@ from cwt.cose_key_interface import COSEKeyInterface
 from yuekang.codec.errors import (
     AlgorithmNotAllowed,
     BadSignature,
-    ExpiredCode,
-    KeyNotValid,
     MalformedCode,
-    NotYetValid,
     UnknownKey,
     UnsupportedVersion,
-    UntrustedIssuer,
 )
-from yuekang.codec.formats import PartnerCode
+from yuekang.codec.formats import PartnerCode, check_validity
 from yuekang.codec.keys import (
     KID_BYTES,
     PublicKey,
@@ -300,18 +296,9 @@ def read_macao_code(
         raise MalformedCode("the COSE_Sign1 message cannot be verified") from exc
 
     claims = _claims(_cbor(payload, "payload"))
-    if key.issuer is not None and claims.iss != key.issuer:
-        raise UntrustedIssuer(f"key {kid} does not sign for issuer {claims.iss!r}")
-    if key.compromised:
-        raise KeyNotValid(f"key {kid} is compromised")
-    if (key.not_before is not None and claims.iat < key.not_before - leeway) or (
-        key.not_after is not None and claims.exp > key.not_after + leeway
-    ):
-        raise KeyNotValid(f"the code lies outside the validity of key {kid}")
-    if now < claims.iat - leeway:
-        raise NotYetValid("the code was issued in the future; check the clock")
-    if now >= claims.exp + leeway:
-        raise ExpiredCode("the code has expired")
+    check_validity(
+        key, kid, issuer=claims.iss, iat=claims.iat, exp=claims.exp, now=now, leeway=leeway
+    )
     return VerifiedMacaoCode(claims=claims, kid=kid, digest=source_digest(qr_text))
 
 

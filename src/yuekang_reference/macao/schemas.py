@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from yuekang.exchange import messages
 
 MacaoDocType = Literal["BIR", "PTM", "PASS", "OUTRO"]
 ConsentField = Literal["name", "document", "birth_date", "phone", "status", "nat", "travel"]
@@ -20,20 +20,9 @@ CONSENT_FIELDS: tuple[ConsentField, ...] = (
     "nat",
     "travel",
 )
-E164 = r"^\+[1-9][0-9]{6,14}$"
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-def _iso_date(value: Any) -> Any:
-    # pydantic's lax date also takes epoch numbers and datetimes; a declaration has one spelling.
-    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
-        raise ValueError("must be a date YYYY-MM-DD")
-    if not isinstance(value, str | dt.date):
-        raise ValueError("must be a date YYYY-MM-DD")
-    return value
-
-
-IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
+E164 = messages.E164
+IsoDate = messages.Date
+"""A declaration's dates have one spelling, as the exchange's do."""
 
 
 class _Strict(BaseModel):

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Final, Literal, Protocol
 
 from yuekang.codec import formats
+from yuekang.codec.plugins import Registry
 
 ENTRY_POINTS: Final = "yuekang.partners"
 
@@ -72,31 +72,7 @@ class PartnerAdapter:
         return code_format
 
 
-_registered: dict[str, PartnerAdapter] = {}
-_loaded = False
-
-
-def register(adapter: PartnerAdapter) -> None:
-    """Make ``adapter`` known; the same id twice must be the same adapter."""
-    existing = _registered.get(adapter.id)
-    if existing is not None and existing is not adapter:
-        raise ValueError(f"a partner adapter {adapter.id!r} is already registered")
-    _registered[adapter.id] = adapter
-
-
-def registered() -> Mapping[str, PartnerAdapter]:
-    """Every known adapter by id: those registered, and those the installed distributions
-    declare (loaded once)."""
-    global _loaded
-    if not _loaded:
-        for entry in entry_points(group=ENTRY_POINTS):
-            adapter = entry.load()
-            if adapter.id != entry.name:
-                raise ValueError(f"entry point {entry.name!r} names partner {adapter.id!r}")
-            register(adapter)
-        _loaded = True
-    return _registered
-
-
-def get(partner_id: str) -> PartnerAdapter | None:
-    return registered().get(partner_id)
+_ADAPTERS: Final = Registry[PartnerAdapter](ENTRY_POINTS, lambda a: a.id, "partner adapter")
+register = _ADAPTERS.register
+registered = _ADAPTERS.registered
+get = _ADAPTERS.get
