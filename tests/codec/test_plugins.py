@@ -12,6 +12,7 @@ from yuekang.codec.macao import FORMAT as MACAO
 
 
 def registry(monkeypatch: pytest.MonkeyPatch, *declared: EntryPoint) -> plugins.Registry[object]:
+    formats.registered()  # the real ones, loaded before the entry points are stood in for
     monkeypatch.setattr(plugins, "entry_points", lambda group: list(declared))
     return plugins.Registry("test.group", lambda item: str(item.name), "format")
 
@@ -28,12 +29,29 @@ def test_what_the_distribution_declares_is_found_by_name(monkeypatch: pytest.Mon
     assert found.get("XX1") is None
 
 
-def test_an_entry_point_named_for_another_item_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # HK1's name on Macao's reader: a check would read one partner's codes with another's format.
-    found = registry(monkeypatch, EntryPoint("HK1", "yuekang.codec.macao:FORMAT", "test.group"))
+def test_a_broken_entry_point_is_left_out_and_said_and_the_others_still_serve(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # HK1's name on Macao's reader (a check would read one partner's codes with another's
+    # format), a module that is not there, a second MO1: each left out, none stopping the rest.
+    found = registry(
+        monkeypatch,
+        EntryPoint("HK1", "yuekang.codec.macao:FORMAT", "test.group"),
+        EntryPoint("ZZ1", "yuekang.codec.nowhere:FORMAT", "test.group"),
+        EntryPoint("MO1", "yuekang.codec.macao:FORMAT", "test.group"),
+        EntryPoint("MO1", "yuekang.codec.hongkong:FORMAT", "test.group"),
+    )
 
-    with pytest.raises(ValueError, match="entry point 'HK1' names format 'MO1'"):
-        found.registered()
+    assert found.registered() == {"MO1": MACAO}
+    assert found.registered() == {"MO1": MACAO}  # loaded once, not retried per call
+    assert len(found.problems) == 3
+    assert (
+        "'HK1' (yuekang.codec.macao:FORMAT) left out: entry point 'HK1' names format 'MO1'"
+        in (found.problems[0])
+    )
+    assert "No module named 'yuekang.codec.nowhere'" in found.problems[1]
+    assert "entry point 'MO1' names format 'HK1'" in found.problems[2]
+    assert [r.levelname for r in caplog.records if r.name == plugins.__name__] == ["ERROR"] * 3
 
 
 def test_a_second_item_under_a_taken_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +60,7 @@ def test_a_second_item_under_a_taken_name_is_refused(monkeypatch: pytest.MonkeyP
     found.register(MACAO)  # the same one again is harmless
 
     with pytest.raises(ValueError, match="a format 'MO1' is already registered"):
-        found.register(formats.registered()["MO1"].__class__())
+        found.register(type(MACAO)())
 
 
 def test_the_installed_formats_are_ours_and_hong_kongs() -> None:

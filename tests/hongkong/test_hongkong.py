@@ -51,9 +51,16 @@ class Setup:
     gate: str
 
 
-async def start(running: RunningApp, clock: ManualClock, *, terms: bool = True) -> Setup:
+async def start(
+    running: RunningApp,
+    clock: ManualClock,
+    *,
+    terms: bool = True,
+    hongkong_terms: dict[str, Any] | None = None,
+) -> Setup:
     """The Hong Kong system, registered here as an operator would (from its key document), with
-    the rule set in force naming its terms when ``terms``."""
+    the rule set in force naming its terms (``hongkong_terms``, or ones with its own table) when
+    ``terms``."""
     hongkong = HongKong(guangdong=running.client, now=lambda: epoch(clock.now()))
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(hongkong)), base_url="http://hk.test"
@@ -72,7 +79,10 @@ async def start(running: RunningApp, clock: ManualClock, *, terms: bool = True) 
     if terms:
         rules = copy.deepcopy(default_rule_set().document())
         rules["version"] = "gd-2021-hk"
-        rules["exchange"]["hongkong"] = {"mapping": "gd-hk-2022", "home_regions": ["44", "81"]}
+        rules["exchange"]["hongkong"] = hongkong_terms or {
+            "mapping": "gd-hk-2022",
+            "home_regions": ["44", "81"],
+        }
         author = await running.operator_token(Role.EPIDEMIOLOGIST)
         published = await running.client.post(
             "/v1/admin/rule-sets",
@@ -315,3 +325,55 @@ async def test_nothing_goes_back_to_hong_kong_and_unknown_partners_are_not_found
     assert (back.status_code, back.json()["error"]["code"]) == (404, "partner_not_found")
     assert (nowhere.status_code, nowhere.json()["error"]["code"]) == (404, "partner_not_found")
     assert macao.status_code == 200
+
+
+async def test_a_hong_kong_code_with_a_character_outside_base64url_is_malformed_not_a_crash(
+    running: RunningApp, clock: ManualClock
+) -> None:
+    setup = await start(running, clock, terms=False)
+    _, green = await declare(setup, person(clock))
+    head, body, signature = green[len("HK1:") :].split(".")
+
+    judged = await verify(running, setup.gate, f"HK1:{head}.{body}\u00e9.{signature}")
+
+    assert (judged["verdict"], judged["reasons"][0]["code"]) == ("invalid", "malformed")
+
+
+async def test_terms_without_a_mapping_use_the_adapters_table_and_a_wrong_one_is_not_configured(
+    running: RunningApp, clock: ManualClock
+) -> None:
+    setup = await start(running, clock, hongkong_terms={"home_regions": ["44", "81"]})
+    person_id, _ = await declare(setup, person(clock))
+
+    converted = await convert(setup, person_id)
+
+    assert converted.status_code == 201, converted.text
+    author = await running.operator_token(Role.EPIDEMIOLOGIST)
+    rules = copy.deepcopy(default_rule_set().document())
+    rules["version"] = "gd-2021-hk-misspelt"
+    rules["exchange"]["hongkong"] = {"mapping": "gd-mo-2020"}  # Macao's table, not Hong Kong's
+    published = await running.client.post(
+        "/v1/admin/rule-sets",
+        content=json.dumps(rules),
+        headers={"Authorization": f"Bearer {author}", "Content-Type": "application/json"},
+    )
+    assert published.status_code == 201, published.text
+    other_id, _ = await declare(setup, person(clock, 6))
+    refused = await convert(setup, other_id)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (
+        503,
+        "partner_not_configured",
+    )
+
+
+@pytest.mark.parametrize(
+    "spelling", ["MACAO", "Macao", "\uff4dacao", "%20macao", "macao%0A", "m" * 40, "a.b"]
+)
+async def test_a_partner_id_no_adapter_knows_is_not_found_however_it_is_spelt(
+    running: RunningApp, spelling: str
+) -> None:
+    resident = await running.api.sign_in()
+
+    answer = await running.client.get(f"/v1/exchange/{spelling}/consent", headers=resident.auth)
+
+    assert (answer.status_code, answer.json()["error"]["code"]) == (404, "partner_not_found")

@@ -573,6 +573,31 @@ def code_cases() -> list[dict[str, Any]]:
     add("hongkong-payload-bad-utf8", hk_jws(raw=b64(b'{"iss": "\xff"}')))
     add("hongkong-issuer-other", hk_jws(payload=_hk_payload(iss="MO")))
     add("hongkong-over-2048", hongkong() + "A" * 2048)
+
+    # What a hostile review found the two readers disagreeing on: text that is not UTF-8 JSON
+    # (UTF-16, a BOM, NaN), a character outside base64url, years before 100.
+    def utf(document: dict[str, Any], encoding: str = "utf-8", bom: bytes = b"") -> str:
+        return b64(bom + json.dumps(document, ensure_ascii=False).encode(encoding))
+
+    green = hongkong()
+    green_head, green_body, green_signature = green[4:].split(".")
+    add("hongkong-nat-year-0050", hk_jws(payload=_hk_payload(nat="0050-06-01")))
+    add("hongkong-payload-utf16", hk_jws(raw=utf(_hk_payload(), "utf-16")))
+    add("hongkong-payload-utf8-bom", hk_jws(raw=utf(_hk_payload(), bom=b"\xef\xbb\xbf")))
+    add(
+        "hongkong-payload-nan",
+        hk_jws(
+            raw=b64(
+                compact_json(_hk_payload()).replace(b'"iat":' + str(IAT).encode(), b'"iat":NaN')
+            )
+        ),
+    )
+    add("hongkong-header-utf16", f"HK1:{utf(hk_header, 'utf-16')}.{green_body}.{green_signature}")
+    nan_header = b'{"alg":NaN,"kid":"' + HONG_KONG.kid.encode() + b'","typ":"hk-health-code"}'
+    add("hongkong-header-alg-nan", f"HK1:{b64(nan_header)}.{green_body}.{green_signature}")
+    add("hongkong-non-ascii-payload", f"HK1:{green_head}.{green_body}\u00e9.{green_signature}")
+    add("macao-tan-year-0050", cose(claims=_macao_claims(c_65537=_macao_health(tan="0050-06-01"))))
+    add("yk-header-alg-nan", forge(b'{"alg":NaN,"kid":"' + es.kid.encode() + b'"}', claims(), es))
     # Macao codes (MO1: CBOR/COSE, base45).
     add("macao-green", macao())
     add("macao-yellow-at-transport", macao(cor="amarelo"), place="transport")

@@ -304,6 +304,10 @@ def _json_object(segment: str, what: str) -> dict[str, Any]:
     return _parse_object(_segment_text(segment, what), what)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _segment_text(segment: str, what: str) -> str:
     try:
         return b64url_decode(segment).decode("utf-8")
@@ -313,7 +317,8 @@ def _segment_text(segment: str, what: str) -> str:
 
 def _parse_object(text: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        # NaN and Infinity are not JSON: the browser's verifier refuses them, so must this one.
+        value = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         # RecursionError: deeply nested JSON arrives before the signature is checked.
         raise MalformedCode(f"the {what} is not base64url JSON") from exc

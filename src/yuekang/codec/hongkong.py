@@ -61,6 +61,8 @@ MAX_INPUT_CHARS: Final = 2048
 _VERSION: Final = re.compile(r"HK[0-9]{1,3}:")
 _MEMBERS: Final = frozenset({"iss", "jti", "iat", "exp", "st", "nm", "dt", "nat"})
 _DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Checked before anything is decoded: the signing input is ASCII, as the browser's reader takes it.
+_COMPACT: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +108,9 @@ def read_hongkong_code(
         if _VERSION.match(qr_text):
             raise UnsupportedVersion(f"unsupported Hong Kong code version {qr_text[:6]!r}")
         raise MalformedCode("does not start with the HK1: prefix")
+    if not _COMPACT.fullmatch(qr_text[len(PREFIX) :]):
+        raise MalformedCode("a Hong Kong code has three dot-separated base64url segments")
     parts = qr_text[len(PREFIX) :].split(".")
-    if len(parts) != 3:
-        raise MalformedCode("a Hong Kong code has three dot-separated segments")
     header = _object(parts[0], "header")
     if set(header) != {"alg", "kid", "typ"} or header["typ"] != TYP:
         raise MalformedCode("the header is not a Hong Kong code's")
@@ -176,13 +178,19 @@ def _bytes(segment: str, what: str) -> bytes:
 
 
 def _object(segment: str, what: str) -> dict[str, Any]:
+    # UTF-8 only (json.loads would guess UTF-16 and skip a BOM in bytes) and no NaN or
+    # Infinity: what JSON.parse in the browser's reader refuses is refused here too.
     try:
-        value = json.loads(_bytes(segment, what))
-    except (ValueError, RecursionError) as exc:
-        raise MalformedCode(f"the {what} is not JSON") from exc
+        value = json.loads(_bytes(segment, what).decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise MalformedCode(f"the {what} is not UTF-8 JSON") from exc
     if not isinstance(value, dict):
         raise MalformedCode(f"the {what} is not a JSON object")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _claims(payload: dict[str, Any]) -> HongKongCodeClaims:

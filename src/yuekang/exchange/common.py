@@ -16,7 +16,8 @@ from yuekang.auth.sms import SmsSender
 from yuekang.exceptions import ServiceUnavailable, YuekangError
 from yuekang.exchange import adapters
 from yuekang.exchange import keys as exchange_keys
-from yuekang.exchange.adapters import PartnerAdapter
+from yuekang.exchange.adapters import PartnerAdapter, PartnerTable
+from yuekang.exchange.mapping import MappingError
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.rules import RuleSet
@@ -66,3 +67,18 @@ def partner_terms(rules: RuleSet, partner_id: str) -> PartnerExchange:
             f"the rule set has no exchange terms for {partner_id!r}", code="partner_not_configured"
         )
     return terms
+
+
+def partner_table(adapter: PartnerAdapter, terms: PartnerExchange) -> PartnerTable:
+    """The mapping table the rule set names for the partner, or its adapter's own; one its
+    adapter cannot load (a version misspelt, another partner's) is a partner not configured,
+    for the rule set's authors to put right, not a crash."""
+    version = terms.mapping or adapter.default_table
+    try:
+        return adapter.table(version)
+    except MappingError as exc:
+        raise ServiceUnavailable(
+            f"the rule set names mapping table {version!r} for {adapter.id!r}, which its "
+            f"adapter cannot load: {exc}",
+            code="partner_not_configured",
+        ) from exc

@@ -47,7 +47,13 @@ from yuekang.exceptions import (
 from yuekang.exchange import conditions, messages, partners, repository
 from yuekang.exchange import keys as exchange_keys
 from yuekang.exchange.adapters import PartnerTable
-from yuekang.exchange.common import ExchangeDeps, ExchangeRefused, partner_adapter, partner_terms
+from yuekang.exchange.common import (
+    ExchangeDeps,
+    ExchangeRefused,
+    partner_adapter,
+    partner_table,
+    partner_terms,
+)
 from yuekang.exchange.consent import check_inbound_consent
 from yuekang.exchange.mapping import Unmapped
 from yuekang.exchange.messages import FIELDS, ConversionRequest, Subject
@@ -313,7 +319,7 @@ async def _convert_inbound(
     )
     exchange = partner_terms(rules, partner.id)
     adapter = partner_adapter(partner.id)
-    table = adapter.table(exchange.mapping)
+    table = partner_table(adapter, exchange)
     try:
         source = adapter.reader().read(
             request.source.code, partner.code_keys, now=epoch(now), leeway=deps.leeway

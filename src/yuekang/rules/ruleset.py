@@ -167,7 +167,11 @@ class ConversionConditions(_Model):
 
 
 class PartnerExchange(_Model):
-    mapping: str = Field(default="gd-mo-2020", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    mapping: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,63}$",
+        description="The version of the partner's mapping table; its adapter's own when omitted",
+    )
     home_regions: list[str] = Field(
         default=["44", "82"],
         min_length=1,

@@ -2,7 +2,7 @@
 
 In the manner of pyjwt's algorithm registry, shared code never names a partner: it asks the
 registry for the adapter registered as ``partner_id`` (the id an operator registers the partner
-under, ``yuekang exchange partner add <id> <url>``, and the one in its paths,
+under, ``yuekang exchange partner add <id> --url <url>``, and the one in its paths,
 ``/v1/exchange/<id>/…``). An adapter says
 
 - which code format the partner issues (a name in :mod:`yuekang.codec.formats`, whose reader the

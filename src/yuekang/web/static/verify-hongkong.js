@@ -13,6 +13,7 @@ const COLOURS = ["green", "amber", "red"];
 const DOC_TYPES = ["HKID", "PERMIT", "PASSPORT"];
 const MEMBERS = ["dt", "exp", "iat", "iss", "jti", "nat", "nm", "st"];
 const DATE = /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/;
+const COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const HONG_KONG_OFFSET_HOURS = 8;
 const MAX_SECONDS = 2 ** 40;
 
@@ -33,7 +34,9 @@ const isSeconds = (value) => typeof value === "number" && Number.isInteger(value
 function isDate(text) {
   if (!DATE.test(text)) return false;
   const [year, month, day] = text.split("-").map(Number);
-  const date = new Date(Date.UTC(year, month - 1, day));
+  // setUTCFullYear, not Date.UTC: the latter reads years 0-99 as 1900-1999.
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
   return year >= 1 && date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
 }
 
@@ -53,8 +56,8 @@ export async function readHongKongCode(text, keys, { now, leeway, verify, isHigh
     if (VERSION.test(text)) throw new InvalidHongKongCode("unsupported_version", "unsupported Hong Kong code version");
     throw malformed("does not start with the HK1: prefix");
   }
+  if (!COMPACT.test(text.slice(PREFIX.length))) throw malformed("a Hong Kong code has three dot-separated base64url segments");
   const parts = text.slice(PREFIX.length).split(".");
-  if (parts.length !== 3) throw malformed("a Hong Kong code has three dot-separated segments");
   const object = (segment, what) => {
     try {
       return jsonObject(segment);

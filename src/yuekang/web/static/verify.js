@@ -793,7 +793,9 @@ async function verifyPartner(index, format, text, now, leeway) {
 function hoursSinceTest(day, offsetHours, now) {
   if (day === null) return null;
   const [year, month, date] = day.split("-").map(Number);
-  const start = Date.UTC(year, month - 1, date) / 1000 - offsetHours * 3600;
+  const midnight = new Date(0);
+  midnight.setUTCFullYear(year, month - 1, date); // Date.UTC reads years 0-99 as 1900-1999
+  const start = midnight.getTime() / 1000 - offsetHours * 3600;
   return Math.max(0, Math.floor((now - start) / 3600));
 }
 
