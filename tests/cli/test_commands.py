@@ -324,3 +324,18 @@ def test_a_checkpoint_refuses_a_bundle_larger_than_any_bundle_can_be(tmp_path: P
     assert code == 1
     assert f"sent over {MAX_BUNDLE_CHARS} bytes: refused" in err
     assert not (state / "bundle.jws").exists()
+
+
+def test_a_command_on_a_database_without_tables_says_so_in_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As when a command runs from another directory: a new, empty SQLite file there.
+    empty = env / "elsewhere.db"
+    monkeypatch.setenv("YUEKANG_DATABASE_URL", f"sqlite+aiosqlite:///{empty}")
+
+    code, _, err = run("checkpoints", "create", "Gate 1")
+
+    assert code == 2
+    assert f"the database at sqlite+aiosqlite:///{empty} has no tables" in err
+    assert "yuekang db upgrade" in err
+    assert "Traceback" not in err

@@ -78,6 +78,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
     """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
     from yuekang.db import run_after_commit
@@ -99,10 +102,25 @@ def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], A
             return result
         except YuekangError as exc:
             fail(f"{exc.code}: {exc.message}", code=1)
+        except DBAPIError as exc:
+            if _no_schema(exc):
+                # A fresh database, or the command run from another directory (SQLite's file
+                # is relative to it): one line, not a traceback.
+                where = make_url(context.settings.database_url).render_as_string(hide_password=True)
+                fail(
+                    f"the database at {where} has no tables: run `yuekang db upgrade` "
+                    "(a SQLite path is relative to the directory a command runs in)"
+                )
+            raise
         finally:
             await context.close()
 
     return asyncio.run(runner())
+
+
+def _no_schema(exc: Exception) -> bool:
+    text = str(getattr(exc, "orig", exc))
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
 
 
 @app.command()
