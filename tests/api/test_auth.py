@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -282,13 +283,14 @@ async def test_ipv6_clients_are_counted_by_their_64(
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"phone": "13800138000"}, 422, "validation_error"),
         ({"phone": "+86123"}, 422, "validation_error"),
+        ({"phone": "12800138000"}, 422, "validation_error"),
+        ({"phone": "13800138000", "region": "MO"}, 422, "validation_error"),
+        ({"phone": "66123456", "region": "XX"}, 422, "validation_error"),
         ({"phone": "+8612800138000"}, 422, "validation_error"),
         ({"phone": "+8613800138000", "extra": 1}, 422, "validation_error"),
         ({}, 422, "validation_error"),
         ({"phone": 8613800138000}, 422, "validation_error"),
-        ({"phone": "+8613８００１３８０００"}, 422, "validation_error"),
         ({"phone": "+86١٣٨٠٠١٣٨٠٠٠"}, 422, "validation_error"),
     ],
 )
@@ -297,6 +299,69 @@ async def test_bad_phone_input_is_a_clear_422(running: RunningApp, body, status,
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["fields"]
+
+
+def _full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in text)
+
+
+def _full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in text)
+
+
+def _mo(n: str) -> str:
+    return "6" + n[4:]  # an 8-digit Macao mobile
+
+
+def _hk(n: str) -> str:
+    return "9" + n[4:]  # an 8-digit Hong Kong mobile
+
+
+@pytest.mark.parametrize(
+    ("spell", "region", "e164"),
+    [
+        pytest.param(lambda n: n, None, lambda n: "+86" + n, id="plain"),
+        pytest.param(lambda n: f"{n[:3]} {n[3:7]} {n[7:]}", None, lambda n: "+86" + n, id="spaces"),
+        pytest.param(lambda n: f"{n[:3]}-{n[3:7]}-{n[7:]}", "CN", lambda n: "+86" + n, id="dashes"),
+        pytest.param(lambda n: f"(+86) {n[:3]}.{n[3:]}", None, lambda n: "+86" + n, id="brackets"),
+        pytest.param(lambda n: f"0086 {n}", None, lambda n: "+86" + n, id="00"),
+        pytest.param(lambda n: f"86{n}", None, lambda n: "+86" + n, id="86"),
+        # Full-width digits, as a Chinese input method types them.
+        pytest.param(_full_width, None, lambda n: "+86" + n, id="full-width"),
+        pytest.param(
+            lambda n: f"{_mo(n)[:4]} {_mo(n)[4:]}", "MO", lambda n: "+853" + _mo(n), id="mo"
+        ),
+        pytest.param(
+            lambda n: f"{_hk(n)[:4]}-{_hk(n)[4:]}", "HK", lambda n: "+852" + _hk(n), id="hk"
+        ),
+        # A number with its country code says where it is from, whatever region is chosen.
+        pytest.param(lambda n: f"+853 {_mo(n)}", "HK", lambda n: "+853" + _mo(n), id="plus"),
+    ],
+)
+async def test_numbers_are_taken_as_people_type_them_and_stored_in_e164(
+    running: RunningApp, spell: Any, region: str | None, e164: Any
+):
+    mobile = "139" + "".join(random.choices("0123456789", k=8))
+    body: dict[str, Any] = {"phone": spell(mobile)} | ({"region": region} if region else {})
+    sent = await running.client.post("/v1/auth/otp", json=body)
+    assert sent.status_code == 200, sent.text
+    assert running.sms.sent[-1][0] == e164(mobile)
+    code = sent.json()["dev_code"]
+
+    token = await running.client.post(
+        "/v1/auth/token", json={**body, "challenge_id": sent.json()["challenge_id"], "code": code}
+    )
+
+    assert token.status_code == 200, token.text
+
+
+async def test_an_eight_digit_number_without_its_region_asks_for_it(running: RunningApp):
+    response = await running.client.post("/v1/auth/otp", json={"phone": "6612 3456"})
+
+    assert response.status_code == 422
+    [field] = response.json()["error"]["fields"]
+    assert (field["field"], field["reason"]) == ("region", "region_required")
+    assert running.sms.sent == [] or running.sms.sent[-1][0] != "+85366123456"
 
 
 async def test_token_request_validates_its_fields(running: RunningApp):

@@ -63,7 +63,7 @@ async def request_otp(
     the address's hourly allowance; both carry `Retry-After`. In development mode the response
     also carries the code as `dev_code`.
     """
-    phone = service.normalize_phone(body.phone)
+    phone = service.normalize_phone(body.phone, body.region)
     issued = await service.request_otp(
         session,
         phone=phone,
@@ -102,7 +102,7 @@ async def exchange_code(
     `otp_attempts_exceeded` (after 5 wrong guesses the challenge is dead; request another);
     429 past the address's allowance of checks.
     """
-    phone = service.normalize_phone(body.phone)
+    phone = service.normalize_phone(body.phone, body.region)
     index = await service.verify_otp(
         session,
         phone=phone,

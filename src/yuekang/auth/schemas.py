@@ -2,14 +2,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from yuekang.schemas import StrictModel
 
+PhoneRegion = Literal["CN", "MO", "HK"]
+
 
 class OtpRequest(StrictModel):
-    phone: str = Field(max_length=32, examples=["+8613800138000"])
+    phone: str = Field(
+        max_length=32,
+        examples=["+8613800138000", "13800138000", "6612 3456"],
+        description="E.164, or as dialled at home: an 11-digit mainland mobile, or an 8-digit "
+        "Macao or Hong Kong number with its `region`",
+    )
+    region: PhoneRegion | None = Field(
+        None, description="Where a number written without its country code is from"
+    )
 
 
 class OtpSent(BaseModel):
@@ -28,6 +39,7 @@ class OtpSent(BaseModel):
 
 class TokenRequest(StrictModel):
     phone: str = Field(max_length=32, examples=["+8613800138000"])
+    region: PhoneRegion | None = None
     challenge_id: uuid.UUID
     code: str = Field(pattern=r"^[0-9]{6,8}$", examples=["123456"])
 

@@ -18,8 +18,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
+from typing import Final
 
 import jwt
 from sqlalchemy import select, update
@@ -44,9 +46,44 @@ PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CN_MOBILE_RE = re.compile(r"^\+861[3-9][0-9]{9}$")
 
 
-def normalize_phone(raw: str) -> str:
-    """An E.164 number; mainland numbers must be 11-digit mobiles."""
-    phone = re.sub(r"[\s-]", "", raw)
+REGION_CODES: Final = {"CN": "86", "MO": "853", "HK": "852"}
+"""Where a domestic number is from: the country code its region's numbers take."""
+_DOMESTIC: Final = {
+    "CN": re.compile(r"1[3-9][0-9]{9}"),
+    "MO": re.compile(r"6[0-9]{7}"),
+    "HK": re.compile(r"[4-9][0-9]{7}"),
+}
+
+
+def normalize_phone(raw: str, region: str | None = None) -> str:
+    """The E.164 form of a mobile number as people type it: with ``+``, ``00`` or ``86`` in
+    front, or as dialled at home -- an 11-digit mainland mobile as it is, an 8-digit Macao or
+    Hong Kong one with its ``region`` (the two look alike) -- with spaces, dashes, dots,
+    brackets and full-width digits. Mainland numbers must be mobiles (SMS reaches nothing
+    else)."""
+    phone = re.sub(r"[\s\-().]", "", unicodedata.normalize("NFKC", raw))
+    if phone.startswith("00"):
+        phone = "+" + phone[2:]
+    if not phone.startswith("+"):
+        if region is not None and _DOMESTIC[region].fullmatch(phone):
+            phone = f"+{REGION_CODES[region]}{phone}"
+        elif region in (None, "CN") and _DOMESTIC["CN"].fullmatch(phone):
+            phone = "+86" + phone
+        elif region in (None, "CN") and phone.startswith("86"):
+            phone = "+" + phone
+        elif region is None and (
+            _DOMESTIC["MO"].fullmatch(phone) or _DOMESTIC["HK"].fullmatch(phone)
+        ):
+            raise ValidationFailed(
+                "an 8-digit number may be a Macao or a Hong Kong one: give its region",
+                fields=[
+                    {
+                        "field": "region",
+                        "reason": "region_required",
+                        "message": "choose MO (Macao) or HK (Hong Kong) for an 8-digit number",
+                    }
+                ],
+            )
     if not PHONE_RE.match(phone) or (phone.startswith("+86") and not CN_MOBILE_RE.match(phone)):
         raise ValidationFailed(
             "phone must be an E.164 mobile number such as +8613800138000",
