@@ -253,6 +253,11 @@ def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it: the password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def after_commit(session: AsyncSession, action: Callable[[], Awaitable[None] | None]) -> None:
     """Run ``action`` once the session's transaction has committed (never if it rolls back).
 

@@ -78,12 +78,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
     """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
-    from yuekang.db import run_after_commit
+    from yuekang.db import run_after_commit, shown_url
     from yuekang.exceptions import Refusal, YuekangError
 
     async def runner() -> T:
@@ -106,7 +105,7 @@ def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], A
             if _no_schema(exc):
                 # A fresh database, or the command run from another directory (SQLite's file
                 # is relative to it): one line, not a traceback.
-                where = make_url(context.settings.database_url).render_as_string(hide_password=True)
+                where = shown_url(context.settings.database_url)
                 fail(
                     f"the database at {where} has no tables: run `yuekang db upgrade` "
                     "(a SQLite path is relative to the directory a command runs in)"
