@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from yuekang.codec.errors import ExpiredCode, KeyNotValid, NotYetValid, UntrustedIssuer
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.plugins import Registry
 
@@ -81,26 +80,6 @@ class CodeFormat(Protocol):
         self, qr_text: str, keys: Mapping[str, VerificationKey], *, now: int, leeway: int
     ) -> PartnerCode:
         """Verify ``qr_text`` against ``keys`` at ``now`` (UTC seconds)."""
-
-
-def check_validity(
-    key: VerificationKey, kid: str, *, issuer: str, iat: int, exp: int, now: int, leeway: int
-) -> None:
-    """What every partner code's signed times and issuer must satisfy once its signature holds,
-    in this order: the key signs for the issuer, is not compromised, and was valid when the code
-    was signed; the code is not from the future and has not expired."""
-    if key.issuer is not None and issuer != key.issuer:
-        raise UntrustedIssuer(f"key {kid} does not sign for issuer {issuer!r}")
-    if key.compromised:
-        raise KeyNotValid(f"key {kid} is compromised")
-    if (key.not_before is not None and iat < key.not_before - leeway) or (
-        key.not_after is not None and exp > key.not_after + leeway
-    ):
-        raise KeyNotValid(f"the code lies outside the validity of key {kid}")
-    if now < iat - leeway:
-        raise NotYetValid("the code was issued in the future; check the clock")
-    if now >= exp + leeway:
-        raise ExpiredCode("the code has expired")
 
 
 _FORMATS: Final = Registry[CodeFormat](ENTRY_POINTS, lambda f: f.name, "code format")

@@ -86,13 +86,9 @@ from yuekang.codec.errors import (
     AlgorithmNotAllowed,
     BadSignature,
     CodeTooLarge,
-    ExpiredCode,
-    KeyNotValid,
     MalformedCode,
-    NotYetValid,
     UnknownKey,
     UnsupportedVersion,
-    UntrustedIssuer,
 )
 from yuekang.codec.keys import (
     ALGORITHMS,
@@ -101,6 +97,7 @@ from yuekang.codec.keys import (
     VerificationKey,
     b64url_decode,
     b64url_encode,
+    check_validity,
     is_high_s,
 )
 
@@ -269,18 +266,7 @@ def read_health_code_fields(
 
     fields = _claim_fields(payload_b64)
     iss, iat, exp = fields[0], fields[2], fields[3]
-    if key.issuer is not None and iss != key.issuer:
-        raise UntrustedIssuer(f"key {kid} does not sign for issuer {iss!r}")
-    if key.compromised:
-        raise KeyNotValid(f"key {kid} is compromised")
-    if (key.not_before is not None and iat < key.not_before - leeway) or (
-        key.not_after is not None and exp > key.not_after + leeway
-    ):
-        raise KeyNotValid(f"the code lies outside the validity of key {kid}")
-    if now < iat - leeway:
-        raise NotYetValid("the code was issued in the future; check the clock")
-    if now >= exp + leeway:
-        raise ExpiredCode("the code has expired")
+    check_validity(key, kid, issuer=iss, iat=iat, exp=exp, now=now, leeway=leeway)
     return fields, kid, alg
 
 

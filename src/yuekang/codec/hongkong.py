@@ -44,12 +44,13 @@ from yuekang.codec.errors import (
     UnknownKey,
     UnsupportedVersion,
 )
-from yuekang.codec.formats import PartnerCode, check_validity
+from yuekang.codec.formats import PartnerCode
 from yuekang.codec.keys import (
     SigningKey,
     VerificationKey,
     b64url_decode,
     b64url_encode,
+    check_validity,
     is_high_s,
 )
 

@@ -24,7 +24,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from yuekang.codec.errors import InvalidKey
+from yuekang.codec.errors import (
+    ExpiredCode,
+    InvalidKey,
+    KeyNotValid,
+    NotYetValid,
+    UntrustedIssuer,
+)
 
 Algorithm = Literal["ES256", "EdDSA"]
 ALGORITHMS: Final[frozenset[str]] = frozenset({"ES256", "EdDSA"})
@@ -290,3 +296,24 @@ def private_key_from_pem(pem: bytes, passphrase: bytes) -> PrivateKey:
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return key
     raise InvalidKey("unsupported private key type")
+
+
+def check_validity(
+    key: VerificationKey, kid: str, *, issuer: str, iat: int, exp: int, now: int, leeway: int
+) -> None:
+    """What every code's signed times and issuer must satisfy once its signature holds (ours and
+    every partner format's),
+    in this order: the key signs for the issuer, is not compromised, and was valid when the code
+    was signed; the code is not from the future and has not expired."""
+    if key.issuer is not None and issuer != key.issuer:
+        raise UntrustedIssuer(f"key {kid} does not sign for issuer {issuer!r}")
+    if key.compromised:
+        raise KeyNotValid(f"key {kid} is compromised")
+    if (key.not_before is not None and iat < key.not_before - leeway) or (
+        key.not_after is not None and exp > key.not_after + leeway
+    ):
+        raise KeyNotValid(f"the code lies outside the validity of key {kid}")
+    if now < iat - leeway:
+        raise NotYetValid("the code was issued in the future; check the clock")
+    if now >= exp + leeway:
+        raise ExpiredCode("the code has expired")

@@ -148,7 +148,7 @@ from yuekang.codec.errors import (
     UnknownKey,
     UnsupportedVersion,
 )
-from yuekang.codec.formats import PartnerCode, check_validity
+from yuekang.codec.formats import PartnerCode
 from yuekang.codec.keys import (
     KID_BYTES,
     PublicKey,
@@ -156,6 +156,7 @@ from yuekang.codec.keys import (
     VerificationKey,
     b64url_decode,
     b64url_encode,
+    check_validity,
     public_jwk,
 )
 
