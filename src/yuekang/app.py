@@ -30,6 +30,7 @@ from yuekang.clock import Clock
 from yuekang.config import ResolvedSettings, Settings, load_settings, resolve
 from yuekang.context import AppContext
 from yuekang.dependants import endpoints as dependants
+from yuekang.errortexts import language_of, localize_body
 from yuekang.exceptions import YuekangError, database_error_response
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
@@ -243,11 +244,21 @@ class YuekangAPI(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
+        held: Message | None = None
 
         async def sending(message: Message) -> None:
-            nonlocal started
+            nonlocal started, held
             if message["type"] == "http.response.start":
+                if message["status"] >= 400 and _json(message["headers"]):
+                    held = message  # an error: its words follow Accept-Language (errortexts)
+                    return
                 started = True
+            elif held is not None:
+                start, held = held, None
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    start, message = _localized(scope, start, message)
+                started = True
+                await send(start)
             await send(message)
 
         try:
@@ -257,6 +268,32 @@ class YuekangAPI(FastAPI):
                 raise
             if not started:
                 await database_error_response(exc)(scope, receive, send)
+
+
+def _json(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name == b"content-type" and value.startswith(b"application/json") for name, value in headers
+    )
+
+
+def _localized(scope: Scope, start: Message, body: Message) -> tuple[Message, Message]:
+    """An error answer with its messages in the request's language, and ``Content-Language``
+    saying which; any other body unchanged."""
+    language = language_of(scope["headers"])
+    localized = localize_body(body["body"], language, start["status"])
+    if localized is None:
+        return start, body
+    headers = [
+        (name, value)
+        for name, value in start["headers"]
+        if name not in (b"content-length", b"content-language")
+    ]
+    headers += [
+        (b"content-length", str(len(localized)).encode()),
+        (b"content-language", language.encode()),
+        (b"vary", b"Accept-Language"),
+    ]
+    return {**start, "headers": headers}, {**body, "body": localized}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -316,7 +353,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _field(error: dict[str, Any]) -> dict[str, str]:
+def _field(error: dict[str, Any]) -> dict[str, Any]:
     location = [
         str(part)
         for part in error.get("loc", ())
@@ -324,8 +361,18 @@ def _field(error: dict[str, Any]) -> dict[str, str]:
     ]
     kind = str(error.get("type", "invalid"))
     reason = {"extra_forbidden": "unknown_field", "missing": "missing"}.get(kind, kind)
-    return {
+    field: dict[str, Any] = {
         "field": ".".join(location) or "body",
         "reason": reason,
         "message": str(error.get("msg", "")),
     }
+    # The bound a length or range check names, for the message people read (errortexts).
+    context = error.get("ctx") or {}
+    for bound in _BOUNDS:
+        if isinstance(context.get(bound), int | float | str):
+            field["limit"] = context[bound]
+            break
+    return field
+
+
+_BOUNDS = ("min_length", "max_length", "ge", "gt", "le", "lt")

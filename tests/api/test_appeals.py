@@ -412,7 +412,7 @@ async def test_an_appeal_overtaken_by_new_facts_cannot_be_accepted(
 
     assert accepted.status_code == 409
     assert accepted.json()["error"]["code"] == "appeal_outdated"
-    assert "confirmed_case" in accepted.json()["error"]["message"]
+    assert "confirmed_case" in accepted.json()["error"]["detail"]
     status = await my_status(api, resident)
     assert status["status"] == "red"
     rejected = await decide(

@@ -27,7 +27,7 @@ def refused_for(response, field: str, codepoint: str) -> None:  # type: ignore[n
     assert response.status_code == 422, response.text
     fields = response.json()["error"]["fields"]
     assert [f["field"] for f in fields] == [field]
-    assert codepoint in fields[0]["message"]
+    assert codepoint in fields[0]["detail"]
 
 
 @pytest.mark.parametrize("codepoint", list(INVISIBLE))

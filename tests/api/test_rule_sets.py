@@ -147,7 +147,7 @@ async def test_an_invalid_rule_set_is_refused_with_every_problem(running: Runnin
     error = refused.json()["error"]
     assert error["code"] == "invalid_rule_set"
     assert all(f["field"] == "rule_set" for f in error["fields"])
-    where = sorted(f["message"].split(":")[0] for f in error["fields"])
+    where = sorted(f["detail"].split(":")[0] for f in error["fields"])
     # Every problem, each naming where it is (rules by their position in the file).
     assert where == ["rules.3.when.case.lasts_days", "rules.7.status", "version"]
 
@@ -155,7 +155,7 @@ async def test_an_invalid_rule_set_is_refused_with_every_problem(running: Runnin
     unknown = await post_rule_set(running, author, placeholder, "application/toml")
     assert unknown.status_code == 422
     [problem] = unknown.json()["error"]["fields"]
-    assert "end_day" in problem["message"]
+    assert "end_day" in problem["detail"]
 
     for body, content_type in (
         ('version = "x\n[[rules]', "application/toml"),

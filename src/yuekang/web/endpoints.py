@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from PIL import Image, ImageDraw
 
-from yuekang.exceptions import NotFound
+from yuekang.web.files import Files, build_id, rewrite
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,7 @@ VENDOR = {
 # The API reference at /docs needs two files of swagger-ui-dist; the rest of that folder (its
 # own index.html, which draws a petstore from the internet) is not served.
 SWAGGER_UI = NODE_MODULES / "swagger-ui-dist"
-SWAGGER_FILES = {
-    "swagger-ui-bundle.js": "text/javascript",
-    "swagger-ui.css": "text/css",
-}
+SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
 # Scripts only from us; WebAssembly for the QR decoder; images from us, data: and blob: (QR
 # images, camera frames); connections only back to us. No inline script anywhere.
 CSP = (
@@ -51,29 +51,70 @@ PAGES = {"/": "resident.html", "/scanner": "scanner.html", "/console": "console.
 router = APIRouter(include_in_schema=False)
 
 
-def _page(name: str, csp: str = CSP) -> Response:
-    return FileResponse(
-        STATIC / name,
-        media_type="text/html",
-        headers={
-            "Content-Security-Policy": csp,
-            "Cache-Control": "no-cache",
-            "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+@functools.cache
+def build() -> str:
+    """This deployment's build id (``files.build_id``): the pages' files cannot change while
+    the process runs."""
+    return build_id(STATIC, NODE_MODULES.parent / "package-lock.json")
 
 
-def _route(name: str) -> Callable[[], Response]:
-    # A closure with no parameters: nothing in the request can choose the file.
-    def serve() -> Response:
-        return _page(name)
+@functools.cache
+def _rewritten(name: str) -> tuple[bytes, str]:
+    body = rewrite((STATIC / name).read_bytes(), build())
+    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+def _page(name: str, csp: str = CSP, *, if_none_match: str | None = None) -> Response:
+    # Revalidated on every visit: the page is what names this build's files.
+    body, etag = _rewritten(name)
+    headers = {
+        "Content-Security-Policy": csp,
+        "Cache-Control": "no-cache",
+        "ETag": etag,
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if if_none_match and etag in if_none_match:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+
+
+def _route(name: str) -> Callable[[Request], Response]:
+    # The file is fixed here: nothing in the request can choose it.
+    def serve(request: Request) -> Response:
+        return _page(name, if_none_match=request.headers.get("if-none-match"))
 
     return serve
 
 
 for _path, _name in PAGES.items():
     router.add_api_route(_path, _route(_name), methods=["GET"], name=f"page:{_name}")
+
+
+@functools.cache
+def _favicon() -> bytes:
+    """icon.svg drawn again as an .ico, for what asks /favicon.ico without reading the pages'
+    link (bookmarks, tabs of a JSON answer, older browsers)."""
+    image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, 31, 31), radius=7, fill="#12a150")
+    squares = [(8, 8, 6), (18, 8, 6), (8, 18, 6)]
+    squares += [(x, y, 2) for x, y in ((18, 18), (22, 18), (20, 20), (18, 22), (22, 22))]
+    for x, y, size in squares:
+        draw.rectangle((x, y, x + size - 1, y + size - 1), fill="#fff")
+    out = io.BytesIO()
+    image.save(out, format="ICO", sizes=[(16, 16), (32, 32)])
+    return out.getvalue()
+
+
+@router.get("/favicon.ico", name="favicon")
+def favicon() -> Response:
+    return Response(
+        _favicon(),
+        media_type="image/x-icon",
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
+
 
 SCANNER_WORKER = "scanner-sw.js"
 
@@ -83,12 +124,14 @@ def scanner_worker() -> Response:
     """The scanner's service worker. A worker served from /static/app/ may only control
     /static/app/; this header lets it control the scanner page (scope /scanner) and nothing
     else, so the page opens with no network once it has been loaded."""
-    return FileResponse(
-        STATIC / SCANNER_WORKER,
-        media_type="text/javascript",
+    body, etag = _rewritten(SCANNER_WORKER)
+    return Response(
+        body,
+        media_type="text/javascript; charset=utf-8",
         headers={
             "Service-Worker-Allowed": "/scanner",
             "Cache-Control": "no-cache",
+            "ETag": etag,
             "X-Content-Type-Options": "nosniff",
         },
     )
@@ -103,26 +146,6 @@ def api_docs() -> Response:
     return _page("docs.html", DOCS_CSP)
 
 
-def _swagger_file(name: str) -> Callable[[], Response]:
-    def serve() -> Response:
-        if not (SWAGGER_UI / name).is_file():
-            raise NotFound(
-                "the API reference's files are missing: run npm ci for the pages",
-                code="not_found",
-            )
-        return FileResponse(
-            SWAGGER_UI / name,
-            media_type=SWAGGER_FILES[name],
-            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-        )
-
-    return serve
-
-
-for _file in SWAGGER_FILES:
-    docs.add_api_route(f"/static/vendor/swagger-ui/{_file}", _swagger_file(_file), methods=["GET"])
-
-
 @docs.get("/redoc", name="api-docs-redoc")
 def redoc() -> Response:
     # The reference used to be here too, drawn by a script from a CDN; one page serves both.
@@ -133,14 +156,16 @@ def mount(app: FastAPI, *, api_docs: bool = True) -> None:
     """The pages, their own files, and the vendored libraries they load; the API reference
     unless ``api_docs`` is off."""
     app.include_router(router)
+    vendor = dict(VENDOR)
+    only: dict[str, frozenset[str]] = {}
     if api_docs:
         app.include_router(docs)
-    app.mount("/static/app", StaticFiles(directory=STATIC), name="static")
-    for name, directory in VENDOR.items():
-        if directory.is_dir():
-            app.mount(f"/static/vendor/{name}", StaticFiles(directory=directory), name=name)
-        else:
+        vendor["swagger-ui"] = SWAGGER_UI
+        only["swagger-ui"] = SWAGGER_FILES
+    for directory in vendor.values():
+        if not directory.is_dir():
             log.warning(
                 "%s is missing: run `npm ci --prefix src/yuekang/web/assets` for the pages",
                 directory,
             )
+    app.mount("/static", Files(STATIC, vendor, build(), only), name="static")

@@ -11,6 +11,7 @@
 const CACHE = "yk-scanner-v3";
 const SHELL = [
   "/scanner",
+  "/static/app/icon.svg",
   "/static/app/base.css",
   "/static/app/scanner.css",
   "/static/app/common.js",

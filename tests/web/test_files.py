@@ -1,0 +1,108 @@
+"""The pages' files travel light: under a build id they are cached for a year, compressed,
+and a page and its modules name one build; elsewhere they are revalidated."""
+
+from __future__ import annotations
+
+import gzip
+import re
+
+import httpx
+import pytest
+
+from support.servers import Server
+
+YEAR = "public, max-age=31536000, immutable"
+
+
+def references(text: str) -> list[str]:
+    return re.findall(r'"(/static/[^"]+)"', text)
+
+
+@pytest.mark.parametrize("path", ["/", "/scanner", "/console", "/docs"])
+def test_a_page_names_its_files_under_one_build_that_may_be_kept_a_year(
+    web_server: Server, path: str
+) -> None:
+    page = httpx.get(web_server.base + path)
+    assert page.headers["cache-control"] == "no-cache"
+    found = references(page.text)
+    assert found, "the page loads files"
+    builds = {ref.split("/")[2] for ref in found}
+    assert len(builds) == 1 and re.fullmatch(r"[0-9a-f]{12}", builds.pop())
+    for ref in found:
+        answer = httpx.get(web_server.base + ref)
+        assert answer.status_code == 200, ref
+        assert answer.headers["cache-control"] == YEAR, ref
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_revisited_page_is_not_sent_again(web_server: Server) -> None:
+    first = httpx.get(web_server.base + "/")
+    again = httpx.get(web_server.base + "/", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+def test_modules_import_from_their_own_build(web_server: Server) -> None:
+    page = httpx.get(web_server.base + "/scanner").text
+    [script] = [ref for ref in references(page) if ref.endswith("/scanner.js")]
+    build = script.split("/")[2]
+    module = httpx.get(web_server.base + script).text
+    imports = re.findall(r'from "(/static/[^"]+)"', module)
+    assert imports and all(ref.startswith(f"/static/{build}/") for ref in imports)
+    # The worker's URL is the one thing that must not move: it is registered by name.
+    assert '"/static/app/scanner-sw.js"' in module
+
+
+@pytest.mark.parametrize(
+    ("file", "at_most"),
+    [
+        ("vendor/zxing/reader/zxing_reader.wasm", 0.5),
+        ("vendor/chart/chart.umd.min.js", 0.45),
+        ("app/scanner.js", 0.4),
+    ],
+)
+def test_big_files_leave_compressed(web_server: Server, file: str, at_most: float) -> None:
+    page = httpx.get(web_server.base + "/scanner").text
+    build = references(page)[0].split("/")[2]
+    url = f"{web_server.base}/static/{build}/{file}"
+    plain = httpx.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    with httpx.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as packed:
+        raw = b"".join(packed.iter_raw())
+        assert packed.headers["content-encoding"] == "gzip"
+        assert "Accept-Encoding" in packed.headers["vary"]
+    assert gzip.decompress(raw) == plain.content
+    assert len(raw) <= at_most * len(plain.content), (len(raw), len(plain.content))
+
+
+def test_files_outside_a_build_are_revalidated(web_server: Server) -> None:
+    plain = httpx.get(web_server.base + "/static/app/common.js")
+    assert plain.headers["cache-control"] == "no-cache"
+    again = httpx.get(
+        web_server.base + "/static/app/common.js",
+        headers={"If-None-Match": plain.headers["etag"]},
+    )
+    assert again.status_code == 304
+
+
+def test_the_service_worker_keeps_what_the_page_loads(web_server: Server) -> None:
+    worker = httpx.get(web_server.base + "/static/app/scanner-sw.js")
+    assert worker.headers["service-worker-allowed"] == "/scanner"
+    assert worker.headers["cache-control"] == "no-cache"
+    page = httpx.get(web_server.base + "/scanner").text
+    for ref in references(page):
+        assert f'"{ref}"' in worker.text, ref
+
+
+@pytest.mark.parametrize("path", ["/static/app/nothing.js", "/static/0123456789ab/app/x.css"])
+def test_a_missing_file_is_a_json_404(web_server: Server, path: str) -> None:
+    answer = httpx.get(web_server.base + path, headers={"Accept-Language": "en"})
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
+
+
+def test_the_favicon_is_there(web_server: Server) -> None:
+    icon = httpx.get(web_server.base + "/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # the ICO signature
