@@ -30,7 +30,7 @@ from yuekang.clock import Clock
 from yuekang.config import ResolvedSettings, Settings, load_settings, resolve
 from yuekang.context import AppContext
 from yuekang.dependants import endpoints as dependants
-from yuekang.errortexts import language_of, localize_body
+from yuekang.errortexts import localizing
 from yuekang.exceptions import YuekangError, database_error_response
 from yuekang.exchange import endpoints as exchange
 from yuekang.exchange import keys as exchange_keys
@@ -244,56 +244,22 @@ class YuekangAPI(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
-        held: Message | None = None
 
-        async def sending(message: Message) -> None:
-            nonlocal started, held
+        async def tracking(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                if message["status"] >= 400 and _json(message["headers"]):
-                    held = message  # an error: its words follow Accept-Language (errortexts)
-                    return
                 started = True
-            elif held is not None:
-                start, held = held, None
-                if message["type"] == "http.response.body" and not message.get("more_body"):
-                    start, message = _localized(scope, start, message)
-                started = True
-                await send(start)
             await send(message)
 
+        # Errors leave in the reader's language (errortexts); nothing else is touched.
+        sending = localizing(scope, tracking) if scope["type"] == "http" else tracking
         try:
             await super().__call__(scope, receive, sending)
         except Exception as exc:
             if scope["type"] != "http":
                 raise
             if not started:
-                await database_error_response(exc)(scope, receive, send)
-
-
-def _json(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(
-        name == b"content-type" and value.startswith(b"application/json") for name, value in headers
-    )
-
-
-def _localized(scope: Scope, start: Message, body: Message) -> tuple[Message, Message]:
-    """An error answer with its messages in the request's language, and ``Content-Language``
-    saying which; any other body unchanged."""
-    language = language_of(scope["headers"])
-    localized = localize_body(body["body"], language, start["status"])
-    if localized is None:
-        return start, body
-    headers = [
-        (name, value)
-        for name, value in start["headers"]
-        if name not in (b"content-length", b"content-language")
-    ]
-    headers += [
-        (b"content-length", str(len(localized)).encode()),
-        (b"content-language", language.encode()),
-        (b"vary", b"Accept-Language"),
-    ]
-    return {**start, "headers": headers}, {**body, "body": localized}
+                await database_error_response(exc)(scope, receive, localizing(scope, send))
 
 
 def install_error_handlers(app: FastAPI) -> None:

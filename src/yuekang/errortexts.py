@@ -20,6 +20,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from starlette.types import Message, Scope, Send
+
 from yuekang.codec.reasons import DEFAULT_LANGUAGE, LANGUAGES, pick_language
 
 Texts = tuple[str, str, str, str]
@@ -1191,3 +1193,49 @@ def localize_body(body: bytes, language: str, status: int) -> bytes | None:
         return None
     document["error"] = localize(document["error"], language, status)
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def localizing(scope: Scope, send: Send) -> Send:
+    """``send`` for one HTTP request, with an error answer's messages put in the request's
+    language and ``Content-Language`` saying which. Only a JSON answer of status 400 or more,
+    sent in one piece, is read; every other answer passes as it is."""
+    held: Message | None = None
+
+    async def sending(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start":
+            if message["status"] >= 400 and _json(message["headers"]):
+                held = message
+                return
+        elif held is not None:
+            start, held = held, None
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                start, message = _localized(scope, start, message)
+            await send(start)
+        await send(message)
+
+    return sending
+
+
+def _json(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name == b"content-type" and value.startswith(b"application/json") for name, value in headers
+    )
+
+
+def _localized(scope: Scope, start: Message, body: Message) -> tuple[Message, Message]:
+    language = language_of(scope["headers"])
+    localized = localize_body(body["body"], language, start["status"])
+    if localized is None:
+        return start, body
+    headers = [
+        (name, value)
+        for name, value in start["headers"]
+        if name not in (b"content-length", b"content-language")
+    ]
+    headers += [
+        (b"content-length", str(len(localized)).encode()),
+        (b"content-language", language.encode()),
+        (b"vary", b"Accept-Language"),
+    ]
+    return {**start, "headers": headers}, {**body, "body": localized}

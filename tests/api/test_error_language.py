@@ -52,7 +52,12 @@ async def test_identity_errors_read_as_the_resident_would_understand_them(runnin
     typo = await running.client.put(
         "/v1/me/identity",
         headers=zh,
-        json={"name": "张三", "doc_type": "prc_id", "doc_number": "110105194912310021"},
+        json={
+            "name": "张三",
+            "doc_type": "prc_id",
+            "doc_number": "110105194912310021",
+            "birth_date": "1949-12-31",
+        },
     )
     assert typo.status_code == 422
     error = typo.json()["error"]

@@ -19,6 +19,7 @@ from yuekang.app import create_app, install_error_handlers
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.config import Settings
+from yuekang.errortexts import localizing
 from yuekang.exceptions import Unauthorized
 from yuekang.fastlane import Direct, DirectTable, direct, entries
 
@@ -47,7 +48,8 @@ def table_client(running: RunningApp, settings: Settings, route: Route) -> httpx
     app = SimpleNamespace(state=SimpleNamespace(context=running.context))
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
-        await table({**scope, "app": app}, receive, send)
+        # As the application sends what the table answers: errors in the reader's language.
+        await table({**scope, "app": app}, receive, localizing(scope, send))
 
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
 

@@ -247,5 +247,6 @@ async def test_a_birth_date_in_the_future_is_refused(running: RunningApp):
     assert response.json()["error"]["fields"][0] == {
         "field": "birth_date",
         "reason": "date",
-        "message": "in the future",
+        "message": "出生日期不能晚于今天",
+        "detail": "in the future",
     }
