@@ -776,6 +776,19 @@ def test_the_kind_of_place_is_the_registrations_and_a_venue_applies_venue_policy
     page.click("#setup-submit")
     expect(page.locator("#place-state")).to_have_text("场所")
 
+    # A place written into the stored settings, as the old Settings screen kept it, changes
+    # nothing: the venue's policy still decides.
+    page.evaluate(
+        """async () => {
+          const store = await import("/static/app/scanner-store.js");
+          const settings = await store.getValue("settings");
+          await store.setValue("settings", { ...settings, place: "border" });
+        }"""
+    )
+    page.reload()
+    expect(page.locator("#place-state")).to_have_text("场所", timeout=SLOW)
+    _read_picture(page, workdir, codes["untested"], "allow")
+
     # The border's registration, fetched with the border's key, put in this device's storage.
     border = httpx.get(
         web_server.base + "/v1/checkpoint", headers={"Authorization": f"Bearer {gate.key}"}
