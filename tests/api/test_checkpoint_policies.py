@@ -1,12 +1,16 @@
 """Checkpoints have a kind, and their policy turns a verdict into allow, deny or manual check;
-their keys can be rotated and disabled."""
+their keys can be rotated and disabled; a device learns its kind from its signed registration."""
 
 from __future__ import annotations
 
 import json
 import uuid
 
+import pytest
+
 from conftest import RunningApp
+from yuekang.checkpoints import registration
+from yuekang.codec.keys import VerificationKey, b64url_decode, b64url_encode
 from yuekang.principals import Role
 
 
@@ -111,3 +115,33 @@ async def test_a_checkpoint_needs_a_known_kind_and_region(running: RunningApp):
     ):
         refused = await running.client.post("/v1/admin/checkpoints", headers=admin, json=body)
         assert refused.status_code == 422, body
+
+
+async def test_a_device_receives_the_kind_it_was_registered_with_signed_by_the_anchor(
+    running: RunningApp,
+):
+    """The scanner applies the kind it fetched (GET /v1/checkpoint), not one chosen on the
+    device: what the operator registered is what each checkpoint's key receives, under the
+    anchor the device pinned (the one GET /v1/trust-anchor publishes)."""
+    anchor = VerificationKey.from_jwk((await running.client.get("/v1/trust-anchor")).json())
+    received = {}
+    for kind in ("border", "venue", "transport"):
+        created = await new_checkpoint(running, kind)
+        answer = await running.client.get("/v1/checkpoint", headers=bearer(created["api_key"]))
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/jose"
+        signed = registration.read(answer.text, anchor)
+        assert (str(signed.checkpoint), signed.name) == (created["id"], created["name"])
+        received[kind] = signed.kind
+    assert received == {"border": "border", "venue": "venue", "transport": "transport"}
+
+    # Changed on the way (a venue's statement claiming border): the device refuses it.
+    head, payload, signature = answer.text.split(".")
+    claims = json.loads(b64url_decode(payload))
+    altered = b64url_encode(json.dumps({**claims, "kind": "venue"}).encode())
+    with pytest.raises(registration.RegistrationError):
+        registration.read(f"{head}.{altered}.{signature}", anchor)
+
+    assert (await running.client.get("/v1/checkpoint")).status_code == 401
+    wrong = await running.client.get("/v1/checkpoint", headers=bearer("ykc_0_nothing"))
+    assert wrong.status_code == 401

@@ -1,13 +1,16 @@
 """The checkpoint scanner page in Chromium, as a gate uses it: set up and sync online, then cut the
 network, reopen the page (served by its service worker) and judge codes from a camera (a Y4M clip
 fed to Chromium's fake capture device) or a picture, queueing scan records that upload when the
-network returns; and check people without a phone by their ID document (查证件), online only."""
+network returns; and check people without a phone by their ID document (查证件), online only.
+The kind of place is the checkpoint's registration on the server, never the device's choice; the
+decision fills a tablet's screen with the reason that decided it; every state passes axe."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -24,13 +28,15 @@ from playwright.sync_api import expect
 from codec.forge import flip_char
 from support.api import Resident, random_prc_id, registered_over_http
 from support.servers import Server, cli
+from web.axe import assert_clean
 from web.conftest import launch, screenshot
-from yuekang.codec.keys import VerificationKey
+from yuekang.codec.keys import VerificationKey, b64url_decode
 from yuekang.health_codes.qr import render_png
 
 WIDTH, HEIGHT = 640, 480
 SLOW = 15_000  # ms: key import, sync, wasm start-up and decoding on a busy CI machine
 PHONE = {"width": 412, "height": 860}
+TABLETS = ({"width": 1024, "height": 768}, {"width": 800, "height": 1280})
 FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
@@ -54,11 +60,22 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("scanner")
 
 
+def _checkpoint(server: Server, workdir: Path, name: str, kind: str) -> Gate:
+    key = cli(server.env, workdir, "checkpoints", "create", name, "--kind", kind)
+    anchor = httpx.get(server.base + "/v1/trust-anchor").json()
+    return Gate(key=key, fingerprint=VerificationKey.from_jwk(anchor).kid)
+
+
 @pytest.fixture(scope="module")
 def gate(web_server: Server, workdir: Path) -> Gate:
-    key = cli(web_server.env, workdir, "checkpoints", "create", "gate", "--kind", "border")
-    anchor = httpx.get(web_server.base + "/v1/trust-anchor").json()
-    return Gate(key=key, fingerprint=VerificationKey.from_jwk(anchor).kid)
+    """A checkpoint registered as a border post (口岸)."""
+    return _checkpoint(web_server, workdir, "罗湖口岸", "border")
+
+
+@pytest.fixture(scope="module")
+def venue(web_server: Server, workdir: Path) -> Gate:
+    """A checkpoint registered as a venue (场所)."""
+    return _checkpoint(web_server, workdir, "天河城商场", "venue")
 
 
 def _issue(http: httpx.Client, auth: dict[str, str], doc_number: str | None = None) -> Code:
@@ -78,9 +95,10 @@ def _registered(http: httpx.Client, registry: Path) -> Resident:
 
 @pytest.fixture(scope="module")
 def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
-    """A green code with a negative test (allowed at a border), a revoked one, a forged one. Their
-    holders' identities were proved against the registry (the codes say ``proofed``); each code
-    carries its holder's document number."""
+    """A green code with a negative test (allowed at a border), a green one without a test
+    (denied at a border, allowed at a venue), a revoked one, a forged one. Their holders'
+    identities were proved against the registry (the codes say ``proofed``); each code carries
+    its holder's document number."""
     env = web_server.env
     lab = cli(env, workdir, "feeds", "clients", "create", "lab", "--kinds", "nat-results")
     with httpx.Client(base_url=web_server.base, timeout=30) as http:
@@ -102,12 +120,15 @@ def codes(web_server: Server, workdir: Path, gate: Gate) -> dict[str, Code]:
         other, other_number = other_resident.auth, other_resident.doc_number
         assert other_number is not None
         revoked = _issue(http, other, other_number)
+
+        untested_resident = _registered(http, web_server.registry)
+        untested = _issue(http, untested_resident.auth, untested_resident.doc_number)
     cli(env, workdir, "status", "set", "--doc-type", "prc_id", "--doc-number", other_number,
         "--status", "red", "--reason", "scanner test")  # fmt: skip
 
     head, payload, signature = valid.text.removeprefix("YK1:").split(".")
     forged = Code(f"YK1:{head}.{payload}.{flip_char(signature, 10)}", "green", valid.code_id)
-    return {"valid": valid, "revoked": revoked, "forged": forged}
+    return {"valid": valid, "revoked": revoked, "forged": forged, "untested": untested}
 
 
 def _qr(code: Code) -> Image.Image:
@@ -180,11 +201,14 @@ def test_the_worker_may_control_the_scanner_and_its_libraries_are_served(
     assert httpx.get(web_server.base + outside).status_code == 404
 
 
-def _set_up(scanner: Scanner, gate: Gate, *, type_fingerprint: bool = True) -> None:
+def _set_up(
+    scanner: Scanner, gate: Gate, *, type_fingerprint: bool = True, place: str = "口岸"
+) -> None:
+    """Key and anchor only: the kind of place (``place``, as the status bar shows it in
+    zh-Hans) comes from the checkpoint's registration on the server."""
     page = scanner.page
     expect(page.locator("#setup")).to_be_visible()
     page.fill("#api-key", gate.key)
-    page.select_option("#place", "border")
     if type_fingerprint:
         page.fill("#fingerprint", gate.fingerprint)
         page.click("#setup-submit")
@@ -193,6 +217,8 @@ def _set_up(scanner: Scanner, gate: Gate, *, type_fingerprint: bool = True) -> N
         expect(page.locator("#anchor-kid")).to_have_text(gate.fingerprint)
         page.click("#confirm-yes")
     expect(page.locator("#trust-state")).to_have_class("pill trust-fresh", timeout=SLOW)
+    if page.evaluate("document.documentElement.lang") == "zh-Hans":
+        expect(page.locator("#place-state")).to_have_text(place)
     # The worker has cached the page and its files before the network goes.
     assert page.evaluate("navigator.serviceWorker.ready.then((r) => Boolean(r.active))")
 
@@ -241,7 +267,7 @@ def test_a_valid_code_is_allowed_offline_and_its_scan_uploads_later(
     expect(panel).to_have_attribute("data-assurance", "proofed")
     expect(panel.locator("#verdict-facts")).to_contain_text("身份核验")
     expect(panel.locator("#verdict-facts .assurance")).to_have_text("已实名核验")
-    expect(panel.locator("#verdict-instruction")).to_be_hidden()
+    expect(panel.locator("#verdict-reason")).to_have_text("绿码，近期核酸阴性")
     expect(page.locator("#queue-state")).to_have_attribute("data-count", "1")
     screenshot(page, "scanner-allow")
     assert _records(web_server, {valid.code_id}) == []
@@ -261,7 +287,8 @@ def test_a_revoked_code_is_denied_offline(
 
     panel = _verdict(scanner, "deny")
     expect(panel).to_have_attribute("data-reasons", "revoked")
-    expect(panel.locator("#verdict-reasons")).to_contain_text("健康码已被撤销")
+    expect(panel.locator("#verdict-reason")).to_have_text("健康码已被撤销")
+    expect(panel.locator("#verdict-status")).to_have_class("status status-void")
     # A code that does not count says nothing of its holder's identity.
     expect(panel.locator("#verdict-facts .assurance")).to_have_count(0)
     expect(scanner.page.locator("#queue-state")).to_have_attribute("data-count", "1")
@@ -284,9 +311,7 @@ def test_a_forged_code_is_denied_and_a_picture_can_be_read_instead(
     panel = _verdict(scanner, "deny")
     expect(panel).to_have_attribute("data-reasons", "bad_signature")
     expect(panel.locator("#verdict-word")).to_have_text("DENY")
-    expect(panel.locator("#verdict-reasons")).to_contain_text(
-        "Invalid signature: forged or altered"
-    )
+    expect(panel.locator("#verdict-reason")).to_have_text("Invalid signature: forged or altered")
     screenshot(page, "scanner-deny-forged")
 
     # No camera to hand: a photo of the code does as well.
@@ -336,8 +361,9 @@ def test_stale_trust_data_warns_and_expired_trust_data_refuses(
     browser: Any, web_server: Server, gate: Gate, codes: dict[str, Code], workdir: Path
 ) -> None:
     """The bundle's age is judged by the device clock: past its expiry the page warns, past the
-    grace period it refuses to judge anything (here without a camera: a picture of a code)."""
-    context = browser.new_context(viewport=PHONE)
+    grace period it refuses to judge anything (here without a camera: a picture of a code).
+    Both warnings pass axe (the context bypasses the CSP for it)."""
+    context = browser.new_context(viewport=PHONE, bypass_csp=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -355,6 +381,9 @@ def test_stale_trust_data_warns_and_expired_trust_data_refuses(
     expect(panel).to_have_attribute("data-reasons", "expired", timeout=SLOW)
     expect(panel.locator("#verdict-reasons li.warning")).to_have_text("核验数据已过期，请尽快同步")
     screenshot(page, "scanner-trust-stale")
+    assert_clean(page, "stale trust data, a verdict")
+    page.click("#verdict-next")
+    assert_clean(page, "stale trust data, the warning")
 
     page.clock.set_fixed_time(dt.datetime.now(dt.UTC) + dt.timedelta(days=5))
     page.reload()
@@ -364,6 +393,7 @@ def test_stale_trust_data_warns_and_expired_trust_data_refuses(
     expect(panel).to_have_attribute("data-reasons", "trust_expired")
     expect(panel.locator("#verdict-word")).to_have_text("无法核验")
     screenshot(page, "scanner-trust-expired")
+    assert_clean(page, "expired trust data: cannot verify")
     assert errors == []
     context.close()
 
@@ -470,7 +500,7 @@ def test_a_document_is_checked_online_and_never_kept(
     _check_document(page, random_prc_id()[0])
     expect(panel).to_have_attribute("data-reasons", "no_valid_code", timeout=SLOW)
     expect(panel).to_have_attribute("data-decision", "deny")
-    expect(panel.locator("#verdict-reasons")).to_have_text("该证件无有效健康码")
+    expect(panel.locator("#verdict-reason")).to_have_text("该证件无有效健康码")
     expect(panel.locator("#verdict-name")).to_be_hidden()
     screenshot(page, "scanner-document-no-code")
     page.click("#verdict-next")
@@ -509,8 +539,7 @@ def test_a_document_is_checked_online_and_never_kept(
     page.route("**/v1/verify/document", lambda route: route.fulfill(json=answer))
     _check_document(page, number)
     panel = _verdict(Scanner(page, context, errors), "manual_check")
-    expect(panel.locator("#verdict-instruction")).to_be_visible()
-    expect(panel.locator("#verdict-instruction")).to_contain_text("请核对证件")
+    expect(panel.locator("#verdict-reason")).to_contain_text("请核对证件")
     expect(panel.locator("#verdict-facts .assurance")).to_have_text("亲友代办")
     screenshot(page, "scanner-document-identity-check")
     page.click("#verdict-next")
@@ -557,3 +586,233 @@ def test_a_document_is_checked_online_and_never_kept(
     expect(panel.locator("#verdict-facts .assurance")).to_have_text("已实名核验")
     assert errors == []
     browser.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The decision on a tablet, dates, the registered kind of place, axe
+
+# The decision panel's share of the viewport, and the visible text from the largest font down.
+MEASURE = """
+() => {
+  const box = document.getElementById("verdict-decision").getBoundingClientRect();
+  const w = Math.max(0, Math.min(box.right, innerWidth) - Math.max(box.left, 0));
+  const h = Math.max(0, Math.min(box.bottom, innerHeight) - Math.max(box.top, 0));
+  const texts = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const own = [...element.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !element.checkVisibility()) continue;
+    const r = element.getBoundingClientRect();
+    if (r.bottom <= 0 || r.top >= innerHeight || !r.width) continue;
+    texts.push({ id: element.id, size: parseFloat(getComputedStyle(element).fontSize) });
+  }
+  texts.sort((a, b) => b.size - a.size);
+  const size = (id) => parseFloat(getComputedStyle(document.getElementById(id)).fontSize);
+  return { share: (w * h) / (innerWidth * innerHeight), texts, reason: size("verdict-reason"),
+           code: size("verdict-code") };
+}
+"""
+DATE_TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+DATE_MINUTES = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$"
+
+
+def _read_picture(page: Any, workdir: Path, code: Code, decision: str) -> Any:
+    """A picture of ``code`` read from the file input (no camera needed); the verdict panel."""
+    picture = workdir / f"{uuid.uuid4().hex}.png"
+    picture.write_bytes(render_png(code.text, code.status))
+    if page.locator("#verdict").is_visible():
+        page.click("#verdict-next")
+    page.set_input_files("#image-input", str(picture))
+    panel = page.locator("#verdict")
+    expect(panel).to_have_attribute("data-decision", decision, timeout=SLOW)
+    return panel
+
+
+def _fills_the_screen(page: Any, state: str) -> dict[str, Any]:
+    measured: dict[str, Any] = page.evaluate(MEASURE)
+    assert measured["share"] >= 0.6, (state, measured["share"])
+    largest = measured["texts"][0]
+    assert largest["id"] == "verdict-reason", (state, measured["texts"][:4])
+    assert measured["reason"] > measured["texts"][1]["size"], (state, measured["texts"][:4])
+    # The code's own colour is a detail: well under half the reason's size.
+    assert measured["code"] * 2 < measured["reason"], (state, measured)
+    return measured
+
+
+def _expires_at(code: Code) -> int:
+    payload = code.text.removeprefix("YK1:").split(".")[1]
+    exp: int = json.loads(b64url_decode(payload))["exp"]
+    return exp
+
+
+def _open(browser: Any, server: Server, viewport: dict[str, int], query: str = "") -> Scanner:
+    # bypass_csp: axe is injected into the page; the page's own code runs as always.
+    context = browser.new_context(viewport=viewport, bypass_csp=True, timezone_id="Asia/Shanghai")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.base + "/scanner" + query)
+    return Scanner(page, context, errors)
+
+
+def test_a_border_decision_fills_a_tablet_screen_with_the_reason_that_decided_it(
+    browser: Any, web_server: Server, gate: Gate, codes: dict[str, Code], workdir: Path
+) -> None:
+    """At a border a green code without a recent test is denied: the red and 禁止通行 fill the
+    screen, 绿码，但无近期核酸阴性结果 is the largest line, and the green of the code is a small
+    detail. So for a plain valid and a plain invalid verdict; and every state passes axe."""
+    landscape, portrait = TABLETS
+    scanner = _open(browser, web_server, landscape)
+    page = scanner.page
+    assert_clean(page, "setup")
+    _set_up(scanner, gate)
+    assert_clean(page, "idle")
+
+    panel = _read_picture(page, workdir, codes["untested"], "deny")
+    expect(panel).to_have_attribute("data-reason", "no_recent_test")
+    expect(panel.locator("#verdict-word")).to_have_text("禁止通行")
+    expect(panel.locator("#verdict-reason")).to_have_text("绿码，但无近期核酸阴性结果")
+    expect(panel.locator("#verdict-status")).to_have_text("绿码")
+    expect(panel.locator("#verdict-status")).to_have_class("status status-green")
+    expect(panel.locator("#verdict-reasons")).to_be_hidden()
+    _fills_the_screen(page, "border, landscape")
+    screenshot(page, "scanner-border-deny-tablet")
+    assert_clean(page, "border decision")
+    page.set_viewport_size(portrait)
+    _fills_the_screen(page, "border, portrait")
+    screenshot(page, "scanner-border-deny-tablet-portrait")
+    page.set_viewport_size(landscape)
+
+    panel = _read_picture(page, workdir, codes["valid"], "allow")
+    expect(panel.locator("#verdict-reason")).to_have_text("绿码，近期核酸阴性")
+    _fills_the_screen(page, "valid")
+    screenshot(page, "scanner-border-allow-tablet")
+    assert_clean(page, "valid verdict")
+
+    panel = _read_picture(page, workdir, codes["revoked"], "deny")
+    expect(panel.locator("#verdict-reason")).to_have_text("健康码已被撤销")
+    expect(panel.locator("#verdict-status")).to_have_class("status status-void")
+    _fills_the_screen(page, "invalid")
+    screenshot(page, "scanner-invalid-tablet")
+    assert_clean(page, "invalid verdict")
+
+    panel = _read_picture(page, workdir, codes["forged"], "deny")
+    expect(panel.locator("#verdict-reason")).to_have_text("签名无效，疑似伪造或篡改")
+    _fills_the_screen(page, "forged")
+
+    page.click("#verdict-next")
+    page.click("#settings-open")
+    expect(page.locator("#place")).to_have_text("口岸 · 罗湖口岸")
+    assert_clean(page, "settings")
+    assert scanner.errors == []
+    scanner.context.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "reason", "misread"),
+    [
+        ("?lang=en", "Green, but no recent negative test", ("AM", "PM", "/")),
+        ("?lang=zh-Hant", "綠碼，但無近期核酸陰性結果", ("上午", "下午", "清晨", "凌晨", "/")),
+    ],
+)
+def test_times_read_as_24_hour_dates_in_every_language(
+    browser: Any,
+    web_server: Server,
+    gate: Gate,
+    codes: dict[str, Code],
+    workdir: Path,
+    query: str,
+    reason: str,
+    misread: tuple[str, ...],
+) -> None:
+    """2026-12-07 08:17:19, not 12/7/26, 8:17:19 AM or 清晨7:19:13: the scan's time with seconds,
+    the code's expiry to the minute, in the gate's time zone."""
+    scanner = _open(browser, web_server, TABLETS[0], query)
+    page = scanner.page
+    _set_up(scanner, gate)
+    panel = _read_picture(page, workdir, codes["untested"], "deny")
+    expect(panel.locator("#verdict-reason")).to_have_text(reason)
+    scanned = panel.locator("#verdict-trust").text_content() or ""
+    assert re.search(DATE_TIME, scanned), scanned
+    expires = dt.datetime.fromtimestamp(_expires_at(codes["untested"]), ZoneInfo("Asia/Shanghai"))
+    expect(panel.locator("#verdict-facts dd").last).to_have_text(expires.strftime("%Y-%m-%d %H:%M"))
+    expect(panel.locator("#verdict-facts dd").last).to_have_text(re.compile(DATE_MINUTES))
+    shown = panel.inner_text()
+    assert not [word for word in misread if word in shown], shown
+    screenshot(page, "scanner-border-deny-tablet-" + query.removeprefix("?lang="))
+    assert scanner.errors == []
+    scanner.context.close()
+
+
+def test_the_kind_of_place_is_the_registrations_and_a_venue_applies_venue_policy(
+    browser: Any,
+    web_server: Server,
+    gate: Gate,
+    venue: Gate,
+    codes: dict[str, Code],
+    workdir: Path,
+) -> None:
+    """A device registered as a venue lets a green code without a test in -- the code a border
+    denies -- and its settings show the kind with nothing to change it. Its stored registration
+    swapped for the border's (validly signed, but another checkpoint's) is refused: offline, the
+    device then decides nothing rather than take the border's, or any, policy."""
+    scanner = _open(browser, web_server, TABLETS[0])
+    page = scanner.page
+    _set_up(scanner, venue, place="场所")
+    panel = _read_picture(page, workdir, codes["untested"], "allow")
+    expect(panel).to_have_attribute("data-reason", "green")
+    expect(panel.locator("#verdict-reason")).to_have_text("绿码")
+    screenshot(page, "scanner-venue-allow-tablet")
+    page.click("#verdict-next")
+
+    page.click("#settings-open")
+    expect(page.locator("#place")).to_have_text("场所（商场、餐馆等） · 天河城商场")
+    expect(page.locator("#place-note")).to_contain_text("本设备不能更改")
+    # Nothing in the settings can name a place: the kind is shown, not asked.
+    fields = page.locator("#setup-form").evaluate(
+        "(form) => [...form.elements].filter((e) => e.tagName !== 'BUTTON').map((e) => e.id)"
+    )
+    assert fields == ["api-key", "fingerprint"]
+    screenshot(page, "scanner-settings-place")
+    page.click("#setup-submit")
+    expect(page.locator("#place-state")).to_have_text("场所")
+
+    # A place written into the stored settings, as the old Settings screen kept it, changes
+    # nothing: the venue's policy still decides.
+    page.evaluate(
+        """async () => {
+          const store = await import("/static/app/scanner-store.js");
+          const settings = await store.getValue("settings");
+          await store.setValue("settings", { ...settings, place: "border" });
+        }"""
+    )
+    page.reload()
+    expect(page.locator("#place-state")).to_have_text("场所", timeout=SLOW)
+    _read_picture(page, workdir, codes["untested"], "allow")
+
+    # The border's registration, fetched with the border's key, put in this device's storage.
+    border = httpx.get(
+        web_server.base + "/v1/checkpoint", headers={"Authorization": f"Bearer {gate.key}"}
+    ).text
+    scanner.context.set_offline(True)
+    page.evaluate(
+        """async (text) => {
+          const { setValue } = await import("/static/app/scanner-store.js");
+          await setValue("registration", text);
+        }""",
+        border,
+    )
+    page.reload()
+    expect(page.locator("#place-state")).to_have_text("场所类型未同步")
+    panel = _read_picture(page, workdir, codes["untested"], "cannot_verify")
+    expect(panel).to_have_attribute("data-reason", "no_registration")
+    expect(panel.locator("#verdict-reason")).to_contain_text("请联网同步")
+    assert_clean(page, "no registration: cannot verify")
+
+    # Back online, the device fetches its own registration again: a venue.
+    page.click("#verdict-next")
+    scanner.context.set_offline(False)
+    page.click("#sync")
+    expect(page.locator("#place-state")).to_have_text("场所", timeout=SLOW)
+    _read_picture(page, workdir, codes["untested"], "allow")
+    assert scanner.errors == []
+    scanner.context.close()

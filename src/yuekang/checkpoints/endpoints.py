@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 
 from yuekang import regions
-from yuekang.checkpoints import documents, service
+from yuekang.checkpoints import documents, registration, service
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.checkpoints.schemas import (
     CheckpointCreate,
@@ -31,10 +31,11 @@ from yuekang.deps import (
     StaffOperator,
     parse_checkpoint_key,
 )
-from yuekang.exceptions import Unauthorized
+from yuekang.exceptions import ServiceUnavailable, Unauthorized
 from yuekang.fastlane import Direct, direct
 from yuekang.headers import media_type
 from yuekang.openapi import errors
+from yuekang.trust import service as trust
 
 router = APIRouter(tags=["checkpoints"])
 
@@ -154,6 +155,46 @@ async def verify_document(
             "decision_reason": decision.reason,
         }
     )
+
+
+@router.get(
+    "/v1/checkpoint",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/jose": {"schema": {"type": "string"}}},
+            "description": "The registration, signed by the trust anchor",
+        },
+        **errors(401, 503),
+    },
+)
+async def checkpoint_registration(
+    checkpoint: CurrentCheckpoint, session: SessionDep, context: Context, now: Now
+) -> Response:
+    """This checkpoint's registration as its device must apply it (checkpoint key): a compact
+    JWS signed by the trust anchor (`typ` `yk-checkpoint+jws`; payload `yk.checkpoint.v1` with
+    `checkpoint`, `name`, `kind`, `issuer`, `issued_at`). The kind of place -- `venue`,
+    `transport` or `border` -- is the operator's, set when the checkpoint was registered: a
+    device takes it from here, under the anchor it pinned, and never from whoever holds it.
+    503 `no_anchor_key` until an anchor key exists."""
+    anchor = await trust.anchor_key(
+        session, passphrase=context.secrets.key_passphrase, now=now, create=False
+    )
+    if anchor is None:
+        raise ServiceUnavailable(
+            "no trust anchor key yet: run `yuekang keys anchor`", code="no_anchor_key"
+        )
+    signed = registration.sign(
+        registration.Registration(
+            issuer=context.settings.issuer,
+            checkpoint=checkpoint.id,
+            name=checkpoint.name,
+            kind=checkpoint.kind,
+            issued_at=epoch(now),
+        ),
+        anchor,
+    )
+    return Response(signed, media_type="application/jose", headers={"Cache-Control": "no-store"})
 
 
 admin = APIRouter(prefix="/v1/admin/checkpoints", tags=["admin: checkpoints"])

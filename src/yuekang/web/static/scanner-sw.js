@@ -6,9 +6,10 @@
 // bundle and the scan queue live in IndexedDB, where the page checks and manages them itself.
 
 // A new name when the page's files must change together (v2: codes' identity assurance, which the
-// verifier, the policies and the page read alike): the changed worker installs them all at once,
+// verifier, the policies and the page read alike; v4: the checkpoint registration and the verdict
+// screen, which the page, its markup and its styles share): the changed worker installs them all at once,
 // rather than each being refreshed on its own behind the cached copy.
-const CACHE = "yk-scanner-v3";
+const CACHE = "yk-scanner-v4";
 const SHELL = [
   "/scanner",
   "/static/app/icon.svg",

@@ -1,4 +1,4 @@
-// The checkpoint scanner: set up once online (checkpoint key, pinned anchor, place), then judge
+// The checkpoint scanner: set up once online (checkpoint key, pinned anchor), then judge
 // health codes from the camera or an image with no network, exactly as `yuekang checkpoint scan`
 // does, and upload the scan records when the network comes back.
 //
@@ -6,11 +6,15 @@
 // POST /v1/verify/document with the checkpoint key. It works online only, queues nothing, and the
 // number typed is sent once and cleared -- never kept, logged or stored on the device.
 //
+// The kind of place (venue, transport, border), which picks the policy, is not the device's to
+// choose: it is the checkpoint's registration on the server, fetched with the key
+// (GET /v1/checkpoint) as a statement signed by the anchor the device pinned, like the trust data.
+//
 // Verification is verify.js (pure, tested against the shared verdict table); state lives in
 // IndexedDB (scanner-store.js); scanner-sw.js keeps the page itself available offline.
 
 import { api, ApiError, language, languageSwitcher, translatePage, translator } from "/static/app/common.js";
-import { BundleError, judge, readBundle, TrustStore, anchorFingerprint, PLACE_KINDS } from "/static/app/verify.js";
+import { BundleError, judge, readBundle, TrustStore, anchorFingerprint, b64urlDecode, PLACE_KINDS } from "/static/app/verify.js";
 import { reasonMessage } from "/static/app/verify-reasons.js";
 import * as db from "/static/app/scanner-store.js";
 
@@ -37,6 +41,16 @@ const TEXT = {
   "setup.fingerprint": ["信任锚指纹（kid）", "信任錨指紋（kid）", "Trust-anchor fingerprint (kid)", "Impressão digital da âncora (kid)"],
   "setup.fingerprint.hint": ["留空则从服务器获取后核对", "留空則從伺服器取得後核對", "Leave empty to fetch it and compare", "Deixe vazio para obter e comparar"],
   "setup.place": ["场所类型", "場所類型", "Kind of place", "Tipo de local"],
+  "setup.place.note": [
+    "由管理员登记核验点时设定，联网同步时从服务器获取（经信任锚签名）；本设备不能更改。",
+    "由管理員登記核驗點時設定，連網同步時從伺服器取得（經信任錨簽署）；本裝置不能更改。",
+    "Set by the administrator when this checkpoint was registered and synced from the server, signed by the trust anchor: it cannot be changed on this device.",
+    "Definido pelo administrador no registo deste posto e sincronizado do servidor, assinado pela âncora: não pode ser alterado neste dispositivo.",
+  ],
+  "place.unknown": ["尚未同步", "尚未同步", "Not synced yet", "Ainda não sincronizado"],
+  "place.registered": ["{kind} · {name}", "{kind} · {name}", "{kind} · {name}", "{kind} · {name}"],
+  "registration.refused": ["已拒绝服务器的核验点登记：{detail}", "已拒絕伺服器的核驗點登記：{detail}", "Refused the server's checkpoint registration: {detail}", "Registo do posto recusado: {detail}"],
+  "registration.other_checkpoint": ["属于其他核验点", "屬於其他核驗點", "it is another checkpoint's", "é de outro posto"],
   "setup.submit": ["保存并同步", "儲存並同步", "Save and sync", "Guardar e sincronizar"],
   "setup.confirm": [
     "服务器的信任锚指纹如下。请与您收到的指纹逐字核对：",
@@ -68,6 +82,7 @@ const TEXT = {
   "place.short.venue": ["场所", "場所", "Venue", "Local"],
   "place.short.transport": ["交通", "交通", "Transport", "Transportes"],
   "place.short.border": ["口岸", "口岸", "Border", "Fronteira"],
+  "place.short.unknown": ["场所类型未同步", "場所類型未同步", "Kind of place not synced", "Tipo de local por sincronizar"],
   "trust.version": ["核验数据 v{version} · {age}签发", "核驗資料 v{version} · {age}簽發", "Trust data v{version} · issued {age}", "Dados v{version} · emitidos {age}"],
   "trust.none": ["尚无核验数据", "尚無核驗資料", "No trust data", "Sem dados de confiança"],
   "net.online": ["在线", "在線", "Online", "Em linha"],
@@ -98,7 +113,6 @@ const TEXT = {
   "field.status_void": ["码面显示（无效）", "碼面顯示（無效）", "Code shows (void)", "O código mostra (nulo)"],
   "field.origin": ["来源", "來源", "Origin", "Origem"],
   "field.expires": ["有效至", "有效至", "Valid until", "Válido até"],
-  "field.rule": ["通行规则", "通行規則", "Rule", "Regra"],
   "field.assurance": ["身份核验", "身份核驗", "Identity", "Identidade"],
   "assurance.proofed": ["已实名核验", "已實名核驗", "Identity verified", "Identidade verificada"],
   "assurance.counter": ["窗口核验", "窗口核驗", "Verified at a counter", "Verificada no balcão"],
@@ -121,11 +135,17 @@ const TEXT = {
   "rule.green_with_recent_test": ["绿码，近期核酸阴性", "綠碼，近期核酸陰性", "Green with a recent negative test", "Verde com teste negativo recente"],
   "rule.no_recent_test": ["绿码，但无近期核酸阴性结果", "綠碼，但無近期核酸陰性結果", "Green, but no recent negative test", "Verde, mas sem teste negativo recente"],
   "rule.identity_check": ["绿码，近期核酸阴性；须核对身份", "綠碼，近期核酸陰性；須核對身份", "Green with a recent test; identity to check", "Verde com teste recente; identidade a verificar"],
+  "rule.no_registration": [
+    "本设备尚未取得核验点登记（场所类型）：请联网同步",
+    "本裝置尚未取得核驗點登記（場所類型）：請連網同步",
+    "This device has no checkpoint registration (kind of place) yet: sync online",
+    "Este dispositivo ainda não tem o registo do posto (tipo de local): sincronize com rede",
+  ],
   "rule.bad_policy": ["核验数据中的通行规则无法读取，请同步", "核驗資料中的通行規則無法讀取，請同步", "The place rules in the trust data cannot be read: sync", "As regras do local não podem ser lidas: sincronize"],
   "verdict.next": ["继续扫码", "繼續掃碼", "Next", "Seguinte"],
   "verdict.next_document": ["下一位", "下一位", "Next person", "Pessoa seguinte"],
-  "verdict.scanned": ["扫码时间 {time}", "掃碼時間 {time}", "Scanned at {time}", "Lido às {time}"],
-  "verdict.checked": ["在线查询时间 {time}", "在線查詢時間 {time}", "Checked online at {time}", "Verificado em linha às {time}"],
+  "verdict.scanned": ["扫码时间 {time}", "掃碼時間 {time}", "Scanned at {time}", "Lido em {time}"],
+  "verdict.checked": ["在线查询时间 {time}", "在線查詢時間 {time}", "Checked online at {time}", "Verificado em linha em {time}"],
   "mode.label": ["核验方式", "核驗方式", "How to check", "Modo de verificação"],
   "mode.scan": ["扫码核验", "掃碼核驗", "Scan a code", "Ler código"],
   "mode.document": ["查证件", "查證件", "Check a document", "Verificar documento"],
@@ -208,7 +228,8 @@ const $ = (id) => document.getElementById(id);
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 const state = {
-  settings: null, // {key, place}
+  settings: null, // {key}
+  registration: null, // {checkpoint, name, kind, issuedAt, text}: signed by the anchor
   anchor: null, // the pinned anchor JWK
   store: null, // TrustStore
   syncedAt: null,
@@ -245,12 +266,6 @@ function secureContextMissing() {
 async function start() {
   translatePage(t);
   languageSwitcher($("languages"));
-  for (const kind of PLACE_KINDS) {
-    const option = document.createElement("option");
-    option.value = kind;
-    option.textContent = t(`place.${kind}`);
-    $("place").append(option);
-  }
   if (secureContextMissing()) {
     // WebCrypto checks every signature; without it the page must not pretend to verify.
     $("insecure").classList.remove("hidden");
@@ -312,6 +327,15 @@ async function restore() {
   state.syncedAt = (await db.getValue("syncedAt")) ?? null;
   if (!state.anchor) return;
   let store = await TrustStore.fromAnchor(state.anchor);
+  // Re-checked like the bundle: a statement edited in storage is no registration at all.
+  const registration = await db.getValue("registration");
+  if (registration && state.settings) {
+    try {
+      state.registration = await readRegistration(registration, store.anchor, state.settings.key);
+    } catch (error) {
+      notice(t("registration.refused", { detail: registrationProblem(error) }), "error");
+    }
+  }
   const bundle = await db.getValue("bundle");
   const deltas = (await db.getValue("deltas")) ?? [];
   const now = nowSeconds();
@@ -374,7 +398,7 @@ function showSetup() {
   $("setup").classList.remove("hidden");
   for (const id of ["modes", "scan", "document", "tools"]) $(id).classList.add("hidden");
   $("api-key").value = state.settings?.key ?? "";
-  $("place").value = state.settings?.place ?? "venue";
+  $("place").textContent = placeText();
   const pinned = Boolean(state.anchor);
   $("fingerprint-row").classList.toggle("hidden", pinned);
   $("pinned-row").classList.toggle("hidden", !pinned);
@@ -413,12 +437,13 @@ function setMode(mode) {
 async function saveSetup() {
   $("setup-error").textContent = "";
   const key = $("api-key").value.trim();
-  const place = $("place").value;
   if (!key) {
     $("setup-error").textContent = t("setup.key");
     return;
   }
-  state.settings = { key, place };
+  // Another key is another checkpoint, whose registration is yet to come.
+  if (state.settings?.key !== key) await forgetRegistration();
+  state.settings = { key };
   if (state.anchor) {
     await db.setValue("settings", state.settings);
     render();
@@ -461,7 +486,8 @@ async function pin(jwk) {
   state.anchor = jwk;
   state.store = await TrustStore.fromAnchor(jwk);
   await db.setValues({ anchor: jwk, settings: state.settings });
-  await db.deleteValues(["bundle", "deltas", "syncedAt"]);
+  await db.deleteValues(["bundle", "deltas", "syncedAt", "registration"]);
+  state.registration = null;
   render();
   showScanner();
   await syncAndUpload();
@@ -469,8 +495,8 @@ async function pin(jwk) {
 
 async function reset() {
   if (!window.confirm(t("setup.reset.confirm"))) return;
-  await db.deleteValues(["anchor", "settings", "bundle", "deltas", "syncedAt"]);
-  Object.assign(state, { settings: null, anchor: null, store: null, syncedAt: null });
+  await db.deleteValues(["anchor", "settings", "bundle", "deltas", "syncedAt", "registration"]);
+  Object.assign(state, { settings: null, anchor: null, store: null, syncedAt: null, registration: null });
   render();
   showSetup();
 }
@@ -487,8 +513,13 @@ function bundleProblem(error) {
   return error instanceof BundleError ? t(`bundle.${error.kind}`) : error.message;
 }
 
+async function sync() {
+  await syncRegistration();
+  await syncBundle();
+}
+
 /** Fetch the bundle (a delta on top of the version held when possible) and keep it. */
-async function sync({ full = false } = {}) {
+async function syncBundle({ full = false } = {}) {
   if (!state.store || !state.settings || state.syncing) return;
   if (!navigator.onLine) {
     notice(t("sync.offline"));
@@ -537,7 +568,7 @@ async function sync({ full = false } = {}) {
     } catch (error) {
       if (error instanceof BundleError && error.kind === "delta_mismatch" && !full) {
         state.syncing = false;
-        return sync({ full: true });
+        return syncBundle({ full: true });
       }
       notice(t("sync.refused", { detail: bundleProblem(error) }), "error");
       return;
@@ -556,6 +587,97 @@ async function sync({ full = false } = {}) {
     state.syncing = false;
     render();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checkpoint's registration: its kind of place, as the operator registered it
+
+const REGISTRATION_HEADER = "yk-checkpoint+jws";
+const REGISTRATION_TYP = "yk.checkpoint.v1";
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+class RegistrationError extends Error {
+  constructor(kind, detail) {
+    super(detail);
+    this.kind = kind;
+  }
+}
+
+function registrationProblem(error) {
+  if (!(error instanceof RegistrationError)) return error.message;
+  return t(error.kind === "other_checkpoint" ? "registration.other_checkpoint" : `bundle.${error.kind}`);
+}
+
+/** The registration statement (checkpoints/registration.py), believed only when the pinned
+ * anchor signed it and it names the checkpoint whose key this device holds; throws
+ * RegistrationError. */
+async function readRegistration(text, anchor, key) {
+  const malformed = (detail) => new RegistrationError("malformed", detail);
+  const parts = typeof text === "string" ? text.trim().split(".") : [];
+  if (parts.length !== 3) throw malformed("not a compact JWS");
+  let header;
+  let payload;
+  let signature;
+  try {
+    header = JSON.parse(UTF8.decode(b64urlDecode(parts[0])));
+    payload = JSON.parse(UTF8.decode(b64urlDecode(parts[1])));
+    signature = b64urlDecode(parts[2]);
+  } catch {
+    throw malformed("not base64url JSON");
+  }
+  if (header?.typ !== REGISTRATION_HEADER) throw malformed("not a checkpoint registration");
+  if (header.alg !== anchor.alg || header.kid !== anchor.kid) throw new RegistrationError("bad_signature", "not the pinned anchor");
+  const algorithm = anchor.alg === "ES256" ? { name: "ECDSA", hash: "SHA-256" } : { name: "Ed25519" };
+  let verified = false;
+  try {
+    verified = signature.length === 64 && (await crypto.subtle.verify(algorithm, anchor.cryptoKey, signature, new TextEncoder().encode(`${parts[0]}.${parts[1]}`)));
+  } catch {
+    verified = false;
+  }
+  if (!verified) throw new RegistrationError("bad_signature", "the signature does not verify");
+  const { typ, checkpoint, name, kind, issued_at: issuedAt } = payload ?? {};
+  if (typ !== REGISTRATION_TYP || typeof checkpoint !== "string" || typeof name !== "string" || !PLACE_KINDS.includes(kind) || !Number.isInteger(issuedAt)) {
+    throw malformed("not a yk.checkpoint.v1 payload");
+  }
+  // ykc_<id hex>_<secret>: the statement must be about the checkpoint this key belongs to.
+  const keyId = /^ykc_([0-9a-f]{32})_/.exec(key ?? "")?.[1];
+  if (checkpoint.replaceAll("-", "").toLowerCase() !== keyId) throw new RegistrationError("other_checkpoint", "another checkpoint's registration");
+  return { checkpoint, name, kind, issuedAt, text };
+}
+
+/** Ask the server what this checkpoint is registered as; keep it when it checks and is not
+ * older than the one held. Quiet when offline: the bundle's sync says so. */
+async function syncRegistration() {
+  if (!state.store || !state.settings || !navigator.onLine) return;
+  let response;
+  try {
+    response = await fetch("/v1/checkpoint", { headers: { Authorization: `Bearer ${state.settings.key}` }, cache: "no-store" });
+  } catch {
+    return;
+  }
+  if (!response.ok) return; // 401: the bundle's sync, next, says the key is wrong
+  let incoming;
+  try {
+    incoming = await readRegistration(await response.text(), state.store.anchor, state.settings.key);
+  } catch (error) {
+    notice(t("registration.refused", { detail: registrationProblem(error) }), "error");
+    return;
+  }
+  if (state.registration && incoming.issuedAt < state.registration.issuedAt) return;
+  state.registration = incoming;
+  await db.setValue("registration", incoming.text);
+  render();
+}
+
+async function forgetRegistration() {
+  state.registration = null;
+  await db.deleteValues(["registration"]);
+}
+
+function placeText() {
+  const registration = state.registration;
+  if (!registration) return t("place.unknown");
+  return t("place.registered", { kind: t(`place.${registration.kind}`), name: registration.name });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -824,8 +946,11 @@ async function onCode(text, source) {
   state.recent.set(text, nowMs);
   if (source === "camera" && known) return;
   const now = nowSeconds();
-  const place = state.settings?.place ?? "venue";
-  const result = await judge(state.store, text, { now, place });
+  const place = state.registration?.kind ?? null;
+  const result = await judge(state.store, text, { now, place: place ?? "venue" });
+  // Without its registration the device does not know which policy is its own: it judges the
+  // code but decides nothing, rather than guess a place.
+  if (place === null && result.decision !== "cannot_verify") Object.assign(result, { decision: "cannot_verify", decision_reason: "no_registration" });
   showVerdict(result, now);
   await queueScan(result, now);
 }
@@ -841,7 +966,6 @@ function notice(text, kind = "info") {
 
 // Made once: every render (at least every 30 s) and every verdict formats with them.
 const AGE_FORMAT = new Intl.RelativeTimeFormat(lang, { numeric: "auto" });
-const TIME_FORMAT = new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "medium" });
 
 function relativeAge(seconds) {
   const ago = Math.max(0, seconds);
@@ -851,8 +975,14 @@ function relativeAge(seconds) {
   return AGE_FORMAT.format(-Math.floor(ago / 86400), "day");
 }
 
-function formatTime(seconds) {
-  return TIME_FORMAT.format(new Date(seconds * 1000));
+/** Local time as 2026-12-07 08:17:19 (or without seconds) in every language: read alike by
+ * everyone at a gate, with no AM/PM or 清晨 to misread. */
+function formatTime(seconds, { withSeconds = true } = {}) {
+  const date = new Date(seconds * 1000);
+  const two = (n) => String(n).padStart(2, "0");
+  const day = `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())}`;
+  const time = `${two(date.getHours())}:${two(date.getMinutes())}${withSeconds ? `:${two(date.getSeconds())}` : ""}`;
+  return `${day} ${time}`;
 }
 
 /** The trust data's state: always on screen, since it decides whether verdicts can be believed. */
@@ -879,8 +1009,10 @@ function render() {
   const online = navigator.onLine && state.reachable !== false;
   $("net-state").textContent = t(online ? "net.online" : "net.offline");
   $("net-state").className = `pill ${online ? "online" : "offline"}`;
-  $("place-state").textContent = state.settings ? t(`place.short.${state.settings.place}`) : "";
-  $("place-state").classList.toggle("hidden", !state.settings);
+  // Always in sight once set up: a device that does not know its place decides nothing.
+  $("place-state").textContent = t(`place.short.${state.registration?.kind ?? "unknown"}`);
+  $("place-state").className = `pill${state.registration ? "" : " unregistered"}${state.settings ? "" : " hidden"}`;
+  if (!$("setup").classList.contains("hidden")) $("place").textContent = placeText();
   // The document mode says up front when it cannot work; scanning codes needs no network.
   $("document-offline").classList.toggle("hidden", online);
   renderQueue();
@@ -908,53 +1040,74 @@ function originText(origin) {
   return converted ? t("origin.converted", { partner: converted[1] }) : origin;
 }
 
+/** The line that says why: the place's rule (translated here), the instruction an officer must
+ * follow, or the verifier's reason for a code that does not count or cannot be judged. */
+function decidingReason(result) {
+  const reason = result.decision_reason;
+  if (result.decision === "manual_check" && reason === "identity_check") return t("instruction.identity_check");
+  if (reason && TEXT[`rule.${reason}`]) return t(`rule.${reason}`);
+  const code = reason ?? result.reasons[0];
+  return code ? reasonMessage(code, lang) : "";
+}
+
 /** A verdict over the whole screen: judged here from a code, or (`online`) the server's answer
- * to a document check. */
+ * to a document check. The decision's colour and word fill the screen, the reason that decided
+ * it is the largest line, and the code's own colour is a detail underneath. */
 function showVerdict(result, now, { online = false } = {}) {
   const panel = $("verdict");
   panel.className = `verdict decision-${result.decision}`;
   panel.dataset.decision = result.decision;
   panel.dataset.reasons = result.reasons.join(" ");
+  panel.dataset.reason = result.decision_reason ?? "";
   panel.dataset.origin = result.origin ?? "";
   panel.dataset.assurance = result.assurance ?? "";
   $("verdict-word").textContent = t(`decision.${result.decision}`);
+  const because = decidingReason(result);
+  $("verdict-reason").textContent = because;
+  $("verdict-reason").classList.toggle("hidden", !because);
   $("verdict-name").textContent = result.masked_name ?? "";
   $("verdict-name").classList.toggle("hidden", !result.masked_name);
+
+  // A revoked code still shows what it says, but its colour counts for nothing.
+  const code = $("verdict-code");
+  const status = $("verdict-status");
+  code.classList.toggle("hidden", !result.status);
+  if (result.status) {
+    const counts = result.verdict === "valid";
+    $("verdict-code-label").textContent = t(counts ? "field.status" : "field.status_void");
+    status.textContent = t(`status.${result.status}`);
+    status.className = `status ${counts ? `status-${result.status}` : "status-void"}`;
+  }
 
   const facts = $("verdict-facts");
   facts.replaceChildren();
   const fact = (label, value, className = "") => {
     if (value === null || value === undefined || value === "") return;
+    const item = document.createElement("div");
     const term = document.createElement("dt");
     term.textContent = t(label);
     const detail = document.createElement("dd");
     detail.textContent = value;
     if (className) detail.className = className;
-    facts.append(term, detail);
+    item.append(term, detail);
+    facts.append(item);
   };
-  // A revoked code still shows whose it was and what it says, but its colour counts for nothing.
-  if (result.status && result.verdict === "valid") fact("field.status", t(`status.${result.status}`), `status status-${result.status}`);
-  else if (result.status) fact("field.status_void", t(`status.${result.status}`), "status status-void");
   // How the holder's identity was proved, for a code that counts: nothing when it does not say.
   const assurance = `assurance.${result.assurance}`;
   if (result.verdict === "valid" && result.assurance && TEXT[assurance]) fact("field.assurance", t(assurance), "assurance");
-  const rule = `rule.${result.decision_reason}`;
-  if (TEXT[rule] && !result.reasons.includes(result.decision_reason)) fact("field.rule", t(rule));
   fact("field.origin", originText(result.origin));
-  if (result.expires_at !== null && result.expires_at !== undefined) fact("field.expires", formatTime(result.expires_at));
-  // The place's policy wants a person to look at the document: say so first, plainly.
-  const instruction = $("verdict-instruction");
-  const identityCheck = result.decision === "manual_check" && result.decision_reason === "identity_check";
-  instruction.textContent = identityCheck ? t("instruction.identity_check") : "";
-  instruction.classList.toggle("hidden", !identityCheck);
+  if (result.expires_at !== null && result.expires_at !== undefined) fact("field.expires", formatTime(result.expires_at, { withSeconds: false }));
 
+  // Every reason and warning, but the one already said in large type.
   const reasons = $("verdict-reasons");
   reasons.replaceChildren();
-  for (const code of [...result.reasons, ...result.warnings]) {
+  for (const reason of [...result.reasons, ...result.warnings]) {
+    const warning = result.warnings.includes(reason);
+    if (!warning && reason === result.decision_reason && !TEXT[`rule.${reason}`]) continue;
     const item = document.createElement("li");
-    item.textContent = reasonMessage(code, lang);
-    item.dataset.code = code;
-    if (result.warnings.includes(code)) item.className = "warning";
+    item.textContent = reasonMessage(reason, lang);
+    item.dataset.code = reason;
+    if (warning) item.className = "warning";
     reasons.append(item);
   }
   // A document's verdict is the server's, not the trust data's.
