@@ -78,6 +78,10 @@ async function networkFirst(event, request) {
     const response = await fetch(request);
     if (response.ok && response.type === "basic") {
       event.waitUntil(cache.put(PAGE, response.clone()));
+    } else if (response.status >= 500) {
+      // The server (or the proxy before it) is down: the kept page is better than its error.
+      const cached = await cache.match(PAGE, { ignoreSearch: true, ignoreVary: true });
+      if (cached) return cached;
     }
     return response;
   } catch (error) {

@@ -735,12 +735,16 @@ function stopCode() {
 
 /** A code past its expiry (no network renewed it) looks expired at a glance: grey, the QR faded,
  * no moving line, and the words. */
-function showExpired(expired) {
-  const card = $("code-card");
+function showExpired(expired, prefix = "", code = state.code) {
+  const card = $(prefix ? `${prefix}card` : "code-card");
   if (expired === (card.dataset.expired === "true")) return;
   card.dataset.expired = String(expired);
-  $("expired-note").textContent = expired ? t("code.expired") : "";
-  $("qr").alt = expired ? t("code.expired") : state.code ? t(`status.${state.code.status}`) : "";
+  $(`${prefix}expired-note`).textContent = expired ? t("code.expired") : "";
+  if (!prefix) $("qr").alt = expired ? t("code.expired") : code ? t(`status.${code.status}`) : "";
+}
+
+function pastExpiry(code) {
+  return Boolean(code && Date.now() >= new Date(code.expires_at).getTime());
 }
 
 async function refreshCode() {
@@ -873,7 +877,8 @@ function tick() {
   const now = formatTime(Date.now(), true, true);
   $("clock").textContent = now;
   $("dep-clock").textContent = now;
-  showExpired(Boolean(state.code && Date.now() >= new Date(state.code.expires_at).getTime()));
+  showExpired(pastExpiry(state.code));
+  showExpired(pastExpiry(state.dep && state.dep.code), "dep-", state.dep && state.dep.code);
   if (state.code && !state.kept && !state.renewing && Date.now() >= state.renewAt) renew();
   const dep = state.dep;
   if (dep && dep.code && !dep.renewing && Date.now() >= dep.renewAt) renewDependant(dep);
