@@ -203,6 +203,13 @@ def test_the_network_banner_goes_when_the_network_returns_and_the_code_renews(
     wait_until(page, "() => document.querySelector('#fatal').textContent === ''")
     assert page.get_attribute("#code-card", "data-expired") != "true"
 
+    # The worker's scope is the whole origin, but it keeps only the resident page's files: the
+    # console, opened in the same browser, loads from the network and leaves nothing in its cache.
+    page.goto(web_server.base + "/console?lang=en")
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("() => Boolean(navigator.serviceWorker.controller)")
+    assert not [p for p in cached_paths(page) if "console" in p], cached_paths(page)
+
 
 # --- why, and what next -------------------------------------------------------------------------
 
