@@ -357,6 +357,13 @@ class Settings(BaseSettings):
         description="serve the API reference page at /docs (from the pages' locked npm files; "
         "/openapi.json is served either way)",
     )
+    hotline: str | None = Field(
+        None,
+        max_length=32,
+        pattern=r"^\+?[0-9][0-9 ()-]{1,30}$",
+        description="the helpline a resident with a yellow or red code is told to call (e.g. "
+        "12345); shown by the resident page with GET /v1/me/status",
+    )
     fast_lane: bool = Field(
         True,
         description="answer online verifications and cached QR images before FastAPI's "

@@ -134,6 +134,8 @@ async def test_a_red_resident_files_one_appeal_at_a_time(running: RunningApp, cl
 
     mine = await api.client.get("/v1/me/appeals", headers=resident.auth)
     assert [a["id"] for a in mine.json()] == [appeal["id"]]
+    # The resident reads back what they wrote (the page shows it under the appeal).
+    assert mine.json()[0]["text"] == APPEAL_TEXT
 
     green = await api.registered()
     refused = await api.client.post(

@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from conftest import RunningApp
+from conftest import RunningApp, make_settings, start_app
 from support.api import Api, Resident
+from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.codec.keys import b64url_decode
 from yuekang.health_status.models import StatusChange
@@ -83,6 +85,16 @@ async def test_a_new_resident_is_green_explained_in_simplified_chinese(api: Api)
     assert status["nat"] is None
     assert status["vaccination"] == {"doses": 0, "last_dose_on": None}
     assert status["rule_set_version"] == "gd-2021.2"
+    assert status["hotline"] is None  # none set
+
+
+async def test_the_helpline_set_for_the_deployment_comes_with_the_status(
+    database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+):
+    settings = make_settings(database_url, tmp_path / "keys", hotline="12345")
+    async for running in start_app(settings, clock, sms):
+        resident = await running.api.registered()
+        assert (await my_status(running.api, resident))["hotline"] == "12345"
 
 
 async def test_the_explanation_follows_lang_then_accept_language(api: Api):

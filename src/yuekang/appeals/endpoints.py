@@ -14,6 +14,7 @@ from yuekang.appeals.schemas import (
     AppealDetail,
     AppealRead,
     AppealSummary,
+    MyAppealRead,
 )
 from yuekang.deps import AppealReviewer, Context, CurrentResident, Now, SessionDep
 from yuekang.openapi import errors
@@ -63,10 +64,15 @@ async def file_appeal(
     return AppealRead.model_validate(_read(appeal))
 
 
-@resident.get("", response_model=list[AppealRead], responses=errors(401))
-async def my_appeals(resident_id: CurrentResident, session: SessionDep) -> list[AppealRead]:
-    """The resident's appeals, newest first, with the reviewer's answers."""
-    return [AppealRead.model_validate(_read(a)) for a in await service.mine(session, resident_id)]
+@resident.get("", response_model=list[MyAppealRead], responses=errors(401))
+async def my_appeals(
+    resident_id: CurrentResident, session: SessionDep, context: Context
+) -> list[MyAppealRead]:
+    """The resident's appeals, newest first, with what they wrote and the reviewer's answers."""
+    return [
+        MyAppealRead.model_validate({**_read(a), "text": service.own_words(a, context.pii)})
+        for a in await service.mine(session, resident_id)
+    ]
 
 
 @admin.get("", response_model=list[AppealSummary], responses=errors(401, 403, 422))

@@ -25,6 +25,10 @@ class AppealRead(BaseModel):
     override_expires_at: dt.datetime | None
 
 
+class MyAppealRead(AppealRead):
+    text: str = Field(description="What the resident wrote")
+
+
 class AppealSummary(AppealRead):
     resident_id: uuid.UUID
 

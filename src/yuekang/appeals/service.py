@@ -77,6 +77,11 @@ async def mine(session: AsyncSession, resident_id: uuid.UUID) -> Sequence[Appeal
     return result.scalars().all()
 
 
+def own_words(appeal: Appeal, pii: PiiCipher) -> str:
+    """The resident's words, for the resident who wrote them (no audit: they are their own)."""
+    return pii.decrypt(appeal.text_ct, key_id=appeal.key_id, context=_context(appeal.id))
+
+
 async def listing(
     session: AsyncSession,
     *,

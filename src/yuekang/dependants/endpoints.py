@@ -306,7 +306,11 @@ async def dependant_status(
     if record is None:
         raise NotFound("no status is recorded", code="status_missing")
     return status_answer(
-        record, rules=rules, language=lang or pick_language(accept_language), now=now
+        record,
+        rules=rules,
+        language=lang or pick_language(accept_language),
+        now=now,
+        hotline=context.settings.hotline,
     )
 
 

@@ -41,7 +41,12 @@ from yuekang.schemas import PlainLine
 
 
 def status_answer(
-    record: HealthStatus, *, rules: RuleSet, language: str, now: dt.datetime
+    record: HealthStatus,
+    *,
+    rules: RuleSet,
+    language: str,
+    now: dt.datetime,
+    hotline: str | None = None,
 ) -> MyStatusRead:
     """A person's status as they (or their guardian) read it: why, until when, their latest
     test and vaccinations, explained in ``language``."""
@@ -71,6 +76,7 @@ def status_answer(
         nat=nat,
         vaccination=VaccinationRead(doses=record.vaccine_doses, last_dose_on=record.vaccinated_on),
         can_appeal=colour != "green",
+        hotline=hotline,
     )
 
 
@@ -109,7 +115,11 @@ async def read_my_status(
         await residents.require_proved(session, resident_id)
         raise NotFound("bind an identity document first", code="identity_not_bound")
     answer = status_answer(
-        record, rules=rules, language=lang or pick_language(accept_language), now=now
+        record,
+        rules=rules,
+        language=lang or pick_language(accept_language),
+        now=now,
+        hotline=context.settings.hotline,
     ).model_dump_json()
     # The tag is a digest of the answer itself, so it changes exactly when the answer does (the
     # test's display bucket moves with the clock). A 304 spares the bytes, not the work.

@@ -76,6 +76,9 @@ class MyStatusRead(BaseModel):
     nat: NatRead | None
     vaccination: VaccinationRead
     can_appeal: bool = Field(description="Red and yellow statuses can be contested")
+    hotline: str | None = Field(
+        None, description="The helpline to call about a status (setting `YUEKANG_HOTLINE`)"
+    )
 
 
 class RuleSetRead(BaseModel):

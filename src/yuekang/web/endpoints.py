@@ -137,6 +137,25 @@ def scanner_worker() -> Response:
     )
 
 
+RESIDENT_WORKER = "resident-sw.js"
+
+
+@router.get(f"/static/app/{RESIDENT_WORKER}", name="resident-worker")
+def resident_worker() -> Response:
+    """The resident page's service worker, allowed to control / (the page) from /static/app/.
+    Its own fetch handler answers only for the resident page and what that page loads, so the
+    other pages under / are left to the network (the scanner has its own, narrower worker)."""
+    return FileResponse(
+        STATIC / RESIDENT_WORKER,
+        media_type="text/javascript",
+        headers={
+            "Service-Worker-Allowed": "/",
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
 docs = APIRouter(include_in_schema=False)
 
 

@@ -13,6 +13,11 @@ import {
 const TEXT = {
   title: { "zh-Hans": "粤康码", "zh-Hant": "粵康碼", en: "Yuekang Health Code", pt: "Código de Saúde de Guangdong" },
   "signin.title": { "zh-Hans": "手机号登录", "zh-Hant": "手機號碼登入", en: "Sign in with your phone", pt: "Entrar com o telemóvel" },
+  "signin.region": { "zh-Hans": "手机号归属地", "zh-Hant": "手機號碼所屬地區", en: "Phone number from", pt: "Número de" },
+  "signin.region_required": { "zh-Hans": "8 位号码请选择中国澳门或中国香港", "zh-Hant": "8 位號碼請選擇中國澳門或中國香港", en: "For an 8-digit number, choose Macao or Hong Kong", pt: "Para um número de 8 dígitos, escolha Macau ou Hong Kong" },
+  "region.CN": { "zh-Hans": "中国内地 +86", "zh-Hant": "中國內地 +86", en: "Mainland China +86", pt: "China continental +86" },
+  "region.MO": { "zh-Hans": "中国澳门 +853", "zh-Hant": "中國澳門 +853", en: "Macao +853", pt: "Macau +853" },
+  "region.HK": { "zh-Hans": "中国香港 +852", "zh-Hant": "中國香港 +852", en: "Hong Kong +852", pt: "Hong Kong +852" },
   "signin.phone": { "zh-Hans": "手机号码", "zh-Hant": "手機號碼", en: "Phone number", pt: "Número de telemóvel" },
   "signin.send": { "zh-Hans": "获取验证码", "zh-Hant": "取得驗證碼", en: "Send code", pt: "Enviar código" },
   "signin.code": { "zh-Hans": "短信验证码", "zh-Hant": "短訊驗證碼", en: "Code from the SMS", pt: "Código do SMS" },
@@ -46,6 +51,20 @@ const TEXT = {
   "vx.none": { "zh-Hans": "未接种", "zh-Hant": "未接種", en: "None", pt: "Nenhuma" },
   "vx.doses": { "zh-Hans": "已接种{doses}剂", "zh-Hant": "已接種{doses}劑", en: "{doses} dose(s)", pt: "{doses} dose(s)" },
   "code.expires": { "zh-Hans": "有效至 {time}，到期前自动刷新", "zh-Hant": "有效至 {time}，到期前自動更新", en: "Valid until {time}; renews itself before then", pt: "Válido até {time}; renova-se antes" },
+  "code.expired": { "zh-Hans": "已过期，请联网刷新", "zh-Hant": "已過期，請連網更新", en: "Expired: connect to the internet to renew", pt: "Expirado: ligue-se à internet para renovar" },
+  "elder.toggle": { "zh-Hans": "关怀模式", "zh-Hant": "關懷模式", en: "Larger text", pt: "Texto maior" },
+  "reason.override": { "zh-Hans": "工作人员已复核，赋{colour}（{since} 起）。", "zh-Hant": "工作人員已覆核，賦{colour}（{since} 起）。", en: "Staff reviewed your status and gave it {colour} on {since}.", pt: "Os funcionários reviram o seu estado e atribuíram-lhe {colour} em {since}." },
+  "colour.green": { "zh-Hans": "绿码", "zh-Hant": "綠碼", en: "green", pt: "verde" },
+  "colour.yellow": { "zh-Hans": "黄码", "zh-Hant": "黃碼", en: "yellow", pt: "amarelo" },
+  "colour.red": { "zh-Hans": "红码", "zh-Hant": "紅碼", en: "red", pt: "vermelho" },
+  "steps.title": { "zh-Hans": "下一步", "zh-Hant": "下一步", en: "What to do next", pt: "O que fazer a seguir" },
+  "steps.red.stay": { "zh-Hans": "请留在家中或按通知隔离，暂不前往公共场所、不乘坐公共交通。", "zh-Hant": "請留在家中或按通知隔離，暫不前往公共場所、不乘搭公共交通工具。", en: "Stay at home, or in isolation as you were told; do not go to public places or use public transport.", pt: "Fique em casa, ou em isolamento conforme indicado; não vá a locais públicos nem use transportes públicos." },
+  "steps.red.test": { "zh-Hans": "按社区或疾控部门的通知做核酸检测。", "zh-Hant": "按社區或疾控部門的通知做核酸檢測。", en: "Get tested when your community or the disease-control office tells you to.", pt: "Faça o teste quando a sua comunidade ou os serviços de saúde lhe indicarem." },
+  "steps.yellow.test": { "zh-Hans": "尽快就近做核酸检测；结果阴性后健康码会自动更新。", "zh-Hant": "盡快就近做核酸檢測；結果陰性後健康碼會自動更新。", en: "Get a nucleic-acid test nearby soon; negative results update your code by themselves.", pt: "Faça em breve um teste de ácido nucleico perto de si; resultados negativos atualizam o código automaticamente." },
+  "steps.yellow.avoid": { "zh-Hans": "结果出来前减少外出，不去人员密集场所。", "zh-Hant": "結果出來前減少外出，不去人多擠迫的地方。", en: "Until then, go out less and avoid crowded places.", pt: "Até lá, saia menos e evite locais com muita gente." },
+  "steps.appeal": { "zh-Hans": "认为赋码有误？点下方“申诉”说明情况。", "zh-Hant": "認為賦碼有誤？按下方「申訴」說明情況。", en: "Think this is wrong? Use “Appeal” below to tell us why.", pt: "Acha que está errado? Use «Recorrer» abaixo para explicar porquê." },
+  "steps.hotline": { "zh-Hans": "咨询热线：", "zh-Hant": "諮詢熱線：", en: "Helpline: ", pt: "Linha de apoio: " },
+  "appeal.wrote": { "zh-Hans": "您的申诉：", "zh-Hant": "您的申訴：", en: "You wrote: ", pt: "Escreveu: " },
   "code.converted": { "zh-Hans": "由澳门健康码转换", "zh-Hant": "由澳門健康碼轉換", en: "Converted from a Macao health code", pt: "Convertido do código de saúde de Macau" },
   "appeal.open": { "zh-Hans": "对赋码有异议？申诉", "zh-Hant": "對賦碼有異議？申訴", en: "Think this is wrong? Appeal", pt: "Discorda? Recorrer" },
   "appeal.title": { "zh-Hans": "申诉", "zh-Hant": "申訴", en: "Appeal", pt: "Recurso" },
@@ -170,6 +189,12 @@ const $ = (id) => document.getElementById(id);
 // The session's two tokens, kept by this browser (docs/API.md, "Sessions"): the access token
 // goes with every request; the refresh token renews it, once.
 const SESSION_KEY = "yk.session";
+// The last code shown, kept so that the page opens with it when there is no network: its image
+// (a data: URL), colour, times and masked name -- what the screen shows anyway, never a document
+// number. Forgotten on sign-out.
+const KEPT_KEY = "yk.lastcode";
+// 关怀模式 (elder mode), remembered on this phone.
+const ELDER_KEY = "yk.elder";
 
 function storedSession() {
   try {
@@ -195,11 +220,16 @@ const state = {
   // The family member whose code is on screen: {id, name, code, renewAt, renewing, imageUrl}.
   dep: null,
   guardiansShown: false,
+  // Showing the kept code because the server could not be reached when the page opened.
+  kept: false,
+  // The server could not be reached when the page opened: it is asked again.
+  unreached: false,
 };
-const LOCALE = { "zh-Hans": "zh-CN", "zh-Hant": "zh-HK", en: "en-GB", pt: "pt-PT" }[language()];
 // Codes and clocks are shown in Guangdong time, whatever the phone's own zone.
 const TIME_ZONE = "Asia/Shanghai";
-const THEME = { green: "#12a150", yellow: "#e8b100", red: "#d92c2c" };
+// The status colours, darker than the first ones so that white text on them is readable (WCAG AA,
+// 4.5:1): the same in resident.css.
+const THEME = { green: "#0a7d3e", yellow: "#e8b100", red: "#c62828" };
 // From this age a family member must agree: the page asks for their phone only from then. The
 // server's setting (GET /v1/me/dependants/rules) replaces the default once the family loads.
 let adultAge = 18;
@@ -283,14 +313,30 @@ function fail(error) {
   $("fatal").textContent = errorText(error, true);
 }
 
-// Made once: the clock formats a time every second.
-const TIME_OPTIONS = { timeZone: TIME_ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
-const TIME_ONLY = new Intl.DateTimeFormat(LOCALE, TIME_OPTIONS);
-const DATE_TIME = new Intl.DateTimeFormat(LOCALE, { ...TIME_OPTIONS, year: "numeric", month: "2-digit", day: "2-digit" });
+// Made once: the clock formats a time every second. Every language writes dates and times the
+// same way, 2026-12-07 08:17, on a 24-hour clock: the parts come from one formatter, put in order
+// here, so no locale's habits (07/12/2026, 上午) show.
+const PARTS = new Intl.DateTimeFormat("en-CA", {
+  timeZone: TIME_ZONE,
+  year: "numeric",
+  month: "2-digit",
+  day: "2-digit",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  hourCycle: "h23",
+});
 const ISO_DAY = new Intl.DateTimeFormat("en-CA", { timeZone: TIME_ZONE, year: "numeric", month: "2-digit", day: "2-digit" });
 
-function formatTime(when, withDate = false) {
-  return (withDate ? DATE_TIME : TIME_ONLY).format(new Date(when));
+/** `when` in Guangdong time: 08:17, with `withDate` 2026-12-07 08:17, with `seconds` :05 after. */
+function formatTime(when, withDate = false, seconds = false) {
+  const part = Object.fromEntries(PARTS.formatToParts(new Date(when)).map((p) => [p.type, p.value]));
+  const time = `${part.hour}:${part.minute}${seconds ? `:${part.second}` : ""}`;
+  return withDate ? `${part.year}-${part.month}-${part.day} ${time}` : time;
+}
+
+function formatDay(when) {
+  return ISO_DAY.format(new Date(when));
 }
 
 /** Whether someone born on `birth` (YYYY-MM-DD) is an adult today, in Guangdong. */
@@ -365,7 +411,10 @@ async function withSession(send) {
 }
 
 async function authed(path, options = {}) {
-  return withSession((token) => api(path, { ...options, token }));
+  const answer = await withSession((token) => api(path, { ...options, token }));
+  // The server answered: a "no network" (or other) banner from an earlier call is out of date.
+  $("fatal").textContent = "";
+  return answer;
 }
 
 /** A binary resource (an image) with the session. */
@@ -401,6 +450,9 @@ async function signOutByUser(everywhere = false) {
 
 function signOut() {
   localStorage.removeItem(SESSION_KEY);
+  localStorage.removeItem(KEPT_KEY);
+  state.kept = false;
+  $("code").classList.remove("kept");
   state.token = null;
   state.challenge = null;
   stopCode();
@@ -437,13 +489,31 @@ function waitToResend(seconds) {
   resendTimer = setInterval(paint, 1_000);
 }
 
+/** The number as typed, with where it is from: the server reads an 8-digit Macao or Hong Kong
+ * number by its region, and an 11-digit mainland one (or one with its +86/+853/+852) by itself. */
+function phoneBody() {
+  const region = $("region").value;
+  // The mainland is what the server assumes without a region; left out, an 8-digit number is
+  // answered "which region?" (region_required) rather than "not a mobile number".
+  return region === "CN" ? { phone: $("phone").value.trim() } : { phone: $("phone").value.trim(), region };
+}
+
+const PLACEHOLDER = { CN: "13800138000", MO: "66123456", HK: "51234567" };
+
 async function sendCode(event) {
   event.preventDefault();
+  const button = $("send-code");
+  // One code per tap: the button rests from the first tap until the server has answered, then
+  // counts down the server's resend interval.
+  if (button.disabled) return;
+  button.disabled = true;
   $("phone-error").textContent = "";
+  $("phone").removeAttribute("aria-invalid");
+  $("region").removeAttribute("aria-invalid");
   try {
-    const sent = await api("/v1/auth/otp", { method: "POST", body: { phone: $("phone").value.trim() } });
+    const sent = await api("/v1/auth/otp", { method: "POST", body: phoneBody() });
     state.challenge = sent.challenge_id;
-    waitToResend(sent.resend_in);
+    waitToResend(sent.resend_in ?? 60);
     $("otp-form").classList.remove("hidden");
     // Development servers hand the code back; production ones only send the SMS.
     $("dev-code").textContent = sent.dev_code ? t("signin.dev", { code: sent.dev_code }) : "";
@@ -451,8 +521,18 @@ async function sendCode(event) {
   } catch (error) {
     if (error instanceof ApiError && error.code === "otp_resend_wait" && error.retryAfter) {
       waitToResend(error.retryAfter);
+    } else {
+      button.disabled = false;
     }
-    $("phone-error").textContent = errorText(error);
+    const field = error instanceof ApiError && error.fields.find((f) => ["phone", "region"].includes(f.field));
+    if (field && field.reason === "region_required") {
+      $("phone-error").textContent = t("signin.region_required");
+      $("region").setAttribute("aria-invalid", "true");
+      $("region").focus();
+    } else {
+      $("phone-error").textContent = field ? field.message : errorText(error);
+      if (field) $("phone").setAttribute("aria-invalid", "true");
+    }
   }
 }
 
@@ -463,7 +543,7 @@ async function verifyCode(event) {
     keepSession(
       await api("/v1/auth/token", {
         method: "POST",
-        body: { phone: $("phone").value.trim(), challenge_id: state.challenge, code: $("otp").value.trim() },
+        body: { ...phoneBody(), challenge_id: state.challenge, code: $("otp").value.trim() },
       }),
     );
     $("otp").value = "";
@@ -565,11 +645,70 @@ async function imageUrl(url) {
 }
 
 async function loadImage(code) {
-  const url = await imageUrl(`/v1/codes/${encodeURIComponent(code.code_id)}.png`);
+  const image = await authedBlob(`/v1/codes/${encodeURIComponent(code.code_id)}.png`);
+  const url = URL.createObjectURL(image);
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
   state.imageUrl = url;
   $("qr").src = url;
-  $("qr").alt = code.status;
+  $("qr").alt = t(`status.${code.status}`);
+  keepCode(code, image).catch(() => {}); // a full storage only costs the offline copy
+}
+
+/** Keep the code on screen for a start with no network (KEPT_KEY). */
+async function keepCode(code, image) {
+  const png = await new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(image);
+  });
+  if (state.code !== code) return; // signed out, or renewed, meanwhile
+  const kept = {
+    status: code.status,
+    issued_at: code.issued_at,
+    expires_at: code.expires_at,
+    converted: Boolean(claims(code.qr_text).src),
+    name: state.identity ? state.identity.masked_name : "",
+    png,
+  };
+  localStorage.setItem(KEPT_KEY, JSON.stringify(kept));
+}
+
+function keptCode() {
+  try {
+    const kept = JSON.parse(localStorage.getItem(KEPT_KEY));
+    return kept && kept.png && String(kept.png).startsWith("data:image/png;base64,") ? kept : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The server cannot be reached as the page opens: the kept code, as it was, with the banner
+ * saying why; greyed by the clock's tick once past its expiry. The page tries again when the
+ * network comes back, and every 15 seconds. */
+function showKeptCode(error) {
+  fail(error);
+  state.unreached = true;
+  const kept = keptCode();
+  if (kept) {
+    state.kept = true;
+    state.code = { ...kept, kept: true };
+    state.renewAt = Infinity;
+    show("code");
+    $("code").classList.add("kept");
+    $("code-card").dataset.status = kept.status;
+    $("status-word").textContent = t(`status.${kept.status}`);
+    $("masked-name").textContent = kept.name;
+    $("qr").src = kept.png;
+    $("qr").alt = t(`status.${kept.status}`);
+    $("expiry").textContent = t("code.expires", { time: formatTime(kept.expires_at, true) });
+    $("source-note").classList.toggle("hidden", !kept.converted);
+    setTheme(kept.status);
+    tick();
+  }
+  setTimeout(() => {
+    if (state.token && state.unreached) start().catch(fail);
+  }, 15_000);
 }
 
 function claims(qrText) {
@@ -591,16 +730,33 @@ function renewTime(code) {
 function stopCode() {
   state.code = null;
   state.renewAt = Infinity;
+  showExpired(false);
+}
+
+/** A code past its expiry (no network renewed it) looks expired at a glance: grey, the QR faded,
+ * no moving line, and the words. */
+function showExpired(expired, prefix = "", code = state.code) {
+  const card = $(prefix ? `${prefix}card` : "code-card");
+  if (expired === (card.dataset.expired === "true")) return;
+  card.dataset.expired = String(expired);
+  $(`${prefix}expired-note`).textContent = expired ? t("code.expired") : "";
+  if (!prefix) $("qr").alt = expired ? t("code.expired") : code ? t(`status.${code.status}`) : "";
+}
+
+function pastExpiry(code) {
+  return Boolean(code && Date.now() >= new Date(code.expires_at).getTime());
 }
 
 async function refreshCode() {
   const code = await authed("/v1/codes", { method: "POST", headers: { "Idempotency-Key": idempotencyKey() } });
   state.code = code;
+  state.kept = false;
+  $("code").classList.remove("kept");
   await loadImage(code);
   const card = $("code-card");
   card.dataset.status = code.status;
   $("status-word").textContent = t(`status.${code.status}`);
-  $("expiry").textContent = t("code.expires", { time: formatTime(code.expires_at) });
+  $("expiry").textContent = t("code.expires", { time: formatTime(code.expires_at, true) });
   if (!state.dep) setTheme(code.status);
   $("source-note").classList.toggle("hidden", !claims(code.qr_text).src);
   // Renew with no reload. The clock's tick checks it: a timer set for an hour would not fire
@@ -627,10 +783,10 @@ function renderTiles(status, natId, vxId) {
   $(natId).textContent = !nat
     ? t("nat.none")
     : nat.latest_result === "positive"
-      ? t("nat.positive", { date: formatTime(nat.latest_sampled_at, true).slice(0, 10) })
+      ? t("nat.positive", { date: formatDay(nat.latest_sampled_at) })
       : nat.negative_within_hours
         ? t("nat.negative", { hours: nat.negative_within_hours })
-        : t("nat.older", { date: formatTime(nat.latest_sampled_at, true).slice(0, 10) });
+        : t("nat.older", { date: formatDay(nat.latest_sampled_at) });
   $(vxId).textContent = status.vaccination.doses ? t("vx.doses", { doses: status.vaccination.doses }) : t("vx.none");
 }
 
@@ -638,9 +794,35 @@ function listItems(texts) {
   return texts.map((text) => el("li", {}, text));
 }
 
+/** Why this colour, one line per reason code, in the page language. The rule set's reasons come
+ * with the server's sentence (its dates and places); a staff decision (`override`) is said here,
+ * without the operator's own note, which is for staff (the console shows it). */
+function reasonLines(status) {
+  if (!status.reasons.length) return status.explanation;
+  return status.reasons.map((finding, index) =>
+    finding.reason === "override"
+      ? t("reason.override", { colour: t(`colour.${finding.status}`), since: formatDay(finding.since) })
+      : status.explanation[index] || "",
+  );
+}
+
+/** What to do next, for a yellow or red code: the steps, the appeal, the helpline. */
+function nextSteps(status, boxId, listId) {
+  const steps = { red: ["steps.red.stay", "steps.red.test"], yellow: ["steps.yellow.test", "steps.yellow.avoid"] };
+  const items = (steps[status.status] || []).map((key) => el("li", {}, t(key)));
+  if (items.length && status.can_appeal && boxId === "next-steps-box") items.push(el("li", {}, t("steps.appeal")));
+  if (items.length && status.hotline) {
+    const number = String(status.hotline);
+    items.push(el("li", { class: "hotline" }, t("steps.hotline"), el("a", { href: `tel:${number.replace(/[^0-9+]/g, "")}` }, number)));
+  }
+  $(boxId).classList.toggle("hidden", !items.length);
+  $(listId).replaceChildren(...items);
+}
+
 async function showStatus() {
   const status = await authed(`/v1/me/status?lang=${encodeURIComponent(language())}`);
-  $("explanation").replaceChildren(...listItems(status.explanation));
+  $("explanation").replaceChildren(...listItems(reasonLines(status)));
+  nextSteps(status, "next-steps-box", "next-steps");
   $("valid-until").textContent = status.valid_until ? t("status.until", { when: formatTime(status.valid_until, true) }) : "";
   renderTiles(status, "nat-value", "vx-value");
   $("appeal-open").classList.toggle("hidden", !status.can_appeal);
@@ -657,13 +839,18 @@ async function showAppeals() {
   const box = $("appeal-history");
   box.replaceChildren(
     ...appeals.map((appeal) => {
-      const item = document.createElement("p");
-      item.className = "appeal-item";
-      item.dataset.state = appeal.state;
-      item.textContent =
-        appeal.state === "pending"
-          ? t("appeal.pending", { when: formatTime(appeal.filed_at, true) })
-          : t(`appeal.${appeal.state}`, { reason: appeal.decision_reason || "" });
+      const item = el("div", { class: "appeal-item", dataset: { state: appeal.state } });
+      item.append(
+        el(
+          "p",
+          { class: "appeal-state" },
+          appeal.state === "pending"
+            ? t("appeal.pending", { when: formatTime(appeal.filed_at, true) })
+            : t(`appeal.${appeal.state}`, { reason: appeal.decision_reason || "" }),
+        ),
+      );
+      // The resident's own words, as text (el() never makes markup of them).
+      if (appeal.text) item.append(el("p", { class: "appeal-text" }, t("appeal.wrote"), el("q", {}, appeal.text)));
       return item;
     }),
   );
@@ -687,10 +874,12 @@ async function fileAppeal(event) {
 }
 
 function tick() {
-  const now = formatTime(Date.now(), true);
+  const now = formatTime(Date.now(), true, true);
   $("clock").textContent = now;
   $("dep-clock").textContent = now;
-  if (state.code && !state.renewing && Date.now() >= state.renewAt) renew();
+  showExpired(pastExpiry(state.code));
+  showExpired(pastExpiry(state.dep && state.dep.code), "dep-", state.dep && state.dep.code);
+  if (state.code && !state.kept && !state.renewing && Date.now() >= state.renewAt) renew();
   const dep = state.dep;
   if (dep && dep.code && !dep.renewing && Date.now() >= dep.renewAt) renewDependant(dep);
 }
@@ -991,7 +1180,7 @@ async function refreshDependantCode(dep) {
   $("dep-qr").alt = t("family.card.label", { name: dep.name });
   $("dep-card").dataset.status = code.status;
   $("dep-status-word").textContent = t(`status.${code.status}`);
-  $("dep-expiry").textContent = t("code.expires", { time: formatTime(code.expires_at) });
+  $("dep-expiry").textContent = t("code.expires", { time: formatTime(code.expires_at, true) });
   setTheme(code.status);
   dep.renewAt = renewTime(code);
 }
@@ -1012,7 +1201,7 @@ async function showDependantStatus(dep) {
   const path = `/v1/me/dependants/${encodeURIComponent(dep.id)}/status?lang=${encodeURIComponent(language())}`;
   const status = await authed(path);
   if (state.dep !== dep) return;
-  $("dep-explanation").replaceChildren(...listItems(status.explanation));
+  $("dep-explanation").replaceChildren(...listItems(reasonLines(status)));
   renderTiles(status, "dep-nat-value", "dep-vx-value");
   if (dep.code && status.status !== dep.code.status) await refreshDependantCode(dep);
 }
@@ -1133,11 +1322,13 @@ async function followMacao(id) {
 async function start() {
   if (!state.token) return show("signin");
   let identity = null;
+  state.unreached = false;
   try {
     identity = await authed("/v1/me/identity");
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return;
-    if (!(error instanceof ApiError && error.status === 404)) return fail(error);
+    if (!(error instanceof ApiError)) return showKeptCode(error);
+    if (error.status !== 404) return fail(error);
   }
   // Someone may hold this person's codes (their phone was given): shown whether or not they
   // have bound a document of their own.
@@ -1146,8 +1337,47 @@ async function start() {
   await showCode();
 }
 
+/** 关怀模式 on or off: a class on the page (resident.css) and the switch's state, remembered. */
+function setElder(on) {
+  document.documentElement.classList.toggle("elder", on);
+  $("elder-toggle").setAttribute("aria-pressed", String(on));
+  if (on) localStorage.setItem(ELDER_KEY, "1");
+  else localStorage.removeItem(ELDER_KEY);
+}
+
+/** The worker that opens this page with no network (resident-sw.js); then the files this load
+ * fetched before the worker was there are named to it, to be kept. */
+async function keepPageOffline() {
+  if (!("serviceWorker" in navigator)) return;
+  try {
+    await navigator.serviceWorker.register("/static/app/resident-sw.js", { scope: "/" });
+    const ready = await navigator.serviceWorker.ready;
+    const loaded = performance
+      .getEntriesByType("resource")
+      .map((entry) => entry.name)
+      .filter((name) => {
+        const url = new URL(name);
+        return url.origin === location.origin && url.pathname.startsWith("/static/");
+      });
+    if (ready.active) ready.active.postMessage({ keep: loaded });
+  } catch (error) {
+    console.warn("service worker not registered:", error);
+  }
+}
+
 translatePage(t);
+document.title = t("title");
 languageSwitcher($("languages"));
+setElder(localStorage.getItem(ELDER_KEY) === "1");
+$("elder-toggle").addEventListener("click", () => setElder(!document.documentElement.classList.contains("elder")));
+$("region").addEventListener("change", () => ($("phone").placeholder = PLACEHOLDER[$("region").value]));
+// The network is back: what failed for want of it is tried again at once -- the start, or the
+// code's renewal (which clears the banner when it succeeds).
+window.addEventListener("online", () => {
+  if (state.token && state.unreached) start().catch(fail);
+  else if (state.code && !state.kept && !state.renewing && $("fatal").textContent) renew();
+});
+keepPageOffline();
 tick();
 setInterval(tick, 1_000);
 $("phone-form").addEventListener("submit", sendCode);
