@@ -116,43 +116,41 @@ def favicon() -> Response:
     )
 
 
-SCANNER_WORKER = "scanner-sw.js"
+WORKERS = {
+    # The scanner's: controls the scanner page (scope /scanner) and nothing else, so the page
+    # opens with no network once it has been loaded.
+    "scanner-sw.js": "/scanner",
+    # The resident page's, scope /: its own fetch handler answers only for the resident page
+    # and what that page loads, so the other pages under / are left to the network (the
+    # scanner's narrower scope wins there).
+    "resident-sw.js": "/",
+}
 
 
-@router.get(f"/static/app/{SCANNER_WORKER}", name="scanner-worker")
-def scanner_worker() -> Response:
-    """The scanner's service worker. A worker served from /static/app/ may only control
-    /static/app/; this header lets it control the scanner page (scope /scanner) and nothing
-    else, so the page opens with no network once it has been loaded."""
-    body, etag = _rewritten(SCANNER_WORKER)
-    return Response(
-        body,
-        media_type="text/javascript; charset=utf-8",
-        headers={
-            "Service-Worker-Allowed": "/scanner",
-            "Cache-Control": "no-cache",
-            "ETag": etag,
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+def _worker(name: str, scope: str) -> Callable[[], Response]:
+    """A service worker, served from /static/app/: a worker may only control the folder it is
+    served from unless ``Service-Worker-Allowed`` widens that to its page's scope. Its URL never
+    carries the build id (registration is by URL); its own list of files is rewritten."""
+
+    def serve() -> Response:
+        body, etag = _rewritten(name)
+        return Response(
+            body,
+            media_type="text/javascript; charset=utf-8",
+            headers={
+                "Service-Worker-Allowed": scope,
+                "Cache-Control": "no-cache",
+                "ETag": etag,
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    return serve
 
 
-RESIDENT_WORKER = "resident-sw.js"
-
-
-@router.get(f"/static/app/{RESIDENT_WORKER}", name="resident-worker")
-def resident_worker() -> Response:
-    """The resident page's service worker, allowed to control / (the page) from /static/app/.
-    Its own fetch handler answers only for the resident page and what that page loads, so the
-    other pages under / are left to the network (the scanner has its own, narrower worker)."""
-    return FileResponse(
-        STATIC / RESIDENT_WORKER,
-        media_type="text/javascript",
-        headers={
-            "Service-Worker-Allowed": "/",
-            "Cache-Control": "no-cache",
-            "X-Content-Type-Options": "nosniff",
-        },
+for _worker_name, _scope in WORKERS.items():
+    router.add_api_route(
+        f"/static/app/{_worker_name}", _worker(_worker_name, _scope), methods=["GET"]
     )
 
 
