@@ -118,7 +118,7 @@ def test_only_the_files_the_reference_needs_are_served(web_server: Server, path:
 def test_the_api_reference_has_no_serious_accessibility_finding_of_ours(
     web_server: Server, browser: object
 ) -> None:
-    from axe import findings
+    from web.axe import findings
 
     context = browser.new_context(bypass_csp=True)  # type: ignore[attr-defined]
     page = context.new_page()

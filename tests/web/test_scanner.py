@@ -34,6 +34,12 @@ from yuekang.codec.keys import VerificationKey, b64url_decode
 from yuekang.health_codes.qr import render_png
 
 WIDTH, HEIGHT = 640, 480
+# The page's own copy of the store, under its build (web/files.py): offline, the service worker
+# has that URL and no other.
+STORE = (
+    """document.querySelector('script[type=module][src$="/scanner.js"]')"""
+    """.src.replace(/scanner[.]js$/, "scanner-store.js")"""
+)
 SLOW = 15_000  # ms: key import, sync, wasm start-up and decoding on a busy CI machine
 PHONE = {"width": 412, "height": 860}
 TABLETS = ({"width": 1024, "height": 768}, {"width": 800, "height": 1280})
@@ -780,10 +786,10 @@ def test_the_kind_of_place_is_the_registrations_and_a_venue_applies_venue_policy
     # nothing: the venue's policy still decides.
     page.evaluate(
         """async () => {
-          const store = await import("/static/app/scanner-store.js");
+          const store = await import(STORE_URL);
           const settings = await store.getValue("settings");
           await store.setValue("settings", { ...settings, place: "border" });
-        }"""
+        }""".replace("STORE_URL", STORE)
     )
     page.reload()
     expect(page.locator("#place-state")).to_have_text("场所", timeout=SLOW)
@@ -796,9 +802,9 @@ def test_the_kind_of_place_is_the_registrations_and_a_venue_applies_venue_policy
     scanner.context.set_offline(True)
     page.evaluate(
         """async (text) => {
-          const { setValue } = await import("/static/app/scanner-store.js");
+          const { setValue } = await import(STORE_URL);
           await setValue("registration", text);
-        }""",
+        }""".replace("STORE_URL", STORE),
         border,
     )
     page.reload()

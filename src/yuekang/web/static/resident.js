@@ -257,10 +257,11 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-/** What to show for a failed call: the API's message (with its code if asked), else "network". */
-function errorText(error, withCode = false) {
+/** What to show for a failed call: the API's message, which is in the page's language (the API
+ * answers errors in the Accept-Language the page sends), else "network". */
+function errorText(error) {
   if (!(error instanceof ApiError)) return t("error.network");
-  return withCode ? `${error.message} (${error.code})` : error.message;
+  return error.message;
 }
 
 function waitText(seconds) {
@@ -270,16 +271,15 @@ function waitText(seconds) {
 }
 
 /** An error of proving an identity or of family members, in the page's words: `scope`'s own
- * text for the code (family.error.*), then the binding's (bind.error.*), else the API's message
- * with its code. A 429 or 503 says when to try again (Retry-After). */
+ * text for the code (family.error.*), then the binding's (bind.error.*), else the API's message. A 429 or 503 says when to try again (Retry-After). */
 function errorWords(error, scope = "bind") {
   if (!(error instanceof ApiError)) return t("error.network");
   const key = [`${scope}.error.${error.code}`, `bind.error.${error.code}`].find((k) => k in TEXT);
-  if (!key) return `${error.message} (${error.code})`;
+  if (!key) return error.message;
   // The limit is configured on the server, which names it in the error's fields.
   const bound = error.fields.find((field) => field.reason === "limit");
   const limit = error.code === "dependant_limit" ? (bound ? bound.limit : null) : "";
-  if (limit === null) return `${error.message} (${error.code})`;
+  if (limit === null) return error.message;
   let text = t(key, { n: limit });
   if (["proofing_unavailable", "rate_limited"].includes(error.code) && error.retryAfter) {
     text += waitText(error.retryAfter);
@@ -310,7 +310,7 @@ function clearErrors(form) {
 }
 
 function fail(error) {
-  $("fatal").textContent = errorText(error, true);
+  $("fatal").textContent = errorText(error);
 }
 
 // Made once: the clock formats a time every second. Every language writes dates and times the
@@ -1296,7 +1296,7 @@ async function agreeMacao() {
     $("macao-result").classList.remove("hidden");
     await followMacao(conversion.id);
   } catch (error) {
-    $("macao-error").textContent = errorText(error, true);
+    $("macao-error").textContent = errorText(error);
   }
 }
 
