@@ -236,6 +236,7 @@ def keys_generate(
 ) -> None:
     """Generate a pending key. It is published at once and may be activated after one sync
     interval (keys.publish_lead_seconds)."""
+    from yuekang.clock import rfc3339
     from yuekang.keyring import service
     from yuekang.principals import Actor
 
@@ -250,7 +251,7 @@ def keys_generate(
         )
         lead = context.settings.keys.publish_lead_seconds
         ready = record.published_at + dt.timedelta(seconds=lead)
-        typer.echo(f"{record.kid} {record.alg} pending; may be activated from {ready.isoformat()}")
+        typer.echo(f"{record.kid} {record.alg} pending; may be activated from {rfc3339(ready)}")
 
     run_in_transaction(work)
 
@@ -277,6 +278,7 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON")] = False,
 ) -> None:
     """List signing keys and their states."""
+    from yuekang.clock import rfc3339
     from yuekang.keyring import service
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
@@ -286,10 +288,10 @@ def keys_list(
                 "kid": r.kid,
                 "alg": r.alg,
                 "state": r.state,
-                "published_at": r.published_at.isoformat(),
-                "activated_at": r.activated_at.isoformat() if r.activated_at else None,
-                "retired_at": r.retired_at.isoformat() if r.retired_at else None,
-                "not_after": r.not_after.isoformat(),
+                "published_at": rfc3339(r.published_at),
+                "activated_at": rfc3339(r.activated_at) if r.activated_at else None,
+                "retired_at": rfc3339(r.retired_at) if r.retired_at else None,
+                "not_after": rfc3339(r.not_after),
             }
             for r in records
         ]
