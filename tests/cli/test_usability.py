@@ -3,6 +3,7 @@ port named in one line with the way to another."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer.main
 from typer.testing import CliRunner
 
@@ -63,3 +65,41 @@ def test_a_busy_port_is_named_in_one_line_with_the_way_to_another(tmp_path: Path
     )
     # Refused before anything was made: no database, no development keys.
     assert list(tmp_path.iterdir()) == []
+
+
+def test_macao_prints_the_key_ids_guangdong_is_to_expect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from yuekang_reference.macao import MacaoSettings, create_app
+
+    data = tmp_path / "macao"
+    missing = CliRunner().invoke(app, ["partner", "macao", "keys", "--data-dir", str(data)])
+    assert missing.exit_code == 2
+    assert f"no Macao data in {data}" in missing.stderr
+    assert not data.exists()  # reading made no Macao of its own
+
+    caplog.set_level(logging.INFO, logger="yuekang_reference.macao")
+    macao = create_app(MacaoSettings(data_dir=data))
+
+    async def announced_kids() -> set[str]:
+        async with macao.router.lifespan_context(macao):
+            transport = httpx.ASGITransport(app=macao)
+            async with httpx.AsyncClient(transport=transport, base_url="http://macao") as client:
+                document = (await client.get("/v1/exchange/keys")).json()
+        return {key["kid"] for key in document["keys"]}
+
+    announced = asyncio.run(announced_kids())
+    printed = {
+        r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("key ")
+    }
+    assert len(announced) == 3 and printed == announced
+
+    ids = CliRunner().invoke(app, ["partner", "macao", "keys", "--ids", "--data-dir", str(data)])
+    assert ids.exit_code == 0, ids.output
+    assert set(ids.stdout.split()) == announced
+    listing = CliRunner().invoke(app, ["partner", "macao", "keys", "--data-dir", str(data)])
+    assert "exchange/enc  active" in listing.stdout
