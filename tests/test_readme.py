@@ -16,7 +16,8 @@ How it runs them, and where that differs from a newcomer's terminal:
 - all blocks in one ``bash`` in order (variables carry over, as in one terminal), with
   ``set -e -o pipefail`` and curl given ``--fail-with-body``, so a command that fails or an HTTP
   error answer fails the test and names its block;
-- with no ``YUEKANG_*``, ``MACAO_*`` or ``REGISTRY_*`` variables from the suite's environment.
+- with no ``YUEKANG_*``, ``MACAO_*`` or ``REGISTRY_*`` variables from the suite's environment,
+  and ``TMPDIR`` in the test's own directory (the tour's ``mktemp -d``).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def test_the_readme_runs_as_written(checkout: tuple[Path, int], tmp_path: Path) 
     copy, port = checkout
     macao = _free_port()
     script = [
-        "set -e -o pipefail",
+        "set -E -e -o pipefail",
         'curl() { command curl --fail-with-body "$@"; }',
         "trap 'echo \"README block at line $BLOCK failed (exit $?)\" >&2' ERR",
     ]
@@ -169,13 +170,16 @@ def test_the_readme_runs_as_written(checkout: tuple[Path, int], tmp_path: Path) 
         runner = subprocess.Popen(
             ["bash", "-c", body],
             cwd=copy,
-            env=_clean_env(),
+            # mktemp -d makes the tour's directory here, not in the machine's /tmp.
+            env=_clean_env() | {"TMPDIR": str(tmp_path)},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
         runner.wait(timeout=SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the README took over {SECONDS} s:\n{transcript.read_text()[-6000:]}")
     finally:
         # The blocks leave the reference Macao running in the background, as a terminal would.
         with contextlib.suppress(ProcessLookupError):

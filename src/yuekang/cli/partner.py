@@ -78,7 +78,8 @@ def serve(
     ] = None,
     issuer: Annotated[str | None, typer.Option(help="Macao's issuer id (default MO)")] = None,
 ) -> None:
-    """Serve the reference Macao system; keys and development secrets are made on first run."""
+    """Serve the reference Macao system; keys and development secrets are made on first run,
+    and its key ids printed as it starts: Guangdong adds it with each as --expect-kid."""
     _require_reference()
     import logging
 
