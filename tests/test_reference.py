@@ -72,6 +72,7 @@ def test_the_wheel_holds_the_service_and_no_reference_system(wheel: zipfile.ZipF
 
 PARTNER_COMMANDS = [
     ("partner", "macao", "serve"),
+    ("partner", "macao", "keys"),
     ("partner", "registry", "serve"),
     ("partner", "registry", "load", "-"),
     ("partner", "registry", "credentials"),

@@ -38,5 +38,13 @@ def epoch(when: dt.datetime) -> int:
     return int(when.timestamp())
 
 
+def rfc3339(when: dt.datetime) -> str:
+    """The one form of a time in a JSON answer (docs/API.md, "Times"): RFC 3339 in UTC with
+    ``Z``, as pydantic writes the UTC times of response models, so that a time built by hand
+    into a document (an audit detail, a stored answer) reads the same."""
+    utc = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    return utc.isoformat().replace("+00:00", "Z")
+
+
 def from_epoch(seconds: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)

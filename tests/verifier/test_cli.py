@@ -297,8 +297,8 @@ def test_a_valid_code_says_when_it_expires_in_words(trust: Trust, keys_file: Pat
     result = run(valid(trust.es), "--jwks", str(keys_file), "--now", str(NOW))
 
     assert result.exit_code == 0
-    expires = dt.datetime.fromtimestamp(EXP, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    assert f"expires: {expires} UTC ({EXP})" in result.stdout.splitlines()
+    expires = dt.datetime.fromtimestamp(EXP, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"expires: {expires}" in result.stdout.splitlines()
 
 
 def test_what_a_keys_file_names_is_printed_harmlessly(trust: Trust, tmp_path: Path) -> None:
@@ -392,3 +392,19 @@ def test_keys_from_a_server_are_refused_past_their_size(trust: Trust) -> None:
 
     assert result.exit_code == 2
     assert result.stderr == "error: the keys are over 1048576 bytes: not a JWKS\n"
+
+
+def test_a_valid_code_shows_its_times_as_rfc_3339_utc(trust: Trust, keys_file: Path) -> None:
+    # The times a technician compares with a clock or a log: 2025-11-25T19:46:40Z, not seconds.
+    at = dt.datetime.fromtimestamp(NOW, dt.UTC).isoformat().replace("+00:00", "Z")
+    for now in (str(NOW), at, dt.datetime.fromtimestamp(NOW, dt.UTC).astimezone().isoformat()):
+        result = run(valid(trust.es), "--jwks", str(keys_file), "--now", now)
+
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert lines[0] == "verdict: valid"
+        assert "issued:  2025-11-25T19:46:40Z" in lines
+        assert "expires: 2025-11-25T20:46:40Z" in lines
+    refused = run(valid(trust.es), "--jwks", str(keys_file), "--now", "2025-11-25 19:46")
+    assert refused.exit_code == 2
+    assert "is not a time like 2026-12-07T08:17:19Z" in refused.stderr

@@ -28,6 +28,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help for every command below. Typer's rich help writes a type column for every
+    # option, flags included, so each flag read "<bool>" as if it took a value; its plain help
+    # (click's layout) leaves flags bare, as flags.
+    rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="Health-code signing keys.", no_args_is_help=True)
@@ -124,8 +128,10 @@ def _no_schema(exc: Exception) -> bool:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default from settings)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from settings)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default 127.0.0.1, or YUEKANG_HOST)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000, or YUEKANG_PORT)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
     migrate: Annotated[
         bool | None, typer.Option(help="Run migrations first (default: yes in dev, no in prod)")
@@ -145,6 +151,16 @@ def serve(
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         settings = load_settings()
+    except ConfigurationError as exc:
+        fail(str(exc))
+    host = host or settings.host
+    port = port or settings.port
+    # Before secrets, migrations and keys, so that a busy port is one line rather than
+    # uvicorn's error after a page of start-up log.
+    problem = _cannot_listen(host, port)
+    if problem is not None:
+        fail(problem)
+    try:
         resolved = resolve(settings)
     except ConfigurationError as exc:
         fail(str(exc))
@@ -163,14 +179,41 @@ def serve(
     uvicorn.run(
         "yuekang.app:serve_app",
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         workers=workers,
         proxy_headers=settings.trust_forwarded_for,
         server_header=False,
         log_level="info",
         access_log=settings.access_log,
     )
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, in one line naming the way to another port, or
+    None. The port is let go again at once; uvicorn binds it as it starts."""
+    import errno
+    import socket
+
+    choose = "choose another with --port N or YUEKANG_PORT=N"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError) as exc:
+        return f"cannot listen on {host!r}: {exc}; choose another address with --host"
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            # As uvicorn does: a port whose last connections are in TIME_WAIT is free to use.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} is already in use (another server?); {choose}"
+        if exc.errno == errno.EACCES:
+            return f"port {port} on {host} needs privileges to listen on; {choose}"
+        return f"cannot listen on {host} port {port}: {exc.strerror}; {choose} or --host"
+    return None
 
 
 @db_app.command("upgrade")
@@ -193,6 +236,7 @@ def keys_generate(
 ) -> None:
     """Generate a pending key. It is published at once and may be activated after one sync
     interval (keys.publish_lead_seconds)."""
+    from yuekang.clock import rfc3339
     from yuekang.keyring import service
     from yuekang.principals import Actor
 
@@ -207,7 +251,7 @@ def keys_generate(
         )
         lead = context.settings.keys.publish_lead_seconds
         ready = record.published_at + dt.timedelta(seconds=lead)
-        typer.echo(f"{record.kid} {record.alg} pending; may be activated from {ready.isoformat()}")
+        typer.echo(f"{record.kid} {record.alg} pending; may be activated from {rfc3339(ready)}")
 
     run_in_transaction(work)
 
@@ -230,8 +274,11 @@ def keys_anchor() -> None:
 
 
 @keys_app.command("list")
-def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON")] = False,
+) -> None:
     """List signing keys and their states."""
+    from yuekang.clock import rfc3339
     from yuekang.keyring import service
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
@@ -241,10 +288,10 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 "kid": r.kid,
                 "alg": r.alg,
                 "state": r.state,
-                "published_at": r.published_at.isoformat(),
-                "activated_at": r.activated_at.isoformat() if r.activated_at else None,
-                "retired_at": r.retired_at.isoformat() if r.retired_at else None,
-                "not_after": r.not_after.isoformat(),
+                "published_at": rfc3339(r.published_at),
+                "activated_at": rfc3339(r.activated_at) if r.activated_at else None,
+                "retired_at": rfc3339(r.retired_at) if r.retired_at else None,
+                "not_after": rfc3339(r.not_after),
             }
             for r in records
         ]

@@ -203,6 +203,7 @@ def partner_list() -> None:
 def outbox() -> None:
     """Messages to partners and where their delivery stands, as JSON lines."""
     from yuekang.cli import run_in_transaction
+    from yuekang.clock import rfc3339
     from yuekang.exchange import outbox as outbox_service
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
@@ -215,7 +216,7 @@ def outbox() -> None:
                         "state": m.state,
                         "attempts": m.attempts,
                         "last_error": m.last_error,
-                        "next_attempt_at": m.next_attempt_at.isoformat(),
+                        "next_attempt_at": rfc3339(m.next_attempt_at),
                     }
                 )
             )

@@ -78,7 +78,8 @@ def serve(
     ] = None,
     issuer: Annotated[str | None, typer.Option(help="Macao's issuer id (default MO)")] = None,
 ) -> None:
-    """Serve the reference Macao system; keys and development secrets are made on first run."""
+    """Serve the reference Macao system; keys and development secrets are made on first run,
+    and its key ids printed as it starts: Guangdong adds it with each as --expect-kid."""
     _require_reference()
     import logging
 
@@ -114,6 +115,41 @@ def serve(
         err=True,
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+@macao_app.command("keys")
+def macao_keys(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Macao's data (default ./macao-data or MACAO_DATA_DIR)")
+    ] = None,
+    ids: Annotated[
+        bool, typer.Option("--ids", help="Only the key ids, one a line (for --expect-kid)")
+    ] = False,
+) -> None:
+    """Print Macao's key ids, as its operator would send them to Guangdong out of band: each goes
+    to `yuekang exchange partner add macao` as --expect-kid. Serving prints them too."""
+    _require_reference()
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from yuekang_reference.macao import MacaoSettings
+    from yuekang_reference.macao.app import key_lines, stored_key_document
+
+    try:
+        given: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
+        settings = MacaoSettings(**given)
+    except ValidationError as exc:
+        _fail("; ".join(f"MACAO_{'_'.join(map(str, e['loc'])).upper()}" for e in exc.errors()))
+    if not (settings.data_dir / "macao.db").exists() and settings.database_url is None:
+        # Reading would make a new Macao with keys of its own: not the one that is serving.
+        _fail(f"no Macao data in {settings.data_dir}: start it with `yuekang partner macao serve`")
+
+    try:
+        keys = asyncio.run(stored_key_document(settings))
+    except (OSError, ValueError, SQLAlchemyError) as exc:
+        _fail(f"Macao's data in {settings.data_dir}: {exc}")
+    for line in key_lines(keys):
+        typer.echo(line.split()[0] if ids else line)
 
 
 @registry_app.callback()

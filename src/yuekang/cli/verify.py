@@ -65,7 +65,17 @@ def _utc(epoch: int | None) -> str:
         moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
     except (OverflowError, OSError, ValueError):  # a signed code may say year 3 billion
         return str(epoch)
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({epoch})"
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _instant(text: str) -> int:
+    """Unix seconds from ``text``: an RFC 3339 time with its offset, or the seconds themselves."""
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    moment = dt.datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        raise ValueError("a time needs its offset (Z or +08:00)")
+    return int(moment.timestamp())
 
 
 def _shown(text: object, limit: int = 200) -> str:
@@ -106,7 +116,10 @@ def verify_command(
     issuer: Annotated[
         str | None, typer.Option(help="Expected issuer (default: the JWKS's)")
     ] = None,
-    now: Annotated[int | None, typer.Option(help="Verify as of this UTC second")] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(help="Verify as of this time: 2026-12-07T08:17:19Z, or Unix seconds"),
+    ] = None,
     leeway: Annotated[int, typer.Option(help="Clock leeway in seconds")] = DEFAULT_LEEWAY,
     language: Annotated[str, typer.Option(help="zh-Hans, zh-Hant, en or pt")] = "zh-Hans",
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
@@ -121,6 +134,13 @@ def verify_command(
     if (qr_text is None) == (image is None):
         typer.echo("error: give either QR_TEXT or --image PNG", err=True)
         raise typer.Exit(2)
+    try:
+        at = _instant(now) if now is not None else int(time.time())
+    except ValueError:
+        typer.echo(
+            f"error: --now {_shown(now)!r} is not a time like 2026-12-07T08:17:19Z", err=True
+        )
+        raise typer.Exit(2) from None
     if language not in LANGUAGES:
         typer.echo(f"error: --language must be one of {', '.join(LANGUAGES)}", err=True)
         raise typer.Exit(2)
@@ -130,7 +150,7 @@ def verify_command(
     except (OSError, ValueError, InvalidKey) as exc:
         typer.echo(f"error: {_shown(exc, 500)}", err=True)
         raise typer.Exit(2) from exc
-    verdict = verifier.verify(text, now=now if now is not None else int(time.time()))
+    verdict = verifier.verify(text, now=at)
     if as_json:
         document = verdict.to_dict(language)
         if verdict.detail is not None:
@@ -142,6 +162,7 @@ def verify_command(
             typer.echo(f"status:  {verdict.status}")
             typer.echo(f"name:    {_shown(verdict.masked_name)}")
             typer.echo(f"issuer:  {_shown(verdict.issuer)}  key: {_shown(verdict.kid)}")
+            typer.echo(f"issued:  {_utc(verdict.issued_at)}")
             typer.echo(f"expires: {_utc(verdict.expires_at)}")
         for item in verdict.to_dict(language)["reasons"]:
             typer.echo(f"reason:  {item['code']}: {item['message']}")

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
 from yuekang.auth.service import get_or_create_resident, normalize_phone, phone_index
-from yuekang.clock import epoch, from_epoch
+from yuekang.clock import epoch, from_epoch, rfc3339
 from yuekang.codec.errors import InvalidCode
 from yuekang.codec.exchange import (
     REQUEST_WINDOW,
@@ -412,7 +412,7 @@ async def _convert_inbound(
             "code_id": code.code_id,
             "qr_text": code.qr_text,
             "status": code.status,
-            "expires_at": code.expires_at.isoformat(),
+            "expires_at": rfc3339(code.expires_at),
             "source": {
                 "issuer": source.issuer,
                 "kid": source.kid,

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
+from yuekang.clock import rfc3339
 from yuekang.exceptions import NotFound
 from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import repository, rulebook
@@ -121,8 +122,8 @@ def _finding(finding: Finding) -> dict[str, Any]:
         "rule": finding.rule_id,
         "reason": finding.reason,
         "status": finding.status,
-        "since": finding.since.isoformat(),
-        "until": None if finding.until is None else finding.until.isoformat(),
+        "since": rfc3339(finding.since),
+        "until": None if finding.until is None else rfc3339(finding.until),
         "params": dict(finding.params),
     }
 
@@ -266,7 +267,7 @@ async def set_status(
             "old": old,
             "new": record.status,
             "reason": reason,
-            "expires_at": None if expires_at is None else expires_at.isoformat(),
+            "expires_at": None if expires_at is None else rfc3339(expires_at),
             "appeal_id": None if appeal_id is None else str(appeal_id),
             "codes_revoked": outcome.revoked,
         },

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.audit import service as audit
+from yuekang.clock import rfc3339
 from yuekang.db import dialect_name
 from yuekang.exceptions import NotFound
 from yuekang.health_codes.models import HealthCode
@@ -101,8 +102,8 @@ async def at_checkpoint(
         now=now,
         detail={
             "case_reference": case_reference,
-            "from": start.isoformat(),
-            "to": end.isoformat(),
+            "from": rfc3339(start),
+            "to": rfc3339(end),
             "results": len(rows),
         },
     )

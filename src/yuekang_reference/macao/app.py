@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import html
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from yuekang_reference.macao.settings import MacaoSettings, resolve_secrets
 from yuekang_reference.macao.to_guangdong import BrowserHandoff
 
 KEY_DOCUMENT_MAX_AGE = 60
+log = logging.getLogger("yuekang_reference.macao")
 _AUTO_SUBMIT = "document.forms[0].submit();"
 
 
@@ -47,6 +49,26 @@ async def _ready(request: Request) -> MacaoService:
 
 
 Service = Annotated[MacaoService, Depends(_ready)]
+
+
+def key_lines(document: dict[str, Any]) -> list[str]:
+    """One line per key of a key document: its id (the RFC 7638 thumbprint Guangdong compares
+    against ``--expect-kid``), purpose and use, and state."""
+    return [f"{k['kid']}  {k['purpose']}/{k['use']}  {k['state']}" for k in document["keys"]]
+
+
+async def stored_key_document(settings: MacaoSettings) -> dict[str, Any]:
+    """The key document of the Macao whose data ``settings`` name, read without serving it."""
+    engine = create_async_engine(settings.sqlalchemy_url)
+    try:
+        async with httpx.AsyncClient() as http:
+            service = MacaoService(
+                settings, resolve_secrets(settings), engine=engine, clock=SystemClock(), http=http
+            )
+            await service.start()
+            return await service.keys.key_document()
+    finally:
+        await engine.dispose()
 
 
 def create_app(
@@ -77,6 +99,10 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             await service.start()
+            # What Macao's operator would send Guangdong out of band: Guangdong adds the partner
+            # with each of these as --expect-kid and refuses any other key.
+            for line in key_lines(await service.keys.key_document()):
+                log.info("key %s", line)
             yield
         finally:
             await http.aclose()
