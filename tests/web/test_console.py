@@ -42,6 +42,7 @@ CHARTS = ("chart-codes", "chart-scans", "chart-feeds", "chart-outbox")
 APPEAL_TEXT = "我那天一直在家，没有去过通报的地点，请核实。"
 TIMEOUT_MS = 15_000
 CHECKPOINT_KEY = re.compile(r"^ykc_\S+_\S+$")
+ROLE_NAMES = {"admin": "管理员", "operator": "业务员", "epidemiologist": "流调员"}
 
 
 # ---------------------------------------------------------------- making data
@@ -54,7 +55,9 @@ def workdir(server: Server) -> Path:
 
 def staff_token(server: Server, role: str, name: str | None = None) -> str:
     """A staff bearer token from ``yuekang operators create`` (it prints only the token)."""
-    name = name or f"{role} {uuid.uuid4().hex[:4]}"
+    # Named as a Chinese office would name them: a name is free text the console shows as it
+    # is, and "operator 1a2b" would read as the code the words-not-codes test looks for.
+    name = name or f"{ROLE_NAMES[role]} {uuid.uuid4().hex[:4]}"
     return cli(server.env, workdir(server), "operators", "create", name, "--role", role)
 
 

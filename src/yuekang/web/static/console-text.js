@@ -155,7 +155,7 @@ export const TEXT = {
   "col.lastscan": T("最近扫码", "最近掃碼", "Last scan", "Última leitura"),
   "col.filed": T("提交时间", "提交時間", "Filed", "Apresentado"),
   "col.status": T("申诉时状态", "申訴時狀態", "Status", "Estado do código"),
-  "col.reasons": T("原因代码", "原因代碼", "Reasons", "Motivos"),
+  "col.reasons": T("原因", "原因", "Reasons", "Motivos"),
   "col.at": T("时间", "時間", "Time", "Hora"),
   "col.actor": T("操作者", "操作者", "Actor", "Autor"),
   "col.action": T("动作", "動作", "Action", "Ação"),

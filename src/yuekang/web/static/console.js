@@ -455,22 +455,22 @@ function renderCharts(data) {
   const labels = data.codes.map((d) => dayLabel(d.day));
   const integer = { beginAtZero: true, ticks: { precision: 0 } };
 
+  // Stacked: a bar is everyone with a status that day, its colours who was which.
   draw("chart-people", {
-    type: "line",
+    type: "bar",
     data: {
       labels: data.people.days.map((d) => dayLabel(d.day)),
       datasets: STATUSES.map((s) => ({
         label: t(`status.${s}`),
         data: data.people.days.map((d) => d[s]),
-        borderColor: cssColor(`--${s}`),
         backgroundColor: cssColor(`--${s}`),
-        pointRadius: 2,
-        stepped: true,
+        borderRadius: 2,
+        stack: "people",
       })),
     },
     options: {
       interaction: { mode: "index", intersect: false },
-      scales: { x: { grid: { display: false } }, y: integer },
+      scales: { x: { stacked: true, grid: { display: false } }, y: { stacked: true, ...integer } },
     },
   });
 
@@ -1078,8 +1078,15 @@ function auditRow(e) {
     el("td", { class: "nowrap" }, label("actor", e.actor_type), " ", shortId(e.actor_id)),
     el("td", {}, el("span", { title: e.action }, label("action", e.action))),
     el("td", { class: "nowrap" }, label("subject", e.subject_type), " ", shortId(e.subject_id)),
-    el("td", { class: "detail" }, raw),
+    el("td", { class: "detail" }, auditNote(e.detail), raw),
   );
+}
+
+/** The words a person typed into the event, if any (a case reference, a reason, a name): what
+ * a reader of the log looks for first. Codes in the detail stay in the folded raw record. */
+function auditNote(detail) {
+  const note = ["case_reference", "reason", "name"].map((key) => detail[key]).find((v) => typeof v === "string" && v);
+  return note ? el("span", { class: "audit-note" }, note.length > 80 ? `${note.slice(0, 80)}…` : note) : "";
 }
 
 function auditActionChoices() {
