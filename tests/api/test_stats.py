@@ -442,3 +442,111 @@ async def test_responses_never_leak_an_error_page(running: RunningApp):
         response = await running.client.get(path, headers=admin)
         assert response.status_code in (200, 422), (path, response.text)
         assert isinstance(response.json(), dict)
+
+
+async def test_people_are_counted_once_by_their_current_status_and_codes_apart(
+    running: RunningApp, clock: ManualClock
+):
+    admin = await staff(running, Role.ADMIN)
+    (often, _), (later_red, later_red_id) = [
+        await coloured(running, admin, "green") for _ in range(2)
+    ]
+    for _ in range(3):  # one person opening their code page again and again
+        await running.api.code(often)
+    yesterday = clock.now().astimezone(LOCAL).date()
+
+    clock.advance(86_400)
+    changed = await running.client.put(
+        f"/v1/admin/residents/{later_red_id}/status",
+        headers=admin,
+        json={"status": "red", "reason": "close contact, case 7"},
+    )
+    assert changed.status_code == 200, changed.text
+    await running.api.renew(later_red)  # a day on, the access token has run out
+    await running.api.code(later_red)
+    today = clock.now().astimezone(LOCAL).date()
+
+    body = await overview(running, admin, days=3)
+
+    assert body["people"]["current"] == {"green": 1, "yellow": 0, "red": 1}
+    people = {
+        row["day"]: (row["green"], row["yellow"], row["red"]) for row in body["people"]["days"]
+    }
+    assert people == {
+        (today - dt.timedelta(days=2)).isoformat(): (0, 0, 0),
+        yesterday.isoformat(): (2, 0, 0),
+        today.isoformat(): (1, 0, 1),
+    }
+    codes = {row["day"]: (row["green"], row["yellow"], row["red"]) for row in body["codes"]}
+    assert codes[yesterday.isoformat()] == (3, 0, 0)
+    assert codes[today.isoformat()] == (0, 0, 1)
+
+
+async def test_scans_count_the_places_decisions_apart_from_the_verdicts(running: RunningApp):
+    admin = await staff(running, Role.ADMIN)
+    (green, _), (yellow, _), (red, _) = [
+        await coloured(running, admin, s) for s in ("green", "yellow", "red")
+    ]
+    green_code, yellow_code, red_code = [
+        (await running.api.code(person))["qr_text"] for person in (green, yellow, red)
+    ]
+    venue = await running.checkpoint_key("Tianhe market", "venue")
+    station = await running.checkpoint_key("Guangzhou South Station", "transport")
+    border = await running.checkpoint_key("Gongbei Port gate 3", "border")
+    for gate, qr_text in [
+        (venue, green_code),
+        (venue, red_code),
+        (venue, "not a health code"),
+        (station, yellow_code),
+        (station, green_code),
+        (border, red_code),
+        (border, red_code),
+        (border, green_code),
+    ]:
+        await verify(running, gate, qr_text)
+
+    body = await overview(running, admin)
+
+    counted = {
+        s["name"]: (
+            (s["valid"], s["invalid"], s["cannot_verify"]),
+            (s["allow"], s["deny"], s["manual_check"], s["decision_unknown"]),
+        )
+        for s in body["scans"]
+    }
+    assert counted == {
+        # A red code is a valid verdict, and denied at a venue.
+        "Tianhe market": ((2, 1, 0), (1, 2, 0, 0)),
+        "Guangzhou South Station": ((2, 0, 0), (1, 0, 1, 0)),
+        # Green at a border depends on the code's test and assurance, which no record keeps.
+        "Gongbei Port gate 3": ((3, 0, 0), (0, 2, 0, 1)),
+    }
+
+
+async def test_the_audit_log_filters_by_kind_of_actor(running: RunningApp):
+    admin = await staff(running, Role.ADMIN)
+    resident, _ = await coloured(running, admin, "red")
+    filed = await running.client.post(
+        "/v1/me/appeals", headers=resident.auth, json={"text": "I was at home all day."}
+    )
+    assert filed.status_code == 201, filed.text
+    made = await running.client.post(
+        "/v1/admin/checkpoints", headers=admin, json={"name": "gate by an operator"}
+    )
+    assert made.status_code == 201, made.text
+
+    def actors(pages: list[list[dict[str, Any]]]) -> set[str]:
+        return {e["actor_type"] for page in pages for e in page}
+
+    everything = actors(await _pages(running, admin))
+    staff_only = await _pages(running, admin, actor_type=["operator", "cli", "partner"])
+    residents = await _pages(running, admin, actor_type="resident")
+
+    assert {"resident", "operator", "cli"} <= everything
+    assert actors(staff_only) == {"operator", "cli"}
+    assert "checkpoint.create" in {e["action"] for page in staff_only for e in page}
+    assert actors(residents) == {"resident"}
+    assert "appeal.file" in {e["action"] for page in residents for e in page}
+    refused = await running.client.get(AUDIT, headers=admin, params={"actor_type": "robot"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["fields"][0]["field"].startswith("actor_type")

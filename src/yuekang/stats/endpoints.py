@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 from fastapi import APIRouter, Query
 
 from yuekang.deps import AdminOperator, AnyStaff, Now, SessionDep
 from yuekang.openapi import errors
+from yuekang.principals import ActorType
 from yuekang.stats import service
 from yuekang.stats.schemas import AuditPage, Overview, StaffRead
 
@@ -50,6 +51,16 @@ async def audit_log(
             description="An action (`appeal.read`), or a prefix ending in a dot (`appeal.`)",
         ),
     ] = None,
+    actor_type: Annotated[
+        list[ActorType] | None,
+        Query(
+            description="Only events by these kinds of actor (repeat the parameter for more): "
+            f"{', '.join(f'`{a}`' for a in get_args(ActorType))}. Staff are `operator` (and "
+            "`cli`), partner systems `partner`, residents acting on their own data `resident`"
+        ),
+    ] = None,
 ) -> AuditPage:
     """The audit log, newest first, a page at a time (admins only)."""
-    return await service.audit_page(session, limit=limit, before_id=before_id, action=action)
+    return await service.audit_page(
+        session, limit=limit, before_id=before_id, action=action, actor_types=actor_type
+    )

@@ -17,13 +17,38 @@ class DayCodes(BaseModel):
     red: int
 
 
+class DayPeople(BaseModel):
+    day: dt.date = Field(description="A local day (UTC+8)")
+    green: int = Field(description="Residents whose status was green at the end of the day")
+    yellow: int
+    red: int
+
+
+class PeopleStats(BaseModel):
+    current: dict[str, int] = Field(
+        description="Residents by their current status (`green`, `yellow`, `red`): the last "
+        "decision stored for each, one count per person however many codes they were issued"
+    )
+    days: list[DayPeople] = Field(
+        description="The same counts at the end of each local day of the period (today: now), "
+        "worked back from the status changes; every day listed"
+    )
+
+
 class CheckpointScans(BaseModel):
     checkpoint_id: uuid.UUID
     name: str
     kind: str
-    valid: int
+    valid: int = Field(description="Verdicts: the code (or document) checked out")
     invalid: int
     cannot_verify: int
+    allow: int = Field(description="Decisions: the place's policy let the holder through")
+    deny: int = Field(description="Turned away; every scan that was not `valid` is one")
+    manual_check: int = Field(description="Sent to staff for a manual check")
+    decision_unknown: int = Field(
+        description="Valid scans whose decision the record cannot tell: a document check, or a "
+        "policy that also asks for a recent test, doses or assurance (not kept with the scan)"
+    )
 
 
 class DayFeeds(BaseModel):
@@ -81,7 +106,11 @@ class Overview(BaseModel):
     utc_offset: str = Field(description="The offset the local days are counted in")
     first_day: dt.date
     last_day: dt.date
-    codes: list[DayCodes] = Field(description="Codes issued per local day, every day listed")
+    people: PeopleStats
+    codes: list[DayCodes] = Field(
+        description="Codes issued per local day by colour, every day listed: a count of codes, "
+        "not of people: one resident is issued many codes over a period"
+    )
     scans: list[CheckpointScans] = Field(
         description="Scans in the period per checkpoint, busiest first (at most 50)"
     )

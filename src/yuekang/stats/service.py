@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, func, select
@@ -25,6 +26,8 @@ from yuekang.exchange.models import OutboxMessage, Partner
 from yuekang.exchange.partners import circuit_open_until
 from yuekang.feeds.models import FeedBatch, FeedClient
 from yuekang.health_codes.models import HealthCode
+from yuekang.health_status.models import HealthStatus, StatusChange
+from yuekang.rules.policy import PLACE_KINDS, Policy, default_policies
 from yuekang.scans.models import ScanRecord
 from yuekang.stats.schemas import (
     AuditEventRead,
@@ -33,10 +36,12 @@ from yuekang.stats.schemas import (
     CheckpointScans,
     DayCodes,
     DayFeeds,
+    DayPeople,
     FeedStats,
     OutboxStats,
     Overview,
     PartnerCircuit,
+    PeopleStats,
     TrustBundleState,
 )
 from yuekang.trust.models import TrustBundleRecord
@@ -45,6 +50,7 @@ LOCAL_OFFSET_HOURS = 8
 LOCAL = dt.timezone(dt.timedelta(hours=LOCAL_OFFSET_HOURS))
 STATUSES = ("green", "yellow", "red")
 VERDICTS = ("valid", "invalid", "cannot_verify")
+DECISIONS = ("allow", "deny", "manual_check", "decision_unknown")
 OUTBOX_STATES = ("pending", "delivered", "refused", "failed")
 MAX_CHECKPOINTS = 50
 LATEST_BATCHES = 10
@@ -106,6 +112,7 @@ async def overview(session: AsyncSession, *, days: int, now: dt.datetime) -> Ove
         utc_offset=f"+{LOCAL_OFFSET_HOURS:02d}:00",
         first_day=first_day,
         last_day=last_day,
+        people=await _people(session, first_day=first_day, days=days),
         codes=await _codes(session, since=since, first_day=first_day, days=days),
         scans=scans,
         scans_truncated=truncated,
@@ -139,6 +146,72 @@ async def _codes(
     return [DayCodes(day=d, **by_status) for d, by_status in counts.items()]
 
 
+async def _people(session: AsyncSession, *, first_day: dt.date, days: int) -> PeopleStats:
+    """Residents by current status, and by status at the end of each day of the period: the
+    current counts with every later change undone (a change from none only takes away)."""
+    current = dict.fromkeys(STATUSES, 0)
+    for status, count in await session.execute(
+        select(HealthStatus.status, func.count()).group_by(HealthStatus.status)
+    ):
+        if status in STATUSES:
+            current[status] = count
+    day = LocalDay(StatusChange.at)
+    changes = await session.execute(
+        select(day, StatusChange.old_status, StatusChange.new_status, func.count())
+        .where(StatusChange.at >= local_midnight(first_day + dt.timedelta(days=1)))
+        .group_by(day, StatusChange.old_status, StatusChange.new_status)
+    )
+    # Per local day, the net change in each status that day's changes made.
+    net: dict[dt.date, dict[str, int]] = {}
+    for value, old, new, count in changes:
+        parsed = _day(value)
+        if parsed is None:
+            continue
+        moved = net.setdefault(parsed, dict.fromkeys(STATUSES, 0))
+        if new in moved:
+            moved[new] += count
+        if old in moved:
+            moved[old] -= count
+    every = _every_day(first_day, days)
+    counts = dict(current)
+    listed: list[DayPeople] = []
+    # From today backwards: the end of day d is the end of day d+1 less what d+1 changed. A
+    # change stamped after today (another process's clock) is undone at today's end as well.
+    later = [d for d in net if d > every[-1]]
+    for d in later:
+        counts = {s: counts[s] - net[d][s] for s in STATUSES}
+    for d in reversed(every):
+        listed.append(DayPeople(day=d, **{s: max(0, counts[s]) for s in STATUSES}))
+        undone = net.get(d)
+        if undone:
+            counts = {s: counts[s] - undone[s] for s in STATUSES}
+    return PeopleStats(current=current, days=listed[::-1])
+
+
+def _status_decision(policy: Policy, status: str) -> str | None:
+    """The decision of ``policy`` on a valid code of ``status``, or None when the clause that
+    would decide it also asks about the code's test, doses or assurance, which a scan record
+    does not keep (the decision itself is not stored either)."""
+    for clause in policy.clauses:
+        when = clause.when
+        if when.status is not None and status not in when.status:
+            continue
+        facts = (when.negative_test_within_hours, when.min_doses, when.assurance)
+        return clause.verdict if facts == (None, None, None) else None
+    return policy.default.verdict
+
+
+def _decision(kind: str, verdict: str, status: str | None) -> str:
+    """What the checkpoint decided on a scan, as far as its record tells: every verdict but
+    `valid` is denied (verifier.policy_decision), a valid one as its place's policy says."""
+    if verdict != "valid":
+        return "deny"
+    if status is None or kind not in PLACE_KINDS:
+        return "decision_unknown"
+    policy = default_policies().for_place(kind)
+    return _status_decision(policy, status) or "decision_unknown"
+
+
 async def _scans(
     session: AsyncSession, *, since: dt.datetime
 ) -> tuple[list[CheckpointScans], bool]:
@@ -148,14 +221,23 @@ async def _scans(
             Checkpoint.name,
             Checkpoint.kind,
             ScanRecord.verdict,
+            HealthCode.status,
             func.count(),
         )
         .join(Checkpoint, Checkpoint.id == ScanRecord.checkpoint_id)
+        # The code's status as issued is the status its holder showed at the gate.
+        .outerjoin(HealthCode, HealthCode.code_id == ScanRecord.code_id)
         .where(ScanRecord.scanned_at >= since)
-        .group_by(ScanRecord.checkpoint_id, Checkpoint.name, Checkpoint.kind, ScanRecord.verdict)
+        .group_by(
+            ScanRecord.checkpoint_id,
+            Checkpoint.name,
+            Checkpoint.kind,
+            ScanRecord.verdict,
+            HealthCode.status,
+        )
     )
     places: dict[uuid.UUID, dict[str, Any]] = {}
-    for checkpoint_id, name, kind, verdict, count in rows:
+    for checkpoint_id, name, kind, verdict, status, count in rows:
         place = places.setdefault(
             checkpoint_id,
             {
@@ -163,10 +245,12 @@ async def _scans(
                 "name": name,
                 "kind": kind,
                 **dict.fromkeys(VERDICTS, 0),
+                **dict.fromkeys(DECISIONS, 0),
             },
         )
         if verdict in VERDICTS:
             place[verdict] += count
+            place[_decision(kind, verdict, status)] += count
     ordered = sorted(
         places.values(),
         key=lambda p: (-sum(p[v] for v in VERDICTS), p["name"], str(p["checkpoint_id"])),
@@ -277,10 +361,16 @@ async def _outbox(session: AsyncSession, *, now: dt.datetime) -> OutboxStats:
 
 
 async def audit_page(
-    session: AsyncSession, *, limit: int, before_id: int | None, action: str | None
+    session: AsyncSession,
+    *,
+    limit: int,
+    before_id: int | None,
+    action: str | None,
+    actor_types: Sequence[str] | None = None,
 ) -> AuditPage:
     """The audit log newest first, ``limit`` events older than ``before_id``. ``action`` is an
-    exact action, or a prefix when it ends with a dot (``appeal.`` for every appeal event)."""
+    exact action, or a prefix when it ends with a dot (``appeal.`` for every appeal event);
+    ``actor_types``, when given, keeps the events by those kinds of actor only."""
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit + 1)
     if before_id is not None:
         query = query.where(AuditEvent.id < before_id)
@@ -290,6 +380,8 @@ async def audit_page(
             if action.endswith(".")
             else AuditEvent.action == action
         )
+    if actor_types:
+        query = query.where(AuditEvent.actor_type.in_(sorted(set(actor_types))))
     events = list((await session.execute(query)).scalars())
     more = len(events) > limit
     events = events[:limit]

@@ -25,19 +25,23 @@ const VIEWS = {
   audit: ["admin"],
 };
 const STATUSES = ["green", "yellow", "red"];
+const DECISIONS = ["allow", "deny", "manual_check", "decision_unknown"];
 const OUTBOX_STATES = ["pending", "delivered", "refused", "failed"];
 const CHART_CHECKPOINTS = 15;
 const REFRESH_MS = 60_000;
-const AUDIT_ACTIONS = [
-  "appeal.", "appeal.file", "appeal.list", "appeal.read", "appeal.accept", "appeal.reject",
-  "checkpoint.", "checkpoint.create", "checkpoint.rotate_key", "checkpoint.disable",
-  "dependant.", "dependant.add", "dependant.consent", "dependant.end",
-  "exchange.", "feed_client.create", "identity.", "identity.alerts.read", "identity.bind",
-  "identity.counter", "identity.proofing", "identity.read", "identity.released",
-  "key.", "key.generate", "key.activate", "key.retire", "key.compromise",
-  "operator.create", "phone.read", "resident.create", "resident.lookup_by_document",
-  "rules.activate", "scans.", "status.set", "status.history.read",
-];
+// The audit filter's choices: every action the service writes (their words are `action.*` in
+// console-text.js), grouped by what comes before the first dot.
+const AUDIT_ACTIONS = Object.keys(TEXT)
+  .filter((key) => key.startsWith("action."))
+  .map((key) => key.slice("action.".length));
+// Who the audit view shows (the API's `actor_type`): staff and partners first, since reads of
+// other people's data are what an audit is for; residents acting on their own data on request.
+const AUDIT_ACTORS = {
+  staff: ["operator", "cli", "partner"],
+  all: [],
+  resident: ["resident"],
+  machines: ["system", "checkpoint", "feed"],
+};
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -68,17 +72,41 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-const dateTime = new Intl.DateTimeFormat(LOCALE, {
+// Dates and times read the same in every language: 2026-12-07 08:17, 24-hour, in UTC+8. The
+// parts come from Intl (for the zone); the order and separators are ours, not the locale's.
+const clockParts = new Intl.DateTimeFormat("en-US", {
   timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit",
-  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-});
-const dateOnly = new Intl.DateTimeFormat(LOCALE, {
-  timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", hourCycle: "h23", numberingSystem: "latn",
 });
 const number = new Intl.NumberFormat(LOCALE);
 
+function parts(date) {
+  return Object.fromEntries(clockParts.formatToParts(date).map((p) => [p.type, p.value]));
+}
+
+function isoDay(date) {
+  const p = parts(date);
+  return `${p.year}-${p.month}-${p.day}`;
+}
+
 function when(iso) {
-  return iso ? dateTime.format(new Date(iso)) : "–";
+  if (!iso) return "–";
+  const date = new Date(iso);
+  const p = parts(date);
+  return `${isoDay(date)} ${p.hour}:${p.minute}`;
+}
+
+/** The words for a code the API uses (`prefix.code` in console-text.js); a code added to the
+ * API after this page was written shows as itself, marked, rather than as nothing. */
+function label(prefix, code) {
+  const key = `${prefix}.${code}`;
+  return key in TEXT ? t(key) : el("code", { class: "raw", title: key }, code);
+}
+
+/** The same as text only (chart labels, joined lists). */
+function labelText(prefix, code) {
+  const key = `${prefix}.${code}`;
+  return key in TEXT ? t(key) : code;
 }
 
 function dayLabel(isoDay) {
@@ -304,18 +332,35 @@ function tile(id, value, sub, tone = "") {
   $(`tile-${id}-sub`).textContent = sub;
 }
 
+function sumOf(list, key) {
+  return list.reduce((n, item) => n + item[key], 0);
+}
+
 function renderTiles(data) {
-  const totals = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-  for (const day of data.codes) for (const s of STATUSES) totals[s] += day[s];
+  const people = data.people.current;
+  tile(
+    "people",
+    number.format(people.green + people.yellow + people.red),
+    t("tile.people.sub", { g: people.green, y: people.yellow, r: people.red }),
+  );
+  const codes = Object.fromEntries(STATUSES.map((s) => [s, sumOf(data.codes, s)]));
   tile(
     "codes",
-    number.format(totals.green + totals.yellow + totals.red),
-    t("tile.codes.sub", { g: totals.green, y: totals.yellow, r: totals.red }),
+    number.format(codes.green + codes.yellow + codes.red),
+    t("tile.codes.sub", { g: codes.green, y: codes.yellow, r: codes.red }),
   );
 
-  const valid = data.scans.reduce((n, s) => n + s.valid, 0);
-  const invalid = data.scans.reduce((n, s) => n + s.invalid + s.cannot_verify, 0);
-  tile("scans", number.format(valid + invalid), t("tile.scans.sub", { v: valid, i: invalid }));
+  // Decisions (let through or not) and verdicts (did the code check out) are different
+  // questions: a valid red code is a valid verdict and a denial.
+  const decided = Object.fromEntries(DECISIONS.map((d) => [d, sumOf(data.scans, d)]));
+  tile(
+    "decisions",
+    number.format(DECISIONS.reduce((n, d) => n + decided[d], 0)),
+    t("tile.decisions.sub", { a: decided.allow, d: decided.deny, m: decided.manual_check }) +
+      (decided.decision_unknown ? t("tile.decisions.unknown", { u: decided.decision_unknown }) : ""),
+  );
+  const verdicts = { v: sumOf(data.scans, "valid"), i: sumOf(data.scans, "invalid"), c: sumOf(data.scans, "cannot_verify") };
+  tile("verdicts", number.format(verdicts.v + verdicts.i + verdicts.c), t("tile.verdicts.sub", verdicts));
 
   const batches = data.feeds.days.reduce((n, d) => n + d.batches, 0);
   const rejected = data.feeds.days.reduce((n, d) => n + d.rows_rejected, 0);
@@ -363,7 +408,7 @@ function renderBatches(latest) {
         "tr",
         {},
         el("td", { class: "nowrap" }, when(b.received_at)),
-        el("td", {}, el("code", {}, b.kind)),
+        el("td", {}, label("feed", b.kind)),
         el("td", {}, b.client),
         el("td", { class: "num" }, number.format(b.rows_total)),
         el("td", { class: "num" }, number.format(b.rows_accepted)),
@@ -410,6 +455,25 @@ function renderCharts(data) {
   const labels = data.codes.map((d) => dayLabel(d.day));
   const integer = { beginAtZero: true, ticks: { precision: 0 } };
 
+  // Stacked: a bar is everyone with a status that day, its colours who was which.
+  draw("chart-people", {
+    type: "bar",
+    data: {
+      labels: data.people.days.map((d) => dayLabel(d.day)),
+      datasets: STATUSES.map((s) => ({
+        label: t(`status.${s}`),
+        data: data.people.days.map((d) => d[s]),
+        backgroundColor: cssColor(`--${s}`),
+        borderRadius: 2,
+        stack: "people",
+      })),
+    },
+    options: {
+      interaction: { mode: "index", intersect: false },
+      scales: { x: { stacked: true, grid: { display: false } }, y: { stacked: true, ...integer } },
+    },
+  });
+
   draw("chart-codes", {
     type: "bar",
     data: {
@@ -437,23 +501,25 @@ function renderCharts(data) {
     data: {
       labels: places.map((p) => `${p.name} · ${t(`kind.${p.kind}`)}`),
       datasets: [
-        { key: "valid", color: "--green" },
-        { key: "invalid", color: "--red" },
-        { key: "cannot_verify", color: "--grey" },
+        { key: "allow", color: "--green" },
+        { key: "manual_check", color: "--yellow" },
+        { key: "deny", color: "--red" },
+        { key: "decision_unknown", color: "--grey" },
       ]
-        // Offline "cannot verify" is rare; an always-empty series only leaves gaps in the bars.
-        .filter(({ key }) => key !== "cannot_verify" || places.some((p) => p.cannot_verify))
+        // A series no place has only leaves gaps in the bars.
+        .filter(({ key }) => key === "allow" || key === "deny" || places.some((p) => p[key]))
         .map(({ key, color }) => ({
-        label: t(`verdict.${key}`),
-        data: places.map((p) => p[key]),
-        backgroundColor: cssColor(color),
-        borderRadius: 2,
-      })),
+          label: t(`decision.${key}`),
+          data: places.map((p) => p[key]),
+          backgroundColor: cssColor(color),
+          borderRadius: 2,
+          stack: "decisions",
+        })),
     },
     options: {
       indexAxis: "y",
       interaction: { mode: "index", intersect: false },
-      scales: { x: integer, y: { grid: { display: false } } },
+      scales: { x: { stacked: true, ...integer }, y: { stacked: true, grid: { display: false } } },
     },
   });
 
@@ -703,7 +769,7 @@ function appealRow(a) {
     { dataset: { id: a.id } },
     el("td", { class: "nowrap" }, when(a.filed_at)),
     el("td", {}, badge(a.status_at_filing, t(`status.${a.status_at_filing}`))),
-    el("td", {}, a.reason_codes.map((code) => el("code", { class: "reason" }, code))),
+    el("td", {}, a.reason_codes.map((code) => el("span", { class: "reason" }, label("reason", code)))),
     el("td", {}, t(`appeal.${a.state}`)),
     el(
       "td",
@@ -720,7 +786,7 @@ async function openAppeal(button, id) {
 
 function renderAppeal(appeal, audited) {
   const box = $("appeal-detail");
-  const reasons = appeal.reason_codes.join(", ") || t("none");
+  const reasons = appeal.reason_codes.map((code) => labelText("reason", code)).join(LANG.startsWith("zh") ? "、" : ", ") || t("none");
   const parts = [
     el("h3", {}, t("appeal.title"), " ", badge(appeal.status_at_filing, t(`status.${appeal.status_at_filing}`))),
     el("p", { class: "muted" }, t("appeal.filedas", { status: t(`status.${appeal.status_at_filing}`), reasons })),
@@ -761,7 +827,7 @@ function decisionForm(appeal) {
   const showUntil = () => {
     const n = Number(days.value);
     until.textContent = Number.isInteger(n) && n >= 1 && n <= 90
-      ? t("appeal.until", { at: dateOnly.format(new Date(Date.now() + n * 86_400_000)) })
+      ? t("appeal.until", { at: isoDay(new Date(Date.now() + n * 86_400_000)) })
       : t("appeal.days");
   };
   days.addEventListener("input", showUntil);
@@ -970,14 +1036,11 @@ async function counterEnd(event) {
 // ---------------------------------------------------------------- audit log
 
 async function loadAudit(before) {
-  const action = $("audit-action").value.trim();
-  if (action && !/^[a-z0-9_.]{1,64}$/.test(action)) {
-    banner("error", t("error.title"), t("audit.format"), "validation_error");
-    return;
-  }
+  const action = $("audit-action").value;
   if (before === null) state.audit.stack = [];
   const query = new URLSearchParams({ limit: $("audit-limit").value });
   if (action) query.set("action", action);
+  for (const kind of AUDIT_ACTORS[$("audit-actors").value] || []) query.append("actor_type", kind);
   if (before !== null) query.set("before_id", String(before));
   const body = $("audit-body");
   let page;
@@ -997,22 +1060,55 @@ async function loadAudit(before) {
     emptyRow(body, 6, t("audit.empty"));
     return;
   }
-  body.replaceChildren(
-    ...page.events.map((e) => {
-      const detail = JSON.stringify(e.detail);
-      const shown = detail.length > 240 ? `${detail.slice(0, 240)}…` : detail;
-      return el(
-        "tr",
-        {},
-        el("td", { class: "num mono" }, e.id),
-        el("td", { class: "nowrap" }, when(e.at)),
-        el("td", { class: "nowrap" }, `${e.actor_type}:`, shortId(e.actor_id)),
-        el("td", {}, el("code", {}, e.action)),
-        el("td", { class: "nowrap" }, `${e.subject_type}:`, shortId(e.subject_id)),
-        el("td", { class: "detail", title: detail }, detail === "{}" ? "" : el("code", {}, shown)),
-      );
-    }),
+  body.replaceChildren(...page.events.map(auditRow));
+}
+
+function auditRow(e) {
+  const detail = JSON.stringify(e.detail);
+  const shown = detail.length > 240 ? `${detail.slice(0, 240)}…` : detail;
+  // The detail is the record as stored, for whoever needs it; it stays folded, under a name.
+  const raw = detail === "{}"
+    ? ""
+    : el("details", {}, el("summary", {}, t("audit.raw")), el("code", { title: detail }, shown));
+  return el(
+    "tr",
+    { dataset: { action: e.action, actor: e.actor_type } },
+    el("td", { class: "num mono" }, e.id),
+    el("td", { class: "nowrap" }, when(e.at)),
+    el("td", { class: "nowrap" }, label("actor", e.actor_type), " ", shortId(e.actor_id)),
+    el("td", {}, el("span", { title: e.action }, label("action", e.action))),
+    el("td", { class: "nowrap" }, label("subject", e.subject_type), " ", shortId(e.subject_id)),
+    el("td", { class: "detail" }, auditNote(e.detail), raw),
   );
+}
+
+/** The words a person typed into the event, if any (a case reference, a reason, a name): what
+ * a reader of the log looks for first. Codes in the detail stay in the folded raw record. */
+function auditNote(detail) {
+  const note = ["case_reference", "reason", "name"].map((key) => detail[key]).find((v) => typeof v === "string" && v);
+  return note ? el("span", { class: "audit-note" }, note.length > 80 ? `${note.slice(0, 80)}…` : note) : "";
+}
+
+function auditActionChoices() {
+  const groups = new Map();
+  for (const action of AUDIT_ACTIONS) {
+    const group = action.split(".")[0];
+    if (!groups.has(group)) groups.set(group, []);
+    groups.get(group).push(action);
+  }
+  const choices = [el("option", { value: "" }, t("audit.action.all"))];
+  for (const [group, actions] of groups) {
+    const name = labelText("group", group);
+    choices.push(
+      el(
+        "optgroup",
+        { label: name },
+        el("option", { value: `${group}.` }, t("audit.action.group", { group: name })),
+        ...actions.map((a) => el("option", { value: a }, t(`action.${a}`))),
+      ),
+    );
+  }
+  $("audit-action").replaceChildren(...choices);
 }
 
 function olderAudit() {
@@ -1035,10 +1131,10 @@ function start() {
   document.title = t("title");
   languageSwitcher($("langs"));
   for (const option of $("period").options) option.textContent = t("dash.days", { n: option.value });
-  for (const id of ["chart-codes", "chart-scans", "chart-feeds", "chart-outbox"]) {
+  for (const id of ["chart-people", "chart-codes", "chart-scans", "chart-feeds", "chart-outbox"]) {
     $(id).setAttribute("aria-label", $(id).closest("figure").querySelector("figcaption").textContent);
   }
-  $("audit-actions").replaceChildren(...AUDIT_ACTIONS.map((a) => el("option", { value: a })));
+  auditActionChoices();
 
   $("signin-form").addEventListener("submit", (event) => {
     event.preventDefault();
