@@ -733,6 +733,7 @@ ERRORS: Final[Mapping[str, Texts]] = {
 
 FIELDS: Final[Mapping[str, Texts]] = {
     "action": ("操作", "操作", "action", "ação"),
+    "actor_type": ("操作者类型", "操作者類型", "kind of actor", "tipo de autor"),
     "alg": ("算法", "演算法", "algorithm", "algoritmo"),
     "before_id": ("起始编号", "起始編號", "starting id", "id inicial"),
     "birth_date": ("出生日期", "出生日期", "birth date", "data de nascimento"),
@@ -770,6 +771,7 @@ FIELDS: Final[Mapping[str, Texts]] = {
     "relationship": ("关系", "關係", "relationship", "relação"),
     "scans": ("扫码记录", "掃碼記錄", "scans", "leituras"),
     "scans.code_id": ("健康码编号", "健康碼編號", "code id", "id do código"),
+    "scans.decision": ("通行决定", "通行決定", "decision", "decisão"),
     "scans.reason": ("原因", "原因", "reason", "motivo"),
     "scans.scan_id": ("扫码编号", "掃碼編號", "scan id", "id da leitura"),
     "scans.scanned_at": ("扫码时间", "掃碼時間", "scan time", "hora da leitura"),
@@ -1072,6 +1074,12 @@ REASONS: Final[Mapping[str, Texts]] = {
         "{field}含有控制字元",
         "{Field} holds control characters.",
         "{Field} contém caracteres de controlo.",
+    ),
+    "decision_not_deny": (
+        "无效的码只能记为禁止通行",
+        "無效的碼只能記為禁止通行",
+        "A code that is not valid is recorded as denied.",
+        "Um código que não é válido é registado como recusado.",
     ),
 }
 """A field's message by its reason; ``{field}`` is the field's name, ``{limit}`` the bound the

@@ -52,11 +52,13 @@ async def test_online_verification_keeps_only_code_place_time_and_verdict(runnin
     assert (record.verdict, record.reason, record.source) == ("valid", None, "online")
     assert (record.method, record.subject_index) == ("code", None)
     stored = {c.name for c in ScanRecord.__table__.columns}
-    # subject_index: only a document check (刷证核验) has one, the document's blind index.
+    # subject_index: only a document check (刷证核验) has one, the document's blind index;
+    # decision: what the gate made of the verdict (a venue lets a valid green code in).
     assert stored == {
         "id", "checkpoint_id", "scan_id", "code_id", "scanned_at", "verdict", "reason", "source",
-        "received_at", "method", "subject_index",
+        "received_at", "method", "subject_index", "decision",
     }  # fmt: skip
+    assert record.decision == "allow"
 
 
 async def test_offline_scans_are_stored_once_however_often_uploaded(

@@ -493,6 +493,7 @@ async def test_scans_count_the_places_decisions_apart_from_the_verdicts(running:
     venue = await running.checkpoint_key("Tianhe market", "venue")
     station = await running.checkpoint_key("Guangzhou South Station", "transport")
     border = await running.checkpoint_key("Gongbei Port gate 3", "border")
+    answers = []
     for gate, qr_text in [
         (venue, green_code),
         (venue, red_code),
@@ -503,7 +504,35 @@ async def test_scans_count_the_places_decisions_apart_from_the_verdicts(running:
         (border, red_code),
         (border, green_code),
     ]:
-        await verify(running, gate, qr_text)
+        answers.append(await verify(running, gate, qr_text))
+    # The green code with no recent test at the border: valid, and turned away.
+    assert (answers[-1]["verdict"], answers[-1]["decision"]) == ("valid", "deny")
+
+    # Offline scans uploaded later: one device says what it decided, an older one does not.
+    green_id = (await running.api.code(green))["code_id"]
+    uploads = [
+        {"scan_id": "a", "code_id": green_id, "verdict": "valid", "decision": "allow"},
+        {"scan_id": "b", "code_id": green_id, "verdict": "valid"},
+    ]
+    now = running.context.clock.now().isoformat()
+    stored = await running.client.post(
+        "/v1/scans",
+        json={"scans": [{**u, "scanned_at": now} for u in uploads]},
+        headers=bearer(border),
+    )
+    assert stored.status_code == 200, stored.text
+    lying = await running.client.post(
+        "/v1/scans",
+        json={
+            "scans": [
+                {"scan_id": "c", "verdict": "invalid", "decision": "allow", "scanned_at": now}
+            ]
+        },
+        headers={**bearer(border), "Accept-Language": "en"},
+    )
+    assert lying.status_code == 422
+    [field] = lying.json()["error"]["fields"]
+    assert (field["field"], field["reason"]) == ("scans.0", "decision_not_deny")
 
     body = await overview(running, admin)
 
@@ -518,8 +547,10 @@ async def test_scans_count_the_places_decisions_apart_from_the_verdicts(running:
         # A red code is a valid verdict, and denied at a venue.
         "Tianhe market": ((2, 1, 0), (1, 2, 0, 0)),
         "Guangzhou South Station": ((2, 0, 0), (1, 0, 1, 0)),
-        # Green at a border depends on the code's test and assurance, which no record keeps.
-        "Gongbei Port gate 3": ((3, 0, 0), (0, 2, 0, 1)),
+        # At the border: two red codes and the untested green one denied, as decided at the
+        # gate; an upload that says it let a green code through; one from a device that keeps
+        # no decision, and a border's green depends on the test, which no record keeps.
+        "Gongbei Port gate 3": ((5, 0, 0), (1, 3, 0, 1)),
     }
 
 

@@ -65,6 +65,7 @@ async def check_document(
     number = validated_number(doc_type, doc_number, None, today=local_date(now))
     index = doc_index(blind_index, doc_type, number)
     verdict = await _judge(session, index, rules=rules, issuer=issuer, lifetime=lifetime, now=now)
+    decision = apply_policy(verdict, kind=checkpoint.kind)
     session.add(
         ScanRecord(
             checkpoint_id=checkpoint.id,
@@ -77,9 +78,10 @@ async def check_document(
             received_at=now,
             method="document",
             subject_index=index,
+            decision=decision.verdict,
         )
     )
-    return verdict, apply_policy(verdict, kind=checkpoint.kind)
+    return verdict, decision
 
 
 _NO_VALID_CODE = Verdict(verdict="invalid", reasons=(Reason.NO_VALID_CODE,), origin=ORIGIN)

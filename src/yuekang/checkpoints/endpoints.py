@@ -35,6 +35,7 @@ from yuekang.exceptions import ServiceUnavailable, Unauthorized
 from yuekang.fastlane import Direct, direct
 from yuekang.headers import media_type
 from yuekang.openapi import errors
+from yuekang.rules.policy import PLACE_KINDS
 from yuekang.trust import service as trust
 
 router = APIRouter(tags=["checkpoints"])
@@ -51,16 +52,25 @@ async def verdict(
     the key: for the route and its direct handler alike."""
     now = context.clock.now()
     view = await context.keyring.view(now)
+    checked = view.verifier.verify(qr_text, now=epoch(now))
+    # Decided for every kind of place before the batch learns the checkpoint's: its record
+    # keeps the decision of its kind.
+    decisions = {kind: service.apply_policy(checked, kind=kind) for kind in PLACE_KINDS}
     judged = await context.online_scans.judge(
         checkpoint_id=key[0],
         secret=key[1],
-        verdict=view.verifier.verify(qr_text, now=epoch(now)),
+        verdict=checked,
         now=now,
+        decisions={kind: decision.verdict for kind, decision in decisions.items()},
     )
     if judged is None:
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
     checkpoint, final = judged
-    decision = service.apply_policy(final, kind=checkpoint.kind)
+    decision = (
+        decisions[checkpoint.kind]
+        if final is checked
+        else service.apply_policy(final, kind=checkpoint.kind)
+    )
     # Serialised here rather than by FastAPI's response model, which would validate it again.
     body = VerdictRead.model_validate(
         {

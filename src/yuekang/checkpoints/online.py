@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,9 @@ class _Scan:
     secret: str
     verdict: Verdict
     scanned_at: dt.datetime
+    decisions: Mapping[str, str]
+    """The decision at each kind of place: the checkpoint's kind is known only to the batch's
+    statement, which records the one of its kind (a revoked code is denied anywhere)."""
 
 
 # One round trip, atomic as any single statement: the scans of the batch, the checkpoints whose
@@ -54,8 +58,9 @@ class _Scan:
 _JUDGE = """
 WITH scan AS (
     SELECT * FROM unnest($1::int4[], $2::uuid[], $3::bytea[], $4::text[], $5::text[],
-                         $6::text[], $7::timestamptz[])
-        AS s(n, checkpoint_id, key_hash, code_id, verdict, reason, scanned_at)
+                         $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+        AS s(n, checkpoint_id, key_hash, code_id, verdict, reason, scanned_at,
+             at_venue, at_transport, at_border)
 ), judged AS (
     SELECT s.*, c.name, c.kind,
            s.verdict = 'valid'
@@ -65,12 +70,17 @@ WITH scan AS (
       ON c.id = s.checkpoint_id AND c.key_hash = s.key_hash AND c.disabled_at IS NULL
 ), recorded AS (
     INSERT INTO scan_records
-        (checkpoint_id, scan_id, code_id, scanned_at, verdict, reason, source, received_at)
+        (checkpoint_id, scan_id, code_id, scanned_at, verdict, reason, source, received_at,
+         decision)
     SELECT checkpoint_id, 'online-' || replace(gen_random_uuid()::text, '-', ''), code_id,
            scanned_at,
            CASE WHEN revoked THEN 'invalid' ELSE verdict END,
            CASE WHEN revoked THEN 'revoked' ELSE reason END,
-           'online', scanned_at
+           'online', scanned_at,
+           CASE WHEN revoked THEN 'deny'
+                WHEN kind = 'border' THEN at_border
+                WHEN kind = 'transport' THEN at_transport
+                ELSE at_venue END
     FROM judged
 )
 SELECT n, name, kind, revoked FROM judged
@@ -85,14 +95,22 @@ class OnlineScans:
         self._batches = Batches(self._commit, max_batch=max_batch)
 
     async def judge(
-        self, *, checkpoint_id: uuid.UUID, secret: str, verdict: Verdict, now: dt.datetime
+        self,
+        *,
+        checkpoint_id: uuid.UUID,
+        secret: str,
+        verdict: Verdict,
+        now: dt.datetime,
+        decisions: Mapping[str, str],
     ) -> Judged | None:
         """The checkpoint and the final verdict (revoked if the code is on the list), once the
         scan record is committed; None when the key is unknown, wrong or disabled (nothing is
         recorded then). A database error reaches every scan of the batch, and each is judged
         once more in a later batch, unless the database is unavailable: asking again would wait
-        out the same timeouts, so that is raised at once (``503 database_unavailable``)."""
-        scan = _Scan(checkpoint_id, secret, verdict, now)
+        out the same timeouts, so that is raised at once (``503 database_unavailable``).
+        ``decisions``: the verdict's decision at each kind of place, the record's by the
+        checkpoint's kind."""
+        scan = _Scan(checkpoint_id, secret, verdict, now, decisions)
         try:
             return await self._batches.submit(scan)
         except Exception as exc:
@@ -111,7 +129,7 @@ class OnlineScans:
         return await self._commit_portable(batch)
 
     async def _commit_postgresql(self, batch: list[_Scan]) -> list[Judged | None]:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         for n, scan in enumerate(batch):
             verdict = scan.verdict
             for column, value in zip(
@@ -124,6 +142,9 @@ class OnlineScans:
                     verdict.verdict,
                     verdict.reasons[0].value if verdict.reasons else None,
                     scan.scanned_at,
+                    scan.decisions["venue"],
+                    scan.decisions["transport"],
+                    scan.decisions["border"],
                 ),
                 strict=True,
             ):
@@ -172,8 +193,10 @@ class OnlineScans:
                     answers.append(None)
                     continue
                 verdict = scan.verdict
+                decision = scan.decisions[row.kind]
                 if verdict.valid and verdict.code_id in revoked:
                     verdict = verdict.revoked()
+                    decision = "deny"
                 # The scan record: code id, checkpoint, time, verdict -- nothing else about
                 # the person.
                 records.append(
@@ -186,6 +209,7 @@ class OnlineScans:
                         "reason": verdict.reasons[0].value if verdict.reasons else None,
                         "source": "online",
                         "received_at": scan.scanned_at,
+                        "decision": decision,
                     }
                 )
                 answers.append(

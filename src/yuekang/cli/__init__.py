@@ -155,15 +155,16 @@ def serve(
         fail(str(exc))
     host = host or settings.host
     port = port or settings.port
-    # Before secrets, migrations and keys, so that a busy port is one line rather than
-    # uvicorn's error after a page of start-up log.
-    problem = _cannot_listen(host, port)
-    if problem is not None:
-        fail(problem)
     try:
         resolved = resolve(settings)
     except ConfigurationError as exc:
         fail(str(exc))
+    # After the configuration (what is wrong with it comes first, wherever it runs), before
+    # migrations and keys: a busy port is one line rather than uvicorn's error after a page of
+    # start-up log.
+    problem = _cannot_listen(host, port)
+    if problem is not None:
+        fail(problem)
     if migrate if migrate is not None else settings.is_dev:
         run_migrations(settings.database_url)
     if settings.is_dev:

@@ -221,7 +221,7 @@ def scan(
             _fail(f"the bundle's policies do not validate: {exc}", 4)
         decision, decision_reason = outcome.verdict, outcome.reason
     if at is None:
-        _queue(state, verdict, now)
+        _queue(state, verdict, now, decision)
     result = {**verdict.to_dict(language), "decision": decision, "decision_reason": decision_reason}
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -235,7 +235,7 @@ def scan(
     raise typer.Exit({"allow": 0, "manual_check": 3, "cannot_verify": 4}.get(decision, 1))
 
 
-def _queue(state: Path, verdict: Verdict, now: int) -> None:
+def _queue(state: Path, verdict: Verdict, now: int, decision: str) -> None:
     from datetime import UTC, datetime
 
     record = {
@@ -244,6 +244,8 @@ def _queue(state: Path, verdict: Verdict, now: int) -> None:
         "scanned_at": datetime.fromtimestamp(now, UTC).isoformat(),
         "verdict": verdict.verdict,
         "reason": verdict.reasons[0].value if verdict.reasons else None,
+        # What the gate decided, counted apart from the verdict; none when it could not decide.
+        "decision": decision if decision in ("allow", "deny", "manual_check") else None,
     }
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     with (state / "queue.jsonl").open("a") as handle:

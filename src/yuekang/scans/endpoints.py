@@ -59,7 +59,10 @@ async def upload_scans(
     stored = await service.upload(
         session,
         checkpoint_id=checkpoint.id,
-        scans=[service.Scan(s.scan_id, s.code_id, s.scanned_at, s.verdict, s.reason) for s in kept],
+        scans=[
+            service.Scan(s.scan_id, s.code_id, s.scanned_at, s.verdict, s.reason, s.decision)
+            for s in kept
+        ],
         now=now,
     )
     unique = len({s.scan_id for s in kept})

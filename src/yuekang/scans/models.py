@@ -30,6 +30,9 @@ class ScanRecord(Base):
         CheckConstraint("verdict IN ('valid', 'invalid', 'cannot_verify')", name="verdict"),
         CheckConstraint("source IN ('online', 'offline')", name="source"),
         CheckConstraint("method IN ('code', 'document')", name="method"),
+        CheckConstraint(
+            "decision IS NULL OR decision IN ('allow', 'deny', 'manual_check')", name="decision"
+        ),
         Index("ix_scan_records_subject_index_scanned_at", "subject_index", "scanned_at"),
     )
 
@@ -48,3 +51,6 @@ class ScanRecord(Base):
     # that contact tracing finds the person's document checks beside their code scans.
     method: Mapped[str] = mapped_column(String(8), server_default="code")
     subject_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    # What the place's policy made of the verdict (allow, deny, manual_check): what operators
+    # count. Null for records older than it and for uploads from devices that do not send it.
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)

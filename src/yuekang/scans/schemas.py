@@ -4,7 +4,8 @@ import datetime as dt
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from yuekang.schemas import Instant, PlainLine, StrictModel
 
@@ -21,6 +22,19 @@ class ScanUpload(StrictModel):
     scanned_at: Instant
     verdict: Literal["valid", "invalid", "cannot_verify"]
     reason: str | None = Field(default=None, pattern=r"^[a-z_]{1,32}$")
+    decision: Literal["allow", "deny", "manual_check"] | None = Field(
+        default=None,
+        description="What the place's policy made of the verdict, as the device decided it; "
+        "left out by devices older than it. A verdict that is not `valid` is always `deny`.",
+    )
+
+    @model_validator(mode="after")
+    def _denied_unless_valid(self) -> ScanUpload:
+        if self.verdict != "valid" and self.decision not in (None, "deny"):
+            raise PydanticCustomError(
+                "decision_not_deny", "a code that is not valid is denied everywhere"
+            )
+        return self
 
 
 class ScanBatch(StrictModel):

@@ -34,6 +34,7 @@ class Scan:
     scanned_at: dt.datetime
     verdict: str
     reason: str | None
+    decision: str | None = None
 
 
 async def upload(
@@ -53,6 +54,7 @@ async def upload(
             "reason": scan.reason,
             "source": "offline",
             "received_at": now,
+            "decision": scan.decision,
         }
         for scan in {s.scan_id: s for s in scans}.values()
     ]

@@ -46,8 +46,9 @@ class CheckpointScans(BaseModel):
     deny: int = Field(description="Turned away; every scan that was not `valid` is one")
     manual_check: int = Field(description="Sent to staff for a manual check")
     decision_unknown: int = Field(
-        description="Valid scans whose decision the record cannot tell: a document check, or a "
-        "policy that also asks for a recent test, doses or assurance (not kept with the scan)"
+        description="Valid scans whose record keeps no decision (made before decisions were "
+        "kept, or uploaded by a device that does not send one) and whose policy also asks for "
+        "a recent test, doses or assurance, which the record does not keep"
     )
 
 

@@ -191,7 +191,7 @@ async def _people(session: AsyncSession, *, first_day: dt.date, days: int) -> Pe
 def _status_decision(policy: Policy, status: str) -> str | None:
     """The decision of ``policy`` on a valid code of ``status``, or None when the clause that
     would decide it also asks about the code's test, doses or assurance, which a scan record
-    does not keep (the decision itself is not stored either)."""
+    does not keep."""
     for clause in policy.clauses:
         when = clause.when
         if when.status is not None and status not in when.status:
@@ -201,9 +201,13 @@ def _status_decision(policy: Policy, status: str) -> str | None:
     return policy.default.verdict
 
 
-def _decision(kind: str, verdict: str, status: str | None) -> str:
-    """What the checkpoint decided on a scan, as far as its record tells: every verdict but
-    `valid` is denied (verifier.policy_decision), a valid one as its place's policy says."""
+def _decision(kind: str, verdict: str, status: str | None, stored: str | None) -> str:
+    """What the checkpoint decided on a scan: the decision its record keeps (migration 0010);
+    for an older record, or an upload from a device that does not send it, as far as the record
+    tells -- every verdict but `valid` is denied (verifier.policy_decision), a valid one as its
+    place's policy says when the code's status alone decides it."""
+    if stored in DECISIONS:
+        return stored
     if verdict != "valid":
         return "deny"
     if status is None or kind not in PLACE_KINDS:
@@ -222,6 +226,7 @@ async def _scans(
             Checkpoint.kind,
             ScanRecord.verdict,
             HealthCode.status,
+            ScanRecord.decision,
             func.count(),
         )
         .join(Checkpoint, Checkpoint.id == ScanRecord.checkpoint_id)
@@ -234,10 +239,11 @@ async def _scans(
             Checkpoint.kind,
             ScanRecord.verdict,
             HealthCode.status,
+            ScanRecord.decision,
         )
     )
     places: dict[uuid.UUID, dict[str, Any]] = {}
-    for checkpoint_id, name, kind, verdict, status, count in rows:
+    for checkpoint_id, name, kind, verdict, status, stored, count in rows:
         place = places.setdefault(
             checkpoint_id,
             {
@@ -250,7 +256,7 @@ async def _scans(
         )
         if verdict in VERDICTS:
             place[verdict] += count
-            place[_decision(kind, verdict, status)] += count
+            place[_decision(kind, verdict, status, stored)] += count
     ordered = sorted(
         places.values(),
         key=lambda p: (-sum(p[v] for v in VERDICTS), p["name"], str(p["checkpoint_id"])),

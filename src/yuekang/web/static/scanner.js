@@ -683,6 +683,8 @@ function placeText() {
 // ---------------------------------------------------------------------------------------------
 // Scan records: queued locally, uploaded when the network is there
 
+const DECIDED = ["allow", "deny", "manual_check"];
+
 async function queueScan(result, now) {
   // Nothing about the person but the code id: the same record the CLI queues.
   await db.enqueue({
@@ -691,6 +693,9 @@ async function queueScan(result, now) {
     scanned_at: new Date(now * 1000).toISOString(),
     verdict: result.verdict,
     reason: result.reasons.length ? result.reasons[0] : null,
+    // What the gate decided, which operators count apart from the verdict (a genuine green code
+    // can be denied at a border); none when the device could not decide.
+    decision: DECIDED.includes(result.decision) ? result.decision : null,
   });
   await renderQueue();
   uploadQueue();
