@@ -242,10 +242,12 @@ def _verdict(scanner: Scanner, decision: str) -> Any:
     return panel
 
 
-def _records(server: Server, code_ids: set[str]) -> list[tuple[str, str, str | None, str]]:
+def _records(server: Server, code_ids: set[str]) -> list[tuple[str, ...]]:
     path = server.env["YUEKANG_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT code_id, verdict, reason, source FROM scan_records").fetchall()
+        rows = db.execute(
+            "SELECT code_id, verdict, reason, source, decision FROM scan_records"
+        ).fetchall()
     return [row for row in rows if row[0] in code_ids]
 
 
@@ -280,7 +282,10 @@ def test_a_valid_code_is_allowed_offline_and_its_scan_uploads_later(
 
     scanner.context.set_offline(False)
     expect(page.locator("#queue-state")).to_have_attribute("data-count", "0", timeout=SLOW)
-    assert _records(web_server, {valid.code_id}) == [(valid.code_id, "valid", None, "offline")]
+    # The upload says what the gate decided, besides the verdict.
+    assert _records(web_server, {valid.code_id}) == [
+        (valid.code_id, "valid", None, "offline", "allow")
+    ]
     assert scanner.errors == []
 
 
