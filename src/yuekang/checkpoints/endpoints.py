@@ -35,7 +35,6 @@ from yuekang.exceptions import ServiceUnavailable, Unauthorized
 from yuekang.fastlane import Direct, direct
 from yuekang.headers import media_type
 from yuekang.openapi import errors
-from yuekang.rules.policy import PLACE_KINDS
 from yuekang.trust import service as trust
 
 router = APIRouter(tags=["checkpoints"])
@@ -55,7 +54,7 @@ async def verdict(
     checked = view.verifier.verify(qr_text, now=epoch(now))
     # Decided for every kind of place before the batch learns the checkpoint's: its record
     # keeps the decision of its kind.
-    decisions = {kind: service.apply_policy(checked, kind=kind) for kind in PLACE_KINDS}
+    decisions = service.decisions_everywhere(checked)
     judged = await context.online_scans.judge(
         checkpoint_id=key[0],
         secret=key[1],

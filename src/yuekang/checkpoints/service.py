@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +17,14 @@ from yuekang.audit import service as audit
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.exceptions import NotFound, ValidationFailed
 from yuekang.principals import Actor, CheckpointPrincipal
-from yuekang.rules.policy import Decision, PlaceKind, as_place_kind, default_policies
+from yuekang.rules.policy import (
+    PLACE_KINDS,
+    Decision,
+    PlaceKind,
+    as_place_kind,
+    decide,
+    default_policies,
+)
 from yuekang.scans.models import ScanRecord
 from yuekang.verifier import Verdict, policy_decision
 
@@ -140,3 +149,35 @@ async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal
 def apply_policy(verdict: Verdict, *, kind: PlaceKind) -> Decision:
     """This kind of place's policy on a verdict, as a checkpoint device decides it offline."""
     return policy_decision(verdict, default_policies().for_place(kind))
+
+
+def decisions_everywhere(verdict: Verdict) -> Mapping[PlaceKind, Decision]:
+    """The decision on ``verdict`` at each kind of place: what an online scan records before
+    its checkpoint's kind is read (``checkpoints.online``). A verdict that is not valid is
+    denied everywhere; a valid one depends only on the facts the policies read, which take
+    few values, so the three decisions are remembered by those facts."""
+    if not verdict.valid or verdict.status is None:
+        denied = policy_decision(verdict, default_policies().venue)
+        return dict.fromkeys(PLACE_KINDS, denied)
+    return _valid_decisions(
+        verdict.status, verdict.negative_within_hours, verdict.doses, verdict.assurance
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_decisions(
+    status: str, negative_within_hours: int | None, doses: int | None, assurance: str | None
+) -> Mapping[PlaceKind, Decision]:
+    policies = default_policies()
+    return MappingProxyType(
+        {
+            kind: decide(
+                policies.for_place(kind),
+                status=status,
+                negative_within_hours=negative_within_hours,
+                doses=doses,
+                assurance=assurance,
+            )
+            for kind in PLACE_KINDS
+        }
+    )
