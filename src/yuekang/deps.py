@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import apikeys, headers
 from yuekang.auth.service import SessionClaims, read_session_token
+from yuekang.checkpoints import registration
 from yuekang.checkpoints import service as checkpoints
 from yuekang.context import AppContext
 from yuekang.db import transaction
@@ -114,7 +115,7 @@ def parse_checkpoint_key(token: str | None) -> tuple[uuid.UUID, str] | None:
     """A checkpoint key's id and secret, not yet checked against the database (online
     verification checks it with the scan's own batch: ``checkpoints.online``); None when there
     is no token or it is not a checkpoint key. Shared with the direct handler of a scan."""
-    return None if token is None else apikeys.parse(checkpoints.KEY_PREFIX, token)
+    return None if token is None else apikeys.parse(registration.KEY_PREFIX, token)
 
 
 async def checkpoint_key(token: Bearer) -> tuple[uuid.UUID, str]:

@@ -67,6 +67,17 @@ def test_a_checkpoint_judges_offline_and_uploads_exactly_once(
             "--anchor", anchor["kid"], "--state", str(tmp_path / "gate"),
         )  # fmt: skip
         assert "synced version" in synced
+        # The kind of place comes with the sync, signed by the anchor: this one is a venue.
+        assert "registered as venue: Hengqin port" in synced
+
+    # Whoever runs the device cannot make it a border post, nor anything else.
+    relaxed = subprocess.run(
+        [YUEKANG, "checkpoint", "scan", "--state", str(tmp_path / "gate"), "--place", "border",
+         valid["qr_text"]],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert relaxed.returncode == 2
+    assert "registered as venue; --place cannot change it" in relaxed.stderr
 
     # The server is down from here on.
     code, allowed = _scan(env, tmp_path, valid["qr_text"])
@@ -82,6 +93,20 @@ def test_a_checkpoint_judges_offline_and_uploads_exactly_once(
     assert (code, [r["code"] for r in refused["reasons"]]) == (1, ["revoked"])
     queued = (tmp_path / "gate" / "queue.jsonl").read_text()
     assert len(queued.splitlines()) == 3  # a re-judgement with --at is not a scan
+    # Each queued record says what the gate decided, besides the verdict.
+    assert [json.loads(line)["decision"] for line in queued.splitlines()] == [
+        "allow", "deny", "deny",
+    ]  # fmt: skip
+    # A registration altered on the device no longer counts: the device asks for its own.
+    registration = tmp_path / "gate" / "registration.jws"
+    registration.write_text(registration.read_text().replace(".", ".x", 1))
+    unregistered = subprocess.run(
+        [YUEKANG, "checkpoint", "scan", "--state", str(tmp_path / "gate"), "--at", later,
+         valid["qr_text"]],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert unregistered.returncode == 2
+    assert "no registration synced" in unregistered.stderr
 
     # A scan from a moment when the device clock was a day ahead.
     ahead = {

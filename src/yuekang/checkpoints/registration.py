@@ -32,6 +32,8 @@ from typing import Any, Final
 from yuekang.codec.keys import SigningKey, VerificationKey, b64url_decode, b64url_encode
 from yuekang.rules.policy import PlaceKind, as_place_kind
 
+KEY_PREFIX: Final = "ykc_"
+"""A checkpoint key reads ``ykc_<checkpoint id>_<secret>``: the device knows its own id from it."""
 HEADER_TYP: Final = "yk-checkpoint+jws"
 PAYLOAD_TYP: Final = "yk.checkpoint.v1"
 

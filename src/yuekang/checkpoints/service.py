@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang import apikeys, regions
 from yuekang.audit import service as audit
 from yuekang.checkpoints.models import Checkpoint
+from yuekang.checkpoints.registration import KEY_PREFIX
 from yuekang.exceptions import NotFound, ValidationFailed
 from yuekang.principals import Actor, CheckpointPrincipal
 from yuekang.rules.policy import (
@@ -27,8 +28,6 @@ from yuekang.rules.policy import (
 )
 from yuekang.scans.models import ScanRecord
 from yuekang.verifier import Verdict, policy_decision
-
-KEY_PREFIX = "ykc_"
 
 
 async def create_checkpoint(

@@ -6,8 +6,10 @@ and the place's policy and queues a scan record; ``upload`` sends the queue (saf
 
 State directory (``--state``, default ``./checkpoint-state``), readable by this user only:
 ``anchor.json`` (the pinned anchor JWK), ``server.json`` (server URL and checkpoint key),
-``bundle.jws`` and ``deltas/`` (the bundle as fetched), ``queue.jsonl`` (scans not yet uploaded).
-Imports the offline verifier and httpx only: nothing of the server.
+``bundle.jws`` and ``deltas/`` (the bundle as fetched), ``registration.jws`` (the checkpoint's
+kind of place, signed by the anchor: it decides which policy ``scan`` applies), ``queue.jsonl``
+(scans not yet uploaded). Imports the offline verifier, the registration reader and httpx only:
+nothing of the server.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -26,6 +28,9 @@ from yuekang.codec.errors import InvalidKey
 from yuekang.codec.keys import VerificationKey
 from yuekang.codec.reasons import LANGUAGES
 from yuekang.verifier import TrustStore, Verdict, policy_decision
+
+if TYPE_CHECKING:
+    from yuekang.checkpoints.registration import Registration
 
 checkpoint_app = typer.Typer(
     help="A checkpoint device, offline after one sync.", no_args_is_help=True
@@ -157,6 +162,7 @@ def sync(
             _fail(str(exc), 1)
     if status == 304:
         typer.echo(f"up to date: version {store.bundle.version if store.bundle else '?'}")
+        _sync_registration(server, key, store.anchor, state)
         return
     if status != 200:
         _fail(f"the server answered {status}: {text[:200]!r}", 1)
@@ -178,13 +184,70 @@ def sync(
         f"{len(updated.bundle.keys)} keys, {len(updated.revoked)} revoked codes, "
         f"fresh until {updated.bundle.expires_at}"
     )
+    _sync_registration(server, key, store.anchor, state)
+
+
+def _sync_registration(server: str, key: str, anchor: VerificationKey, state: Path) -> None:
+    """The checkpoint's registration (its kind of place), signed by the anchor and naming the
+    checkpoint whose key this is; kept if newer than the one held. A server too old to serve it
+    leaves the device on ``--place``."""
+    import httpx
+
+    from yuekang import apikeys
+    from yuekang.checkpoints import registration
+
+    try:
+        with httpx.Client(timeout=30) as http:
+            status, text = _get(
+                http,
+                f"{server}/v1/checkpoint",
+                limit=MAX_ANCHOR_BYTES,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+    except (httpx.HTTPError, ValueError) as exc:
+        _fail(f"cannot fetch this checkpoint's registration: {exc}", 1)
+    if status == 404:
+        typer.echo("the server does not serve registrations: give the kind of place with --place")
+        return
+    if status != 200:
+        _fail(f"the server answered {status} for this checkpoint's registration", 1)
+    parsed = apikeys.parse(registration.KEY_PREFIX, key)
+    try:
+        fetched = registration.read(text, anchor)
+    except registration.RegistrationError as exc:
+        _fail(f"refused the registration: {exc}", 1)
+    if parsed is None or fetched.checkpoint != parsed[0]:
+        _fail("refused the registration: it names another checkpoint", 1)
+    held = _registration(state, anchor)
+    if held is None or fetched.issued_at >= held.issued_at:
+        _private_write(state / "registration.jws", text)
+        held = fetched
+    typer.echo(f"registered as {held.kind}: {held.name}")
+
+
+def _registration(state: Path, anchor: VerificationKey) -> Registration | None:
+    from yuekang.checkpoints import registration
+
+    path = state / "registration.jws"
+    if not path.exists():
+        return None
+    try:
+        return registration.read(path.read_text(), anchor)
+    except registration.RegistrationError:
+        return None
 
 
 @checkpoint_app.command("scan")
 def scan(
     qr_text: Annotated[str | None, typer.Argument(help="The text of the QR code")] = None,
     image: Annotated[Path | None, typer.Option(help="Read the code from a PNG/JPEG")] = None,
-    place: Annotated[str, typer.Option(help="venue, transport or border")] = "venue",
+    place: Annotated[
+        str | None,
+        typer.Option(
+            help="venue, transport or border: only for a checkpoint whose registration is not "
+            "synced (a synced registration decides, and a different --place is refused)"
+        ),
+    ] = None,
     at: Annotated[
         int | None,
         typer.Option(help="Re-judge as of this UTC second (no scan record is queued)"),
@@ -202,7 +265,7 @@ def scan(
 
     if (qr_text is None) == (image is None):
         _fail("give either QR_TEXT or --image PNG")
-    if place not in ("venue", "transport", "border") or language not in LANGUAGES:
+    if place not in (None, "venue", "transport", "border") or language not in LANGUAGES:
         _fail("--place is venue, transport or border; --language one of " + ", ".join(LANGUAGES))
     now = at if at is not None else int(time.time())
     try:
@@ -210,6 +273,14 @@ def scan(
         store = load_store(state, now=now)
     except (OSError, ValueError, BundleError) as exc:
         _fail(str(exc))
+    # The kind of place is the checkpoint's registration, not whoever runs the command.
+    registered = _registration(state, store.anchor)
+    if registered is not None:
+        if place is not None and place != registered.kind:
+            _fail(f"this checkpoint is registered as {registered.kind}; --place cannot change it")
+        place = registered.kind
+    elif place is None:
+        _fail("no registration synced: run `yuekang checkpoint sync`, or give --place")
     verdict = store.verify(text, now=now)
     if verdict.verdict == "cannot_verify":
         decision = "cannot_verify"
