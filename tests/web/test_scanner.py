@@ -257,6 +257,12 @@ def test_a_valid_code_is_allowed_offline_and_its_scan_uploads_later(
     valid = codes["valid"]
     scanner = scanner_for(valid)
     page = scanner.page
+    # A key the server does not know is refused on the form: nothing is saved or pinned.
+    page.fill("#api-key", gate.key[:-6] + "wrong0")
+    page.click("#setup-submit")
+    expect(page.locator("#setup-error")).to_contain_text("服务器不认识此接入密钥")
+    expect(page.locator("#setup")).to_be_visible()
+    assert page.evaluate("() => document.querySelector('#api-key').getAttribute('aria-invalid')")
     # The wrong fingerprint is refused: nothing is pinned.
     page.fill("#api-key", gate.key)
     page.fill("#fingerprint", "not-the-anchor-" + gate.fingerprint[:7])

@@ -67,6 +67,7 @@ const TEXT = {
     "A âncora do servidor é {got}, não {want}: recusada.",
   ],
   "setup.rejected": ["未固定信任锚。请联系管理员核实指纹。", "未固定信任錨。請聯絡管理員核實指紋。", "Nothing pinned. Check the fingerprint with your administrator.", "Nada fixado. Confirme a impressão digital com o administrador."],
+  "setup.key_refused": ["服务器不认识此接入密钥（无效或已停用），请核对后重新输入", "伺服器不認識此接入密鑰（無效或已停用），請核對後重新輸入", "The server does not know this checkpoint key (wrong or disabled): check it and enter it again", "O servidor não reconhece esta chave (errada ou desativada): verifique-a e introduza-a de novo"],
   "setup.pinned": ["已固定信任锚", "已固定信任錨", "Pinned trust anchor", "Âncora fixada"],
   "setup.reset": ["清除本设备的全部设置", "清除本裝置的全部設定", "Forget everything on this device", "Apagar tudo neste dispositivo"],
   "setup.reset.confirm": [
@@ -441,6 +442,14 @@ async function saveSetup() {
     $("setup-error").textContent = t("setup.key");
     return;
   }
+  // A key the server refuses is said here, on the form, before anything is saved or pinned:
+  // a device that looks ready and cannot sync is worse than one that is not set up.
+  if (await keyRefused(key)) {
+    $("setup-error").textContent = t("setup.key_refused");
+    $("api-key").setAttribute("aria-invalid", "true");
+    return;
+  }
+  $("api-key").removeAttribute("aria-invalid");
   // Another key is another checkpoint, whose registration is yet to come.
   if (state.settings?.key !== key) await forgetRegistration();
   state.settings = { key };
@@ -473,6 +482,17 @@ async function saveSetup() {
   state.pendingAnchor = jwk;
   $("anchor-kid").textContent = kid;
   $("anchor-confirm").classList.remove("hidden");
+}
+
+/** True only when the server answers that it does not know this key (401); no network, or any
+ * other answer, leaves the decision to the sync that follows. */
+async function keyRefused(key) {
+  try {
+    await api("/v1/checkpoint", { token: key });
+    return false;
+  } catch (error) {
+    return error instanceof ApiError && error.status === 401;
+  }
 }
 
 async function pinConfirmed() {
