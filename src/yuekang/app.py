@@ -280,15 +280,14 @@ def install_error_handlers(app: FastAPI) -> None:
                 },
                 status_code=400,
             )
-        fields = [_field(e) for e in errors]
+        # A body of a thousand wrong keys gets the first few named, not an answer twenty times
+        # its size.
+        fields = [_field(e) for e in errors[:MAX_ERROR_FIELDS]]
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        if len(errors) > MAX_ERROR_FIELDS:
+            message += f"; and {len(errors) - MAX_ERROR_FIELDS} more"
         return JSONResponse(
-            {
-                "error": {
-                    "code": "validation_error",
-                    "message": "; ".join(f"{f['field']}: {f['message']}" for f in fields),
-                    "fields": fields,
-                }
-            },
+            {"error": {"code": "validation_error", "message": message, "fields": fields}},
             status_code=422,
         )
 
@@ -327,6 +326,8 @@ def _field(error: dict[str, Any]) -> dict[str, Any]:
     ]
     kind = str(error.get("type", "invalid"))
     reason = {"extra_forbidden": "unknown_field", "missing": "missing"}.get(kind, kind)
+    if error.get("input") == "" and kind.endswith("_parsing"):
+        reason = "missing"  # an empty date box is a box left empty, not a malformed date
     field: dict[str, Any] = {
         "field": ".".join(location) or "body",
         "reason": reason,
@@ -340,5 +341,8 @@ def _field(error: dict[str, Any]) -> dict[str, Any]:
             break
     return field
 
+
+MAX_ERROR_FIELDS = 20
+"""Fields named in one validation error, at most."""
 
 _BOUNDS = ("min_length", "max_length", "ge", "gt", "le", "lt")

@@ -1123,10 +1123,9 @@ def _text(texts: Texts, language: str) -> str:
 
 def language_of(headers: Any) -> str:
     """The answer's language from an ASGI scope's headers (``Accept-Language``)."""
-    for name, value in headers:
-        if name == b"accept-language":
-            return pick_language(value.decode("latin-1"))
-    return DEFAULT_LANGUAGE
+    # A header sent twice counts as one list (RFC 9110, 5.3).
+    values = [value.decode("latin-1") for name, value in headers if name == b"accept-language"]
+    return pick_language(",".join(values)) if values else DEFAULT_LANGUAGE
 
 
 def error_message(code: str, language: str, status: int = 400) -> str:

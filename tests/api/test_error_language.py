@@ -101,3 +101,40 @@ async def test_answers_that_are_not_errors_are_left_alone(running: RunningApp):
     keys = await running.client.get("/.well-known/jwks.json", headers={"Accept-Language": "en"})
     assert keys.status_code == 200
     assert "content-language" not in keys.headers
+
+
+async def test_accept_language_sent_twice_counts_as_one_list(running: RunningApp):
+    answer = await running.client.post(
+        "/v1/auth/otp",
+        json={},
+        headers=[("Accept-Language", "fr"), ("Accept-Language", "pt")],
+    )
+    assert answer.headers["content-language"] == "pt"
+
+
+async def test_a_thousand_wrong_keys_get_a_short_answer(running: RunningApp):
+    body = {f"k{n}": n for n in range(1000)}
+    answer = await running.client.post("/v1/auth/otp", json=body)
+    assert answer.status_code == 422
+    fields = answer.json()["error"]["fields"]
+    assert len(fields) == 20
+    assert "more" in answer.json()["error"]["detail"]
+    assert len(answer.content) < 8_000
+
+
+async def test_empty_boxes_are_asked_for_rather_than_called_malformed(running: RunningApp):
+    # Found by a newcomer: an empty phone read 手机号格式不正确, an empty birth date
+    # 出生日期应为日期（如 2026-12-07）.
+    phone = await running.client.post("/v1/auth/otp", json={"phone": ""})
+    assert phone.json()["error"]["fields"][0]["message"] == "请填写手机号"
+    resident = await running.api.sign_in()
+    birth = await running.client.put(
+        "/v1/me/identity",
+        headers=resident.auth,
+        json={"name": "张三", "doc_type": "prc_id", "doc_number": "11010519491231002X",
+              "birth_date": ""},
+    )  # fmt: skip
+    [field] = birth.json()["error"]["fields"]
+    assert (field["field"], field["reason"], field["message"]) == (
+        "birth_date", "missing", "请填写出生日期",
+    )  # fmt: skip

@@ -26,7 +26,7 @@ from yuekang.principals import Role
 from yuekang.rules import default_rule_set
 
 LOCAL = dt.timezone(dt.timedelta(hours=8))
-DEFAULT_VERSION = "gd-2021.2"
+DEFAULT_VERSION = "gd-2021.3"
 SHORTER = "gd-2021.2-cc7"
 
 
@@ -128,10 +128,10 @@ async def test_an_epidemiologist_puts_a_modified_rule_set_in_force(running: Runn
     assert (await active(running, reader))["document"] == document
 
     # The TOML form of a rule set is accepted as well.
-    toml = default_toml().replace(f'version = "{DEFAULT_VERSION}"', 'version = "gd-2021.3"')
+    toml = default_toml().replace(f'version = "{DEFAULT_VERSION}"', 'version = "gd-2021.4"')
     from_toml = await post_rule_set(running, author, toml, "application/toml")
     assert from_toml.status_code == 201, from_toml.text
-    assert (await active(running, reader))["version"] == "gd-2021.3"
+    assert (await active(running, reader))["version"] == "gd-2021.4"
 
 
 async def test_an_invalid_rule_set_is_refused_with_every_problem(running: RunningApp):

@@ -84,7 +84,7 @@ async def test_a_new_resident_is_green_explained_in_simplified_chinese(api: Api)
     assert status["can_appeal"] is False
     assert status["nat"] is None
     assert status["vaccination"] == {"doses": 0, "last_dose_on": None}
-    assert status["rule_set_version"] == "gd-2021.2"
+    assert status["rule_set_version"] == "gd-2021.3"
     assert status["hotline"] is None  # none set
 
 

@@ -49,7 +49,7 @@ async def test_history_shows_what_changed_and_from_which_facts(running: RunningA
     assert (first["old_status"], first["new_status"]) == (None, "green")
     assert (latest["old_status"], latest["new_status"]) == ("green", "red")
     assert latest["reason_codes"] == ["close_contact"]
-    assert latest["rule_set_version"] == "gd-2021.2"
+    assert latest["rule_set_version"] == "gd-2021.3"
     assert latest["findings"][0]["rule"] == "close_contact"
     assert latest["actor"].startswith("feed:")
     async with running.context.sessionmaker() as session:

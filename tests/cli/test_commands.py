@@ -187,7 +187,7 @@ def test_rules_check_lists_every_problem_and_activate_refuses_a_bad_file(env: Pa
     default = Path(__file__).parents[2] / "src/yuekang/rules/rulesets/gd-2021.toml"
     code, out, _ = run("rules", "check", str(default))
     assert code == 0
-    assert "gd-2021.2" in out
+    assert "gd-2021.3" in out
     bad = _rule_set(env, version="bad version", utc_offset_hours=99)
     code, _, err = run("rules", "activate", str(bad))
     assert code == 1

@@ -125,6 +125,14 @@ def test_every_codec_error_maps_to_its_reason() -> None:
         (",,;;q=", "zh-Hans"),
         ("en;q=0.9,pt", "pt"),  # no q means 1.0
         ("en-GB;q=0.8, en-US;q=0.9, zh-MO;q=0.7", "en"),
+        # Other parameters before or after q, and Q in capitals (parameter names are
+        # case-insensitive): found by a hostile review.
+        ("zh-Hant;q=0.9;level=1", "zh-Hant"),
+        ("en;level=1;q=0.1, pt;q=0.5", "pt"),
+        ("en;Q=0.1, pt;q=0.2", "pt"),
+        ("yue-Hant-HK", "zh-Hant"),
+        ("yue", "zh-Hant"),
+        ("yue-Hans", "zh-Hans"),
     ],
 )
 def test_pick_language(header: str | None, expected: str) -> None:

@@ -64,7 +64,7 @@ def rule(doc: Document, rule_id: str) -> Document:
 
 
 def test_default_rule_set() -> None:
-    assert DEFAULT.version == "gd-2021.2"
+    assert DEFAULT.version == "gd-2021.3"
     assert DEFAULT.utc_offset_hours == 8
     assert DEFAULT.nat_display_hours == [24, 48, 72, 168]
     assert DEFAULT.reasons() == [

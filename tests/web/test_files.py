@@ -106,3 +106,50 @@ def test_the_favicon_is_there(web_server: Server) -> None:
     assert icon.status_code == 200
     assert icon.headers["content-type"] == "image/x-icon"
     assert icon.content[:4] == b"\x00\x00\x01\x00"  # the ICO signature
+
+
+@pytest.mark.parametrize("path", ["/static/app/%00common.js", "/static/app/" + "a" * 8000 + ".js"])
+def test_a_path_the_file_system_cannot_hold_is_a_404(web_server: Server, path: str) -> None:
+    # Found by a hostile review: a NUL, or a name over the file system's limit, was a 500 with a
+    # stack trace in the log.
+    assert httpx.get(web_server.base + path).status_code == 404
+
+
+def test_validators_are_compared_as_entity_tags(web_server: Server) -> None:
+    plain = httpx.get(web_server.base + "/static/app/common.js", headers={"Accept-Encoding": ""})
+    etag = plain.headers["etag"]
+    url = web_server.base + "/static/app/common.js"
+    none = {"Accept-Encoding": ""}
+    assert httpx.get(url, headers={**none, "If-None-Match": etag}).status_code == 304
+    assert httpx.get(url, headers={**none, "If-None-Match": f'"x", W/{etag}'}).status_code == 304
+    assert httpx.get(url, headers={**none, "If-None-Match": "*"}).status_code == 304
+    # Not a substring match: another tag that contains this one is another tag.
+    assert httpx.get(url, headers={**none, "If-None-Match": f"xx{etag}"}).status_code == 200
+    # The gzipped file is another representation, with a validator of its own.
+    packed = httpx.get(url, headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["etag"] != etag
+    assert (
+        httpx.get(url, headers={"Accept-Encoding": "gzip;q=0"}).headers.get("content-encoding")
+        is None
+    )
+
+
+@pytest.mark.parametrize("path", ["/", "/scanner", "/console", "/docs", "/favicon.ico"])
+def test_pages_answer_head_as_probes_ask(web_server: Server, path: str) -> None:
+    assert httpx.head(web_server.base + path).status_code == 200
+
+
+def test_a_worker_has_one_url(web_server: Server) -> None:
+    page = httpx.get(web_server.base + "/scanner").text
+    build = references(page)[0].split("/")[2]
+    assert httpx.get(f"{web_server.base}/static/{build}/app/scanner-sw.js").status_code == 404
+    worker = httpx.get(web_server.base + "/static/app/resident-sw.js")
+    assert worker.headers["service-worker-allowed"] == "/"
+    again = httpx.get(
+        web_server.base + "/static/app/resident-sw.js",
+        headers={"If-None-Match": worker.headers["etag"]},
+    )
+    assert again.status_code == 304
+    head = httpx.head(web_server.base + "/static/app/resident-sw.js")
+    assert head.headers["etag"] == worker.headers["etag"]
+    assert head.headers["service-worker-allowed"] == "/"

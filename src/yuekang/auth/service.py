@@ -84,6 +84,11 @@ def normalize_phone(raw: str, region: str | None = None) -> str:
                     }
                 ],
             )
+    if not phone:
+        raise ValidationFailed(
+            "phone: a number is required",
+            fields=[{"field": "phone", "reason": "missing", "message": "empty"}],
+        )
     if not PHONE_RE.match(phone) or (phone.startswith("+86") and not CN_MOBILE_RE.match(phone)):
         raise ValidationFailed(
             "phone must be an E.164 mobile number such as +8613800138000",

@@ -164,11 +164,14 @@ def pick_language(accept_language: str | None) -> str:
         return DEFAULT_LANGUAGE
     ranked: list[tuple[float, int, str]] = []
     for position, part in enumerate(accept_language.split(",")):
-        tag, _, params = part.strip().partition(";")
+        tag, *params = part.strip().split(";")
         quality = 1.0
-        if params.strip().startswith("q="):
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() != "q":
+                continue  # other parameters (level=1) are not weights
             try:
-                quality = float(params.strip()[2:])
+                quality = float(value.strip())
             except ValueError:
                 quality = 0.0
             if not 0.0 <= quality <= 1.0:  # RFC 9110 allows 0 to 1; inf and nan are not weights
@@ -183,6 +186,9 @@ def _language_for_tag(tag: str) -> str | None:
     lowered = tag.lower()
     if lowered in {"zh-hant", "zh-tw", "zh-hk", "zh-mo"} or lowered.startswith("zh-hant"):
         return "zh-Hant"
+    # Cantonese (yue), as Hong Kong and Macao readers write it, in Traditional characters.
+    if lowered == "yue" or lowered.startswith("yue-"):
+        return "zh-Hans" if lowered.startswith("yue-hans") else "zh-Hant"
     if lowered == "zh" or lowered.startswith("zh-"):
         return "zh-Hans"
     if lowered == "en" or lowered.startswith("en-"):

@@ -53,7 +53,9 @@ async def read_me(
         status=StatusSummary(
             status=current.status,
             reason_codes=current.reason_codes,
-            reason=current.reason_text,
+            # An operator's note is for staff (the console shows it); the resident reads the
+            # reason codes, in their language, from the status explanation.
+            reason=None,
             updated_at=current.updated_at,
         )
         if current

@@ -52,7 +52,9 @@ class IdentityRead(BaseModel):
 class StatusSummary(BaseModel):
     status: Literal["green", "yellow", "red"]
     reason_codes: list[str]
-    reason: str | None
+    reason: str | None = Field(
+        description="Always null: an operator's note is for staff (kept for clients that read it)"
+    )
     updated_at: dt.datetime
 
 

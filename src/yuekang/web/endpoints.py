@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from PIL import Image, ImageDraw
 
-from yuekang.web.files import Files, build_id, rewrite
+from yuekang.web.files import Files, build_id, matches, rewrite
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _page(name: str, csp: str = CSP, *, if_none_match: str | None = None) -> Res
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
     }
-    if if_none_match and etag in if_none_match:
+    if matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="text/html; charset=utf-8", headers=headers)
 
@@ -88,7 +88,7 @@ def _route(name: str) -> Callable[[Request], Response]:
 
 
 for _path, _name in PAGES.items():
-    router.add_api_route(_path, _route(_name), methods=["GET"], name=f"page:{_name}")
+    router.add_api_route(_path, _route(_name), methods=["GET", "HEAD"], name=f"page:{_name}")
 
 
 @functools.cache
@@ -107,7 +107,7 @@ def _favicon() -> bytes:
     return out.getvalue()
 
 
-@router.get("/favicon.ico", name="favicon")
+@router.api_route("/favicon.ico", methods=["GET", "HEAD"], name="favicon")
 def favicon() -> Response:
     return Response(
         _favicon(),
@@ -127,37 +127,36 @@ WORKERS = {
 }
 
 
-def _worker(name: str, scope: str) -> Callable[[], Response]:
+def _worker(name: str, scope: str) -> Callable[[Request], Response]:
     """A service worker, served from /static/app/: a worker may only control the folder it is
     served from unless ``Service-Worker-Allowed`` widens that to its page's scope. Its URL never
     carries the build id (registration is by URL); its own list of files is rewritten."""
 
-    def serve() -> Response:
+    def serve(request: Request) -> Response:
         body, etag = _rewritten(name)
-        return Response(
-            body,
-            media_type="text/javascript; charset=utf-8",
-            headers={
-                "Service-Worker-Allowed": scope,
-                "Cache-Control": "no-cache",
-                "ETag": etag,
-                "X-Content-Type-Options": "nosniff",
-            },
-        )
+        headers = {
+            "Service-Worker-Allowed": scope,
+            "Cache-Control": "no-cache",
+            "ETag": etag,
+            "X-Content-Type-Options": "nosniff",
+        }
+        if matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
 
     return serve
 
 
 for _worker_name, _scope in WORKERS.items():
     router.add_api_route(
-        f"/static/app/{_worker_name}", _worker(_worker_name, _scope), methods=["GET"]
+        f"/static/app/{_worker_name}", _worker(_worker_name, _scope), methods=["GET", "HEAD"]
     )
 
 
 docs = APIRouter(include_in_schema=False)
 
 
-@docs.get("/docs", name="api-docs")
+@docs.api_route("/docs", methods=["GET", "HEAD"], name="api-docs")
 def api_docs() -> Response:
     """The API reference (Swagger UI on /openapi.json), from the locked npm copy."""
     return _page("docs.html", DOCS_CSP)

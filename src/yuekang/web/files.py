@@ -114,6 +114,8 @@ class Files:
         prefixed = len(parts) == 2 and parts[0] == self.build
         if prefixed:
             path = "/" + parts[1]
+            if path.endswith("-sw.js"):
+                raise HTTPException(404)  # a worker has one URL, outside any build
         found = self._find(path)
         if found is None:
             raise HTTPException(404)
@@ -126,12 +128,14 @@ class Files:
             "Vary": "Accept-Encoding",
             "X-Content-Type-Options": "nosniff",
         }
-        if prepared.etag in headers.get("if-none-match", ""):
-            return Response(status_code=304, headers=response_headers)
         body = prepared.body
-        if prepared.gzipped is not None and "gzip" in headers.get("accept-encoding", ""):
+        if prepared.gzipped is not None and _accepts_gzip(headers.get("accept-encoding", "")):
             body = prepared.gzipped
             response_headers["Content-Encoding"] = "gzip"
+            # Another representation, another validator (RFC 9110, 8.8.3).
+            response_headers["ETag"] = prepared.etag[:-1] + '-gz"'
+        if matches(headers.get("if-none-match"), response_headers["ETag"]):
+            return Response(status_code=304, headers=response_headers)
         if scope["method"] == "HEAD":
             response_headers["Content-Length"] = str(len(body))
             body = b""
@@ -145,7 +149,10 @@ class Files:
             allowed = self._only.get(prefix.removeprefix("vendor/"))
             if allowed is not None and relative not in allowed:
                 return None
-            full_path, stat_result = root.lookup_path(relative)
+            try:
+                full_path, stat_result = root.lookup_path(relative)
+            except (OSError, ValueError):
+                return None  # a NUL in the path, a name longer than the file system allows
             if stat_result is None or not stat.S_ISREG(stat_result.st_mode):
                 return None
             return full_path, stat_result
@@ -166,3 +173,27 @@ class Files:
             media_type = _MEDIA.get(suffix, "application/octet-stream")
             prepared = self._cache[key] = _Prepared(body, gzipped, etag, media_type)
         return prepared
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or is ``*``): its entity tags one by
+    one, weak or strong alike (weak comparison, RFC 9110, 13.1.2)."""
+    if not if_none_match:
+        return False
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            quality = params.strip().lower().removeprefix("q=")
+            try:
+                return not params.strip() or float(quality) > 0
+            except ValueError:
+                return False
+    return False

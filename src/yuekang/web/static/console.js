@@ -197,7 +197,7 @@ async function call(path, options = {}) {
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
       signOut();
-      $("signin-error").textContent = `${t("signin.expired")} (${error.code})`;
+      $("signin-error").textContent = t("signin.expired");
     }
     throw error;
   }
@@ -227,7 +227,7 @@ async function signIn(token) {
     if (error instanceof ApiError && error.status === 401) {
       sessionStorage.removeItem(TOKEN_KEY);
       showSignIn();
-      $("signin-error").textContent = `${t("signin.expired")} (${error.code})`;
+      $("signin-error").textContent = t("signin.expired");
     } else {
       showSignIn();
       showError(error);

@@ -467,6 +467,11 @@ function signOut() {
   $("guardians-list").replaceChildren();
   for (const id of ["family-status", "family-error", "guardians-status", "guardians-error"]) $(id).textContent = "";
   closeFamilyForm(false);
+  clearMacao();
+  // The appeal box and its history were the last person's.
+  $("appeal").classList.add("hidden");
+  $("appeal-history").replaceChildren();
+  $("appeal-form").reset();
   show("signin");
 }
 
@@ -1300,13 +1305,30 @@ async function agreeMacao() {
   }
 }
 
+/** Forget every Macao conversion shown: the next person on this phone sees none of it. */
+function clearMacao() {
+  state.macaoFollowing = null;
+  const qr = $("macao-qr");
+  if (qr.src.startsWith("blob:")) URL.revokeObjectURL(qr.src);
+  qr.removeAttribute("src");
+  qr.classList.add("hidden");
+  $("macao-result").classList.add("hidden");
+  delete $("macao-result").dataset.state;
+  $("macao-state").textContent = "";
+  $("macao-error").textContent = "";
+  $("macao").classList.add("hidden");
+}
+
 async function followMacao(id) {
+  state.macaoFollowing = id;
   const conversion = await authed(`/v1/exchange/macao/outbound/${encodeURIComponent(id)}`);
+  // Signed out (or another conversion started) while the answer was on its way.
+  if (state.macaoFollowing !== id) return;
   $("macao-state").textContent = t(`macao.state.${conversion.state}`, { code: conversion.error_code || "" });
   $("macao-result").dataset.state = conversion.state;
   if (conversion.state === "delivered") {
     const image = await authedBlob(`/v1/exchange/macao/outbound/${encodeURIComponent(id)}.png`).catch(() => null);
-    if (image) {
+    if (image && state.macaoFollowing === id) {
       $("macao-qr").src = URL.createObjectURL(image);
       $("macao-qr").classList.remove("hidden");
     }

@@ -45,7 +45,10 @@ self.addEventListener("install", (event) => {
 self.addEventListener("activate", (event) => {
   event.waitUntil(
     (async () => {
-      for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+      // Only the scanner's own older caches: the resident page's, on the same phone, is not ours.
+      for (const name of await caches.keys()) {
+        if (name.startsWith("yk-scanner-") && name !== CACHE) await caches.delete(name);
+      }
       // Take over the page that registered us, so the next reload is already ours.
       await self.clients.claim();
     })(),

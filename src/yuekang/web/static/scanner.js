@@ -675,7 +675,18 @@ async function syncRegistration() {
   } catch {
     return;
   }
-  if (!response.ok) return; // 401: the bundle's sync, next, says the key is wrong
+  if (response.status === 401) {
+    // The server does not know this key: whatever registration the device holds is no longer
+    // proved to be its own (a key edited in storage could borrow another checkpoint's), so
+    // nothing is decided until a key the server knows fetches one. The bundle's sync, next,
+    // says the key is wrong.
+    if (state.registration) {
+      await forgetRegistration();
+      render();
+    }
+    return;
+  }
+  if (!response.ok) return;
   let incoming;
   try {
     incoming = await readRegistration(await response.text(), state.store.anchor, state.settings.key);
