@@ -17,6 +17,8 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("ix_audit_log_subject", "subject_type", "subject_id"),
         Index("ix_audit_log_at", "at"),
+        # The console lists staff and partner access first (actor_type), newest first (id).
+        Index("ix_audit_log_actor_type_id", "actor_type", "id"),
     )
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)

@@ -50,6 +50,7 @@ const TEXT = {
   "nat.positive": { "zh-Hans": "阳性（{date}）", "zh-Hant": "陽性（{date}）", en: "Positive ({date})", pt: "Positivo ({date})" },
   "vx.none": { "zh-Hans": "未接种", "zh-Hant": "未接種", en: "None", pt: "Nenhuma" },
   "vx.doses": { "zh-Hans": "已接种{doses}剂", "zh-Hant": "已接種{doses}劑", en: "{doses} dose(s)", pt: "{doses} dose(s)" },
+  "code.kept_expires": { "zh-Hans": "有效至 {time}（离线保存的码，联网后刷新）", "zh-Hant": "有效至 {time}（離線保存的碼，連網後更新）", en: "Valid until {time} (kept offline; renews once online)", pt: "Válido até {time} (guardado offline; renova-se quando houver rede)" },
   "code.expires": { "zh-Hans": "有效至 {time}，到期前自动刷新", "zh-Hant": "有效至 {time}，到期前自動更新", en: "Valid until {time}; renews itself before then", pt: "Válido até {time}; renova-se antes" },
   "code.expired": { "zh-Hans": "已过期，请联网刷新", "zh-Hant": "已過期，請連網更新", en: "Expired: connect to the internet to renew", pt: "Expirado: ligue-se à internet para renovar" },
   "elder.toggle": { "zh-Hans": "关怀模式", "zh-Hant": "關懷模式", en: "Larger text", pt: "Texto maior" },
@@ -120,7 +121,7 @@ const TEXT = {
   "assurance.dependant": { "zh-Hans": "亲友代办", "zh-Hant": "親友代辦", en: "Family member's code", pt: "Código de familiar" },
   "assurance.unverified": { "zh-Hans": "身份待核验", "zh-Hant": "身份待核驗", en: "Identity not yet verified", pt: "Identidade por verificar" },
   "identity.title": { "zh-Hans": "实名信息", "zh-Hant": "實名資料", en: "Your identity", pt: "A sua identidade" },
-  "identity.proofed_at": { "zh-Hans": "核验于 {when}", "zh-Hant": "核驗於 {when}", en: "verified {when}", pt: "verificada em {when}" },
+  "identity.proofed_at": { "zh-Hans": "核验于 {when}", "zh-Hant": "核驗於 {when}", en: "on {when}", pt: "em {when}" },
 
   // Family members (亲友代办).
   "family.title": { "zh-Hans": "家人（亲友代办）", "zh-Hant": "家人（親友代辦）", en: "Family members", pt: "Familiares" },
@@ -420,7 +421,7 @@ async function authed(path, options = {}) {
 /** A binary resource (an image) with the session. */
 async function authedBlob(path) {
   return withSession(async (token) => {
-    const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${token}`, "Accept-Language": language() } });
     if (!response.ok) {
       const text = await response.text();
       let body = null;
@@ -706,7 +707,8 @@ function showKeptCode(error) {
     $("masked-name").textContent = kept.name;
     $("qr").src = kept.png;
     $("qr").alt = t(`status.${kept.status}`);
-    $("expiry").textContent = t("code.expires", { time: formatTime(kept.expires_at, true) });
+    // A kept code renews only once the network is back: it does not say it renews itself.
+    $("expiry").textContent = t("code.kept_expires", { time: formatTime(kept.expires_at, true) });
     $("source-note").classList.toggle("hidden", !kept.converted);
     setTheme(kept.status);
     tick();
