@@ -131,7 +131,10 @@ def serve(
     host: Annotated[
         str | None, typer.Option(help="Bind address (default 127.0.0.1, or YUEKANG_HOST)")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000, or YUEKANG_PORT)")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port (default 8000, or YUEKANG_PORT)"),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
     migrate: Annotated[
         bool | None, typer.Option(help="Run migrations first (default: yes in dev, no in prod)")
