@@ -35,7 +35,9 @@ async def test_status_changes_are_recorded_with_reason_and_audited(running: Runn
         assert response.json()["updated_by"].startswith("operator:")
     me = (await running.client.get("/v1/me", headers=resident.auth)).json()
     assert me["status"]["status"] == "green"
-    assert me["status"]["reason"] == "set green after review"
+    # The operator's note is for staff: the resident reads the reason codes.
+    assert me["status"]["reason"] is None
+    assert me["status"]["reason_codes"] == ["override"]
     async with running.context.sessionmaker() as session:
         changes = (
             await session.execute(

@@ -39,7 +39,7 @@ def test_every_help_shows_flags_without_a_value_and_options_with_one() -> None:
         assert re.search(r"^  --help +Show this message and exit\.$", result.output, re.M), path
     serve = CliRunner().invoke(app, ["serve", "--help"]).output
     assert re.search(r"^  --migrate / --no-migrate +Run migrations", serve, re.M)
-    assert re.search(r"^  --port <int> +Port \(default 8000, or YUEKANG_PORT\)", serve, re.M)
+    assert re.search(r"^  --port <int range> +Port \(default 8000, or YUEKANG_PORT\)", serve, re.M)
     verify = CliRunner().invoke(app, ["verify", "--help"]).output
     assert re.search(r"^  --json +Print the verdict as JSON$", verify, re.M)
 
