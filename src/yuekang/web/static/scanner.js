@@ -101,6 +101,11 @@ const TEXT = {
     "No camera ({error}). Read the code from a picture instead.",
     "Câmara indisponível ({error}). Leia o código de uma imagem.",
   ],
+  // Why getUserMedia failed, in words rather than the browser's error name.
+  "camera.NotFoundError": ["未找到摄像头", "未找到攝影機", "none found", "nenhuma encontrada"],
+  "camera.NotAllowedError": ["未获准使用摄像头", "未獲准使用攝影機", "not allowed", "sem permissão"],
+  "camera.NotReadableError": ["摄像头正被其他应用使用", "攝影機正被其他應用程式使用", "in use by another app", "em uso por outra aplicação"],
+  "camera.other": ["无法启动", "無法啟動", "it did not start", "não arrancou"],
   "scan.no_decoder": ["二维码识别组件未能加载", "二維碼識別元件未能載入", "The QR decoder did not load", "O leitor de QR não carregou"],
   "scan.nothing": ["图片中未识别到二维码", "圖片中未識別到二維碼", "No QR code found in the picture", "Nenhum código QR na imagem"],
   "decision.allow": ["通行", "通行", "ALLOW", "PERMITIDO"],
@@ -170,6 +175,7 @@ const TEXT = {
     "Checking a document needs the network. Scanning codes still works offline.",
     "Verificar documentos precisa de rede. A leitura de códigos continua a funcionar sem rede.",
   ],
+  "doc.retry": ["查询失败，请重试", "查詢失敗，請重試", "The check failed: try again", "A verificação falhou: tente de novo"],
   "doc.failed": ["查询失败：{detail}", "查詢失敗：{detail}", "The check failed: {detail}", "A verificação falhou: {detail}"],
   "doc.note": [
     "仅限联网使用。证件号码查询后即清除，不会保存在本设备上。",
@@ -849,15 +855,16 @@ function documentFailed(error) {
   if (!(error instanceof ApiError)) {
     // fetch() rejects when no server answers: offline, or the gate's network leads nowhere.
     if (error instanceof TypeError) documentOffline();
-    else $("document-error").textContent = t("doc.failed", { detail: error.name });
+    else $("document-error").textContent = t("doc.retry");
     return;
   }
   reachable(true);
   if (error.status === 422) documentFieldError(t("doc.invalid_number"));
   else if (error.status === 429) $("document-error").textContent = t("doc.rate_limited");
   else if (error.status === 401 || error.status === 403) $("document-error").textContent = t("sync.unauthorised");
-  // Only the stable code: a server's message is not shown here.
-  else $("document-error").textContent = t("doc.failed", { detail: error.code });
+  // The server's message is in the page's language (it answers errors in the Accept-Language
+  // the page sends).
+  else $("document-error").textContent = t("doc.failed", { detail: error.message });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -911,7 +918,8 @@ async function startCamera() {
 
 function cameraFailed(error) {
   stopCamera(false);
-  cameraMessage(t("scan.no_camera", { error: error.name || error.message }), true);
+  const why = ["NotFoundError", "NotAllowedError", "NotReadableError"].includes(error.name) ? error.name : "other";
+  cameraMessage(t("scan.no_camera", { error: t(`camera.${why}`) }), true);
 }
 
 function stopCamera(byUser = true) {
