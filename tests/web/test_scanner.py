@@ -833,3 +833,19 @@ def test_the_kind_of_place_is_the_registrations_and_a_venue_applies_venue_policy
     _read_picture(page, workdir, codes["untested"], "allow")
     assert scanner.errors == []
     scanner.context.close()
+
+
+def test_without_a_camera_the_page_says_why_in_words(
+    browser: Any, web_server: Server, gate: Gate
+) -> None:
+    # No fake camera in this browser: getUserMedia finds no device. Found by a newcomer: the
+    # message named the browser's error, NotFoundError.
+    context = browser.new_context(viewport=PHONE, permissions=["camera"])
+    page = context.new_page()
+    page.goto(web_server.base + "/scanner")
+    _set_up(Scanner(page, context, []), gate)
+    message = page.locator("#camera-message")
+    expect(message).to_contain_text("摄像头不可用", timeout=SLOW)
+    expect(message).to_contain_text("未找到摄像头")
+    assert "Error" not in (message.text_content() or "")
+    context.close()
