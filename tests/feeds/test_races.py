@@ -51,7 +51,8 @@ async def _accept_appeal_during_batch(
     staff = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
 
     go = asyncio.Event()
-    sample = local_time(today(running), 7)
+    # Yesterday morning: 07:00 today is still to come when the suite runs after midnight (UTC+8).
+    sample = local_time(today(running) - dt.timedelta(days=1), 7)
     body = ndjson(nat(resident, sample, result))
     batch = asyncio.create_task(
         post(running, lab, "nat-results", _paused(body[:20], body[20:], go), idempotency_key="lab")
