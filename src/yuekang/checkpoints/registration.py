@@ -23,13 +23,12 @@ A typ of its own, so that neither a bundle nor a registration can be passed off 
 
 from __future__ import annotations
 
-import binascii
-import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-from yuekang.codec.keys import SigningKey, VerificationKey, b64url_decode, b64url_encode
+from yuekang.codec.bundle import BundleError, open_anchored, sign_anchored
+from yuekang.codec.keys import SigningKey, VerificationKey
 from yuekang.rules.policy import PlaceKind, as_place_kind
 
 KEY_PREFIX: Final = "ykc_"
@@ -52,7 +51,6 @@ class Registration:
 
 
 def sign(registration: Registration, anchor: SigningKey) -> str:
-    header = {"alg": anchor.alg, "kid": anchor.kid, "typ": HEADER_TYP}
     payload = {
         "typ": PAYLOAD_TYP,
         "issuer": registration.issuer,
@@ -61,28 +59,18 @@ def sign(registration: Registration, anchor: SigningKey) -> str:
         "kind": registration.kind,
         "issued_at": registration.issued_at,
     }
-    signing_input = b64url_encode(_json(header)) + "." + b64url_encode(_json(payload))
-    return signing_input + "." + b64url_encode(anchor.sign(signing_input.encode("ascii")))
+    return sign_anchored(HEADER_TYP, payload, anchor)
 
 
 def read(text: str, anchor: VerificationKey) -> Registration:
     """The registration, once the anchor's signature and the format check; else
     :class:`RegistrationError`."""
-    parts = text.strip().split(".")
-    if len(parts) != 3:
-        raise RegistrationError("a registration is a compact JWS")
-    header = _object(parts[0])
-    if header.get("typ") != HEADER_TYP:
-        raise RegistrationError("not a checkpoint registration")
-    if header.get("alg") != anchor.alg or header.get("kid") != anchor.kid:
-        raise RegistrationError("not signed by the pinned anchor")
     try:
-        signature = b64url_decode(parts[2])
-    except (ValueError, binascii.Error) as exc:
-        raise RegistrationError("the signature is not base64url") from exc
-    if not anchor.verify(signature, (parts[0] + "." + parts[1]).encode("ascii")):
-        raise RegistrationError("the signature does not verify")
-    payload = _object(parts[1])
+        payload = open_anchored(
+            text, HEADER_TYP, anchor, what=("checkpoint registration", "registration")
+        )
+    except BundleError as exc:
+        raise RegistrationError(str(exc)) from exc
     issued_at = payload.get("issued_at")
     try:
         if payload.get("typ") != PAYLOAD_TYP or not isinstance(issued_at, int):
@@ -96,17 +84,3 @@ def read(text: str, anchor: VerificationKey) -> Registration:
         )
     except (KeyError, ValueError) as exc:
         raise RegistrationError("not a yk.checkpoint.v1 payload") from exc
-
-
-def _object(segment: str) -> dict[str, Any]:
-    try:
-        value = json.loads(b64url_decode(segment))
-    except (ValueError, binascii.Error, RecursionError) as exc:
-        raise RegistrationError("not base64url JSON") from exc
-    if not isinstance(value, dict):
-        raise RegistrationError("not a JSON object")
-    return value
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -179,32 +179,47 @@ def _issuer_key_entry(key: VerificationKey) -> dict[str, Any]:
 
 def sign_bundle(bundle: TrustBundle, anchor: SigningKey) -> str:
     """The bundle as a compact JWS signed by the anchor key."""
-    header = {"alg": anchor.alg, "kid": anchor.kid, "typ": HEADER_TYP}
-    signing_input = (
-        b64url_encode(_json(header)) + "." + b64url_encode(_json(bundle_payload(bundle)))
-    )
-    return signing_input + "." + b64url_encode(anchor.sign(signing_input.encode("ascii")))
+    return sign_anchored(HEADER_TYP, bundle_payload(bundle), anchor)
 
 
 def read_bundle(text: str, anchor: VerificationKey) -> TrustBundle:
     """Check the anchor's signature and the format; the bundle, or :class:`BundleError`."""
     if not isinstance(text, str) or len(text) > MAX_BUNDLE_CHARS:
         raise MalformedBundle("a bundle is a compact JWS of at most 16 MiB")
+    return _bundle(open_anchored(text, HEADER_TYP, anchor, what=("trust bundle", "bundle")))
+
+
+def sign_anchored(typ: str, payload: Mapping[str, Any], anchor: SigningKey) -> str:
+    """``payload`` as a compact JWS signed by the trust anchor, its header's ``typ`` saying what
+    it is: the bundle, or another statement a device believes only under the anchor it pinned
+    (a checkpoint's registration). Each has a ``typ`` of its own, so none passes for another."""
+    header = {"alg": anchor.alg, "kid": anchor.kid, "typ": typ}
+    signing_input = b64url_encode(_json(header)) + "." + b64url_encode(_json(payload))
+    return signing_input + "." + b64url_encode(anchor.sign(signing_input.encode("ascii")))
+
+
+def open_anchored(
+    text: str, typ: str, anchor: VerificationKey, *, what: tuple[str, str]
+) -> dict[str, Any]:
+    """The payload of a compact JWS of ``typ`` the pinned anchor signed, once the header and
+    the signature check; else :class:`MalformedBundle` or :class:`BadBundleSignature`, worded
+    by ``what`` (its name, and a short one)."""
+    name, short = what
     parts = text.strip().split(".")
     if len(parts) != 3:
-        raise MalformedBundle("a bundle is a compact JWS: three dot-separated parts")
+        raise MalformedBundle(f"a {short} is a compact JWS: three dot-separated parts")
     header = _object(parts[0], "header")
-    if header.get("typ") != HEADER_TYP or header.get("alg") not in ALGORITHMS:
-        raise MalformedBundle("not a trust bundle header")
+    if header.get("typ") != typ or header.get("alg") not in ALGORITHMS:
+        raise MalformedBundle(f"not a {name} header")
     if header.get("alg") != anchor.alg or header.get("kid") != anchor.kid:
-        raise BadBundleSignature("the bundle is not signed by the pinned anchor key")
+        raise BadBundleSignature(f"the {short} is not signed by the pinned anchor key")
     try:
         signature = b64url_decode(parts[2])
     except (ValueError, binascii.Error) as exc:
         raise MalformedBundle("the signature is not base64url") from exc
     if not anchor.verify(signature, (parts[0] + "." + parts[1]).encode("ascii")):
-        raise BadBundleSignature("the bundle's signature does not verify: it was altered")
-    return _bundle(_object(parts[1], "payload"))
+        raise BadBundleSignature(f"the {short}'s signature does not verify: it was altered")
+    return _object(parts[1], "payload")
 
 
 def _bundle(payload: Mapping[str, Any]) -> TrustBundle:
