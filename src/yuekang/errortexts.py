@@ -22,7 +22,8 @@ from typing import Any, Final
 
 from starlette.types import Message, Scope, Send
 
-from yuekang.codec.reasons import DEFAULT_LANGUAGE, LANGUAGES, pick_language
+from yuekang.codec.reasons import LANGUAGES, pick_language
+from yuekang.headers import joined
 
 Texts = tuple[str, str, str, str]
 """One text in zh-Hans, zh-Hant, en and pt: the order of ``LANGUAGES``."""
@@ -1121,11 +1122,9 @@ def _text(texts: Texts, language: str) -> str:
     return texts[LANGUAGES.index(language)]
 
 
-def language_of(headers: Any) -> str:
-    """The answer's language from an ASGI scope's headers (``Accept-Language``)."""
-    # A header sent twice counts as one list (RFC 9110, 5.3).
-    values = [value.decode("latin-1") for name, value in headers if name == b"accept-language"]
-    return pick_language(",".join(values)) if values else DEFAULT_LANGUAGE
+def language_of(scope: Scope) -> str:
+    """The answer's language: the request's ``Accept-Language``, all of it."""
+    return pick_language(joined(scope, b"accept-language"))
 
 
 def error_message(code: str, language: str, status: int = 400) -> str:
@@ -1231,7 +1230,7 @@ def _json(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def _localized(scope: Scope, start: Message, body: Message) -> tuple[Message, Message]:
-    language = language_of(scope["headers"])
+    language = language_of(scope)
     localized = localize_body(body["body"], language, start["status"])
     if localized is None:
         return start, body

@@ -17,6 +17,13 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def joined(scope: Scope, name: bytes) -> str | None:
+    """A list-valued header (``Accept-Language``) sent more than once, read as the one list it
+    is (RFC 9110, 5.3); None when it was not sent."""
+    values = [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+    return ",".join(values) if values else None
+
+
 def bearer_token(scope: Scope) -> str | None:
     """The token of ``Authorization: Bearer <token>``, as FastAPI's ``HTTPBearer`` reads it (the
     scheme in any case, the token stripped); None when there is none."""

@@ -160,26 +160,36 @@ def pick_language(accept_language: str | None) -> str:
     Quality values are honoured; ``zh-TW``/``zh-HK``/``zh-MO`` map to zh-Hant, other ``zh`` to
     zh-Hans, ``pt-*`` to pt and ``en-*`` to en.
     """
-    if not accept_language:
-        return DEFAULT_LANGUAGE
     ranked: list[tuple[float, int, str]] = []
-    for position, part in enumerate(accept_language.split(",")):
-        tag, *params = part.strip().split(";")
+    for position, (tag, quality) in enumerate(weighted(accept_language)):
+        language = _language_for_tag(tag)
+        if language is not None and quality > 0:
+            ranked.append((-quality, position, language))
+    return min(ranked)[2] if ranked else DEFAULT_LANGUAGE
+
+
+def weighted(header: str | None) -> list[tuple[str, float]]:
+    """The items of a list header with quality values (``Accept-Language``,
+    ``Accept-Encoding``), in order, each with its weight: 1.0 without ``q``; 0.0 for a ``q`` that
+    is not a number from 0 to 1 (RFC 9110 allows no other; inf and nan are not weights). Other
+    parameters (``level=1``) are not weights; ``Q`` is ``q`` (parameter names are
+    case-insensitive)."""
+    items: list[tuple[str, float]] = []
+    for part in (header or "").split(","):
+        token, *params = part.strip().split(";")
         quality = 1.0
         for param in params:
             name, _, value = param.strip().partition("=")
             if name.strip().lower() != "q":
-                continue  # other parameters (level=1) are not weights
+                continue
             try:
                 quality = float(value.strip())
             except ValueError:
                 quality = 0.0
-            if not 0.0 <= quality <= 1.0:  # RFC 9110 allows 0 to 1; inf and nan are not weights
+            if not 0.0 <= quality <= 1.0:
                 quality = 0.0
-        language = _language_for_tag(tag.strip())
-        if language is not None and quality > 0:
-            ranked.append((-quality, position, language))
-    return min(ranked)[2] if ranked else DEFAULT_LANGUAGE
+        items.append((token.strip(), quality))
+    return items
 
 
 def _language_for_tag(tag: str) -> str | None:

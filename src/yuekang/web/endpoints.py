@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from PIL import Image, ImageDraw
 
-from yuekang.web.files import Files, build_id, matches, rewrite
+from yuekang.web.files import Files, build_id, entity_tag, respond, rewrite
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +60,36 @@ def build() -> str:
 @functools.cache
 def _rewritten(name: str) -> tuple[bytes, str]:
     body = rewrite((STATIC / name).read_bytes(), build())
-    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return body, entity_tag(body)
 
 
-def _page(name: str, csp: str = CSP, *, if_none_match: str | None = None) -> Response:
-    # Revalidated on every visit: the page is what names this build's files.
+def _served(name: str, request: Request, media_type: str, headers: dict[str, str]) -> Response:
+    """One of our files as rewritten for this build, revalidated on every use (``no-cache``):
+    a page is what names this build's files, and a worker's URL never changes."""
     body, etag = _rewritten(name)
-    headers = {
-        "Content-Security-Policy": csp,
-        "Cache-Control": "no-cache",
-        "ETag": etag,
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-    }
-    if matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+    return respond(
+        body,
+        etag=etag,
+        media_type=media_type,
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", **headers},
+        if_none_match=request.headers.get("if-none-match"),
+        head=request.method == "HEAD",
+    )
+
+
+def _page(name: str, request: Request, csp: str = CSP) -> Response:
+    return _served(
+        name,
+        request,
+        "text/html; charset=utf-8",
+        {"Content-Security-Policy": csp, "Referrer-Policy": "no-referrer"},
+    )
 
 
 def _route(name: str) -> Callable[[Request], Response]:
     # The file is fixed here: nothing in the request can choose it.
     def serve(request: Request) -> Response:
-        return _page(name, if_none_match=request.headers.get("if-none-match"))
+        return _page(name, request)
 
     return serve
 
@@ -133,16 +140,9 @@ def _worker(name: str, scope: str) -> Callable[[Request], Response]:
     carries the build id (registration is by URL); its own list of files is rewritten."""
 
     def serve(request: Request) -> Response:
-        body, etag = _rewritten(name)
-        headers = {
-            "Service-Worker-Allowed": scope,
-            "Cache-Control": "no-cache",
-            "ETag": etag,
-            "X-Content-Type-Options": "nosniff",
-        }
-        if matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
+        return _served(
+            name, request, "text/javascript; charset=utf-8", {"Service-Worker-Allowed": scope}
+        )
 
     return serve
 
@@ -157,9 +157,9 @@ docs = APIRouter(include_in_schema=False)
 
 
 @docs.api_route("/docs", methods=["GET", "HEAD"], name="api-docs")
-def api_docs() -> Response:
+def api_docs(request: Request) -> Response:
     """The API reference (Swagger UI on /openapi.json), from the locked npm copy."""
-    return _page("docs.html", DOCS_CSP)
+    return _page("docs.html", request, DOCS_CSP)
 
 
 @docs.get("/redoc", name="api-docs-redoc")

@@ -10,9 +10,11 @@ revalidated on each use (``no-cache`` with an ``ETag``): for whatever links to t
 a page, and for the service workers, whose URL must not change (``*-sw.js`` is never rewritten;
 the workers' own lists of files are, so that what they keep offline is what the pages load).
 
-Text and WebAssembly are gzipped once, in memory, the first time they are asked for by a client
-that accepts gzip (zxing's 953 KB WebAssembly leaves as about 410 KB; Chart.js's 210 KB as
-about 70 KB). Why not a library: ServeStatic (WhiteNoise for ASGI) serves precompressed files it
+Text and WebAssembly are gzipped once, in memory, the first time a file is asked for, in a
+worker thread (level 9 takes about 0.1 s each on zxing's 953 KB WebAssembly, which leaves as
+410 KB, and on Swagger UI's 1.8 MB; Chart.js's 210 KB leaves as 71 KB).
+
+Why not a library: ServeStatic (WhiteNoise for ASGI) serves precompressed files it
 finds on disk, written by a build step, and immutable caching for files whose names carry a
 hash; our pages are plain ES modules importing each other by name, with no build step, and the
 npm copy is not ours to write into -- so a build-id prefix and an in-memory cache, about a
@@ -30,11 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
+
+from yuekang.codec.reasons import weighted
 
 YEAR = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -103,10 +108,10 @@ class Files:
         self._cache: dict[tuple[str, bool, int, int], _Prepared] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = self._respond(scope)
+        response = await self._respond(scope)
         await response(scope, receive, send)
 
-    def _respond(self, scope: Scope) -> Response:
+    async def _respond(self, scope: Scope) -> Response:
         if scope["method"] not in ("GET", "HEAD"):
             raise HTTPException(405, headers={"Allow": "GET, HEAD"})
         path = scope["path"][len(scope.get("root_path", "")) :].removeprefix("/static")
@@ -120,26 +125,33 @@ class Files:
         if found is None:
             raise HTTPException(404)
         full_path, stat_result = found
-        prepared = self._prepare(full_path, stat_result, rewritten=prefixed)
+        key = (full_path, prefixed, stat_result.st_mtime_ns, stat_result.st_size)
+        prepared = self._cache.get(key)
+        if prepared is None:
+            # Read, rewritten and gzipped once, in a worker thread: level 9 on Swagger UI's
+            # 1.8 MB takes about 0.1 s, which the event loop must not wait out.
+            prepared = await anyio.to_thread.run_sync(self._prepare, full_path, prefixed)
+            self._cache[key] = prepared
         headers = Headers(scope=scope)
         response_headers = {
             "Cache-Control": YEAR if prefixed else REVALIDATE,
-            "ETag": prepared.etag,
             "Vary": "Accept-Encoding",
             "X-Content-Type-Options": "nosniff",
         }
-        body = prepared.body
-        if prepared.gzipped is not None and _accepts_gzip(headers.get("accept-encoding", "")):
+        body, etag = prepared.body, prepared.etag
+        if prepared.gzipped is not None and _accepts_gzip(headers.get("accept-encoding")):
             body = prepared.gzipped
             response_headers["Content-Encoding"] = "gzip"
             # Another representation, another validator (RFC 9110, 8.8.3).
-            response_headers["ETag"] = prepared.etag[:-1] + '-gz"'
-        if matches(headers.get("if-none-match"), response_headers["ETag"]):
-            return Response(status_code=304, headers=response_headers)
-        if scope["method"] == "HEAD":
-            response_headers["Content-Length"] = str(len(body))
-            body = b""
-        return Response(body, media_type=prepared.media_type, headers=response_headers)
+            etag = etag[:-1] + '-gz"'
+        return respond(
+            body,
+            etag=etag,
+            media_type=prepared.media_type,
+            headers=response_headers,
+            if_none_match=headers.get("if-none-match"),
+            head=scope["method"] == "HEAD",
+        )
 
     def _find(self, path: str) -> tuple[str, os.stat_result] | None:
         for prefix, root in self._roots.items():
@@ -158,21 +170,41 @@ class Files:
             return full_path, stat_result
         return None
 
-    def _prepare(self, full_path: str, found: os.stat_result, *, rewritten: bool) -> _Prepared:
-        key = (full_path, rewritten, found.st_mtime_ns, found.st_size)
-        prepared = self._cache.get(key)
-        if prepared is None:
-            suffix = Path(full_path).suffix.lower()
-            body = Path(full_path).read_bytes()
-            if rewritten and suffix in _TEXT:
-                body = rewrite(body, self.build)
-            gzipped = None
-            if suffix in _COMPRESSIBLE and len(body) >= _SMALL:
-                gzipped = gzip.compress(body, compresslevel=9, mtime=0)
-            etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-            media_type = _MEDIA.get(suffix, "application/octet-stream")
-            prepared = self._cache[key] = _Prepared(body, gzipped, etag, media_type)
-        return prepared
+    def _prepare(self, full_path: str, rewritten: bool) -> _Prepared:
+        suffix = Path(full_path).suffix.lower()
+        body = Path(full_path).read_bytes()
+        if rewritten and suffix in _TEXT:
+            body = rewrite(body, self.build)
+        gzipped = None
+        if suffix in _COMPRESSIBLE and len(body) >= _SMALL:
+            gzipped = gzip.compress(body, compresslevel=9, mtime=0)
+        media_type = _MEDIA.get(suffix, "application/octet-stream")
+        return _Prepared(body, gzipped, entity_tag(body), media_type)
+
+
+def entity_tag(body: bytes) -> str:
+    """A strong validator for ``body``."""
+    return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+def respond(
+    body: bytes,
+    *,
+    etag: str,
+    media_type: str,
+    headers: Mapping[str, str],
+    if_none_match: str | None,
+    head: bool = False,
+) -> Response:
+    """A file's answer: 304 when the client holds ``etag``, else the body (none for HEAD, with
+    its length) -- for the pages, the workers and the files alike."""
+    answered = {**headers, "ETag": etag}
+    if matches(if_none_match, etag):
+        return Response(status_code=304, headers=answered)
+    if head:
+        answered["Content-Length"] = str(len(body))
+        body = b""
+    return Response(body, media_type=media_type, headers=answered)
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:
@@ -187,13 +219,7 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            quality = params.strip().lower().removeprefix("q=")
-            try:
-                return not params.strip() or float(quality) > 0
-            except ValueError:
-                return False
-    return False
+def _accepts_gzip(accept_encoding: str | None) -> bool:
+    # gzip named decides; else "*" does (RFC 9110, 12.5.3).
+    weights = {coding.lower(): quality for coding, quality in weighted(accept_encoding)}
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
