@@ -14,7 +14,7 @@ from conftest import RunningApp
 from support.api import Api, Resident
 from yuekang import apikeys
 from yuekang.appeals.models import Appeal
-from yuekang.audit.models import AuditEvent
+from yuekang.audit.models import AuditEvent, SelfRead
 from yuekang.clock import ManualClock
 from yuekang.operators.service import TOKEN_PREFIX
 from yuekang.principals import Role
@@ -134,8 +134,16 @@ async def test_a_red_resident_files_one_appeal_at_a_time(running: RunningApp, cl
 
     mine = await api.client.get("/v1/me/appeals", headers=resident.auth)
     assert [a["id"] for a in mine.json()] == [appeal["id"]]
-    # The resident reads back what they wrote (the page shows it under the appeal).
+    # The resident reads back what they wrote (the page shows it under the appeal), and the
+    # read is counted among their own reads, as every read of personal data is audited.
     assert mine.json()[0]["text"] == APPEAL_TEXT
+    async with running.context.sessionmaker() as session:
+        counted = (
+            (await session.execute(select(SelfRead.count).where(SelfRead.action == "appeal.list")))
+            .scalars()
+            .all()
+        )
+    assert counted == [1]
 
     green = await api.registered()
     refused = await api.client.post(

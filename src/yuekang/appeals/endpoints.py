@@ -66,12 +66,12 @@ async def file_appeal(
 
 @resident.get("", response_model=list[MyAppealRead], responses=errors(401))
 async def my_appeals(
-    resident_id: CurrentResident, session: SessionDep, context: Context
+    resident_id: CurrentResident, session: SessionDep, context: Context, now: Now
 ) -> list[MyAppealRead]:
     """The resident's appeals, newest first, with what they wrote and the reviewer's answers."""
     return [
-        MyAppealRead.model_validate({**_read(a), "text": service.own_words(a, context.pii)})
-        for a in await service.mine(session, resident_id)
+        MyAppealRead.model_validate({**_read(a), "text": text})
+        for a, text in await service.mine_with_words(session, resident_id, pii=context.pii, now=now)
     ]
 
 

@@ -77,9 +77,22 @@ async def mine(session: AsyncSession, resident_id: uuid.UUID) -> Sequence[Appeal
     return result.scalars().all()
 
 
-def own_words(appeal: Appeal, pii: PiiCipher) -> str:
-    """The resident's words, for the resident who wrote them (no audit: they are their own)."""
-    return pii.decrypt(appeal.text_ct, key_id=appeal.key_id, context=_context(appeal.id))
+async def mine_with_words(
+    session: AsyncSession, resident_id: uuid.UUID, *, pii: PiiCipher, now: dt.datetime
+) -> list[tuple[Appeal, str]]:
+    """The resident's appeals with what they wrote, for them: their own data, so the read is
+    counted among their daily reads as any other (``audit.record``)."""
+    appeals = await mine(session, resident_id)
+    if appeals:
+        await audit.record(
+            session,
+            actor=Actor.resident(resident_id),
+            action="appeal.list",
+            subject_type="resident",
+            subject_id=str(resident_id),
+            now=now,
+        )
+    return [(a, pii.decrypt(a.text_ct, key_id=a.key_id, context=_context(a.id))) for a in appeals]
 
 
 async def listing(
