@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from yuekang.clock import rfc3339
 from yuekang.codec.errors import InvalidKey
 from yuekang.codec.reasons import LANGUAGES
 from yuekang.verifier import DEFAULT_LEEWAY, Verifier
@@ -65,7 +66,7 @@ def _utc(epoch: int | None) -> str:
         moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
     except (OverflowError, OSError, ValueError):  # a signed code may say year 3 billion
         return str(epoch)
-    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+    return rfc3339(moment)
 
 
 def _instant(text: str) -> int:

@@ -219,28 +219,21 @@ def _decision(kind: str, verdict: str, status: str | None, stored: str | None) -
 async def _scans(
     session: AsyncSession, *, since: dt.datetime
 ) -> tuple[list[CheckpointScans], bool]:
+    grouped = (
+        ScanRecord.checkpoint_id,
+        Checkpoint.name,
+        Checkpoint.kind,
+        ScanRecord.verdict,
+        HealthCode.status,
+        ScanRecord.decision,
+    )
     rows = await session.execute(
-        select(
-            ScanRecord.checkpoint_id,
-            Checkpoint.name,
-            Checkpoint.kind,
-            ScanRecord.verdict,
-            HealthCode.status,
-            ScanRecord.decision,
-            func.count(),
-        )
+        select(*grouped, func.count())
         .join(Checkpoint, Checkpoint.id == ScanRecord.checkpoint_id)
         # The code's status as issued is the status its holder showed at the gate.
         .outerjoin(HealthCode, HealthCode.code_id == ScanRecord.code_id)
         .where(ScanRecord.scanned_at >= since)
-        .group_by(
-            ScanRecord.checkpoint_id,
-            Checkpoint.name,
-            Checkpoint.kind,
-            ScanRecord.verdict,
-            HealthCode.status,
-            ScanRecord.decision,
-        )
+        .group_by(*grouped)
     )
     places: dict[uuid.UUID, dict[str, Any]] = {}
     for checkpoint_id, name, kind, verdict, status, stored, count in rows:
