@@ -12,21 +12,13 @@
 // cached by the worker; the page keeps its last code itself (localStorage, "yk.lastcode").
 
 const CACHE = "yk-resident-v1";
+importScripts("/static/app/worker-cache.js");
 const PAGE = "/";
 
 self.addEventListener("install", () => self.skipWaiting());
 
-self.addEventListener("activate", (event) => {
-  event.waitUntil(
-    (async () => {
-      for (const name of await caches.keys()) {
-        if (name.startsWith("yk-resident-") && name !== CACHE) await caches.delete(name);
-      }
-      // Take over the page that registered us, so what it loads from now on is kept.
-      await self.clients.claim();
-    })(),
-  );
-});
+// Take over the page that registered us, so what it loads from now on is kept.
+self.addEventListener("activate", (event) => activateKeeping(event, "yk-resident-", CACHE));
 
 self.addEventListener("fetch", (event) => {
   const request = event.request;
@@ -96,17 +88,5 @@ async function networkFirst(event, request) {
 async function forResidentPage(event, request) {
   const client = event.clientId ? await self.clients.get(event.clientId) : null;
   if (!client || new URL(client.url).pathname !== PAGE) return fetch(request);
-  const cache = await caches.open(CACHE);
-  const cached = await cache.match(request, { ignoreVary: true });
-  const refresh = fetch(request, { cache: "no-cache" })
-    .then(async (response) => {
-      if (response.ok && response.type === "basic") await cache.put(request, response.clone());
-      return response;
-    })
-    .catch(() => null);
-  if (cached) {
-    event.waitUntil(refresh);
-    return cached;
-  }
-  return (await refresh) ?? Response.error();
+  return fromCacheThenRefresh(event, request, CACHE, { bySearch: true });
 }

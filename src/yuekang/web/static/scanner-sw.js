@@ -10,6 +10,7 @@
 // screen, which the page, its markup and its styles share): the changed worker installs them all at once,
 // rather than each being refreshed on its own behind the cached copy.
 const CACHE = "yk-scanner-v4";
+importScripts("/static/app/worker-cache.js");
 const SHELL = [
   "/scanner",
   "/static/app/icon.svg",
@@ -42,43 +43,11 @@ self.addEventListener("install", (event) => {
   );
 });
 
-self.addEventListener("activate", (event) => {
-  event.waitUntil(
-    (async () => {
-      // Only the scanner's own older caches: the resident page's, on the same phone, is not ours.
-      for (const name of await caches.keys()) {
-        if (name.startsWith("yk-scanner-") && name !== CACHE) await caches.delete(name);
-      }
-      // Take over the page that registered us, so the next reload is already ours.
-      await self.clients.claim();
-    })(),
-  );
-});
+self.addEventListener("activate", (event) => activateKeeping(event, "yk-scanner-", CACHE));
 
 self.addEventListener("fetch", (event) => {
   const request = event.request;
   const url = new URL(request.url);
   if (request.method !== "GET" || url.origin !== self.location.origin || !SHELL_PATHS.has(url.pathname)) return;
-  event.respondWith(fromCacheThenRefresh(event, request));
+  event.respondWith(fromCacheThenRefresh(event, request, CACHE, { bySearch: false }));
 });
-
-/** The cached copy at once (a gate must not wait on a slow network), refreshed in the
- * background for the next load; the network only when nothing is cached yet. */
-async function fromCacheThenRefresh(event, request) {
-  const cache = await caches.open(CACHE);
-  // ?lang=en and the like are the same page.
-  const cached = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
-  const refresh = fetch(request, { cache: "no-cache" })
-    .then(async (response) => {
-      if (response.ok && response.type === "basic") {
-        await cache.put(new URL(request.url).pathname, response.clone());
-      }
-      return response;
-    })
-    .catch(() => null);
-  if (cached) {
-    event.waitUntil(refresh);
-    return cached;
-  }
-  return (await refresh) ?? Response.error();
-}
