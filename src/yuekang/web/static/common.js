@@ -91,3 +91,34 @@ export async function api(path, { method = "GET", token, body, headers = {} } = 
 export function idempotencyKey() {
   return crypto.randomUUID();
 }
+
+// Dates and times read the same in every language: 2026-12-07 08:17, on a 24-hour clock, with no
+// locale's habits (12/7/26, AM, 清晨). The parts come from Intl (for the time zone), the order and
+// the separators are ours. One formatter per zone, made once: the resident's clock asks every second.
+const formatters = new Map();
+
+function timeParts(when, timeZone) {
+  let format = formatters.get(timeZone);
+  if (!format) {
+    format = new Intl.DateTimeFormat("en-US", {
+      timeZone, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", numberingSystem: "latn",
+    });
+    formatters.set(timeZone, format);
+  }
+  return Object.fromEntries(format.formatToParts(new Date(when)).map((p) => [p.type, p.value]));
+}
+
+/** `when` (a Date, milliseconds or ISO text) as 2026-12-07 08:17 in `timeZone` (the device's when
+ * none is given); `seconds` adds :05, `date: false` leaves only 08:17. */
+export function isoTime(when, { timeZone, seconds = false, date = true } = {}) {
+  const p = timeParts(when, timeZone);
+  const time = `${p.hour}:${p.minute}${seconds ? `:${p.second}` : ""}`;
+  return date ? `${p.year}-${p.month}-${p.day} ${time}` : time;
+}
+
+/** The day of `when` in `timeZone`: 2026-12-07. */
+export function isoDay(when, { timeZone } = {}) {
+  const p = timeParts(when, timeZone);
+  return `${p.year}-${p.month}-${p.day}`;
+}

@@ -3,7 +3,7 @@
 // only to the roles the API lets do it. Every figure and every
 // change goes through the JSON API; this page holds no rules of its own beyond what to offer.
 
-import { api, ApiError, language, languageSwitcher, translatePage, translator } from "/static/app/common.js";
+import { api, ApiError, isoDay, isoTime, language, languageSwitcher, translatePage, translator } from "/static/app/common.js";
 import { TEXT } from "/static/app/console-text.js";
 
 const t = translator(TEXT);
@@ -72,28 +72,15 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-// Dates and times read the same in every language: 2026-12-07 08:17, 24-hour, in UTC+8. The
-// parts come from Intl (for the zone); the order and separators are ours, not the locale's.
-const clockParts = new Intl.DateTimeFormat("en-US", {
-  timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit",
-  hour: "2-digit", minute: "2-digit", hourCycle: "h23", numberingSystem: "latn",
-});
 const number = new Intl.NumberFormat(LOCALE);
 
-function parts(date) {
-  return Object.fromEntries(clockParts.formatToParts(date).map((p) => [p.type, p.value]));
-}
-
-function isoDay(date) {
-  const p = parts(date);
-  return `${p.year}-${p.month}-${p.day}`;
+// Dates and times in UTC+8, as common.js writes them in every language: 2026-12-07 08:17.
+function isoDayHere(date) {
+  return isoDay(date, { timeZone: ZONE });
 }
 
 function when(iso) {
-  if (!iso) return "–";
-  const date = new Date(iso);
-  const p = parts(date);
-  return `${isoDay(date)} ${p.hour}:${p.minute}`;
+  return iso ? isoTime(iso, { timeZone: ZONE }) : "–";
 }
 
 /** The words for a code the API uses (`prefix.code` in console-text.js); a code added to the
@@ -827,7 +814,7 @@ function decisionForm(appeal) {
   const showUntil = () => {
     const n = Number(days.value);
     until.textContent = Number.isInteger(n) && n >= 1 && n <= 90
-      ? t("appeal.until", { at: isoDay(new Date(Date.now() + n * 86_400_000)) })
+      ? t("appeal.until", { at: isoDayHere(new Date(Date.now() + n * 86_400_000)) })
       : t("appeal.days");
   };
   days.addEventListener("input", showUntil);

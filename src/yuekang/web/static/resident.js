@@ -4,6 +4,8 @@ import {
   ApiError,
   api,
   idempotencyKey,
+  isoDay,
+  isoTime,
   language,
   languageSwitcher,
   translatePage,
@@ -314,37 +316,20 @@ function fail(error) {
   $("fatal").textContent = errorText(error);
 }
 
-// Made once: the clock formats a time every second. Every language writes dates and times the
-// same way, 2026-12-07 08:17, on a 24-hour clock: the parts come from one formatter, put in order
-// here, so no locale's habits (07/12/2026, 上午) show.
-const PARTS = new Intl.DateTimeFormat("en-CA", {
-  timeZone: TIME_ZONE,
-  year: "numeric",
-  month: "2-digit",
-  day: "2-digit",
-  hour: "2-digit",
-  minute: "2-digit",
-  second: "2-digit",
-  hourCycle: "h23",
-});
-const ISO_DAY = new Intl.DateTimeFormat("en-CA", { timeZone: TIME_ZONE, year: "numeric", month: "2-digit", day: "2-digit" });
-
 /** `when` in Guangdong time: 08:17, with `withDate` 2026-12-07 08:17, with `seconds` :05 after. */
 function formatTime(when, withDate = false, seconds = false) {
-  const part = Object.fromEntries(PARTS.formatToParts(new Date(when)).map((p) => [p.type, p.value]));
-  const time = `${part.hour}:${part.minute}${seconds ? `:${part.second}` : ""}`;
-  return withDate ? `${part.year}-${part.month}-${part.day} ${time}` : time;
+  return isoTime(when, { timeZone: TIME_ZONE, date: withDate, seconds });
 }
 
 function formatDay(when) {
-  return ISO_DAY.format(new Date(when));
+  return isoDay(when, { timeZone: TIME_ZONE });
 }
 
 /** Whether someone born on `birth` (YYYY-MM-DD) is an adult today, in Guangdong. */
 function isAdult(birth) {
   const born = /^(\d{4})-(\d{2})-(\d{2})$/.exec(birth || "");
   if (!born) return false;
-  const [year, month, day] = ISO_DAY.format(new Date()).split("-").map(Number);
+  const [year, month, day] = formatDay(new Date()).split("-").map(Number);
   const age = year - Number(born[1]) - (month * 100 + day < Number(born[2]) * 100 + Number(born[3]) ? 1 : 0);
   return age >= adultAge;
 }

@@ -13,7 +13,7 @@
 // Verification is verify.js (pure, tested against the shared verdict table); state lives in
 // IndexedDB (scanner-store.js); scanner-sw.js keeps the page itself available offline.
 
-import { api, ApiError, language, languageSwitcher, translatePage, translator } from "/static/app/common.js";
+import { api, ApiError, isoTime, language, languageSwitcher, translatePage, translator } from "/static/app/common.js";
 import { BundleError, judge, readBundle, TrustStore, anchorFingerprint, b64urlDecode, PLACE_KINDS } from "/static/app/verify.js";
 import { reasonMessage } from "/static/app/verify-reasons.js";
 import * as db from "/static/app/scanner-store.js";
@@ -1022,11 +1022,7 @@ function relativeAge(seconds) {
 /** Local time as 2026-12-07 08:17:19 (or without seconds) in every language: read alike by
  * everyone at a gate, with no AM/PM or 清晨 to misread. */
 function formatTime(seconds, { withSeconds = true } = {}) {
-  const date = new Date(seconds * 1000);
-  const two = (n) => String(n).padStart(2, "0");
-  const day = `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())}`;
-  const time = `${two(date.getHours())}:${two(date.getMinutes())}${withSeconds ? `:${two(date.getSeconds())}` : ""}`;
-  return `${day} ${time}`;
+  return isoTime(seconds * 1000, { seconds: withSeconds });
 }
 
 /** The trust data's state: always on screen, since it decides whether verdicts can be believed. */
