@@ -14,7 +14,7 @@
 // IndexedDB (scanner-store.js); scanner-sw.js keeps the page itself available offline.
 
 import { api, ApiError, isoTime, language, languageSwitcher, translatePage, translator } from "/static/app/common.js";
-import { BundleError, judge, readBundle, TrustStore, anchorFingerprint, b64urlDecode, PLACE_KINDS } from "/static/app/verify.js";
+import { BundleError, judge, openAnchored, readBundle, TrustStore, anchorFingerprint, PLACE_KINDS } from "/static/app/verify.js";
 import { reasonMessage } from "/static/app/verify-reasons.js";
 import * as db from "/static/app/scanner-store.js";
 
@@ -620,7 +620,6 @@ async function syncBundle({ full = false } = {}) {
 
 const REGISTRATION_HEADER = "yk-checkpoint+jws";
 const REGISTRATION_TYP = "yk.checkpoint.v1";
-const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 class RegistrationError extends Error {
   constructor(kind, detail) {
@@ -638,32 +637,16 @@ function registrationProblem(error) {
  * anchor signed it and it names the checkpoint whose key this device holds; throws
  * RegistrationError. */
 async function readRegistration(text, anchor, key) {
-  const malformed = (detail) => new RegistrationError("malformed", detail);
-  const parts = typeof text === "string" ? text.trim().split(".") : [];
-  if (parts.length !== 3) throw malformed("not a compact JWS");
-  let header;
   let payload;
-  let signature;
   try {
-    header = JSON.parse(UTF8.decode(b64urlDecode(parts[0])));
-    payload = JSON.parse(UTF8.decode(b64urlDecode(parts[1])));
-    signature = b64urlDecode(parts[2]);
-  } catch {
-    throw malformed("not base64url JSON");
+    payload = await openAnchored(text, REGISTRATION_HEADER, anchor, ["checkpoint registration", "registration"]);
+  } catch (error) {
+    if (error instanceof BundleError) throw new RegistrationError(error.kind, error.message);
+    throw error;
   }
-  if (header?.typ !== REGISTRATION_HEADER) throw malformed("not a checkpoint registration");
-  if (header.alg !== anchor.alg || header.kid !== anchor.kid) throw new RegistrationError("bad_signature", "not the pinned anchor");
-  const algorithm = anchor.alg === "ES256" ? { name: "ECDSA", hash: "SHA-256" } : { name: "Ed25519" };
-  let verified = false;
-  try {
-    verified = signature.length === 64 && (await crypto.subtle.verify(algorithm, anchor.cryptoKey, signature, new TextEncoder().encode(`${parts[0]}.${parts[1]}`)));
-  } catch {
-    verified = false;
-  }
-  if (!verified) throw new RegistrationError("bad_signature", "the signature does not verify");
-  const { typ, checkpoint, name, kind, issued_at: issuedAt } = payload ?? {};
+  const { typ, checkpoint, name, kind, issued_at: issuedAt } = payload;
   if (typ !== REGISTRATION_TYP || typeof checkpoint !== "string" || typeof name !== "string" || !PLACE_KINDS.includes(kind) || !Number.isInteger(issuedAt)) {
-    throw malformed("not a yk.checkpoint.v1 payload");
+    throw new RegistrationError("malformed", "not a yk.checkpoint.v1 payload");
   }
   // ykc_<id hex>_<secret>: the statement must be about the checkpoint this key belongs to.
   const keyId = /^ykc_([0-9a-f]{32})_/.exec(key ?? "")?.[1];

@@ -398,14 +398,24 @@ function verdict(fields) {
 
 /** codec.bundle.read_bundle: check the anchor's signature and the format, or throw BundleError. */
 export async function readBundle(text, anchor) {
+  if (typeof text !== "string" || text.length > MAX_BUNDLE_CHARS) {
+    throw new BundleError("malformed", "a bundle is a compact JWS of at most 16 MiB");
+  }
+  return parseBundle(await openAnchored(text, HEADER_TYP, anchor, ["trust bundle", "bundle"]));
+}
+
+/** The payload of a compact JWS of header `typ` that the pinned anchor signed -- the bundle, or
+ * another statement a device believes only under that anchor (its checkpoint's registration) --
+ * once the header and the signature check; else a BundleError worded by `what` ([name, short]).
+ * As codec.bundle.open_anchored in Python. */
+export async function openAnchored(text, typ, anchor, [name, short]) {
   const malformed = (detail) => new BundleError("malformed", detail);
-  if (typeof text !== "string" || text.length > MAX_BUNDLE_CHARS) throw malformed("a bundle is a compact JWS of at most 16 MiB");
-  const parts = text.trim().split(".");
-  if (parts.length !== 3) throw malformed("a bundle is a compact JWS: three dot-separated parts");
+  const parts = typeof text === "string" ? text.trim().split(".") : [];
+  if (parts.length !== 3) throw malformed(`a ${short} is a compact JWS: three dot-separated parts`);
   const header = bundleObject(parts[0], "header");
-  if (own(header, "typ") !== HEADER_TYP || !ALGORITHMS.has(own(header, "alg"))) throw malformed("not a trust bundle header");
+  if (own(header, "typ") !== typ || !ALGORITHMS.has(own(header, "alg"))) throw malformed(`not a ${name} header`);
   if (own(header, "alg") !== anchor.alg || own(header, "kid") !== anchor.kid) {
-    throw new BundleError("bad_signature", "the bundle is not signed by the pinned anchor key");
+    throw new BundleError("bad_signature", `the ${short} is not signed by the pinned anchor key`);
   }
   let signature;
   try {
@@ -414,9 +424,9 @@ export async function readBundle(text, anchor) {
     throw malformed("the signature is not base64url");
   }
   if (!(await verifySignature(anchor, signature, ASCII.encode(`${parts[0]}.${parts[1]}`)))) {
-    throw new BundleError("bad_signature", "the bundle's signature does not verify: it was altered");
+    throw new BundleError("bad_signature", `the ${short}'s signature does not verify: it was altered`);
   }
-  return parseBundle(bundleObject(parts[1], "payload"));
+  return bundleObject(parts[1], "payload");
 }
 
 function bundleObject(segment, what) {
