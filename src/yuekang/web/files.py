@@ -17,8 +17,8 @@ worker thread (level 9 takes about 0.1 s each on zxing's 953 KB WebAssembly, whi
 Why not a library: ServeStatic (WhiteNoise for ASGI) serves precompressed files it
 finds on disk, written by a build step, and immutable caching for files whose names carry a
 hash; our pages are plain ES modules importing each other by name, with no build step, and the
-npm copy is not ours to write into -- so a build-id prefix and an in-memory cache, about a
-hundred lines, do what that library's manifest would.
+npm copy is not ours to write into -- so a build-id prefix and an in-memory cache, about
+150 lines, do what that library's manifest would.
 """
 
 from __future__ import annotations
