@@ -5,13 +5,12 @@ own ``iat`` and ``exp``."""
 
 from __future__ import annotations
 
-import json
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from conftest import RunningApp
+from feeds.feedkit import case, ndjson, post
 from support.api import Api
 from yuekang.principals import Role
 from yuekang.residents.documents import local_date
@@ -39,22 +38,9 @@ async def test_times_have_one_form_across_endpoints(running: RunningApp, api: Ap
     resident = await api.registered()
     me = (await client.get("/v1/me", headers=resident.auth)).json()
     issued = await api.issue(resident)
+    today = local_date(running.context.clock.now()).isoformat()
     feed = await running.feed_key("cases")
-    row = {
-        "doc_type": "prc_id",
-        "doc_number": resident.doc_number,
-        "category": "close_contact",
-        "start_date": local_date(running.context.clock.now()).isoformat(),
-    }
-    pushed = await client.post(
-        "/v1/feeds/cases",
-        content=json.dumps(row) + "\n",
-        headers={
-            "Authorization": f"Bearer {feed}",
-            "Content-Type": "application/x-ndjson",
-            "Idempotency-Key": uuid.uuid4().hex,
-        },
-    )
+    pushed = await post(running, feed, "cases", ndjson(case(resident, today)))
     operator = {"Authorization": f"Bearer {await running.operator_token(Role.OPERATOR)}"}
     override = await client.put(
         f"/v1/admin/residents/{me['resident_id']}/status",
