@@ -27,16 +27,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+
+from support.servers import free_port, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -85,12 +84,6 @@ def test_every_block_has_a_language_and_every_skip_a_reason() -> None:
     assert sum(1 for b in found if b.language in SHELLS and b.skip is None) >= 4
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _copy_checkout(target: Path) -> None:
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -118,36 +111,15 @@ def checkout(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     copy = tmp_path / "yuekang"
     copy.mkdir()
     _copy_checkout(copy)
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [str(copy / ".venv/bin/yuekang"), "serve", "--port", str(port)],
-        cwd=copy,
-        env=_clean_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "yuekang serve did not start"
-            time.sleep(0.3)
-        yield copy, port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    with serve(
+        _clean_env(), copy, executable=copy / ".venv/bin/yuekang", wait_seconds=60
+    ) as server:
+        yield copy, server.port
 
 
 def test_the_readme_runs_as_written(checkout: tuple[Path, int], tmp_path: Path) -> None:
     copy, port = checkout
-    macao = _free_port()
+    macao = free_port()
     script = [
         "set -E -e -o pipefail",
         'curl() { command curl --fail-with-body "$@"; }',

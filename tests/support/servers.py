@@ -56,15 +56,17 @@ def serve(
     name: str = "serve",
     port: int | None = None,
     command: Sequence[str] = ("serve",),
+    executable: str | Path = YUEKANG,
+    wait_seconds: float = 30,
 ) -> Iterator[Server]:
     """Start ``yuekang serve`` (or another serving ``command``, such as the reference Macao
     system) and wait until ``/healthz`` answers; stop it on exit. ``port`` restarts a server
-    where its clients know it."""
+    where its clients know it; ``executable``, another checkout's ``yuekang``."""
     port = port or free_port()
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [YUEKANG, *command, "--port", str(port)],
+            [str(executable), *command, "--port", str(port)],
             cwd=workdir,
             env=env,
             stdout=log,
@@ -72,7 +74,7 @@ def serve(
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + wait_seconds
             while True:
                 try:
                     if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
