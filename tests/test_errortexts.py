@@ -77,7 +77,7 @@ def test_every_documented_field_reason_has_a_template():
 @pytest.mark.parametrize(
     ("field", "language", "said"),
     [
-        ({"field": "name", "reason": "string_too_short", "limit": 1}, "zh-Hans", "请填写姓名"),
+        ({"field": "name", "reason": "string_too_short", "limit": 2}, "zh-Hans", "姓名至少需要 2"),
         ({"field": "name", "reason": "missing"}, "zh-Hant", "請填寫姓名"),
         (
             {"field": "name", "reason": "string_too_long", "limit": 64},

@@ -326,8 +326,8 @@ def _field(error: dict[str, Any]) -> dict[str, Any]:
     ]
     kind = str(error.get("type", "invalid"))
     reason = {"extra_forbidden": "unknown_field", "missing": "missing"}.get(kind, kind)
-    if error.get("input") == "" and kind.endswith("_parsing"):
-        reason = "missing"  # an empty date box is a box left empty, not a malformed date
+    if _left_empty(error.get("input"), kind):
+        reason = "missing"  # an empty box is one left empty: not a short name, not a bad date
     field: dict[str, Any] = {
         "field": ".".join(location) or "body",
         "reason": reason,
@@ -340,6 +340,11 @@ def _field(error: dict[str, Any]) -> dict[str, Any]:
             field["limit"] = context[bound]
             break
     return field
+
+
+def _left_empty(value: Any, kind: str) -> bool:
+    empty = value == "" or value == []
+    return empty and (kind.endswith("_parsing") or kind in ("string_too_short", "too_short"))
 
 
 MAX_ERROR_FIELDS = 20

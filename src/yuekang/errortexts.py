@@ -1148,8 +1148,6 @@ def field_message(field: Mapping[str, Any], language: str) -> str:
     """What is wrong with one field, in ``language``."""
     reason = str(field.get("reason", ""))
     limit = field.get("limit", "")
-    if reason in ("string_too_short", "too_short") and limit == 1:
-        reason = "missing"  # "at least 1 character" is an empty box: ask for it
     path = str(field.get("field", "body"))
     texts = FIELD_REASONS.get((path, reason)) or REASONS.get(reason) or REASONS["invalid"]
     name = field_name(path, language)
