@@ -231,6 +231,9 @@ def test_a_red_code_says_why_and_what_next_in_the_residents_words_not_the_operat
     assert any("请留在家中" in step for step in steps)
     assert any("核酸检测" in step for step in steps)
     assert any("申诉" in step for step in steps)
+    # Staff set it: no promise that a test lifts it by itself (found by a newcomer on yellow).
+    assert any("新的检测结果不会自动改变它" in step for step in steps)
+    assert not any("自动更新" in step for step in steps)
     assert f"咨询热线：{HOTLINE}" in steps
     assert page.get_attribute("#next-steps a", "href") == f"tel:{HOTLINE}"
     # The operator's note is for staff only.

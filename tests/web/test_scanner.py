@@ -322,6 +322,7 @@ def test_a_forged_code_is_denied_and_a_picture_can_be_read_instead(
     scanner = scanner_for(codes["forged"])
     page = scanner.page
     page.goto(page.url + "?lang=en")
+    assert page.title() == "Health code check"  # the tab follows the language (<title data-t>)
     _set_up(scanner, gate)
     _offline_reload(scanner)
 

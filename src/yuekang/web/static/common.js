@@ -34,7 +34,8 @@ export function translator(table) {
   };
 }
 
-/** Fill every [data-t] element with its text, and [data-t-placeholder] placeholders. */
+/** Fill every [data-t] element with its text (the page's <title data-t> too, so the tab follows
+ * the language), and [data-t-placeholder] placeholders. */
 export function translatePage(t) {
   for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
   for (const el of document.querySelectorAll("[data-t-placeholder]")) {

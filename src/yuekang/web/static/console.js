@@ -1115,7 +1115,6 @@ function newerAudit() {
 
 function start() {
   translatePage(t);
-  document.title = t("title");
   languageSwitcher($("langs"));
   for (const option of $("period").options) option.textContent = t("dash.days", { n: option.value });
   for (const id of ["chart-people", "chart-codes", "chart-scans", "chart-feeds", "chart-outbox"]) {

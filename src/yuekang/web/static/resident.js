@@ -65,6 +65,7 @@ const TEXT = {
   "steps.red.test": { "zh-Hans": "按社区或疾控部门的通知做核酸检测。", "zh-Hant": "按社區或疾控部門的通知做核酸檢測。", en: "Get tested when your community or the disease-control office tells you to.", pt: "Faça o teste quando a sua comunidade ou os serviços de saúde lhe indicarem." },
   "steps.yellow.test": { "zh-Hans": "尽快就近做核酸检测；结果阴性后健康码会自动更新。", "zh-Hant": "盡快就近做核酸檢測；結果陰性後健康碼會自動更新。", en: "Get a nucleic-acid test nearby soon; negative results update your code by themselves.", pt: "Faça em breve um teste de ácido nucleico perto de si; resultados negativos atualizam o código automaticamente." },
   "steps.yellow.avoid": { "zh-Hans": "结果出来前减少外出，不去人员密集场所。", "zh-Hant": "結果出來前減少外出，不去人多擠迫的地方。", en: "Until then, go out less and avoid crowded places.", pt: "Até lá, saia menos e evite locais com muita gente." },
+  "steps.override": { "zh-Hans": "此状态由工作人员设定，新的检测结果不会自动改变它；如有异议请申诉或致电咨询热线。", "zh-Hant": "此狀態由工作人員設定，新的檢測結果不會自動改變它；如有異議請申訴或致電諮詢熱線。", en: "Staff set this status: a new test result does not change it by itself. If you think it is wrong, appeal or call the helpline.", pt: "Esta situação foi definida pelos funcionários: um novo resultado de teste não a altera por si. Se acha que está errada, recorra ou ligue para a linha de apoio." },
   "steps.appeal": { "zh-Hans": "认为赋码有误？点下方“申诉”说明情况。", "zh-Hant": "認為賦碼有誤？按下方「申訴」說明情況。", en: "Think this is wrong? Use “Appeal” below to tell us why.", pt: "Acha que está errado? Use «Recorrer» abaixo para explicar porquê." },
   "steps.hotline": { "zh-Hans": "咨询热线：", "zh-Hant": "諮詢熱線：", en: "Helpline: ", pt: "Linha de apoio: " },
   "appeal.wrote": { "zh-Hans": "您的申诉：", "zh-Hant": "您的申訴：", en: "You wrote: ", pt: "Escreveu: " },
@@ -74,7 +75,7 @@ const TEXT = {
   "appeal.text": { "zh-Hans": "请说明原因", "zh-Hant": "請說明原因", en: "Tell us why", pt: "Explique porquê" },
   "appeal.submit": { "zh-Hans": "提交申诉", "zh-Hant": "提交申訴", en: "Send appeal", pt: "Enviar recurso" },
   "appeal.pending": { "zh-Hans": "审核中（{when} 提交）", "zh-Hant": "審核中（{when} 提交）", en: "Being reviewed (sent {when})", pt: "Em análise (enviado {when})" },
-  "appeal.accepted": { "zh-Hans": "已受理：{reason}", "zh-Hant": "已受理：{reason}", en: "Accepted: {reason}", pt: "Aceite: {reason}" },
+  "appeal.accepted": { "zh-Hans": "申诉已通过：{reason}", "zh-Hant": "申訴已通過：{reason}", en: "Appeal granted: {reason}", pt: "Recurso aceite: {reason}" },
   "appeal.rejected": { "zh-Hans": "未通过：{reason}", "zh-Hant": "未通過：{reason}", en: "Not accepted: {reason}", pt: "Não aceite: {reason}" },
   "macao.title": { "zh-Hans": "粤澳互认", "zh-Hant": "粵澳互認", en: "Going to Macao", pt: "Ir a Macau" },
   "macao.note": { "zh-Hans": "绿码可转换为澳门健康码（需本人同意）。", "zh-Hant": "綠碼可轉換為澳門健康碼（須本人同意）。", en: "A green code can become a Macao health code, with your consent.", pt: "Um código verde pode ser convertido no código de Macau, com o seu consentimento." },
@@ -800,7 +801,11 @@ function reasonLines(status) {
 
 /** What to do next, for a yellow or red code: the steps, the appeal, the helpline. */
 function nextSteps(status, boxId, listId) {
-  const steps = { red: ["steps.red.stay", "steps.red.test"], yellow: ["steps.yellow.test", "steps.yellow.avoid"] };
+  // A status staff set stays until staff change it: a new test does not lift it.
+  const byStaff = status.reason_codes?.[0] === "override";
+  const steps = byStaff
+    ? { red: ["steps.red.stay", "steps.red.test", "steps.override"], yellow: ["steps.override", "steps.yellow.avoid"] }
+    : { red: ["steps.red.stay", "steps.red.test"], yellow: ["steps.yellow.test", "steps.yellow.avoid"] };
   const items = (steps[status.status] || []).map((key) => el("li", {}, t(key)));
   if (items.length && status.can_appeal && boxId === "next-steps-box") items.push(el("li", {}, t("steps.appeal")));
   if (items.length && status.hotline) {
@@ -1375,7 +1380,6 @@ async function keepPageOffline() {
 }
 
 translatePage(t);
-document.title = t("title");
 languageSwitcher($("languages"));
 setElder(localStorage.getItem(ELDER_KEY) === "1");
 $("elder-toggle").addEventListener("click", () => setElder(!document.documentElement.classList.contains("elder")));
