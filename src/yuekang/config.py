@@ -332,7 +332,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///var/yuekang.db"
     keys_dir: Path = Path("keys")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     issuer: str = Field("yk:gd", min_length=1, max_length=16, pattern=r"^[a-z0-9:.-]+$")
     max_body_bytes: int = Field(65536, ge=1024)
     trust_forwarded_for: bool = Field(

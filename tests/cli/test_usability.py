@@ -104,3 +104,30 @@ def test_macao_prints_the_key_ids_guangdong_is_to_expect(
     assert set(ids.stdout.split()) == announced
     listing = CliRunner().invoke(app, ["partner", "macao", "keys", "--data-dir", str(data)])
     assert "exchange/enc  active" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("70000", "Input should be less than or equal to 65535"),
+        ("0", "Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_port_that_cannot_exist_is_a_configuration_error_in_one_line(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    # Before it was bounded, 70000 started a server that said it ran "on :70000", and 0 one on
+    # a port the system chose.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YUEKANG_")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "yuekang"), "serve"],
+        cwd=tmp_path,
+        env={**env, "YUEKANG_PORT": value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: YUEKANG_PORT: {problem}\n"
+    assert list(tmp_path.iterdir()) == []
