@@ -34,6 +34,11 @@ class PiiCipher:
         self._aeads = {kid: AESGCM(key) for kid, key in keys.items()}
         self.active_key_id = active_key_id
 
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """Every configured key id: the active one and those kept to read older rows."""
+        return frozenset(self._aeads)
+
     def encrypt(self, plaintext: str, *, context: str) -> tuple[bytes, str]:
         """Encrypt ``plaintext`` bound to ``context`` (e.g. ``identities.name:<resident id>``);
         returns the ciphertext (nonce first) and the key id to store beside it."""

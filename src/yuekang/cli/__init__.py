@@ -14,6 +14,7 @@ import typer
 
 from yuekang.cli.checkpoint import checkpoint_app
 from yuekang.cli.exchange import KID_ARGUMENT, exchange_app
+from yuekang.cli.operations import pii_app
 from yuekang.cli.partner import partner_app
 from yuekang.cli.verify import verify_command
 
@@ -58,6 +59,7 @@ app.add_typer(identity_app, name="identity")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(partner_app, name="partner")
+app.add_typer(pii_app, name="pii")
 app.command("verify")(verify_command)
 
 T = TypeVar("T")
