@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from yuekang import __version__, maintenance
+from yuekang import __version__, maintenance, metrics, scrape
 from yuekang.appeals import endpoints as appeals
 from yuekang.auth import endpoints as auth
 from yuekang.auth.sms import SmsSender
@@ -70,6 +70,8 @@ def create_app(
         context = AppContext.build(resolved, clock=clock, sms=sms, proofing=proofing)
         await context.start()
         app.state.context = context
+        if resolved.settings.metrics.enabled:
+            metrics.watch_pool(context.engine)
         # Everything loaded so far (modules, routes, the context) lives as long as the process:
         # take it out of the cyclic collector's view, so collections triggered by a request's
         # garbage (a 100,000-row feed batch makes a lot) do not rescan it each time.
@@ -112,6 +114,9 @@ def create_app(
         max_bytes=resolved.settings.max_body_bytes,
         overrides=[("/v1/feeds/", resolved.settings.feeds.max_body_bytes)],
     )
+    if resolved.settings.metrics.enabled:
+        # Outside the body limit and the fast lane: their answers are counted too.
+        app.add_middleware(metrics.HttpMetricsMiddleware, observer=metrics.HttpMetrics())
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(auth.me)
@@ -138,6 +143,10 @@ def create_app(
     app.include_router(dependants.router)
     app.include_router(dependants.admin)
     web.mount(app, api_docs=resolved.settings.api_docs)
+
+    if resolved.settings.metrics.enabled:
+        # Not in the OpenAPI document: the path is answered only to a scraper (scrape.py).
+        app.add_api_route("/metrics", scrape.scrape, methods=["GET"], include_in_schema=False)
 
     @app.get("/livez", tags=["ops"])
     async def livez() -> dict[str, str]:

@@ -259,6 +259,29 @@ class DocumentCheckSettings(BaseModel):
     per_checkpoint_window_seconds: int = Field(60, ge=1)
 
 
+class MetricsSettings(BaseModel):
+    """``/metrics`` (yuekang.metrics). Answered to a request bearing the token, or without a
+    token configured only to a client on the same machine (a sidecar, a port-forward); anything
+    else gets the 404 of a path that does not exist."""
+
+    enabled: bool = Field(
+        True, description="count requests and domain events and answer /metrics; off, neither"
+    )
+    token: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="bearer token Prometheus sends (Authorization: Bearer ...) to scrape from "
+        "another machine",
+    )
+    state_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="budget of a scrape's database reads (outbox, bundle, keys); past it the "
+        "scrape answers with yuekang_db_up 0 and without those figures",
+    )
+
+
 class SessionSettings(BaseModel):
     """A sign-in is a session: short access tokens, renewed with a rotating refresh token until
     the session is ended (sign-out, sign-out everywhere, a replayed refresh token) or runs out."""
@@ -384,6 +407,7 @@ class Settings(BaseSettings):
     proofing: ProofingSettings = ProofingSettings()
     dependants: DependantSettings = DependantSettings()
     document_checks: DocumentCheckSettings = DocumentCheckSettings()
+    metrics: MetricsSettings = MetricsSettings()
     secrets: Secrets | None = None
 
     @property

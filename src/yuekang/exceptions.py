@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from yuekang import metrics
 from yuekang.db import database_unavailable
 
 log = logging.getLogger("yuekang")
@@ -145,6 +146,7 @@ def database_error_response(exc: BaseException) -> JSONResponse:
     a concurrent one and was undone, else a 500 ``internal_error`` -- all JSON, none closing the
     connection."""
     if database_unavailable(exc):
+        metrics.db_errors("unavailable").inc()
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return ServiceUnavailable(
             "the database cannot be reached now; nothing was applied: send the request again "
@@ -153,11 +155,13 @@ def database_error_response(exc: BaseException) -> JSONResponse:
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         ).response()
     if _retryable(exc):
+        metrics.db_errors("conflict").inc()
         return _send_again(
             "busy_retry",
             "the request met a concurrent one in the database and was undone; nothing was "
             "applied: send it again",
         )
+    metrics.db_errors("unexpected").inc()
     log.error("unexpected error", exc_info=exc)
     return JSONResponse(
         {"error": {"code": "internal_error", "message": "an unexpected error; it is logged"}},

@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from yuekang import headers
 from yuekang.context import AppContext
+from yuekang.metrics import ROUTE_KEY
 
 DirectHandler = Callable[["Direct"], Awaitable[Response | None]]
 """Answers a request of its route, or returns None to hand it to the route."""
@@ -216,6 +217,7 @@ class DirectTable:
                         }
                         break
             if entry is not None:
+                scope[ROUTE_KEY] = entry.path  # for the request metrics: no router names it
                 request = Direct(scope, receive, params)
                 try:
                     response = await entry.handler(request)

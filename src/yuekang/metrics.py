@@ -25,6 +25,7 @@ template, ``/v1/codes/{code_id}``, or ``unmatched``.
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 """Where the workers' files are, when this process is one of several workers."""
@@ -302,7 +306,7 @@ class HttpMetrics:
     def clock(self) -> Callable[[], float]:
         return self._clock
 
-    def observe(self, scope: dict[str, Any], status: int, seconds: float) -> None:
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = route_of(scope)
         method: str = scope["method"]
         key = (route, method, status)
@@ -318,7 +322,37 @@ class HttpMetrics:
         children[1].observe(seconds)
 
 
-def route_of(scope: dict[str, Any]) -> str:
+class HttpMetricsMiddleware:
+    """Counts and times every HTTP request, whoever answers it: a route, the fast lane
+    (``fastlane.DirectTable``, which names its route in ``scope[ROUTE_KEY]``), the body-size
+    limit, a 404. Outside them all, so that the time is the application's whole answer."""
+
+    def __init__(self, app: ASGIApp, *, observer: HttpMetrics) -> None:
+        self.app = app
+        self.observer = observer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # What the client gets when nothing was sent: the server's 500.
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        clock = self.observer.clock
+        begun = clock()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.observer.observe(scope, status, clock() - begun)
+
+
+def route_of(scope: Scope) -> str:
     """The template of the route that answered, or ``unmatched``: never the path itself."""
     direct = scope.get(ROUTE_KEY)
     if direct is not None:
@@ -339,14 +373,56 @@ def route_of(scope: dict[str, Any]) -> str:
     return UNMATCHED
 
 
-def counted(counter: Counter, *labels: str) -> Callable[[], None]:
-    """An after-commit action that adds one to ``counter`` with ``labels``."""
-    child = counter.labels(*labels)
-    return child.inc
+class Children:
+    """A labelled metric's children, each made once: ``labels()`` checks and joins its label
+    values on every call, which a counter on a hot path need not pay again."""
+
+    __slots__ = ("_made", "_metric")
+
+    def __init__(self, metric: Counter) -> None:
+        self._metric = metric
+        self._made: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._made.get(labels)
+        if child is None:
+            child = self._made[labels] = self._metric.labels(*labels)
+        return child
 
 
-def count(counter: Counter, *labels: str, amount: float = 1) -> None:
-    counter.labels(*labels).inc(amount)
+codes_issued = Children(CODES_ISSUED)
+verifications = Children(VERIFICATIONS)
+revocations = Children(REVOCATIONS)
+feed_rows = Children(FEED_ROWS)
+proofing = Children(PROOFING)
+db_errors = Children(DB_ERRORS)
+
+
+def verified(via: str, verdict: str, decision: str | None) -> None:
+    verifications(via, verdict, decision or "none").inc()
+
+
+def uploaded(scans: Iterable[tuple[str, str | None]]) -> None:
+    """Counts a checkpoint's uploaded scans, each (verdict, decision) once."""
+    for (verdict, decision), n in collections.Counter(scans).items():
+        verifications("upload", verdict, decision or "none").inc(n)
+
+
+def watch_pool(engine: AsyncEngine) -> None:
+    """Keep the pool gauges of ``engine`` (this worker's share of the sum)."""
+    pool = engine.sync_engine.pool
+    size = getattr(pool, "size", None)
+    DB_POOL_SIZE.set(size() if callable(size) else 1)
+    event.listen(pool, "checkout", _checked_out)
+    event.listen(pool, "checkin", _checked_in)
+
+
+def _checked_out(*_: Any) -> None:
+    DB_POOL_IN_USE.inc()
+
+
+def _checked_in(*_: Any) -> None:
+    DB_POOL_IN_USE.dec()
 
 
 def events() -> Iterator[tuple[str, dict[str, str], float]]:

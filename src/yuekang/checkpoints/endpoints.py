@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 
-from yuekang import regions
+from yuekang import metrics, regions
 from yuekang.checkpoints import documents, registration, service
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.checkpoints.schemas import (
@@ -21,6 +22,7 @@ from yuekang.checkpoints.schemas import (
 from yuekang.clock import epoch
 from yuekang.codec.reasons import pick_language
 from yuekang.context import AppContext
+from yuekang.db import after_commit
 from yuekang.deps import (
     BAD_CHECKPOINT_KEY,
     CheckpointKey,
@@ -70,6 +72,7 @@ async def verdict(
         if final is checked
         else service.apply_policy(final, kind=checkpoint.kind)
     )
+    metrics.verified("online", final.verdict, decision.verdict)  # its scan record is committed
     # Serialised here rather than by FastAPI's response model, which would validate it again.
     body = VerdictRead.model_validate(
         {
@@ -156,6 +159,9 @@ async def verify_document(
         lifetime=dt.timedelta(seconds=context.settings.codes.lifetime_seconds),
         settings=context.settings.document_checks,
         now=now,
+    )
+    after_commit(
+        session, functools.partial(metrics.verified, "document", verdict.verdict, decision.verdict)
     )
     return VerdictRead.model_validate(
         {

@@ -81,6 +81,17 @@ async def ensure(session: AsyncSession, *, passphrase: str, now: dt.datetime) ->
     ]
 
 
+async def active_since(session: AsyncSession, use: Use) -> dt.datetime | None:
+    """When the active key of ``use`` was made (``/metrics``: its age)."""
+    result = await session.execute(
+        select(ExchangeKey.created_at)
+        .where(ExchangeKey.use == use, ExchangeKey.state == "active")
+        .order_by(ExchangeKey.created_at.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
 async def rotate(
     session: AsyncSession, *, use: Use, passphrase: str, actor: Actor, now: dt.datetime
 ) -> str:

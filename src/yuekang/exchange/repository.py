@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from yuekang.exchange.models import Conversion, ExchangeNonce, OutboxMessage
+from yuekang.exchange.models import Conversion, ExchangeNonce, OutboxMessage, Partner
 
 
 async def record_nonce(
@@ -67,3 +67,23 @@ async def list_conversions(session: AsyncSession, *, resident_id: uuid.UUID) -> 
             )
         ).scalars()
     )
+
+
+async def outbox_backlog(
+    session: AsyncSession,
+) -> list[tuple[str, int, dt.datetime | None, dt.datetime | None]]:
+    """Each partner's waiting messages (``/metrics``): partner id, how many, when the oldest was
+    written, and until when its circuit is open (as stored: it may lie in the past)."""
+    waiting = (OutboxMessage.partner_id == Partner.id) & (OutboxMessage.state == "pending")
+    rows = await session.execute(
+        select(
+            Partner.id,
+            func.count(OutboxMessage.id),
+            func.min(OutboxMessage.created_at),
+            Partner.circuit_open_until,
+        )
+        .outerjoin(OutboxMessage, waiting)
+        .group_by(Partner.id, Partner.circuit_open_until)
+        .order_by(Partner.id)
+    )
+    return [(partner, int(count), oldest, until) for partner, count, oldest, until in rows]

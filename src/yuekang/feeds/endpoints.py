@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -7,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
-from yuekang.db import dialect_name
+from yuekang import metrics
+from yuekang.db import after_commit, dialect_name
 from yuekang.deps import AdminOperator, Context, CurrentFeedClient, Now, SessionDep
 from yuekang.exceptions import BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from yuekang.feeds import service
@@ -148,6 +150,10 @@ async def push_batch(
     if result.replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
+    else:
+        batch = result.batch
+        for outcome, rows in (("accepted", batch.rows_accepted), ("rejected", batch.rows_rejected)):
+            after_commit(session, functools.partial(metrics.feed_rows(kind, outcome).inc, rows))
     return _read(result.batch)
 
 

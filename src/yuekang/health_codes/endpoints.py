@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
+from yuekang import metrics
 from yuekang.conditional import etag_matches
 from yuekang.context import AppContext
 from yuekang.db import transaction
@@ -73,10 +74,10 @@ async def issue(
     if idempotency_key is None:
         batched = await context.issuance.issue(resident_id, now)
         if batched is not None:
-            return batched
+            return _counted(batched)
     # Committed before the answer is sent, as the request's own session would be.
     async with transaction(context.sessionmaker) as session:
-        return await service.issue_code(
+        issued = await service.issue_code(
             session,
             resident_id=resident_id,
             idempotency_key=idempotency_key,
@@ -87,6 +88,15 @@ async def issue(
             now=now,
             reuse=context.settings.codes.reuse,
         )
+    return _counted(issued)
+
+
+def _counted(issued: service.Issued) -> service.Issued:
+    """``issued``, counted when it is a new code (committed by now): a code answered again or
+    replayed was counted when it was made."""
+    if not (issued.reused or issued.replayed):
+        metrics.codes_issued(issued.code.status).inc()
+    return issued
 
 
 async def issue_directly(request: Direct) -> Response:

@@ -11,6 +11,7 @@ A decision holds until its ``valid_until`` (a window ends) or until another rule
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import metrics
 from yuekang.audit import service as audit
 from yuekang.clock import rfc3339
+from yuekang.db import after_commit
 from yuekang.exceptions import NotFound
 from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.health_status import repository, rulebook
@@ -298,6 +301,8 @@ async def revoke_unexpired_codes(
                 expires_at=expires_at,
             )
         )
+    if rows:
+        after_commit(session, functools.partial(metrics.revocations(reason).inc, len(rows)))
     return len(rows)
 
 

@@ -141,6 +141,17 @@ async def has_active_key(session: AsyncSession) -> bool:
     return result.first() is not None
 
 
+async def active_record(session: AsyncSession) -> SigningKeyRecord | None:
+    """The key that signs now: the one activated last, if several are active."""
+    result = await session.execute(
+        select(SigningKeyRecord)
+        .where(SigningKeyRecord.state == "active")
+        .order_by(SigningKeyRecord.activated_at.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
 async def trusted_records(
     session: AsyncSession, *, now: dt.datetime, max_code_lifetime: dt.timedelta
 ) -> Sequence[SigningKeyRecord]:

@@ -38,7 +38,7 @@ from typing import Literal, NoReturn
 from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from yuekang import ratelimit
+from yuekang import metrics, ratelimit
 from yuekang.audit import service as audit
 from yuekang.auth.service import get_or_create_resident, phone_index
 from yuekang.auth.sms import SmsDeliveryError, SmsSender
@@ -427,6 +427,7 @@ class Attempt:
     async def record(
         self, session: AsyncSession, outcome: Outcome, result: ProofingResult | None
     ) -> None:
+        after_commit(session, metrics.proofing(outcome).inc)
         session.add(
             ProofingAttempt(
                 at=self.now,

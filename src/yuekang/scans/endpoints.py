@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from yuekang import metrics
+from yuekang.db import after_commit
 from yuekang.deps import Context, CurrentCheckpoint, Epidemiologist, Now, SessionDep
 from yuekang.exceptions import ValidationFailed
 from yuekang.openapi import errors
@@ -65,9 +68,13 @@ async def upload_scans(
         ],
         now=now,
     )
+    after_commit(session, functools.partial(metrics.uploaded, stored))
     unique = len({s.scan_id for s in kept})
     return ScanBatchResult(
-        received=len(body.scans), stored=stored, duplicates=unique - stored, refused=refused
+        received=len(body.scans),
+        stored=len(stored),
+        duplicates=unique - len(stored),
+        refused=refused,
     )
 
 

@@ -39,11 +39,11 @@ class Scan:
 
 async def upload(
     session: AsyncSession, *, checkpoint_id: uuid.UUID, scans: Sequence[Scan], now: dt.datetime
-) -> int:
+) -> list[tuple[str, str | None]]:
     """Store scans made offline; one already stored (same checkpoint and scan id) is skipped, so
-    an upload can be repeated safely. Returns how many were new."""
+    an upload can be repeated safely. Returns the verdict and decision of each new one."""
     if not scans:
-        return 0
+        return []
     rows = [
         {
             "checkpoint_id": checkpoint_id,
@@ -63,9 +63,9 @@ async def upload(
         insert(ScanRecord)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["checkpoint_id", "scan_id"])
-        .returning(ScanRecord.id)
+        .returning(ScanRecord.verdict, ScanRecord.decision)
     )
-    return len((await session.execute(statement)).all())
+    return [(verdict, decision) for verdict, decision in await session.execute(statement)]
 
 
 async def at_checkpoint(
