@@ -5,6 +5,7 @@ row a request rewrote while the job held it is left as the request wrote it."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -12,18 +13,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Update, select, update
+from sqlalchemy import Update, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import TEST_SECRETS, RunningApp, make_settings, start_app
 from support.api import Resident
-from yuekang import rekey
+from yuekang import operations, rekey
 from yuekang.auth.sms import MemorySmsSender
-from yuekang.clock import ManualClock
+from yuekang.clock import ManualClock, epoch
+from yuekang.codec.keys import VerificationKey, private_key_from_pem
 from yuekang.db import Base
 from yuekang.pii import PiiCipher
 from yuekang.principals import Actor
 from yuekang.residents.models import Identity
+from yuekang.trust import service as trust
+from yuekang.trust.models import TrustBundleRecord
+from yuekang.verifier import TrustStore
 
 NEW_KEY = base64.b64encode(os.urandom(32)).decode()
 
@@ -209,3 +214,103 @@ async def test_a_row_that_does_not_decrypt_is_named_and_skipped(app_on_t1: Runni
         )
     assert batch.unreadable == (uuid.UUID(str(resident_id)),)
     assert batch.reencrypted == 2
+
+
+async def test_the_key_passphrase_changes_and_the_service_signs_under_the_new_one(
+    app_on_t1: RunningApp,
+    fresh_database_url: str,
+    tmp_path: Path,
+    clock: ManualClock,
+    sms: MemorySmsSender,
+) -> None:
+    new = "a new passphrase, 0123456789"
+    actor, now = Actor.system("test"), app_on_t1.context.clock.now()
+    async with app_on_t1.context.sessionmaker() as session, session.begin():
+        done = await operations.rewrap_private_keys(
+            session, current=TEST_SECRETS.key_passphrase, new=new, actor=actor, now=now
+        )
+    assert done.rewrapped == {"signing_keys": 1, "anchor_keys": 1, "exchange_keys": 2}
+    # Repeated (say, after a lost connection): nothing left to do, nothing broken.
+    async with app_on_t1.context.sessionmaker() as session, session.begin():
+        again = await operations.rewrap_private_keys(
+            session, current=TEST_SECRETS.key_passphrase, new=new, actor=actor, now=now
+        )
+    assert (again.rewrapped, again.already) == ({}, done.rewrapped)
+    # A passphrase that opens nothing is refused, and nothing changes.
+    with pytest.raises(operations.PassphraseMismatch):
+        async with app_on_t1.context.sessionmaker() as session, session.begin():
+            await operations.rewrap_private_keys(
+                session,
+                current="not the passphrase!",
+                new="another one, 0123456789",
+                actor=actor,
+                now=now,
+            )
+    async with app_on_t1.context.sessionmaker() as session:
+        for model in operations.PRIVATE_KEYS:
+            for record in (await session.execute(select(model))).scalars():
+                private_key_from_pem(record.private_pem, new.encode())
+
+    # The service with the new passphrase signs codes (its key ring decrypts the stored key).
+    settings = make_settings(
+        fresh_database_url,
+        tmp_path / "keys",
+        secrets=TEST_SECRETS.model_copy(update={"key_passphrase": new}),
+    )
+    async for running in start_app(settings, clock, sms, bootstrap=False):
+        resident = await running.api.registered()
+        code = await running.api.code(resident)
+        assert code["qr_text"].startswith("YK1:")
+
+
+async def test_after_a_restore_checkpoints_take_the_bundles_again(
+    app_on_t1: RunningApp, clock: ManualClock
+) -> None:
+    running = app_on_t1
+    gate = {"Authorization": f"Bearer {await running.checkpoint_key()}"}
+    async with running.context.sessionmaker() as session, session.begin():
+        anchor = await trust.anchor_key(
+            session, passphrase=TEST_SECRETS.key_passphrase, now=clock.now(), create=False
+        )
+    assert anchor is not None
+    store = TrustStore(VerificationKey.from_jwk(anchor.public().to_jwk()))
+
+    async def sync() -> TrustStore:
+        bundle = await running.client.get("/v1/trust-bundle", headers=gate)
+        assert bundle.status_code == 200, bundle.text
+        return store.load(bundle.text, now=epoch(clock.now()))
+
+    first, second = await running.api.registered(), await running.api.registered()
+    store = await sync()
+    await running.set_red(first)
+    store = await sync()
+    held = store.bundle
+    assert held is not None
+    # The database is restored from a backup taken before the checkpoint's version was made:
+    # the restored server numbers its next bundle as that one, with other content.
+    async with running.context.sessionmaker() as session, session.begin():
+        await session.execute(
+            delete(TrustBundleRecord).where(TrustBundleRecord.version == held.version)
+        )
+    code = await running.api.code(second)
+    await running.set_red(second)
+    assert (await sync()).verify(code["qr_text"], now=epoch(clock.now())).valid  # not learned
+
+    async with running.context.sessionmaker() as session, session.begin():
+        record = await operations.advance_bundle_version(
+            session,
+            past=held.version + 1000,
+            anchor=anchor,
+            issuer=running.context.settings.issuer,
+            now=clock.now(),
+            lifetime=dt.timedelta(days=1),
+            grace=dt.timedelta(days=3),
+            max_code_lifetime=dt.timedelta(days=1),
+        )
+    assert record.version > held.version + 1000
+    store = await sync()
+    verdict = store.verify(code["qr_text"], now=epoch(clock.now()))
+    assert list(verdict.reasons) == ["revoked"]
+    async with running.context.sessionmaker() as session:
+        texts = (await session.execute(select(TrustBundleRecord.text))).scalars().all()
+    assert "" not in texts  # the placeholder is gone

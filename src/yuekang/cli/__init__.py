@@ -14,7 +14,7 @@ import typer
 
 from yuekang.cli.checkpoint import checkpoint_app
 from yuekang.cli.exchange import KID_ARGUMENT, exchange_app
-from yuekang.cli.operations import pii_app
+from yuekang.cli.operations import keys_rewrap, pii_app, trust_app
 from yuekang.cli.partner import partner_app
 from yuekang.cli.verify import verify_command
 
@@ -60,6 +60,7 @@ app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(partner_app, name="partner")
 app.add_typer(pii_app, name="pii")
+app.add_typer(trust_app, name="trust")
 app.command("verify")(verify_command)
 
 T = TypeVar("T")
@@ -350,6 +351,9 @@ def keys_retire(
         typer.echo(f"{kid} {record.state}")
 
     run_in_transaction(work)
+
+
+keys_app.command("rewrap")(keys_rewrap)
 
 
 @checkpoints_app.command("create")

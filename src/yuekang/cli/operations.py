@@ -1,16 +1,21 @@
-"""``yuekang pii``: rotating the keys of personal data (docs/OPERATIONS.md, "Secrets")."""
+"""Operators' commands (docs/OPERATIONS.md): ``yuekang pii`` (rotating the keys of personal data),
+``yuekang keys rewrap`` (a new key passphrase) and ``yuekang trust advance`` (after a restore)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from yuekang.context import AppContext
 
 pii_app = typer.Typer(
@@ -133,3 +138,97 @@ def pii_reencrypt(
     )
     if left:
         raise typer.Exit(1)
+
+
+def keys_rewrap(
+    new_passphrase_file: Annotated[
+        Path,
+        typer.Option(
+            help="A file holding the new passphrase (at least 16 characters; a trailing newline "
+            "is dropped). Not an option's value: that would show in the process list."
+        ),
+    ],
+) -> None:
+    """Encrypt every stored private key (signing keys, the trust anchor, exchange keys) with a
+    new passphrase instead of YUEKANG_SECRETS__KEY_PASSPHRASE, in one transaction: all or
+    nothing. Keys already under the new one are left alone, so a repeated run is harmless. Then
+    roll the new passphrase out at once (docs/OPERATIONS.md, "The key passphrase")."""
+    from yuekang import operations
+    from yuekang.cli import fail, run_in_transaction
+    from yuekang.principals import Actor
+
+    try:
+        new = new_passphrase_file.read_text().removesuffix("\n")
+    except OSError as exc:
+        fail(f"cannot read {new_passphrase_file}: {exc.strerror}")
+    if len(new) < 16:
+        fail(f"{new_passphrase_file} must hold a passphrase of at least 16 characters")
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        if new == context.secrets.key_passphrase:
+            fail("the new passphrase is the current one")
+        try:
+            done = await operations.rewrap_private_keys(
+                session, current=context.secrets.key_passphrase, new=new, actor=Actor.cli(), now=now
+            )
+        except operations.PassphraseMismatch as exc:
+            fail(f"{exc}; nothing was changed")
+        for table in sorted(set(done.rewrapped) | set(done.already)):
+            typer.echo(
+                f"{table}: {done.rewrapped.get(table, 0)} rewrapped, "
+                f"{done.already.get(table, 0)} under the new passphrase already"
+            )
+
+    run_in_transaction(work)
+
+
+trust_app = typer.Typer(help="The checkpoints' trust bundle.", no_args_is_help=True)
+
+RESTORE_MARGIN = 1_000_000
+"""How far past the restored latest version ``trust advance`` goes when not told: more bundle
+versions than a server makes in months (one per change of content, at most one per few
+seconds), and far below the column's limit of 2**31."""
+
+
+@trust_app.command("advance")
+def trust_advance(
+    past: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="The highest bundle version checkpoints may hold (e.g. Prometheus' "
+            "max_over_time(yuekang_trust_bundle_version[90d])); default: the database's latest "
+            f"+ {RESTORE_MARGIN:,}",
+        ),
+    ] = None,
+) -> None:
+    """After restoring the database from a backup: make the next trust bundle's version higher
+    than any a checkpoint may hold, or checkpoints refuse the restored server's bundles as
+    rollbacks. Prints the new version."""
+    from yuekang import operations
+    from yuekang.cli import fail, run_in_transaction
+    from yuekang.trust import service as trust
+
+    async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        settings = context.settings
+        anchor = await trust.anchor_key(
+            session, passphrase=context.secrets.key_passphrase, now=now, create=False
+        )
+        if anchor is None:
+            fail("no trust anchor key in this database: there is no bundle to advance")
+        last = await trust.latest(session)
+        floor = past if past is not None else (last.version if last else 0) + RESTORE_MARGIN
+        record = await operations.advance_bundle_version(
+            session,
+            past=floor,
+            anchor=anchor,
+            issuer=settings.issuer,
+            now=now,
+            lifetime=dt.timedelta(seconds=settings.trust.bundle_lifetime_seconds),
+            grace=dt.timedelta(seconds=settings.trust.bundle_grace_seconds),
+            max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
+        )
+        was = "none" if last is None else last.version
+        typer.echo(f"trust bundle version {record.version} (was {was})")
+
+    run_in_transaction(work)
