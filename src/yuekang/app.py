@@ -10,7 +10,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from yuekang import __version__, maintenance, metrics, scrape
+from yuekang import __version__, logs, maintenance, metrics, scrape
 from yuekang.appeals import endpoints as appeals
 from yuekang.auth import endpoints as auth
 from yuekang.auth.sms import SmsSender
@@ -47,9 +47,13 @@ from yuekang.residents import endpoints as residents
 from yuekang.residents.proofing import IdentityProofing
 from yuekang.scans import endpoints as scans
 from yuekang.stats import endpoints as stats
+from yuekang.tracing import Tracing
 from yuekang.trust import endpoints as trust
 from yuekang.trust import service as trust_service
 from yuekang.web import endpoints as web
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("yuekang")
 
@@ -60,10 +64,13 @@ def create_app(
     clock: Clock | None = None,
     sms: SmsSender | None = None,
     proofing: IdentityProofing | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
+    """``span_exporter`` turns tracing on and sends the spans there (tests)."""
     resolved = (
         settings if isinstance(settings, ResolvedSettings) else resolve(settings or Settings())
     )
+    traces = Tracing.build(resolved.settings.tracing, exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,12 +83,15 @@ def create_app(
         # take it out of the cyclic collector's view, so collections triggered by a request's
         # garbage (a 100,000-row feed batch makes a lot) do not rescan it each time.
         gc.freeze()
-        tasks = [
-            asyncio.create_task(
-                maintenance.run_forever(context.sessionmaker, context.settings, context.clock)
-            ),
-            asyncio.create_task(context.outbox.run()),
-        ]
+        if traces is not None:
+            traces.instrument(context.engine, context.read_engine, context.refresh_engine)
+        with traces.active() if traces is not None else contextlib.nullcontext():
+            tasks = [
+                asyncio.create_task(
+                    maintenance.run_forever(context.sessionmaker, context.settings, context.clock)
+                ),
+                asyncio.create_task(context.outbox.run()),
+            ]
         try:
             yield
         finally:
@@ -91,6 +101,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await context.close()
+            if traces is not None:
+                traces.shutdown()
 
     app = YuekangAPI(
         title="yuekang",
@@ -101,11 +113,16 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         telemetry=(
-            None
+            # FastAPI's request spans, to our provider (tracing.py).
+            {"tracer_provider": traces.provider, "metrics": False, "logs": False}
+            if traces is not None
+            else None
             if resolved.settings.telemetry
             else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
         ),
     )
+    app.traces = traces
+    app.access_log = resolved.settings.access_log
     if resolved.settings.fast_lane:
         # Added first, so it runs inside the body-size limit.
         app.add_middleware(DirectTable, application=app)
@@ -251,7 +268,29 @@ class YuekangAPI(FastAPI):
             self.openapi_schema = document_codes(super().openapi())
         return self.openapi_schema
 
+    traces: Tracing | None = None
+    access_log = False
+    """Write a ``yuekang.access`` line per request (logs.AccessLog)."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._answer(scope, receive, send)
+            return
+        # Every answer names its request -- errors, 413s and the fast lane's included -- and
+        # every line logged while it is handled carries the same id (logs.py).
+        tracing = self.traces.active() if self.traces is not None else contextlib.nullcontext()
+        with logs.handling(scope) as request, tracing:
+            send = logs.echoing(send, request)
+            if not self.access_log:
+                await self._answer(scope, receive, send)
+                return
+            timer = logs.AccessLog()
+            try:
+                await self._answer(scope, receive, timer.watching(send))
+            finally:
+                timer.write(scope)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking(message: Message) -> None:

@@ -177,6 +177,37 @@ class ExchangeSettings(BaseModel):
     package_lifetime_seconds: int = Field(300, ge=30, le=600)
 
 
+class LogSettings(BaseModel):
+    """What ``yuekang serve`` writes to stderr (yuekang/logs.py)."""
+
+    format: Literal["json", "text"] | None = Field(
+        None,
+        description="json: one object per line, for a log collector; text: for a terminal. "
+        "Unset: json in production, text in development",
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="for every logger, the service's and uvicorn's"
+    )
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (yuekang/tracing.py; needs the ``tracing`` extra). Off by default:
+    off, nothing is imported or set up and no request pays for it."""
+
+    exporter: Literal["none", "console", "otlp"] = Field(
+        "none",
+        description="none: no tracing; console: spans as JSON on stdout; otlp: OTLP over HTTP "
+        "to otlp_endpoint",
+    )
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="the collector's OTLP/HTTP traces URL"
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="share of traces kept, decided at the trace's root"
+    )
+    service_name: str = Field("yuekang", min_length=1, max_length=64)
+
+
 class DatabaseSettings(BaseModel):
     """How long the service waits for PostgreSQL before answering ``503 database_unavailable``
     (docs/RELIABILITY.md). SQLite, a file, keeps its 30 s lock wait: it is never unreachable."""
@@ -365,9 +396,10 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(
         False,
-        description="log every request (address, path, status); off by default: paths name "
-        "health codes, the proxy in front usually keeps such a log already, and at a border "
-        "queue's rate the log line costs 6% of an online verification",
+        description="log every request (method, route template, status, duration; never the "
+        "path or the query, which name health codes) as yuekang.access; off by default: the "
+        "proxy in front usually keeps such a log already, and at a border queue's rate a log "
+        "line is a measurable share of an online verification",
     )
     telemetry: bool = Field(
         False,
@@ -393,6 +425,8 @@ class Settings(BaseSettings):
         "routing (yuekang.fastlane); off sends every request through the routes",
     )
     database: DatabaseSettings = DatabaseSettings()
+    log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
     otp: OtpSettings = OtpSettings()
     codes: CodeSettings = CodeSettings()
     keys: KeySettings = KeySettings()
@@ -413,6 +447,10 @@ class Settings(BaseSettings):
     @property
     def is_dev(self) -> bool:
         return self.env == "dev"
+
+    @property
+    def log_format(self) -> Literal["json", "text"]:
+        return self.log.format or ("text" if self.is_dev else "json")
 
 
 class ConfigurationError(RuntimeError):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from yuekang import logs
 from yuekang.auth.sessions import EndedSessions
 from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
 from yuekang.checkpoints.online import OnlineScans
@@ -95,7 +96,9 @@ class AppContext:
             if engine.dialect.name == "sqlite"
             else create_engine(settings.database_url, pool_size=1, pre_ping=True, timeouts=limits)
         )
-        http = httpx.AsyncClient()
+        # Calls to partners, the identity registry and the SMS gateway name the request that
+        # made them (logs.py).
+        http = httpx.AsyncClient(event_hooks={"request": [logs.send_request_id]})
         if sms is None:
             if settings.sms.backend == "http":
                 assert settings.sms.http_url is not None

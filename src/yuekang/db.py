@@ -97,6 +97,7 @@ def create_engine(
         engine = create_async_engine(
             url,
             connect_args={"timeout": 30},
+            hide_parameters=True,
             **({"pool_size": 1, "max_overflow": 0} if serial else {}),
         )
 
@@ -128,6 +129,9 @@ def create_engine(
     limits = timeouts or Timeouts()
     engine = create_async_engine(
         url,
+        # Parameters hold health codes and ciphertext: never in a log line or an error's text
+        # (logs.py), whatever logging is turned on.
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,

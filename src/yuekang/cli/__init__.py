@@ -144,21 +144,21 @@ def serve(
     ] = None,
 ) -> None:
     """Start the API (SQLite and development keys by default; see README for PostgreSQL)."""
-    import logging
-
     import uvicorn
 
+    from yuekang import logs
     from yuekang.app import bootstrap_dev_key
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
     from yuekang.db import migrate as run_migrations
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         settings = load_settings()
     except ConfigurationError as exc:
         fail(str(exc))
+    # The service's lines and uvicorn's in one format (YUEKANG_LOG__FORMAT), here and in every
+    # worker uvicorn starts.
+    log_config = logs.configure(settings.log_format, settings.log.level)
     host = host or settings.host
     port = port or settings.port
     try:
@@ -191,8 +191,11 @@ def serve(
         workers=workers,
         proxy_headers=settings.trust_forwarded_for,
         server_header=False,
-        log_level="info",
-        access_log=settings.access_log,
+        log_config=log_config,
+        log_level=settings.log.level.lower(),
+        # uvicorn's access line has the path and the query; the app writes its own
+        # (YUEKANG_ACCESS_LOG: the route's template, the status and the time taken).
+        access_log=False,
     )
 
 

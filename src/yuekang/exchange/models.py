@@ -193,3 +193,5 @@ class OutboxMessage(Base):
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The request that queued it (logs.py): its deliveries log it and send it to the partner."""

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import logs
 from yuekang.audit import service as audit
 from yuekang.clock import epoch
 from yuekang.db import savepoint
@@ -213,6 +214,7 @@ async def _queue_outbound(
             attempts=0,
             next_attempt_at=now,
             created_at=now,
+            request_id=logs.request_id(),
         )
     )
     # The session does not autoflush: the answer reads the message back.

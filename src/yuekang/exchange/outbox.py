@@ -29,6 +29,7 @@ import httpx
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from yuekang import logs, tracing
 from yuekang.audit import service as audit
 from yuekang.clock import Clock, epoch, from_epoch
 from yuekang.codec.exchange import REQUEST_PROOF_HEADER, new_jti, seal_package, sign_request
@@ -60,6 +61,9 @@ class Prepared:
     url: str
     body: bytes
     headers: dict[str, str]
+    partner_id: str
+    request_id: str | None
+    """The request that queued the message: the attempt's log lines and the partner see it."""
 
 
 async def recent(
@@ -274,18 +278,19 @@ async def prepare(
         exp=epoch(now) + settings.package_lifetime_seconds,
         jti=new_jti(),
     )
-    package = seal_package(claims, signer=ours.signer, recipient=partner.enc_key)
-    body = messages.package_body(package)
-    key = str(message.id)
-    proof = sign_request(
-        signer=ours.signer,
-        issuer=deps.issuer,
-        method="POST",
-        path=INBOUND_PATH,
-        body=body,
-        idempotency_key=key,
-        now=epoch(now),
-    )
+    with tracing.span("yuekang.exchange.seal", partner=partner.id):
+        package = seal_package(claims, signer=ours.signer, recipient=partner.enc_key)
+        body = messages.package_body(package)
+        key = str(message.id)
+        proof = sign_request(
+            signer=ours.signer,
+            issuer=deps.issuer,
+            method="POST",
+            path=INBOUND_PATH,
+            body=body,
+            idempotency_key=key,
+            now=epoch(now),
+        )
     message.attempts += 1
     message.last_attempt_at = now
     conversion.state = "delivering"
@@ -298,15 +303,20 @@ async def prepare(
         now=now,
         extra={"attempt": message.attempts, "code": status.code_id},
     )
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": key,
+        REQUEST_PROOF_HEADER: proof,
+    }
+    if message.request_id is not None:
+        headers[logs.REQUEST_ID_HEADER] = message.request_id
     return Prepared(
         message_id=message.id,
         url=partner.base_url + INBOUND_PATH,
         body=body,
-        headers={
-            "Content-Type": "application/json",
-            "Idempotency-Key": key,
-            REQUEST_PROOF_HEADER: proof,
-        },
+        headers=headers,
+        partner_id=partner.id,
+        request_id=message.request_id,
     )
 
 
@@ -523,29 +533,38 @@ class Outbox:
             )
         if prepared is None:
             return 0
-        response: httpx.Response | None = None
-        error: str | None = None
-        try:
-            response = await self._http.post(
-                prepared.url,
-                content=prepared.body,
-                headers=prepared.headers,
-                timeout=self._settings.request_timeout_seconds,
-            )
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:200]
-        async with self._sessionmaker() as session, session.begin():
-            outcome = await record_result(
-                session,
+        with logs.bound(prepared.request_id):
+            response: httpx.Response | None = None
+            error: str | None = None
+            with tracing.span("yuekang.partner.call", partner=prepared.partner_id) as span:
+                try:
+                    response = await self._http.post(
+                        prepared.url,
+                        content=prepared.body,
+                        headers=prepared.headers,
+                        timeout=self._settings.request_timeout_seconds,
+                    )
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"[:200]
+                if span is not None and response is not None:
+                    span.set_attribute("http.response.status_code", response.status_code)
+            async with self._sessionmaker() as session, session.begin():
+                outcome = await record_result(
+                    session,
+                    message_id,
+                    token=token,
+                    response=response,
+                    error=error,
+                    settings=self._settings,
+                    rng=self._rng,
+                    now=self._clock.now(),
+                )
+            log.info(
+                "outbox message %s: %s",
                 message_id,
-                token=token,
-                response=response,
-                error=error,
-                settings=self._settings,
-                rng=self._rng,
-                now=self._clock.now(),
+                outcome,
+                extra={"partner": prepared.partner_id, "outcome": outcome},
             )
-        log.info("outbox message %s: %s", message_id, outcome)
         return 1
 
     async def run(self) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import tracing
 from yuekang.clock import epoch, from_epoch
 from yuekang.codec.errors import CodeTooLarge
 from yuekang.codec.healthcode import HealthCodeClaims, sign_health_code
@@ -181,7 +182,8 @@ async def new_code(
         ia=identity_assurance.claim(assurance),
     )
     try:
-        qr_text = sign_health_code(claims, key)
+        with tracing.span("yuekang.sign", kid=key.kid, alg=key.alg):
+            qr_text = sign_health_code(claims, key)
     except CodeTooLarge as exc:
         raise ServiceUnavailable(str(exc), code="code_too_large") from exc
     return HealthCode(
