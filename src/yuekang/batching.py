@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from yuekang import logs
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -29,7 +31,9 @@ class Batches(Generic[T, R]):
         answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, answer))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
+            # The writer serves the requests of many batches: its lines name none of them.
+            with logs.bound(None):
+                self._writer = asyncio.create_task(self._drain())
         return await answer
 
     async def close(self) -> None:
