@@ -354,3 +354,53 @@ def test_the_dashboard_is_one_grafana_dashboard_on_a_chosen_prometheus() -> None
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         assert panel["targets"], panel["title"]
         assert {"x", "y", "w", "h"} <= panel["gridPos"].keys(), panel["title"]
+
+
+# -- thresholds against the service's defaults ---------------------------------------------
+
+
+def threshold(name: str) -> float:
+    """The constant an alert compares its figure with (the first comparison of its expr)."""
+    (alert,) = [a for a in alerts() if a["alert"] == name]
+    node = promql_parser.parse(alert["expr"])
+    while str(node.op) in ("and", "or", "unless"):
+        node = node.lhs
+    return constant(node.rhs)
+
+
+def constant(node: Any) -> float:
+    if isinstance(node, promql_parser.NumberLiteral):
+        return float(node.val)
+    if isinstance(node, promql_parser.ParenExpr):
+        return constant(node.expr)
+    operations = {"*": float.__mul__, "/": float.__truediv__, "+": float.__add__}
+    assert isinstance(node, promql_parser.BinaryExpr), node
+    return operations[str(node.op)](constant(node.lhs), constant(node.rhs))
+
+
+def test_the_thresholds_sit_where_the_defaults_put_normal_operation() -> None:
+    """An alert whose threshold normal operation crosses pages every night; one past where
+    the service gives up never fires. Each is held against the setting it assumes."""
+    from yuekang.config import ExchangeSettings, KeySettings, TrustSettings
+
+    trust = TrustSettings()
+    # A bundle is re-signed at half its life: a healthy one never has less left than that.
+    assert threshold("YuekangTrustBundleExpiringSoon") < trust.bundle_lifetime_seconds / 2
+    assert threshold("YuekangTrustBundleExpired") == 0
+    validity = KeySettings().validity_days * 86400
+    assert (
+        threshold("YuekangSigningKeyExpiringSoon")
+        < threshold("YuekangSigningKeyRotationOverdue")
+        < validity
+    )
+    exchange = ExchangeSettings()
+    # Stale well after a retry or an open circuit would have delivered, well before the
+    # message fails for good.
+    stale = threshold("YuekangOutboxStale")
+    assert exchange.backoff_max_seconds + exchange.circuit_open_seconds < stale
+    assert stale < exchange.max_age_seconds / 10
+    # Each latency goal is a bucket bound, so the p99 is not interpolated across a goal.
+    for name in ("YuekangVerifyLatencyHigh", "YuekangIssueLatencyHigh", "YuekangStatusLatencyHigh"):
+        assert threshold(name) in metrics.LATENCY_BUCKETS, name
+    assert threshold("YuekangVerifyLatencyHigh") == 0.025  # docs/PERFORMANCE.md's goals
+    assert threshold("YuekangIssueLatencyHigh") == 0.05

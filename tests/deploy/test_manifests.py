@@ -360,6 +360,10 @@ def test_every_container_runs_as_the_images_non_root_user_on_a_read_only_root() 
         assert spec["securityContext"]["runAsNonRoot"] is True, kind
         if uid is not None:
             assert spec["securityContext"]["runAsUser"] == int(uid.group(1)), kind
+        user = re.search(r"^USER\s+(\d+):(\d+)", dockerfile(), re.MULTILINE)
+        if user is not None:
+            assert spec["securityContext"]["runAsUser"] == int(user.group(1)), kind
+            assert spec["securityContext"]["runAsGroup"] == int(user.group(2)), kind
         assert spec["automountServiceAccountToken"] is False, kind
         for container in spec["containers"]:
             context = container["securityContext"]
