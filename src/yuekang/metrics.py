@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -282,6 +283,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def prepare_workers(workers: int) -> Path | None:
+    """Before ``workers`` uvicorn workers start (``yuekang serve``): with several, a directory
+    for their files -- ``PROMETHEUS_MULTIPROC_DIR`` if given, emptied of an earlier run's files,
+    else a new private one, set in the environment the workers inherit. Returns the private
+    directory, for the caller to remove when the server stops; None otherwise."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        empty_directory(directory)
+        return None
+    if workers <= 1:
+        return None
+    private = Path(tempfile.mkdtemp(prefix="yuekang-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(private)
+    return private
 
 
 def empty_directory(directory: Path) -> None:

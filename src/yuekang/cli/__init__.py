@@ -4,8 +4,10 @@ statuses, and verify codes offline. Commands call services; none of them holds S
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime as dt
 import json
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
@@ -151,6 +153,7 @@ def serve(
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
     from yuekang.db import migrate as run_migrations
+    from yuekang.metrics import prepare_workers
 
     try:
         settings = load_settings()
@@ -183,6 +186,12 @@ def serve(
                 await context.close()
 
         asyncio.run(bootstrap())
+    if settings.metrics.enabled:
+        # Before the workers start: they read PROMETHEUS_MULTIPROC_DIR as they import.
+        private = prepare_workers(workers)
+        if private is not None:
+            # uvicorn.run returns on SIGTERM and Ctrl-C; the interpreter then removes it.
+            atexit.register(shutil.rmtree, private, ignore_errors=True)
     uvicorn.run(
         "yuekang.app:serve_app",
         factory=True,
@@ -191,12 +200,19 @@ def serve(
         workers=workers,
         proxy_headers=settings.trust_forwarded_for,
         server_header=False,
+        # A worker answers the supervisor's health check only once it has imported the
+        # service (several seconds on a busy node: 13 s measured on this 2-core machine under
+        # load); uvicorn's 5 s default killed workers that were still starting, again and again.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_config=log_config,
         log_level=settings.log.level.lower(),
         # uvicorn's access line has the path and the query; the app writes its own
         # (YUEKANG_ACCESS_LOG: the route's template, the status and the time taken).
         access_log=False,
     )
+
+
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
