@@ -242,19 +242,33 @@ def test_the_api_gets_every_secret_production_requires() -> None:
     assert "YUEKANG_DATABASE_URL" in given
 
 
+def environment(container: dict[str, Any], **secrets: str) -> dict[str, str]:
+    """The variables a container starts with, as the kubelet makes them: the ConfigMap's
+    (whole or by key), plain values, and the Secret's keys (``secrets``, else a placeholder
+    of the right form)."""
+    config = {name: str(value) for name, value in one("ConfigMap")["data"].items()}
+    made: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        assert source["configMapRef"]["name"] == "yuekang-config"
+        made.update(config)
+    for entry in container.get("env", []):
+        if "value" in entry:
+            made[entry["name"]] = entry["value"]
+        elif "configMapKeyRef" in entry["valueFrom"]:
+            made[entry["name"]] = config[entry["valueFrom"]["configMapKeyRef"]["key"]]
+        else:
+            key = entry["valueFrom"]["secretKeyRef"]["key"]
+            made[entry["name"]] = secrets.get(key) or PLACEHOLDERS.get(key, f"{key}-" + "s" * 40)
+    return made
+
+
 def test_the_configuration_starts_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ConfigMap and the Secret's keys together, as the pod's environment, are settings
     that production accepts: no development secret, no log SMS, no built-in registry."""
     for name in [name for name in os.environ if name.startswith("YUEKANG_")]:
         monkeypatch.delenv(name)
-    for name, value in one("ConfigMap")["data"].items():
-        monkeypatch.setenv(name, str(value))
-    for entry in api_container()["env"]:
-        if "valueFrom" in entry:
-            key = entry["valueFrom"]["secretKeyRef"]["key"]
-            monkeypatch.setenv(entry["name"], PLACEHOLDERS.get(key, f"{key}-" + "s" * 40))
-        else:
-            monkeypatch.setenv(entry["name"], entry["value"])
+    for name, value in environment(api_container()).items():
+        monkeypatch.setenv(name, value)
 
     settings = load_settings()
     resolved = resolve(settings)
@@ -268,9 +282,35 @@ def test_the_configuration_starts_in_production(monkeypatch: pytest.MonkeyPatch)
 
 def test_the_migration_job_has_the_database_and_no_other_secret() -> None:
     (container,) = one("Job")["spec"]["template"]["spec"]["containers"]
-    secrets = {entry["name"] for entry in container["env"] if "valueFrom" in entry}
+    secrets = {
+        entry["name"] for entry in container["env"] if "secretKeyRef" in entry.get("valueFrom", {})
+    }
 
     assert secrets == {"YUEKANG_DATABASE_URL"}
+
+
+def test_the_migration_job_migrates_with_the_environment_it_is_given(tmp_path: Path) -> None:
+    """`yuekang db upgrade` run with exactly the Job's variables (and no others) migrates a
+    database: the settings it reads are complete without the API's secrets."""
+    (container,) = one("Job")["spec"]["template"]["spec"]["containers"]
+    database = tmp_path / "yuekang.db"
+    env = environment(container, **{"database-url": f"sqlite+aiosqlite:///{database}"})
+    yuekang = shutil.which("yuekang", path=str(Path(sys.executable).parent))
+    assert yuekang is not None
+
+    done = subprocess.run(
+        [yuekang, *container["args"]],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "database at head" in done.stdout
+    assert database.stat().st_size > 0
 
 
 # -- the image, the CLI and the app ---------------------------------------------------------
