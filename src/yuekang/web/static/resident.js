@@ -228,7 +228,12 @@ const state = {
   kept: false,
   // The server could not be reached when the page opened: it is asked again.
   unreached: false,
+  // Counts sign-outs. An answer asked for before the last one belongs to the person who signed
+  // out: it is dropped (withSession), so nothing of theirs reaches the screen of the next.
+  session: 0,
 };
+// What a dropped answer resolves to: nothing, ever. The work that waited for it stops there.
+const DROPPED = new Promise(() => {});
 // Codes and clocks are shown in Guangdong time, whatever the phone's own zone.
 const TIME_ZONE = "Asia/Shanghai";
 // The status colours, darker than the first ones so that white text on them is readable (WCAG AA,
@@ -359,6 +364,7 @@ let renewal = null;
  * twice, the server ends the session), so tabs take turns under a lock, and a tab that finds
  * the token already renewed by another uses that one. */
 function renewSession(expired) {
+  const session = state.session;
   renewal ||= navigator.locks
     .request(SESSION_KEY, async () => {
       const stored = storedSession();
@@ -367,7 +373,10 @@ function renewSession(expired) {
         state.token = stored.access_token;
         return;
       }
-      keepSession(await api("/v1/auth/refresh", { method: "POST", body: { refresh_token: stored.refresh_token } }));
+      const renewed = await api("/v1/auth/refresh", { method: "POST", body: { refresh_token: stored.refresh_token } });
+      // Signed out meanwhile: the renewed tokens are not kept for whoever signs in next.
+      if (state.session !== session) throw new ApiError(401, null);
+      keepSession(renewed);
     })
     .finally(() => {
       renewal = null;
@@ -379,18 +388,30 @@ function renewSession(expired) {
  * again; any other 401 (signed out elsewhere, session ended) signs this page out. */
 async function withSession(send) {
   const token = state.token;
+  const session = state.session;
+  // An answer (or a failure) for someone who has signed out since is dropped: their code, their
+  // status or their 401 must not reach the next person's screen, nor sign them out.
+  const mine = (answer) => (state.session === session ? answer : DROPPED);
   try {
-    return await send(token);
+    return mine(await send(token));
   } catch (error) {
+    if (state.session !== session) return DROPPED;
     if (!(error instanceof ApiError && error.status === 401)) throw error;
     if (error.code === "token_expired") {
       try {
         await renewSession(token);
       } catch (renewError) {
+        if (state.session !== session) return DROPPED;
         signOut();
         throw renewError;
       }
-      return await send(state.token);
+      if (state.session !== session) return DROPPED;
+      try {
+        return mine(await send(state.token));
+      } catch (retryError) {
+        if (state.session !== session) return DROPPED;
+        throw retryError;
+      }
     }
     signOut();
     throw error;
@@ -436,13 +457,17 @@ async function signOutByUser(everywhere = false) {
 }
 
 function signOut() {
+  state.session += 1;
   localStorage.removeItem(SESSION_KEY);
   localStorage.removeItem(KEPT_KEY);
   state.kept = false;
+  state.unreached = false;
   $("code").classList.remove("kept");
   state.token = null;
   state.challenge = null;
   stopCode();
+  clearCodeView();
+  clearSignIn();
   closeDependant(false);
   state.identity = null;
   state.reclaimed = false;
@@ -459,7 +484,49 @@ function signOut() {
   $("appeal").classList.add("hidden");
   $("appeal-history").replaceChildren();
   $("appeal-form").reset();
+  $("fatal").textContent = "";
+  // Work for the last person that was dropped midway (withSession) never reached its finally.
+  state.renewing = false;
+  $("bind-submit").disabled = false;
   show("signin");
+}
+
+/** Empty the code screen: the next person's view starts blank, never with the last one's QR,
+ * colour, name, times, reasons or tiles (its image is let go of, not only hidden). */
+function clearCodeView() {
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.imageUrl = null;
+  $("qr").removeAttribute("src");
+  $("qr").alt = "";
+  const card = $("code-card");
+  card.dataset.status = "";
+  delete card.dataset.expired;
+  $("expired-note").textContent = "";
+  for (const id of ["status-word", "masked-name", "expiry", "valid-until", "nat-value", "vx-value"]) $(id).textContent = "";
+  for (const id of ["assurance-badge", "identity-assurance", "identity-name", "identity-doc", "identity-proofed"]) {
+    $(id).textContent = "";
+    delete $(id).dataset.level;
+  }
+  $("explanation").replaceChildren();
+  $("next-steps").replaceChildren();
+  for (const id of ["next-steps-box", "appeal-open", "macao-offer", "source-note", "reclaimed-note"]) $(id).classList.add("hidden");
+  setTheme(null);
+}
+
+/** The sign-in forms as on a fresh page: no number, no code sent, no countdown of the last
+ * person's resend wait. */
+function clearSignIn() {
+  clearInterval(resendTimer);
+  resendTimer = null;
+  $("phone-form").reset();
+  $("phone").placeholder = PLACEHOLDER[$("region").value];
+  $("otp-form").reset();
+  $("otp-form").classList.add("hidden");
+  $("dev-code").textContent = "";
+  for (const id of ["phone-error", "otp-error"]) $(id).textContent = "";
+  for (const id of ["phone", "region", "otp"]) $(id).removeAttribute("aria-invalid");
+  $("send-code").disabled = false;
+  $("send-code").textContent = t("signin.send");
 }
 
 // --- sign in -------------------------------------------------------------------------------------
@@ -531,18 +598,27 @@ async function sendCode(event) {
 async function verifyCode(event) {
   event.preventDefault();
   $("otp-error").textContent = "";
+  $("otp").removeAttribute("aria-invalid");
+  let tokens;
   try {
-    keepSession(
-      await api("/v1/auth/token", {
-        method: "POST",
-        body: { ...phoneBody(), challenge_id: state.challenge, code: $("otp").value.trim() },
-      }),
-    );
-    $("otp").value = "";
-    await start();
+    tokens = await api("/v1/auth/token", {
+      method: "POST",
+      body: { ...phoneBody(), challenge_id: state.challenge, code: $("otp").value.trim() },
+    });
   } catch (error) {
+    // Under the code field, which is on screen: the code was wrong, or ran out.
     $("otp-error").textContent = errorText(error);
+    $("otp").setAttribute("aria-invalid", "true");
+    $("otp").focus();
+    return;
   }
+  keepSession(tokens);
+  clearSignIn();
+  // Nothing is shown until this person's own screen is ready (start, showCode).
+  show(null);
+  // Signed in: what goes wrong from here (the code, the status) is not about the code typed,
+  // and the sign-in form may be gone by then -- it is said in the banner at the top.
+  await start().catch(fail);
 }
 
 // --- identity ------------------------------------------------------------------------------------
@@ -886,7 +962,6 @@ async function showCode() {
   // Bound before proofing existed (or not at all): no code until proved.
   if (!me.identity || me.identity.assurance === "unverified") return showBind(me.identity);
   state.identity = me.identity;
-  show("code");
   renderIdentity(me.identity);
   $("reclaimed-note").classList.toggle("hidden", !state.reclaimed);
   try {
@@ -895,6 +970,9 @@ async function showCode() {
     if (needsProofing(error)) return;
     throw error;
   }
+  // The code screen appears once it holds this person's code, not before: until then it could
+  // only show what was there before (someone else's, after a sign-out on this phone).
+  show("code");
   await showStatus();
   loadFamily().catch((error) => ($("family-error").textContent = errorWords(error, "family")));
   // While the page is open the status is looked at again now and then, and whenever the page
@@ -1327,7 +1405,8 @@ async function followMacao(id) {
     return;
   }
   if (conversion.state === "queued" || conversion.state === "delivering") {
-    setTimeout(() => followMacao(id).catch(fail), 1_000);
+    // Not for a conversion put away meanwhile (signed out): it is no longer this person's.
+    setTimeout(() => state.macaoFollowing === id && followMacao(id).catch(fail), 1_000);
   }
 }
 
