@@ -185,3 +185,73 @@ async def test_contact_tracing_is_for_epidemiologists_and_audited(
         assert refused.status_code == 403
     no_case = await running.client.get(f"/v1/admin/codes/{first['code_id']}/scans", headers=epi)
     assert no_case.status_code == 422
+
+
+async def _refusal(running: RunningApp, gate: str, record: dict[str, Any]) -> tuple[int, str]:
+    answer = await running.client.post(
+        "/v1/scans", headers={**bearer(gate), "Accept-Language": "en"}, json={"scans": [record]}
+    )
+    fields = answer.json()["error"]["fields"] if answer.status_code == 422 else [{"reason": ""}]
+    return answer.status_code, fields[0]["reason"]
+
+
+async def test_an_upload_no_device_could_have_made_is_refused_not_counted(
+    running: RunningApp, clock: ManualClock
+):
+    gate = await running.checkpoint_key()
+    code_id = (await running.api.code(await running.api.registered()))["code_id"]
+    now = clock.now()
+    # A pass with no code read, a pass with something wrong with it, a refusal without a why,
+    # and a pass from a device that says it could not decide (null is not "allow").
+    assert await _refusal(running, gate, scan(None, now, decision="allow")) == (
+        422, "code_id_missing"
+    )  # fmt: skip
+    assert await _refusal(running, gate, scan(code_id, now, reason="revoked")) == (
+        422, "reason_with_valid"
+    )  # fmt: skip
+    assert await _refusal(running, gate, scan(code_id, now, "invalid")) == (422, "reason_missing")
+    assert await _refusal(running, gate, scan(code_id, now, decision=None)) == (
+        422, "decision_missing"
+    )  # fmt: skip
+    # What devices do send: a pass with its decision, one from a device older than decisions,
+    # an unreadable code with its reason, a scan it could not verify (no decision to make).
+    fine = [
+        scan(code_id, now, decision="allow"),
+        scan(code_id, now),
+        scan(None, now, "invalid", reason="malformed", decision="deny"),
+        scan(code_id, now, "cannot_verify", reason="trust_expired", decision=None),
+    ]
+    answer = await running.client.post("/v1/scans", headers=bearer(gate), json={"scans": fine})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["stored"] == 4
+
+
+async def test_a_pass_given_offline_to_a_code_already_revoked_is_kept_but_not_counted_as_one(
+    running: RunningApp, clock: ManualClock
+):
+    admin = bearer(await running.operator_token(Role.ADMIN))
+    gate = await running.checkpoint_key("Offline gate", "venue")
+    resident = await running.api.registered()
+    code_id = (await running.api.code(resident))["code_id"]
+    before = clock.now()
+    clock.advance(60)
+    await running.set_red(resident)  # the green code is revoked now
+    clock.advance(60)
+    # The device, offline on the bundle of an hour ago, let the green code through twice: once
+    # before the revocation (right at the time) and once after it.
+    batch = [
+        scan(code_id, before, decision="allow", scan_id="before"),
+        scan(code_id, clock.now(), decision="allow", scan_id="after"),
+    ]
+    answer = await running.client.post("/v1/scans", headers=bearer(gate), json={"scans": batch})
+    assert answer.status_code == 200, answer.text
+
+    kept = {r.scan_id: r for r in await records_of(running, code_id)}
+    # What the device decided is kept as it was; the server's reason sits beside it.
+    assert {k: (r.verdict, r.decision, r.reason) for k, r in kept.items()} == {
+        "before": ("valid", "allow", None),
+        "after": ("valid", "allow", "revoked"),
+    }
+    overview = await running.client.get("/v1/admin/stats/overview", headers=admin)
+    [place] = [p for p in overview.json()["scans"] if p["name"] == "Offline gate"]
+    assert (place["valid"], place["allow"], place["allowed_revoked"]) == (2, 1, 1)

@@ -16,6 +16,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from yuekang.db import BIGINT_PK, Base, UTCDateTime
 
+REVOKED = "revoked"
+"""The reason on an uploaded valid verdict's record. A device gives none with a valid verdict
+(schemas.ScanUpload); this one is the server's: the code had been revoked before the scan, which
+the device, offline on an older trust bundle, did not know (scans.service.upload)."""
+
 
 class ScanRecord(Base):
     """One scan at a checkpoint: which code, where, when, and the verdict -- nothing else about

@@ -25,15 +25,43 @@ class ScanUpload(StrictModel):
     decision: Literal["allow", "deny", "manual_check"] | None = Field(
         default=None,
         description="What the place's policy made of the verdict, as the device decided it; "
-        "left out by devices older than it. A verdict that is not `valid` is always `deny`.",
+        "left out by devices older than it. A verdict that is not `valid` is always `deny` (or "
+        "null); a `valid` one sent with null (the device could not decide) is refused.",
     )
 
     @model_validator(mode="after")
-    def _denied_unless_valid(self) -> ScanUpload:
-        if self.verdict != "valid" and self.decision not in (None, "deny"):
-            raise PydanticCustomError(
-                "decision_not_deny", "a code that is not valid is denied everywhere"
-            )
+    def _consistent(self) -> ScanUpload:
+        # A record a device could not have made is refused rather than counted: a valid verdict
+        # is of a code that was read (its id) with nothing wrong with it (no reason); any other
+        # verdict says why; and it is denied everywhere.
+        if self.verdict == "valid":
+            if self.code_id is None:
+                raise PydanticCustomError(
+                    "code_id_missing", "a valid verdict names the code it was given to"
+                )
+            if self.reason is not None:
+                raise PydanticCustomError(
+                    "reason_with_valid", "a valid verdict has no reason: leave reason out"
+                )
+            # Left out, the device predates decisions and the server works the decision out
+            # from the code's status (stats.service._decision); sent as null, the device says
+            # it could not decide, which must not be read as a pass. No stored value stands for
+            # "undecided", so such a scan is refused (docs/CHECKPOINTS.md).
+            if "decision" in self.model_fields_set and self.decision is None:
+                raise PydanticCustomError(
+                    "decision_missing",
+                    "a valid verdict's scan says what the gate decided (allow, deny or "
+                    "manual_check); a device that could not decide has no pass to upload",
+                )
+        else:
+            if self.decision not in (None, "deny"):
+                raise PydanticCustomError(
+                    "decision_not_deny", "a code that is not valid is denied everywhere"
+                )
+            if self.reason is None:
+                raise PydanticCustomError(
+                    "reason_missing", "a verdict that is not valid gives its reason"
+                )
         return self
 
 

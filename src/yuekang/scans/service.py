@@ -21,10 +21,10 @@ from yuekang.audit import service as audit
 from yuekang.clock import rfc3339
 from yuekang.db import dialect_name
 from yuekang.exceptions import NotFound
-from yuekang.health_codes.models import HealthCode
+from yuekang.health_codes.models import HealthCode, Revocation
 from yuekang.principals import Actor
 from yuekang.residents.models import Identity
-from yuekang.scans.models import ScanRecord
+from yuekang.scans.models import REVOKED, ScanRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ async def upload(
     an upload can be repeated safely. Returns the verdict and decision of each new one."""
     if not scans:
         return []
+    revoked = await _revoked_when_scanned(session, scans)
     rows = [
         {
             "checkpoint_id": checkpoint_id,
@@ -51,7 +52,10 @@ async def upload(
             "code_id": scan.code_id,
             "scanned_at": scan.scanned_at,
             "verdict": scan.verdict,
-            "reason": scan.reason,
+            # The device's verdict and decision are kept as it made them; a code the server had
+            # already revoked when it was scanned (the device's bundle was behind) gets the
+            # server's reason beside them, and is not counted as a good pass (stats).
+            "reason": REVOKED if scan.scan_id in revoked else scan.reason,
             "source": "offline",
             "received_at": now,
             "decision": scan.decision,
@@ -66,6 +70,28 @@ async def upload(
         .returning(ScanRecord.verdict, ScanRecord.decision)
     )
     return [(verdict, decision) for verdict, decision in await session.execute(statement)]
+
+
+async def _revoked_when_scanned(session: AsyncSession, scans: Sequence[Scan]) -> set[str]:
+    """The scan ids of valid verdicts given to codes revoked at or before their scan. A
+    revocation is kept until its code expires, after which no device accepts the code anyway."""
+    valid = [s for s in scans if s.verdict == "valid" and s.code_id is not None]
+    if not valid:
+        return set()
+    revoked_at = dict(
+        (
+            await session.execute(
+                select(Revocation.code_id, Revocation.revoked_at).where(
+                    Revocation.code_id.in_({s.code_id for s in valid})
+                )
+            )
+        ).all()
+    )
+    return {
+        s.scan_id
+        for s in valid
+        if s.code_id in revoked_at and revoked_at[s.code_id] <= s.scanned_at
+    }
 
 
 async def at_checkpoint(

@@ -50,6 +50,11 @@ class CheckpointScans(BaseModel):
         "kept, or uploaded by a device that does not send one) and whose policy also asks for "
         "a recent test, doses or assurance, which the record does not keep"
     )
+    allowed_revoked: int = Field(
+        description="Let through offline on a code the server had already revoked when it was "
+        "scanned (the device's trust bundle was behind): what the device decided, kept, but not "
+        "counted in `allow`"
+    )
 
 
 class DayFeeds(BaseModel):

@@ -28,7 +28,7 @@ from yuekang.feeds.models import FeedBatch, FeedClient
 from yuekang.health_codes.models import HealthCode
 from yuekang.health_status.models import HealthStatus, StatusChange
 from yuekang.rules.policy import PLACE_KINDS, Policy, default_policies
-from yuekang.scans.models import ScanRecord
+from yuekang.scans.models import REVOKED, ScanRecord
 from yuekang.stats.schemas import (
     AuditEventRead,
     AuditPage,
@@ -50,7 +50,7 @@ LOCAL_OFFSET_HOURS = 8
 LOCAL = dt.timezone(dt.timedelta(hours=LOCAL_OFFSET_HOURS))
 STATUSES = ("green", "yellow", "red")
 VERDICTS = ("valid", "invalid", "cannot_verify")
-DECISIONS = ("allow", "deny", "manual_check", "decision_unknown")
+DECISIONS = ("allow", "deny", "manual_check", "decision_unknown", "allowed_revoked")
 OUTBOX_STATES = ("pending", "delivered", "refused", "failed")
 MAX_CHECKPOINTS = 50
 LATEST_BATCHES = 10
@@ -201,13 +201,20 @@ def _status_decision(policy: Policy, status: str) -> str | None:
     return policy.default.verdict
 
 
-def _decision(kind: str, verdict: str, status: str | None, stored: str | None) -> str:
+def _decision(
+    kind: str, verdict: str, status: str | None, stored: str | None, reason: str | None = None
+) -> str:
     """What the checkpoint decided on a scan: the decision its record keeps (migration 0010);
     for an older record, or an upload from a device that does not send it, as far as the record
     tells -- every verdict but `valid` is denied (verifier.policy_decision), a valid one as its
-    place's policy says when the code's status alone decides it."""
-    if stored in DECISIONS:
-        return stored
+    place's policy says when the code's status alone decides it. A pass given offline to a code
+    the server had revoked before the scan (scans.models.REVOKED) is counted apart, never as a
+    good `allow`."""
+    decided = stored if stored in DECISIONS else None
+    if verdict == "valid" and reason == REVOKED and decided in ("allow", None):
+        return "allowed_revoked"
+    if decided is not None:
+        return decided
     if verdict != "valid":
         return "deny"
     if status is None or kind not in PLACE_KINDS:
@@ -226,6 +233,7 @@ async def _scans(
         ScanRecord.verdict,
         HealthCode.status,
         ScanRecord.decision,
+        ScanRecord.reason,
     )
     rows = await session.execute(
         select(*grouped, func.count())
@@ -236,7 +244,7 @@ async def _scans(
         .group_by(*grouped)
     )
     places: dict[uuid.UUID, dict[str, Any]] = {}
-    for checkpoint_id, name, kind, verdict, status, stored, count in rows:
+    for checkpoint_id, name, kind, verdict, status, stored, reason, count in rows:
         place = places.setdefault(
             checkpoint_id,
             {
@@ -249,7 +257,7 @@ async def _scans(
         )
         if verdict in VERDICTS:
             place[verdict] += count
-            place[_decision(kind, verdict, status, stored)] += count
+            place[_decision(kind, verdict, status, stored, reason)] += count
     ordered = sorted(
         places.values(),
         key=lambda p: (-sum(p[v] for v in VERDICTS), p["name"], str(p["checkpoint_id"])),

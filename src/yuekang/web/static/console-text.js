@@ -77,6 +77,7 @@ export const TEXT = {
   "tile.decisions": T("查验决定", "查驗決定", "Checkpoint decisions", "Decisões nos postos"),
   "tile.decisions.sub": T("通行 {a} · 禁止 {d} · 人工核验 {m}", "通行 {a} · 禁止 {d} · 人工核驗 {m}", "allowed {a} · denied {d} · manual check {m}", "permitidas {a} · recusadas {d} · verificação manual {m}"),
   "tile.decisions.unknown": T(" · 未记录 {u}", " · 未記錄 {u}", " · not recorded {u}", " · não registadas {u}"),
+  "tile.decisions.revoked": T(" · 已撤销仍放行 {r}", " · 已撤銷仍放行 {r}", " · let through though revoked {r}", " · permitidas apesar de revogadas {r}"),
   "tile.verdicts": T("验码结果", "驗碼結果", "Code checks (verdicts)", "Verificação dos códigos"),
   "tile.feeds": T("数据批次", "資料批次", "Feed batches", "Lotes de dados"),
   "tile.bundle": T("信任包", "信任包", "Trust bundle", "Pacote de confiança"),
@@ -126,6 +127,7 @@ export const TEXT = {
   "decision.allow": T("通行", "通行", "Allowed", "Permitidas"),
   "decision.deny": T("禁止", "禁止", "Denied", "Recusadas"),
   "decision.manual_check": T("人工核验", "人工核驗", "Manual check", "Verificação manual"),
+  "decision.allowed_revoked": T("离线放行已撤销的码", "離線放行已撤銷的碼", "Let through offline though revoked", "Permitidas offline apesar de revogadas"),
   "decision.decision_unknown": T(
     "未记录（需核酸/身份信息）",
     "未記錄（需核酸／身份資料）",

@@ -25,7 +25,9 @@ const VIEWS = {
   audit: ["admin"],
 };
 const STATUSES = ["green", "yellow", "red"];
-const DECISIONS = ["allow", "deny", "manual_check", "decision_unknown"];
+// allowed_revoked: let through offline on a code already revoked (stats.service._decision), not
+// a good pass, so never added to "allow".
+const DECISIONS = ["allow", "deny", "manual_check", "decision_unknown", "allowed_revoked"];
 const OUTBOX_STATES = ["pending", "delivered", "refused", "failed"];
 const CHART_CHECKPOINTS = 15;
 const REFRESH_MS = 60_000;
@@ -344,7 +346,8 @@ function renderTiles(data) {
     "decisions",
     number.format(DECISIONS.reduce((n, d) => n + decided[d], 0)),
     t("tile.decisions.sub", { a: decided.allow, d: decided.deny, m: decided.manual_check }) +
-      (decided.decision_unknown ? t("tile.decisions.unknown", { u: decided.decision_unknown }) : ""),
+      (decided.decision_unknown ? t("tile.decisions.unknown", { u: decided.decision_unknown }) : "") +
+      (decided.allowed_revoked ? t("tile.decisions.revoked", { r: decided.allowed_revoked }) : ""),
   );
   const verdicts = { v: sumOf(data.scans, "valid"), i: sumOf(data.scans, "invalid"), c: sumOf(data.scans, "cannot_verify") };
   tile("verdicts", number.format(verdicts.v + verdicts.i + verdicts.c), t("tile.verdicts.sub", verdicts));
@@ -492,6 +495,7 @@ function renderCharts(data) {
         { key: "manual_check", color: "--yellow" },
         { key: "deny", color: "--red" },
         { key: "decision_unknown", color: "--grey" },
+        { key: "allowed_revoked", color: "--ink" },
       ]
         // A series no place has only leaves gaps in the bars.
         .filter(({ key }) => key === "allow" || key === "deny" || places.some((p) => p[key]))
