@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,8 +54,14 @@ def request_id() -> str | None:
     return _request_id.get()
 
 
+_PROCESS = secrets.token_hex(8)
+_COUNT = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """An id unique across processes: this process's random prefix and a counter. A uuid4 per
+    request read the system's random source each time (2 us; 12 us on a loaded machine)."""
+    return f"{_PROCESS}{next(_COUNT):016x}"
 
 
 def sane(value: str | None) -> str | None:
@@ -74,18 +81,26 @@ def bound(request: str | None) -> Iterator[None]:
         _request_id.reset(token)
 
 
-@contextlib.contextmanager
-def handling(scope: Scope) -> Iterator[str]:
-    """The request id for an HTTP request: the client's, if sane, or a new one; bound for the
-    request's lines."""
-    given = None
-    for key, value in scope["headers"]:
-        if key == _HEADER_KEY:
-            given = value.decode("latin-1")
-            break
-    chosen = sane(given) or new_request_id()
-    with bound(chosen):
-        yield chosen
+class handling:
+    """``with handling(scope) as request_id``: the client's id if sane, or a new one, bound for
+    the request's lines. A class rather than a generator: it runs on every request."""
+
+    __slots__ = ("_token", "request_id")
+
+    def __init__(self, scope: Scope) -> None:
+        given = None
+        for key, value in scope["headers"]:
+            if key == _HEADER_KEY:
+                given = value.decode("latin-1")
+                break
+        self.request_id = sane(given) or new_request_id()
+
+    def __enter__(self) -> str:
+        self._token = _request_id.set(self.request_id)
+        return self.request_id
+
+    def __exit__(self, *_: object) -> None:
+        _request_id.reset(self._token)
 
 
 def echoing(send: Send, request: str) -> Send:
