@@ -328,13 +328,14 @@ class HttpMetrics:
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = route_of(scope)
         method: str = scope["method"]
+        if method not in _METHODS:
+            method = "other"  # a client's invented method names must not grow the table
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:
-            shown = method if method in _METHODS else "other"
             children = (
-                HTTP_REQUESTS.labels(route, shown, str(status)),
-                HTTP_DURATION.labels(route, shown),
+                HTTP_REQUESTS.labels(route, method, str(status)),
+                HTTP_DURATION.labels(route, method),
             )
             self._children[key] = children
         children[0].inc()

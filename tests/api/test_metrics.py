@@ -248,3 +248,15 @@ def _version() -> str:
     from yuekang import __version__
 
     return __version__
+
+
+async def test_an_invented_method_is_counted_as_other(running: RunningApp) -> None:
+    before = await scraped(running.client)
+    for name in ("BREW", "WHEN"):
+        await running.client.request(name, "/livez")
+    after = await scraped(running.client)
+
+    methods = {
+        dict(labels)["method"] for labels in grown(before, after, "yuekang_http_requests_total")
+    }
+    assert methods == {"other", "GET"}  # GET: the first scrape
