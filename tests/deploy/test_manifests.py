@@ -17,9 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -27,12 +25,19 @@ import yaml
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from deploy.manifests import (
+    K8S,
+    ROOT,
+    api_container,
+    containers,
+    documents,
+    environment,
+    one,
+    pod_specs,
+)
 from yuekang.app import READY_BUDGET_SECONDS, create_app
 from yuekang.cli import app as cli
 from yuekang.config import Secrets, Settings, load_settings, resolve
-
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
 
 OLDEST_KUBERNETES = "1.30.0"
 """The oldest version the manifests are written for: the preStop ``sleep`` action (1.29
@@ -47,44 +52,6 @@ OTHER_VARIABLES = {
 """Variables the manifests may set that are not yuekang settings, each read by a library."""
 
 SECRET_NAME = "yuekang-secrets"
-
-# What the Secret holds, by key, in the form the settings expect: what an operator puts there.
-PLACEHOLDERS = {
-    "database-url": "postgresql+asyncpg://yuekang@db.example.org/yuekang",
-    "pii-keys": json.dumps({"k2026": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}),
-    "pii-active-key-id": "k2026",
-}
-
-
-def documents() -> list[dict[str, Any]]:
-    found = []
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        found.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
-    return found
-
-
-def one(kind: str) -> dict[str, Any]:
-    matching = [doc for doc in documents() if doc["kind"] == kind]
-    assert len(matching) == 1, f"expected one {kind}, found {len(matching)}"
-    return matching[0]
-
-
-def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
-    for kind in ("Deployment", "Job"):
-        yield kind, one(kind)["spec"]["template"]["spec"]
-
-
-def containers() -> Iterator[tuple[str, dict[str, Any]]]:
-    for kind, spec in pod_specs():
-        for container in spec["containers"]:
-            yield kind, container
-
-
-def api_container() -> dict[str, Any]:
-    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
-    return dict(container)
 
 
 def setting_variables(model: type[BaseModel], prefix: str = "YUEKANG_") -> set[str]:
@@ -240,26 +207,6 @@ def test_the_api_gets_every_secret_production_requires() -> None:
 
     assert sorted(required - given) == []
     assert "YUEKANG_DATABASE_URL" in given
-
-
-def environment(container: dict[str, Any], **secrets: str) -> dict[str, str]:
-    """The variables a container starts with, as the kubelet makes them: the ConfigMap's
-    (whole or by key), plain values, and the Secret's keys (``secrets``, else a placeholder
-    of the right form)."""
-    config = {name: str(value) for name, value in one("ConfigMap")["data"].items()}
-    made: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        assert source["configMapRef"]["name"] == "yuekang-config"
-        made.update(config)
-    for entry in container.get("env", []):
-        if "value" in entry:
-            made[entry["name"]] = entry["value"]
-        elif "configMapKeyRef" in entry["valueFrom"]:
-            made[entry["name"]] = config[entry["valueFrom"]["configMapKeyRef"]["key"]]
-        else:
-            key = entry["valueFrom"]["secretKeyRef"]["key"]
-            made[entry["name"]] = secrets.get(key) or PLACEHOLDERS.get(key, f"{key}-" + "s" * 40)
-    return made
 
 
 def test_the_configuration_starts_in_production(monkeypatch: pytest.MonkeyPatch) -> None:

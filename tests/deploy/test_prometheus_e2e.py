@@ -1,7 +1,9 @@
-"""Debian's Prometheus scraping a real ``yuekang serve`` with deploy/prometheus's
-scrape job and rules: the token gets the scrape through, the relabelling finds the pods' port
-from the Service's annotations, the recording rules turn the real exposition into per-route
-figures, a healthy service has no alert even pending, and a stopped one soon has one.
+"""Debian's Prometheus scraping a real ``yuekang serve``, started as the Deployment starts it,
+with deploy/prometheus's scrape job and rules: the token gets the scrape through, the
+relabelling finds the pods' port from the Service's annotations, the recording rules turn the
+real exposition into per-route figures, a fresh production database is told it has no signing
+key until one is made and nothing else is even pending, and a stopped service soon has its
+alert.
 
 Prometheus here has no Kubernetes to discover the Service's endpoints from, so the target is
 given with the labels Kubernetes discovery would give it (the Service's annotations as
@@ -10,6 +12,7 @@ deploy/k8s/service.yaml sets them), and the job's own relabelling does the rest.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -21,7 +24,8 @@ import httpx
 import pytest
 import yaml
 
-from support.servers import free_port, serve, server_env
+from deploy.manifests import api_container, environment, one
+from support.servers import cli, free_port, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -115,23 +119,39 @@ def query(base: str, expr: str) -> list[dict[str, Any]]:
     return list(answer.json()["data"]["result"])
 
 
-def test_prometheus_scrapes_the_service_and_its_rules_see_it(
+def alert_states(base: str) -> dict[str, str]:
+    return {
+        alert["metric"]["alertname"]: alert["metric"]["alertstate"]
+        for alert in query(base, "ALERTS")
+    }
+
+
+def test_prometheus_watches_the_service_as_deployed(
     prometheus: Callable[[int], str], tmp_path: Path
 ) -> None:
-    metrics_dir = tmp_path / "metrics"
+    """The service runs with the Deployment's environment -- the ConfigMap, production, the
+    Secret's keys (placeholders, a SQLite database) -- after the migration Job's command."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    metrics_dir = tmp_path / "metrics"  # the emptyDir
     metrics_dir.mkdir()
-    env = server_env(
-        # SQLite, migrated by serve itself in development: what is tested is the scraping.
-        f"sqlite+aiosqlite:///{tmp_path / 'yuekang.db'}",
-        tmp_path / "keys",
-        YUEKANG_METRICS__TOKEN=TOKEN,
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-    )
+    host = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TMPDIR": str(scratch)}
+    secrets = {"database-url": f"sqlite+aiosqlite:///{tmp_path / 'yuekang.db'}"}
+    secrets["metrics-token"] = TOKEN
+    (job,) = one("Job")["spec"]["template"]["spec"]["containers"]
+    cli({**host, **environment(job, **secrets)}, tmp_path, *job["args"])
+    env = {
+        **host,
+        **environment(api_container(), **secrets),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    assert env["YUEKANG_ENV"] == "prod"
     # One worker: uvicorn restarts a worker that does not answer its supervisor within 5 s,
     # which a second one starting on a loaded 2-core test machine can miss. The scrape, the
     # relabelling and the rules are what is tested here (tests/e2e/test_metrics_workers.py
     # has the workers' sum).
-    with serve(env, tmp_path) as server:
+    # Up to 90 s: a production start imports everything at once, slow on a loaded machine.
+    with serve(env, tmp_path, wait_seconds=90) as server:
         base = prometheus(server.port)
         # With a token set, a scrape without it gets a 404: Prometheus sends it.
         assert httpx.get(f"{server.base}/metrics", timeout=5).status_code == 404
@@ -154,15 +174,17 @@ def test_prometheus_scrapes_the_service_and_its_rules_see_it(
         eventually(recorded, 30)
         (p99,) = query(base, 'route:yuekang_http_request_duration_seconds:p99_5m{route="/livez"}')
         assert 0 < float(p99["value"][1]) < 1
-        # The state read at scrape time: the development key signs, the database answers.
         assert [r["value"][1] for r in query(base, "max(yuekang_db_up)")] == ["1"]
+
+        # Production makes no signing key by itself: a fresh deployment is told, and nothing
+        # else is wrong with it.
+        eventually(lambda: alert_states(base) == {"YuekangNoActiveSigningKey": "pending"}, 30)
+        # The runbook's first step; the command is told not to wait the publish lead.
+        keys = {**env, "YUEKANG_KEYS__PUBLISH_LEAD_SECONDS": "0"}
+        kid = cli(keys, tmp_path, "keys", "generate").split()[0]
+        cli(keys, tmp_path, "keys", "activate", kid)
+        eventually(lambda: alert_states(base) == {}, 30)
         assert query(base, 'yuekang_signing_key_expires_in_seconds{purpose="health_code"}')
-        # A healthy service: nothing firing, nothing even pending.
-        assert query(base, "ALERTS") == []
 
     # The service stops: its target goes down and the alert is on its way (3 minutes).
-    def pending() -> bool:
-        alerts = query(base, 'ALERTS{alertname="YuekangTargetDown"}')
-        return [a["metric"]["alertstate"] for a in alerts] == ["pending"]
-
-    eventually(pending, 30)
+    eventually(lambda: alert_states(base) == {"YuekangTargetDown": "pending"}, 30)
