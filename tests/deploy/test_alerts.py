@@ -354,6 +354,20 @@ def test_the_dashboard_is_one_grafana_dashboard_on_a_chosen_prometheus() -> None
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         assert panel["targets"], panel["title"]
         assert {"x", "y", "w", "h"} <= panel["gridPos"].keys(), panel["title"]
+    # Laid out as it will show: inside the 24-column grid, no panel over another.
+    boxes = [(panel["title"], panel["gridPos"]) for panel in panels()]
+    for title, box in boxes:
+        assert box["x"] + box["w"] <= 24, title
+    overlapping = [
+        (a, b)
+        for i, (a, p) in enumerate(boxes)
+        for b, q in boxes[i + 1 :]
+        if p["x"] < q["x"] + q["w"]
+        and q["x"] < p["x"] + p["w"]
+        and p["y"] < q["y"] + q["h"]
+        and q["y"] < p["y"] + p["h"]
+    ]
+    assert overlapping == []
 
 
 # -- thresholds against the service's defaults ---------------------------------------------
