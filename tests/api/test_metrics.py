@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from conftest import RunningApp, make_settings, start_app
 from feeds.feedkit import case, ndjson, post, today
+from support.api import random_prc_id
 from yuekang import metrics, scrape
 from yuekang.clock import ManualClock
 from yuekang.config import MetricsSettings, Settings
@@ -260,3 +261,23 @@ async def test_an_invented_method_is_counted_as_other(running: RunningApp) -> No
         dict(labels)["method"] for labels in grown(before, after, "yuekang_http_requests_total")
     }
     assert methods == {"other", "GET"}  # GET: the first scrape
+
+
+async def test_document_checks_are_counted_by_verdict_and_decision(running: RunningApp) -> None:
+    gate = await running.checkpoint_key()
+    resident = await running.api.registered()
+    assert resident.doc_number is not None
+    before = await scraped(running.client)
+    for number in (resident.doc_number, random_prc_id()[0]):  # bound; nobody's
+        checked = await running.client.post(
+            "/v1/verify/document",
+            headers=bearer(gate),
+            json={"doc_type": "prc_id", "doc_number": number},
+        )
+        assert checked.status_code == 200, checked.text
+    after = await scraped(running.client)
+
+    assert grown(before, after, "yuekang_verifications_total") == {
+        labels(via="document", verdict="valid", decision="allow"): 1,
+        labels(via="document", verdict="invalid", decision="deny"): 1,
+    }
