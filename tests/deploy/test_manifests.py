@@ -412,3 +412,20 @@ def test_the_autoscaler_owns_the_replica_count_and_keeps_two() -> None:
     assert "replicas" not in one("Deployment")["spec"]
     # The disruption budget leaves at least one pod answering during a drain.
     assert hpa["minReplicas"] - one("PodDisruptionBudget")["spec"]["maxUnavailable"] >= 1
+
+
+def test_the_runbook_names_the_secrets_keys_as_the_deployment_reads_them() -> None:
+    """docs/OPERATIONS.md patches the Secret by key for a rotation: each key it names must be
+    the one the Deployment reads that variable from, or the rotation would change nothing."""
+    runbook = ROOT / "docs" / "OPERATIONS.md"
+    if not runbook.exists():
+        pytest.skip("docs/OPERATIONS.md is not written yet")
+    named = dict(re.findall(r'"([a-z][a-z-]+)": "(YUEKANG_[A-Z_]+)"', runbook.read_text()))
+    read = {
+        entry["valueFrom"]["secretKeyRef"]["key"]: entry["name"]
+        for entry in api_container()["env"]
+        if "secretKeyRef" in entry.get("valueFrom", {})
+    }
+
+    assert named
+    assert {key: read.get(key) for key in named} == named
