@@ -164,9 +164,11 @@ class AccessLog:
 # --- formatting ------------------------------------------------------------------------------
 
 _STANDARD = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}
 )
-"""Attributes every record has; the others are the caller's ``extra``."""
+"""Attributes every record has (and uvicorn's copy of its message with terminal colours); the
+others are the caller's ``extra``."""
 
 
 class JsonFormatter(logging.Formatter):
