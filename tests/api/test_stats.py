@@ -581,3 +581,35 @@ async def test_the_audit_log_filters_by_kind_of_actor(running: RunningApp):
     refused = await running.client.get(AUDIT, headers=admin, params={"actor_type": "robot"})
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["fields"][0]["field"].startswith("actor_type")
+
+
+async def test_the_totals_count_every_place_however_many_are_listed(running: RunningApp):
+    admin = await staff(running, Role.ADMIN)
+    now = running.context.clock.now().isoformat()
+    places = 53  # the overview lists the 50 busiest
+    for n in range(places):
+        gate = await running.checkpoint_key(f"gate {n:02d}", "venue")
+        scans = [
+            {"scan_id": f"s{i}", "code_id": uuid.uuid4().hex[:22], "scanned_at": now,
+             "verdict": "valid", "decision": "allow"}
+            for i in range(2 if n == 0 else 1)
+        ]  # fmt: skip
+        scans.append(
+            {"scan_id": "bad", "code_id": None, "scanned_at": now, "verdict": "invalid",
+             "reason": "malformed", "decision": "deny"}
+        )  # fmt: skip
+        stored = await running.client.post("/v1/scans", json={"scans": scans}, headers=bearer(gate))
+        assert stored.status_code == 200, stored.text
+
+    body = await overview(running, admin)
+
+    assert len(body["scans"]) == 50 and body["scans_truncated"] is True
+    assert body["scans"][0]["name"] == "gate 00"
+    assert body["scan_totals"] == {
+        "places": places,
+        "valid": places + 1, "invalid": places, "cannot_verify": 0,
+        "allow": places + 1, "deny": places, "manual_check": 0, "decision_unknown": 0,
+        "allowed_revoked": 0,
+    }  # fmt: skip
+    # What a client adding up the list would have had: short by the three places left out.
+    assert sum(p["valid"] for p in body["scans"]) == places + 1 - 3

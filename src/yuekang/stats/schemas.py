@@ -57,6 +57,20 @@ class CheckpointScans(BaseModel):
     )
 
 
+class ScanTotals(BaseModel):
+    """Every scan of the period, over all checkpoints (not only the 50 listed)."""
+
+    places: int = Field(description="Checkpoints with at least one scan in the period")
+    valid: int
+    invalid: int
+    cannot_verify: int
+    allow: int
+    deny: int
+    manual_check: int
+    decision_unknown: int
+    allowed_revoked: int
+
+
 class DayFeeds(BaseModel):
     day: dt.date = Field(description="A local day (UTC+8)")
     batches: int
@@ -120,7 +134,11 @@ class Overview(BaseModel):
     scans: list[CheckpointScans] = Field(
         description="Scans in the period per checkpoint, busiest first (at most 50)"
     )
-    scans_truncated: bool
+    scans_truncated: bool = Field(
+        description="More checkpoints had scans than `scans` lists: add up `scan_totals`, "
+        "not `scans`"
+    )
+    scan_totals: ScanTotals = Field(description="The scans of every checkpoint, summed")
     feeds: FeedStats
     trust_bundle: TrustBundleState | None = Field(description="None until a bundle was built")
     outbox: OutboxStats

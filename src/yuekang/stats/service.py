@@ -42,6 +42,7 @@ from yuekang.stats.schemas import (
     Overview,
     PartnerCircuit,
     PeopleStats,
+    ScanTotals,
     TrustBundleState,
 )
 from yuekang.trust.models import TrustBundleRecord
@@ -105,7 +106,7 @@ async def overview(session: AsyncSession, *, days: int, now: dt.datetime) -> Ove
     last_day = now.astimezone(LOCAL).date()
     first_day = last_day - dt.timedelta(days=days - 1)
     since = local_midnight(first_day)
-    scans, truncated = await _scans(session, since=since)
+    scans, truncated, totals = await _scans(session, since=since)
     return Overview(
         generated_at=now,
         days=days,
@@ -116,6 +117,7 @@ async def overview(session: AsyncSession, *, days: int, now: dt.datetime) -> Ove
         codes=await _codes(session, since=since, first_day=first_day, days=days),
         scans=scans,
         scans_truncated=truncated,
+        scan_totals=totals,
         feeds=await _feeds(session, since=since, first_day=first_day, days=days),
         trust_bundle=await _trust_bundle(session, now=now),
         outbox=await _outbox(session, now=now),
@@ -225,7 +227,7 @@ def _decision(
 
 async def _scans(
     session: AsyncSession, *, since: dt.datetime
-) -> tuple[list[CheckpointScans], bool]:
+) -> tuple[list[CheckpointScans], bool, ScanTotals]:
     grouped = (
         ScanRecord.checkpoint_id,
         Checkpoint.name,
@@ -262,9 +264,13 @@ async def _scans(
         places.values(),
         key=lambda p: (-sum(p[v] for v in VERDICTS), p["name"], str(p["checkpoint_id"])),
     )
+    # The totals are summed here, over every place: a client adding up the 50 it is sent
+    # would be short for a province with more.
+    totals = {key: sum(p[key] for p in ordered) for key in (*VERDICTS, *DECISIONS)}
     return (
         [CheckpointScans.model_validate(p) for p in ordered[:MAX_CHECKPOINTS]],
         len(ordered) > MAX_CHECKPOINTS,
+        ScanTotals(places=len(ordered), **totals),
     )
 
 

@@ -113,6 +113,12 @@ export const TEXT = {
   "chart.scans": T("各查验点的查验决定", "各查驗點的查驗決定", "Decisions per checkpoint", "Decisões por posto"),
   "chart.feeds": T("数据批次与拒收行", "資料批次與拒收行", "Feed batches and rejected rows", "Lotes e linhas rejeitadas"),
   "chart.outbox": T("外发消息状态", "外發訊息狀態", "Outbox messages by state", "Mensagens por estado"),
+  "chart.scans.more": T(
+    "图中为扫码最多的 {shown} 个核验点，共 {places} 个；上方合计包括全部核验点",
+    "圖中為掃碼最多的 {shown} 個核驗點，共 {places} 個；上方合計包括全部核驗點",
+    "The {shown} busiest of {places} checkpoints are drawn; the totals above count them all",
+    "Mostram-se os {shown} postos com mais leituras de {places}; os totais acima contam todos",
+  ),
   "chart.noscans": T("这段时间没有扫码记录", "這段時間沒有掃碼記錄", "No scans in this period", "Sem leituras neste período"),
   "chart.nooutbox": T("还没有外发消息", "還沒有外發訊息", "No messages yet", "Ainda sem mensagens"),
   "series.batches": T("批次", "批次", "Batches", "Lotes"),

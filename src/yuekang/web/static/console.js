@@ -340,8 +340,10 @@ function renderTiles(data) {
   );
 
   // Decisions (let through or not) and verdicts (did the code check out) are different
-  // questions: a valid red code is a valid verdict and a denial.
-  const decided = Object.fromEntries(DECISIONS.map((d) => [d, sumOf(data.scans, d)]));
+  // questions: a valid red code is a valid verdict and a denial. The server sums them over
+  // every place: `scans` lists only the busiest 50, so adding it up here would fall short.
+  const totals = data.scan_totals;
+  const decided = Object.fromEntries(DECISIONS.map((d) => [d, totals[d]]));
   tile(
     "decisions",
     number.format(DECISIONS.reduce((n, d) => n + decided[d], 0)),
@@ -349,7 +351,7 @@ function renderTiles(data) {
       (decided.decision_unknown ? t("tile.decisions.unknown", { u: decided.decision_unknown }) : "") +
       (decided.allowed_revoked ? t("tile.decisions.revoked", { r: decided.allowed_revoked }) : ""),
   );
-  const verdicts = { v: sumOf(data.scans, "valid"), i: sumOf(data.scans, "invalid"), c: sumOf(data.scans, "cannot_verify") };
+  const verdicts = { v: totals.valid, i: totals.invalid, c: totals.cannot_verify };
   tile("verdicts", number.format(verdicts.v + verdicts.i + verdicts.c), t("tile.verdicts.sub", verdicts));
 
   const batches = data.feeds.days.reduce((n, d) => n + d.batches, 0);
@@ -484,6 +486,11 @@ function renderCharts(data) {
 
   const places = data.scans.slice(0, CHART_CHECKPOINTS);
   $("chart-scans-empty").classList.toggle("hidden", places.length > 0);
+  const more = places.length < data.scan_totals.places;
+  $("chart-scans-more").classList.toggle("hidden", !more);
+  $("chart-scans-more").textContent = more
+    ? t("chart.scans.more", { shown: places.length, places: number.format(data.scan_totals.places) })
+    : "";
   // One bar group per place: the box grows with the number of places, so names stay readable.
   $("chart-scans").parentElement.style.height = `${Math.max(260, 70 + places.length * 44)}px`;
   draw("chart-scans", {
