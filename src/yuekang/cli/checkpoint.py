@@ -8,8 +8,9 @@ State directory (``--state``, default ``./checkpoint-state``), readable by this 
 ``anchor.json`` (the pinned anchor JWK), ``server.json`` (server URL and checkpoint key),
 ``bundle.jws`` and ``deltas/`` (the bundle as fetched), ``registration.jws`` (the checkpoint's
 kind of place, signed by the anchor: it decides which policy ``scan`` applies), ``queue.jsonl``
-(scans not yet uploaded). Imports the offline verifier, the registration reader and httpx only:
-nothing of the server.
+(scans not yet uploaded), ``registration.none`` (the server serves no registration: only then
+does ``scan`` take ``--place``). Imports the offline verifier, the registration reader and httpx
+only: nothing of the server.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ def _sync_registration(server: str, key: str, anchor: VerificationKey, state: Pa
     except (httpx.HTTPError, ValueError) as exc:
         _fail(f"cannot fetch this checkpoint's registration: {exc}", 1)
     if status == 404:
+        # Only this answer lets ``scan`` take --place: the server has no registration to give.
+        _private_write(state / NO_REGISTRATION, "the server serves no registration\n")
         typer.echo("the server does not serve registrations: give the kind of place with --place")
         return
     if status != 200:
@@ -222,19 +225,42 @@ def _sync_registration(server: str, key: str, anchor: VerificationKey, state: Pa
     if held is None or fetched.issued_at >= held.issued_at:
         _private_write(state / "registration.jws", text)
         held = fetched
+    (state / NO_REGISTRATION).unlink(missing_ok=True)
     typer.echo(f"registered as {held.kind}: {held.name}")
 
 
+NO_REGISTRATION = "registration.none"
+"""Written by a sync whose server answered 404 for the registration: the one case in which the
+kind of place may come from ``--place``."""
+
+
+def _own_checkpoint(state: Path) -> uuid.UUID | None:
+    """The checkpoint id in this device's own key (server.json), or None before a sync."""
+    from yuekang import apikeys
+    from yuekang.checkpoints import registration
+
+    try:
+        saved = json.loads((state / "server.json").read_text())
+        parsed = apikeys.parse(registration.KEY_PREFIX, str(saved["key"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if parsed is None else parsed[0]
+
+
 def _registration(state: Path, anchor: VerificationKey) -> Registration | None:
+    """The registration held, if the anchor signed it and it names this device's own checkpoint
+    (the id in its key): one copied from another checkpoint's device, signed as well, would
+    otherwise turn a border post into a venue."""
     from yuekang.checkpoints import registration
 
     path = state / "registration.jws"
     if not path.exists():
         return None
     try:
-        return registration.read(path.read_text(), anchor)
+        held = registration.read(path.read_text(), anchor)
     except registration.RegistrationError:
         return None
+    return held if held.checkpoint == _own_checkpoint(state) else None
 
 
 @checkpoint_app.command("scan")
@@ -244,8 +270,8 @@ def scan(
     place: Annotated[
         str | None,
         typer.Option(
-            help="venue, transport or border: only for a checkpoint whose registration is not "
-            "synced (a synced registration decides, and a different --place is refused)"
+            help="venue, transport or border: only for a checkpoint whose server serves no "
+            "registration (a synced registration decides, and a different --place is refused)"
         ),
     ] = None,
     at: Annotated[
@@ -279,8 +305,16 @@ def scan(
         if place is not None and place != registered.kind:
             _fail(f"this checkpoint is registered as {registered.kind}; --place cannot change it")
         place = registered.kind
+    elif not (state / NO_REGISTRATION).exists():
+        # Synced with a server that serves registrations, but none of this checkpoint's is held
+        # (deleted, altered, or another checkpoint's copied in): whoever runs the device must
+        # not choose the kind of place instead.
+        _fail(
+            "no registration synced for this checkpoint: run `yuekang checkpoint sync` "
+            "(--place is only for a server that serves none)"
+        )
     elif place is None:
-        _fail("no registration synced: run `yuekang checkpoint sync`, or give --place")
+        _fail("this checkpoint's server serves no registration: give --place")
     verdict = store.verify(text, now=now)
     if verdict.verdict == "cannot_verify":
         decision = "cannot_verify"
