@@ -4,12 +4,16 @@ and a page and its modules name one build; elsewhere they are revalidated."""
 from __future__ import annotations
 
 import gzip
+import os
 import re
+from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 from support.servers import Server
+from yuekang.web.files import Files, snapshot
 
 YEAR = "public, max-age=31536000, immutable"
 
@@ -153,3 +157,42 @@ def test_a_worker_has_one_url(web_server: Server) -> None:
     head = httpx.head(web_server.base + "/static/app/resident-sw.js")
     assert head.headers["etag"] == worker.headers["etag"]
     assert head.headers["service-worker-allowed"] == "/"
+
+
+@pytest.mark.parametrize("file", ["scanner-sw.js/", "common.js/"])
+def test_a_path_ending_in_a_slash_is_no_file(web_server: Server, file: str) -> None:
+    # Found by a review: "scanner-sw.js/" under a build was served (the file system reads it as
+    # the file), with the worker's one URL thereby doubled, and cached for a year.
+    page = httpx.get(web_server.base + "/scanner").text
+    build = references(page)[0].split("/")[2]
+    for path in (f"/static/{build}/app/{file}", f"/static/app/{file}"):
+        answer = httpx.get(web_server.base + path, headers={"Accept-Language": "en"})
+        assert answer.status_code == 404, path
+        assert answer.json()["error"]["code"] == "not_found"
+
+
+def test_a_file_changed_after_the_build_id_is_not_kept_for_a_year(tmp_path: Path) -> None:
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "page.js").write_text("export const colour = 'green';\n")
+    (static / "other.css").write_text("body { color: black; }\n")
+    build, covered = snapshot(static, tmp_path / "package-lock.json")
+    files = Files(static, {}, build, covered=covered)
+
+    def get(path: str) -> httpx.Response:
+        async def asked() -> httpx.Response:
+            transport = httpx.ASGITransport(app=files)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return await client.get(path)
+
+        return anyio.run(asked)
+
+    assert get(f"/static/{build}/app/page.js").headers["cache-control"] == YEAR
+    # Edited on disk while the server runs: not the build's any more.
+    (static / "page.js").write_text("export const colour = 'red';\n")
+    os.utime(static / "page.js", ns=(1, 1))
+    changed = get(f"/static/{build}/app/page.js")
+    assert "red" in changed.text
+    assert changed.headers["cache-control"] == "no-cache"
+    # The files that did not change keep their year.
+    assert get(f"/static/{build}/app/other.css").headers["cache-control"] == YEAR

@@ -12,14 +12,16 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from PIL import Image, ImageDraw
 
-from yuekang.web.files import Files, build_id, entity_tag, respond, rewrite
+from yuekang.web.files import Files, entity_tag, respond, rewrite, snapshot
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 NODE_MODULES = HERE / "assets" / "node_modules"
-# Only the files a page loads are exposed from node_modules, never the whole tree.
+# Only these folders of node_modules are exposed -- each package's dist or lib, where the files
+# the pages load live, whole -- never the rest of the tree (other packages, package.json files,
+# sources, tests). Swagger UI's folder is narrower: the two files listed below.
 VENDOR = {
     "zxing": NODE_MODULES / "zxing-wasm" / "dist",
     "chart": NODE_MODULES / "chart.js" / "dist",
@@ -51,10 +53,14 @@ router = APIRouter(include_in_schema=False)
 
 
 @functools.cache
+def _snapshot() -> tuple[str, dict[str, str]]:
+    return snapshot(STATIC, NODE_MODULES.parent / "package-lock.json")
+
+
 def build() -> str:
-    """This deployment's build id (``files.build_id``): the pages' files cannot change while
-    the process runs."""
-    return build_id(STATIC, NODE_MODULES.parent / "package-lock.json")
+    """This deployment's build id (``files.snapshot``), computed once: a file changed on disk
+    afterwards is no longer served as immutable (``files.Files``)."""
+    return _snapshot()[0]
 
 
 @functools.cache
@@ -184,4 +190,6 @@ def mount(app: FastAPI, *, api_docs: bool = True) -> None:
                 "%s is missing: run `npm ci --prefix src/yuekang/web/assets` for the pages",
                 directory,
             )
-    app.mount("/static", Files(STATIC, vendor, build(), only), name="static")
+    app.mount(
+        "/static", Files(STATIC, vendor, build(), only, covered=_snapshot()[1]), name="static"
+    )

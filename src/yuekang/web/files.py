@@ -18,7 +18,7 @@ Why not a library: ServeStatic (WhiteNoise for ASGI) serves precompressed files 
 finds on disk, written by a build step, and immutable caching for files whose names carry a
 hash; our pages are plain ES modules importing each other by name, with no build step, and the
 npm copy is not ours to write into -- so a build-id prefix and an in-memory cache, about
-150 lines, do what that library's manifest would.
+180 lines, do what that library's manifest would.
 """
 
 from __future__ import annotations
@@ -63,13 +63,26 @@ _REFERENCE = re.compile(rb"/static/(app|vendor)/(?![\w.-]*-sw\.js)")
 
 def build_id(static: Path, lockfile: Path) -> str:
     """A short hash of every file under ``static`` (names and bytes) and of the npm lockfile."""
+    return snapshot(static, lockfile)[0]
+
+
+def snapshot(static: Path, lockfile: Path) -> tuple[str, dict[str, str]]:
+    """The build id, and the digest of each file under ``static`` it covers (by its path
+    relative to ``static``): what a file must still hold to be served as part of that build."""
     digest = hashlib.sha256()
+    files: dict[str, str] = {}
     for path in sorted(p for p in static.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(static).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        name, content = path.relative_to(static).as_posix(), path.read_bytes()
+        digest.update(name.encode() + b"\0")
+        digest.update(content + b"\0")
+        files[name] = _digest(content)
     if lockfile.is_file():
         digest.update(lockfile.read_bytes())
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()[:12], files
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
 def rewrite(content: bytes, build: str) -> bytes:
@@ -83,13 +96,19 @@ class _Prepared:
     gzipped: bytes | None
     etag: str
     media_type: str
+    source: str  # the digest of the file as read, before any rewriting
 
 
 class Files:
     """An ASGI app for ``/static``: ``app/...`` (``static``), ``vendor/<name>/...`` (the npm
     folders in ``vendor``; for a name in ``only``, just the files listed), each also under
     ``<build>/``. Paths are resolved by Starlette's ``StaticFiles``, which refuses anything
-    outside its folder."""
+    outside its folder.
+
+    ``covered`` is what the build id was computed from (:func:`snapshot`): a file of ``static``
+    that no longer holds those bytes (changed on disk while the process runs) is still served
+    under the build, but revalidated rather than immutable, since a browser would otherwise keep
+    a file that is not the build's for a year. Vendored files are covered by the lockfile."""
 
     def __init__(
         self,
@@ -97,8 +116,11 @@ class Files:
         vendor: Mapping[str, Path],
         build: str,
         only: Mapping[str, frozenset[str]] | None = None,
+        covered: Mapping[str, str] | None = None,
     ) -> None:
         self.build = build
+        self._covered = dict(covered or {})
+        self._static = os.path.realpath(static)
         self._roots: dict[str, StaticFiles] = {
             "app": StaticFiles(directory=static, check_dir=False)
         }
@@ -115,16 +137,21 @@ class Files:
         if scope["method"] not in ("GET", "HEAD"):
             raise HTTPException(405, headers={"Allow": "GET, HEAD"})
         path = scope["path"][len(scope.get("root_path", "")) :].removeprefix("/static")
+        # A file's path never ends in "/": the file system would read "scanner-sw.js/" as the
+        # file, and the name checks below as something else.
+        if path.endswith("/"):
+            raise HTTPException(404)
         parts = path.lstrip("/").split("/", 1)
         prefixed = len(parts) == 2 and parts[0] == self.build
         if prefixed:
             path = "/" + parts[1]
-            if path.endswith("-sw.js"):
-                raise HTTPException(404)  # a worker has one URL, outside any build
         found = self._find(path)
         if found is None:
             raise HTTPException(404)
-        full_path, stat_result = found
+        full_path, stat_result, own = found
+        # Judged on the file found, not on the path asked for ("x-sw.js/." is that file too).
+        if prefixed and Path(full_path).name.endswith("-sw.js"):
+            raise HTTPException(404)  # a worker has one URL, outside any build
         key = (full_path, prefixed, stat_result.st_mtime_ns, stat_result.st_size)
         prepared = self._cache.get(key)
         if prepared is None:
@@ -133,8 +160,10 @@ class Files:
             prepared = await anyio.to_thread.run_sync(self._prepare, full_path, prefixed)
             self._cache[key] = prepared
         headers = Headers(scope=scope)
+        # Kept a year only while the file is what the build id was computed from.
+        immutable = prefixed and (own is None or self._covered.get(own) == prepared.source)
         response_headers = {
-            "Cache-Control": YEAR if prefixed else REVALIDATE,
+            "Cache-Control": YEAR if immutable else REVALIDATE,
             "Vary": "Accept-Encoding",
             "X-Content-Type-Options": "nosniff",
         }
@@ -153,7 +182,9 @@ class Files:
             head=scope["method"] == "HEAD",
         )
 
-    def _find(self, path: str) -> tuple[str, os.stat_result] | None:
+    def _find(self, path: str) -> tuple[str, os.stat_result, str | None] | None:
+        """The file at ``path``, its stat, and -- for one of our own files -- its path relative
+        to ``static`` (None for a vendored file)."""
         for prefix, root in self._roots.items():
             if not path.startswith(f"/{prefix}/"):
                 continue
@@ -167,19 +198,26 @@ class Files:
                 return None  # a NUL in the path, a name longer than the file system allows
             if stat_result is None or not stat.S_ISREG(stat_result.st_mode):
                 return None
-            return full_path, stat_result
+            # As StaticFiles resolved it (realpath), so as the snapshot named it.
+            own = (
+                Path(os.path.relpath(full_path, self._static)).as_posix()
+                if prefix == "app"
+                else None
+            )
+            return full_path, stat_result, own
         return None
 
     def _prepare(self, full_path: str, rewritten: bool) -> _Prepared:
         suffix = Path(full_path).suffix.lower()
         body = Path(full_path).read_bytes()
+        source = _digest(body)
         if rewritten and suffix in _TEXT:
             body = rewrite(body, self.build)
         gzipped = None
         if suffix in _COMPRESSIBLE and len(body) >= _SMALL:
             gzipped = gzip.compress(body, compresslevel=9, mtime=0)
         media_type = _MEDIA.get(suffix, "application/octet-stream")
-        return _Prepared(body, gzipped, entity_tag(body), media_type)
+        return _Prepared(body, gzipped, entity_tag(body), media_type, source)
 
 
 def entity_tag(body: bytes) -> str:
