@@ -167,7 +167,9 @@ class Served:
 
 
 @contextmanager
-def served(work: Path, workers: int, log: Path | None = None, **extra: str) -> Iterator[Served]:
+def served(
+    work: Path, workers: int, log: Path | None = None, wait_seconds: float = 60, **extra: str
+) -> Iterator[Served]:
     """A throwaway PostgreSQL and ``yuekang serve --workers N`` on it, as the benchmarks run
     it: the server's defaults with development secrets (and ``extra`` settings)."""
     with postgres_server() as pg:
@@ -190,16 +192,18 @@ def served(work: Path, workers: int, log: Path | None = None, **extra: str) -> I
             **extra,
         )
         serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(workers)]
-        with process(serve, env, f"{base}/healthz", log or work / "yuekang.log"):
+        with process(serve, env, f"{base}/healthz", log or work / "yuekang.log", wait_seconds):
             yield Served(url, base, port, env, pg)
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], health: str, log: Path) -> Iterator[None]:
+def process(
+    args: list[str], env: dict[str, str], health: str, log: Path, wait_seconds: float = 60
+) -> Iterator[None]:
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + wait_seconds
             while True:
                 try:
                     if httpx.get(health, timeout=1).status_code < 500:

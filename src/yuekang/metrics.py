@@ -44,6 +44,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 """Where the workers' files are, when this process is one of several workers."""
 
+if MULTIPROCESS_DIR is not None:
+    from prometheus_client import values
+
+    # prometheus_client asks the system for the pid on every increment, to notice a fork
+    # (several microseconds a call on this machine: the larger part of a request's metrics).
+    # The pid is kept here instead and renewed in a forked child; uvicorn's workers are spawned.
+    _pid = [os.getpid()]
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _pid[0])  # type: ignore[no-untyped-call]
+
 ROUTE_KEY = "yuekang.route"
 """Scope key in which a handler that answers before the router (``fastlane.DirectTable``)
 leaves the template of the route it answered."""
