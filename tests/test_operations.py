@@ -4,9 +4,11 @@ row a request rewrote while the job held it is left as the request wrote it."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import datetime as dt
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -312,5 +314,81 @@ async def test_after_a_restore_checkpoints_take_the_bundles_again(
     verdict = store.verify(code["qr_text"], now=epoch(clock.now()))
     assert list(verdict.reasons) == ["revoked"]
     async with running.context.sessionmaker() as session:
-        texts = (await session.execute(select(TrustBundleRecord.text))).scalars().all()
-    assert "" not in texts  # the placeholder is gone
+        assert await session.get(TrustBundleRecord, held.version + 1001) is None  # placeholder
+
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations" / "versions"
+CONTRACTING = {"drop_table", "drop_column", "rename_table"}
+
+
+def contractions(source: str) -> list[str]:
+    """What ``upgrade()`` of a migration does that the code of the release before it would
+    trip over (docs/OPERATIONS.md, "Upgrading without downtime")."""
+    found = []
+    for function in ast.parse(source).body:
+        if not (isinstance(function, ast.FunctionDef) and function.name == "upgrade"):
+            continue
+        for node in ast.walk(function):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            keywords = {k.arg: k.value for k in node.keywords}
+            if name in CONTRACTING:
+                found.append(name)
+            elif name == "alter_column" and (
+                "new_column_name" in keywords
+                or "type_" in keywords
+                or _is_false(keywords.get("nullable"))
+            ):
+                found.append("alter_column " + ast.unparse(node.args[0]) if node.args else name)
+            elif name == "add_column":
+                column = node.args[-1] if node.args else None
+                if isinstance(column, ast.Call):
+                    options = {k.arg: k.value for k in column.keywords}
+                    if _is_false(options.get("nullable")) and "server_default" not in options:
+                        found.append("add_column NOT NULL without a default")
+            elif (
+                name == "execute"
+                and node.args
+                and re.search(r"\b(DROP|RENAME)\b", ast.unparse(node.args[0]), re.IGNORECASE)
+            ):
+                found.append("execute " + ast.unparse(node.args[0])[:60])
+    return found
+
+
+def _is_false(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is False
+
+
+def test_migrations_expand_unless_they_say_they_contract() -> None:
+    offenders = {}
+    for path in sorted(MIGRATIONS.glob("*.py")):
+        source = path.read_text()
+        docstring = ast.get_docstring(ast.parse(source)) or ""
+        declared = any(line.startswith("Contract:") for line in docstring.splitlines())
+        if contractions(source) and not declared:
+            offenders[path.name] = contractions(source)
+    assert offenders == {}
+    assert len(list(MIGRATIONS.glob("*.py"))) >= 10
+
+
+def test_the_migration_check_sees_a_contraction() -> None:
+    source = """
+def upgrade():
+    op.drop_column("residents", "phone_ct")
+    with op.batch_alter_table("identities") as batch_op:
+        batch_op.alter_column("masked_name", nullable=False)
+        batch_op.add_column(sa.Column("kind", sa.String(8), nullable=False))
+        batch_op.add_column(sa.Column("note", sa.String(8), nullable=True))
+        batch_op.add_column(sa.Column("flag", sa.String(8), nullable=False, server_default="x"))
+    op.execute("ALTER TABLE appeals DROP COLUMN text_ct")
+
+def downgrade():
+    op.drop_table("everything")
+"""
+    assert sorted(contractions(source)) == [
+        "add_column NOT NULL without a default",
+        "alter_column 'masked_name'",
+        "drop_column",
+        "execute 'ALTER TABLE appeals DROP COLUMN text_ct'",
+    ]

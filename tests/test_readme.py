@@ -52,7 +52,9 @@ class Block:
     skip: str | None
 
 
-def blocks(markdown: str) -> list[Block]:
+def blocks(markdown: str, skip: re.Pattern[str] = SKIP) -> list[Block]:
+    """The fenced blocks of ``markdown``; ``skip`` is the marker that may sit right above one
+    (docs/OPERATIONS.md has its own, tests/test_operations_postgresql.py)."""
     found: list[Block] = []
     lines = markdown.splitlines()
     index = 0
@@ -62,7 +64,7 @@ def blocks(markdown: str) -> list[Block]:
             index += 1
             continue
         end = lines.index("```", index + 1)
-        marker = SKIP.fullmatch(lines[index - 1]) if index else None
+        marker = skip.fullmatch(lines[index - 1]) if index else None
         found.append(
             Block(
                 line=index + 1,
