@@ -695,3 +695,27 @@ def test_every_registry_command_has_help() -> None:
         code, out, _ = run(command, "--help")
         assert code == 0
         assert "--data-dir" in out
+
+
+def test_add_takes_a_number_as_people_type_it(tmp_path: Path) -> None:
+    # 139 1111 2222 as printed on a contract: registered as the service will ask for it.
+    code, _, err = run(
+        "add", "--name", "王五", "--doc-type", "prc_id", "--doc-number", UNKNOWN_NUMBER,
+        "--birth-date", "1990-01-01", "--phone", "139 1111-2222", "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+
+    async def check() -> ProofingResult:
+        proofing = BuiltinProofing(open_store(tmp_path))
+        try:
+            return await proofing.check(person=WANG, phone=WANG_PHONE, purpose="bind")
+        finally:
+            await proofing.close()
+
+    assert asyncio.run(check()).phone == "match"
+    # An 8-digit number is Macao's or Hong Kong's: it needs its region, said in one line.
+    code, _, err = run(
+        "add", "--name", "王五", "--doc-type", "prc_id", "--doc-number", UNKNOWN_NUMBER,
+        "--birth-date", "1990-01-01", "--phone", "6612 3456", "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2 and err.startswith("error: --phone: ") and len(err.splitlines()) == 1

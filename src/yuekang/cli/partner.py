@@ -281,7 +281,15 @@ def registry_add(
     doc_number: Annotated[str, typer.Option(help="Document number")],
     birth_date: Annotated[str, typer.Option(help="Birth date, YYYY-MM-DD")],
     phone: Annotated[
-        str | None, typer.Option(help="A number registered to them, E.164 (+86...)")
+        str | None,
+        typer.Option(
+            help="A number registered to them, as people type it (138 0013 8000, +853 6612 "
+            "3456); an 8-digit one with --region"
+        ),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(help="CN, MO or HK: where an 8-digit --phone is from (Macao or Hong Kong)"),
     ] = None,
     carrier: Annotated[str | None, typer.Option(help="The number's carrier")] = None,
     data_dir: DataDir = None,
@@ -290,6 +298,17 @@ def registry_add(
 
     More sample people for development: nothing is written if anything is refused.
     """
+    from yuekang.auth.service import normalize_phone
+    from yuekang.exceptions import ValidationFailed
+
+    if region not in (None, "CN", "MO", "HK"):
+        _fail("--region is CN, MO or HK")
+    if phone is not None:
+        # The form the service signs people in with, so that the number matches theirs.
+        try:
+            phone = normalize_phone(phone, region)
+        except ValidationFailed as exc:
+            _fail(f"--phone: {exc.message}")
     settings = _registry_settings(data_dir=data_dir)
     lines = [
         json.dumps(
