@@ -7,8 +7,10 @@ from __future__ import annotations
 import ast
 import base64
 import datetime as dt
+import json
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conftest import TEST_SECRETS, RunningApp, make_settings, start_app
 from support.api import Resident
+from support.servers import YUEKANG
 from yuekang import operations, rekey
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock, epoch
@@ -392,3 +395,42 @@ def downgrade():
         "drop_column",
         "execute 'ALTER TABLE appeals DROP COLUMN text_ct'",
     ]
+
+
+async def test_pii_status_fails_while_a_rows_key_is_not_configured(
+    app_on_t1: RunningApp, fresh_database_url: str, tmp_path: Path, backend: str
+) -> None:
+    """What the runbook relies on before removing a key and after a restore: `yuekang pii
+    status` exits 1 and names the key when rows are under one that is not configured."""
+    if backend != "sqlite":
+        pytest.skip("the command's exit, once: the counts are the same query on both")
+    await three_residents(app_on_t1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YUEKANG_")} | {
+        "YUEKANG_DATABASE_URL": fresh_database_url,
+        "YUEKANG_KEYS_DIR": str(tmp_path / "cli-keys"),
+        "YUEKANG_SECRETS__KEY_PASSPHRASE": TEST_SECRETS.key_passphrase,
+        "YUEKANG_SECRETS__SESSION_SECRET": TEST_SECRETS.session_secret,
+        "YUEKANG_SECRETS__OTP_SECRET": TEST_SECRETS.otp_secret,
+        "YUEKANG_SECRETS__BLIND_INDEX_KEY": TEST_SECRETS.blind_index_key,
+    }
+
+    def status(keys: dict[str, str], active: str) -> tuple[int, dict[str, Any]]:
+        done = subprocess.run(
+            [YUEKANG, "pii", "status"],
+            env=env
+            | {
+                "YUEKANG_SECRETS__PII_KEYS": json.dumps(keys),
+                "YUEKANG_SECRETS__PII_ACTIVE_KEY_ID": active,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return done.returncode, json.loads(done.stdout)
+
+    code, both = status({"t1": TEST_SECRETS.pii_keys["t1"], "t2": NEW_KEY}, "t2")
+    assert code == 0
+    assert both["rows"]["t2"] == 0 and both["under_old_keys"] == both["rows"]["t1"] >= 6
+    code, only_new = status({"t2": NEW_KEY}, "t2")
+    assert code == 1
+    assert only_new["unconfigured"] == {"t1": both["rows"]["t1"]}
