@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -150,9 +150,20 @@ async def test_the_access_log_names_the_route_never_the_path(
     assert "size" not in record.getMessage()
 
 
+@pytest.fixture
+async def alone(
+    fresh_database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
+) -> AsyncIterator[RunningApp]:
+    """An app on a database of its own: the outbox and the partner's circuit are global."""
+    settings = make_settings(fresh_database_url, tmp_path / "keys")
+    async for running in start_app(settings, clock, sms):
+        yield running
+
+
 async def test_an_outbox_delivery_logs_and_sends_the_id_of_the_request_that_queued_it(
-    running: RunningApp, seen: Seen
+    alone: RunningApp, seen: Seen
 ):
+    running = alone
     await stop_background_outbox(running)
     await register(running)
     resident = await green_resident(running)

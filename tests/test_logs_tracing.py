@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from api.test_exchange_outbound import consent, green_resident, stop_background_outbox
-from conftest import TEST_SECRETS, RunningApp
+from conftest import TEST_SECRETS, RunningApp, make_settings
 from exchange.kit import OUTBOUND, register
 from support.api import Api
 from yuekang import tracing
@@ -38,6 +39,12 @@ class Traced(RunningApp):
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
+
+
+@pytest.fixture
+def settings(fresh_database_url: str, tmp_path: Path) -> Settings:
+    # A database of its own: a delivery left pending would be another test's to send.
+    return make_settings(fresh_database_url, tmp_path / "keys")
 
 
 @pytest.fixture
@@ -144,8 +151,16 @@ async def test_a_delivery_to_a_partner_is_traced_with_the_queuing_request_id(tra
         with traced.app.traces.active():
             assert await outbox.run_once() == 1
     spans = traced.spans()
+    [delivery] = _named(spans, "yuekang.outbox.deliver")
     [call] = _named(spans, "yuekang.partner.call")
     [sealed] = _named(spans, "yuekang.exchange.seal")
+    assert delivery.attributes is not None
+    assert delivery.attributes[REQUEST_ID] == request
+    # One trace: the delivery's, with its statements, the new code's signature and the call.
+    assert delivery.context is not None
+    assert {span.context.trace_id for span in spans if span.context is not None} == {
+        delivery.context.trace_id
+    }
     assert call.attributes is not None
     assert call.attributes["partner"] == "macao"
     assert call.attributes["http.response.status_code"] == 503

@@ -9,8 +9,9 @@ application's lifetime -- not the process-global one, so that two applications i
 requests and background tasks (:meth:`Tracing.active`).
 
 Database spans come from SQLAlchemy's cursor events on the application's engines
-(:meth:`Tracing.instrument`): one span per statement, named by its verb, with the statement's
-text (placeholders, never the parameters, which hold ciphertext and blind indexes anyway).
+(:meth:`Tracing.instrument`): one span per statement inside a traced piece of work (a request, a
+delivery), named by its verb, with the statement's text (placeholders, never the parameters,
+which hold stored codes and ciphertext).
 ``opentelemetry-instrumentation-sqlalchemy`` was not taken: it patches ``create_engine``
 process-wide and is a process singleton, and its per-engine tracer is not public.
 """
@@ -135,8 +136,12 @@ class _StatementSpans:
     def _before(
         self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
     ) -> None:
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace import SpanKind, get_current_span
 
+        if not get_current_span().get_span_context().is_valid:
+            # A background loop's poll (the outbox, the session list): a trace per second of
+            # nothing. Its statements are traced when they belong to work that is.
+            return
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
         span = self.tracer.start_span(
             f"db {verb}",

@@ -519,6 +519,16 @@ class Outbox:
         return attempted
 
     async def _attempt(self, message_id: uuid.UUID, token: str) -> int:
+        with tracing.span("yuekang.outbox.deliver") as span:
+            prepared = await self._prepare(message_id, token)
+            if prepared is None:
+                return 0
+            if span is not None and prepared.request_id is not None:
+                span.set_attribute(tracing.REQUEST_ID_ATTRIBUTE, prepared.request_id)
+            await self._send(message_id, token, prepared)
+        return 1
+
+    async def _prepare(self, message_id: uuid.UUID, token: str) -> Prepared | None:
         now = self._clock.now()
         rules = await self._rulebook.current()
         async with self._sessionmaker() as session, session.begin():
@@ -531,8 +541,9 @@ class Outbox:
                 rules=rules,
                 now=now,
             )
-        if prepared is None:
-            return 0
+        return prepared
+
+    async def _send(self, message_id: uuid.UUID, token: str, prepared: Prepared) -> None:
         with logs.bound(prepared.request_id):
             response: httpx.Response | None = None
             error: str | None = None
@@ -565,7 +576,6 @@ class Outbox:
                 outcome,
                 extra={"partner": prepared.partner_id, "outcome": outcome},
             )
-        return 1
 
     async def run(self) -> None:
         """Deliver until cancelled; one failing round never stops the loop."""
