@@ -408,3 +408,24 @@ def test_a_valid_code_shows_its_times_as_rfc_3339_utc(trust: Trust, keys_file: P
     refused = run(valid(trust.es), "--jwks", str(keys_file), "--now", "2025-11-25 19:46")
     assert refused.exit_code == 2
     assert "is not a time like 2026-12-07T08:17:19Z" in refused.stderr
+
+
+def test_a_keys_file_without_end_is_refused_at_the_size_of_any_jwks(trust: Trust) -> None:
+    # /dev/zero: read to the end first, it filled the memory.
+    result = run(valid(trust.es), "--jwks", "/dev/zero", "--now", str(NOW))
+
+    assert result.exit_code == 2
+    assert result.stderr == "error: the keys are over 1048576 bytes: not a JWKS\n"
+
+
+@pytest.mark.parametrize("leeway", ["-1", "901", "100000000"])
+def test_the_leeway_is_bounded_as_the_service_bounds_it(
+    trust: Trust, keys_file: Path, leeway: str
+) -> None:
+    # A day's leeway would pass a code that expired yesterday.
+    late = str(EXP + 86_000)
+    result = run(valid(trust.es), "--jwks", str(keys_file), "--now", late, "--leeway", leeway)
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--leeway'" in result.stderr
+    assert "verdict" not in result.stdout

@@ -22,6 +22,9 @@ from yuekang.verifier import DEFAULT_LEEWAY, Verifier
 MAX_JWKS_BYTES = 1 << 20
 """A JWKS holds at most 64 keys (``codec.jwks.MAX_KEYS``): a few tens of kilobytes."""
 FETCH_SECONDS = 20.0
+MAX_LEEWAY = 900
+"""The most clock leeway the service itself allows (``codes.clock_leeway_seconds``): more would
+take a code expired a day ago, or issued tomorrow, as valid."""
 
 
 def _fetch(url: str) -> bytes:
@@ -49,7 +52,12 @@ def load_jwks(source: str) -> dict[str, Any]:
     if source.startswith(("http://", "https://")):
         text = _fetch(source)
     else:
-        text = Path(source).read_bytes()
+        # Read to the cap, like a download: /dev/zero, or a large file given by mistake, must
+        # not fill the memory before the JSON parser can refuse it.
+        with Path(source).open("rb") as handle:
+            text = handle.read(MAX_JWKS_BYTES + 1)
+        if len(text) > MAX_JWKS_BYTES:
+            raise ValueError(f"the keys are over {MAX_JWKS_BYTES} bytes: not a JWKS")
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -121,7 +129,9 @@ def verify_command(
         str | None,
         typer.Option(help="Verify as of this time: 2026-12-07T08:17:19Z, or Unix seconds"),
     ] = None,
-    leeway: Annotated[int, typer.Option(help="Clock leeway in seconds")] = DEFAULT_LEEWAY,
+    leeway: Annotated[
+        int, typer.Option(min=0, max=MAX_LEEWAY, help="Clock leeway in seconds")
+    ] = DEFAULT_LEEWAY,
     language: Annotated[str, typer.Option(help="zh-Hans, zh-Hant, en or pt")] = "zh-Hans",
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
 ) -> None:
