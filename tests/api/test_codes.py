@@ -248,6 +248,21 @@ async def test_asking_again_answers_the_live_code_until_half_its_life(
     assert await count_codes(running, resident_id) == 2
 
 
+async def test_with_reuse_off_every_request_gets_a_new_code(
+    running: RunningApp, clock: ManualClock
+):
+    """YUEKANG_CODES__REUSE=false: a new code for every request, on the batch path (no
+    Idempotency-Key) as on the single one; the batch once answered the live code regardless."""
+    running.context.settings.codes.reuse = False
+    resident = await running.api.registered()
+    resident_id = (await running.client.get("/v1/me", headers=resident.auth)).json()["resident_id"]
+    clock.advance(1)
+    answers = [await running.api.issue(resident) for _ in range(3)]
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    assert len({a.json()["code_id"] for a in answers}) == 3
+    assert await count_codes(running, resident_id) == 3
+
+
 async def test_a_changed_status_or_a_revoked_code_gets_a_new_code(
     running: RunningApp, clock: ManualClock
 ):

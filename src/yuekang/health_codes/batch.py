@@ -157,7 +157,11 @@ class Issuance:
                     keyring=self._keyring,
                     now=request.now,
                 )
-                if again is not None and again.expires_at > request.now + lifetime * REUSE_SHARE:
+                if (
+                    again is not None
+                    and self._settings.codes.reuse
+                    and again.expires_at > request.now + lifetime * REUSE_SHARE
+                ):
                     answers.append(Issued(again, replayed=False, reused=True))
                     continue
                 try:
