@@ -109,6 +109,16 @@ async def test_issuing_a_code_is_traced_with_its_request_id(traced: Traced):
     assert any("health_codes" in str((s.attributes or {}).get("db.query.text")) for s in inserted)
     body = issued.json()
     assert not [s for s in spans if body["qr_text"] in str(dict(s.attributes or {}))]
+    # A path names a code, a query may carry staff's words: neither is in a span.
+    traced.exporter.clear()
+    shown = await traced.client.get(
+        f"/v1/codes/{body['code_id']}.png?size=3", headers=resident.auth
+    )
+    assert shown.status_code == 200
+    spans = traced.spans()
+    assert spans
+    assert not [s for s in spans if body["code_id"] in str(dict(s.attributes or {}))]
+    assert not [s for s in spans if "size=3" in str(dict(s.attributes or {}))]
 
 
 async def test_a_code_issued_in_a_batch_is_signed_in_a_span_of_no_one_request(traced: Traced):

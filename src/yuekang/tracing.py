@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 REQUEST_ID_ATTRIBUTE = "yuekang.request_id"
 
+_HIDDEN = ("url.path", "url.query", "url.full")
+"""Span attributes that would carry a path or a query."""
+
 _tracer: ContextVar[Tracer | None] = ContextVar("yuekang_tracer", default=None)
 _NOTHING = contextlib.nullcontext()
 
@@ -68,12 +71,18 @@ class Tracing:
 
         class RequestIds(SpanProcessor):
             """Every span started while a request is handled carries its id, so that a trace
-            is found from a log line and the other way round."""
+            is found from a log line and the other way round. FastAPI's request span names the
+            path and the query, which name codes and carry staff's reasons: they are replaced
+            (the span keeps ``http.route``, the template)."""
 
             def on_start(self, span: Span, parent_context: Context | None = None) -> None:
                 request = logs.request_id()
                 if request is not None:
                     span.set_attribute(REQUEST_ID_ATTRIBUTE, request)
+                attributes = span.attributes or {}
+                for name in _HIDDEN:
+                    if name in attributes:
+                        span.set_attribute(name, "redacted")
 
         provider = TracerProvider(
             resource=Resource.create({"service.name": settings.service_name}),
