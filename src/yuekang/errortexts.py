@@ -1100,14 +1100,6 @@ REASONS: Final[Mapping[str, Texts]] = {
         "A verdict that is not valid gives its reason.",
         "Um veredicto que não é válido indica o motivo.",
     ),
-    "decision_missing": (
-        "有效的核验结果须注明通行决定（通行、禁止通行或人工核验）；未能作出决定的设备不能上传为通行",
-        "有效的核驗結果須註明通行決定（通行、禁止通行或人工核驗）；未能作出決定的裝置不能上傳為通行",
-        "A valid verdict's scan says what the gate decided (allow, deny or manual check); a "
-        "device that could not decide has no pass to upload.",
-        "O registo de um veredicto válido indica o que a entrada decidiu (permitir, recusar ou "
-        "verificação manual); um dispositivo que não decidiu não tem passagem a enviar.",
-    ),
 }
 """A field's message by its reason; ``{field}`` is the field's name, ``{limit}`` the bound the
 reason names (a length, a number), when it has one."""

@@ -52,12 +52,16 @@ async def upload_scans(
 ) -> ScanBatchResult:
     """Upload scans made offline: code id, time, verdict (nothing else about the person). Each is
     stored once per checkpoint and `scan_id`: repeating an upload is safe. Scans dated in the
-    future (beyond 5 minutes) or older than the retention period are not stored; their ids come
-    back in `refused`."""
+    future (beyond 5 minutes) or older than the retention period, and valid verdicts sent with
+    a null `decision` (the device could not decide), are not stored; their ids come back in
+    `refused`."""
     oldest = now - dt.timedelta(days=context.settings.scans.retention_days)
     # A scan dated in the future (a device clock far ahead) or past retention is set aside and
-    # named, not stored: one such record must not hold back a device's whole queue.
-    kept = [s for s in body.scans if oldest <= s.scanned_at <= now + CLOCK_SLACK]
+    # named, not stored: one such record must not hold back a device's whole queue. So is a
+    # pass the device could not decide: stored, it would be counted as the policy's decision.
+    kept = [
+        s for s in body.scans if oldest <= s.scanned_at <= now + CLOCK_SLACK and not s.undecided
+    ]
     refused = sorted({s.scan_id for s in body.scans} - {s.scan_id for s in kept})
     stored = await service.upload(
         session,

@@ -43,16 +43,6 @@ class ScanUpload(StrictModel):
                 raise PydanticCustomError(
                     "reason_with_valid", "a valid verdict has no reason: leave reason out"
                 )
-            # Left out, the device predates decisions and the server works the decision out
-            # from the code's status (stats.service._decision); sent as null, the device says
-            # it could not decide, which must not be read as a pass. No stored value stands for
-            # "undecided", so such a scan is refused (docs/CHECKPOINTS.md).
-            if "decision" in self.model_fields_set and self.decision is None:
-                raise PydanticCustomError(
-                    "decision_missing",
-                    "a valid verdict's scan says what the gate decided (allow, deny or "
-                    "manual_check); a device that could not decide has no pass to upload",
-                )
         else:
             if self.decision not in (None, "deny"):
                 raise PydanticCustomError(
@@ -64,6 +54,15 @@ class ScanUpload(StrictModel):
                 )
         return self
 
+    @property
+    def undecided(self) -> bool:
+        """A valid verdict sent with ``"decision": null``: the device judged the code but could
+        not decide (the browser scanner before its registration is synced). Left out, the
+        decision is an older device's, which the statistics work out from the code's status;
+        null must not be read so, as a pass, and no stored value stands for "undecided", so the
+        upload sets such a scan aside in ``refused`` (docs/CHECKPOINTS.md)."""
+        return self.verdict == "valid" and "decision" in self.model_fields_set and not self.decision
+
 
 class ScanBatch(StrictModel):
     scans: list[ScanUpload] = Field(min_length=1, max_length=1000)
@@ -74,7 +73,9 @@ class ScanBatchResult(BaseModel):
     stored: int = Field(description="New records")
     duplicates: int = Field(description="Already stored from an earlier upload: skipped")
     refused: list[str] = Field(
-        default=[], description="Scan ids not stored: dated in the future or past retention"
+        default=[],
+        description="Scan ids not stored: dated in the future or past retention, or a valid "
+        "verdict whose decision is null (the device could not decide)",
     )
 
 
