@@ -571,6 +571,8 @@ def code_cases() -> list[dict[str, Any]]:
     add("hongkong-payload-not-json", hk_jws(raw=b64(b"{not json")))
     add("hongkong-payload-array", hk_jws(raw=segment([1, 2])))  # type: ignore[arg-type]
     add("hongkong-payload-bad-utf8", hk_jws(raw=b64(b'{"iss": "\xff"}')))
+    add("hongkong-jti-short", hk_jws(payload=_hk_payload(jti="aG9uZy1rb25n")))
+    add("hongkong-jti-not-base64url", hk_jws(payload=_hk_payload(jti="aG9uZy1rb25nLWNvZGUtM/")))
     add("hongkong-issuer-other", hk_jws(payload=_hk_payload(iss="MO")))
     add("hongkong-over-2048", hongkong() + "A" * 2048)
 

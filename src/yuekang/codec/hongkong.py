@@ -61,6 +61,7 @@ DOC_TYPES: Final = ("HKID", "PERMIT", "PASSPORT")
 MAX_INPUT_CHARS: Final = 2048
 _VERSION: Final = re.compile(r"HK[0-9]{1,3}:")
 _MEMBERS: Final = frozenset({"iss", "jti", "iat", "exp", "st", "nm", "dt", "nat"})
+_CODE_ID: Final = re.compile(r"[A-Za-z0-9_-]{22}")
 _DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Checked before anything is decoded: the signing input is ASCII, as the browser's reader takes it.
 _COMPACT: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -201,8 +202,10 @@ def _claims(payload: dict[str, Any]) -> HongKongCodeClaims:
     st, nm, doc, nat = payload["st"], payload["nm"], payload["dt"], payload["nat"]
     if not (isinstance(iss, str) and 0 < len(iss) <= 64):
         raise MalformedCode("'iss' must be text")
-    if not (isinstance(jti, str) and 0 < len(jti) <= 64):
-        raise MalformedCode("'jti' must be text")
+    if not (isinstance(jti, str) and _CODE_ID.fullmatch(jti)):
+        # 16 bytes as base64url, as the format says: the code id a checkpoint uploads with
+        # its scan (a scan record's id has that shape, like our codes' and Macao's).
+        raise MalformedCode("'jti' must be 16 bytes, base64url")
     if type(iat) is not int or type(exp) is not int or not 0 <= iat < exp < 2**40:
         raise MalformedCode("'iat' and 'exp' must be whole seconds, 'exp' after 'iat'")
     if st not in COLOURS:

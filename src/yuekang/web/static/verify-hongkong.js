@@ -11,6 +11,8 @@ const TYP = "hk-health-code";
 const MAX_INPUT_CHARS = 2048;
 const COLOURS = ["green", "amber", "red"];
 const DOC_TYPES = ["HKID", "PERMIT", "PASSPORT"];
+// 16 bytes as base64url: the code id a scan record carries (codec/hongkong.py).
+const CODE_ID = /^[A-Za-z0-9_-]{22}$/;
 const MEMBERS = ["dt", "exp", "iat", "iss", "jti", "nat", "nm", "st"];
 const DATE = /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/;
 const COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
@@ -96,7 +98,7 @@ function readClaims(payload) {
   if (!sameMembers(payload, MEMBERS)) throw malformed(`the payload must have exactly ${MEMBERS.join(", ")}`);
   const { iss, jti, iat, exp, st, nm, dt, nat } = payload;
   if (!isText(iss, 64)) throw malformed("'iss' must be text");
-  if (!isText(jti, 64)) throw malformed("'jti' must be text");
+  if (!(typeof jti === "string" && CODE_ID.test(jti))) throw malformed("'jti' must be 16 bytes, base64url");
   if (!isSeconds(iat) || !isSeconds(exp) || !(iat < exp && exp < MAX_SECONDS)) throw malformed("'iat' and 'exp' must be whole seconds, 'exp' after 'iat'");
   if (!COLOURS.includes(st)) throw malformed(`'st' must be one of ${COLOURS.join(", ")}`);
   if (!isText(nm, 100)) throw malformed("'nm' must be text");
