@@ -269,6 +269,9 @@ def test_the_image_holds_no_compiler_and_no_secret(image: str) -> None:
         " if shutil.which(t)])",
     ).stdout.strip()  # fmt: skip
     assert tools == "[]"
+    # The test doubles stay in the reference stage.
+    reference = podman("run", "--rm", image, "partner", "registry", "serve", check=False)
+    assert reference.returncode == 2 and "reference" in reference.stderr, reference.stderr
     # No development secrets, data or private key came in with the build context.
     leftovers = podman(
         "run", "--rm", "--entrypoint", "python3", image, "-c", LEFTOVERS,
