@@ -79,3 +79,25 @@ def test_sql_and_driver_loggers_never_go_below_their_floor():
     assert levels["ERROR"]["sqlalchemy.engine"]["level"] == "ERROR"
     # uvicorn's lines reach the one handler, in the one format.
     assert levels["INFO"]["uvicorn.error"] == {"handlers": [], "level": "INFO", "propagate": True}
+
+
+def test_an_outside_call_s_url_never_reaches_the_log_even_at_debug():
+    """httpx logs every request's full URL at INFO, and a gateway's URL may carry its user,
+    password or API key (hostile review): its loggers keep to warnings at every level."""
+    import subprocess
+
+    program = """
+import asyncio, httpx
+from yuekang import logs
+logs.configure("json", "DEBUG")
+async def main():
+    transport = httpx.MockTransport(lambda request: httpx.Response(400))
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.post("http://gwuser:gwp4ss@sms.test/send?apikey=K3Y-SECRET", json={})
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "gwp4ss" not in done.stderr + done.stdout
+    assert "K3Y-SECRET" not in done.stderr + done.stdout

@@ -219,6 +219,11 @@ NOISY = {
     "sqlalchemy.pool": logging.INFO,
     # Its DEBUG lines repeat every statement with its parameters.
     "aiosqlite": logging.INFO,
+    # "HTTP Request: POST <url>" at INFO for every call: a gateway's URL may carry its user,
+    # password or API key (hostile review); httpcore's DEBUG lines hold whole headers. The
+    # service logs its own outside calls by name.
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
 }
 """Loggers that write only warnings, and at ``YUEKANG_LOG__LEVEL=DEBUG`` no lower than the level
 given here: below it they would write personal data and codes."""

@@ -339,3 +339,32 @@ def test_a_command_on_a_database_without_tables_says_so_in_one_line(
     assert f"the database at sqlite+aiosqlite:///{empty} has no tables" in err
     assert "yuekang db upgrade" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"x" * 4096, "longer than 1024 bytes"),
+        (b"a-new-passphrase-0123\r\n", "one line"),
+        (b"first-line-0123456789\nsecond\n", "one line"),
+        (b"\xff" * 20, "not UTF-8"),
+    ],
+)
+def test_keys_rewrap_refuses_what_is_not_one_passphrase(
+    env: Path, content: bytes, why: str
+) -> None:
+    """Read bounded (a /dev/zero given by mistake once filled the memory), and one line only:
+    the runbook exports the same file with $(cat ...), which keeps a CR (hostile review)."""
+    file = env / "passphrase"
+    file.write_bytes(content)
+    code, _, err = run("keys", "rewrap", "--new-passphrase-file", str(file))
+    assert code == 2
+    assert why in err
+
+
+def test_trust_advance_stays_within_the_version_column(env: Path) -> None:
+    """Past 2**31 no bundle could be numbered again and every checkpoint holding the advanced
+    version would refuse the lower ones for good: the option stops at 2**30."""
+    code, _, err = run("trust", "advance", "--past", str(2**31 - 2))
+    assert code == 2
+    assert "--past" in err

@@ -243,3 +243,24 @@ async def test_requests_are_signed_as_ykp1_says() -> None:
     )  # fmt: skip
     assert request.headers[wire.SIGNATURE_HEADER] == expected
     assert wire.parse_check_request(request.content).person == ZHANG
+
+
+async def test_a_refusal_that_echoes_the_person_is_logged_by_its_code_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Registries often echo a request they refuse; the log keeps the status and the error's
+    code, never the name or the document number that came back (found by a hostile review)."""
+
+    async def echoing(request: httpx.Request) -> httpx.Response:
+        echoed = json.loads(request.content)
+        return httpx.Response(
+            400, json={"error": {"code": "malformed", "message": f"rejected {echoed}"}}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(echoing)) as client:
+        with caplog.at_level("DEBUG"), pytest.raises(ProofingUnavailable, match="400"):
+            await over(client, backoff=0.01).check(person=ZHANG, phone=ZHANG_PHONE, purpose="bind")
+    lines = "\n".join(record.getMessage() for record in caplog.records)
+    assert "refused our check (400, malformed)" in lines
+    for secret in (ZHANG.name, ZHANG.doc_number, ZHANG_PHONE, "1949-12-31"):
+        assert secret not in lines

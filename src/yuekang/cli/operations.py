@@ -140,6 +140,9 @@ def pii_reencrypt(
         raise typer.Exit(1)
 
 
+PASSPHRASE_MAX_BYTES = 1024
+
+
 def keys_rewrap(
     new_passphrase_file: Annotated[
         Path,
@@ -158,9 +161,21 @@ def keys_rewrap(
     from yuekang.principals import Actor
 
     try:
-        new = new_passphrase_file.read_text().removesuffix("\n")
+        with new_passphrase_file.open("rb") as file:
+            # Bounded: a passphrase is short, and /dev/zero or a log file given by mistake
+            # must not fill the memory.
+            raw = file.read(PASSPHRASE_MAX_BYTES + 1)
+        new = raw.decode("utf-8").removesuffix("\n")
     except OSError as exc:
         fail(f"cannot read {new_passphrase_file}: {exc.strerror}")
+    except UnicodeDecodeError:
+        fail(f"{new_passphrase_file} is not UTF-8 text")
+    if len(raw) > PASSPHRASE_MAX_BYTES:
+        fail(f"{new_passphrase_file} is longer than {PASSPHRASE_MAX_BYTES} bytes: not a passphrase")
+    if "\r" in new or "\n" in new:
+        # The runbook exports the same file with $(cat ...), which keeps a \r: a passphrase with
+        # a line break would be one thing here and another in the service's environment.
+        fail(f"{new_passphrase_file} must hold one line (no CR or further line breaks)")
     if len(new) < 16:
         fail(f"{new_passphrase_file} must hold a passphrase of at least 16 characters")
 
@@ -189,6 +204,10 @@ RESTORE_MARGIN = 1_000_000
 versions than a server makes in months (one per change of content, at most one per few
 seconds), and far below the column's limit of 2**31."""
 
+ADVANCE_MAX = 2**30
+"""The highest version ``trust advance`` moves past: half the column's range, leaving a
+billion versions for the bundles after it."""
+
 
 @trust_app.command("advance")
 def trust_advance(
@@ -196,6 +215,9 @@ def trust_advance(
         int | None,
         typer.Option(
             min=0,
+            # The column is a 32-bit integer: past its top no bundle could ever be numbered
+            # again, and checkpoints holding it would refuse every lower one.
+            max=ADVANCE_MAX,
             help="The highest bundle version checkpoints may hold (e.g. Prometheus' "
             "max_over_time(yuekang_trust_bundle_version[90d])); default: the database's latest "
             f"+ {RESTORE_MARGIN:,}",
@@ -218,6 +240,8 @@ def trust_advance(
             fail("no trust anchor key in this database: there is no bundle to advance")
         last = await trust.latest(session)
         floor = past if past is not None else (last.version if last else 0) + RESTORE_MARGIN
+        if floor > ADVANCE_MAX:
+            fail(f"bundle version {floor:,} is past the {ADVANCE_MAX:,} this command goes to")
         record = await operations.advance_bundle_version(
             session,
             past=floor,

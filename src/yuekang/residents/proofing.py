@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -187,10 +188,12 @@ class HttpProofing:
         if response.status_code in _RETRYABLE_STATUS:
             raise _Retry(f"the registry answered {response.status_code}", _retry_after(response))
         if response.status_code != 200:
+            # Only the status and the registry's error code: a registry that echoes the
+            # request in its refusal would put a name and a document number in the log.
             log.error(
-                "the identity registry refused our check (%d): %s",
+                "the identity registry refused our check (%d, %s)",
                 response.status_code,
-                response.text[:200],
+                _error_code(response),
             )
             raise ProofingUnavailable(f"the registry refused the check ({response.status_code})")
         expected = wire.response_signature(
@@ -216,3 +219,18 @@ class _Retry(Exception):
 def _retry_after(response: httpx.Response) -> float:
     value = response.headers.get("Retry-After", "")
     return float(value) if value.isascii() and value.isdigit() else 0.0
+
+
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def _error_code(response: httpx.Response) -> str:
+    """The registry's error code (YKP1's ``{"error": {"code": ...}}``) when it is a short token,
+    else "no code": never its message or anything else it sent back."""
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "no code"
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return code
+    return "no code"
