@@ -257,6 +257,52 @@ def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+async def schema_behind(url: str) -> str | None:
+    """Why the database at ``url`` cannot serve this version, in one line naming the fix -- no
+    tables, or a schema behind the code's migrations -- or None when it is at head. A database
+    that does not answer is None too: the service starts and its readiness says so (a
+    database outage must not stop processes starting)."""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    script = ScriptDirectory.from_config(config)
+    heads = set(script.get_heads())
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(
+                lambda sync: set(MigrationContext.configure(sync).get_current_heads())
+            )
+    except (OSError, DBAPIError):
+        return None
+    finally:
+        await engine.dispose()
+    where = shown_url(url)
+    if not current:
+        return f"the database at {where} has no schema: run `yuekang db upgrade` first"
+    # A revision this version does not know is a later one: a rolling update runs the old
+    # code on the new schema (migrations expand first, docs/OPERATIONS.md), so that is fine.
+    known = {rev for rev in current if _known_revision(script, rev)}
+    if known and known != heads and known == current:
+        return (
+            f"the database at {where} is at migration {', '.join(sorted(current))}, this "
+            f"version needs {', '.join(sorted(heads))}: run `yuekang db upgrade` first"
+        )
+    return None
+
+
+def _known_revision(script: Any, revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def shown_url(url: str) -> str:
     """``url`` as a message may show it: the password hidden."""
     return make_url(url).render_as_string(hide_password=True)

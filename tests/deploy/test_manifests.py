@@ -429,3 +429,46 @@ def test_the_runbook_names_the_secrets_keys_as_the_deployment_reads_them() -> No
 
     assert named
     assert {key: read.get(key) for key in named} == named
+
+
+@pytest.mark.parametrize("state", ["empty", "behind"])
+def test_the_deployment_started_before_its_migration_job_says_so_and_fails(
+    tmp_path: Path, state: str
+) -> None:
+    """The Deployment's container on a database the migration Job has not brought to head:
+    one line naming `yuekang db upgrade` and a failing exit, so the kubelet restarts it until
+    the Job is done. Before, both workers failed on their first query and uvicorn stopped with
+    status 0 after a traceback (newcomer review)."""
+    database = tmp_path / "yuekang.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    if state == "behind":
+        from yuekang.db import migrate
+
+        migrate(url, "0010")
+    from support.servers import free_port
+
+    host = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    (tmp_path / "metrics").mkdir()  # the emptyDir
+    env = {
+        **host,
+        **environment(api_container(), **{"database-url": url}),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    assert env["YUEKANG_ENV"] == "prod"
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "yuekang"),
+            *api_container()["args"],
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "run `yuekang db upgrade` first" in last
+    assert ("no schema" if state == "empty" else "is at migration 0010") in last

@@ -153,6 +153,7 @@ def serve(
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
     from yuekang.db import migrate as run_migrations
+    from yuekang.db import schema_behind
     from yuekang.metrics import prepare_workers
 
     try:
@@ -176,6 +177,13 @@ def serve(
         fail(problem)
     if migrate if migrate is not None else settings.is_dev:
         run_migrations(settings.database_url)
+    else:
+        # Production migrates as a job of its own (docs/OPERATIONS.md). Without it every worker
+        # failed on its first query, after which uvicorn stopped -- with exit status 0, so
+        # nothing restarted it and nothing said what to do (newcomer review).
+        behind = asyncio.run(schema_behind(settings.database_url))
+        if behind is not None:
+            fail(behind)
     if settings.is_dev:
 
         async def bootstrap() -> None:
