@@ -163,7 +163,15 @@ def create_app(
 
     if resolved.settings.metrics.enabled:
         # Not in the OpenAPI document: the path is answered only to a scraper (scrape.py).
-        app.add_api_route("/metrics", scrape.scrape, methods=["GET"], include_in_schema=False)
+        # Every method, and the path with a slash, so that none of them answers anything but
+        # the 404 of a missing path to someone who may not scrape: a 405 or the router's
+        # redirect to /metrics would tell the path exists (hostile review).
+        app.add_api_route(
+            "/metrics", scrape.scrape, methods=scrape.EVERY_METHOD, include_in_schema=False
+        )
+        app.add_api_route(
+            "/metrics/", scrape.missing, methods=scrape.EVERY_METHOD, include_in_schema=False
+        )
 
     @app.get("/livez", tags=["ops"])
     async def livez() -> dict[str, str]:

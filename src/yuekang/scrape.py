@@ -42,6 +42,13 @@ def allowed(request: Request, token: str | None) -> bool:
     return "x-forwarded-for" not in forwarded and "forwarded" not in forwarded
 
 
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def missing(request: Request) -> Response:
+    raise StarletteHTTPException(status_code=404, detail="Not Found")
+
+
 async def scrape(request: Request) -> Response:
     """The Prometheus text exposition: every worker's counts, and the state read now."""
     context: AppContext = request.app.state.context
@@ -49,6 +56,8 @@ async def scrape(request: Request) -> Response:
     secret = settings.token
     if not allowed(request, None if secret is None else secret.get_secret_value()):
         raise StarletteHTTPException(status_code=404, detail="Not Found")
+    if request.method not in ("GET", "HEAD"):
+        raise StarletteHTTPException(status_code=405, headers={"Allow": "GET, HEAD"})
     now = context.clock.now()
     # As the readiness check does: past the budget the scrape goes without the figures, and the
     # reads finish (or time out on their own) with nobody waiting for them.

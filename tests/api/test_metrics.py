@@ -206,6 +206,11 @@ async def test_without_a_token_another_machine_gets_the_404_of_a_missing_path(
 
     assert refused.status_code == 404
     assert refused.json() == missing.json()
+    # Nor does another method or a trailing slash tell the path exists (a 405, a redirect).
+    for method, path in [("POST", "/metrics"), ("HEAD", "/metrics"), ("GET", "/metrics/")]:
+        other = await with_token.client.request(method, path)
+        assert other.status_code == 404, (method, path)
+        assert method == "HEAD" or other.json() == missing.json()
 
 
 async def test_a_local_client_through_a_proxy_is_refused(running: RunningApp) -> None:
@@ -261,6 +266,22 @@ async def test_an_invented_method_is_counted_as_other(running: RunningApp) -> No
         dict(labels)["method"] for labels in grown(before, after, "yuekang_http_requests_total")
     }
     assert methods == {"other", "GET"}  # GET: the first scrape
+
+
+async def test_every_method_on_every_route_grows_no_series(running: RunningApp) -> None:
+    """405s are counted under method "other": trying every method on every route made a
+    histogram per route and method (hostile review)."""
+    before = await scraped(running.client)
+    for method in ("PUT", "PATCH", "DELETE"):
+        assert (await running.client.request(method, "/livez")).status_code == 405
+    after = await scraped(running.client)
+
+    grown_methods = {
+        dict(labels)["method"]
+        for labels in grown(before, after, "yuekang_http_requests_total")
+        if dict(labels)["route"] == "/livez"
+    }
+    assert grown_methods == {"other"}
 
 
 async def test_document_checks_are_counted_by_verdict_and_decision(running: RunningApp) -> None:
