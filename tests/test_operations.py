@@ -434,3 +434,8 @@ async def test_pii_status_fails_while_a_rows_key_is_not_configured(
     code, only_new = status({"t2": NEW_KEY}, "t2")
     assert code == 1
     assert only_new["unconfigured"] == {"t1": both["rows"]["t1"]}
+    assert both["wrong_keys"] == {}
+    # The id configured with the wrong bytes: counting ids alone called this readable.
+    code, wrong = status({"t1": NEW_KEY}, "t1")
+    assert code == 1
+    assert wrong["unconfigured"] == {} and set(wrong["wrong_keys"]) == {"t1"}

@@ -94,6 +94,32 @@ async def rows_by_key(session: AsyncSession) -> dict[str, dict[str, int]]:
     return counts
 
 
+async def keys_that_do_not_open(session: AsyncSession, cipher: PiiCipher) -> dict[str, str]:
+    """Configured key ids whose key does not open a row stored under that id -- a key id given
+    the wrong bytes -- each with the table where it failed. One row per table and key id is
+    tried; its plaintext is dropped at once (a check of the key, not a read of the person).
+    Counting key ids alone called such a database readable (hostile review)."""
+    failing: dict[str, str] = {}
+    for sealed in SEALED:
+        pk, key = sealed.primary_key, sealed.attribute(sealed.key_column)
+        column = sealed.columns[0]
+        for kid in sorted(cipher.key_ids - set(failing)):
+            row = (
+                await session.execute(
+                    select(pk, sealed.attribute(column))
+                    .where(key == kid, sealed.attribute(column).is_not(None))
+                    .limit(1)
+                )
+            ).first()
+            if row is None:
+                continue
+            try:
+                cipher.decrypt(row[1], key_id=kid, context=sealed.context(column, row[0]))
+            except PiiDecryptionError:
+                failing[kid] = sealed.table
+    return failing
+
+
 @dataclass(frozen=True)
 class Batch:
     """What one batch did. ``last`` is where the next batch of the table starts (None: the

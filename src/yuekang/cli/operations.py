@@ -51,6 +51,7 @@ async def _status(context: AppContext) -> dict[str, object]:
 
     async with context.sessionmaker() as session, session.begin():
         tables = await rekey.rows_by_key(session)
+        wrong = await rekey.keys_that_do_not_open(session, context.pii)
     configured = context.pii.key_ids
     totals = dict.fromkeys(sorted(configured), 0)
     unconfigured: dict[str, int] = {}
@@ -66,6 +67,7 @@ async def _status(context: AppContext) -> dict[str, object]:
         "rows": totals,
         "under_old_keys": old,
         "unconfigured": unconfigured,
+        "wrong_keys": wrong,
         "tables": tables,
     }
 
@@ -75,10 +77,12 @@ def pii_status() -> None:
     """How many rows of personal data are under each key id, as JSON: "rows" per configured key
     (a key with 0 may be removed from YUEKANG_SECRETS__PII_KEYS), "under_old_keys" (what
     `yuekang pii reencrypt` would move), "unconfigured" (rows under a key id that is not
-    configured: unreadable until it is added back). Exits 1 while any row is unreadable."""
+    configured: unreadable until it is added back), "wrong_keys" (a configured key id whose key
+    does not open a row stored under it: the wrong bytes for that id). Exits 1 while any row is
+    unreadable."""
     status = _with_context(_status)
     typer.echo(json.dumps(status, indent=2, sort_keys=True))
-    if status["unconfigured"]:
+    if status["unconfigured"] or status["wrong_keys"]:
         raise typer.Exit(1)
 
 
