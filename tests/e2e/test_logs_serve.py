@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,14 @@ def test_the_server_log_is_json_lines_naming_requests(fresh_database_url: str, t
         code = sent.json()["dev_code"]
         missing = client.get("/v1/codes/AAAAAAAAAAAAAAAAAAAAAA.png?size=9")
         assert missing.status_code == 401
-        log = server.log.read_text(encoding="utf-8")
+        # The access line is written as the answer finishes, which a loaded machine may let
+        # the client see first: wait for the last one, briefly.
+        deadline = time.monotonic() + 15
+        while True:
+            log = server.log.read_text(encoding="utf-8")
+            if '"route": "/v1/codes/{code_id}.png"' in log or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
 
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]
     for line in lines:
