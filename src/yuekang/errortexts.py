@@ -1100,6 +1100,12 @@ REASONS: Final[Mapping[str, Texts]] = {
         "A verdict that is not valid gives its reason.",
         "Um veredicto que não é válido indica o motivo.",
     ),
+    "scan_id_repeated": (
+        "同一批记录中扫码编号不能重复",
+        "同一批記錄中掃碼編號不能重複",
+        "Each scan id appears once in a batch.",
+        "Cada identificador de leitura aparece uma vez por lote.",
+    ),
 }
 """A field's message by its reason; ``{field}`` is the field's name, ``{limit}`` the bound the
 reason names (a length, a number), when it has one."""

@@ -227,6 +227,15 @@ async def test_an_upload_no_device_could_have_made_is_refused_not_counted(
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"received": 5, "stored": 4, "duplicates": 0, "refused": ["undecided"]}
     assert "undecided" not in {r.scan_id for r in await records_of(running, code_id)}
+    # Two records under one scan id in a batch: one was silently dropped, the counts not
+    # adding up (hostile review); now the batch is refused and names why.
+    twice = [scan(code_id, now, decision="allow", scan_id="s-1")] * 2
+    answer = await running.client.post(
+        "/v1/scans", headers={**bearer(gate), "Accept-Language": "en"}, json={"scans": twice}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"]["fields"][0]["reason"] == "scan_id_repeated"
+    assert answer.json()["error"]["fields"][0]["message"] == "Each scan id appears once in a batch."
 
 
 async def test_a_pass_given_offline_to_a_code_already_revoked_is_kept_but_not_counted_as_one(

@@ -67,6 +67,15 @@ class ScanUpload(StrictModel):
 class ScanBatch(StrictModel):
     scans: list[ScanUpload] = Field(min_length=1, max_length=1000)
 
+    @model_validator(mode="after")
+    def _each_scan_once(self) -> ScanBatch:
+        # A device numbers its scans: two records under one id in a batch are not two scans,
+        # and storing either silently left the batch's counts not adding up (hostile review).
+        ids = [scan.scan_id for scan in self.scans]
+        if len(set(ids)) != len(ids):
+            raise PydanticCustomError("scan_id_repeated", "each scan id appears once in a batch")
+        return self
+
 
 class ScanBatchResult(BaseModel):
     received: int
