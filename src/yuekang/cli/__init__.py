@@ -160,9 +160,6 @@ def serve(
         settings = load_settings()
     except ConfigurationError as exc:
         fail(str(exc))
-    # The service's lines and uvicorn's in one format (YUEKANG_LOG__FORMAT), here and in every
-    # worker uvicorn starts.
-    log_config = logs.configure(settings.log_format, settings.log.level)
     host = host or settings.host
     port = port or settings.port
     try:
@@ -175,6 +172,10 @@ def serve(
     problem = _cannot_listen(host, port)
     if problem is not None:
         fail(problem)
+    # The service's lines and uvicorn's in one format (YUEKANG_LOG__FORMAT), here and in every
+    # worker uvicorn starts. Only once the checks above passed: a refusal is its one line on
+    # stderr, and leaves the process's logging as it was (an in-process caller's stream).
+    log_config = logs.configure(settings.log_format, settings.log.level)
     if migrate if migrate is not None else settings.is_dev:
         run_migrations(settings.database_url)
     else:
