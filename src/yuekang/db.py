@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import inspect
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -271,6 +272,10 @@ async def schema_behind(url: str) -> str | None:
     script = ScriptDirectory.from_config(config)
     heads = set(script.get_heads())
     engine = create_async_engine(url)
+    # Alembic says which dialect it talks to at INFO: not news before a one-line answer.
+    quiet = logging.getLogger("alembic.runtime.migration")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         async with engine.connect() as connection:
             current = await connection.run_sync(
@@ -279,6 +284,7 @@ async def schema_behind(url: str) -> str | None:
     except (OSError, DBAPIError):
         return None
     finally:
+        quiet.setLevel(level)
         await engine.dispose()
     where = shown_url(url)
     if not current:

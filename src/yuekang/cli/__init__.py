@@ -178,7 +178,7 @@ def serve(
     log_config = logs.configure(settings.log_format, settings.log.level)
     if migrate if migrate is not None else settings.is_dev:
         run_migrations(settings.database_url)
-    else:
+    elif not settings.is_dev:
         # Production migrates as a job of its own (docs/OPERATIONS.md). Without it every worker
         # failed on its first query, after which uvicorn stopped -- with exit status 0, so
         # nothing restarted it and nothing said what to do (newcomer review).
