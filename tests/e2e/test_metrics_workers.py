@@ -12,7 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.servers import serve, server_env
 
-pytestmark = pytest.mark.e2e
+# What is tested -- workers writing one multiprocess directory, a scrape summing them -- does not
+# depend on the database: on PostgreSQL, as deployed, and not again on SQLite (CI's time budget).
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("backend", ["postgresql"])]
 
 STARTUP = 120
 """Seconds two workers may take to start: each imports the whole service, slow on a busy
