@@ -85,20 +85,33 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
-    """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
-    from sqlalchemy.exc import DBAPIError
-
+def with_context(work: Callable[[AppContext], Awaitable[T]]) -> T:
+    """Run ``work(context)`` with a freshly built context, closed after it; the work opens its
+    own transactions. A configuration problem is its one line."""
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
-    from yuekang.db import run_after_commit, shown_url
-    from yuekang.exceptions import Refusal, YuekangError
 
     async def runner() -> T:
         try:
             context = AppContext.build(resolve(load_settings()))
         except ConfigurationError as exc:
             fail(str(exc))
+        try:
+            return await work(context)
+        finally:
+            await context.close()
+
+    return asyncio.run(runner())
+
+
+def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
+    """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
+    from sqlalchemy.exc import DBAPIError
+
+    from yuekang.db import run_after_commit, shown_url
+    from yuekang.exceptions import Refusal, YuekangError
+
+    async def in_transaction(context: AppContext) -> T:
         try:
             async with context.sessionmaker() as session:
                 async with session.begin():
@@ -120,10 +133,8 @@ def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], A
                     "(a SQLite path is relative to the directory a command runs in)"
                 )
             raise
-        finally:
-            await context.close()
 
-    return asyncio.run(runner())
+    return with_context(in_transaction)
 
 
 def _no_schema(exc: Exception) -> bool:

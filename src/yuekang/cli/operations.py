@@ -7,9 +7,8 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,27 +22,6 @@ pii_app = typer.Typer(
     "active one.",
     no_args_is_help=True,
 )
-
-T = TypeVar("T")
-
-
-def _with_context(work: Callable[[AppContext], Awaitable[T]]) -> T:
-    """Run ``work`` with a freshly built context; the work opens its own transactions."""
-    from yuekang.cli import fail
-    from yuekang.config import ConfigurationError, load_settings, resolve
-    from yuekang.context import AppContext
-
-    async def runner() -> T:
-        try:
-            context = AppContext.build(resolve(load_settings()))
-        except ConfigurationError as exc:
-            fail(str(exc))
-        try:
-            return await work(context)
-        finally:
-            await context.close()
-
-    return asyncio.run(runner())
 
 
 async def _status(context: AppContext) -> dict[str, object]:
@@ -80,7 +58,9 @@ def pii_status() -> None:
     configured: unreadable until it is added back), "wrong_keys" (a configured key id whose key
     does not open a row stored under it: the wrong bytes for that id). Exits 1 while any row is
     unreadable."""
-    status = _with_context(_status)
+    from yuekang.cli import with_context
+
+    status = with_context(_status)
     typer.echo(json.dumps(status, indent=2, sort_keys=True))
     if status["unconfigured"] or status["wrong_keys"]:
         raise typer.Exit(1)
@@ -134,7 +114,9 @@ def pii_reencrypt(
         return unreadable, await _status(context)
 
     started = time.monotonic()
-    unreadable, status = _with_context(work)
+    from yuekang.cli import with_context
+
+    unreadable, status = with_context(work)
     left = status["under_old_keys"]
     typer.echo(
         f"active key {status['active_key_id']}; {left} row(s) left under old keys "
