@@ -23,7 +23,6 @@ from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.config import Settings
 from yuekang.exchange.models import OutboxMessage
-from yuekang.exchange.outbox import Outbox
 
 MADE = re.compile(r"[0-9a-f]{32}")
 
@@ -190,14 +189,7 @@ async def test_an_outbox_delivery_logs_and_sends_the_id_of_the_request_that_queu
 
     context = running.context
     async with httpx.AsyncClient(transport=httpx.MockTransport(partner_down)) as http:
-        outbox = Outbox(
-            sessionmaker=context.sessionmaker,
-            http=http,
-            deps=context.exchange_deps(),
-            settings=context.settings.exchange,
-            rulebook=context.rulebook,
-            clock=context.clock,
-        )
+        outbox = context.outbox_over(http)
         assert logs.request_id() is None  # the delivery runs outside any request
         assert await outbox.run_once() == 1
     assert [request.headers.get("X-Request-ID") for request in sent] == ["phone-req-0001"]

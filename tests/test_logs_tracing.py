@@ -27,7 +27,6 @@ from yuekang.app import bootstrap_dev_key, create_app
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.config import ResolvedSettings, Settings
-from yuekang.exchange.outbox import Outbox
 from yuekang.residents.proofing import MemoryProofing
 
 REQUEST_ID = tracing.REQUEST_ID_ATTRIBUTE
@@ -149,14 +148,7 @@ async def test_a_delivery_to_a_partner_is_traced_with_the_queuing_request_id(tra
 
     context = traced.context
     async with httpx.AsyncClient(transport=httpx.MockTransport(partner_down)) as http:
-        outbox = Outbox(
-            sessionmaker=context.sessionmaker,
-            http=http,
-            deps=context.exchange_deps(),
-            settings=context.settings.exchange,
-            rulebook=context.rulebook,
-            clock=context.clock,
-        )
+        outbox = context.outbox_over(http)
         # As the lifespan starts the delivery loop: with the application's tracing.
         with traced.app.traces.active():
             assert await outbox.run_once() == 1

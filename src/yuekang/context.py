@@ -147,15 +147,19 @@ class AppContext:
         context.issuance = Issuance(
             engine, keyring=context.keyring, rulebook=context.rulebook, settings=settings
         )
-        context.outbox = Outbox(
-            sessionmaker=sessionmaker,
-            http=http,
-            deps=context.exchange_deps(),
-            settings=settings.exchange,
-            rulebook=context.rulebook,
-            clock=context.clock,
-        )
+        context.outbox = context.outbox_over(http)
         return context
+
+    def outbox_over(self, http: httpx.AsyncClient) -> Outbox:
+        """The outbox of this context, delivering through ``http`` (a test gives its own)."""
+        return Outbox(
+            sessionmaker=self.sessionmaker,
+            http=http,
+            deps=self.exchange_deps(),
+            settings=self.settings.exchange,
+            rulebook=self.rulebook,
+            clock=self.clock,
+        )
 
     def exchange_deps(self) -> ExchangeDeps:
         return ExchangeDeps(

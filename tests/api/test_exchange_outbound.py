@@ -56,7 +56,7 @@ from yuekang.codec.keys import VerificationKey
 from yuekang.codec.macao import read_macao_code
 from yuekang.config import ExchangeSettings, Settings
 from yuekang.exchange.models import ConsentReceipt
-from yuekang.exchange.outbox import INBOUND_PATH, Outbox, claim, prepare, record_result
+from yuekang.exchange.outbox import INBOUND_PATH, claim, prepare, record_result
 from yuekang.health_status.models import StatusChange
 from yuekang.verifier import Verifier
 
@@ -200,14 +200,7 @@ async def macao(gd: RunningApp) -> AsyncIterator[MacaoServer]:
     )
     context = gd.context
     async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as http:
-        context.outbox = Outbox(
-            sessionmaker=context.sessionmaker,
-            http=http,
-            deps=context.exchange_deps(),
-            settings=context.settings.exchange,
-            rulebook=context.rulebook,
-            clock=clock,
-        )
+        context.outbox = context.outbox_over(http)
         yield server
 
 
