@@ -32,11 +32,9 @@ How it runs them, and where that differs from production:
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,7 +44,7 @@ import pytest
 
 from support.postgres import create_database, private_cluster
 from support.servers import free_port, serve
-from test_readme import SHELLS, blocks
+from test_readme import SHELLS, blocks, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = ROOT / "docs" / "OPERATIONS.md"
@@ -248,29 +246,18 @@ def test_the_runbook_runs_as_written(cluster_url: str, tmp_path: Path) -> None:
                 script.append(pending.pop(marker))
         body = "\n".join(script)
         assert "example.org" not in body and "KID-" not in body
-        transcript = tmp_path / "transcript.txt"
-        with transcript.open("wb") as out:
-            runner = subprocess.Popen(
-                ["bash", "-c", body],
-                cwd=work,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            runner.wait(timeout=SECONDS)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the runbook took over {SECONDS} s:\n{transcript.read_text()[-6000:]}")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(runner.pid, signal.SIGTERM)
-            runner.wait(timeout=30)
-    text = transcript.read_text(errors="replace")
+        returncode, text = run_script(
+            body,
+            cwd=work,
+            env=env,
+            transcript=tmp_path / "transcript.txt",
+            seconds=SECONDS,
+            what="the runbook",
+        )
     log = (
         (work / "server.log").read_text(errors="replace") if (work / "server.log").exists() else ""
     )
-    assert runner.returncode == 0, text[-6000:] + "\n--- server.log\n" + log[-3000:]
+    assert returncode == 0, text[-6000:] + "\n--- server.log\n" + log[-3000:]
     lines = text.splitlines()
 
     def line(prefix: str) -> str:

@@ -138,29 +138,16 @@ def test_the_readme_runs_as_written(checkout: tuple[Path, int], tmp_path: Path) 
     body = "\n".join(script)
     before = {p.name for p in copy.iterdir()}
     assert "127.0.0.1:8000" not in body and "8100" not in body
-    # A file, not a pipe: the Macao left in the background keeps its copy of the output open.
-    transcript = tmp_path / "transcript.txt"
-    with transcript.open("wb") as out:
-        runner = subprocess.Popen(
-            ["bash", "-c", body],
-            cwd=copy,
-            # mktemp -d makes the tour's directory here, not in the machine's /tmp.
-            env=_clean_env() | {"TMPDIR": str(tmp_path)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        runner.wait(timeout=SECONDS)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the README took over {SECONDS} s:\n{transcript.read_text()[-6000:]}")
-    finally:
-        # The blocks leave the reference Macao running in the background, as a terminal would.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(runner.pid, signal.SIGTERM)
-        runner.wait(timeout=30)
-    text = transcript.read_text(errors="replace")
-    assert runner.returncode == 0, text[-6000:]
+    # mktemp -d makes the tour's directory here, not in the machine's /tmp.
+    returncode, text = run_script(
+        body,
+        cwd=copy,
+        env=_clean_env() | {"TMPDIR": str(tmp_path)},
+        transcript=tmp_path / "transcript.txt",
+        seconds=SECONDS,
+        what="the README",
+    )
+    assert returncode == 0, text[-6000:]
     assert ran >= 4
     # What the tour says each step shows.
     shown = [
@@ -176,3 +163,29 @@ def test_the_readme_runs_as_written(checkout: tuple[Path, int], tmp_path: Path) 
     # The tour's files went to its temporary directory: the checkout gained only the server's
     # database and development keys.
     assert {p.name for p in copy.iterdir()} - before <= {"var", "keys"}
+
+
+def run_script(
+    body: str, *, cwd: Path, env: dict[str, str], transcript: Path, seconds: int, what: str
+) -> tuple[int, str]:
+    """Run ``body`` with bash as a terminal would, returning its exit status and output. The
+    output goes to a file, not a pipe: a server the blocks leave in the background keeps its
+    copy of the output open. Whatever the blocks started is stopped with them."""
+    with transcript.open("wb") as out:
+        runner = subprocess.Popen(
+            ["bash", "-c", body],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        runner.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} took over {seconds} s:\n{transcript.read_text()[-6000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGTERM)
+        runner.wait(timeout=30)
+    return runner.returncode, transcript.read_text(errors="replace")
