@@ -90,6 +90,17 @@ class KeySettings(BaseModel):
     ring_refresh_seconds: float = Field(
         5.0, ge=0, description="how stale a process's view of key states may get"
     )
+    backend: Literal["file", "pkcs11"] = Field(
+        "file",
+        description="where new signing keys are made and used: encrypted in the database "
+        "(file), or generated inside a PKCS#11 token, never exportable, used by label (pkcs11)",
+    )
+    pkcs11_module: Path | None = Field(
+        None, description="the token's PKCS#11 library (backend=pkcs11), e.g. SoftHSM2's"
+    )
+    pkcs11_token_label: str | None = Field(
+        None, max_length=32, description="the label of the token holding the keys"
+    )
 
 
 class SmsSettings(BaseModel):
@@ -218,6 +229,20 @@ class DatabaseSettings(BaseModel):
     )
     pool_timeout_seconds: float = Field(
         2.0, gt=0, le=60, description="waiting for a pooled connection when all are busy"
+    )
+    replica_urls: list[str] = Field(
+        default_factory=list,
+        description="streaming replicas serving reads that tolerate bounded staleness (the "
+        "resident's status, the trust bundle, console statistics, JWKS); writes and reads of "
+        "one's own writes stay on database_url",
+    )
+    replica_max_lag_seconds: float = Field(
+        5.0, gt=0, le=3600, description="a replica replaying further behind is not read from"
+    )
+    pooler: Literal["none", "transaction"] = Field(
+        "none",
+        description="connections go through a pooler in transaction mode (pgbouncer "
+        "pool_mode=transaction): no prepared statement or session state outlives a transaction",
     )
 
 
@@ -349,6 +374,9 @@ class Secrets(BaseModel):
     )
     pii_active_key_id: str
     blind_index_key: str = Field(min_length=32, description="HMAC key of lookup indexes")
+    pkcs11_pin: str | None = Field(
+        None, min_length=4, description="the user PIN of the PKCS#11 token (keys.backend=pkcs11)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Secrets:
