@@ -80,7 +80,9 @@ class AppContext:
             statement=settings.database.statement_timeout_seconds,
             pool=settings.database.pool_timeout_seconds,
         )
-        engine = create_engine(settings.database_url, timeouts=limits)
+        engine = create_engine(
+            settings.database_url, timeouts=limits, pooler=settings.database.pooler
+        )
         sessionmaker = create_sessionmaker(engine)
         read_engine = (
             create_engine(settings.database_url, read_only=True)
@@ -94,7 +96,13 @@ class AppContext:
         refresh_engine = (
             read_engine
             if engine.dialect.name == "sqlite"
-            else create_engine(settings.database_url, pool_size=1, pre_ping=True, timeouts=limits)
+            else create_engine(
+                settings.database_url,
+                pool_size=1,
+                pre_ping=True,
+                timeouts=limits,
+                pooler=settings.database.pooler,
+            )
         )
         # Calls to partners, the identity registry and the SMS gateway name the request that
         # made them (logs.py).

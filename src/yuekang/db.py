@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.engine import Dialect, make_url
@@ -82,12 +82,14 @@ def create_engine(
     pre_ping: bool = False,
     serial: bool = False,
     timeouts: Timeouts | None = None,
+    pooler: Pooler = "none",
 ) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
 
     On SQLite, transactions take the write lock when they begin, unless the engine is
     ``read_only``: such an engine serves reads made while a request's own transaction holds the
-    lock (the key ring's refresh), which would otherwise wait for themselves."""
+    lock (the key ring's refresh), which would otherwise wait for themselves. On PostgreSQL,
+    ``pooler="transaction"`` suits a pooler in transaction mode (:func:`pooler_connect_args`)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -139,10 +141,45 @@ def create_engine(
         pool_timeout=limits.pool,
         # A server that stopped answering (frozen, partitioned away) is found within these,
         # instead of every request hanging until it comes back.
-        connect_args={"timeout": limits.connect, "command_timeout": limits.statement},
+        connect_args={
+            "timeout": limits.connect,
+            "command_timeout": limits.statement,
+            **pooler_connect_args(pooler),
+        },
     )
     _drop_broken_connections(engine)
     return engine
+
+
+Pooler = Literal["none", "transaction"]
+"""What stands between the service and PostgreSQL (``DatabaseSettings.pooler``)."""
+
+
+def pooler_connect_args(pooler: Pooler) -> dict[str, Any]:
+    """asyncpg's arguments for connections through ``pooler``.
+
+    In transaction mode (pgbouncer ``pool_mode=transaction``) a client's consecutive transactions
+    may run on different server connections, and a server connection is handed to the next
+    client as it is, nothing reset. asyncpg's own statement cache names every statement it
+    prepares (``__asyncpg_stmt_<n>__``, n counting from 1 in each process) and keeps it on the
+    server connection where it was prepared: through the pooler the next transaction finds it
+    missing ("does not exist"), or another process's statement of the same name already there
+    ("already exists"), after a restart too. ``statement_cache_size=0`` makes asyncpg use the
+    unnamed statement instead, parsed again in the same round trip as every execution, so
+    nothing outlives a transaction; pgbouncer 1.18 (Debian 12) tracks no prepared statements
+    (``max_prepared_statements`` came in 1.21).
+
+    SQLAlchemy's own statement cache (``prepared_statement_cache_size``) stays on: what it keeps
+    is client-side (the statement's parameter and column types), and with asyncpg's cache off
+    each execution parses again on whatever server connection it meets. Turning it off too would
+    cost a second round trip, and a second parse, for every statement (measured:
+    loadtests/bench_pooler.py). ``prepared_statement_name_func`` (SQLAlchemy's advice for
+    pgbouncer) is not used: unique names make named statements that stay on server connections
+    nobody resets in transaction mode, a leak, where the unnamed one is replaced by the next.
+    """
+    if pooler == "transaction":
+        return {"statement_cache_size": 0}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -258,11 +295,13 @@ def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
-async def schema_behind(url: str) -> str | None:
+async def schema_behind(url: str, *, pooler: Pooler = "none") -> str | None:
     """Why the database at ``url`` cannot serve this version, in one line naming the fix -- no
     tables, or a schema behind the code's migrations -- or None when it is at head. A database
     that does not answer is None too: the service starts and its readiness says so (a
-    database outage must not stop processes starting)."""
+    database outage must not stop processes starting). Through a pooler, ``pooler`` as the
+    service's engines have it: another process's statements left on a pooled server connection
+    would otherwise fail the check, and a failed check reads as a database that did not answer."""
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -271,7 +310,7 @@ async def schema_behind(url: str) -> str | None:
     config.set_main_option("script_location", str(migrations_dir()))
     script = ScriptDirectory.from_config(config)
     heads = set(script.get_heads())
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=pooler_connect_args(pooler))
     # Alembic says which dialect it talks to at INFO: not news before a one-line answer.
     quiet = logging.getLogger("alembic.runtime.migration")
     level = quiet.level

@@ -193,7 +193,7 @@ def serve(
         # Production migrates as a job of its own (docs/OPERATIONS.md). Without it every worker
         # failed on its first query, after which uvicorn stopped -- with exit status 0, so
         # nothing restarted it and nothing said what to do (newcomer review).
-        behind = asyncio.run(schema_behind(settings.database_url))
+        behind = asyncio.run(schema_behind(settings.database_url, pooler=settings.database.pooler))
         if behind is not None:
             fail(behind)
     if settings.is_dev:
