@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from yuekang.db import create_engine
 from yuekang.models import Base
+from yuekang.partitions import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -32,6 +33,8 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=sqlite,
         compare_type=True,
+        # Partitions and the partition-keyed constraints are the migration's and housekeeping's.
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -14,6 +14,7 @@ from sqlalchemy import LargeBinary, Uuid, bindparam, inspect, select, text
 from yuekang.db import UTCDateTime, create_engine, migrate
 from yuekang.health_status.models import HealthStatus, StatusOverride
 from yuekang.models import Base
+from yuekang.partitions import include_object
 from yuekang.residents.models import Identity
 
 
@@ -23,7 +24,10 @@ def _diff(url: str) -> list[object]:
         async with engine.connect() as connection:
             diff = await connection.run_sync(
                 lambda sync: compare_metadata(
-                    MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+                    MigrationContext.configure(
+                        sync, opts={"compare_type": True, "include_object": include_object}
+                    ),
+                    Base.metadata,
                 )
             )
         await engine.dispose()
