@@ -216,7 +216,11 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
     async with context.sessionmaker() as session, session.begin():
         now = context.clock.now()
         await trust_service.anchor_key(
-            session, passphrase=context.secrets.key_passphrase, now=now, create=True
+            session,
+            passphrase=context.secrets.key_passphrase,
+            now=now,
+            create=True,
+            token=context.keyring.token,
         )
         await exchange_keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
         if await keyring_service.has_active_key(session):
@@ -228,6 +232,7 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
             validity=dt.timedelta(days=context.settings.keys.validity_days),
             actor=Actor("system", "dev-bootstrap"),
             now=now,
+            token=context.keyring.token,
         )
         await keyring_service.activate(
             session,

@@ -102,6 +102,21 @@ class KeySettings(BaseModel):
         None, max_length=32, description="the label of the token holding the keys"
     )
 
+    def pkcs11_missing(self, secrets: Secrets | None) -> list[str]:
+        """What ``backend=pkcs11`` lacks to open its token (nothing for ``backend=file``)."""
+        if self.backend != "pkcs11":
+            return []
+        missing = [
+            name
+            for name, value in (
+                ("YUEKANG_KEYS__PKCS11_MODULE", self.pkcs11_module),
+                ("YUEKANG_KEYS__PKCS11_TOKEN_LABEL", self.pkcs11_token_label),
+                ("YUEKANG_SECRETS__PKCS11_PIN", secrets.pkcs11_pin if secrets else None),
+            )
+            if not value
+        ]
+        return missing
+
 
 class SmsSettings(BaseModel):
     backend: Literal["log", "http"] = "log"
@@ -541,6 +556,11 @@ def resolve(settings: Settings) -> ResolvedSettings:
             ]
             raise ConfigurationError(
                 "production needs its secrets set; refusing to start without " + ", ".join(required)
+            )
+        missing = settings.keys.pkcs11_missing(current)
+        if missing:
+            raise ConfigurationError(
+                "keys.backend=pkcs11 needs its token named and its PIN: set " + ", ".join(missing)
             )
         dev = current.development_ones()
         if settings.sms.backend == "log":

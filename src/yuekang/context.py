@@ -24,6 +24,7 @@ from yuekang.exchange.outbox import Outbox
 from yuekang.health_codes.batch import Issuance
 from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook
+from yuekang.keyring.pkcs11 import open_token
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.reference import require_reference
@@ -75,6 +76,8 @@ class AppContext:
         proofing: IdentityProofing | None = None,
     ) -> AppContext:
         settings, secrets = resolved.settings, resolved.secrets
+        # First: a token that cannot be used stops the start in one line, before anything opens.
+        token = open_token(resolved)
         limits = Timeouts(
             connect=settings.database.connect_timeout_seconds,
             statement=settings.database.statement_timeout_seconds,
@@ -129,6 +132,7 @@ class AppContext:
                 max_code_lifetime=dt.timedelta(seconds=settings.codes.max_lifetime_seconds),
                 refresh_seconds=settings.keys.ring_refresh_seconds,
                 leeway=settings.codes.clock_leeway_seconds,
+                token=token,
             ),
             sms=sms,
             images=ImageCache(settings.codes.image_cache_entries),
@@ -212,6 +216,8 @@ class AppContext:
         await self.online_scans.close()
         await self.issuance.close()
         await self.http.aclose()
+        if self.keyring.token is not None:
+            self.keyring.token.close()
         await self.engine.dispose()
         for other in {self.read_engine, self.refresh_engine} - {self.engine}:
             await other.dispose()

@@ -18,6 +18,7 @@ from yuekang.codec.errors import InvalidKey
 from yuekang.codec.keys import SigningKey, private_key_from_pem, private_key_to_pem
 from yuekang.exchange.models import ExchangeKey
 from yuekang.keyring.models import SigningKeyRecord
+from yuekang.keyring.pkcs11 import is_token_key
 from yuekang.principals import Actor
 from yuekang.trust import service as trust
 from yuekang.trust.models import AnchorKey, TrustBundleRecord
@@ -40,6 +41,9 @@ class Rewrapped:
     """Keys put under the new passphrase, by table."""
     already: dict[str, int]
     """Keys that were under it already (a run repeated)."""
+    in_token: dict[str, int]
+    """Keys held in a PKCS#11 token: no passphrase protects them, so nothing to rewrap (the
+    token's PIN is their lock)."""
 
 
 async def rewrap_private_keys(
@@ -51,6 +55,7 @@ async def rewrap_private_keys(
     transaction should roll back, leaving every key as it was."""
     rewrapped: Counter[str] = Counter()
     already: Counter[str] = Counter()
+    in_token: Counter[str] = Counter()
     for model in PRIVATE_KEYS:
         table = str(model.__tablename__)
         rows = cast(
@@ -58,6 +63,9 @@ async def rewrap_private_keys(
             (await session.execute(select(model).with_for_update())).scalars().all(),
         )
         for record in rows:
+            if is_token_key(record.private_pem):
+                in_token[table] += 1
+                continue
             try:
                 private = private_key_from_pem(record.private_pem, current.encode("utf-8"))
             except InvalidKey:
@@ -82,7 +90,7 @@ async def rewrap_private_keys(
             detail=dict(rewrapped),
         )
     await session.flush()
-    return Rewrapped(dict(rewrapped), dict(already))
+    return Rewrapped(dict(rewrapped), dict(already), dict(in_token))
 
 
 async def advance_bundle_version(

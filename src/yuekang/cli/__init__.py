@@ -294,10 +294,14 @@ def keys_generate(
             validity=dt.timedelta(days=context.settings.keys.validity_days),
             actor=Actor.cli(),
             now=now,
+            token=context.keyring.token,
         )
         lead = context.settings.keys.publish_lead_seconds
         ready = record.published_at + dt.timedelta(seconds=lead)
-        typer.echo(f"{record.kid} {record.alg} pending; may be activated from {rfc3339(ready)}")
+        where = "" if context.keyring.token is None else f" in token {context.keyring.token.label}"
+        typer.echo(
+            f"{record.kid} {record.alg} pending{where}; may be activated from {rfc3339(ready)}"
+        )
 
     run_in_transaction(work)
 
@@ -310,7 +314,11 @@ def keys_anchor() -> None:
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         anchor = await service.anchor_key(
-            session, passphrase=context.secrets.key_passphrase, now=now, create=True
+            session,
+            passphrase=context.secrets.key_passphrase,
+            now=now,
+            create=True,
+            token=context.keyring.token,
         )
         assert anchor is not None
         typer.echo(f"anchor {anchor.kid} ({anchor.alg})", err=True)
@@ -381,13 +389,24 @@ def keys_retire(
 ) -> None:
     """Stop a key signing. It stays published until its codes expire, unless compromised."""
     from yuekang.keyring import service
+    from yuekang.keyring.pkcs11 import is_token_key
     from yuekang.principals import Actor
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
+        token = context.keyring.token
         record = await service.retire(
-            session, kid=kid, compromised=compromised, actor=Actor.cli(), now=now
+            session, kid=kid, compromised=compromised, actor=Actor.cli(), now=now, token=token
         )
         typer.echo(f"{kid} {record.state}")
+        if compromised and is_token_key(record.private_pem):
+            if token is not None and not token.holds(kid):
+                typer.echo(f"{kid} destroyed in token {token.label}: it cannot sign again")
+            else:
+                typer.echo(
+                    f"warning: {kid} is held in a PKCS#11 token this command could not reach "
+                    "(keys.backend=pkcs11 and its token needed): destroy it there by hand",
+                    err=True,
+                )
 
     run_in_transaction(work)
 

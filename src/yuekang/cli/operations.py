@@ -174,10 +174,11 @@ def keys_rewrap(
             )
         except operations.PassphraseMismatch as exc:
             fail(f"{exc}; nothing was changed")
-        for table in sorted(set(done.rewrapped) | set(done.already)):
+        for table in sorted(set(done.rewrapped) | set(done.already) | set(done.in_token)):
             typer.echo(
                 f"{table}: {done.rewrapped.get(table, 0)} rewrapped, "
-                f"{done.already.get(table, 0)} under the new passphrase already"
+                f"{done.already.get(table, 0)} under the new passphrase already, "
+                f"{done.in_token.get(table, 0)} held in a PKCS#11 token (no passphrase)"
             )
 
     run_in_transaction(work)
@@ -220,7 +221,11 @@ def trust_advance(
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         settings = context.settings
         anchor = await trust.anchor_key(
-            session, passphrase=context.secrets.key_passphrase, now=now, create=False
+            session,
+            passphrase=context.secrets.key_passphrase,
+            now=now,
+            create=False,
+            token=context.keyring.token,
         )
         if anchor is None:
             fail("no trust anchor key in this database: there is no bundle to advance")

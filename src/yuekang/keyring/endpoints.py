@@ -68,6 +68,7 @@ async def generate_key(
         validity=dt.timedelta(days=context.settings.keys.validity_days),
         actor=operator.actor,
         now=now,
+        token=context.keyring.token,
     )
     after_commit(session, context.keyring.invalidate)
     return KeyRead.model_validate(record, from_attributes=True)
@@ -100,7 +101,12 @@ async def retire_key(
 ) -> KeyRead:
     """Stop a key signing; `compromised: true` also withdraws it from the JWKS at once."""
     record = await service.retire(
-        session, kid=kid, compromised=body.compromised, actor=operator.actor, now=now
+        session,
+        kid=kid,
+        compromised=body.compromised,
+        actor=operator.actor,
+        now=now,
+        token=context.keyring.token,
     )
     after_commit(session, context.keyring.invalidate)
     return KeyRead.model_validate(record, from_attributes=True)

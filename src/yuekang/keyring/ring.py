@@ -1,6 +1,8 @@
 """The key ring a server process works with: the database's key states, held for at most
 ``ring_refresh_seconds`` so issuance and online verification don't query keys on every request,
-and decrypted private keys, cached by key id because decrypting PKCS#8 is deliberately slow.
+and decrypted private keys, cached by key id because decrypting PKCS#8 is deliberately slow. A
+key held in a PKCS#11 token (``keyring/pkcs11.py``) is looked up in the process's token by its
+label instead, and cached the same way: the cache then holds a handle, never the private value.
 
 The database stays the source of truth: a rotation or retirement made by one process (or the CLI)
 is seen by every other process within the refresh interval.
@@ -21,9 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yuekang.codec.jwks import build_jwks
 from yuekang.codec.keys import SigningKey, VerificationKey, private_key_from_pem
 from yuekang.db import database_unavailable
+from yuekang.exceptions import ServiceUnavailable
 from yuekang.exchange import partners
 from yuekang.keyring import service
 from yuekang.keyring.models import SigningKeyRecord
+from yuekang.keyring.pkcs11 import Token, TokenError, is_token_key
 from yuekang.verifier import PartnerIssuer, Verifier
 
 
@@ -57,6 +61,8 @@ class KeyRing:
     max_code_lifetime: dt.timedelta
     refresh_seconds: float
     leeway: int
+    token: Token | None = None
+    """The PKCS#11 token holding this process's HSM keys (``keys.backend=pkcs11``)."""
     _view: RingView | None = None
     _view_monotonic: float = 0.0
     _private: dict[str, SigningKey] = field(default_factory=dict)
@@ -157,11 +163,29 @@ class KeyRing:
         record = max(candidates, key=lambda r: r.activated_at or r.published_at)
         key = self._private.get(record.kid)
         if key is None:
-            private = await asyncio.to_thread(
-                private_key_from_pem, record.private_pem, self.passphrase.encode("utf-8")
-            )
-            key = SigningKey.from_private_key(private)
-            if key.kid != record.kid:
-                raise RuntimeError(f"stored key {record.kid} does not match its private half")
+            key = await asyncio.to_thread(self.private_half, record)
             self._private[record.kid] = key
+        return key
+
+    def private_half(self, record: SigningKeyRecord) -> SigningKey:
+        """The key of ``record`` ready to sign: decrypted from its PEM, or found in the token.
+        A token key this process cannot reach is a 503, as an unavailable database is."""
+        if is_token_key(record.private_pem):
+            if self.token is None:
+                raise ServiceUnavailable(
+                    f"key {record.kid} is held in a PKCS#11 token and this process has none "
+                    "(keys.backend=file)",
+                    code="unavailable",
+                )
+            try:
+                private = self.token.private_key(record.kid, service.algorithm(record))
+            except TokenError as exc:
+                raise ServiceUnavailable(
+                    f"the signing token cannot sign now ({exc})", code="unavailable"
+                ) from None
+        else:
+            private = private_key_from_pem(record.private_pem, self.passphrase.encode("utf-8"))
+        key = SigningKey.from_private_key(private)
+        if key.kid != record.kid:
+            raise RuntimeError(f"stored key {record.kid} does not match its private half")
         return key

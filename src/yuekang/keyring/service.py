@@ -9,6 +9,11 @@ The rules, each from a failure of an earlier system (docs/ARCHITECTURE.md):
   (``retired_at + max code lifetime``); a compromised key is withdrawn at once.
 - A key never signs a code that would outlive it (``not_after``): see
   :meth:`yuekang.keyring.ring.KeyRing.signing_key_for`.
+
+A key may be made in a PKCS#11 token instead (``token=``, ``keyring/pkcs11.py``): the same
+record, states and rules, with the key's URI where a file key keeps its encrypted PEM. A
+compromised token key is also destroyed in the token, so it cannot sign again whatever a
+database or a process still says.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from typing import cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,13 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang.audit import service as audit
 from yuekang.codec.keys import (
     Algorithm,
+    PrivateKey,
     SigningKey,
     VerificationKey,
     is_b64url_id,
     private_key_to_pem,
 )
-from yuekang.exceptions import Conflict, NotFound
+from yuekang.exceptions import Conflict, NotFound, ServiceUnavailable
 from yuekang.keyring.models import SigningKeyRecord
+from yuekang.keyring.pkcs11 import Token, TokenError, is_token_key, label_of, uri
 from yuekang.principals import Actor
 
 
@@ -41,15 +49,21 @@ async def generate(
     validity: dt.timedelta,
     actor: Actor,
     now: dt.datetime,
+    token: Token | None = None,
 ) -> SigningKeyRecord:
-    """Create a ``pending`` key, published from now on."""
-    key = SigningKey.generate(alg)
+    """Create a ``pending`` key, published from now on; made inside ``token`` when given."""
+    if token is None:
+        key = SigningKey.generate(alg)
+        private = private_key_to_pem(key.private_key, passphrase.encode("utf-8"))
+    else:
+        key = SigningKey.from_private_key(token_generate(token, alg))
+        private = uri(token.label, key.kid)
     record = SigningKeyRecord(
         kid=key.kid,
         alg=key.alg,
         state="pending",
         public_jwk=json.dumps(key.public().to_jwk(), separators=(",", ":")),
-        private_pem=private_key_to_pem(key.private_key, passphrase.encode("utf-8")),
+        private_pem=private,
         created_at=now,
         published_at=now,
         not_after=now + validity,
@@ -62,10 +76,25 @@ async def generate(
         subject_type="signing_key",
         subject_id=key.kid,
         now=now,
-        detail={"alg": alg},
+        detail={"alg": alg, "backend": "file" if token is None else "pkcs11"},
     )
     await session.flush()
     return record
+
+
+def token_generate(token: Token, alg: Algorithm) -> PrivateKey:
+    """A key made in ``token``; a token that cannot make one is a 503 naming why."""
+    try:
+        return token.generate(alg)
+    except TokenError as exc:
+        raise ServiceUnavailable(
+            f"cannot make a key in the token: {exc}", code="unavailable"
+        ) from None
+
+
+def algorithm(record: SigningKeyRecord) -> Algorithm:
+    """The algorithm a stored key is bound to (the column's check allows only these)."""
+    return cast(Algorithm, record.alg)
 
 
 async def activate(
@@ -109,14 +138,26 @@ async def activate(
 
 
 async def retire(
-    session: AsyncSession, *, kid: str, compromised: bool, actor: Actor, now: dt.datetime
+    session: AsyncSession,
+    *,
+    kid: str,
+    compromised: bool,
+    actor: Actor,
+    now: dt.datetime,
+    token: Token | None = None,
 ) -> SigningKeyRecord:
-    """Stop ``kid`` signing. A compromised key is also withdrawn from publication at once."""
+    """Stop ``kid`` signing. A compromised key is also withdrawn from publication at once, and
+    a compromised token key destroyed in ``token`` (:func:`destroyed_in_token` says whether)."""
     record = await _get(session, kid)
     if record.state == "compromised" or (record.state == "retired" and not compromised):
         raise Conflict(f"key {kid} is already {record.state}", code="key_state")
     record.state = "compromised" if compromised else "retired"
     record.retired_at = record.retired_at or now
+    detail: dict[str, object] | None = None
+    if compromised and is_token_key(record.private_pem):
+        # Marking it compromised never waits on the token: the database is what every
+        # verifier reads. Destroying is the second lock, recorded either way.
+        detail = {"destroyed_in_token": destroy_in_token(record, token)}
     await audit.record(
         session,
         actor=actor,
@@ -124,9 +165,21 @@ async def retire(
         subject_type="signing_key",
         subject_id=kid,
         now=now,
+        detail=detail,
     )
     await session.flush()
     return record
+
+
+def destroy_in_token(record: SigningKeyRecord, token: Token | None) -> bool:
+    """Destroy a token key's private object; False when there is no token to reach or it held
+    no such object any more."""
+    if token is None or not is_token_key(record.private_pem):
+        return False
+    try:
+        return token.destroy(label_of(record.private_pem))
+    except TokenError:
+        return False
 
 
 async def list_keys(session: AsyncSession) -> Sequence[SigningKeyRecord]:

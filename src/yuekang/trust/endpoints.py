@@ -102,7 +102,11 @@ async def trust_anchor(session: SessionDep, context: Context, now: Now) -> dict[
 async def _anchor(session: AsyncSession, context: AppContext, now: dt.datetime) -> SigningKey:
     """The trust anchor's key, or 503 ``no_anchor_key``."""
     key = await service.anchor_key(
-        session, passphrase=context.secrets.key_passphrase, now=now, create=False
+        session,
+        passphrase=context.secrets.key_passphrase,
+        now=now,
+        create=False,
+        token=context.keyring.token,
     )
     if key is None:
         raise ServiceUnavailable(

@@ -29,11 +29,13 @@ from yuekang.codec.bundle import (
     bucket,
     sign_bundle,
 )
-from yuekang.codec.keys import SigningKey, private_key_from_pem, private_key_to_pem
+from yuekang.codec.keys import PrivateKey, SigningKey, private_key_from_pem, private_key_to_pem
+from yuekang.exceptions import ServiceUnavailable
 from yuekang.exchange import partners
 from yuekang.health_codes.models import Revocation
 from yuekang.keyring import service as keys
 from yuekang.keyring.models import SigningKeyRecord
+from yuekang.keyring.pkcs11 import Token, TokenError, is_token_key, label_of, uri
 from yuekang.rules.policy import default_policies
 from yuekang.trust.models import AnchorKey, TrustBundleRecord
 
@@ -48,35 +50,61 @@ decrypting its PKCS#8 (a deliberately slow key derivation) was most of the cost 
 
 
 async def anchor_key(
-    session: AsyncSession, *, passphrase: str, now: dt.datetime, create: bool
+    session: AsyncSession,
+    *,
+    passphrase: str,
+    now: dt.datetime,
+    create: bool,
+    token: Token | None = None,
 ) -> SigningKey | None:
     """The anchor signing key; made on first use when ``create`` (development, or the
-    ``yuekang keys anchor`` command)."""
+    ``yuekang keys anchor`` command) -- inside ``token`` when one is given. An anchor held in a
+    token is found there by its label; one this process cannot reach is a 503."""
     record = (
         await session.execute(select(AnchorKey).order_by(AnchorKey.created_at.desc()).limit(1))
     ).scalar_one_or_none()
     if record is not None:
         key = _anchors.get(record.kid)
         if key is None:
-            key = SigningKey.from_private_key(
-                private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
-            )
+            key = SigningKey.from_private_key(_private_half(record, passphrase, token))
             _anchors[record.kid] = key
         return key
     if not create:
         return None
-    key = SigningKey.generate("ES256")
+    if token is None:
+        key = SigningKey.generate("ES256")
+        private = private_key_to_pem(key.private_key, passphrase.encode("utf-8"))
+    else:
+        key = SigningKey.from_private_key(keys.token_generate(token, "ES256"))
+        private = uri(token.label, key.kid)
     session.add(
         AnchorKey(
             kid=key.kid,
             alg=key.alg,
             public_jwk=json.dumps(key.public().to_jwk()),
-            private_pem=private_key_to_pem(key.private_key, passphrase.encode("utf-8")),
+            private_pem=private,
             created_at=now,
         )
     )
     await session.flush()
     return key
+
+
+def _private_half(record: AnchorKey, passphrase: str, token: Token | None) -> PrivateKey:
+    if not is_token_key(record.private_pem):
+        return private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
+    if token is None:
+        raise ServiceUnavailable(
+            f"the trust anchor {record.kid} is held in a PKCS#11 token and this process has none "
+            "(keys.backend=file)",
+            code="unavailable",
+        )
+    try:
+        return token.private_key(label_of(record.private_pem), "ES256")
+    except TokenError as exc:
+        raise ServiceUnavailable(
+            f"the signing token cannot sign now ({exc})", code="unavailable"
+        ) from None
 
 
 async def latest(session: AsyncSession) -> TrustBundleRecord | None:
