@@ -5,8 +5,8 @@ DELETE of a day's millions of rows. Each table is rebuilt as a range-partitioned
 rows: codes and revocations by ``expires_at`` (the time after which a code and its revocation are
 useless; a revocation carries its code's ``expires_at``, so both land in the same day), scan
 records by ``scanned_at`` (what ``scans.retention_days`` counts from). One partition per UTC day
-from the oldest row's day (rows more than 60 days old share one partition, which the next
-housekeeping round drops) to seven days ahead, and a DEFAULT partition that takes any row whose
+from the oldest row's day (rows more than 60 days old share one partition, which housekeeping
+drops once it is wholly past retention) to seven days ahead, and a DEFAULT partition that takes any row whose
 day has none, so no insert can fail for want of a partition (maintenance.py keeps it empty).
 
 A partitioned table's primary key and unique constraints must contain the partition key, so each
@@ -131,18 +131,27 @@ def _day(value: dt.date) -> str:
     return f"'{value.isoformat()} 00:00:00+00'"
 
 
-def _partitions(table: _Table, oldest: dt.date | None) -> None:
-    today = dt.datetime.now(dt.UTC).date()
-    first = today if oldest is None else min(oldest, today)
+def _partitions(table: _Table, old: str, today: dt.date) -> None:
     cutoff = today - dt.timedelta(days=DAILY_DAYS)
+    day_of = f"({table.key} AT TIME ZONE 'UTC')::date"
+    oldest, recent = (
+        op.get_bind()
+        .execute(
+            text(
+                f"SELECT min({day_of}), min({day_of}) FILTER (WHERE {day_of} >= :cutoff) "  # noqa: S608
+                f"FROM {old}"
+            ),
+            {"cutoff": cutoff},
+        )
+        .one()
+    )
     name = table.name
-    if first < cutoff:
+    if oldest is not None and oldest < cutoff:
         op.execute(
             f"CREATE TABLE {name}_before_{cutoff:%Y%m%d} PARTITION OF {name} "
             f"FOR VALUES FROM (MINVALUE) TO ({_day(cutoff)})"
         )
-        first = cutoff
-    day = first
+    day = today if recent is None else min(recent, today)
     while day <= today + dt.timedelta(days=AHEAD_DAYS):
         after = day + dt.timedelta(days=1)
         op.execute(
@@ -156,7 +165,6 @@ def _partitions(table: _Table, oldest: dt.date | None) -> None:
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    bind = op.get_bind()
     for table in _TABLES:
         name, old = table.name, f"{table.name}_0012"
         op.execute(f"ALTER TABLE {name} RENAME TO {old}")
@@ -165,10 +173,7 @@ def upgrade() -> None:
             f"CREATE TABLE {name} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) "
             f"PARTITION BY RANGE ({table.key})"
         )
-        oldest = bind.execute(
-            text(f"SELECT (min({table.key}) AT TIME ZONE 'UTC')::date FROM {old}")  # noqa: S608
-        ).scalar()
-        _partitions(table, oldest)
+        _partitions(table, old, dt.datetime.now(dt.UTC).date())
         # Indexes after the copy: one build per partition beats maintaining them row by row.
         op.execute(f"INSERT INTO {name} SELECT * FROM {old}")  # noqa: S608
         _add_constraints(table, partitioned=True)

@@ -164,7 +164,15 @@ class TrustSettings(BaseModel):
 
 
 class ScanSettings(BaseModel):
-    retention_days: int = Field(28, ge=1, le=366, description="scan records older are purged")
+    retention_days: int = Field(
+        28,
+        ge=1,
+        le=366,
+        description="scan records older are purged, and codes and revocations this long after "
+        "they expire (contact tracing resolves a scanned code to its holder, and a late upload "
+        "is checked against the revocations); on PostgreSQL by whole days, so a record is gone "
+        "within a day after",
+    )
 
 
 class MaintenanceSettings(BaseModel):
@@ -187,6 +195,14 @@ class MaintenanceSettings(BaseModel):
         30, ge=1, description="superseded bundles' rows (deltas from older ones are whole bundles)"
     )
     self_read_days: int = Field(400, ge=1, description="residents' daily counts of their own reads")
+    partitions_ahead_days: int = Field(
+        7,
+        ge=2,
+        le=60,
+        description="PostgreSQL: days of partitions created ahead of today for codes, "
+        "revocations and scan records (a week for a stopped housekeeping to be noticed before "
+        "rows fall into the DEFAULT partition; at least two, for codes expiring tomorrow)",
+    )
 
 
 class ExchangeSettings(BaseModel):

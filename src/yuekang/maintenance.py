@@ -9,7 +9,10 @@ locks for long. ``yuekang maintenance run`` does a round now.
 
 What goes, with its setting (`YUEKANG_MAINTENANCE__*`; docs/ARCHITECTURE.md, "Housekeeping"):
 
-- scan records older than ``scans.retention_days``;
+- scan records older than ``scans.retention_days``; on PostgreSQL, where they are partitioned by
+  day with codes and revocations (:mod:`yuekang.partitions`), whole days' partitions past it are
+  dropped instead -- codes and revocations ``scans.retention_days`` after they expire -- and
+  ``maintenance.partitions_ahead_days`` of partitions are created ahead;
 - exchange nonces that can no longer be replayed;
 - rate-limit counters whose window ended ``maintenance.rate_limit_days`` ago;
 - sign-in challenges expired ``maintenance.otp_days`` ago;
@@ -32,9 +35,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, String, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
+from yuekang import partitions as daily
 from yuekang.audit.models import SelfRead
 from yuekang.auth.models import OtpChallenge, RateLimitCounter, ResidentSession
 from yuekang.clock import Clock, epoch
@@ -113,7 +117,7 @@ def _batched(model: Any, key: Any, condition: ColumnElement[bool]) -> Step:
     return step
 
 
-def _steps(settings: Settings, now: dt.datetime) -> dict[str, Step]:
+def _steps(settings: Settings, now: dt.datetime, *, partitioned: bool) -> dict[str, Step]:
     keep = settings.maintenance
 
     def ago(days: int) -> dt.datetime:
@@ -137,10 +141,13 @@ def _steps(settings: Settings, now: dt.datetime) -> dict[str, Step]:
         return int(getattr(result, "rowcount", 0) or 0)
 
     latest_version = select(func.max(TrustBundleRecord.version)).scalar_subquery()
-    return {
-        "scan_records": _batched(
+    scans: dict[str, Step] = {}
+    if not partitioned:
+        scans["scan_records"] = _batched(
             ScanRecord, [ScanRecord.id], ScanRecord.scanned_at < ago(settings.scans.retention_days)
-        ),
+        )
+    return {
+        **scans,
         "exchange_nonces": _batched(
             ExchangeNonce,
             [ExchangeNonce.partner_id, ExchangeNonce.kind, ExchangeNonce.jti],
@@ -181,6 +188,19 @@ def _steps(settings: Settings, now: dt.datetime) -> dict[str, Step]:
 class Round:
     ran: bool
     deleted: dict[str, int]
+    partitions: daily.Done = dataclasses.field(default_factory=daily.Done)
+    """PostgreSQL: the partitions created and dropped, rows moved out of DEFAULT partitions."""
+
+
+async def _partitions(engine: AsyncEngine, settings: Settings, now: dt.datetime) -> daily.Done:
+    """Partitions ahead first (an insert must find its day's), then the ones past retention."""
+    done = daily.Done()
+    await daily.create_ahead(
+        engine, now=now, days=settings.maintenance.partitions_ahead_days, done=done
+    )
+    horizon = now - dt.timedelta(days=settings.scans.retention_days)
+    await daily.drop_past(engine, before=dict.fromkeys(daily.PARTITIONED, horizon), done=done)
+    return done
 
 
 async def run_once(
@@ -204,8 +224,13 @@ async def run_once(
         )
     if not taken:
         return Round(False, {})
+    engine: AsyncEngine = sessionmaker.kw["bind"]
+    partitioned = await daily.is_partitioned(engine)
+    moved = daily.Done()
+    if partitioned:
+        moved = await _partitions(engine, settings, now)
     deleted: dict[str, int] = {}
-    for name, step in _steps(settings, now).items():
+    for name, step in _steps(settings, now, partitioned=partitioned).items():
         total = 0
         while True:
             async with sessionmaker() as session, session.begin():
@@ -216,7 +241,7 @@ async def run_once(
         deleted[name] = total
     async with sessionmaker() as session, session.begin():
         await _finish(session, token=token, now=clock.now())
-    return Round(True, deleted)
+    return Round(True, deleted, moved)
 
 
 async def run_forever(
@@ -240,4 +265,11 @@ async def run_forever(
             log.info(
                 "housekeeping: %s",
                 ", ".join(f"{n} {name}" for name, n in done.deleted.items() if n),
+            )
+        if done.partitions.created or done.partitions.dropped or done.partitions.moved:
+            log.info(
+                "housekeeping partitions: created %s, dropped %s, %d rows moved out of DEFAULT",
+                ", ".join(done.partitions.created) or "none",
+                ", ".join(done.partitions.dropped) or "none",
+                done.partitions.moved,
             )

@@ -101,7 +101,7 @@ async def is_partitioned(engine: AsyncEngine) -> bool:
         return False
     async with engine.connect() as connection:
         kind = await connection.scalar(
-            text("SELECT relkind FROM pg_class WHERE oid = to_regclass('health_codes')")
+            text("SELECT relkind::text FROM pg_class WHERE oid = to_regclass('health_codes')")
         )
     return bool(kind == "p")
 
@@ -138,19 +138,30 @@ def _day_literal(day: dt.date) -> str:
     return f"'{day.isoformat()} 00:00:00+00'"
 
 
-async def _ddl(engine: AsyncEngine, *statements: str) -> bool:
-    """Runs ``statements`` in one transaction under the lock timeout; False when a lock was not
-    had in time or a concurrent round did the same first (it is then done, or done next round)."""
+DDL_LOCK = 0x5950_4152
+"""The advisory lock (``YPAR``) that makes two processes' partition changes take turns."""
+
+
+async def _ddl(engine: AsyncEngine, *statements: str, unless: str | None = None) -> bool:
+    """Runs ``statements`` in one transaction under the lock timeout, after any other process's
+    partition change (an advisory lock); not at all when the table ``unless`` exists by then.
+    False when they did not run: a lock was not had in time (the next round does it), or a
+    concurrent round did the same first."""
     try:
         async with engine.begin() as connection:
             await connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK})
+            if unless is not None and await connection.scalar(
+                text("SELECT to_regclass(:name) IS NOT NULL"), {"name": unless}
+            ):
+                return False
             for statement in statements:
                 await connection.execute(text(statement))
     except DBAPIError as exc:
         state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        # 55P03 lock_not_available, 42P07 duplicate_table, 42P01 undefined_table (dropped by
-        # another round), 40P01 deadlock_detected: the next round finishes the work.
-        if state in ("55P03", "42P07", "42P01", "40P01"):
+        # 55P03 lock_not_available, 40P01 deadlock_detected: the next round does the work;
+        # 42P07, 42710 and 23505 (created) or 42P01 (dropped) by someone not taking turns.
+        if state in ("55P03", "40P01", "42P07", "42710", "23505", "42P01"):
             log.warning("partition DDL skipped until the next round: %s", exc.orig)
             return False
         raise
@@ -204,7 +215,7 @@ async def create_ahead(engine: AsyncEngine, *, now: dt.datetime, days: int, done
                 f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})",
                 f"ALTER TABLE {name} DROP CONSTRAINT {name}_range",
             ]
-            if await _ddl(engine, *statements):
+            if await _ddl(engine, *statements, unless=name):
                 done.created.append(name)
                 done.moved += stray
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from yuekang import apikeys
 from yuekang.batching import Batches
 from yuekang.checkpoints.models import Checkpoint
+from yuekang.clock import from_epoch
 from yuekang.db import database_unavailable
 from yuekang.health_codes.models import Revocation
 from yuekang.principals import CheckpointPrincipal
@@ -54,17 +55,22 @@ class _Scan:
 # key and state let them in, whether each valid code is revoked, and the scan records written
 # with the verdict the checkpoint is answered with (a revoked code: invalid, reason "revoked", as
 # Verdict.revoked() says). The key hashes are compared by the database: they are SHA-256 of
-# 256-bit secrets, so what a timing difference could tell is worthless.
+# 256-bit secrets, so what a timing difference could tell is worthless. A revocation carries its
+# code's expiry, which the code's `exp` claim says to the second: on PostgreSQL, where
+# revocations are partitioned by that day, the lookup reads one day's partition, not every one.
 _JUDGE = """
 WITH scan AS (
     SELECT * FROM unnest($1::int4[], $2::uuid[], $3::bytea[], $4::text[], $5::text[],
-                         $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+                         $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+                         $11::timestamptz[])
         AS s(n, checkpoint_id, key_hash, code_id, verdict, reason, scanned_at,
-             at_venue, at_transport, at_border)
+             at_venue, at_transport, at_border, expires_at)
 ), judged AS (
     SELECT s.*, c.name, c.kind,
            s.verdict = 'valid'
-               AND EXISTS (SELECT 1 FROM revocations r WHERE r.code_id = s.code_id) AS revoked
+               AND EXISTS (SELECT 1 FROM revocations r
+                           WHERE r.code_id = s.code_id AND r.expires_at = s.expires_at)
+               AS revoked
     FROM scan s
     JOIN checkpoints c
       ON c.id = s.checkpoint_id AND c.key_hash = s.key_hash AND c.disabled_at IS NULL
@@ -129,7 +135,7 @@ class OnlineScans:
         return await self._commit_portable(batch)
 
     async def _commit_postgresql(self, batch: list[_Scan]) -> list[Judged | None]:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [], [])
         for n, scan in enumerate(batch):
             verdict = scan.verdict
             for column, value in zip(
@@ -145,6 +151,7 @@ class OnlineScans:
                     scan.decisions["venue"],
                     scan.decisions["transport"],
                     scan.decisions["border"],
+                    None if verdict.expires_at is None else from_epoch(verdict.expires_at),
                 ),
                 strict=True,
             ):

@@ -58,7 +58,15 @@ revocation every checkpoint downloads if the status worsens."""
 
 def reusable_query(resident_ids: set[uuid.UUID], now: dt.datetime, lifetime: dt.timedelta) -> Any:
     """The unrevoked codes of ``resident_ids`` with most of their life left, newest first."""
-    revoked = select(Revocation.code_id).where(Revocation.code_id == HealthCode.code_id).exists()
+    # With its expiry, the revocation's partition key: PostgreSQL reads one day's partition.
+    revoked = (
+        select(Revocation.code_id)
+        .where(
+            Revocation.code_id == HealthCode.code_id,
+            Revocation.expires_at == HealthCode.expires_at,
+        )
+        .exists()
+    )
     return (
         select(
             HealthCode.code_id,
@@ -248,6 +256,14 @@ async def issue_code(
                 code="identity_unverified",
             )
         raise Conflict("no status is recorded for this resident", code="status_missing")
+    if idempotency_key is not None:
+        # Again, now that the status row is locked: a retry that raced this one and got the lock
+        # first has committed its code. On PostgreSQL this is what keeps one code per key: the
+        # unique constraint there must hold the partition key, (resident_id, idempotency_key,
+        # expires_at), and two retries a second apart get two expiry times.
+        previous = await _by_idempotency_key(session, resident_id, idempotency_key)
+        if previous is not None:
+            return Issued(await _replayable(session, previous, now), replayed=True)
     status = await health_status.current(
         session, resident_id, rules=rules, now=now, locked=row.HealthStatus
     )
@@ -339,7 +355,10 @@ async def _converted_from(
 
 async def _replayable(session: AsyncSession, code: HealthCode, now: dt.datetime) -> HealthCode:
     """A retry gets the first answer only while that answer is still a usable code."""
-    if code.expires_at <= now or await session.get(Revocation, code.code_id) is not None:
+    revoked = select(Revocation.code_id).where(
+        Revocation.code_id == code.code_id, Revocation.expires_at == code.expires_at
+    )
+    if code.expires_at <= now or (await session.execute(revoked)).first() is not None:
         raise Conflict(
             "the code issued for this Idempotency-Key has since expired or been revoked; "
             "ask again with a new key",

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,14 +62,48 @@ async def upload(
         }
         for scan in {s.scan_id: s for s in scans}.values()
     ]
-    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    if dialect_name(session) == "sqlite":
+        statement = (
+            sqlite_insert(ScanRecord)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["checkpoint_id", "scan_id"])
+            .returning(ScanRecord.verdict, ScanRecord.decision)
+        )
+        return [(verdict, decision) for verdict, decision in await session.execute(statement)]
+    # PostgreSQL partitions the records by day, and a partitioned table's unique constraint
+    # must hold the partition key: (checkpoint_id, scan_id, scanned_at) would take the same scan
+    # id again with another time (a device whose clock was corrected, a repeated upload after
+    # midnight with the time rounded otherwise). So uploads from one checkpoint take turns
+    # (a transaction-level lock on its id) and the scan ids it already stored, on any day, are
+    # left out before the INSERT; the constraint still stops what the check could not see.
+    await session.execute(
+        select(func.pg_advisory_xact_lock(UPLOAD_LOCK, func.hashtext(str(checkpoint_id))))
+    )
+    stored = set(
+        (
+            await session.execute(
+                select(ScanRecord.scan_id).where(
+                    ScanRecord.checkpoint_id == checkpoint_id,
+                    ScanRecord.scan_id.in_([row["scan_id"] for row in rows]),
+                )
+            )
+        ).scalars()
+    )
+    rows = [row for row in rows if row["scan_id"] not in stored]
+    if not rows:
+        return []
     statement = (
-        insert(ScanRecord)
+        pg_insert(ScanRecord)
         .values(rows)
-        .on_conflict_do_nothing(index_elements=["checkpoint_id", "scan_id"])
+        .on_conflict_do_nothing(index_elements=["checkpoint_id", "scan_id", "scanned_at"])
         .returning(ScanRecord.verdict, ScanRecord.decision)
     )
     return [(verdict, decision) for verdict, decision in await session.execute(statement)]
+
+
+UPLOAD_LOCK = 0x5943_414E
+"""The first key of the advisory locks uploads take per checkpoint (``YCAN``), so that no other
+use of ``pg_advisory_xact_lock`` with the same second key waits on them."""
 
 
 async def _revoked_when_scanned(session: AsyncSession, scans: Sequence[Scan]) -> set[str]:
@@ -78,11 +112,16 @@ async def _revoked_when_scanned(session: AsyncSession, scans: Sequence[Scan]) ->
     valid = [s for s in scans if s.verdict == "valid" and s.code_id is not None]
     if not valid:
         return set()
+    # A code given a valid verdict had not expired when scanned, so its revocation (which
+    # carries the code's expiry) expires after the earliest scan: on PostgreSQL that leaves out
+    # the partitions of older days. A day's margin for the devices' clocks.
+    earliest = min(s.scanned_at for s in valid) - dt.timedelta(days=1)
     revoked_at = dict(
         (
             await session.execute(
                 select(Revocation.code_id, Revocation.revoked_at).where(
-                    Revocation.code_id.in_({s.code_id for s in valid})
+                    Revocation.code_id.in_({s.code_id for s in valid}),
+                    Revocation.expires_at > earliest,
                 )
             )
         ).all()

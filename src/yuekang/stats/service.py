@@ -134,7 +134,9 @@ async def _codes(
     day = LocalDay(HealthCode.issued_at)
     rows = await session.execute(
         select(day, HealthCode.status, func.count())
-        .where(HealthCode.issued_at >= since)
+        # A code expires after it is issued: the second condition says nothing new, but it is
+        # the partition key on PostgreSQL, where it leaves out the days before ``since``.
+        .where(HealthCode.issued_at >= since, HealthCode.expires_at >= since)
         .group_by(day, HealthCode.status)
     )
     counts: dict[dt.date, dict[str, int]] = {
