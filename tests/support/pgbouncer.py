@@ -66,8 +66,8 @@ class Pgbouncer:
             f"pool_mode = {self.pool_mode}\n"
             f"default_pool_size = {self.pool_size}\n"
             "max_client_conn = 200\n"
-            # What asyncpg may send at startup besides pgbouncer's own list.
-            "ignore_startup_parameters = extra_float_digits\n"
+            # No ignore_startup_parameters: asyncpg's startup packet holds nothing pgbouncer does
+            # not know, as long as the service passes no server_settings.
         )
         command = [str(PGBOUNCER), str(self.root / "pgbouncer.ini")]
         if os.geteuid() == 0:
