@@ -222,7 +222,12 @@ async def bootstrap_dev_key(context: AppContext) -> str | None:
             create=True,
             token=context.keyring.token,
         )
-        await exchange_keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
+        await exchange_keys.ensure(
+            session,
+            passphrase=context.secrets.key_passphrase,
+            now=now,
+            token=context.keyring.token,
+        )
         if await keyring_service.has_active_key(session):
             return None
         record = await keyring_service.generate(

@@ -144,7 +144,7 @@ class AppContext:
                 refresh_seconds=settings.rules.refresh_seconds,
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
-            exchange_keys=ExchangeKeyCache(),
+            exchange_keys=ExchangeKeyCache(token),
             bundles=BundleCache(settings.trust.serve_cached_seconds),
             online_scans=OnlineScans(engine),
             proofing=proofing or _proofing(resolved, http),

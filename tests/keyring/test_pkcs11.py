@@ -230,9 +230,10 @@ async def test_rewrap_leaves_token_keys_alone_and_says_so(
             actor=Actor.cli(),
             now=clock.now(),
         )
-    # The bootstrap made the signing key and the anchor in the token; exchange keys stay files.
-    assert done.in_token == {"signing_keys": 1, "anchor_keys": 1}
-    assert done.rewrapped == {"exchange_keys": 2}
+    # The bootstrap made the signing key, the anchor and the exchange sig key in the token; the
+    # exchange enc key stays a file, under the new passphrase now.
+    assert done.in_token == {"signing_keys": 1, "anchor_keys": 1, "exchange_keys": 1}
+    assert done.rewrapped == {"exchange_keys": 1}
 
 
 def test_a_token_that_cannot_be_used_stops_the_start_in_one_line(
@@ -307,3 +308,51 @@ def test_a_file_process_refuses_a_token_key_with_a_503(token: Token) -> None:
     ring.token = token
     assert ring.private_half(record).kid == key.kid
     assert service.algorithm(record) == "ES256"
+
+
+async def test_a_package_signed_by_a_token_exchange_key_opens_at_the_partner(
+    hsm_app: RunningApp, clock: ManualClock, token: Token
+) -> None:
+    from yuekang.codec.exchange import EncryptionKey, new_jti, open_package, seal_package
+    from yuekang.exchange import keys as exchange_keys
+    from yuekang.exchange.models import ExchangeKey
+
+    context = hsm_app.context
+    async with context.sessionmaker() as session:
+        ours = await exchange_keys.our_keys(
+            session,
+            passphrase=TEST_SECRETS.key_passphrase,
+            cache=context.exchange_keys,
+            now=clock.now(),
+        )
+        assert ours is not None
+        stored = await session.get(ExchangeKey, ours.signer.kid)
+    assert stored is not None
+    # The development bootstrap made the sig key in the token; the enc key stays a file.
+    assert is_token_key(stored.private_pem)
+    assert token.holds(ours.signer.kid)
+    # What the partner learns: our key document, as it fetches it.
+    document = (await hsm_app.client.get("/v1/exchange/keys")).json()
+    [sig] = [k for k in document["keys"] if k["kid"] == ours.signer.kid]
+    macao = EncryptionKey.generate()
+    now = epoch(clock.now())
+    claims = {
+        "iss": "yk:gd",
+        "aud": "mo:ssm",
+        "typ": "conversion",
+        "jti": new_jti(),
+        "iat": now,
+        "exp": now + 60,
+    }
+    package = seal_package(claims, signer=ours.signer, recipient=macao.public())
+    # The function the reference Macao's inbound opens packages with.
+    opened = open_package(
+        package,
+        decryption_keys={macao.kid: macao},
+        sender_keys={sig["kid"]: VerificationKey.from_jwk(sig, issuer="yk:gd")},
+        issuer="yk:gd",
+        audience="mo:ssm",
+        now=now,
+    )
+    assert opened.sender_kid == ours.signer.kid
+    assert opened.claims["jti"] == claims["jti"]

@@ -33,7 +33,12 @@ def keys_init() -> None:
     from yuekang.exchange import keys
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
-        made = await keys.ensure(session, passphrase=context.secrets.key_passphrase, now=now)
+        made = await keys.ensure(
+            session,
+            passphrase=context.secrets.key_passphrase,
+            now=now,
+            token=context.keyring.token,
+        )
         typer.echo("made " + ", ".join(made) if made else "exchange keys exist already")
 
     run_in_transaction(work)
@@ -62,7 +67,12 @@ def keys_rotate(use: Annotated[Literal["sig", "enc"], typer.Argument()]) -> None
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         kid = await keys.rotate(
-            session, use=use, passphrase=context.secrets.key_passphrase, actor=Actor.cli(), now=now
+            session,
+            use=use,
+            passphrase=context.secrets.key_passphrase,
+            actor=Actor.cli(),
+            now=now,
+            token=context.keyring.token,
         )
         typer.echo(f"new {use} key {kid}")
 

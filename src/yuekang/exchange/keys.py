@@ -1,6 +1,10 @@
 """Our exchange keys: one ``sig`` key that signs packages and requests, one ``enc`` key partners
 encrypt packages to, each rotated on its own. A retired ``enc`` key keeps decrypting for the
-longest package lifetime, so a package sealed just before a rotation is not lost."""
+longest package lifetime, so a package sealed just before a rotation is not lost.
+
+With a PKCS#11 token (``keys.backend=pkcs11``) the ``sig`` key is made in the token, as health-code
+keys are (``keyring/pkcs11.py``); the ``enc`` key stays PKCS#8-encrypted in the database, since
+opening a package (ECDH-ES through joserfc) needs the private key in the process."""
 
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from yuekang.audit import service as audit
 from yuekang.codec.exchange import MAX_LIFETIME, EncryptionKey
 from yuekang.codec.keys import SigningKey, private_key_from_pem, private_key_to_pem
+from yuekang.exceptions import ServiceUnavailable
 from yuekang.exchange.models import ExchangeKey
+from yuekang.keyring.pkcs11 import Token, TokenError, is_token_key, label_of, uri
+from yuekang.keyring.service import token_generate
 from yuekang.principals import Actor
 
 Use = Literal["sig", "enc"]
@@ -32,34 +39,61 @@ class OurKeys:
 class ExchangeKeyCache:
     """Decrypted private keys by kid, for the process's lifetime: a key's private half never
     changes, and unwrapping PKCS#8 on every request would cost more than the exchange itself.
-    States are read from the database on every use, so a rotation is seen at once."""
+    States are read from the database on every use, so a rotation is seen at once. A key held in
+    ``token`` is cached as the token's handle."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: Token | None = None) -> None:
+        self.token = token
         self._keys: dict[str, Any] = {}
 
     def private(self, record: ExchangeKey, passphrase: str) -> Any:
         key = self._keys.get(record.kid)
         if key is None:
-            key = private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
+            if is_token_key(record.private_pem):
+                key = self._from_token(record)
+            else:
+                key = private_key_from_pem(record.private_pem, passphrase.encode("utf-8"))
             self._keys[record.kid] = key
         return key
 
+    def _from_token(self, record: ExchangeKey) -> Any:
+        if self.token is None:
+            raise ServiceUnavailable(
+                f"exchange key {record.kid} is held in a PKCS#11 token and this process has none "
+                "(keys.backend=file)",
+                code="unavailable",
+            )
+        try:
+            return self.token.private_key(label_of(record.private_pem), "ES256")
+        except TokenError as exc:
+            raise ServiceUnavailable(
+                f"the signing token cannot sign now ({exc})", code="unavailable"
+            ) from None
 
-async def _create(session: AsyncSession, *, use: Use, passphrase: str, now: dt.datetime) -> str:
+
+async def _create(
+    session: AsyncSession, *, use: Use, passphrase: str, now: dt.datetime, token: Token | None
+) -> str:
     public: dict[str, Any]
-    if use == "sig":
+    if use == "sig" and token is not None:
+        signer = SigningKey.from_private_key(token_generate(token, "ES256"))
+        kid, public = signer.kid, signer.public().to_jwk()
+        stored = uri(token.label, kid)
+    elif use == "sig":
         signer = SigningKey.generate("ES256")
-        kid, private, public = signer.kid, signer.private_key, signer.public().to_jwk()
+        kid, public = signer.kid, signer.public().to_jwk()
+        stored = private_key_to_pem(signer.private_key, passphrase.encode("utf-8"))
     else:
         enc = EncryptionKey.generate()
-        kid, private, public = enc.kid, enc.private_key, enc.public().to_jwk()
+        kid, public = enc.kid, enc.public().to_jwk()
+        stored = private_key_to_pem(enc.private_key, passphrase.encode("utf-8"))
     session.add(
         ExchangeKey(
             kid=kid,
             use=use,
             state="active",
             public_jwk=json.dumps(public, separators=(",", ":")),
-            private_pem=private_key_to_pem(private, passphrase.encode("utf-8")),
+            private_pem=stored,
             created_at=now,
         )
     )
@@ -67,15 +101,18 @@ async def _create(session: AsyncSession, *, use: Use, passphrase: str, now: dt.d
     return kid
 
 
-async def ensure(session: AsyncSession, *, passphrase: str, now: dt.datetime) -> list[str]:
-    """Make the keys that are missing (first run); the kids made."""
+async def ensure(
+    session: AsyncSession, *, passphrase: str, now: dt.datetime, token: Token | None = None
+) -> list[str]:
+    """Make the keys that are missing (first run); the kids made (the ``sig`` key in ``token``
+    when given)."""
     active = set(
         (
             await session.execute(select(ExchangeKey.use).where(ExchangeKey.state == "active"))
         ).scalars()
     )
     return [
-        await _create(session, use=use, passphrase=passphrase, now=now)
+        await _create(session, use=use, passphrase=passphrase, now=now, token=token)
         for use in ("sig", "enc")
         if use not in active
     ]
@@ -93,15 +130,22 @@ async def active_since(session: AsyncSession, use: Use) -> dt.datetime | None:
 
 
 async def rotate(
-    session: AsyncSession, *, use: Use, passphrase: str, actor: Actor, now: dt.datetime
+    session: AsyncSession,
+    *,
+    use: Use,
+    passphrase: str,
+    actor: Actor,
+    now: dt.datetime,
+    token: Token | None = None,
 ) -> str:
-    """Retire the active key of ``use`` and make a new one; the new kid."""
+    """Retire the active key of ``use`` and make a new one (a ``sig`` key in ``token`` when
+    given); the new kid."""
     await session.execute(
         update(ExchangeKey)
         .where(ExchangeKey.use == use, ExchangeKey.state == "active")
         .values(state="retired", retired_at=now)
     )
-    kid = await _create(session, use=use, passphrase=passphrase, now=now)
+    kid = await _create(session, use=use, passphrase=passphrase, now=now, token=token)
     await audit.record(
         session,
         actor=actor,
