@@ -226,10 +226,11 @@ async def run_once(
         return Round(False, {})
     engine: AsyncEngine = sessionmaker.kw["bind"]
     partitioned = await daily.is_partitioned(engine)
-    moved = daily.Done()
+    history = daily.Done()
     if partitioned:
-        moved = await _partitions(engine, settings, now)
-    deleted: dict[str, int] = {}
+        history = await _partitions(engine, settings, now)
+    # On PostgreSQL, what retention removed from the history tables, by whole days.
+    deleted: dict[str, int] = dict(history.removed)
     for name, step in _steps(settings, now, partitioned=partitioned).items():
         total = 0
         while True:
@@ -241,7 +242,7 @@ async def run_once(
         deleted[name] = total
     async with sessionmaker() as session, session.begin():
         await _finish(session, token=token, now=clock.now())
-    return Round(True, deleted, moved)
+    return Round(True, deleted, history)
 
 
 async def run_forever(

@@ -172,9 +172,9 @@ async def _ddl(engine: AsyncEngine, *statements: str, unless: str | None = None)
 class Done:
     created: list[str] = dataclasses.field(default_factory=list)
     moved: int = 0
-    purged: int = 0
-    """Rows deleted from DEFAULT partitions past retention."""
     dropped: list[str] = dataclasses.field(default_factory=list)
+    removed: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Rows gone past retention by table: in the partitions dropped, or deleted from DEFAULT."""
 
 
 async def create_ahead(engine: AsyncEngine, *, now: dt.datetime, days: int, done: Done) -> None:
@@ -222,10 +222,17 @@ async def create_ahead(engine: AsyncEngine, *, now: dt.datetime, days: int, done
 
 async def drop_past(engine: AsyncEngine, *, before: dict[str, dt.datetime], done: Done) -> None:
     """Detaches and drops every dated partition of ``table`` whose whole range ends at or before
-    ``before[table]``; drops partitions a stopped round left detached."""
+    ``before[table]``; drops partitions a stopped round left detached; deletes the rows past
+    ``before[table]`` that a DEFAULT partition took. ``done.removed`` counts the rows by table."""
     for partition in await partitions(engine):
         if partition.upper is None or partition.upper > before[partition.table]:
             continue
+        # Counted for the round's report, before and outside the DDL's locks.
+        async with engine.connect() as connection:
+            rows = int(
+                await connection.scalar(text(f"SELECT count(*) FROM {partition.name}"))  # noqa: S608
+                or 0
+            )
         if partition.attached and not await _ddl(
             engine, f"ALTER TABLE {partition.table} DETACH PARTITION {partition.name}"
         ):
@@ -233,6 +240,7 @@ async def drop_past(engine: AsyncEngine, *, before: dict[str, dt.datetime], done
         # Detached, the table is nobody's: dropping it takes no lock anyone waits for.
         if await _ddl(engine, f"DROP TABLE IF EXISTS {partition.name}"):
             done.dropped.append(partition.name)
+            done.removed[partition.table] = done.removed.get(partition.table, 0) + rows
     # Rows the DEFAULT partition took for a day that never got its partition: few, deleted.
     for table, key in PARTITIONED.items():
         async with engine.begin() as connection:
@@ -240,4 +248,5 @@ async def drop_past(engine: AsyncEngine, *, before: dict[str, dt.datetime], done
                 text(f"DELETE FROM {table}_default WHERE {key} < :before"),  # noqa: S608
                 {"before": before[table]},
             )
-        done.purged += int(getattr(result, "rowcount", 0) or 0)
+        purged = int(getattr(result, "rowcount", 0) or 0)
+        done.removed[table] = done.removed.get(table, 0) + purged
