@@ -24,6 +24,7 @@ from yuekang.clock import ManualClock
 from yuekang.config import MaintenanceSettings, ScanSettings, Settings
 from yuekang.db import create_engine, create_sessionmaker, migrate
 from yuekang.health_codes import service as codes
+from yuekang.principals import Role
 
 TODAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -328,3 +329,48 @@ async def _racing_retries(running: RunningApp, clock: ManualClock) -> None:
         "SELECT count(*) FROM health_codes WHERE idempotency_key = 'retry-1'",
     )
     assert count == 1
+
+
+async def test_contact_tracing_finds_nothing_past_retention_before_its_day_is_dropped(
+    settings: Settings, clock: ManualClock
+):
+    # Records go by whole days, up to a day after retention; until then they are not served.
+    async for running in start_app(settings, clock, MemorySmsSender()):
+        await _traced(running, clock)
+
+
+async def _traced(running: RunningApp, clock: ManualClock) -> None:
+    gate = await running.checkpoint_key()
+    code = await running.api.code(await running.api.registered())
+    await running.client.post(
+        "/v1/verify", headers={"Authorization": f"Bearer {gate}"}, json={"qr_text": code["qr_text"]}
+    )
+    epi = {"Authorization": f"Bearer {await running.operator_token(Role.EPIDEMIOLOGIST)}"}
+    place = str(uuid.UUID(hex=gate.removeprefix("ykc_").split("_")[0]))
+
+    async def traced() -> tuple[int, int]:
+        case = {"case_reference": "GZ-2026-0999"}
+        travels = await running.client.get(
+            f"/v1/admin/codes/{code['code_id']}/scans", headers=epi, params=case
+        )
+        window = {
+            "from": (clock.now() - dt.timedelta(days=400)).isoformat(),
+            "to": clock.now().isoformat(),
+            **case,
+        }
+        at_gate = await running.client.get(
+            f"/v1/admin/checkpoints/{place}/scans", headers=epi, params=window
+        )
+        assert travels.status_code == at_gate.status_code == 200, travels.text
+        return len(travels.json()), len(at_gate.json())
+
+    clock.advance(1)
+    assert await traced() == (1, 1)
+    clock.advance(dt.timedelta(days=28, minutes=1).total_seconds())
+    assert await traced() == (0, 0)
+    stored = await query(
+        running.context.settings.database_url,
+        "SELECT count(*) FROM scan_records WHERE code_id = :code",
+        code=code["code_id"],
+    )
+    assert stored == [(1,)]  # still there: its day is not wholly past retention yet

@@ -90,6 +90,7 @@ async def upload_scans(
 async def scans_at_checkpoint(
     checkpoint_id: uuid.UUID,
     session: SessionDep,
+    context: Context,
     now: Now,
     operator: Epidemiologist,
     start: Annotated[Instant, Query(alias="from")],
@@ -108,6 +109,7 @@ async def scans_at_checkpoint(
         case_reference=case_reference,
         actor=operator.actor,
         now=now,
+        retention=dt.timedelta(days=context.settings.scans.retention_days),
     )
     return [_read(r) for r in records]
 
@@ -118,6 +120,7 @@ async def scans_at_checkpoint(
 async def scans_of_person(
     code_id: str,
     session: SessionDep,
+    context: Context,
     now: Now,
     operator: Epidemiologist,
     case_reference: CaseRef,
@@ -125,7 +128,12 @@ async def scans_of_person(
     """Where the holder of this code had any of their codes scanned. Audited with the case
     reference; epidemiologists only."""
     records = await service.of_person(
-        session, code_id=code_id, case_reference=case_reference, actor=operator.actor, now=now
+        session,
+        code_id=code_id,
+        case_reference=case_reference,
+        actor=operator.actor,
+        now=now,
+        retention=dt.timedelta(days=context.settings.scans.retention_days),
     )
     return [_read(r) for r in records]
 

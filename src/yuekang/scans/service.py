@@ -142,15 +142,17 @@ async def at_checkpoint(
     case_reference: str,
     actor: Actor,
     now: dt.datetime,
+    retention: dt.timedelta,
 ) -> Sequence[ScanRecord]:
-    """Which codes were scanned at a checkpoint in a time window (audited)."""
+    """Which codes were scanned at a checkpoint in a time window (audited), within
+    ``retention`` of ``now``."""
     rows = (
         (
             await session.execute(
                 select(ScanRecord)
                 .where(
                     ScanRecord.checkpoint_id == checkpoint_id,
-                    ScanRecord.scanned_at >= start,
+                    ScanRecord.scanned_at >= max(start, now - retention),
                     ScanRecord.scanned_at < end,
                 )
                 .order_by(ScanRecord.scanned_at)
@@ -187,10 +189,16 @@ async def _owner(session: AsyncSession, code_id: str) -> uuid.UUID:
 
 
 async def of_person(
-    session: AsyncSession, *, code_id: str, case_reference: str, actor: Actor, now: dt.datetime
+    session: AsyncSession,
+    *,
+    code_id: str,
+    case_reference: str,
+    actor: Actor,
+    now: dt.datetime,
+    retention: dt.timedelta,
 ) -> Sequence[ScanRecord]:
     """Where the holder of ``code_id`` had any of their codes scanned, or their document
-    checked instead of a code (audited)."""
+    checked instead of a code (audited), within ``retention`` of ``now``."""
     owner = await _owner(session, code_id)
     codes = select(HealthCode.code_id).where(HealthCode.resident_id == owner)
     document = select(Identity.doc_index).where(Identity.resident_id == owner).scalar_subquery()
@@ -202,7 +210,10 @@ async def of_person(
                     or_(
                         ScanRecord.code_id.in_(codes),
                         and_(ScanRecord.method == "document", ScanRecord.subject_index == document),
-                    )
+                    ),
+                    # PostgreSQL drops records by whole days, up to a day after retention: until
+                    # then they are not found. (Also the partition key: older days are skipped.)
+                    ScanRecord.scanned_at >= now - retention,
                 )
                 .order_by(ScanRecord.scanned_at)
                 .limit(10_000)
