@@ -3,9 +3,10 @@
 Debian's pgbouncer 1.18 runs in front of the suite's PostgreSQL with a pool of 3 server
 connections, fewer than the service's own pool: each transaction gets whichever server connection
 is free, and one left by another client as that client left it. What must not outlive a
-transaction is asyncpg's named prepared statements (db.pooler_connect_args); the feed writer's
-advisory lock, its temporary table and its table lock are all transaction-scoped, so they do not.
-Migrations go straight to PostgreSQL, as docs/OPERATIONS.md tells operators to.
+transaction is asyncpg's named prepared statements (db.pooler_connect_args); the advisory locks
+of the feed writer and of scan uploads, the feed writer's temporary table and its table lock are
+all transaction-scoped, so they do not. Migrations go straight to PostgreSQL, as operators are
+told to (docs/OPERATIONS.md): through pgbouncer they meet earlier runs' statements too.
 """
 
 from __future__ import annotations
