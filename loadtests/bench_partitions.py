@@ -4,11 +4,12 @@
                                                    [--connections 64] [--workers 2]
 
 Starts a throwaway PostgreSQL and ``yuekang serve`` as loadtests.bench does, and measures
-``POST /v1/codes`` and ``POST /v1/verify`` with wrk twice: first on the nearly empty tables
-(the small table), then after ``--rows`` codes spread over ``--days`` past days (one daily
-partition each, as housekeeping keeps them), with a revocation for one code in 100. The ratios
-large/small are the figures: the same machine, server and load generator in the same run.
-Last, one day's partition is detached and dropped, timed.
+``POST /v1/codes`` and ``POST /v1/verify`` with wrk on ``--rows`` codes spread over ``--days``
+past days (one daily partition each, as housekeeping keeps them; a revocation for one code in
+100) -- the large table -- and on the small one, the same database with those days' partitions
+detached, in ``--rounds`` alternating rounds. The ratios large/small (median of the rounds')
+are the figures: the same machine, server and load generator in the same run. Last, one day's
+partitions are detached and dropped, timed, and then the rest by housekeeping's own function.
 
 The rows are made by the server itself, ``INSERT ... SELECT`` over ``generate_series``: nothing
 crosses the socket and no Python builds 20 million rows on the same two cores (COPY FROM STDIN
@@ -23,6 +24,7 @@ import asyncio
 import datetime as dt
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -172,19 +174,44 @@ async def housekeeping_drop(url: str, *, before: dt.datetime) -> tuple[float, li
         await engine.dispose()
 
 
-def ratio(large: Load, small: Load) -> str:
-    return (
-        f"rate {large.rate:,.0f}/s vs {small.rate:,.0f}/s ({large.rate / small.rate:.0%}), "
-        f"p99 {large.p99_ms:.1f} ms vs {small.p99_ms:.1f} ms "
-        f"({large.p99_ms / small.p99_ms:.0%}), errors {large.errors}/{small.errors}"
-    )
+async def toggle(url: str, *, days: int, attach: bool) -> float:
+    """Detach the filled days' partitions of codes and revocations (the small table: what a
+    fresh deployment has) or attach them again (the large one); seconds. A detached partition
+    keeps a CHECK of its range, so attaching it again skips the scan that would validate it."""
+    import asyncpg
+
+    first = first_day(days)
+    connection = await asyncpg.connect(_dsn(url))
+    started = time.perf_counter()
+    try:
+        for n in range(days):
+            day = first + dt.timedelta(days=n)
+            low, high = f"'{day.isoformat()}'", f"'{(day + dt.timedelta(days=1)).isoformat()}'"
+            for table in ("health_codes", "revocations"):
+                name = f"{table}_p{day:%Y%m%d}"
+                if attach:
+                    await connection.execute(
+                        f"ALTER TABLE {table} ATTACH PARTITION {name} "
+                        f"FOR VALUES FROM ({low}) TO ({high})"
+                    )
+                    continue
+                await connection.execute(f"ALTER TABLE {table} DETACH PARTITION {name}")
+                await connection.execute(
+                    f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {name}_range, "
+                    f"ADD CONSTRAINT {name}_range "
+                    f"CHECK (expires_at >= {low} AND expires_at < {high})"
+                )
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000_000)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--residents", type=int, default=300)
@@ -194,6 +221,7 @@ def main() -> None:
     load = {"seconds": options.seconds, "connections": options.connections}
     work = Path(tempfile.mkdtemp(prefix="yk-bench-partitions-"))
     with served(work, options.workers) as server:
+        url = server.database_url
         gate = cli(server.env, work, "checkpoints", "create", "bench gate")
         tokens = residents(server, options.residents)
         code = httpx.post(
@@ -205,43 +233,67 @@ def main() -> None:
         )
         issue = rotating_tokens_script("/v1/codes", tokens)
 
-        def measure() -> tuple[Load, Load]:
+        def measure(label: str) -> tuple[Load, Load]:
             issued = wrk(f"{server.base}/v1/codes", **load, script=issue)
             verified = wrk(f"{server.base}/v1/verify", **load, script=verify)
+            print(f"  {label}: issue {issued}\n  {label}: verify {verified}", flush=True)
             return issued, verified
 
-        asyncio.run(make_partitions(server.database_url, days=options.days))
-        small = measure()
-        small_lookup = asyncio.run(lookups_by_id(server.database_url))
-        print(f"small table: issue {small[0]}, verify {small[1]}", flush=True)
-        codes_s, revocations_s = asyncio.run(
-            fill(server.database_url, rows=options.rows, days=options.days)
-        )
+        asyncio.run(make_partitions(url, days=options.days))
+        codes_s, revocations_s = asyncio.run(fill(url, rows=options.rows, days=options.days))
         print(
             f"filled {options.rows:,} codes in {codes_s:.0f} s "
             f"({options.rows / codes_s:,.0f} rows/s), revocations in {revocations_s:.0f} s",
             flush=True,
         )
-        large = measure()
-        large_lookup = asyncio.run(lookups_by_id(server.database_url))
-        print(f"large table: issue {large[0]}, verify {large[1]}", flush=True)
+        # Rounds of large then small, the filled days detached and attached again between
+        # them: each round's ratio is of two measurements a few seconds apart, so the drift
+        # of a shared machine over the run moves both alike. The medians are the figures.
+        rounds: list[tuple[tuple[Load, Load], tuple[Load, Load]]] = []
+        lookups: list[tuple[float, float]] = []
+        toggles: list[float] = []
+        for n in range(options.rounds):
+            large = measure(f"round {n + 1} large")
+            large_lookup = asyncio.run(lookups_by_id(url))
+            toggles.append(asyncio.run(toggle(url, days=options.days, attach=False)))
+            small = measure(f"round {n + 1} small")
+            small_lookup = asyncio.run(lookups_by_id(url))
+            toggles.append(asyncio.run(toggle(url, days=options.days, attach=True)))
+            rounds.append((large, small))
+            lookups.append((large_lookup, small_lookup))
         first = first_day(options.days)
-        dropped_ms, day_rows = asyncio.run(drop_day(server.database_url, day=first))
-        # Every filled day dropped: the small table again, against the drift of a shared
-        # machine over the run.
+        dropped_ms, day_rows = asyncio.run(drop_day(url, day=first))
         dropped_all_ms, dropped = asyncio.run(
-            housekeeping_drop(server.database_url, before=first + dt.timedelta(days=options.days))
+            housekeeping_drop(url, before=first + dt.timedelta(days=options.days))
         )
-        asyncio.run(make_partitions(server.database_url, days=options.days))
-        again = measure()
-        print(f"small table again: issue {again[0]}, verify {again[1]}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     print()
-    print(f"codes: {options.rows:,} over {options.days} days, {options.workers} workers")
+    print(
+        f"codes: {options.rows:,} over {options.days} days, {options.workers} workers, "
+        f"{options.rounds} rounds of {options.seconds} s, {options.connections} connections"
+    )
     for name, n in (("issue ", 0), ("verify", 1)):
-        print(f"{name} (large/small before): {ratio(large[n], small[n])}")
-        print(f"{name} (large/small after):  {ratio(large[n], again[n])}")
-    print(f"lookup by code id alone: {large_lookup:.3f} ms vs {small_lookup:.3f} ms")
+        rates = [large[n].rate / small[n].rate for large, small in rounds]
+        p99s = [large[n].p99_ms / small[n].p99_ms for large, small in rounds]
+        print(
+            f"{name} large/small: rate {statistics.median(rates):.0%} "
+            f"({min(rates):.0%}-{max(rates):.0%}), p99 {statistics.median(p99s):.0%} "
+            f"({min(p99s):.0%}-{max(p99s):.0%}); large "
+            f"{statistics.median(r[0][n].rate for r in rounds):,.0f}/s p99 "
+            f"{statistics.median(r[0][n].p99_ms for r in rounds):.0f} ms, small "
+            f"{statistics.median(r[1][n].rate for r in rounds):,.0f}/s p99 "
+            f"{statistics.median(r[1][n].p99_ms for r in rounds):.0f} ms; errors "
+            f"{sum(r[0][n].errors + r[1][n].errors for r in rounds)}"
+        )
+    print(
+        f"lookup by code id alone (every partition's index): "
+        f"{statistics.median(a for a, _ in lookups):.3f} ms large, "
+        f"{statistics.median(b for _, b in lookups):.3f} ms small"
+    )
+    print(
+        f"detaching or attaching the {2 * options.days} filled partitions: "
+        f"{statistics.median(toggles):.2f} s"
+    )
     print(f"drop one day ({day_rows:,} codes + revocations): {dropped_ms:.0f} ms")
     print(
         f"housekeeping's drop of the other {len(dropped)} partitions (counting each first): "
