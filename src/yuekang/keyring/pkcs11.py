@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from yuekang.codec.errors import InvalidKey
-from yuekang.codec.keys import Algorithm, PrivateKey, key_id
+from yuekang.codec.keys import Algorithm, PrivateKey, SigningKey, key_id
 from yuekang.config import ConfigurationError, ResolvedSettings
 from yuekang.exceptions import ServiceUnavailable
 
@@ -368,6 +368,11 @@ class TokenEd25519Key(ed25519.Ed25519PrivateKey):
 
     def __deepcopy__(self, memo: dict[int, object]) -> TokenEd25519Key:
         return self
+
+
+def held_in_token(key: SigningKey) -> bool:
+    """Whether ``key`` signs in a token (each signature a call into the module)."""
+    return isinstance(key.private_key, TokenEcKey | TokenEd25519Key)
 
 
 def open_token(resolved: ResolvedSettings) -> Token | None:
