@@ -17,10 +17,12 @@ puts in low-S form); EdDSA is ``CKM_EDDSA`` over the message.
 python-pkcs11 initialises the module with ``C_Initialize(NULL)``: by the standard that tells the
 module the application makes no concurrent calls, and SoftHSM2 then takes no locks (two threads
 signing at once crashed the process). So each :class:`Token` has one logged-in session and one
-lock (:data:`_MODULE_LOCK`) around every call into the module. A signature is made inline, where
-the codec asks for it, on whichever thread asks: an ES256 signature in SoftHSM2 took 0.1 ms on
-a quiet machine (10,500/s, against 28,600/s in process), less than a thread hop would add; a
-network HSM's millisecond would call for signing off the event loop (docs/PERFORMANCE.md).
+lock (:data:`_MODULE_LOCK`) around every call into the module, whichever thread makes it. An
+ES256 signature in SoftHSM2 took 0.1 ms on a quiet machine (10,500/s, against 28,600/s in
+process). Health codes are signed in a worker thread (``KeyRing.sign``): a token that hangs --
+a network HSM waiting out its timeout -- must not hold the event loop and every request on it.
+The anchor (a bundle every half lifetime) and the exchange key (one package per conversion) sign
+where they are asked, rarely enough not to matter.
 """
 
 from __future__ import annotations
