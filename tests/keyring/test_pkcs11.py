@@ -356,3 +356,51 @@ async def test_a_package_signed_by_a_token_exchange_key_opens_at_the_partner(
     )
     assert opened.sender_kid == ours.signer.kid
     assert opened.claims["jti"] == claims["jti"]
+
+
+def test_the_key_commands_make_and_destroy_keys_in_the_token(
+    soft: SoftToken, tmp_path: Path, token: Token, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from yuekang.cli import app
+    from yuekang.db import migrate
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    migrate(url)
+    for name, value in {
+        "YUEKANG_DATABASE_URL": url,
+        "YUEKANG_KEYS_DIR": str(tmp_path / "keys"),
+        "YUEKANG_ENV": "dev",
+        "YUEKANG_KEYS__PUBLISH_LEAD_SECONDS": "0",
+        "YUEKANG_KEYS__BACKEND": "pkcs11",
+        "YUEKANG_KEYS__PKCS11_MODULE": str(soft.module),
+        "YUEKANG_KEYS__PKCS11_TOKEN_LABEL": soft.label,
+        "YUEKANG_SECRETS": TEST_SECRETS.model_copy(
+            update={"pkcs11_pin": soft.pin}
+        ).model_dump_json(),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(app, list(args))
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, _ = run("keys", "generate")
+    assert code == 0, out
+    kid = out.split()[0]
+    assert f"pending in token {soft.label}" in out
+    assert token.holds(kid)
+    assert run("keys", "activate", kid)[0] == 0
+    code, out, _ = run("keys", "anchor")
+    assert code == 0
+    assert token.holds(json.loads(out)["kid"])
+    code, out, _ = run("keys", "retire", kid, "--compromised")
+    assert code == 0
+    assert f"{kid} destroyed in token {soft.label}" in out
+    assert not token.holds(kid)
+
+    monkeypatch.setenv("YUEKANG_KEYS__PKCS11_TOKEN_LABEL", "absent")
+    code, _, err = run("serve", "--port", "1")
+    assert code == 2
+    assert err.strip() == "error: no PKCS#11 token labelled 'absent'"

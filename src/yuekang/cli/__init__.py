@@ -165,6 +165,7 @@ def serve(
     from yuekang.context import AppContext
     from yuekang.db import migrate as run_migrations
     from yuekang.db import schema_behind
+    from yuekang.keyring.pkcs11 import open_token
     from yuekang.metrics import prepare_workers
 
     try:
@@ -175,6 +176,10 @@ def serve(
     port = port or settings.port
     try:
         resolved = resolve(settings)
+        # A signing token that cannot be used is this one line, not a traceback in each worker.
+        token = open_token(resolved)
+        if token is not None:
+            token.close()
     except ConfigurationError as exc:
         fail(str(exc))
     # After the configuration (what is wrong with it comes first, wherever it runs), before
