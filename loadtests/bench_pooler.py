@@ -3,7 +3,9 @@
     .venv/bin/python -m loadtests.bench_pooler [--seconds 5] [--concurrency 16] [--rounds 3]
 
 Starts a throwaway PostgreSQL and Debian's pgbouncer in front of it (pool_mode=transaction,
-default_pool_size 20), then measures, each for ``--seconds`` at ``--concurrency``:
+enough server connections for every engine at once: the pool is not what is measured), then
+measures, each for ``--seconds`` at ``--concurrency``, every variant's engine or app built once
+and kept for the whole run:
 
 - **statements**: transactions of five reads by primary key (SQLAlchemy Core, one engine),
   the way a request reads: straight with the default statement caches (the limit), straight
@@ -17,16 +19,17 @@ default_pool_size 20), then measures, each for ``--seconds`` at ``--concurrency`
 
 Every figure is a rate, the median of ``--rounds`` rounds; a ratio is against the first row
 measured in the same round, seconds apart, so a slow spell of the shared machine slows both, and
-every other round runs in reverse order. The client shares
-this process's core with the app: the API figures are of one process, the statement figures of
-the database's side.
+every other round runs in reverse order. The client shares this process's core with the app:
+the API figures are of one process, the statement figures of the database's side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import itertools
 import logging
 import statistics
 import tempfile
@@ -73,14 +76,18 @@ async def rate(work: Work, *, seconds: float, concurrency: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-async def statements(url: str, connect_args: dict[str, Any], args: argparse.Namespace) -> float:
-    # create_engine's arguments, with the statement caches as each variant has them.
+async def statements(
+    stack: contextlib.AsyncExitStack, url: str, connect_args: dict[str, Any], concurrency: int
+) -> Work:
+    """A transaction of five reads by primary key, on an engine of its own (closed with
+    ``stack``): create_engine's arguments, with the statement caches as the variant has them."""
     engine = db.create_async_engine(
         url,
-        pool_size=args.concurrency,
+        pool_size=concurrency,
         max_overflow=0,
         connect_args={"command_timeout": 5, **connect_args},
     )
+    stack.push_async_callback(engine.dispose)
     queries = [
         text("SELECT id, created_at FROM residents WHERE id = :id"),
         text("SELECT resident_id, status FROM health_status WHERE resident_id = :id"),
@@ -95,15 +102,14 @@ async def statements(url: str, connect_args: dict[str, Any], args: argparse.Name
             for query in queries:
                 await connection.execute(query, values)
 
-    try:
-        await transaction()  # connect, warm the caches
-        return await rate(transaction, seconds=args.seconds, concurrency=args.concurrency)
-    finally:
-        await engine.dispose()
+    await asyncio.gather(*(transaction() for _ in range(concurrency)))  # connect, warm up
+    return transaction
 
 
-async def api_rates(url: str, pooler: str, args: argparse.Namespace) -> tuple[float, float]:
-    """(online verify, issuance) per second through one app on ``url``."""
+async def api(
+    stack: contextlib.AsyncExitStack, url: str, pooler: str, concurrency: int
+) -> tuple[Work, Work]:
+    """(online verify, issuance) through an app of its own on ``url`` (stopped with ``stack``)."""
     # The suite's settings for an app in a test (tests/ is on the path once loadtests.bench is
     # imported).
     from conftest import make_settings
@@ -122,39 +128,111 @@ async def api_rates(url: str, pooler: str, args: argparse.Namespace) -> tuple[fl
         sms=MemorySmsSender(),
         proofing=registry,
     )
-    async with app.router.lifespan_context(app):
-        await bootstrap_dev_key(app.state.context)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            api = Api(client, registry)
-            people = [await api.registered() for _ in range(args.concurrency)]
-            context = app.state.context
-            async with context.sessionmaker() as session, session.begin():
-                _, gate = await checkpoints.create_checkpoint(
-                    session,
-                    name="bench gate",
-                    kind=as_place_kind("venue"),
-                    actor=Actor.cli(),
-                    now=dt.datetime.now(dt.UTC),
-                )
-            code = (await api.code(people[0]))["qr_text"]
-            turn = iter(range(10**9))
+    await stack.enter_async_context(app.router.lifespan_context(app))
+    await bootstrap_dev_key(app.state.context)
+    transport = httpx.ASGITransport(app=app)
+    client = await stack.enter_async_context(
+        httpx.AsyncClient(transport=transport, base_url="http://bench")
+    )
+    caller = Api(client, registry)
+    people = [await caller.registered() for _ in range(concurrency)]
+    context = app.state.context
+    async with context.sessionmaker() as session, session.begin():
+        _, gate = await checkpoints.create_checkpoint(
+            session,
+            name="bench gate",
+            kind=as_place_kind("venue"),
+            actor=Actor.cli(),
+            now=dt.datetime.now(dt.UTC),
+        )
+    code = (await caller.code(people[0]))["qr_text"]
+    turn = itertools.count()
 
-            async def verify() -> None:
-                answer = await client.post(
-                    "/v1/verify",
-                    headers={"Authorization": f"Bearer {gate}"},
-                    json={"qr_text": code},
-                )
-                assert answer.status_code == 200, answer.text
+    async def verify() -> None:
+        answer = await client.post(
+            "/v1/verify", headers={"Authorization": f"Bearer {gate}"}, json={"qr_text": code}
+        )
+        assert answer.status_code == 200, answer.text
 
-            async def issue() -> None:
-                answer = await api.issue(people[next(turn) % len(people)])
-                assert answer.status_code == 201, answer.text
+    async def issue() -> None:
+        answer = await caller.issue(people[next(turn) % len(people)])
+        assert answer.status_code == 201, answer.text
 
-            verified = await rate(verify, seconds=args.seconds, concurrency=args.concurrency)
-            issued = await rate(issue, seconds=args.seconds, concurrency=args.concurrency)
-    return verified, issued
+    return verify, issue
+
+
+async def rounds(
+    variants: dict[str, tuple[Work, ...]], args: argparse.Namespace
+) -> list[dict[str, tuple[float, ...]]]:
+    """Every variant's every workload measured once a round, in turn; every other round in
+    reverse order, so that neither a warming cache nor a neighbour's busy spell favours one."""
+    results = []
+    for number in range(args.rounds):
+        names = list(variants) if number % 2 == 0 else list(reversed(variants))
+        measured: dict[str, tuple[float, ...]] = {}
+        for name in names:
+            measured[name] = tuple(
+                [
+                    await rate(work, seconds=args.seconds, concurrency=args.concurrency)
+                    for work in variants[name]
+                ]
+            )
+        results.append(measured)
+    return results
+
+
+def summary(
+    results: list[dict[str, tuple[float, ...]]], order: list[str], index: int
+) -> dict[str, tuple[float, float]]:
+    """Per variant: the median rate and the median of its ratio to the first variant's in the
+    same round."""
+    first = order[0]
+    return {
+        name: (
+            statistics.median(r[name][index] for r in results),
+            statistics.median(r[name][index] / r[first][index] for r in results),
+        )
+        for name in order
+    }
+
+
+async def measure(direct: str, pooled: str, args: argparse.Namespace) -> None:
+    pooler = db.pooler_connect_args("transaction")
+    both_off = {**pooler, "prepared_statement_cache_size": 0}
+    async with contextlib.AsyncExitStack() as stack:
+        reads = {
+            "straight, default caches (the limit)": (direct, {}),
+            "straight, pooler=transaction": (direct, pooler),
+            "pgbouncer, pooler=transaction": (pooled, pooler),
+            "pgbouncer, SQLAlchemy's cache off too": (pooled, both_off),
+        }
+        works = {
+            name: (await statements(stack, url, extra, args.concurrency),)
+            for name, (url, extra) in reads.items()
+        }
+        results = await rounds(works, args)
+        print("| transactions of 5 reads | per second | ratio |\n|---|---:|---:|")
+        for name, (got, ratio) in summary(results, list(reads), 0).items():
+            print(f"| {name} | {got:,.0f} | {ratio:.2f} |")
+    async with contextlib.AsyncExitStack() as stack:
+        apps = {
+            "straight, pooler=none (the limit)": (direct, "none"),
+            "straight, pooler=transaction": (direct, "transaction"),
+            "pgbouncer, pooler=transaction": (pooled, "transaction"),
+        }
+        works = {
+            name: await api(stack, url, mode, args.concurrency)
+            for name, (url, mode) in apps.items()
+        }
+        results = await rounds(works, args)
+        verified, issued = summary(results, list(apps), 0), summary(results, list(apps), 1)
+        print("\n| API | verify / s | ratio | issue / s | ratio |\n|---|---:|---:|---:|---:|")
+        for name in apps:
+            print(
+                f"| {name} | {verified[name][0]:,.0f} | {verified[name][1]:.2f} "
+                f"| {issued[name][0]:,.0f} | {issued[name][1]:.2f} |"
+            )
+    print(f"\nmedians of {args.rounds} rounds; a ratio is against the first row of its round")
 
 
 def main() -> None:
@@ -171,72 +249,12 @@ def main() -> None:
     with postgres_server() as server:
         direct = create_database(server)
         migrate(direct)
-        with bouncers.pgbouncer(server, pool_size=20) as bouncer:
-            pooled = bouncer.url(direct)
+        # Enough server connections for every variant's engine at once: the pool is not what
+        # is measured.
+        with bouncers.pgbouncer(server, pool_size=4 * args.concurrency) as bouncer:
             print(machine("httpx ASGI transport in process, pgbouncer 1.18"))
             print(f"{args.seconds:g} s each, {args.concurrency} at a time\n")
-            pooler = db.pooler_connect_args("transaction")
-            both_off = {**pooler, "prepared_statement_cache_size": 0}
-            runs = [
-                ("straight, default caches (the limit)", direct, {}),
-                ("straight, pooler=transaction", direct, pooler),
-                ("pgbouncer, pooler=transaction", pooled, pooler),
-                ("pgbouncer, SQLAlchemy's cache off too", pooled, both_off),
-            ]
-            print("| transactions of 5 reads | per second | ratio |\n|---|---:|---:|")
-            rates = rounds(
-                {name: (url, extra) for name, url, extra in runs},
-                lambda url, extra: (asyncio.run(statements(url, extra, args)),),
-                args.rounds,
-            )
-            for name, (got, ratio) in summary(rates, 0).items():
-                print(f"| {name} | {got:,.0f} | {ratio:.2f} |")
-            print("\n| API | verify / s | ratio | issue / s | ratio |\n|---|---:|---:|---:|---:|")
-            apis = {
-                "straight, pooler=none (the limit)": (direct, "none"),
-                "straight, pooler=transaction": (direct, "transaction"),
-                "pgbouncer, pooler=transaction": (pooled, "transaction"),
-            }
-            rates = rounds(
-                apis, lambda url, mode: asyncio.run(api_rates(url, mode, args)), args.rounds
-            )
-            verified, issued = summary(rates, 0), summary(rates, 1)
-            for name in apis:
-                print(
-                    f"| {name} | {verified[name][0]:,.0f} | {verified[name][1]:.2f} "
-                    f"| {issued[name][0]:,.0f} | {issued[name][1]:.2f} |"
-                )
-            print(
-                f"\nmedians of {args.rounds} rounds; a ratio is against the first row of its round"
-            )
-
-
-def rounds(
-    variants: dict[str, tuple[str, Any]],
-    measure: Callable[[str, Any], tuple[float, ...]],
-    count: int,
-) -> list[dict[str, tuple[float, ...]]]:
-    """Every variant measured once a round, in turn; every other round in reverse order, so
-    that neither a warming cache nor a neighbour's busy spell favours one."""
-    results = []
-    for number in range(count):
-        names = list(variants) if number % 2 == 0 else list(reversed(variants))
-        results.append({name: measure(*variants[name]) for name in names})
-    return results
-
-
-def summary(
-    results: list[dict[str, tuple[float, ...]]], index: int
-) -> dict[str, tuple[float, float]]:
-    """Per variant: the median rate and the median of its ratio to the round's first variant."""
-    first = next(iter(results[0]))
-    return {
-        name: (
-            statistics.median(r[name][index] for r in results),
-            statistics.median(r[name][index] / r[first][index] for r in results),
-        )
-        for name in results[0]
-    }
+            asyncio.run(measure(direct, bouncer.url(direct), args))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ class Pgbouncer:
         self.server_host = server.host or "127.0.0.1"
         self.server_port = server.port or 5432
         self.user = server.username or "postgres"
+        # pgbouncer logs in to the server with the password its auth file gives the user (a
+        # configured YUEKANG_TEST_POSTGRES_URL may need one; the throwaway cluster trusts).
+        self.password = server.password or ""
         self.pool_size = pool_size
         self.pool_mode = pool_mode
         self.port = _free_port()
@@ -49,7 +52,7 @@ class Pgbouncer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        (self.root / "userlist.txt").write_text(f'"{self.user}" ""\n')
+        (self.root / "userlist.txt").write_text(f'"{self.user}" "{self.password}"\n')
         (self.root / "pgbouncer.ini").write_text(
             "[databases]\n"
             # Every database name the client asks for is the server's database of that name: the
