@@ -130,10 +130,16 @@ async def test_the_schema_check_through_pgbouncer_after_a_restart(
 async def running(
     pooled_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
 ) -> AsyncIterator[RunningApp]:
+    # A transaction waiting in pgbouncer's queue counts against the statement timeout (its
+    # BEGIN is a statement), one waiting for the service's own pool against the pool timeout:
+    # both raised, so that only a deadlock -- not a busy machine running the rest of the
+    # suite -- makes a request give up.
     settings = make_settings(
         pooled_url,
         tmp_path / "keys",
-        database=DatabaseSettings(pooler="transaction", pool_timeout_seconds=20),
+        database=DatabaseSettings(
+            pooler="transaction", pool_timeout_seconds=20, statement_timeout_seconds=20
+        ),
     )
     async for app in start_app(settings, clock, sms):
         yield app
