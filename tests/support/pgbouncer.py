@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -36,7 +36,14 @@ def _free_port() -> int:
 class Pgbouncer:
     """One pgbouncer process; :meth:`url` turns a direct database URL into one through it."""
 
-    def __init__(self, server_url: str, *, pool_size: int = 3, pool_mode: str = "transaction"):
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        pool_size: int = 3,
+        pool_mode: str = "transaction",
+        options: Mapping[str, str] | None = None,
+    ):
         server = make_url(server_url)
         self.server_host = server.host or "127.0.0.1"
         self.server_port = server.port or 5432
@@ -46,6 +53,7 @@ class Pgbouncer:
         self.password = server.password or ""
         self.pool_size = pool_size
         self.pool_mode = pool_mode
+        self.options = dict(options or {})
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="yuekang-pgbouncer-"))
         self.log = self.root / "pgbouncer.log"
@@ -71,6 +79,7 @@ class Pgbouncer:
             "max_client_conn = 200\n"
             # No ignore_startup_parameters: asyncpg's startup packet holds nothing pgbouncer does
             # not know, as long as the service passes no server_settings.
+            + "".join(f"{name} = {value}\n" for name, value in self.options.items())
         )
         command = [str(PGBOUNCER), str(self.root / "pgbouncer.ini")]
         if os.geteuid() == 0:
@@ -122,8 +131,9 @@ class Pgbouncer:
 
 
 @contextlib.contextmanager
-def pgbouncer(server_url: str, *, pool_size: int = 3) -> Iterator[Pgbouncer]:
-    bouncer = Pgbouncer(server_url, pool_size=pool_size)
+def pgbouncer(server_url: str, *, pool_size: int = 3, **options: str) -> Iterator[Pgbouncer]:
+    """A pgbouncer in front of ``server_url``; ``options`` are more pgbouncer.ini settings."""
+    bouncer = Pgbouncer(server_url, pool_size=pool_size, options=options)
     try:
         bouncer.start()
         yield bouncer
