@@ -220,7 +220,11 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
     load = {"seconds": options.seconds, "connections": options.connections}
     work = Path(tempfile.mkdtemp(prefix="yk-bench-partitions-"))
-    with served(work, options.workers) as server:
+    # Housekeeping runs in the server: the filled days must be within retention, or it drops
+    # them mid-run (as it would in production).
+    with served(
+        work, options.workers, YUEKANG_SCANS__RETENTION_DAYS=str(options.days + 30)
+    ) as server:
         url = server.database_url
         gate = cli(server.env, work, "checkpoints", "create", "bench gate")
         tokens = residents(server, options.residents)
