@@ -43,6 +43,7 @@ from yuekang.keyring import service as keyring_service
 from yuekang.middleware import BodySizeLimit
 from yuekang.openapi import document_codes
 from yuekang.principals import Actor
+from yuekang.replicas import ReadYourWrites
 from yuekang.residents import endpoints as residents
 from yuekang.residents.proofing import IdentityProofing
 from yuekang.scans import endpoints as scans
@@ -126,6 +127,9 @@ def create_app(
     if resolved.settings.fast_lane:
         # Added first, so it runs inside the body-size limit.
         app.add_middleware(DirectTable, application=app)
+    if resolved.settings.database.replica_urls:
+        # Read-your-writes for the reads a replica may answer (replicas.py).
+        app.add_middleware(ReadYourWrites)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=resolved.settings.max_body_bytes,

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -17,7 +18,13 @@ from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
 from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ResolvedSettings, Secrets, Settings
-from yuekang.db import Timeouts, create_engine, create_sessionmaker, database_unavailable
+from yuekang.db import (
+    Timeouts,
+    create_engine,
+    create_sessionmaker,
+    database_unavailable,
+    transaction,
+)
 from yuekang.exchange.common import ExchangeDeps
 from yuekang.exchange.keys import ExchangeKeyCache
 from yuekang.exchange.outbox import Outbox
@@ -28,11 +35,14 @@ from yuekang.keyring.pkcs11 import open_token
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.reference import require_reference
+from yuekang.replicas import NeedsPrimary, Replicas
 from yuekang.residents.binding import ProofingDeps
 from yuekang.residents.proofing import HttpProofing, IdentityProofing, Managed
 from yuekang.trust.service import BundleCache
 
 log = logging.getLogger("yuekang")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +73,8 @@ class AppContext:
     """The identity registry (residents/proofing.py)."""
     ended_sessions: EndedSessions
     """Resident sessions ended while their access tokens may live (auth/sessions.py)."""
+    replicas: Replicas | None = None
+    """The streaming replicas of ``database.replica_urls`` (replicas.py); None without any."""
     _started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """What :meth:`close` must stop besides the engines (the built-in registry's store)."""
 
@@ -82,6 +94,18 @@ class AppContext:
             connect=settings.database.connect_timeout_seconds,
             statement=settings.database.statement_timeout_seconds,
             pool=settings.database.pool_timeout_seconds,
+        )
+        # Before the other engines: replicas it refuses (of SQLite) leave nothing open.
+        replicas = (
+            Replicas.build(
+                settings.database.replica_urls,
+                primary_url=settings.database_url,
+                max_lag=settings.database.replica_max_lag_seconds,
+                timeouts=limits,
+                pooler=settings.database.pooler,
+            )
+            if settings.database.replica_urls
+            else None
         )
         engine = create_engine(
             settings.database_url, timeouts=limits, pooler=settings.database.pooler
@@ -153,6 +177,7 @@ class AppContext:
                 poll_seconds=settings.session.revocation_poll_seconds,
                 horizon_seconds=settings.session.ttl_seconds + settings.codes.clock_leeway_seconds,
             ),
+            replicas=replicas,
             issuance=None,  # type: ignore[arg-type]  # set below: it needs the key ring
             outbox=None,  # type: ignore[arg-type]  # set below: it needs the built context
         )
@@ -196,6 +221,28 @@ class AppContext:
             settings=self.settings.proofing,
         )
 
+    async def bounded_read(
+        self,
+        work: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        primary: AsyncSession | None = None,
+        seen: float | None = None,
+    ) -> T:
+        """``work``, a read that tolerates the replicas' lag bound: on a replica within it that
+        holds everything committed before ``seen`` (primary time), else on the primary -- in
+        ``primary`` (the request's session) or a transaction of its own, committed, since a
+        read there may write (a lapsed status decided again). Without replicas, the primary's.
+        """
+        if self.replicas is not None:
+            try:
+                return await self.replicas.read(work, seen=seen)
+            except NeedsPrimary:
+                pass
+        if primary is not None:
+            return await work(primary)
+        async with transaction(self.sessionmaker) as session:
+            return await work(session)
+
     async def start(self) -> None:
         """What needs the event loop before the first request: the built-in development
         registry's tables and sample people, and the key ring's first snapshot -- so that the
@@ -203,6 +250,8 @@ class AppContext:
         if isinstance(self.proofing, Managed):
             await self.proofing.start()
             self._started.append(self.proofing.close)
+        if self.replicas is not None:
+            await self.replicas.start()
         try:
             await self.keyring.view(self.clock.now())
         except Exception as exc:
@@ -218,6 +267,8 @@ class AppContext:
         await self.http.aclose()
         if self.keyring.token is not None:
             self.keyring.token.close()
+        if self.replicas is not None:
+            await self.replicas.close()
         await self.engine.dispose()
         for other in {self.read_engine, self.refresh_engine} - {self.engine}:
             await other.dispose()

@@ -148,6 +148,7 @@ def create_engine(
         },
     )
     _drop_broken_connections(engine)
+    _writable_host_first(engine)
     return engine
 
 
@@ -257,6 +258,82 @@ def _drop_broken_connections(engine: AsyncEngine) -> None:
             context.is_disconnect = True
             # Every pooled connection of a server that went away is as good as this one.
             context.invalidate_pool_on_disconnect = True
+
+
+def _writable_host_first(engine: AsyncEngine) -> None:
+    """A multi-host ``database_url`` (``?host=h1:5432&host=h2:5432&target_session_attrs=
+    read-write``) connects to whichever host takes writes, every host tried at once, each with
+    the whole connect timeout.
+
+    asyncpg tries the hosts in turn within one timeout for them all: with the old primary
+    partitioned away (its address answers nothing) and listed first, every attempt spent the
+    timeout there and the promoted standby behind it was never asked -- 503s until someone
+    changed the DSN. Tried together, the first connection after a failover takes no longer
+    than one connection to the new primary."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        hosts = cparams.get("host")
+        wanted = cparams.get("target_session_attrs")
+        if isinstance(hosts, list) and len(hosts) > 1 and wanted in ("read-write", "primary"):
+            # In place of asyncpg.connect, with the same arguments (SQLAlchemy's asyncpg
+            # dialect takes the driver's connect function from them).
+            cparams["async_creator_fn"] = _connect_writable
+
+
+async def _connect_writable(
+    *, host: list[str], port: list[int], target_session_attrs: str, **kwargs: Any
+) -> Any:
+    """``asyncpg.connect`` to the first of ``host`` that takes writes."""
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def attempt(address: str, number: int) -> Any:
+        connection = await asyncpg.connect(host=address, port=number, **kwargs)
+        try:
+            settings = connection.get_settings()
+            standby = getattr(settings, "in_hot_standby", None)
+            if standby is None:  # a server before PostgreSQL 14 does not tell
+                writable = await connection.fetchval(
+                    "SELECT NOT pg_is_in_recovery() "
+                    "AND NOT current_setting('default_transaction_read_only')::bool"
+                )
+            else:
+                read_only = getattr(settings, "default_transaction_read_only", "off")
+                writable = standby == "off" and read_only == "off"
+        except BaseException:
+            connection.terminate()
+            raise
+        if not writable:
+            connection.terminate()
+            raise asyncpg.TargetServerAttributeNotMatched(
+                f"{address}:{number} does not take writes ({target_session_attrs})"
+            )
+        return connection
+
+    pending = {asyncio.ensure_future(attempt(h, p)) for h, p in zip(host, port, strict=True)}
+    chosen = None
+    failures: list[BaseException] = []
+    try:
+        while pending and chosen is None:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                failure = task.exception()
+                if failure is not None:
+                    failures.append(failure)
+                elif chosen is None:
+                    chosen = task.result()
+                else:
+                    task.result().terminate()
+    finally:
+        for task in pending:
+            task.cancel()
+    if chosen is None:
+        # A server that answered "not writable" says more than one that did not answer.
+        refusals = [f for f in failures if isinstance(f, asyncpg.TargetServerAttributeNotMatched)]
+        raise (refusals or failures)[0]
+    return chosen
 
 
 def private_sqlite_file(path: Path) -> None:

@@ -177,6 +177,16 @@ STATE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "Seconds until the active signing key expires (the latest time to rotate), by purpose.",
         ("purpose",),
     ),
+    "yuekang_db_replica_lag_seconds": (
+        "Seconds a streaming replica is behind the primary, as the answering worker measured it "
+        "(absent while it does not answer or is not in recovery).",
+        ("replica",),
+    ),
+    "yuekang_db_replica_serving": (
+        "1 while a streaming replica serves reads (answers, in recovery, within the lag "
+        "bound), else 0.",
+        ("replica",),
+    ),
 }
 
 METRIC_NAMES: tuple[str, ...] = (
@@ -211,6 +221,9 @@ class State:
     bundle_expires_in: float | None = None
     key_age: dict[str, float] = field(default_factory=dict)
     key_expires_in: dict[str, float] = field(default_factory=dict)
+    replica_lag: dict[str, float] = field(default_factory=dict)
+    """From the process's own checks (replicas.py), not the database: shown when it is down."""
+    replica_serving: dict[str, bool] = field(default_factory=dict)
 
 
 class StateCollector(Collector):
@@ -242,6 +255,8 @@ class StateCollector(Collector):
             ("yuekang_partner_circuit_open", state.circuit_open, lambda v: 1.0 if v else 0.0),
             ("yuekang_signing_key_age_seconds", state.key_age, float),
             ("yuekang_signing_key_expires_in_seconds", state.key_expires_in, float),
+            ("yuekang_db_replica_lag_seconds", state.replica_lag, float),
+            ("yuekang_db_replica_serving", state.replica_serving, lambda v: 1.0 if v else 0.0),
         ]
         for name, values, convert in by_partner:
             metric = family(name)

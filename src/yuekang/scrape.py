@@ -10,6 +10,7 @@ not exist, so the path is not advertised; it is not in the OpenAPI document eith
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hmac
 
@@ -68,6 +69,9 @@ async def scrape(request: Request) -> Response:
         state = reading.result()
     else:
         state = metrics.State(database_up=False)
+    if context.replicas is not None:
+        lags, serving = context.replicas.figures()
+        state = dataclasses.replace(state, replica_lag=lags, replica_serving=serving)
     body = generate_latest(metrics.scrape_registry(state, version=__version__))
     # The text format every Prometheus 2 reads (Debian's is 2.42); our names need nothing newer.
     return Response(body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

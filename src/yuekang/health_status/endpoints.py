@@ -6,7 +6,9 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang import replicas
 from yuekang.codec.reasons import pick_language
 from yuekang.conditional import etag_matches
 from yuekang.deps import (
@@ -96,8 +98,8 @@ Language = Literal["zh-Hans", "zh-Hant", "en", "pt"]
     },
 )
 async def read_my_status(
+    request: Request,
     resident_id: CurrentResident,
-    session: SessionDep,
     context: Context,
     now: Now,
     lang: Annotated[Language | None, Query(description="Overrides Accept-Language")] = None,
@@ -109,18 +111,24 @@ async def read_my_status(
     `ETag` names this answer: `If-None-Match` with it answers 304 while nothing in it changed (a
     page polls this; a browser revalidates by itself)."""
     rules = await context.rulebook.current()
-    # No lock: a page reads this every few seconds, and only a decision made here writes.
-    record = await service.current(session, resident_id, rules=rules, now=now, lock=False)
-    if record is None:
-        await residents.require_proved(session, resident_id)
-        raise NotFound("bind an identity document first", code="identity_not_bound")
-    answer = status_answer(
-        record,
-        rules=rules,
-        language=lang or pick_language(accept_language),
-        now=now,
-        hotline=context.settings.hotline,
-    ).model_dump_json()
+
+    async def read(session: AsyncSession) -> str:
+        # No lock: a page reads this every few seconds, and only a decision made here writes.
+        record = await service.current(session, resident_id, rules=rules, now=now, lock=False)
+        if record is None:
+            await residents.require_proved(session, resident_id)
+            raise NotFound("bind an identity document first", code="identity_not_bound")
+        return status_answer(
+            record,
+            rules=rules,
+            language=lang or pick_language(accept_language),
+            now=now,
+            hotline=context.settings.hotline,
+        ).model_dump_json()
+
+    # A replica within the lag bound may answer, if it holds everything this resident wrote and
+    # saw before (replicas.py); a status that must be decided again is the primary's.
+    answer = await context.bounded_read(read, seen=replicas.seen(request.cookies))
     # The tag is a digest of the answer itself, so it changes exactly when the answer does (the
     # test's display bucket moves with the clock). A 304 spares the bytes, not the work.
     etag = '"' + hashlib.blake2b(answer.encode(), digest_size=16).hexdigest() + '"'

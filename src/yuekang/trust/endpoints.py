@@ -47,48 +47,54 @@ async def trust_bundle(
     grace = dt.timedelta(seconds=settings.trust.bundle_grace_seconds)
     max_code_lifetime = dt.timedelta(seconds=settings.codes.max_lifetime_seconds)
 
-    anchors: list[SigningKey] = []
+    async def answer(reading: AsyncSession) -> Response:
+        anchors: list[SigningKey] = []
 
-    async def anchor() -> SigningKey:
-        # Asked for at most once a request: by the bundle's check, or by a delta.
-        if not anchors:
-            anchors.append(await _anchor(session, context, now))
-        return anchors[0]
+        async def anchor() -> SigningKey:
+            # Asked for at most once a request: by the bundle's check, or by a delta.
+            if not anchors:
+                anchors.append(await _anchor(reading, context, now))
+            return anchors[0]
 
-    async def find() -> service.Served:
-        record = await service.current(
-            session,
-            anchor=await anchor(),
-            issuer=settings.issuer,
-            now=now,
-            lifetime=dt.timedelta(seconds=settings.trust.bundle_lifetime_seconds),
-            grace=grace,
-            max_code_lifetime=max_code_lifetime,
-        )
-        return service.Served.of(record)
-
-    served = await context.bundles.latest(find)
-    etag = f'"v{served.version}"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    text = served.text
-    if since is not None:
-
-        async def build() -> str | None:
-            return await service.delta(
-                session,
+        async def find() -> service.Served:
+            record = await service.current(
+                reading,
                 anchor=await anchor(),
-                latest_record=served,
-                since=since,
                 issuer=settings.issuer,
-                grace=grace,
                 now=now,
+                lifetime=dt.timedelta(seconds=settings.trust.bundle_lifetime_seconds),
+                grace=grace,
                 max_code_lifetime=max_code_lifetime,
             )
+            return service.Served.of(record)
 
-        text = await context.bundles.delta(served, since, build) or text
-    return Response(content=text, media_type=MEDIA_TYPE, headers=headers)
+        served = await context.bundles.latest(find)
+        etag = f'"v{served.version}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        text = served.text
+        if since is not None:
+
+            async def build() -> str | None:
+                return await service.delta(
+                    reading,
+                    anchor=await anchor(),
+                    latest_record=served,
+                    since=since,
+                    issuer=settings.issuer,
+                    grace=grace,
+                    now=now,
+                    max_code_lifetime=max_code_lifetime,
+                )
+
+            text = await context.bundles.delta(served, since, build) or text
+        return Response(content=text, media_type=MEDIA_TYPE, headers=headers)
+
+    # A replica within the lag bound may answer (revocations and key changes reach checkpoints
+    # that much later, on top of serve_cached_seconds); a bundle to be made or signed anew is
+    # the primary's, in the request's session.
+    return await context.bounded_read(answer, primary=session)
 
 
 @router.get("/v1/trust-anchor", responses=errors(503))
