@@ -6,8 +6,8 @@ daily partition share ``<table>_before_YYYYMMDD``), plus ``<table>_default``. Ho
 (maintenance.py) calls :func:`create_ahead` and :func:`drop_past` each round: partitions for
 ``partitions_ahead_days`` days ahead, rows that fell into the DEFAULT partition moved into their
 day's partition, and whole partitions past retention detached and dropped -- a DETACH of 4 ms
-and a DROP of 190 ms for a day of 667,000 codes, where a DELETE of them took minutes and left
-the table to vacuum. SQLite keeps one table each and the DELETE path.
+and a DROP of 190 ms for a day of 667,000 codes, where a DELETE would remove them row by row
+and leave the table to vacuum. SQLite keeps one table each and the DELETE path.
 
 Why a DEFAULT partition rather than relying on partitions being there: a row whose day has no
 partition would otherwise fail its INSERT -- a 500 for an issuance or a scan -- if housekeeping
