@@ -269,6 +269,12 @@ def test_the_image_holds_no_compiler_and_no_secret(image: str) -> None:
         " if shutil.which(t)])",
     ).stdout.strip()  # fmt: skip
     assert tools == "[]"
+    # Keys in an HSM need only the vendor's module mounted: the binding is in the image.
+    binding = podman(
+        "run", "--rm", "--entrypoint", "python3", image, "-c",
+        "import pkcs11; print(pkcs11.Mechanism.ECDSA.name)",
+    ).stdout.strip()  # fmt: skip
+    assert binding == "ECDSA"
     # The test doubles stay in the reference stage.
     reference = podman("run", "--rm", image, "partner", "registry", "serve", check=False)
     assert reference.returncode == 2 and "reference" in reference.stderr, reference.stderr
