@@ -17,7 +17,7 @@ from yuekang.auth.sessions import EndedSessions
 from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
 from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
-from yuekang.config import ResolvedSettings, Secrets, Settings
+from yuekang.config import ConfigurationError, ResolvedSettings, Secrets, Settings
 from yuekang.db import (
     Timeouts,
     create_engine,
@@ -86,10 +86,20 @@ class AppContext:
         clock: Clock | None = None,
         sms: SmsSender | None = None,
         proofing: IdentityProofing | None = None,
+        without_token: Callable[[str], None] | None = None,
     ) -> AppContext:
+        """The context for ``resolved``. A PKCS#11 token that cannot be used stops it in one
+        line, unless ``without_token`` is given: then that is told why, and the context has no
+        token (for what must work when the token is lost: withdrawing its keys)."""
         settings, secrets = resolved.settings, resolved.secrets
         # First: a token that cannot be used stops the start in one line, before anything opens.
-        token = open_token(resolved)
+        try:
+            token = open_token(resolved)
+        except ConfigurationError as exc:
+            if without_token is None:
+                raise
+            without_token(str(exc))
+            token = None
         limits = Timeouts(
             connect=settings.database.connect_timeout_seconds,
             statement=settings.database.statement_timeout_seconds,

@@ -400,7 +400,49 @@ def test_the_key_commands_make_and_destroy_keys_in_the_token(
     assert f"{kid} destroyed in token {soft.label}" in out
     assert not token.holds(kid)
 
+    # The token is lost (stolen, broken): its keys must still be withdrawable at once, from the
+    # database, with a word that the token's copy is out of reach.
+    code, out, _ = run("keys", "generate")
+    second = out.split()[0]
+    assert run("keys", "activate", second)[0] == 0
     monkeypatch.setenv("YUEKANG_KEYS__PKCS11_TOKEN_LABEL", "absent")
+    code, out, err = run("keys", "retire", second, "--compromised")
+    assert code == 0, err
+    assert f"{second} compromised" in out
+    assert "no PKCS#11 token labelled 'absent'; going on without the token" in err
+    assert f"{second} is held in a PKCS#11 token this command could not reach" in err
+    # Anything else still needs the token, and says so in one line.
+    code, _, err = run("keys", "retire", kid)
+    assert code == 2 and err.strip() == "error: no PKCS#11 token labelled 'absent'"
+
     code, _, err = run("serve", "--port", "1")
     assert code == 2
     assert err.strip() == "error: no PKCS#11 token labelled 'absent'"
+
+
+def test_a_pin_the_token_refused_is_never_tried_again(
+    token: Token, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a PIN change, a process left on the old PIN must not keep logging in with it: an
+    HSM locks the user PIN after a few wrong ones, locking out the processes rolled out with
+    the new PIN too."""
+    key = SigningKey.from_private_key(token.generate("ES256"))  # type: ignore[arg-type]
+    opened: list[int] = []
+    real_open = token._open
+
+    def refused() -> None:
+        opened.append(1)
+        token._refused = f"the PIN of token {token.label!r} is wrong"
+        raise TokenError(token._refused)
+
+    monkeypatch.setattr(token, "_open", refused)
+    token._session = None  # the session was lost: the next call logs in again
+    from yuekang.exceptions import ServiceUnavailable
+
+    for _ in range(3):
+        # Each issuance is a 503 naming the cause; only the first asked the token.
+        with pytest.raises(ServiceUnavailable, match="is wrong"):
+            key.sign(b"after the PIN changed")
+    assert opened == [1]
+    monkeypatch.setattr(token, "_open", real_open)
+    token._refused = None

@@ -85,15 +85,21 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def with_context(work: Callable[[AppContext], Awaitable[T]]) -> T:
+def with_context(work: Callable[[AppContext], Awaitable[T]], *, token_optional: bool = False) -> T:
     """Run ``work(context)`` with a freshly built context, closed after it; the work opens its
-    own transactions. A configuration problem is its one line."""
+    own transactions. A configuration problem is its one line. With ``token_optional``, a
+    PKCS#11 token that cannot be used is a warning, and the work runs without it."""
     from yuekang.config import ConfigurationError, load_settings, resolve
     from yuekang.context import AppContext
 
+    def warn(reason: str) -> None:
+        typer.echo(f"warning: {reason}; going on without the token", err=True)
+
     async def runner() -> T:
         try:
-            context = AppContext.build(resolve(load_settings()))
+            context = AppContext.build(
+                resolve(load_settings()), without_token=warn if token_optional else None
+            )
         except ConfigurationError as exc:
             fail(str(exc))
         try:
@@ -104,8 +110,13 @@ def with_context(work: Callable[[AppContext], Awaitable[T]]) -> T:
     return asyncio.run(runner())
 
 
-def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]]) -> T:
-    """Run ``work(context, session, now)`` in one transaction with a freshly built context."""
+def run_in_transaction(
+    work: Callable[[AppContext, AsyncSession, dt.datetime], Awaitable[T]],
+    *,
+    token_optional: bool = False,
+) -> T:
+    """Run ``work(context, session, now)`` in one transaction with a freshly built context
+    (``token_optional`` as for :func:`with_context`)."""
     from sqlalchemy.exc import DBAPIError
 
     from yuekang.db import run_after_commit, shown_url
@@ -134,7 +145,7 @@ def run_in_transaction(work: Callable[[AppContext, AsyncSession, dt.datetime], A
                 )
             raise
 
-    return with_context(in_transaction)
+    return with_context(in_transaction, token_optional=token_optional)
 
 
 def _no_schema(exc: Exception) -> bool:
@@ -413,7 +424,9 @@ def keys_retire(
                     err=True,
                 )
 
-    run_in_transaction(work)
+    # A stolen or broken token is exactly when its keys must be withdrawn: that needs only the
+    # database.
+    run_in_transaction(work, token_optional=compromised)
 
 
 keys_app.command("rewrap")(keys_rewrap)

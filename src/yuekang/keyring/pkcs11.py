@@ -95,6 +95,8 @@ class Token:
         self._lock = _MODULE_LOCK
         self._session: Any = None
         self._keys: dict[str, Any] = {}
+        self._refused: str | None = None
+        """Why the token refused this process's PIN, once it has: no login is tried again."""
         with self._lock:
             self._open()
 
@@ -124,9 +126,14 @@ class Token:
                 # module still logged in.
                 self._session = token.open(rw=True)
         except (pkcs11.exceptions.PinIncorrect, pkcs11.exceptions.PinLenRange):
-            raise TokenError(f"the PIN of token {self.label!r} is wrong") from None
+            # Never tried again by this process: an HSM locks its user PIN after a few wrong
+            # ones, and a process left on an old PIN after a PIN change would lock out the
+            # processes rolled out with the new one.
+            self._refused = f"the PIN of token {self.label!r} is wrong"
+            raise TokenError(self._refused) from None
         except pkcs11.exceptions.PinLocked:
-            raise TokenError(f"the PIN of token {self.label!r} is locked") from None
+            self._refused = f"the PIN of token {self.label!r} is locked"
+            raise TokenError(self._refused) from None
         except PKCS11Error as exc:
             raise TokenError(f"cannot open token {self.label!r}: {exc!r}") from None
         self._keys.clear()
@@ -149,6 +156,8 @@ class Token:
             for attempt in (1, 2):
                 try:
                     if self._session is None:
+                        if self._refused is not None:
+                            raise TokenError(self._refused)
                         self._open()
                     return work(self._session)
                 except lost as exc:
