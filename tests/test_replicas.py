@@ -76,7 +76,8 @@ def test_the_cookie_names_a_time_and_nothing_else() -> None:
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
     assert "Secure" not in chosen.cookie(secure=False).decode()
     assert abs(seen({COOKIE: value}) - chosen.primary_now()) < 1  # type: ignore[operator]
-    for sent in ("", "-1", "1.5", "x", "9" * 17):
+    # Starlette decodes the Cookie header as latin-1: '²' is str.isdigit() but not int()'s.
+    for sent in ("", "-1", "1.5", "x", "9" * 17, "\xb2", "1\xb3", "\xb9" * 3, "\u0663", " 1"):
         assert seen({COOKIE: sent}) is None
     assert seen({}) is None
 
@@ -105,3 +106,18 @@ async def test_without_replicas_nothing_changes(running: RunningApp) -> None:
     assert context.replicas is None
     if context.engine.dialect.name == "postgresql":
         assert context.read_engine is context.engine
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_cookie_that_names_no_time_is_ignored_without_replicas(running: RunningApp) -> None:
+    """The status page reads the cookie whether replicas are configured or not: one that is
+    not a time (here a latin-1 superscript two, which str.isdigit() takes) is no cookie."""
+    resident = await running.api.registered()
+    for cookie in (b"yk_seen=\xb2", b"yk_seen=1\xb3", b"yk_seen=12"):
+        answer = await running.client.get(
+            "/v1/me/status", headers={**resident.auth, "Cookie": cookie}
+        )
+
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "green"
+        assert "set-cookie" not in answer.headers

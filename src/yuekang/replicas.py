@@ -55,6 +55,7 @@ import contextlib
 import itertools
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -87,6 +88,8 @@ answer."""
 
 COOKIE_PATH = "/v1/me"
 """Where the cookie is sent back: the resident's own reads."""
+
+_MILLISECONDS = re.compile(r"[0-9]{1,16}")
 
 _POSITION = text(
     "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn AS lsn, "
@@ -428,7 +431,9 @@ def _resident(context: Any, token: str) -> bool:
 def seen(cookies: Mapping[str, str]) -> float | None:
     """The primary time a request's :data:`COOKIE` names (epoch seconds), or None."""
     value = cookies.get(COOKIE)
-    if value is None or not value.isdigit() or len(value) > 16:
+    # ASCII digits only: Starlette decodes the header as latin-1, and str.isdigit() also takes
+    # '²' '³' '¹', which int() refuses -- a 500 for a cookie anyone can send.
+    if value is None or _MILLISECONDS.fullmatch(value) is None:
         return None
     return int(value) / 1000
 
