@@ -16,11 +16,68 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_PREFIX = "dev:"
 """Generated development secrets start with this, so production can recognise and refuse them."""
+
+
+def database_url_problem(url: str) -> str | None:
+    """What SQLAlchemy would refuse in ``url`` when an engine is made from it, in words that
+    quote nothing of it (a password), or None.
+
+    Checked with the settings, so that a multi-host URL whose hosts and ports do not pair up
+    is one line naming the variable from every command, not a traceback from the first engine
+    made (after start-up logging, in every worker)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "not a database URL (e.g. postgresql+asyncpg://user:password@host:5432/database)"
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        return (
+            "names a database SQLAlchemy does not know "
+            "(postgresql+asyncpg:// or sqlite+aiosqlite://)"
+        )
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    try:
+        dialect().create_connect_args(parsed)
+    except (ArgumentError, ValueError) as exc:
+        # SQLAlchemy's words, matched rather than shown: one of them quotes the ports given.
+        said = str(exc)
+        reason = next(
+            (why for words, why in _MULTI_HOST_REFUSALS if words in said),
+            "its hosts and ports cannot be read",
+        )
+        return (
+            f"{reason}: a multi-host URL gives every host its port, "
+            "?host=h1:5432&host=h2:5432&target_session_attrs=read-write"
+        )
+    return None
+
+
+_MULTI_HOST_REFUSALS = (
+    ("All ports are required", "a host is listed without its port"),
+    ("All hosts are required", "a port is listed without its host"),
+    ("number of hosts and ports", "the hosts and the ports do not pair up"),
+    ("Can't mix", "port= cannot go with host=h:port or with host= given more than once"),
+    ("non-integer port", "a port is not a number"),
+)
+
+
+def _usable_url(url: str) -> str:
+    problem = database_url_problem(url)
+    if problem is not None:
+        # A custom error: pydantic's own would prefix "Value error, " and may quote the input.
+        raise PydanticCustomError("database_url", problem)
+    return url
 
 
 class OtpSettings(BaseModel):
@@ -276,6 +333,19 @@ class DatabaseSettings(BaseModel):
         "pool_mode=transaction): no prepared statement or session state outlives a transaction",
     )
 
+    @field_validator("replica_urls")
+    @classmethod
+    def _usable_replica_urls(cls, urls: list[str]) -> list[str]:
+        for number, url in enumerate(urls, start=1):
+            problem = database_url_problem(url)
+            if problem is not None:
+                raise PydanticCustomError(
+                    "database_url",
+                    "replica {number}: {problem}",
+                    {"number": number, "problem": problem},
+                )
+        return urls
+
 
 class ProofingSettings(BaseModel):
     """Identity proofing (docs/IDENTITY.md): which registry answers, and how hard it may be
@@ -502,6 +572,11 @@ class Settings(BaseSettings):
     document_checks: DocumentCheckSettings = DocumentCheckSettings()
     metrics: MetricsSettings = MetricsSettings()
     secrets: Secrets | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, url: str) -> str:
+        return _usable_url(url)
 
     @property
     def is_dev(self) -> bool:
