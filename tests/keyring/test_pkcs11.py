@@ -411,6 +411,10 @@ def test_the_key_commands_make_and_destroy_keys_in_the_token(
     assert f"{second} compromised" in out
     assert "no PKCS#11 token labelled 'absent'; going on without the token" in err
     assert f"{second} is held in a PKCS#11 token this command could not reach" in err
+    # The list reads rows only: it works without the token, and says where each key is held.
+    code, out, err = run("keys", "list")
+    assert code == 0, err
+    assert {line.split()[0]: line.split()[3] for line in out.splitlines()}[second] == "token"
     # Anything else still needs the token, and says so in one line.
     code, _, err = run("keys", "retire", kid)
     assert code == 2 and err.strip() == "error: no PKCS#11 token labelled 'absent'"

@@ -347,9 +347,10 @@ def keys_anchor() -> None:
 def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON")] = False,
 ) -> None:
-    """List signing keys and their states."""
+    """List signing keys, their states, and which are held in a PKCS#11 token."""
     from yuekang.clock import rfc3339
     from yuekang.keyring import service
+    from yuekang.keyring.pkcs11 import is_token_key
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
         records = await service.list_keys(session)
@@ -358,6 +359,7 @@ def keys_list(
                 "kid": r.kid,
                 "alg": r.alg,
                 "state": r.state,
+                "held_in": "token" if is_token_key(r.private_pem) else "database",
                 "published_at": rfc3339(r.published_at),
                 "activated_at": rfc3339(r.activated_at) if r.activated_at else None,
                 "retired_at": rfc3339(r.retired_at) if r.retired_at else None,
@@ -370,11 +372,12 @@ def keys_list(
             return
         for row in rows:
             typer.echo(
-                f"{row['kid']}  {row['alg']:<5}  {row['state']:<11}  "
+                f"{row['kid']}  {row['alg']:<5}  {row['state']:<11}  {row['held_in']:<8}  "
                 f"published {row['published_at']}  not after {row['not_after']}"
             )
 
-    run_in_transaction(work)
+    # Listing reads rows only: it must work while the token is away (when one asks most).
+    run_in_transaction(work, token_optional=True)
 
 
 @keys_app.command("activate", context_settings=KID_ARGUMENT)
