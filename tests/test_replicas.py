@@ -10,7 +10,7 @@ import pytest
 from conftest import TEST_SECRETS, RunningApp, make_settings
 from yuekang.config import ConfigurationError, DatabaseSettings, ResolvedSettings
 from yuekang.context import AppContext
-from yuekang.replicas import COOKIE, Replica, Replicas, seen
+from yuekang.replicas import COOKIE, Replica, Replicas, last_record_end, seen
 
 
 def replicas(*states: tuple[str, float | None], max_lag: float = 5.0) -> Replicas:
@@ -80,6 +80,19 @@ def test_the_cookie_names_a_time_and_nothing_else() -> None:
     for sent in ("", "-1", "1.5", "x", "9" * 17, "\xb2", "1\xb3", "\xb9" * 3, "\u0663", " 1"):
         assert seen({COOKIE: sent}) is None
     assert seen({}) is None
+
+
+def test_the_insert_position_past_a_page_header_is_the_page_boundary() -> None:
+    """pg_current_wal_insert_lsn() after a record that ended at a page's end (as after
+    pg_switch_wal(): 16 MB segment + 40 measured) is where a replica that replayed it stands."""
+    segment, block = 16 * 1024 * 1024, 8192
+    at = {"block": block, "segment": segment}
+
+    assert last_record_end(4 * segment + 40, **at) == 4 * segment
+    assert last_record_end(4 * segment + 3 * block + 24, **at) == 4 * segment + 3 * block
+    # Within a page, a record's end is where the next goes.
+    for inside in (4 * segment + 48, 4 * segment + 3 * block + 32, 4 * segment + block - 8):
+        assert last_record_end(inside, **at) == inside
 
 
 @pytest.mark.parametrize("database", ["sqlite+aiosqlite:///x.db", "postgresql+asyncpg://h/db"])

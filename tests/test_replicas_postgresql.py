@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,7 +33,7 @@ from support.servers import free_port
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.config import DatabaseSettings
-from yuekang.db import migrate
+from yuekang.db import Timeouts, migrate
 from yuekang.principals import Role
 from yuekang.replicas import COOKIE, Replicas
 
@@ -329,6 +330,60 @@ async def test_postgresql_a_replica_that_stops_is_left_and_taken_back(
         # Its next check connects again: one check interval after it accepts connections.
         assert back < 3
         assert (await status(running, resident, cookie=False))["status"] == "green"
+
+
+async def test_postgresql_a_replica_holds_what_was_acknowledged_with_asynchronous_commit(
+    pair: Replicated,
+) -> None:
+    """``synchronous_commit=off`` (as the suite's own clusters run): a commit is acknowledged
+    before the primary flushes it, so a replica that replayed the flushed WAL may not hold it.
+    Set on the database after the checks' connections were opened, as an operator would."""
+    replicas = Replicas.build(
+        [pair.standby_url], primary_url=pair.primary_url, max_lag=30, timeouts=Timeouts()
+    )
+    await replicas._round(wait=5)
+    pair.sql(pair.primary, f'ALTER DATABASE "{pair.database}" SET synchronous_commit = off')
+    writer = await asyncpg.connect(pair.primary_url.replace("+asyncpg", ""))
+    try:
+        assert await writer.fetchval("SHOW synchronous_commit") == "off"
+        await writer.execute("CREATE TABLE acknowledged (n int)")
+
+        async def fresh_as_of(instant: float, seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while replicas.choose(instant) is None:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.02)
+                await replicas._round(wait=5)
+            return True
+
+        assert await fresh_as_of(replicas.fence() / 1000, 10)
+        pair.pause_replay()
+        try:
+            for n in range(20):
+                await writer.execute("INSERT INTO acknowledged VALUES ($1)", n)
+                acknowledged = replicas.fence() / 1000  # the cookie of that answer
+                # The next request comes later: past the cookie's rounding up (1 ms).
+                await asyncio.sleep(0.005)
+                await replicas._round(wait=5)
+                assert replicas.choose(acknowledged) is None, f"write {n} taken as replayed"
+        finally:
+            pair.resume_replay()
+        # Replayed, it serves again: the WAL writer flushes what was acknowledged.
+        assert await fresh_as_of(acknowledged, 3)
+        # An idle primary whose last record ended at a segment's end (its insert position is
+        # past the next page's header) is caught up with as well.
+        await writer.execute("INSERT INTO acknowledged VALUES (20)")
+        switched = await writer.fetchval("SELECT pg_switch_wal() - '0/0'::pg_lsn")
+        assert await writer.fetchval(
+            "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn > $1", switched
+        )
+        assert await fresh_as_of(replicas.fence() / 1000, 3)
+    finally:
+        pair.sql(pair.primary, f'ALTER DATABASE "{pair.database}" RESET synchronous_commit')
+        await writer.execute("DROP TABLE IF EXISTS acknowledged")
+        await writer.close()
+        await replicas.close()
 
 
 # --- what replication keeps of what was acknowledged --------------------------------------------

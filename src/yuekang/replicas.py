@@ -11,18 +11,35 @@ replica could miss a key this process already signs with). With no replica confi
 this exists: no engine, no task, no cookie.
 
 **How stale a replica is.** Every :data:`CHECK_SECONDS` (or a quarter of the bound, if less) a
-background task asks the primary for ``pg_current_wal_flush_lsn()`` and its clock
-(``clock_timestamp()``), then every replica at once for ``pg_is_in_recovery()`` and
-``pg_last_wal_replay_lsn()``: one query each, on connections of the checks' own, never one on a
-request's path. A replica that has replayed the LSN the primary had flushed at time T holds
-every commit acknowledged before T (a commit is acknowledged once flushed): it is *fresh as of
-T*, and its lag is now minus T. An idle primary's LSN does not move, so a replica that has
-replayed it is fresh as of the last check -- lag within one check interval, not the growing
-``now() - pg_last_xact_replay_timestamp()``. Comparing the replica's receive and replay
-LSNs was not enough either: a standby cut off from its primary has replayed all it received and
-would look caught up while falling behind without end. Times are the primary's clock (the
-process keeps its offset from each sample), so a freshness measured by one process means the
-same in another.
+background task asks the primary for its clock (``clock_timestamp()``) and then a WAL position
+that holds every commit it had acknowledged by that time T, then every replica at once for
+``pg_is_in_recovery()`` and ``pg_last_wal_replay_lsn()``: one query each, on connections of the
+checks' own, never one on a request's path. A replica that has replayed that position holds
+every commit acknowledged before T: it is *fresh as of T*, and its lag is now minus T. An idle
+primary's position does not move, so a replica that has replayed it is fresh as of the last
+check -- lag within one check interval, not the growing
+``now() - pg_last_xact_replay_timestamp()``. Comparing the replica's receive and replay LSNs was
+not enough either: a standby cut off from its primary has replayed all it received and would
+look caught up while falling behind without end. Times are the primary's clock (the process
+keeps its offset from each sample), so a freshness measured by one process means the same in
+another.
+
+Which position: with ``synchronous_commit`` on (or ``local``, ``remote_write``,
+``remote_apply``) a commit is acknowledged once its WAL is flushed, so the flushed position
+(``pg_current_wal_flush_lsn()``) holds it, and a caught-up replica reaches exactly that. With
+``off`` a commit is acknowledged as soon as its record is *inserted*, before the flush (measured:
+commit after commit past the flushed position when acknowledged), so the position is the end
+of the last record inserted. ``pg_current_wal_insert_lsn()`` is where the next record goes:
+when the last one ended at a page's end, that is past the next page's header, which no replica
+reaches until more WAL is written (an idle primary: never), so the header is taken off
+(:func:`last_record_end`). Records inserted but not flushed (a transaction still open, a page
+pruned by a read) hold a replica back until the next commit is flushed -- with asynchronous
+commit the WAL writer does so within a few ``wal_writer_delay``; at worst reads go to the
+primary, never to a replica missing an acknowledged write. The setting that applies is the one
+the service's sessions get: the checks' session's own (the server's, after a reload), or off
+if a database or role default set since that session opened says so. Once seen off it is taken
+for off until the primary changes (a restart, a failover): a statement that began before a
+reload turning it on may still commit asynchronously after.
 
 A replica is read from only while it answers, is in recovery (a promoted one is a primary now,
 not a copy of ours), and its lag -- growing between checks -- is within
@@ -92,10 +109,45 @@ COOKIE_PATH = "/v1/me"
 _MILLISECONDS = re.compile(r"[0-9]{1,16}")
 
 _POSITION = text(
-    "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn AS lsn, "
-    "extract(epoch FROM clock_timestamp()) AS at, "
+    # The clock before the WAL positions (a target list is evaluated in order): a commit
+    # acknowledged before the time read is in the positions read after it.
+    "SELECT extract(epoch FROM clock_timestamp()) AS at, "
+    # Whether the service's sessions may commit asynchronously: this session's setting (the
+    # server's, after a reload), or a database or role default set since it was opened. A
+    # value that is not one of those that flush first is taken for off.
+    "current_setting('synchronous_commit') = 'off' OR EXISTS ("
+    " SELECT FROM pg_db_role_setting, unnest(setconfig) AS given"
+    " WHERE setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))"
+    " AND setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = session_user))"
+    " AND lower(split_part(given, '=', 1)) = 'synchronous_commit'"
+    " AND lower(split_part(given, '=', 2)) NOT IN"
+    " ('on', 'true', 'yes', '1', 'local', 'remote_write', 'remote_apply')"
+    ") AS asynchronous, "
+    "pg_current_wal_flush_lsn() - '0/0'::pg_lsn AS flushed, "
+    "pg_current_wal_insert_lsn() - '0/0'::pg_lsn AS inserted, "
+    "current_setting('wal_block_size')::bigint AS block, "
+    "pg_size_bytes(current_setting('wal_segment_size')) AS segment, "
     "concat_ws(' ', inet_server_addr(), inet_server_port(), pg_postmaster_start_time()) AS server"
 )
+
+_SHORT_PAGE_HEADER = 24
+_LONG_PAGE_HEADER = 40
+"""The sizes of a WAL page's header (``SizeOfXLogShortPHD``) and of the one opening a segment
+(``SizeOfXLogLongPHD``), on the 64-bit servers PostgreSQL is built for (8-byte alignment)."""
+
+
+def last_record_end(inserted: int, *, block: int, segment: int) -> int:
+    """The end of the last WAL record inserted, from ``pg_current_wal_insert_lsn()``: where the
+    next record goes, which is past the page header when the last one ended at a page's end
+    (``XLogBytePosToRecPtr``). A replica that replayed that record is at the page boundary,
+    never past the header: without this it would look behind until more WAL is written."""
+    if inserted % segment == _LONG_PAGE_HEADER:
+        return inserted - _LONG_PAGE_HEADER
+    if inserted % segment >= block and inserted % block == _SHORT_PAGE_HEADER:
+        return inserted - _SHORT_PAGE_HEADER
+    return inserted
+
+
 _REPLAYED = text(
     "SELECT pg_is_in_recovery() AS recovering, pg_last_wal_replay_lsn() - '0/0'::pg_lsn AS replayed"
 )
@@ -161,6 +213,7 @@ class Replicas:
     _uncertainty: float = 0.0
     _positions: deque[_Position] = field(default_factory=deque)
     _server: str | None = None
+    _asynchronous: bool | None = None
     _task: asyncio.Task[None] | None = None
     _checking: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     _turn: Iterator[int] = field(default_factory=itertools.count)
@@ -254,7 +307,8 @@ class Replicas:
         await asyncio.wait(self._checking.values(), timeout=wait)
 
     async def _sample_primary(self) -> None:
-        """The primary's flushed WAL position and clock, now."""
+        """The primary's clock, and then the WAL position that holds every commit it had
+        acknowledged by then."""
         sent = time.monotonic()
         try:
             async with self.primary.connect() as connection:
@@ -264,6 +318,22 @@ class Replicas:
                 log.warning("replica checks: the primary's WAL position not read (%s)", _why(exc))
             return
         received = time.monotonic()
+        if row.server != self._server:
+            self._asynchronous = None
+        asynchronous = bool(row.asynchronous) or bool(self._asynchronous)
+        if asynchronous:
+            # A commit is acknowledged once its record is inserted, before it is flushed (the
+            # WAL writer flushes it within a few wal_writer_delay): what was inserted by now
+            # holds every acknowledged commit.
+            covered = last_record_end(int(row.inserted), block=row.block, segment=row.segment)
+        else:
+            covered = int(row.flushed)
+        if asynchronous and not self._asynchronous:
+            self._asynchronous = True
+            log.warning(
+                "replica checks: the primary commits asynchronously (synchronous_commit=off):"
+                " replicas are measured against the WAL it inserted, not flushed"
+            )
         at = float(row.at)
         self._offset = at - (sent + received) / 2
         self._uncertainty = (received - sent) / 2
@@ -276,7 +346,7 @@ class Replicas:
                     replica.fresh_as_of = None
             self._positions.clear()
             self._server = row.server
-        self._positions.append(_Position(at, int(row.lsn)))
+        self._positions.append(_Position(at, covered))
         while self._positions and self._positions[0].at < at - self.max_lag - 2 * self.interval:
             self._positions.popleft()
 
