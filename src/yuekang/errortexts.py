@@ -174,11 +174,13 @@ ERRORS: Final[Mapping[str, Texts]] = {
         "No such conversion.",
         "Conversão não encontrada.",
     ),
+    # Not "nothing was applied": a commit cut off by its timeout (a synchronous standby gone)
+    # may have committed on the primary. A retry with the same Idempotency-Key is applied once.
     "database_unavailable": (
-        "服务暂时不可用，请求未生效，请稍后重试",
-        "服務暫時不可用，請求未生效，請稍後重試",
-        "The service is unavailable for a moment and nothing was applied; please try again shortly.",
-        "O serviço está momentaneamente indisponível e nada foi aplicado; tente de novo dentro de pouco.",
+        "服务暂时不可用，请稍后重试",
+        "服務暫時不可用，請稍後重試",
+        "The service is unavailable for a moment; please try again shortly.",
+        "O serviço está momentaneamente indisponível; tente de novo dentro de pouco.",
     ),
     "decryption_failed": (
         "无法解密",

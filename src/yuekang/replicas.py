@@ -374,8 +374,10 @@ class Replicas:
             if state == "streaming":
                 log.info("replica %s streaming: reads may use it", replica.name)
             elif state == "not_in_recovery":
-                log.warning(
-                    "replica %s is not in recovery (promoted, or not a standby): not read from",
+                # Expected for the primary when every member is listed (the runbook's way), so
+                # not a warning; a standby promoted by mistake is the orchestrator's to report.
+                log.info(
+                    "replica %s is not in recovery (the primary, or promoted): not read from",
                     replica.name,
                 )
             elif state == "unreachable":
@@ -449,9 +451,14 @@ class Replicas:
         return f"{COOKIE}={self.fence()}; {attributes}{'; Secure' if secure else ''}".encode()
 
     def figures(self) -> tuple[dict[str, float], dict[str, bool]]:
-        """For the metrics: each replica's lag (when it has one) and whether it serves reads."""
+        """For the metrics: each replica's lag (when it has one) and whether it serves reads. A
+        member that is not in recovery is no replica now -- the primary, listed among the
+        replicas as the runbook allows, or one promoted -- and is left out: its "not serving"
+        would page (YuekangReplicaNotServing) for as long as it leads."""
         lags, serving = {}, {}
         for replica in self.replicas:
+            if replica.state == "not_in_recovery":
+                continue
             lag = self.lag(replica)
             if lag is not None:
                 lags[replica.name] = round(lag, 3)
