@@ -189,17 +189,22 @@ class Round:
     ran: bool
     deleted: dict[str, int]
     partitions: daily.Done = dataclasses.field(default_factory=daily.Done)
-    """PostgreSQL: the partitions created and dropped, rows moved out of DEFAULT partitions."""
+    """PostgreSQL: the partitions created and dropped, rows moved out of DEFAULT partitions, and
+    the steps deferred or failed (the rest of the round went on without them)."""
 
 
 async def _partitions(engine: AsyncEngine, settings: Settings, now: dt.datetime) -> daily.Done:
-    """Partitions ahead first (an insert must find its day's), then the ones past retention."""
+    """Partitions ahead first (an insert must find its day's), then the ones past retention. A
+    step that fails is in ``failed`` and the rest go on: one table's partition that cannot be
+    attached must not stop the drops, nor the round's other deletions, round after round."""
     done = daily.Done()
-    await daily.create_ahead(
-        engine, now=now, days=settings.maintenance.partitions_ahead_days, done=done
-    )
+    async with daily.reported(done, "create_ahead"):
+        await daily.create_ahead(
+            engine, now=now, days=settings.maintenance.partitions_ahead_days, done=done
+        )
     horizon = now - dt.timedelta(days=settings.scans.retention_days)
-    await daily.drop_past(engine, before=dict.fromkeys(daily.PARTITIONED, horizon), done=done)
+    async with daily.reported(done, "drop_past"):
+        await daily.drop_past(engine, before=dict.fromkeys(daily.PARTITIONED, horizon), done=done)
     return done
 
 
@@ -267,10 +272,18 @@ async def run_forever(
                 "housekeeping: %s",
                 ", ".join(f"{n} {name}" for name, n in done.deleted.items() if n),
             )
-        if done.partitions.created or done.partitions.dropped or done.partitions.moved:
+        history = done.partitions
+        if history.created or history.dropped or history.moved:
             log.info(
                 "housekeeping partitions: created %s, dropped %s, %d rows moved out of DEFAULT",
-                ", ".join(done.partitions.created) or "none",
-                ", ".join(done.partitions.dropped) or "none",
-                done.partitions.moved,
+                ", ".join(history.created) or "none",
+                ", ".join(history.dropped) or "none",
+                history.moved,
+            )
+        if history.deferred or history.failed:
+            log.warning(
+                "housekeeping partitions left for the next round: deferred (a lock not had) %s; "
+                "failed %s",
+                ", ".join(history.deferred) or "none",
+                "; ".join(f"{name}: {error}" for name, error in history.failed.items()) or "none",
             )

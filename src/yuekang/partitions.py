@@ -13,27 +13,54 @@ Why a DEFAULT partition rather than relying on partitions being there: a row who
 partition would otherwise fail its INSERT -- a 500 for an issuance or a scan -- if housekeeping
 had not run for ``partitions_ahead_days`` (its lease stuck, its DDL refused for a week). With
 the DEFAULT partition the row is kept and found; queries for it lose their pruning only until
-the next round moves it. The price: ``DETACH ... CONCURRENTLY`` refuses a table with a DEFAULT
-partition, so a drop takes the parent's ACCESS EXCLUSIVE lock for the few milliseconds of a
-catalogue change, under ``lock_timeout`` so that it gives up (and tries again next round) rather
-than queue traffic behind a long query.
+the next round moves it.
 
-Every DDL statement runs under a short ``lock_timeout`` in its own transaction and is safe to
-run twice or from two processes at once: a partition is created only if missing (a concurrent
-creator's duplicate is ignored), and dropped only if still attached.
+Moving a day out of DEFAULT and attaching its partition is one transaction that first locks the
+parent alone SHARE (no INSERT, UPDATE or DELETE in any of its partitions) and then the DEFAULT
+partition ACCESS EXCLUSIVE (what ATTACH takes anyway): the move (one statement), the ATTACH's
+check of DEFAULT and every writer see the same rows, so a row committed meanwhile is neither
+deleted uncopied nor left in DEFAULT to fail the ATTACH. The parent's lock, not only DEFAULT's,
+because an INSERT picks its partition before it waits for that partition's lock: one that picked
+DEFAULT and waited there would fail its new constraint once the day is attached. Writers of the
+table, and queries that read DEFAULT (those not confined to other days, such as a code looked up
+by its id), wait for the transaction: milliseconds while DEFAULT is empty, as it is while
+housekeeping keeps up; after a stall, the time to move the day's rows, up to the service's
+statement timeout (``database.statement_timeout_seconds``, then a 503); then they find the new
+partition. The move is held to that timeout too: a backlog larger than it can move fails every
+round (``Done.failed``) until a round with a longer timeout moves it (docs/OPERATIONS.md).
+
+A lock that makes traffic queue behind it while it is waited for -- those two, and the parent's
+ACCESS EXCLUSIVE that a DETACH takes (``DETACH ... CONCURRENTLY`` refuses a table with a DEFAULT
+partition) -- is waited for only ``TRAFFIC_LOCK_TIMEOUT`` at a time, ``ATTEMPTS`` times a round
+with jittered pauses between, so a query meets at most that much delay per attempt; a long query
+on the table defers the step to a later round (``Done.deferred``). Waits that queue nobody (the
+advisory lock that makes processes take turns, dropping a table already detached) keep
+``LOCK_TIMEOUT``.
+
+Every step runs in its own transaction and is safe to run twice or from two processes at once:
+a partition is created only if missing (a concurrent creator's duplicate is ignored), and
+dropped only if still attached. A step that fails otherwise is logged and reported in
+``Done.failed``, and the round goes on with the others: one table's trouble stops neither the
+other tables nor retention.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import random
 import re
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from yuekang.db import database_unavailable
 
 log = logging.getLogger("yuekang")
 
@@ -54,7 +81,17 @@ unique constraints must); the models declare SQLite's, without it."""
 _NAME = re.compile(r"^(?P<table>[a-z_]+?)_(?:p(?P<day>\d{8})|before_(?P<before>\d{8})|default)$")
 
 LOCK_TIMEOUT = "2s"
-"""How long a partition's DDL waits for its locks before giving up until the next round."""
+"""How long partition DDL waits for a lock that queues nobody behind it while waited for (the
+advisory lock, a detached table's) before giving up until the next round."""
+
+TRAFFIC_LOCK_TIMEOUT = "50ms"
+"""How long one attempt waits for a lock that queues the table's traffic behind it while waited
+for (measured before: a 3 ms lookup took 1.8 s behind a DETACH waiting out 2 s)."""
+
+ATTEMPTS = 4
+"""Attempts at such a lock per step and round, ``PAUSE`` seconds apart (jittered)."""
+
+PAUSE = (0.1, 0.4)
 
 
 def partition_of(name: str) -> str | None:
@@ -142,31 +179,13 @@ def _day_literal(day: dt.date) -> str:
 DDL_LOCK = 0x5950_4152
 """The advisory lock (``YPAR``) that makes two processes' partition changes take turns."""
 
+_LOCKED = ("55P03", "40P01")
+"""lock_not_available, deadlock_detected: the lock is tried again, or in the next round."""
 
-async def _ddl(engine: AsyncEngine, *statements: str, unless: str | None = None) -> bool:
-    """Runs ``statements`` in one transaction under the lock timeout, after any other process's
-    partition change (an advisory lock); not at all when the table ``unless`` exists by then.
-    False when they did not run: a lock was not had in time (the next round does it), or a
-    concurrent round did the same first."""
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK})
-            if unless is not None and await connection.scalar(
-                text("SELECT to_regclass(:name) IS NOT NULL"), {"name": unless}
-            ):
-                return False
-            for statement in statements:
-                await connection.execute(text(statement))
-    except DBAPIError as exc:
-        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        # 55P03 lock_not_available, 40P01 deadlock_detected: the next round does the work;
-        # 42P07, 42710 and 23505 (created) or 42P01 (dropped) by someone not taking turns.
-        if state in ("55P03", "40P01", "42P07", "42710", "23505", "42P01"):
-            log.warning("partition DDL skipped until the next round: %s", exc.orig)
-            return False
-        raise
-    return True
+_RACED = ("42P07", "42710", "23505", "42P01")
+"""Created (42P07, 42710, 23505) or dropped (42P01) by someone not taking turns."""
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass
@@ -176,49 +195,148 @@ class Done:
     dropped: list[str] = dataclasses.field(default_factory=list)
     removed: dict[str, int] = dataclasses.field(default_factory=dict)
     """Rows gone past retention by table: in the partitions dropped, or deleted from DEFAULT."""
+    deferred: list[str] = dataclasses.field(default_factory=list)
+    """Partitions not created or dropped for want of a lock (a long query): the next round's."""
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Steps that failed otherwise, by partition, with the error; the round went on."""
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+async def _ddl(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[_T]],
+    *,
+    name: str,
+    done: Done,
+    unless: str | None = None,
+    traffic: bool = True,
+) -> _T | None:
+    """``work`` in one transaction, after any other process's partition change (an advisory
+    lock), under ``TRAFFIC_LOCK_TIMEOUT`` (``traffic``: its locks queue queries while waited for)
+    or ``LOCK_TIMEOUT``, tried ``ATTEMPTS`` times; not at all when the table ``unless`` exists by
+    then. None when it did not run: no lock in time (``name`` is then in ``done.deferred``), or
+    a concurrent round did the same first."""
+    rng = random.Random()  # noqa: S311 -- jitter, not a secret
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK}
+                )
+                if unless is not None and await connection.scalar(
+                    text("SELECT to_regclass(:name) IS NOT NULL"), {"name": unless}
+                ):
+                    return None
+                if traffic:
+                    await connection.execute(
+                        text(f"SET LOCAL lock_timeout = '{TRAFFIC_LOCK_TIMEOUT}'")
+                    )
+                return await work(connection)
+        except DBAPIError as exc:
+            state = _sqlstate(exc)
+            if state in _RACED:
+                log.warning("partition %s: done by another process meanwhile: %s", name, exc.orig)
+                return None
+            if state not in _LOCKED:
+                raise
+            if attempt == ATTEMPTS:
+                log.warning("partition %s deferred to the next round: %s", name, exc.orig)
+                done.deferred.append(name)
+                return None
+        # Apart and at random, so that the queries queued behind an attempt drain and two
+        # processes' attempts do not keep meeting.
+        await asyncio.sleep(rng.uniform(*PAUSE))
+    return None
+
+
+@contextlib.asynccontextmanager
+async def reported(done: Done, name: str) -> AsyncIterator[None]:
+    """A step whose failure is logged and kept in ``done.failed`` while the round goes on; an
+    unavailable database still stops the round (every later step would meet it too)."""
+    try:
+        yield
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise
+        log.exception("partition step %s failed; the round goes on without it", name)
+        done.failed[name] = str(getattr(exc, "orig", None) or exc)
+
+
+async def _columns(connection: AsyncConnection, table: str) -> str:
+    """The columns of ``table`` a row is copied by, named: ``SELECT *`` would depend on the
+    order of each table's columns (and on none having been dropped) being the same."""
+    names = await connection.scalars(
+        text(
+            "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
+        ),
+        {"t": table},
+    )
+    return ", ".join(names)
 
 
 async def create_ahead(engine: AsyncEngine, *, now: dt.datetime, days: int, done: Done) -> None:
     """A partition for today and each of the next ``days`` days of every history table. Rows the
-    DEFAULT partition took for such a day move into it in the same transaction (the new
-    partition could not be attached over them)."""
+    DEFAULT partition took for such a day move into it in the same transaction, under locks
+    that keep writers out meanwhile (the module's docstring)."""
     today = now.astimezone(dt.UTC).date()
     existing = {p.name for p in await partitions(engine)}
-    for table, key in PARTITIONED.items():
+    for table in PARTITIONED:
         for offset in range(days + 1):
             day = today + dt.timedelta(days=offset)
             name = f"{table}_p{day:%Y%m%d}"
             if name in existing:
                 continue
-            low, high = _day_literal(day), _day_literal(day + dt.timedelta(days=1))
-            within = f"{key} >= {low} AND {key} < {high}"
-            # Created beside the table and then attached: ATTACH takes only a SHARE UPDATE
-            # EXCLUSIVE lock on the parent (reads and inserts go on), where CREATE ... PARTITION
-            # OF would take ACCESS EXCLUSIVE.
-            async with engine.connect() as connection:
-                stray = int(
-                    await connection.scalar(
-                        text(f"SELECT count(*) FROM {table}_default WHERE {within}")  # noqa: S608
-                    )
-                    or 0
-                )
-            statements = [
-                f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-                # The constraint lets ATTACH skip its scan of the new table.
-                f"ALTER TABLE {name} ADD CONSTRAINT {name}_range CHECK ({within})",
-            ]
-            if stray:
-                statements += [
-                    f"INSERT INTO {name} SELECT * FROM {table}_default WHERE {within}",  # noqa: S608
-                    f"DELETE FROM {table}_default WHERE {within}",  # noqa: S608
-                ]
-            statements += [
-                f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})",
-                f"ALTER TABLE {name} DROP CONSTRAINT {name}_range",
-            ]
-            if await _ddl(engine, *statements, unless=name):
-                done.created.append(name)
-                done.moved += stray
+            async with reported(done, name):
+                stray = await _ddl(engine, _attach(table, day), name=name, done=done, unless=name)
+                if stray is not None:
+                    done.created.append(name)
+                    done.moved += stray
+
+
+def _attach(table: str, day: dt.date) -> Callable[[AsyncConnection], Awaitable[int]]:
+    """The transaction that makes ``day``'s partition of ``table``, moves its rows out of DEFAULT
+    into it and attaches it; it returns how many rows moved."""
+    name, key = f"{table}_p{day:%Y%m%d}", PARTITIONED[table]
+    low, high = _day_literal(day), _day_literal(day + dt.timedelta(days=1))
+    within = f"{key} >= {low} AND {key} < {high}"
+
+    async def work(connection: AsyncConnection) -> int:
+        # The parent first: a writer locks it before the partition its row goes to, so it then
+        # waits holding nothing; one waiting for DEFAULT would hold the parent against this
+        # lock, a deadlock every attempt under steady writes. DEFAULT at once after: ATTACH
+        # needs it, and taken only then it would wait for every transaction that read DEFAULT
+        # during the move and now waits to write (an upload checks its scan ids first).
+        await connection.execute(text(f"LOCK TABLE ONLY {table} IN SHARE MODE"))
+        await connection.execute(text(f"LOCK TABLE {table}_default IN ACCESS EXCLUSIVE MODE"))
+        # Created beside the table and then attached: ATTACH takes only a SHARE UPDATE EXCLUSIVE
+        # lock on the parent, where CREATE ... PARTITION OF would take ACCESS EXCLUSIVE and stop
+        # the reads of every day.
+        like = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
+        await connection.execute(text(f"CREATE TABLE {name} (LIKE {table} {like})"))
+        # The constraint lets ATTACH skip its scan of the new table.
+        await connection.execute(
+            text(f"ALTER TABLE {name} ADD CONSTRAINT {name}_range CHECK ({within})")
+        )
+        columns = await _columns(connection, table)
+        moved = await connection.execute(
+            text(
+                f"WITH moved AS (DELETE FROM {table}_default WHERE {within} "  # noqa: S608
+                f"RETURNING {columns}) INSERT INTO {name} ({columns}) SELECT {columns} FROM moved"
+            )
+        )
+        await connection.execute(
+            text(f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})")
+        )
+        await connection.execute(text(f"ALTER TABLE {name} DROP CONSTRAINT {name}_range"))
+        return int(getattr(moved, "rowcount", 0) or 0)
+
+    return work
 
 
 async def drop_past(engine: AsyncEngine, *, before: dict[str, dt.datetime], done: Done) -> None:
@@ -228,26 +346,43 @@ async def drop_past(engine: AsyncEngine, *, before: dict[str, dt.datetime], done
     for partition in await partitions(engine):
         if partition.upper is None or partition.upper > before[partition.table]:
             continue
-        # Counted for the round's report, before and outside the DDL's locks.
-        async with engine.connect() as connection:
-            rows = int(
-                await connection.scalar(text(f"SELECT count(*) FROM {partition.name}"))  # noqa: S608
-                or 0
-            )
-        if partition.attached and not await _ddl(
-            engine, f"ALTER TABLE {partition.table} DETACH PARTITION {partition.name}"
-        ):
-            continue
-        # Detached, the table is nobody's: dropping it takes no lock anyone waits for.
-        if await _ddl(engine, f"DROP TABLE IF EXISTS {partition.name}"):
-            done.dropped.append(partition.name)
-            done.removed[partition.table] = done.removed.get(partition.table, 0) + rows
+        async with reported(done, partition.name):
+            await _drop(engine, partition, done)
     # Rows the DEFAULT partition took for a day that never got its partition: few, deleted.
     for table, key in PARTITIONED.items():
-        async with engine.begin() as connection:
-            result = await connection.execute(
-                text(f"DELETE FROM {table}_default WHERE {key} < :before"),  # noqa: S608
-                {"before": before[table]},
-            )
-        purged = int(getattr(result, "rowcount", 0) or 0)
-        done.removed[table] = done.removed.get(table, 0) + purged
+        async with reported(done, f"{table}_default"):
+            async with engine.begin() as connection:
+                result = await connection.execute(
+                    text(f"DELETE FROM {table}_default WHERE {key} < :before"),  # noqa: S608
+                    {"before": before[table]},
+                )
+            purged = int(getattr(result, "rowcount", 0) or 0)
+            done.removed[table] = done.removed.get(table, 0) + purged
+
+
+def _statement(sql: str) -> Callable[[AsyncConnection], Awaitable[bool]]:
+    async def work(connection: AsyncConnection) -> bool:
+        await connection.execute(text(sql))
+        return True
+
+    return work
+
+
+async def _drop(engine: AsyncEngine, partition: Partition, done: Done) -> None:
+    # Counted for the round's report, before and outside the DDL's locks.
+    async with engine.connect() as connection:
+        rows = int(
+            await connection.scalar(text(f"SELECT count(*) FROM {partition.name}"))  # noqa: S608
+            or 0
+        )
+
+    detach = f"ALTER TABLE {partition.table} DETACH PARTITION {partition.name}"
+    if partition.attached and not await _ddl(
+        engine, _statement(detach), name=partition.name, done=done
+    ):
+        return
+    # Detached, the table is nobody's: dropping it takes no lock anyone waits for.
+    drop = f"DROP TABLE IF EXISTS {partition.name}"
+    if await _ddl(engine, _statement(drop), name=partition.name, done=done, traffic=False):
+        done.dropped.append(partition.name)
+        done.removed[partition.table] = done.removed.get(partition.table, 0) + rows
