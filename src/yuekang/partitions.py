@@ -16,21 +16,21 @@ the DEFAULT partition the row is kept and found; queries for it lose their pruni
 the next round moves it.
 
 Moving a day out of DEFAULT and attaching its partition is one transaction that first locks the
-parent alone SHARE (no INSERT, UPDATE or DELETE in any of its partitions) and then the DEFAULT
-partition ACCESS EXCLUSIVE (what ATTACH takes anyway): the move (one statement), the ATTACH's
-check of DEFAULT and every writer see the same rows, so a row committed meanwhile is neither
-deleted uncopied nor left in DEFAULT to fail the ATTACH. The parent's lock, not only DEFAULT's,
-because an INSERT picks its partition before it waits for that partition's lock: one that picked
-DEFAULT and waited there would fail its new constraint once the day is attached. Writers of the
-table, and queries that read DEFAULT (those not confined to other days, such as a code looked up
-by its id), wait for the transaction: milliseconds while DEFAULT is empty, as it is while
-housekeeping keeps up; after a stall, the time to move the day's rows, up to the service's
-statement timeout (``database.statement_timeout_seconds``, then a 503); then they find the new
-partition. The move is held to that timeout too: a backlog larger than it can move fails every
-round (``Done.failed``) until a round with a longer timeout moves it (docs/OPERATIONS.md).
+parent alone, then the DEFAULT partition, ACCESS EXCLUSIVE: the move (one statement), the
+ATTACH's check of DEFAULT and every writer see the same rows, so a row committed meanwhile is
+neither deleted uncopied nor left in DEFAULT to fail the ATTACH. The parent's lock, not only
+DEFAULT's, because an INSERT picks its partition before it waits for that partition's lock: one
+that picked DEFAULT and waited there would fail its new constraint once the day is attached; and
+ACCESS EXCLUSIVE because anything weaker lets a reader of DEFAULT turn writer while this waits
+for DEFAULT, a deadlock (the comment in ``_attach``). The table's queries wait for the
+transaction: milliseconds while DEFAULT is empty, as it is while housekeeping keeps up (a
+DETACH holds the same lock as long); after a stall, the time to move the day's rows, up to the
+service's statement timeout (``database.statement_timeout_seconds``, then a 503); then they find
+the new partition. The move is held to that timeout too: a backlog larger than it can move fails
+every round (``Done.failed``) until a round with a longer timeout moves it (docs/OPERATIONS.md).
 
-A lock that makes traffic queue behind it while it is waited for -- those two, and the parent's
-ACCESS EXCLUSIVE that a DETACH takes (``DETACH ... CONCURRENTLY`` refuses a table with a DEFAULT
+A lock that makes traffic queue behind it while it is waited for -- those two, and the same on
+the parent that a DETACH takes (``DETACH ... CONCURRENTLY`` refuses a table with a DEFAULT
 partition) -- is waited for only ``TRAFFIC_LOCK_TIMEOUT`` at a time, ``ATTEMPTS`` times a round
 with jittered pauses between, so a query meets at most that much delay per attempt; a long query
 on the table defers the step to a later round (``Done.deferred``). Waits that queue nobody (the
@@ -307,16 +307,15 @@ def _attach(table: str, day: dt.date) -> Callable[[AsyncConnection], Awaitable[i
     within = f"{key} >= {low} AND {key} < {high}"
 
     async def work(connection: AsyncConnection) -> int:
-        # The parent first: a writer locks it before the partition its row goes to, so it then
-        # waits holding nothing; one waiting for DEFAULT would hold the parent against this
-        # lock, a deadlock every attempt under steady writes. DEFAULT at once after: ATTACH
-        # needs it, and taken only then it would wait for every transaction that read DEFAULT
-        # during the move and now waits to write (an upload checks its scan ids first).
-        await connection.execute(text(f"LOCK TABLE ONLY {table} IN SHARE MODE"))
+        # The parent, ACCESS EXCLUSIVE, before DEFAULT (which ATTACH needs so): every query
+        # locks the parent first, so one waiting here holds nothing this transaction will want.
+        # Any weaker lock on the parent lets a transaction read DEFAULT and then wait to write
+        # (an upload checks its scan ids first) while this one waits for DEFAULT: a deadlock
+        # that, under steady uploads, cost nearly every attempt (tested).
+        await connection.execute(text(f"LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE"))
         await connection.execute(text(f"LOCK TABLE {table}_default IN ACCESS EXCLUSIVE MODE"))
-        # Created beside the table and then attached: ATTACH takes only a SHARE UPDATE EXCLUSIVE
-        # lock on the parent, where CREATE ... PARTITION OF would take ACCESS EXCLUSIVE and stop
-        # the reads of every day.
+        # Created beside the table and filled before it is attached: CREATE ... PARTITION OF
+        # would refuse while DEFAULT holds the day's rows, and they need a table to move to.
         like = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
         await connection.execute(text(f"CREATE TABLE {name} (LIKE {table} {like})"))
         # The constraint lets ATTACH skip its scan of the new table.
