@@ -584,8 +584,9 @@ def rules_activate(path: Path) -> None:
 def maintenance_run() -> None:
     """Do a round of housekeeping now (the server does one an hour on its own): scan records
     past retention, spent rate-limit counters, sign-in challenges and sessions, superseded
-    trust bundles (see YUEKANG_MAINTENANCE__*). Waits for nobody: refused only while another
-    process is in the middle of a round."""
+    trust bundles, and on PostgreSQL the daily partitions of codes, revocations and scan
+    records, made ahead and dropped past retention (see YUEKANG_MAINTENANCE__*). Waits for
+    nobody: refused only while another process is in the middle of a round."""
     from yuekang import maintenance
 
     async def work(context: AppContext, session: AsyncSession, now: dt.datetime) -> None:
@@ -596,6 +597,16 @@ def maintenance_run() -> None:
             fail("another process is doing a round now; try again in a few minutes")
         for name, count in done.deleted.items():
             typer.echo(f"{name}: {count} deleted")
+        history = done.partitions
+        if history.created or history.dropped or history.moved:
+            typer.echo(
+                f"partitions: {len(history.created)} created, {len(history.dropped)} dropped, "
+                f"{history.moved} rows moved out of DEFAULT"
+            )
+        for name in history.deferred:
+            typer.echo(f"partition {name}: deferred to the next round (a lock not had)")
+        for name, why in history.failed.items():
+            typer.echo(f"partition {name}: failed ({why}); the round went on", err=True)
 
     run_in_transaction(work)
 
