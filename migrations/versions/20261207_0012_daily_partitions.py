@@ -17,6 +17,12 @@ tables by foreign key.
 
 SQLite: nothing changes.
 
+Contract: not safe for a rolling update on PostgreSQL. The version before this one stores scan
+records with ``ON CONFLICT (checkpoint_id, scan_id)``, which needs the narrower unique constraint
+this migration replaces (its uploads would fail), and this version names the wider one, which
+the old schema lacks; the copy also holds the three tables' locks. Upgrade in a window: stop
+the service, ``yuekang db upgrade``, start this version (docs/OPERATIONS.md, "Partitions").
+
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-07 21:00:00
