@@ -34,7 +34,7 @@ from yuekang.db import Pooler, create_engine, migrate, schema_behind
 from yuekang.principals import Role
 
 POOL = 3
-"""pgbouncer's server connections per database: fewer than the service's 10 (+10 overflow)."""
+"""pgbouncer's server connections per database: fewer than the service's pool of 20."""
 
 
 @pytest.fixture(scope="module")

@@ -318,6 +318,19 @@ class DatabaseSettings(BaseModel):
     pool_timeout_seconds: float = Field(
         2.0, gt=0, le=60, description="waiting for a pooled connection when all are busy"
     )
+    pool_size: int = Field(
+        20,
+        ge=1,
+        le=500,
+        description="connections each process keeps open for requests (per replica too)",
+    )
+    pool_overflow: int = Field(
+        0,
+        ge=0,
+        le=500,
+        description="more opened when every pooled one is busy and closed when given back: each "
+        "is a new PostgreSQL backend, forked and set up, so 0 unless bursts need it",
+    )
     replica_urls: list[str] = Field(
         default_factory=list,
         description="streaming replicas serving reads that tolerate bounded staleness (the "

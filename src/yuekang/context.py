@@ -113,12 +113,22 @@ class AppContext:
                 max_lag=settings.database.replica_max_lag_seconds,
                 timeouts=limits,
                 pooler=settings.database.pooler,
+                pool_size=settings.database.pool_size,
+                max_overflow=settings.database.pool_overflow,
             )
             if settings.database.replica_urls
             else None
         )
+        # Kept open, with no overflow by default: an overflow connection is closed when given
+        # back, and under more requests at once than the pool holds the status page opened one
+        # PostgreSQL backend per 20 reads, three quarters of its database CPU
+        # (loadtests/bench_capacity.py, PERFORMANCE.md).
         engine = create_engine(
-            settings.database_url, timeouts=limits, pooler=settings.database.pooler
+            settings.database_url,
+            pool_size=settings.database.pool_size,
+            max_overflow=settings.database.pool_overflow,
+            timeouts=limits,
+            pooler=settings.database.pooler,
         )
         sessionmaker = create_sessionmaker(engine)
         read_engine = (

@@ -78,6 +78,7 @@ def create_engine(
     url: str,
     *,
     pool_size: int = 10,
+    max_overflow: int | None = None,
     read_only: bool = False,
     pre_ping: bool = False,
     serial: bool = False,
@@ -136,7 +137,7 @@ def create_engine(
         # (logs.py), whatever logging is turned on.
         hide_parameters=True,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=pre_ping,
         pool_timeout=limits.pool,
         # A server that stopped answering (frozen, partitioned away) is found within these,

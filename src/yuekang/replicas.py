@@ -227,6 +227,8 @@ class Replicas:
         max_lag: float,
         timeouts: Timeouts,
         pooler: Pooler = "none",
+        pool_size: int = 10,
+        max_overflow: int | None = None,
     ) -> Replicas:
         if make_url(primary_url).get_backend_name() != "postgresql" or any(
             make_url(url).get_backend_name() != "postgresql" for url in urls
@@ -239,7 +241,13 @@ class Replicas:
         quick = Timeouts(connect=timeouts.connect, statement=1.0, pool=1.0)
         replicas = []
         for url in urls:
-            engine = create_engine(url, timeouts=timeouts, pooler=pooler)
+            engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                timeouts=timeouts,
+                pooler=pooler,
+            )
             replicas.append(
                 Replica(
                     name=_name(url),
