@@ -164,6 +164,10 @@ def test_prometheus_watches_the_service_as_deployed(
         assert target["metric"]["instance"] == f"127.0.0.1:{server.port}"
         assert target["metric"]["pod"] == "yuekang-0"
 
+        # A route's counter exists from its first request: a rate needs Prometheus to have
+        # scraped it before the rest come, or every sample holds the same total (rate 0).
+        assert httpx.get(f"{server.base}/livez", timeout=5).status_code == 200
+        eventually(lambda: bool(query(base, 'yuekang_http_requests_total{route="/livez"}')), 30)
         for _ in range(20):
             assert httpx.get(f"{server.base}/livez", timeout=5).status_code == 200
 
@@ -171,7 +175,8 @@ def test_prometheus_watches_the_service_as_deployed(
             rates = query(base, 'route:yuekang_http_requests:rate5m{route="/livez"}')
             return bool(rates) and float(rates[0]["value"][1]) > 0
 
-        eventually(recorded, 30)
+        # The recording rules' group is evaluated every 30 s (recording.yml): two rounds.
+        eventually(recorded, 75)
         (p99,) = query(base, 'route:yuekang_http_request_duration_seconds:p99_5m{route="/livez"}')
         assert 0 < float(p99["value"][1]) < 1
         assert [r["value"][1] for r in query(base, "max(yuekang_db_up)")] == ["1"]
