@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from yuekang import logs
 from yuekang.auth.sessions import EndedSessions
 from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
+from yuekang.checkpoints.keycache import CheckpointKeyCache
 from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ConfigurationError, ResolvedSettings, Secrets, Settings
@@ -35,7 +36,7 @@ from yuekang.keyring.pkcs11 import open_token
 from yuekang.keyring.ring import KeyRing
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.reference import require_reference
-from yuekang.replicas import NeedsPrimary, Replicas
+from yuekang.replicas import NeedsPrimary, ReadOnlySession, Replicas
 from yuekang.residents.binding import ProofingDeps
 from yuekang.residents.proofing import HttpProofing, IdentityProofing, Managed
 from yuekang.trust.service import BundleCache
@@ -62,6 +63,9 @@ class AppContext:
     rulebook: RuleBook
     read_sessionmaker: async_sessionmaker[AsyncSession]
     """Sessions that never take SQLite's write lock (on PostgreSQL, the same engine)."""
+    reads: async_sessionmaker[AsyncSession]
+    """Read-only sessions on the primary (``replicas.ReadOnlySession``) for
+    :meth:`bounded_read`: on PostgreSQL without a transaction, so a read is one round trip."""
     exchange_keys: ExchangeKeyCache
     refresh_engine: AsyncEngine
     """The key ring's and the rule book's own connections (on SQLite, the read engine)."""
@@ -73,6 +77,8 @@ class AppContext:
     """The identity registry (residents/proofing.py)."""
     ended_sessions: EndedSessions
     """Resident sessions ended while their access tokens may live (auth/sessions.py)."""
+    checkpoint_keys: CheckpointKeyCache
+    """Checkpoint keys accepted for bundle syncs, for ``trust.serve_cached_seconds``."""
     replicas: Replicas | None = None
     """The streaming replicas of ``database.replica_urls`` (replicas.py); None without any."""
     _started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -188,8 +194,10 @@ class AppContext:
                 refresh_seconds=settings.rules.refresh_seconds,
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
+            reads=_reads(read_engine),
             exchange_keys=ExchangeKeyCache(token),
             bundles=BundleCache(settings.trust.serve_cached_seconds),
+            checkpoint_keys=CheckpointKeyCache(settings.trust.serve_cached_seconds),
             online_scans=OnlineScans(engine),
             proofing=proofing or _proofing(resolved, http),
             ended_sessions=EndedSessions(
@@ -250,9 +258,9 @@ class AppContext:
     ) -> T:
         """``work``, a read that tolerates the replicas' lag bound: on a replica within it that
         holds everything committed before ``seen`` (primary time), else on the primary -- in
-        ``primary`` (the request's session) or a transaction of its own, committed, since a
-        read there may write (a lapsed status decided again). Without replicas, the primary's.
-        """
+        ``primary`` (the request's session), or read-only without a transaction and, if it
+        turns out to write (a lapsed status decided again), again in a transaction of its own,
+        committed. Without replicas, the primary's."""
         if self.replicas is not None:
             try:
                 return await self.replicas.read(work, seen=seen)
@@ -260,6 +268,13 @@ class AppContext:
                 pass
         if primary is not None:
             return await work(primary)
+        # BEGIN and COMMIT were two of a status read's three round trips (py-spy: a fifth of
+        # its time). What the read raises here is the primary's answer, given as it is.
+        try:
+            async with self.reads() as session:
+                return await work(session)
+        except NeedsPrimary:
+            pass
         async with transaction(self.sessionmaker) as session:
             return await work(session)
 
@@ -292,6 +307,17 @@ class AppContext:
         await self.engine.dispose()
         for other in {self.read_engine, self.refresh_engine} - {self.engine}:
             await other.dispose()
+
+
+def _reads(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Read-only sessions on ``engine``; on PostgreSQL in autocommit, which sends no BEGIN
+    (each statement reads its own snapshot, as it does in a READ COMMITTED transaction). SQLite's
+    read engine begins a deferred transaction, which costs no round trip."""
+    if engine.dialect.name != "sqlite":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, sync_session_class=ReadOnlySession
+    )
 
 
 def _proofing(resolved: ResolvedSettings, http: httpx.AsyncClient) -> IdentityProofing:

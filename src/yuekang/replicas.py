@@ -160,17 +160,19 @@ class NeedsPrimary(Exception):
     to write, failed, or refused."""
 
 
-class _ReplicaSession(Session):
-    """A session on a replica: reads only (see the module's docstring)."""
+class ReadOnlySession(Session):
+    """A session that only reads: on a replica (see the module's docstring), or on the primary
+    without a transaction (``AppContext.bounded_read``). What would write or lock raises
+    :class:`NeedsPrimary` before anything reaches the server."""
 
 
-@event.listens_for(_ReplicaSession, "before_flush")
+@event.listens_for(ReadOnlySession, "before_flush")
 def _refuse_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
     if session.new or session.deleted or any(session.is_modified(o) for o in session.dirty):
         raise NeedsPrimary("a read on a replica would write")
 
 
-@event.listens_for(_ReplicaSession, "do_orm_execute")
+@event.listens_for(ReadOnlySession, "do_orm_execute")
 def _refuse_writes(state: ORMExecuteState) -> None:
     locking = state.is_select and getattr(state.statement, "_for_update_arg", None) is not None
     if state.is_insert or state.is_update or state.is_delete or locking:
@@ -256,7 +258,7 @@ class Replicas:
                         engine,
                         expire_on_commit=False,
                         autoflush=False,
-                        sync_session_class=_ReplicaSession,
+                        sync_session_class=ReadOnlySession,
                     ),
                     probe=create_engine(url, pool_size=1, timeouts=quick, pooler=pooler),
                 )

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from conftest import RunningApp, make_settings, start_app
@@ -16,7 +17,17 @@ from support.api import Api, Resident
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
 from yuekang.codec.keys import b64url_decode
+from yuekang.config import Settings
 from yuekang.health_status.models import StatusChange
+
+
+
+@pytest.fixture(params=[True, False], ids=["fast-lane", "routes-only"])
+def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
+    """Every test here runs with the fast lane (yuekang.fastlane) and without it: both must
+    answer alike."""
+    return make_settings(database_url, tmp_path / "keys", fast_lane=request.param)
+
 
 LOCAL = dt.timezone(dt.timedelta(hours=8))
 GREEN = {

@@ -145,6 +145,20 @@ async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal
     )
 
 
+async def enabled_key(
+    session: AsyncSession, checkpoint_id: uuid.UUID
+) -> tuple[bytes, CheckpointPrincipal] | None:
+    """An enabled checkpoint's stored key hash and who it is (for ``keycache``); None when there
+    is no such checkpoint or it is disabled."""
+    checkpoint = await session.get(Checkpoint, checkpoint_id)
+    if checkpoint is None or checkpoint.disabled_at is not None:
+        return None
+    principal = CheckpointPrincipal(
+        id=checkpoint.id, name=checkpoint.name, kind=as_place_kind(checkpoint.kind)
+    )
+    return checkpoint.key_hash, principal
+
+
 def apply_policy(verdict: Verdict, *, kind: PlaceKind) -> Decision:
     """This kind of place's policy on a verdict, as a checkpoint device decides it offline."""
     return policy_decision(verdict, default_policies().for_place(kind))

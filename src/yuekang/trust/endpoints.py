@@ -1,48 +1,56 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from yuekang.checkpoints import service as checkpoints
 from yuekang.codec.keys import SigningKey
 from yuekang.conditional import etag_matches
 from yuekang.context import AppContext
-from yuekang.deps import Context, CurrentCheckpoint, Now, SessionDep
-from yuekang.exceptions import ServiceUnavailable
+from yuekang.deps import (
+    BAD_CHECKPOINT_KEY,
+    CheckpointKey,
+    Context,
+    Now,
+    SessionDep,
+    parse_checkpoint_key,
+)
+from yuekang.exceptions import ServiceUnavailable, Unauthorized
+from yuekang.fastlane import Direct, direct
 from yuekang.openapi import errors
+from yuekang.principals import CheckpointPrincipal
 from yuekang.trust import service
 
 router = APIRouter(tags=["checkpoints"])
 
 MEDIA_TYPE = "application/jose"
+MAX_VERSION = 2**31 - 1
+_SINCE = re.compile(rb"since=([1-9][0-9]{0,9})")
 
 
-@router.get(
-    "/v1/trust-bundle",
-    response_class=Response,
-    responses={
-        200: {"content": {MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "A bundle"},
-        304: {"description": "The bundle named by If-None-Match is still the latest"},
-        **errors(401, 503),
-    },
-)
-async def trust_bundle(
-    session: SessionDep,
-    context: Context,
-    now: Now,
-    checkpoint: CurrentCheckpoint,
-    since: Annotated[
-        int | None,
-        Query(ge=1, le=2**31 - 1, description="A version held: answer a delta"),
-    ] = None,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+async def bundle(
+    context: AppContext,
+    key: tuple[uuid.UUID, str],
+    *,
+    now: dt.datetime,
+    since: int | None,
+    if_none_match: str | None,
 ) -> Response:
-    """The signed checkpoint trust bundle (a JWS; see `docs/CHECKPOINTS.md`): keys with their
-    states and windows, unexpired revocations, policies. `ETag` is the version: `If-None-Match`
-    answers 304 when nothing changed; `?since=VERSION` answers a delta on top of that version
-    (or the full bundle when it cannot). 503 `no_anchor_key` until an anchor key exists."""
+    """The answer to a checkpoint's sync, for the route and its direct handler alike."""
+
+    async def lookup(checkpoint_id: uuid.UUID) -> tuple[bytes, CheckpointPrincipal] | None:
+        async with context.reads() as session:
+            return await checkpoints.enabled_key(session, checkpoint_id)
+
+    # Remembered for serve_cached_seconds, as the bundle is (checkpoints.keycache): a sync that
+    # is a 304 asks nothing of the database.
+    if await context.checkpoint_keys.authenticate(key, lookup) is None:
+        raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
     settings = context.settings
     grace = dt.timedelta(seconds=settings.trust.bundle_grace_seconds)
     max_code_lifetime = dt.timedelta(seconds=settings.codes.max_lifetime_seconds)
@@ -93,8 +101,59 @@ async def trust_bundle(
 
     # A replica within the lag bound may answer (revocations and key changes reach checkpoints
     # that much later, on top of serve_cached_seconds); a bundle to be made or signed anew is
-    # the primary's, in the request's session.
-    return await context.bounded_read(answer, primary=session)
+    # the primary's.
+    return await context.bounded_read(answer)
+
+
+async def bundle_directly(request: Direct) -> Response | None:
+    """``GET /v1/trust-bundle`` without the router: every checkpoint polls it, and nearly every
+    poll is a 304. A missing or malformed key, or a query other than one ``since`` in range, is
+    the route's (its 401 or 422, in FastAPI's order)."""
+    key = parse_checkpoint_key(request.bearer_token())
+    query: bytes = request.scope["query_string"]
+    if key is None:
+        return None
+    since = None
+    if query:
+        match = _SINCE.fullmatch(query)
+        if match is None or int(match[1]) > MAX_VERSION:
+            return None
+        since = int(match[1])
+    context = request.context
+    return await bundle(
+        context,
+        key,
+        now=context.clock.now(),
+        since=since,
+        if_none_match=request.header(b"if-none-match"),
+    )
+
+
+@router.get(
+    "/v1/trust-bundle",
+    response_class=Response,
+    responses={
+        200: {"content": {MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "A bundle"},
+        304: {"description": "The bundle named by If-None-Match is still the latest"},
+        **errors(401, 503),
+    },
+)
+@direct(bundle_directly)
+async def trust_bundle(
+    context: Context,
+    now: Now,
+    key: CheckpointKey,
+    since: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_VERSION, description="A version held: answer a delta"),
+    ] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The signed checkpoint trust bundle (a JWS; see `docs/CHECKPOINTS.md`): keys with their
+    states and windows, unexpired revocations, policies. `ETag` is the version: `If-None-Match`
+    answers 304 when nothing changed; `?since=VERSION` answers a delta on top of that version
+    (or the full bundle when it cannot). 503 `no_anchor_key` until an anchor key exists."""
+    return await bundle(context, key, now=now, since=since, if_none_match=if_none_match)
 
 
 @router.get("/v1/trust-anchor", responses=errors(503))
