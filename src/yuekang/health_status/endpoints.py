@@ -26,7 +26,6 @@ from yuekang.deps import (
 from yuekang.exceptions import NotFound, Refusal, UnsupportedMediaType
 from yuekang.fastlane import Direct, direct
 from yuekang.health_status import rulebook, service
-from yuekang.health_status.models import HealthStatus
 from yuekang.health_status.schemas import (
     FindingRead,
     MyStatusRead,
@@ -47,7 +46,7 @@ from yuekang.schemas import PlainLine
 
 
 def status_answer(
-    record: HealthStatus,
+    record: service.StatusFacts,
     *,
     rules: RuleSet,
     language: str,
@@ -101,7 +100,7 @@ async def my_status(
 
     async def read(session: AsyncSession) -> str:
         # No lock: a page reads this every few seconds, and only a decision made here writes.
-        record = await service.current(session, resident_id, rules=rules, now=now, lock=False)
+        record = await service.settled(session, resident_id, rules=rules, now=now)
         if record is None:
             await residents.require_proved(session, resident_id)
             raise NotFound("bind an identity document first", code="identity_not_bound")

@@ -51,6 +51,12 @@ async def bundle(
     # is a 304 asks nothing of the database.
     if await context.checkpoint_keys.authenticate(key, lookup) is None:
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+    etag_of = '"v{}"'.format
+    cached = context.bundles.fresh()
+    if cached is not None and (
+        since is None or etag_matches(if_none_match, etag_of(cached.version))
+    ):
+        return _served(cached, etag_of(cached.version), if_none_match)
     settings = context.settings
     grace = dt.timedelta(seconds=settings.trust.bundle_grace_seconds)
     max_code_lifetime = dt.timedelta(seconds=settings.codes.max_lifetime_seconds)
@@ -77,32 +83,40 @@ async def bundle(
             return service.Served.of(record)
 
         served = await context.bundles.latest(find)
-        etag = f'"v{served.version}"'
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if etag_matches(if_none_match, etag):
-            return Response(status_code=304, headers=headers)
-        text = served.text
-        if since is not None:
+        etag = etag_of(served.version)
+        if since is None or etag_matches(if_none_match, etag):
+            return _served(served, etag, if_none_match)
+        base = since  # a delta on top of this version
 
-            async def build() -> str | None:
-                return await service.delta(
-                    reading,
-                    anchor=await anchor(),
-                    latest_record=served,
-                    since=since,
-                    issuer=settings.issuer,
-                    grace=grace,
-                    now=now,
-                    max_code_lifetime=max_code_lifetime,
-                )
+        async def build() -> str | None:
+            return await service.delta(
+                reading,
+                anchor=await anchor(),
+                latest_record=served,
+                since=base,
+                issuer=settings.issuer,
+                grace=grace,
+                now=now,
+                max_code_lifetime=max_code_lifetime,
+            )
 
-            text = await context.bundles.delta(served, since, build) or text
-        return Response(content=text, media_type=MEDIA_TYPE, headers=headers)
+        text = await context.bundles.delta(served, base, build) or served.text
+        return Response(
+            content=text, media_type=MEDIA_TYPE, headers={"ETag": etag, "Cache-Control": "no-cache"}
+        )
 
     # A replica within the lag bound may answer (revocations and key changes reach checkpoints
     # that much later, on top of serve_cached_seconds); a bundle to be made or signed anew is
     # the primary's.
     return await context.bounded_read(answer)
+
+
+def _served(served: service.Served, etag: str, if_none_match: str | None) -> Response:
+    """The whole bundle, or 304 when the checkpoint holds it."""
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(content=served.text, media_type=MEDIA_TYPE, headers=headers)
 
 
 async def bundle_directly(request: Direct) -> Response | None:

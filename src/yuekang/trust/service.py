@@ -255,6 +255,11 @@ class BundleCache:
         assert self._served is not None
         return self._served
 
+    def fresh(self) -> Served | None:
+        """The cached bundle while it is within ``seconds``: a sync answered from it needs no
+        database session at all (opening and closing one was a sixth of a 304's time)."""
+        return self._served if self._fresh() else None
+
     def _fresh(self) -> bool:
         return self._served is not None and self.monotonic() - self._checked_at < self.seconds
 
