@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -79,7 +80,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, Row, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -193,6 +194,11 @@ class Replica:
     fresh_as_of: float | None = None
     """Primary time (epoch seconds) before which every acknowledged commit is replayed here."""
 
+    @functools.cached_property
+    def autocommit(self) -> AsyncEngine:
+        """``engine`` sending no BEGIN or COMMIT: a read here is one round trip."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
 
 @dataclass(frozen=True, slots=True)
 class _Position:
@@ -255,7 +261,7 @@ class Replicas:
                     name=_name(url),
                     engine=engine,
                     sessionmaker=async_sessionmaker(
-                        engine,
+                        engine.execution_options(isolation_level="AUTOCOMMIT"),  # as autocommit
                         expire_on_commit=False,
                         autoflush=False,
                         sync_session_class=ReadOnlySession,
@@ -447,6 +453,31 @@ class Replicas:
                     _why(exc),
                 )
             raise NeedsPrimary("the replica failed") from exc
+
+    async def read_row(
+        self, statement: Executable, params: Mapping[str, Any], *, seen: float | None
+    ) -> Row[Any]:
+        """The one row ``statement`` reads, on a replica without a transaction, or
+        :class:`NeedsPrimary` (also when it finds none: the replica may not hold it yet)."""
+        replica = self.choose(seen)
+        if replica is None:
+            raise NeedsPrimary("no replica is fresh enough")
+        try:
+            async with replica.autocommit.connect() as connection:
+                row = (await connection.execute(statement, params)).one_or_none()
+        except Exception as exc:
+            if database_unavailable(exc):
+                self._set(replica, "unreachable", exc)
+            else:
+                log.warning(
+                    "a read on replica %s failed (%s): asked of the primary",
+                    replica.name,
+                    _why(exc),
+                )
+            raise NeedsPrimary("the replica failed") from exc
+        if row is None:
+            raise NeedsPrimary("not on the replica")
+        return row
 
     # --- read-your-writes -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -246,25 +246,18 @@ class StatusFacts(Protocol):
     def vaccinated_on(self) -> dt.date | None: ...
 
 
-_STATUS_ROW = select(HealthStatus.__table__).where(
+STATUS_ROW = select(HealthStatus.__table__).where(
     HealthStatus.__table__.c.resident_id == bindparam("resident_id")
 )
+"""A resident's status row, as a Core row (:class:`StatusFacts`); ``resident_id`` is its
+parameter."""
 
 
-async def settled(
-    session: AsyncSession, resident_id: uuid.UUID, *, rules: RuleSet, now: dt.datetime
-) -> StatusFacts | None:
-    """:func:`current` for a reader that writes nothing: the row read with one Core query while
-    it stands (not lapsed, decided under the rules in force here), else :func:`current` with
-    ``lock=False``. Loading the row through the ORM was over half of a status page's time
-    (py-spy: identity map, instance state, the session's bookkeeping), for a row read once."""
-    row = (await session.execute(_STATUS_ROW, {"resident_id": resident_id})).one_or_none()
-    if row is None:
-        return None
+def standing(row: StatusFacts, *, rules: RuleSet, now: dt.datetime) -> bool:
+    """Whether ``row`` is the resident's status as read, with no decision to make again: not
+    lapsed, and decided under the rules in force here (else :func:`current` decides)."""
     lapsed = row.valid_until is not None and row.valid_until <= now
-    if not lapsed and row.rule_set_version == rules.version:
-        return cast(StatusFacts, row)
-    return await current(session, resident_id, rules=rules, now=now, lock=False)
+    return not lapsed and row.rule_set_version == rules.version
 
 
 async def set_status(
