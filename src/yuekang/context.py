@@ -288,14 +288,23 @@ class AppContext:
             return await work(session)
 
     async def read_row(
-        self, statement: Executable, params: Mapping[str, Any], *, seen: float | None = None
+        self,
+        statement: Executable,
+        params: Mapping[str, Any],
+        *,
+        seen: float | None = None,
+        absent_is_answer: bool = False,
     ) -> Row[Any] | None:
         """The one row ``statement`` reads (or None), where :meth:`bounded_read` would read it,
         without a session: for the page every phone polls, where opening and closing a session
-        cost a fifth of the request (py-spy). A replica that lacks the row asks the primary."""
+        cost a fifth of the request (py-spy). A replica that lacks the row asks the primary,
+        unless ``absent_is_answer``: then its "none" is the answer (it holds everything the
+        reader wrote, ``seen``, and is within the lag bound)."""
         if self.replicas is not None:
             try:
-                return await self.replicas.read_row(statement, params, seen=seen)
+                return await self.replicas.read_row(
+                    statement, params, seen=seen, absent_is_answer=absent_is_answer
+                )
             except NeedsPrimary:
                 pass
         async with self.autocommit_engine.connect() as connection:

@@ -455,10 +455,16 @@ class Replicas:
             raise NeedsPrimary("the replica failed") from exc
 
     async def read_row(
-        self, statement: Executable, params: Mapping[str, Any], *, seen: float | None
-    ) -> Row[Any]:
+        self,
+        statement: Executable,
+        params: Mapping[str, Any],
+        *,
+        seen: float | None,
+        absent_is_answer: bool = False,
+    ) -> Row[Any] | None:
         """The one row ``statement`` reads, on a replica without a transaction, or
-        :class:`NeedsPrimary` (also when it finds none: the replica may not hold it yet)."""
+        :class:`NeedsPrimary` -- also when it finds none (the replica may not hold it yet),
+        unless ``absent_is_answer``."""
         replica = self.choose(seen)
         if replica is None:
             raise NeedsPrimary("no replica is fresh enough")
@@ -475,7 +481,7 @@ class Replicas:
                     _why(exc),
                 )
             raise NeedsPrimary("the replica failed") from exc
-        if row is None:
+        if row is None and not absent_is_answer:
             raise NeedsPrimary("not on the replica")
         return row
 

@@ -137,9 +137,17 @@ async def test_a_red_resident_files_one_appeal_at_a_time(running: RunningApp, cl
     # The resident reads back what they wrote (the page shows it under the appeal), and the
     # read is counted among their own reads, as every read of personal data is audited.
     assert mine.json()[0]["text"] == APPEAL_TEXT
+    me = await api.client.get("/v1/me", headers=resident.auth)
     async with running.context.sessionmaker() as session:
         counted = (
-            (await session.execute(select(SelfRead.count).where(SelfRead.action == "appeal.list")))
+            (
+                await session.execute(
+                    select(SelfRead.count).where(
+                        SelfRead.action == "appeal.list",
+                        SelfRead.resident_id == me.json()["resident_id"],
+                    )
+                )
+            )
             .scalars()
             .all()
         )

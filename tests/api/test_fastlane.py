@@ -4,6 +4,7 @@ handlers, and hands what a direct handler does not own to the route with the req
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
 
 from conftest import RunningApp, start_app
+from support.api import random_prc_id, registry_person
 from yuekang.app import create_app, install_error_handlers
 from yuekang.auth.sms import MemorySmsSender
 from yuekang.clock import ManualClock
@@ -174,7 +176,9 @@ def test_the_applications_table_holds_the_routes_marked_direct(settings: Setting
         ("/v1/codes/{code_id}.svg", ["GET"]),
         ("/v1/verify", ["POST"]),
         ("/v1/me/status", ["GET"]),
+        ("/v1/me/appeals", ["GET"]),
         ("/v1/trust-bundle", ["GET"]),
+        ("/v1/me/dependants", ["GET"]),
     ]
 
 
@@ -378,6 +382,47 @@ async def test_a_bundle_sync_is_answered_directly_as_the_route_answers_it(
     assert len(route.seen) == len(handed)
     statuses = [(await running.client.get(t, headers=h)).status_code for t, h in handed]
     assert statuses == [401, 401, 422, 422, 200, 200]
+
+
+async def test_an_empty_list_of_appeals_or_family_is_answered_directly_and_a_full_one_by_the_route(
+    running: RunningApp, routes_only: RunningApp, settings: Settings
+):
+    empty, full = await running.api.registered(), await running.api.registered(name="周八")
+    await running.set_red(full)
+    filed = await running.client.post(
+        "/v1/me/appeals", headers=full.auth, json={"text": "I was never near that place"}
+    )
+    assert filed.status_code == 201, filed.text
+    number, birth = random_prc_id(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=365 * 5))
+    kid = registry_person("周小八", "prc_id", number, birth)
+    assert kid is not None
+    running.registry.add(kid)
+    added = await running.client.post(
+        "/v1/me/dependants",
+        headers=full.auth,
+        json={"name": kid.name, "doc_type": "prc_id", "doc_number": number,
+              "birth_date": birth.isoformat(), "relationship": "child"},
+    )  # fmt: skip
+    assert added.status_code == 201, added.text
+    route = Route()
+    async with table_client(running, settings, route) as fast:
+        for path in ("/v1/me/appeals", "/v1/me/dependants"):
+            for headers in (empty.auth, {}, {"Authorization": "Bearer forged"}):
+                answer = await fast.get(path, headers=headers)
+                expected = await routes_only.client.get(path, headers=headers)
+                assert answer.status_code == expected.status_code, (path, answer.text)
+                assert answer.content == expected.content
+                assert answer.headers["content-type"] == expected.headers["content-type"]
+            assert (await fast.get(path, headers=empty.auth)).json() == []
+            assert route.seen == []
+            assert (await fast.get(path, headers=full.auth)).status_code == 599
+            assert (await fast.get(path + "?x=1", headers=empty.auth)).status_code == 599
+            route.seen.clear()
+    # Through the whole application: the route's answer, with what is in the list.
+    appeals = await running.client.get("/v1/me/appeals", headers=full.auth)
+    family = await running.client.get("/v1/me/dependants", headers=full.auth)
+    assert [a["text"] for a in appeals.json()] == ["I was never near that place"]
+    assert len(family.json()) == 1
 
 
 @pytest.mark.parametrize("first", ["good", "junk"])

@@ -17,6 +17,7 @@ from yuekang.appeals.schemas import (
     MyAppealRead,
 )
 from yuekang.deps import AppealReviewer, Context, CurrentResident, Now, SessionDep
+from yuekang.fastlane import direct, nothing_to_list
 from yuekang.openapi import errors
 
 resident = APIRouter(prefix="/v1/me/appeals", tags=["resident"])
@@ -65,6 +66,7 @@ async def file_appeal(
 
 
 @resident.get("", response_model=list[MyAppealRead], responses=errors(401))
+@direct(nothing_to_list(service.ANY_APPEAL))
 async def my_appeals(
     resident_id: CurrentResident, session: SessionDep, context: Context, now: Now
 ) -> list[MyAppealRead]:

@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang.appeals.models import Appeal
@@ -68,6 +68,15 @@ async def file(
     )
     await session.flush()
     return appeal
+
+
+ANY_APPEAL = (
+    select(Appeal.__table__.c.id)
+    .where(Appeal.__table__.c.resident_id == bindparam("resident_id"))
+    .limit(1)
+)
+"""A row when the resident has filed an appeal: nearly always none, and the page asks at every
+load and poll (``fastlane.nothing_to_list``)."""
 
 
 async def mine(session: AsyncSession, resident_id: uuid.UUID) -> Sequence[Appeal]:

@@ -24,6 +24,7 @@ from yuekang.dependants.schemas import (
 )
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, StaffOperator
 from yuekang.exceptions import NotFound, Refusal
+from yuekang.fastlane import direct, nothing_to_list
 from yuekang.health_codes import service as health_codes
 from yuekang.health_codes.endpoints import code_response, image_response
 from yuekang.health_codes.schemas import CodeRead
@@ -42,6 +43,7 @@ def _read(view: service.DependantView) -> DependantRead:
 
 
 @router.get("/dependants", response_model=list[DependantRead], responses=errors(401))
+@direct(nothing_to_list(service.ANY_LIVE))
 async def list_dependants(
     resident_id: CurrentResident, session: SessionDep, context: Context, now: Now
 ) -> list[DependantRead]:

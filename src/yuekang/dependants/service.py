@@ -29,7 +29,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import ratelimit
@@ -357,6 +357,18 @@ async def _view(
         if arrangement.state == "pending_consent"
         else None,
     )
+
+
+ANY_LIVE = (
+    select(Guardianship.__table__.c.id)
+    .where(
+        Guardianship.__table__.c.guardian_id == bindparam("resident_id"),
+        Guardianship.__table__.c.state.in_(LIVE),
+    )
+    .limit(1)
+)
+"""A row when the guardian holds a live arrangement: nearly always none, and the page asks at
+every load (``fastlane.nothing_to_list``)."""
 
 
 async def listing(
