@@ -5,7 +5,10 @@ work of each, served by the same uvicorn with the same worker count as yuekang.
   ``cryptography`` against a key loaded once, answer a small JSON.
 - ``issue``: parse the JSON, sign a code's claims with raw ``cryptography``, insert one row with
   raw asyncpg, answer the code.
-- ``static``: answer the same bytes every time (what serving a cached QR image costs at least).
+- ``static``: answer the same bytes every time (what serving a cached QR image, or a trust
+  bundle, costs at least; with five bytes, what any answer costs at least).
+- ``status``: read one resident's status row by primary key with raw asyncpg and answer it as
+  JSON (what a resident's status page costs at least).
 
     uvicorn loadtests.bare:verify_app --factory    (settings from BARE_* environment variables)
 """
@@ -152,5 +155,32 @@ def static_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         if scope["type"] == "lifespan":
             return await _lifespan(receive, send, startup)
         await _answer(send, content, b"image/png")
+
+    return app
+
+
+def status_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    pool: list[Any] = []
+    residents: list[Any] = []
+    turn = [0]
+
+    async def startup() -> None:
+        pool.append(
+            await asyncpg.create_pool(os.environ["BARE_DATABASE_URL"], min_size=4, max_size=8)
+        )
+        rows = await pool[0].fetch("SELECT resident_id FROM health_status")
+        residents.extend(row[0] for row in rows)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await _lifespan(receive, send, startup)
+        # Each request another resident, as each phone is.
+        turn[0] = (turn[0] + 1) % len(residents)
+        row = await pool[0].fetchrow(
+            "SELECT * FROM health_status WHERE resident_id = $1", residents[turn[0]]
+        )
+        await _answer(send, json.dumps(dict(row), default=str).encode())
 
     return app

@@ -67,8 +67,23 @@ from yuekang.db import migrate  # noqa: E402
 
 PERFORMANCE = ROOT / "docs" / "PERFORMANCE.md"
 RESIDENTS = 1000
-PATHS = ("verify", "issue", "image", "bundle", "status", "offline", "cold", "feeds")
+PATHS = (
+    "verify",
+    "issue",
+    "image",
+    "bundle",
+    "status",
+    "scans",
+    "offline",
+    "cold",
+    "feeds",
+    "identity",
+    "metrics",
+    "rush",
+)
+SCANS_PER_UPLOAD = 50
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+RUSH_BEGIN, RUSH_END = "<!-- rush:begin -->", "<!-- rush:end -->"
 
 
 @dataclass
@@ -89,9 +104,13 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def wrk(url: str, *, seconds: int, connections: int, script: str | None = None) -> Load:
-    """Drive ``url`` with wrk; throughput, latency percentiles, errors and wrk's own CPU."""
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+def wrk(
+    url: str, *, seconds: int, connections: int, script: str | None = None, threads: int = 2
+) -> Load:
+    """Drive ``url`` with wrk; throughput, latency percentiles, errors and wrk's own CPU (of
+    every child process that ended meanwhile: run one at a time for that figure)."""
+    threads = min(threads, connections)
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         if script:
             lua.write(script)
@@ -179,18 +198,16 @@ def served(
         base = f"http://127.0.0.1:{port}"
         # Every resident signs in and proves their identity from this one address: lift the
         # per-address limits.
-        env = server_env(
-            url,
-            work / "keys",
-            YUEKANG_OTP__PER_CLIENT_LIMIT="100000",
-            YUEKANG_OTP__VERIFY_PER_CLIENT_LIMIT="100000",
-            YUEKANG_PROOFING__PER_CLIENT_LIMIT="100000",
+        settings = {
+            "YUEKANG_OTP__PER_CLIENT_LIMIT": "100000",
+            "YUEKANG_OTP__VERIFY_PER_CLIENT_LIMIT": "100000",
+            "YUEKANG_PROOFING__PER_CLIENT_LIMIT": "100000",
             # Tokens made at the start serve the whole run; every request makes a new code
             # (answering the live one again would measure a read, not issuance).
-            YUEKANG_SESSION__TTL_SECONDS="86400",
-            YUEKANG_CODES__REUSE="false",
-            **extra,
-        )
+            "YUEKANG_SESSION__TTL_SECONDS": "86400",
+            "YUEKANG_CODES__REUSE": "false",
+        }
+        env = server_env(url, work / "keys", **{**settings, **extra})
         serve = [YUEKANG, "serve", "--port", str(port), "--workers", str(workers)]
         with process(serve, env, f"{base}/healthz", log or work / "yuekang.log", wait_seconds):
             yield Served(url, base, port, env, pg)
@@ -413,7 +430,7 @@ def main() -> None:
                     ),
                 ),
             )
-            rows.append(_row("Online verify (`POST /v1/verify`)", ours, bare, 0.5, 25))
+            rows.append(_row("Online verify (`POST /v1/verify`)", ours, bare, 0.65, 25))
 
         if "issue" in only:
             # Issue a code on PostgreSQL.
@@ -450,30 +467,42 @@ def main() -> None:
             rows.append(_row("QR image, cached (`GET /v1/codes/{id}.png`)", ours, bare, 0.5, None))
 
         if "bundle" in only:
-            # Trust bundle.
-            full = wrk(
-                f"{base}/v1/trust-bundle",
-                **load,
-                script=header_script({"Authorization": f"Bearer {gate}"}),
-            )
-            etag = httpx.get(
-                f"{base}/v1/trust-bundle",
-                headers={"Authorization": f"Bearer {gate}"},
-                timeout=60,
-            ).headers["etag"]
+            # Trust bundle: the whole signed bundle, and the 304 nearly every sync gets.
+            gate_auth = {"Authorization": f"Bearer {gate}"}
+            fetched = httpx.get(f"{base}/v1/trust-bundle", headers=gate_auth, timeout=60)
+            (work / "bundle.jws").write_bytes(fetched.content)
+            (work / "hello.txt").write_bytes(b"hello")
+            full = wrk(f"{base}/v1/trust-bundle", **load, script=header_script(gate_auth))
             same = wrk(
                 f"{base}/v1/trust-bundle",
                 **load,
-                script=header_script({"Authorization": f"Bearer {gate}", "If-None-Match": etag}),
+                script=header_script({**gate_auth, "If-None-Match": fetched.headers["etag"]}),
+            )
+            same_bytes = _bare(
+                "static_app",
+                work,
+                options.workers,
+                {"BARE_FILE": str(work / "bundle.jws")},
+                lambda url_: wrk(url_, **load),
+            )
+            hello = _bare(
+                "static_app",
+                work,
+                options.workers,
+                {"BARE_FILE": str(work / "hello.txt")},
+                lambda url_: wrk(url_, **load),
             )
             rows.append(
-                (
-                    "Trust bundle, 200 / 304",
-                    f"{full.rate:,.0f} / {same.rate:,.0f} req/s",
-                    "--",
-                    f"p99 {full.p99_ms:.1f} / {same.p99_ms:.1f} ms",
+                _row(
+                    f"Trust bundle, 200 (`GET /v1/trust-bundle`, {len(fetched.content):,} bytes)",
+                    full,
+                    same_bytes,
+                    0.5,
+                    25,
+                    "the same bytes",
                 )
             )
+            rows.append(_row("Trust bundle, 304 (If-None-Match)", same, hello, 0.5, 25, "hello"))
 
         if "status" in only:
             status = wrk(
@@ -493,12 +522,35 @@ def main() -> None:
                 **load,
                 script=rotating_tokens_script("/v1/me/status", tokens, "GET", etags),
             )
+            bare = _bare(
+                "status_app",
+                work,
+                options.workers,
+                {"BARE_DATABASE_URL": _dsn(url)},
+                lambda url_: wrk(url_, **load),
+            )
+            limit = "the same primary-key read and JSON"
+            rows.append(
+                _row("A resident's status, 200 (`GET /v1/me/status`)", status, bare, 0.5, 25, limit)
+            )
+            rows.append(
+                _row("A resident's status, 304 (If-None-Match)", unchanged, bare, 0.5, 25, limit)
+            )
+
+        if "scans" in only:
+            # Scan records uploaded by devices that verified offline, 50 to a batch.
+            uploads = wrk(
+                f"{base}/v1/scans",
+                **load,
+                script=upload_script(gate, code["code_id"], SCANS_PER_UPLOAD),
+            )
             rows.append(
                 (
-                    "A resident's status (`GET /v1/me/status`), 200 / 304",
-                    f"{status.rate:,.0f} / {unchanged.rate:,.0f} req/s",
+                    f"Scan uploads (`POST /v1/scans`, {SCANS_PER_UPLOAD} to a batch)",
+                    f"{uploads.rate * SCANS_PER_UPLOAD:,.0f} scans/s "
+                    f"({uploads.rate:,.0f} req/s{_errors(uploads)})",
                     "--",
-                    f"p99 {status.p99_ms:.1f} / {unchanged.p99_ms:.1f} ms",
+                    f"p50 {uploads.p50_ms:.1f} ms, p99 {uploads.p99_ms:.1f} ms",
                 )
             )
 
@@ -526,6 +578,14 @@ def main() -> None:
             )
         )
 
+    if "identity" in only:
+        rows.extend(identity_rows())
+    if "metrics" in only:
+        rows.extend(metrics_rows())
+    rush = rush_report() if "rush" in only else None
+    if rush is not None:
+        rows.append(rush[0])
+
     table = [
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "
         f"raw ES256 {verify_raw:,.0f} verifications and {sign_raw:,.0f} signatures per second "
@@ -537,18 +597,135 @@ def main() -> None:
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
     ]
     print("\n".join(table))
+    if rush is not None:
+        print("\n" + rush[1])
     if options.write:
-        text = PERFORMANCE.read_text()
-        block = f"{BEGIN}\n" + "\n".join(table) + f"\n{END}"
-        if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), block, text, flags=re.S)
-        else:
-            text += "\n## The benchmark — `python -m loadtests.bench`\n\n" + block + "\n"
+        text = _replaced(PERFORMANCE.read_text(), BEGIN, END, "\n".join(table))
+        if rush is not None:
+            text = _replaced(text, RUSH_BEGIN, RUSH_END, rush[1])
         PERFORMANCE.write_text(text)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _row(name: str, ours: Load, bare: Load, goal: float, p99_goal: float | None) -> tuple[str, ...]:
+def _replaced(text: str, begin: str, end: str, content: str) -> str:
+    block = f"{begin}\n{content}\n{end}"
+    if begin in text:
+        return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    return text + "\n" + block + "\n"
+
+
+def _errors(load: Load) -> str:
+    return f", {load.errors} errors" if load.errors else ""
+
+
+def upload_script(checkpoint_key: str, code_id: str, per_upload: int) -> str:
+    """wrk: ``POST /v1/scans`` batches of ``per_upload`` new scan records of one code, each
+    with an id never sent before (a repeated id is a duplicate, not a new record)."""
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    record = (
+        '{"scan_id":"%s-%d-%d","code_id":"' + code_id + '","scanned_at":"' + when + '",'
+        '"verdict":"valid","decision":"allow"}'
+    )
+    return f"""threads = 0
+setup = function(thread)
+  thread:set("prefix", "t" .. threads .. "-" .. math.random(1, 1000000000))
+  threads = threads + 1
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {checkpoint_key}"
+counter = 0
+request = function()
+  counter = counter + 1
+  local parts = {{}}
+  for j = 1, {per_upload} do
+    parts[j] = string.format({json.dumps(record)}, prefix, counter, j)
+  end
+  return wrk.format(nil, "/v1/scans", nil, '{{"scans":[' .. table.concat(parts, ",") .. ']}}')
+end
+"""
+
+
+def _module(module: str, *args: str, timeout: int = 1800) -> str | None:
+    """The output of another benchmark of this directory, run on its own; None if it failed."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"loadtests.{module}", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        print(f"loadtests.{module} failed:", done.stdout[-3000:], done.stderr[-3000:])
+        return None
+    return done.stdout
+
+
+def identity_rows() -> list[tuple[str, ...]]:
+    """Proofing beside the reference registry alone, and the document check beside a code scan
+    (``loadtests.bench_identity``)."""
+    out = _module("bench_identity", "--binds", "600")
+    rows = []
+    for line in (out or "").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith(("Proofing", "Document check")):
+            path, rate, limit, ratio, p99 = cells
+            rows.append((path, rate, limit, f"**{ratio}**; p99 {p99}"))
+    return rows
+
+
+def metrics_rows() -> list[tuple[str, ...]]:
+    """What the metrics cost online verification (``loadtests.bench_metrics``)."""
+    out = _module("bench_metrics", "--rounds", "2", "--seconds", "8") or ""
+    on = re.search(r"metrics on\s+([\d,]+) req/s", out)
+    off = re.search(r"metrics off\s+([\d,]+) req/s", out)
+    ratio = re.search(r"ratio\s+([\d.]+%) \(median of rounds; ([^)]*)\)", out)
+    added = re.search(r"= ([\d.]+)% of one ES256", out)
+    if not (on and off and ratio):
+        return []
+    extra = f"; in process, {added.group(1)}% of an ES256 verification" if added else ""
+    return [
+        (
+            "Metrics on, online verify (`loadtests.bench_metrics`)",
+            f"{on.group(1)} req/s",
+            f"{off.group(1)} req/s (metrics off)",
+            f"**{ratio.group(1)}** (goal ≥ 97%), rounds {ratio.group(2)}{extra}",
+        )
+    ]
+
+
+def rush_report() -> tuple[tuple[str, ...], str] | None:
+    """The morning rush (``loadtests.bench_rush``): a row for the table, and its own report."""
+    out = _module("bench_rush")
+    if not out:
+        return None
+    report = out[out.index("The rush:") :].strip() if "The rush:" in out else out.strip()
+    answered = re.search(r"([\d,]+) answered", report)
+    nodes = re.search(r"([\d,]+) at the autoscaler's 70%", report)
+    p99s = [
+        float(m.group(1).replace(",", ""))
+        for m in re.finditer(r"\| [\d,]+ req/s \| [\d.]+ ms \| ([\d,.]+) ms \|", report)
+    ]
+    row = (
+        "Morning rush, the whole mix at once (`loadtests.bench_rush`, below)",
+        f"{answered.group(1) if answered else '?'} req/s",
+        "--",
+        f"worst p99 in the mix {max(p99s) if p99s else float('nan'):.1f} ms; "
+        f"{nodes.group(1) if nodes else '?'} such nodes for the seed's peak at 70%",
+    )
+    return row, report
+
+
+def _row(
+    name: str,
+    ours: Load,
+    bare: Load,
+    goal: float,
+    p99_goal: float | None,
+    doing: str | None = None,
+) -> tuple[str, ...]:
+    """A path beside its bare app; ``doing`` says what the bare app does when it is not the
+    same work as the path's."""
     print(f"{name}: yuekang {ours}, limit {bare}", flush=True)
     errors = f", {ours.errors} errors" if ours.errors else ""
     latency = f"p50 {ours.p50_ms:.1f} ms, p99 {ours.p99_ms:.1f} ms"
@@ -557,7 +734,8 @@ def _row(name: str, ours: Load, bare: Load, goal: float, p99_goal: float | None)
     return (
         name,
         f"{ours.rate:,.0f} req/s{errors}",
-        f"{bare.rate:,.0f} req/s (bare ASGI; wrk used {bare.wrk_cpu:.2f} cores)",
+        f"{bare.rate:,.0f} req/s (bare ASGI{'' if doing is None else ', ' + doing}; "
+        f"wrk used {bare.wrk_cpu:.2f} cores)",
         f"**{ours.rate / bare.rate:.0%}** (goal ≥ {goal:.0%}); {latency}",
     )
 

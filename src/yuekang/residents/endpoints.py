@@ -37,8 +37,9 @@ async def read_me(
         pii=context.pii,
         now=now,
     )
+    # No lock: reading writes nothing unless the status must be decided again (which locks).
     current = await health_status.current(
-        session, resident_id, rules=await context.rulebook.current(), now=now
+        session, resident_id, rules=await context.rulebook.current(), now=now, lock=False
     )
     return MeRead(
         resident_id=resident_id,

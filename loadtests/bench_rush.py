@@ -1,0 +1,308 @@
+"""A morning rush: every path a phone and a checkpoint use, at once, in the proportions of the
+seed's peak, against one node (``yuekang serve --workers 2`` and PostgreSQL on this machine).
+
+    .venv/bin/python -m loadtests.bench_rush [--seconds 8] [--rush-seconds 20] [--residents 1000]
+
+**The mix** (docs/PERFORMANCE.md, capacity model). At the seed's peak 25,000 people a second
+open the app (DOMAIN.md: about 1.5 million a minute). Opening it, the resident page
+(``web/static/resident.js``) asks for ``/v1/me``, a code (``POST /v1/codes`` with an
+Idempotency-Key: the live code answered again while it has half its life left), its PNG, the
+status (``?lang=``), the appeals, and the family list and its rules; while it stays open (about a
+minute) it reads the status and the appeals again once a minute. That is nine requests an
+opening: status and appeals two each, the rest one each. Checkpoints add 333 bundle syncs a
+second (100,000 devices every 5 minutes, mostly 304) and under 100 online scans a second; in the
+mix, 0.15% and 0.05% of the requests (at least one connection each).
+
+**How it is driven.** One wrk process per path, all at once: each connection is a stream of
+people, waiting a think time between requests, so that the paths keep their proportions while
+the server keeps up (a closed loop with think time: wrk has no open-loop rate; each path's
+latency is its own, as one wrk process per path reports it). Levels of total load are tried in
+turn, ``--seconds`` each, until a path gets less than 85% of its share: the last level before
+that is what the node sustains. Then the rush itself runs at that level for
+``--rush-seconds``, and halfway through a feed batch of 10,000 test results lands and a new rule
+set is put in force (every status read next decides that person again under the new rules).
+
+Every resident has a code and its image cached in both workers before the levels start, as
+the page fetches the image right after the code over the same connection (the capacity model's
+affinity). Timing belongs here, never in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from loadtests.bench import Load, machine, residents, served, wrk  # also puts tests/ on sys.path
+from loadtests.bench_feeds import nat_rows
+from support.servers import cli
+
+OPENINGS_PER_SECOND = 25_000
+"""The seed's peak (DOMAIN.md): about 1.5 million people a minute open the app."""
+
+SHARES = {
+    # Per opening of the app: what resident.js asks for (see the module's docstring).
+    "status": 2.0,
+    "appeals": 2.0,
+    "me": 1.0,
+    "code": 1.0,
+    "image": 1.0,
+    "family": 1.0,
+    "family rules": 1.0,
+    # Per opening: 333 syncs and under 100 scans a second against 25,000 openings.
+    "bundle": 333 / OPENINGS_PER_SECOND,
+    "verify": 100 / OPENINGS_PER_SECOND,
+}
+PER_OPENING = sum(SHARES.values())
+PEAK = OPENINGS_PER_SECOND * PER_OPENING
+"""Requests a second at the seed's peak."""
+
+THINK_SECONDS = 0.25
+"""Each connection's wait between requests: long beside a request's latency, so that a path
+gets its share while the server keeps up."""
+
+FEED_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str | None = None
+    fresh_key: bool = False
+    """Sent with an Idempotency-Key of its own, as the page sends one per opening."""
+
+
+@dataclass
+class PathLoad:
+    name: str
+    target: float
+    connections: int
+    load: Load
+
+
+def script(requests: list[Request], delay_ms: float) -> str:
+    """wrk: the requests in turn, each wrk thread from its own place, ``delay_ms`` between one
+    answer and the next request on a connection."""
+
+    def lua(value: object) -> str:
+        if value is None:
+            return "nil"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, dict):
+            pairs = (f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in value.items())
+            return "{" + ", ".join(pairs) + "}"
+        return json.dumps(value)
+
+    listed = ",\n".join(
+        "{" + ", ".join(lua(v) for v in (r.method, r.path, r.headers, r.body, r.fresh_key)) + "}"
+        for r in requests
+    )
+    return f"""requests = {{
+{listed}
+}}
+threads = 0
+setup = function(thread)
+  thread:set("offset", threads * 7919)
+  threads = threads + 1
+end
+i = 0
+request = function()
+  i = i + 1
+  local r = requests[((i + offset) % #requests) + 1]
+  local headers = r[3]
+  if r[5] then
+    headers = {{}}
+    for name, value in pairs(r[3]) do headers[name] = value end
+    headers["Idempotency-Key"] = "open-" .. offset .. "-" .. i
+  end
+  return wrk.format(r[1], r[2], headers, r[4])
+end
+delay = function()
+  return {delay_ms:.1f}
+end
+"""
+
+
+def run_level(
+    base: str, paths: dict[str, list[Request]], total: float, seconds: int
+) -> list[PathLoad]:
+    """Every path at once at its share of ``total`` requests a second."""
+    plans = []
+    for name, requests in paths.items():
+        target = total * SHARES[name] / PER_OPENING
+        connections = max(1, round(target * THINK_SECONDS))
+        delay_ms = 1000 * connections / target
+        plans.append((name, target, connections, script(requests, delay_ms)))
+    with ThreadPoolExecutor(len(plans)) as pool:
+        loads = list(
+            pool.map(
+                lambda plan: wrk(
+                    base + "/", seconds=seconds, connections=plan[2], script=plan[3], threads=1
+                ),
+                plans,
+            )
+        )
+    return [
+        PathLoad(name, target, connections, load)
+        for (name, target, connections, _), load in zip(plans, loads, strict=True)
+    ]
+
+
+def kept_up(level: list[PathLoad]) -> bool:
+    """Every path answered without errors, and got 85% of its share: a path of a few requests
+    a second (the checkpoints') is too few in a level's seconds to judge by its rate."""
+    return all(
+        p.load.errors == 0 and (p.target < 5 or p.load.rate >= 0.85 * p.target) for p in level
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=8, help="each level")
+    parser.add_argument("--rush-seconds", type=int, default=20)
+    parser.add_argument("--residents", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--start", type=float, default=400, help="the first level, req/s")
+    parser.add_argument("--step", type=float, default=200, help="req/s between levels")
+    options = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="yk-rush-"))
+    # As deployed: a code asked for again while it has half its life left is the live one.
+    with served(work, options.workers, YUEKANG_CODES__REUSE="true") as server:
+        base = server.base
+        tokens = residents(server, options.residents)
+        gates = [cli(server.env, work, "checkpoints", "create", f"gate {n}") for n in range(20)]
+        epidemiologist = cli(
+            server.env, work, "operators", "create", "rush", "--role", "epidemiologist"
+        )
+        feed_key = cli(
+            server.env, work, "feeds", "clients", "create", "rush", "--kinds", "nat-results"
+        )
+        with httpx.Client(base_url=base, timeout=60) as client:
+            codes = [
+                client.post("/v1/codes", headers={"Authorization": f"Bearer {t}"}).json()
+                for t in tokens
+            ]
+            bundle = client.get("/v1/trust-bundle", headers={"Authorization": f"Bearer {gates[0]}"})
+        auth = [{"Authorization": f"Bearer {t}"} for t in tokens]
+        paths: dict[str, list[Request]] = {
+            "status": [Request("GET", "/v1/me/status?lang=zh-Hans", a) for a in auth],
+            "appeals": [Request("GET", "/v1/me/appeals", a) for a in auth],
+            "me": [Request("GET", "/v1/me", a) for a in auth],
+            "code": [Request("POST", "/v1/codes", a, fresh_key=True) for a in auth],
+            "image": [
+                Request("GET", f"/v1/codes/{c['code_id']}.png", a)
+                for c, a in zip(codes, auth, strict=True)
+            ],
+            "family": [Request("GET", "/v1/me/dependants", a) for a in auth],
+            "family rules": [Request("GET", "/v1/me/dependants/rules", a) for a in auth],
+            "bundle": [
+                Request(
+                    "GET",
+                    "/v1/trust-bundle",
+                    {"Authorization": f"Bearer {g}", "If-None-Match": bundle.headers["etag"]},
+                )
+                for g in gates
+            ],
+            "verify": [
+                Request(
+                    "POST",
+                    "/v1/verify",
+                    {"Authorization": f"Bearer {g}", "Content-Type": "application/json"},
+                    json.dumps({"qr_text": c["qr_text"]}),
+                )
+                for g, c in zip(gates, codes, strict=False)
+            ],
+        }
+        # Every image rendered and cached by both workers, as the page's own fetch after its
+        # code would have it (not measured).
+        wrk(base + "/", seconds=6, connections=16, script=script(paths["image"], 0))
+
+        levels: list[tuple[float, list[PathLoad]]] = []
+        total = options.start
+        while True:
+            level = run_level(base, paths, total, options.seconds)
+            achieved = sum(p.load.rate for p in level)
+            print(f"level {total:,.0f} req/s: achieved {achieved:,.0f}", flush=True)
+            for p in level:
+                print(f"  {p.name:12} {p.load}", flush=True)
+            if not kept_up(level):
+                break
+            levels.append((total, level))
+            total += options.step
+        if not levels:
+            raise SystemExit(f"the node did not keep up with {options.start:,.0f} req/s")
+        sustained = levels[-1][0]
+
+        # The rush: the last level kept up with, longer, with a feed batch and a new rule set.
+        events: dict[str, float] = {}
+
+        def happen() -> None:
+            time.sleep(options.rush_seconds / 2)
+            rows = nat_rows(random.Random(7), FEED_ROWS, dt.datetime.now(dt.UTC))
+            body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+            with httpx.Client(base_url=base, timeout=120) as client:
+                started = time.perf_counter()
+                fed = client.post(
+                    "/v1/feeds/nat-results",
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {feed_key}",
+                        "Content-Type": "application/x-ndjson",
+                        "Idempotency-Key": "rush-feed",
+                    },
+                )
+                events["feed_seconds"] = time.perf_counter() - started
+                assert fed.status_code == 201, fed.text
+                staff = {"Authorization": f"Bearer {epidemiologist}"}
+                active = client.get("/v1/admin/rule-sets/active", headers=staff).json()
+                document = {**active["document"], "version": active["version"] + "-rush"}
+                started = time.perf_counter()
+                changed = client.post("/v1/admin/rule-sets", json=document, headers=staff)
+                events["rules_seconds"] = time.perf_counter() - started
+                assert changed.status_code == 201, changed.text
+
+        side = threading.Thread(target=happen)
+        side.start()
+        rush = run_level(base, paths, sustained, options.rush_seconds)
+        side.join()
+
+    achieved = sum(p.load.rate for p in rush)
+    nodes = PEAK / achieved
+    print(f"\n{machine()}\n")
+    print(
+        f"The rush: {sustained:,.0f} req/s offered for {options.rush_seconds} s (the highest "
+        f"level every path kept up with, in steps of {options.step:,.0f}), {achieved:,.0f} "
+        f"answered; halfway, a feed batch of {FEED_ROWS:,} rows "
+        f"({events.get('feed_seconds', float('nan')):.2f} s) and a new rule set "
+        f"({events.get('rules_seconds', float('nan')):.2f} s).\n"
+    )
+    print("| Path in the mix | Share | Rate | p50 | p99 | Errors |")
+    print("|---|---|---|---|---|---|")
+    for p in rush:
+        print(
+            f"| {p.name} | {SHARES[p.name] / PER_OPENING:.2%} | {p.load.rate:,.0f} req/s | "
+            f"{p.load.p50_ms:.1f} ms | {p.load.p99_ms:.1f} ms | {p.load.errors} |"
+        )
+    print(
+        f"\nThe seed's peak is {PEAK:,.0f} requests a second ({OPENINGS_PER_SECOND:,} openings "
+        f"× {PER_OPENING:.2f}): {nodes:,.0f} nodes like this one (two cores shared with "
+        f"PostgreSQL and the load generator), {nodes / 0.7:,.0f} at the autoscaler's 70%."
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
