@@ -82,6 +82,7 @@ PATHS = (
     "rush",
 )
 SCANS_PER_UPLOAD = 50
+DEVICES = 64
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 RUSH_BEGIN, RUSH_END = "<!-- rush:begin -->", "<!-- rush:end -->"
 
@@ -539,14 +540,18 @@ def main() -> None:
 
         if "scans" in only:
             # Scan records uploaded by devices that verified offline, 50 to a batch.
+            devices = [
+                cli(env, work, "checkpoints", "create", f"device {n}") for n in range(DEVICES)
+            ]
             uploads = wrk(
                 f"{base}/v1/scans",
                 **load,
-                script=upload_script(gate, code["code_id"], SCANS_PER_UPLOAD),
+                script=upload_script(devices, code["code_id"], SCANS_PER_UPLOAD),
             )
             rows.append(
                 (
-                    f"Scan uploads (`POST /v1/scans`, {SCANS_PER_UPLOAD} to a batch)",
+                    f"Scan uploads (`POST /v1/scans`, {SCANS_PER_UPLOAD} to a batch, "
+                    f"{DEVICES} devices)",
                     f"{uploads.rate * SCANS_PER_UPLOAD:,.0f} scans/s "
                     f"({uploads.rate:,.0f} req/s{_errors(uploads)})",
                     "--",
@@ -618,22 +623,23 @@ def _errors(load: Load) -> str:
     return f", {load.errors} errors" if load.errors else ""
 
 
-def upload_script(checkpoint_key: str, code_id: str, per_upload: int) -> str:
+def upload_script(checkpoint_keys: list[str], code_id: str, per_upload: int) -> str:
     """wrk: ``POST /v1/scans`` batches of ``per_upload`` new scan records of one code, each
-    with an id never sent before (a repeated id is a duplicate, not a new record)."""
+    with an id never sent before (a repeated id is a duplicate, not a new record), from the
+    checkpoints in turn (a checkpoint's uploads are stored one batch at a time)."""
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     record = (
         '{"scan_id":"%s-%d-%d","code_id":"' + code_id + '","scanned_at":"' + when + '",'
         '"verdict":"valid","decision":"allow"}'
     )
+    keys = ", ".join(json.dumps(k) for k in checkpoint_keys)
     return f"""threads = 0
 setup = function(thread)
   thread:set("prefix", "t" .. threads .. "-" .. math.random(1, 1000000000))
+  thread:set("offset", threads * 7919)
   threads = threads + 1
 end
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {checkpoint_key}"
+keys = {{{keys}}}
 counter = 0
 request = function()
   counter = counter + 1
@@ -641,7 +647,10 @@ request = function()
   for j = 1, {per_upload} do
     parts[j] = string.format({json.dumps(record)}, prefix, counter, j)
   end
-  return wrk.format(nil, "/v1/scans", nil, '{{"scans":[' .. table.concat(parts, ",") .. ']}}')
+  local key = keys[((counter + offset) % #keys) + 1]
+  return wrk.format("POST", "/v1/scans",
+                    {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key}},
+                    '{{"scans":[' .. table.concat(parts, ",") .. ']}}')
 end
 """
 
@@ -700,7 +709,7 @@ def rush_report() -> tuple[tuple[str, ...], str] | None:
     if not out:
         return None
     report = out[out.index("The rush:") :].strip() if "The rush:" in out else out.strip()
-    answered = re.search(r"([\d,]+) answered", report)
+    answered = re.search(r"([\d,]+) req/s answered", report)
     nodes = re.search(r"([\d,]+) at the autoscaler's 70%", report)
     p99s = [
         float(m.group(1).replace(",", ""))

@@ -232,6 +232,35 @@ def main() -> None:
                 ),
             ),
         ]
+        # The rest of what the resident page asks for at every opening (loadtests.bench_rush).
+        for name, path in (
+            ("The resident (`GET /v1/me`)", "/v1/me"),
+            ("Their appeals, none (`GET /v1/me/appeals`)", "/v1/me/appeals"),
+            ("Their family, none (`GET /v1/me/dependants`)", "/v1/me/dependants"),
+            ("The family rules (`GET /v1/me/dependants/rules`)", "/v1/me/dependants/rules"),
+        ):
+            paths.append(
+                (
+                    name,
+                    lambda path=path: wrk(  # type: ignore[misc]
+                        f"{base}{path}", **load, script=rotating_tokens_script(path, tokens, "GET")
+                    ),
+                )
+            )
+        image = httpx.post(
+            f"{base}/v1/codes", headers={"Authorization": f"Bearer {tokens[1]}"}, timeout=30
+        ).json()["png_url"]
+        image_path = image.split(str(port), 1)[1]
+        paths.append(
+            (
+                "QR image, cached (`GET /v1/codes/{id}.png`)",
+                lambda: wrk(
+                    f"{base}{image_path}",
+                    **load,
+                    script=header_script({"Authorization": f"Bearer {tokens[1]}"}),
+                ),
+            )
+        )
         for name, drive in paths:
             costs.append(measure(name, url, port, options.seconds, drive))
     print(
