@@ -620,7 +620,7 @@ def _replaced(text: str, begin: str, end: str, content: str) -> str:
 
 
 def _errors(load: Load) -> str:
-    return f", {load.errors} errors" if load.errors else ""
+    return f", {load.errors} error{'s' if load.errors > 1 else ''}" if load.errors else ""
 
 
 def upload_script(checkpoint_keys: list[str], code_id: str, per_upload: int) -> str:
