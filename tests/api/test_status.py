@@ -21,7 +21,6 @@ from yuekang.config import Settings
 from yuekang.health_status.models import StatusChange
 
 
-
 @pytest.fixture(params=[True, False], ids=["fast-lane", "routes-only"])
 def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
     """Every test here runs with the fast lane (yuekang.fastlane) and without it: both must
