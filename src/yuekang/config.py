@@ -215,9 +215,8 @@ class TrustSettings(BaseModel):
     serve_cached_seconds: float = Field(
         5.0,
         ge=0,
-        description="a process serves the bundle it last checked, to checkpoint keys it last "
-        "checked, this long without asking the database again: how late a revocation or key "
-        "change may reach a checkpoint's sync, and a disabled checkpoint key stop getting it",
+        description="a process serves the bundle it last checked this long without asking the "
+        "database again: how late a revocation or key change may reach a checkpoint's sync",
     )
 
 

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from yuekang import logs
 from yuekang.auth.sessions import EndedSessions
 from yuekang.auth.sms import HttpSmsSender, LoggingSmsSender, SmsSender
-from yuekang.checkpoints.keycache import CheckpointKeyCache
 from yuekang.checkpoints.online import OnlineScans
 from yuekang.clock import Clock, SystemClock
 from yuekang.config import ConfigurationError, ResolvedSettings, Secrets, Settings
@@ -80,8 +79,6 @@ class AppContext:
     """The identity registry (residents/proofing.py)."""
     ended_sessions: EndedSessions
     """Resident sessions ended while their access tokens may live (auth/sessions.py)."""
-    checkpoint_keys: CheckpointKeyCache
-    """Checkpoint keys accepted for bundle syncs, for ``trust.serve_cached_seconds``."""
     replicas: Replicas | None = None
     """The streaming replicas of ``database.replica_urls`` (replicas.py); None without any."""
     _started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -206,7 +203,6 @@ class AppContext:
             ),
             exchange_keys=ExchangeKeyCache(token),
             bundles=BundleCache(settings.trust.serve_cached_seconds),
-            checkpoint_keys=CheckpointKeyCache(settings.trust.serve_cached_seconds),
             online_scans=OnlineScans(engine),
             proofing=proofing or _proofing(resolved, http),
             ended_sessions=EndedSessions(
@@ -294,13 +290,15 @@ class AppContext:
         *,
         seen: float | None = None,
         absent_is_answer: bool = False,
+        replica: bool = True,
     ) -> Row[Any] | None:
         """The one row ``statement`` reads (or None), where :meth:`bounded_read` would read it,
         without a session: for the page every phone polls, where opening and closing a session
         cost a fifth of the request (py-spy). A replica that lacks the row asks the primary,
         unless ``absent_is_answer``: then its "none" is the answer (it holds everything the
-        reader wrote, ``seen``, and is within the lag bound)."""
-        if self.replicas is not None:
+        reader wrote, ``seen``, and is within the lag bound). ``replica=False``: the primary's
+        row, for what must hold at once (a checkpoint key disabled)."""
+        if self.replicas is not None and replica:
             try:
                 return await self.replicas.read_row(
                     statement, params, seen=seen, absent_is_answer=absent_is_answer

@@ -198,18 +198,17 @@ async def test_a_version_out_of_range_is_a_clear_422(running: RunningApp, since:
     assert "since" in text
 
 
-async def test_a_checkpoints_key_is_remembered_for_syncs_as_long_as_the_bundle(
+async def test_a_sync_from_the_cached_bundle_is_one_statement_and_a_key_holds_at_once(
     fresh_database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
 ):
-    # Within serve_cached_seconds a 304 sync asks nothing of the database, not even for its
-    # key; a disabled key is shut out once the window ends, a rotated one works at once.
+    # Within serve_cached_seconds a 304 sync is one statement, its checkpoint's key; a key
+    # disabled or replaced is refused at the next sync though the bundle is still cached.
     settings = make_settings(
         fresh_database_url, tmp_path / "keys", trust=TrustSettings(serve_cached_seconds=30)
     )
     async with contextlib.asynccontextmanager(start_app)(settings, clock, sms) as running:
         seconds = [1000.0]
         running.context.bundles.monotonic = lambda: seconds[0]
-        running.context.checkpoint_keys.monotonic = lambda: seconds[0]
         admin = {"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"}
         created = await running.client.post(
             "/v1/admin/checkpoints", headers=admin, json={"name": "north gate", "kind": "venue"}
@@ -220,14 +219,21 @@ async def test_a_checkpoints_key_is_remembered_for_syncs_as_long_as_the_bundle(
         statements: list[str] = []
 
         def count(*args: object) -> None:
-            statements.append(str(args[2]))
+            # SQLite's read engine says BEGIN for its deferred transaction: no round trip.
+            if str(args[2]) != "BEGIN":
+                statements.append(str(args[2]))
 
-        event.listen(running.context.engine.sync_engine, "before_cursor_execute", count)
+        # On SQLite reads go through an engine of their own.
+        engines = {running.context.engine.sync_engine, running.context.read_engine.sync_engine}
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", count)
         try:
             assert [(await fetch(running, gate, etag='"v1"'))[0] for _ in range(5)] == [304] * 5
         finally:
-            event.remove(running.context.engine.sync_engine, "before_cursor_execute", count)
-        assert statements == []
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", count)
+        assert len(statements) == 5
+        assert all("checkpoints" in statement for statement in statements)
         wrong = gate[:-4] + ("AAAA" if not gate.endswith("AAAA") else "BBBB")
         assert (await fetch(running, wrong, etag='"v1"'))[0] == 401
 
@@ -235,13 +241,10 @@ async def test_a_checkpoints_key_is_remembered_for_syncs_as_long_as_the_bundle(
             f"/v1/admin/checkpoints/{gate_id}/rotate-key", headers=admin
         )
         new_key = rotated.json()["api_key"]
+        assert (await fetch(running, gate, etag='"v1"'))[0] == 401
         assert (await fetch(running, new_key, etag='"v1"'))[0] == 304
-        assert (await fetch(running, gate, etag='"v1"'))[0] == 401  # the new key replaced it
         disabled = await running.client.post(
             f"/v1/admin/checkpoints/{gate_id}/disable", headers=admin
         )
         assert disabled.status_code == 204
-        seconds[0] += 29
-        assert (await fetch(running, new_key, etag='"v1"'))[0] == 304
-        seconds[0] += 1
         assert (await fetch(running, new_key, etag='"v1"'))[0] == 401

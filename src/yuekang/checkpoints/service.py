@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import apikeys, regions
@@ -145,18 +145,11 @@ async def authenticate(session: AsyncSession, token: str) -> CheckpointPrincipal
     )
 
 
-async def enabled_key(
-    session: AsyncSession, checkpoint_id: uuid.UUID
-) -> tuple[bytes, CheckpointPrincipal] | None:
-    """An enabled checkpoint's stored key hash and who it is (for ``keycache``); None when there
-    is no such checkpoint or it is disabled."""
-    checkpoint = await session.get(Checkpoint, checkpoint_id)
-    if checkpoint is None or checkpoint.disabled_at is not None:
-        return None
-    principal = CheckpointPrincipal(
-        id=checkpoint.id, name=checkpoint.name, kind=as_place_kind(checkpoint.kind)
-    )
-    return checkpoint.key_hash, principal
+CHECKPOINT_KEY = select(Checkpoint.__table__.c.key_hash, Checkpoint.__table__.c.disabled_at).where(
+    Checkpoint.__table__.c.id == bindparam("checkpoint_id")
+)
+"""A checkpoint's stored key hash and whether it is disabled, as a Core row: a bundle sync
+checks its key with this one statement (``trust.endpoints.bundle``)."""
 
 
 def apply_policy(verdict: Verdict, *, kind: PlaceKind) -> Decision:
