@@ -42,7 +42,7 @@ from sqlalchemy import Executable
 from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.convertors import Convertor
-from starlette.requests import Request, cookie_parser
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,12 +83,14 @@ def nothing_to_list(statement: Executable) -> DirectHandler:
         context = request.context
         now = context.clock.now()
         claims = await session_claims(request.bearer_token(), context, now)
-        cookies = cookie_parser(request.header(b"cookie") or "")
+        seen = replicas.seen(headers.cookies(request.scope))
+        # A replica's "none" is the answer only when it holds what this resident wrote and saw
+        # (the cookie); without one, the primary's, as the route reads it.
         found = await context.read_row(
             statement,
             {"resident_id": claims.resident_id},
-            seen=replicas.seen(cookies),
-            absent_is_answer=True,
+            seen=seen,
+            absent_is_answer=seen is not None,
         )
         return None if found is not None else Response(b"[]", media_type="application/json")
 

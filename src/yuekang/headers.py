@@ -40,3 +40,12 @@ def bearer_token(scope: Scope) -> str | None:
 def media_type(scope: Scope) -> str:
     """The Content-Type without its parameters, lower case; empty when there is none."""
     return (header(scope, b"content-type") or "").partition(";")[0].strip().lower()
+
+
+def cookies(scope: Scope) -> dict[str, str]:
+    """The request's cookies as Starlette's ``Request.cookies`` reads them: every ``Cookie``
+    header, joined (a client may send them in several, as HTTP/2 clients do)."""
+    from starlette.requests import cookie_parser
+
+    values = [value.decode("latin-1") for key, value in scope["headers"] if key == b"cookie"]
+    return cookie_parser("; ".join(values))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +25,7 @@ from yuekang.config import Settings
 from yuekang.errortexts import localizing
 from yuekang.exceptions import Unauthorized
 from yuekang.fastlane import Direct, DirectTable, direct, entries
+from yuekang.replicas import NeedsPrimary
 
 
 class Route:
@@ -460,3 +462,110 @@ async def test_a_bearer_token_with_extra_blanks_is_read_alike_on_both_paths(
     direct_answer = await running.client.post("/v1/codes", headers=spaced)
     route_answer = await routes_only.client.post("/v1/codes", headers=spaced)
     assert direct_answer.status_code == route_answer.status_code == 201
+
+
+class Recording:
+    """Stands in for the replicas: records the read-your-writes time each read was given, and
+    leaves every read to the primary."""
+
+    def __init__(self) -> None:
+        self.seen: list[float | None] = []
+
+    async def read_row(
+        self, statement: Any, params: Any, *, seen: float | None, absent_is_answer: bool = False
+    ) -> Any:
+        self.seen.append(seen)
+        raise NeedsPrimary("recording")
+
+    async def read(self, work: Any, *, seen: float | None) -> Any:
+        self.seen.append(seen)
+        raise NeedsPrimary("recording")
+
+    def figures(self) -> tuple[dict[str, float], dict[str, bool]]:
+        return {}, {}
+
+
+class Lagging(Recording):
+    """A replica within the bound that holds nothing written after ``fresh_as_of``."""
+
+    def __init__(self, fresh_as_of: float) -> None:
+        super().__init__()
+        self.fresh_as_of = fresh_as_of
+
+    async def read_row(
+        self, statement: Any, params: Any, *, seen: float | None, absent_is_answer: bool = False
+    ) -> Any:
+        self.seen.append(seen)
+        if seen is not None and seen > self.fresh_as_of:
+            raise NeedsPrimary("not fresh enough")
+        if absent_is_answer:
+            return None
+        raise NeedsPrimary("not on the replica")
+
+
+async def test_the_read_your_writes_cookie_is_read_alike_when_cookies_come_in_two_fields(
+    running: RunningApp, routes_only: RunningApp
+):
+    resident = await running.api.registered()
+    seen_ms = int(time.time() * 1000)
+    split = [
+        ("Authorization", f"Bearer {resident.token}"),
+        ("Cookie", "theme=dark"),
+        ("Cookie", f"yk_seen={seen_ms}"),
+    ]
+    fast, route = Recording(), Recording()
+    running.context.replicas, routes_only.context.replicas = fast, route  # type: ignore[assignment]
+    try:
+        answered = await running.client.get("/v1/me/status", headers=split)
+        expected = await routes_only.client.get("/v1/me/status", headers=split)
+    finally:
+        running.context.replicas = routes_only.context.replicas = None
+    assert answered.status_code == expected.status_code == 200
+    assert route.seen[0] == seen_ms / 1000
+    assert fast.seen == route.seen
+
+
+async def test_an_appeal_just_filed_is_listed_though_a_lagging_replica_has_none(
+    running: RunningApp,
+):
+    resident = await running.api.registered(name="吴九")
+    await running.set_red(resident)
+    filed = await running.client.post(
+        "/v1/me/appeals", headers=resident.auth, json={"text": "I was never near that place"}
+    )
+    assert filed.status_code == 201
+    seen_ms = int(time.time() * 1000) + 1
+    with_cookie = [
+        ("Authorization", f"Bearer {resident.token}"),
+        ("Cookie", "theme=dark"),
+        ("Cookie", f"yk_seen={seen_ms}"),
+    ]
+    lagging = Lagging(fresh_as_of=time.time() - 5)
+    running.context.replicas = lagging  # type: ignore[assignment]
+    try:
+        # With the cookie (in a field of its own), and without one: the replica's "none" is
+        # not the answer either way.
+        listed = [
+            await running.client.get("/v1/me/appeals", headers=with_cookie),
+            await running.client.get("/v1/me/appeals", headers=resident.auth),
+        ]
+    finally:
+        running.context.replicas = None
+    assert [len(answer.json()) for answer in listed] == [1, 1]
+
+
+async def test_a_bad_checkpoint_key_is_a_401_before_a_bad_since_is_a_422(
+    running: RunningApp, routes_only: RunningApp
+):
+    key = await running.checkpoint_key()
+    wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    for http in (running.client, routes_only.client):
+        refused = await http.get(
+            "/v1/trust-bundle?since=0", headers={"Authorization": f"Bearer {wrong}"}
+        )
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "invalid_checkpoint_key"
+        malformed = await http.get(
+            "/v1/trust-bundle?since=0", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert malformed.status_code == 422

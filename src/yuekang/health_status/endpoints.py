@@ -7,9 +7,8 @@ from typing import Annotated, Literal, cast, get_args
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import cookie_parser
 
-from yuekang import replicas
+from yuekang import headers, replicas
 from yuekang.codec.reasons import pick_language
 from yuekang.conditional import etag_matches
 from yuekang.context import AppContext
@@ -122,10 +121,10 @@ async def my_status(
     # test's display bucket moves with the clock). A 304 spares the bytes, not the work.
     etag = '"' + hashlib.blake2b(answer.encode(), digest_size=16).hexdigest() + '"'
     # Private: the answer is one person's. no-cache: a cached copy is used only once revalidated.
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Accept-Language"}
+    fields = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Accept-Language"}
     if etag_matches(if_none_match, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(answer, media_type="application/json", headers=headers)
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=fields)
+    return Response(answer, media_type="application/json", headers=fields)
 
 
 Language = Literal["zh-Hans", "zh-Hant", "en", "pt"]
@@ -146,14 +145,13 @@ async def status_directly(request: Direct) -> Response | None:
     context = request.context
     now = context.clock.now()
     claims = await session_claims(request.bearer_token(), context, now)
-    cookies = cookie_parser(request.header(b"cookie") or "")
     return await my_status(
         context,
         claims.resident_id,
         now=now,
         language=lang or pick_language(request.header(b"accept-language")),
         if_none_match=request.header(b"if-none-match"),
-        seen=replicas.seen(cookies),
+        seen=replicas.seen(headers.cookies(request.scope)),
     )
 
 

@@ -5,7 +5,7 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import apikeys
@@ -33,18 +33,10 @@ MAX_VERSION = 2**31 - 1
 _SINCE = re.compile(rb"since=([1-9][0-9]{0,9})")
 
 
-async def bundle(
-    context: AppContext,
-    key: tuple[uuid.UUID, str],
-    *,
-    now: dt.datetime,
-    since: int | None,
-    if_none_match: str | None,
-) -> Response:
-    """The answer to a checkpoint's sync, for the route and its direct handler alike."""
-
-    # One statement on the primary, outside any session: a disabled or replaced key is refused
-    # at the next sync, while the bundle itself may be served from this process's cache.
+async def check_key(context: AppContext, key: tuple[uuid.UUID, str]) -> None:
+    """The checkpoint key of a sync, or 401: one statement on the primary, outside any session,
+    so a key disabled or replaced is refused at the next sync (the bundle itself may come from
+    this process's cache)."""
     stored = await context.read_row(
         checkpoints.CHECKPOINT_KEY, {"checkpoint_id": key[0]}, replica=False
     )
@@ -54,6 +46,24 @@ async def bundle(
         or not apikeys.matches(stored.key_hash, key[1])
     ):
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+
+
+async def checked_key(key: CheckpointKey, context: Context) -> None:
+    """As a dependency: checked before the query is, so a bad key is a 401 before a bad
+    ``since`` is a 422, as it was when the route authenticated the checkpoint."""
+    await check_key(context, key)
+
+
+async def bundle(
+    context: AppContext,
+    *,
+    now: dt.datetime,
+    since: int | None,
+    if_none_match: str | None,
+) -> Response:
+    """The answer to a checkpoint's sync whose key was checked, for the route and its direct
+    handler alike."""
+
     etag_of = '"v{}"'.format
     cached = context.bundles.fresh()
     if cached is not None and (
@@ -137,9 +147,9 @@ async def bundle_directly(request: Direct) -> Response | None:
             return None
         since = int(match[1])
     context = request.context
+    await check_key(context, key)
     return await bundle(
         context,
-        key,
         now=context.clock.now(),
         since=since,
         if_none_match=request.header(b"if-none-match"),
@@ -148,6 +158,7 @@ async def bundle_directly(request: Direct) -> Response | None:
 
 @router.get(
     "/v1/trust-bundle",
+    dependencies=[Depends(checked_key)],
     response_class=Response,
     responses={
         200: {"content": {MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "A bundle"},
@@ -159,7 +170,6 @@ async def bundle_directly(request: Direct) -> Response | None:
 async def trust_bundle(
     context: Context,
     now: Now,
-    key: CheckpointKey,
     since: Annotated[
         int | None,
         Query(ge=1, le=MAX_VERSION, description="A version held: answer a delta"),
@@ -170,7 +180,7 @@ async def trust_bundle(
     states and windows, unexpired revocations, policies. `ETag` is the version: `If-None-Match`
     answers 304 when nothing changed; `?since=VERSION` answers a delta on top of that version
     (or the full bundle when it cannot). 503 `no_anchor_key` until an anchor key exists."""
-    return await bundle(context, key, now=now, since=since, if_none_match=if_none_match)
+    return await bundle(context, now=now, since=since, if_none_match=if_none_match)
 
 
 @router.get("/v1/trust-anchor", responses=errors(503))
