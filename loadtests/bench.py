@@ -1,29 +1,37 @@
 """yuekang beside this machine's own limits, in one run.
 
     .venv/bin/python -m loadtests.bench [--seconds 10] [--connections 64] [--workers 2]
-                                        [--feed-rows 100000] [--write]
+                                        [--feed-rows 100000] [--only PATH ...] [--write]
 
-Starts a throwaway PostgreSQL cluster, then for each hot path measures a **limit** -- a minimal
-program doing only the essential work -- and **yuekang** doing the same work, with the same
-uvicorn worker count and the same load generator settings:
+Starts a throwaway PostgreSQL cluster (Debian's postgresql server binaries), then for each hot
+path measures a **limit** -- a minimal program doing only the essential work -- and
+**yuekang** doing the same work, with the same uvicorn worker count and the same load
+generator settings:
 
 - online verify: a bare ASGI app that parses the JSON and verifies ES256 with raw
   `cryptography`, beside `POST /v1/verify` (checkpoint key, revocation, policy, scan record);
 - issuing a code: a bare ASGI app that signs with raw `cryptography` and inserts one row with
   asyncpg, beside `POST /v1/codes` on PostgreSQL;
-- offline verification: raw ES256 verification on one core, beside `TrustStore.verify`;
 - QR image: a bare ASGI app answering the same PNG bytes, beside `GET /v1/codes/{id}.png` served
   from the cache; the cold render is timed on its own;
-- trust bundle: `GET /v1/trust-bundle` answered 200 and 304;
-- a resident's status: `GET /v1/me/status`, which the resident page reads every minute while
-  green, answered 200 and, revalidated with its ETag, 304 (for the capacity model: no limit to
-  compare with);
+- trust bundle: `GET /v1/trust-bundle` answered 200, beside the bare app answering the same
+  bytes, and 304, beside it answering `hello`;
+- a resident's status: `GET /v1/me/status` answered 200 and, revalidated with its ETag, 304,
+  beside a bare app reading a status row by primary key with asyncpg and answering it as JSON;
+- scan uploads: `POST /v1/scans`, batches of 50 from 64 devices (no limit beside it);
+- offline verification: raw ES256 verification on one core, beside `TrustStore.verify`;
 - feed ingestion: raw COPY into PostgreSQL, beside a 100,000-row batch over HTTP
   (`loadtests.bench_feeds`).
 
+Then it runs three benchmarks of this directory on their own, with their own settings, and
+puts their figures in the table: proofing and the document check (`loadtests.bench_identity
+--binds 600`), the metrics' cost (`loadtests.bench_metrics --rounds 2 --seconds 8`) and the
+morning rush (`loadtests.bench_rush`, whose own report follows the table).
+
 Load comes from wrk (Debian's package) in a separate process on 127.0.0.1, bounded by
-``--seconds``; its own CPU use is reported, to show it is not the bottleneck. ``--write`` puts
-the table, with the machine's description, into docs/PERFORMANCE.md.
+``--seconds``; its own CPU use is reported, to show it is not the bottleneck. ``--only``
+measures some paths while working on them. ``--write`` puts the table, with the machine's
+description, and the rush's report into docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 capacity model (docs/PERFORMANCE.md, "Capacity model").
 
     .venv/bin/python -m loadtests.bench_capacity [--seconds 10] [--connections 64] [--workers 2]
+                                                 [--residents 1000]
 
 Starts a throwaway PostgreSQL and ``yuekang serve --workers N`` on it (as ``loadtests.bench``
 does), drives each path with wrk, and reads from ``/proc`` the CPU time (user + system) that
