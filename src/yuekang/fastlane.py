@@ -5,8 +5,10 @@ solver.
 a signature and a batched database visit (``checkpoints.online``, ``health_codes.batch``), or a
 dictionary lookup. Measured with py-spy, the router (which asks each included router's routes in
 turn: about 50 us to find `/v1/verify`), the dependency solver and the request objects around
-them cost more than that work. Such a route is marked where it is declared, with the handler
-that answers it without them::
+them cost more than that work. So do the reads every phone and checkpoint repeats (issue 20):
+the status page, a trust-bundle sync, and an empty list of one's appeals or family members
+(``nothing_to_list``), each one statement. Such a route is marked where it is declared, with
+the handler that answers it without them::
 
     @router.post("/v1/verify", ...)
     @direct(verify_directly)
@@ -74,8 +76,9 @@ def nothing_to_list(statement: Executable) -> DirectHandler:
     """A direct handler for a resident's own list that is nearly always empty (their appeals,
     their family members: read by every page load, the appeals again by every poll). When
     ``statement``, given the resident's ``resident_id``, finds no row, it answers ``[]`` -- one
-    statement in autocommit (or on a replica that holds what the resident wrote), no session,
-    no router; a list with something in it is the route's to answer."""
+    statement in autocommit, or on a replica that holds what the resident wrote and saw (the
+    read-your-writes cookie); no session, no router. A list with something in it is the
+    route's to answer."""
 
     async def answer(request: Direct) -> Response | None:
         if request.scope["query_string"]:

@@ -149,7 +149,7 @@ CHECKPOINT_KEY = select(Checkpoint.__table__.c.key_hash, Checkpoint.__table__.c.
     Checkpoint.__table__.c.id == bindparam("checkpoint_id")
 )
 """A checkpoint's stored key hash and whether it is disabled, as a Core row: a bundle sync
-checks its key with this one statement (``trust.endpoints.bundle``)."""
+checks its key with this one statement (``trust.endpoints.check_key``)."""
 
 
 def apply_policy(verdict: Verdict, *, kind: PlaceKind) -> Decision:
