@@ -93,6 +93,16 @@ SCANS_PER_UPLOAD = 50
 DEVICES = 64
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 RUSH_BEGIN, RUSH_END = "<!-- rush:begin -->", "<!-- rush:end -->"
+THREAD_PLACES = """threads = 0
+setup = function(thread)
+  thread:set("offset", threads * 7919)
+  thread:set("prefix", "t" .. threads .. "-" .. math.random(1, 1000000000))
+  threads = threads + 1
+end
+"""
+"""wrk's Lua, before a script's ``request``: each thread its own ``offset`` into the script's
+list, or the threads would ask for the same item at the same moment, and its own ``prefix`` for
+the ids it makes."""
 
 
 @dataclass
@@ -165,12 +175,7 @@ def rotating_tokens_script(
     # same person at the same moment.
     return f"""tokens = {{{listed}}}
 etags = {{{tags}}}
-threads = 0
-setup = function(thread)
-  thread:set("offset", threads * 7919)
-  threads = threads + 1
-end
-i = 0
+{THREAD_PLACES}i = 0
 request = function()
   i = i + 1
   local n = ((i + offset) % #tokens) + 1
@@ -641,13 +646,7 @@ def upload_script(checkpoint_keys: list[str], code_id: str, per_upload: int) -> 
         '"verdict":"valid","decision":"allow"}'
     )
     keys = ", ".join(json.dumps(k) for k in checkpoint_keys)
-    return f"""threads = 0
-setup = function(thread)
-  thread:set("prefix", "t" .. threads .. "-" .. math.random(1, 1000000000))
-  thread:set("offset", threads * 7919)
-  threads = threads + 1
-end
-keys = {{{keys}}}
+    return f"""{THREAD_PLACES}keys = {{{keys}}}
 counter = 0
 request = function()
   counter = counter + 1

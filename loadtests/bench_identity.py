@@ -36,7 +36,13 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.bench import machine, process, served, wrk  # also puts tests/ on sys.path
+from loadtests.bench import (  # also puts tests/ on sys.path
+    THREAD_PLACES,
+    machine,
+    process,
+    served,
+    wrk,
+)
 from support.api import random_phone, random_prc_id
 from support.postgres import create_database
 from support.servers import YUEKANG, cli, free_port
@@ -74,12 +80,7 @@ def rotating_script(path: str, bodies: list[str], tokens: list[str]) -> str:
     keys = ", ".join(json.dumps(t) for t in tokens)
     return f"""bodies = {{{listed}}}
 keys = {{{keys}}}
-threads = 0
-setup = function(thread)
-  thread:set("offset", threads * 7919)
-  threads = threads + 1
-end
-i = 0
+{THREAD_PLACES}i = 0
 request = function()
   i = i + 1
   local n = ((i + offset) % #bodies) + 1

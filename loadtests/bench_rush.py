@@ -50,7 +50,14 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.bench import Load, machine, residents, served, wrk  # also puts tests/ on sys.path
+from loadtests.bench import (  # also puts tests/ on sys.path
+    THREAD_PLACES,
+    Load,
+    machine,
+    residents,
+    served,
+    wrk,
+)
 from loadtests.bench_feeds import nat_rows
 from support.servers import cli
 
@@ -116,12 +123,7 @@ def script(requests: list[Request], delay_ms: float) -> str:
     return f"""requests = {{
 {listed}
 }}
-threads = 0
-setup = function(thread)
-  thread:set("offset", threads * 7919)
-  threads = threads + 1
-end
-i = 0
+{THREAD_PLACES}i = 0
 request = function()
   i = i + 1
   local r = requests[((i + offset) % #requests) + 1]

@@ -142,6 +142,7 @@ class AppContext:
             if engine.dialect.name == "sqlite"
             else engine
         )
+        autocommit_engine = _autocommit(read_engine)
         # The key ring and the rule book refresh from inside requests that may already hold a
         # connection (issuance locks the status row, then asks for a key). Sharing the request
         # pool, a full pool would wait for itself until its timeout; their own two connections
@@ -194,9 +195,9 @@ class AppContext:
                 refresh_seconds=settings.rules.refresh_seconds,
             ),
             read_sessionmaker=create_sessionmaker(read_engine),
-            autocommit_engine=_autocommit(read_engine),
+            autocommit_engine=autocommit_engine,
             reads=async_sessionmaker(
-                _autocommit(read_engine),
+                autocommit_engine,
                 expire_on_commit=False,
                 autoflush=False,
                 sync_session_class=ReadOnlySession,

@@ -76,7 +76,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -438,21 +438,8 @@ class Replicas:
         replica = self.choose(seen)
         if replica is None:
             raise NeedsPrimary("no replica is fresh enough")
-        try:
-            async with replica.sessionmaker() as session:
-                return await work(session)
-        except (NeedsPrimary, YuekangError) as exc:
-            raise NeedsPrimary(str(exc)) from exc
-        except Exception as exc:
-            if database_unavailable(exc):
-                self._set(replica, "unreachable", exc)
-            else:
-                log.warning(
-                    "a read on replica %s failed (%s): asked of the primary",
-                    replica.name,
-                    _why(exc),
-                )
-            raise NeedsPrimary("the replica failed") from exc
+        async with self._asking_primary_if_failed(replica), replica.sessionmaker() as session:
+            return await work(session)
 
     async def read_row(
         self,
@@ -468,9 +455,24 @@ class Replicas:
         replica = self.choose(seen)
         if replica is None:
             raise NeedsPrimary("no replica is fresh enough")
+        async with (
+            self._asking_primary_if_failed(replica),
+            replica.autocommit.connect() as connection,
+        ):
+            row = (await connection.execute(statement, params)).one_or_none()
+        if row is None and not absent_is_answer:
+            raise NeedsPrimary("not on the replica")
+        return row
+
+    @contextlib.asynccontextmanager
+    async def _asking_primary_if_failed(self, replica: Replica) -> AsyncIterator[None]:
+        """A read on ``replica`` that refuses, would write or fails becomes
+        :class:`NeedsPrimary`; a replica that cannot be reached is set aside until its next
+        good check."""
         try:
-            async with replica.autocommit.connect() as connection:
-                row = (await connection.execute(statement, params)).one_or_none()
+            yield
+        except (NeedsPrimary, YuekangError) as exc:
+            raise NeedsPrimary(str(exc)) from exc
         except Exception as exc:
             if database_unavailable(exc):
                 self._set(replica, "unreachable", exc)
@@ -481,9 +483,6 @@ class Replicas:
                     _why(exc),
                 )
             raise NeedsPrimary("the replica failed") from exc
-        if row is None and not absent_is_answer:
-            raise NeedsPrimary("not on the replica")
-        return row
 
     # --- read-your-writes -----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -116,17 +117,27 @@ async def test_only_checkpoints_fetch_the_bundle(running: RunningApp):
     assert staff.status_code == 401
 
 
+@contextlib.asynccontextmanager
+async def caching_for_30_seconds(
+    database_url: str, keys: Path, clock: ManualClock, sms: MemorySmsSender
+) -> AsyncIterator[tuple[RunningApp, list[float]]]:
+    """An application that serves the bundle it checked for 30 s, and the seconds of its
+    bundle cache's clock, for the test to move."""
+    settings = make_settings(database_url, keys, trust=TrustSettings(serve_cached_seconds=30))
+    async with contextlib.asynccontextmanager(start_app)(settings, clock, sms) as running:
+        seconds = [1000.0]
+        running.context.bundles.monotonic = lambda: seconds[0]
+        yield running, seconds
+
+
 async def test_a_process_serves_the_bundle_it_checked_for_a_few_seconds(
     fresh_database_url: str, tmp_path: Path, clock: ManualClock, sms: MemorySmsSender
 ):
     # Syncs are nearly all 304s: within serve_cached_seconds a process answers them without
-    # asking the database. A revocation reaches the served bundle after at most that long.
-    settings = make_settings(
-        fresh_database_url, tmp_path / "keys", trust=TrustSettings(serve_cached_seconds=30)
-    )
-    async with contextlib.asynccontextmanager(start_app)(settings, clock, sms) as running:
-        seconds = [1000.0]
-        running.context.bundles.monotonic = lambda: seconds[0]
+    # asking whether the bundle changed. A revocation reaches the served bundle after at most
+    # that long.
+    caching = caching_for_30_seconds(fresh_database_url, tmp_path / "keys", clock, sms)
+    async with caching as (running, seconds):
         gate = await running.checkpoint_key()
         resident = await running.api.registered()
         code = await running.api.code(resident)
@@ -203,12 +214,8 @@ async def test_a_sync_from_the_cached_bundle_is_one_statement_and_a_key_holds_at
 ):
     # Within serve_cached_seconds a 304 sync is one statement, its checkpoint's key; a key
     # disabled or replaced is refused at the next sync though the bundle is still cached.
-    settings = make_settings(
-        fresh_database_url, tmp_path / "keys", trust=TrustSettings(serve_cached_seconds=30)
-    )
-    async with contextlib.asynccontextmanager(start_app)(settings, clock, sms) as running:
-        seconds = [1000.0]
-        running.context.bundles.monotonic = lambda: seconds[0]
+    caching = caching_for_30_seconds(fresh_database_url, tmp_path / "keys", clock, sms)
+    async with caching as (running, _):
         admin = {"Authorization": f"Bearer {await running.operator_token(Role.ADMIN)}"}
         created = await running.client.post(
             "/v1/admin/checkpoints", headers=admin, json={"name": "north gate", "kind": "venue"}
