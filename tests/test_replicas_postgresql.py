@@ -61,7 +61,10 @@ async def app_on(
     replicas: tuple[str, ...] = (),
     max_lag: float = 5.0,
     statement_timeout: float = 5.0,
+    kept_rows: int = 0,
 ) -> AsyncIterator[RunningApp]:
+    # Nothing kept in the process unless a test says so: a kept status is read from no replica
+    # (notices.py), and these tests are about what replicas answer.
     settings = make_settings(
         url,
         keys,
@@ -69,6 +72,7 @@ async def app_on(
             replica_urls=list(replicas),
             replica_max_lag_seconds=max_lag,
             statement_timeout_seconds=statement_timeout,
+            kept_rows=kept_rows,
         ),
     )
     clock = ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
@@ -202,6 +206,35 @@ async def test_postgresql_status_reads_go_to_a_replica_within_the_lag_bound(
         back = await until(lambda: replicas.choose() is not None, 5, "not used again")
         assert back < 2 * replicas.interval + 0.5
         assert (await status(running, resident, cookie=False))["status"] == "red"
+
+
+async def test_postgresql_with_status_rows_kept_a_change_is_read_at_once_despite_the_replica(
+    pair: Replicated, tmp_path: Path
+) -> None:
+    """Where status rows are kept until PostgreSQL notifies a change, a status not kept is read
+    from the primary: a replica behind a change already heard would have its old row kept."""
+    async with app_on(
+        pair.primary_url,
+        tmp_path / "keys",
+        replicas=(pair.standby_url,),
+        max_lag=30,
+        kept_rows=1000,
+    ) as running:
+        notices = running.context.notices
+        assert notices is not None
+        await asyncio.wait_for(notices.connected.wait(), 10)
+        resident = await running.api.registered()
+        resident_id = await running.resident_id(resident)
+        await replica_fresh_now(running)
+        assert (await status(running, resident, cookie=False))["status"] == "green"
+        pair.pause_replay()
+        try:
+            await make_red(running, resident_id)
+            # The replica, within its bound, still holds green; the reader has no cookie.
+            assert replicas_of(running).choose() is not None
+            assert (await status(running, resident, cookie=False))["status"] == "red"
+        finally:
+            pair.resume_replay()
 
 
 async def test_postgresql_a_resident_reads_what_they_wrote_and_saw(

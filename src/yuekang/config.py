@@ -345,6 +345,14 @@ class DatabaseSettings(BaseModel):
         description="connections go through a pooler in transaction mode (pgbouncer "
         "pool_mode=transaction): no prepared statement or session state outlives a transaction",
     )
+    kept_rows: int = Field(
+        100_000,
+        ge=0,
+        le=10_000_000,
+        description="status rows, and as many checkpoint keys, each process keeps in memory "
+        "until PostgreSQL notifies a change (docs/ARCHITECTURE.md, 'Rows kept until changed'); "
+        "0 keeps none. Nothing is kept on SQLite or with pooler=transaction",
+    )
 
     @field_validator("replica_urls")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +35,15 @@ from yuekang.health_codes.service import ImageCache
 from yuekang.health_status.rulebook import RuleBook
 from yuekang.keyring.pkcs11 import open_token
 from yuekang.keyring.ring import KeyRing
+from yuekang.notices import (
+    CHECKPOINT_KEY_CHANNEL,
+    STATUS_CHANNEL,
+    Notices,
+    Watched,
+    as_hex,
+    as_uuid,
+    kept_here,
+)
 from yuekang.pii import BlindIndex, PiiCipher
 from yuekang.reference import require_reference
 from yuekang.replicas import NeedsPrimary, ReadOnlySession, Replicas
@@ -81,6 +91,14 @@ class AppContext:
     """Resident sessions ended while their access tokens may live (auth/sessions.py)."""
     replicas: Replicas | None = None
     """The streaming replicas of ``database.replica_urls`` (replicas.py); None without any."""
+    statuses: Watched[uuid.UUID, Row[Any]] = field(default_factory=lambda: Watched(0))
+    """Residents' status rows (``health_status.service.STATUS_ROW``), kept until changed."""
+    checkpoint_keys: Watched[str, str] = field(default_factory=lambda: Watched(0))
+    """Checkpoint keys found good, by their checkpoint's id in hex, kept until the checkpoint
+    changes (``trust.endpoints.kept_key``)."""
+    notices: Notices | None = None
+    """What tells ``statuses`` and ``checkpoint_keys`` of changes (notices.py); None where
+    nothing is kept."""
     _started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """What :meth:`close` must stop besides the engines (the built-in registry's store)."""
 
@@ -219,6 +237,20 @@ class AppContext:
             engine, keyring=context.keyring, rulebook=context.rulebook, settings=settings
         )
         context.outbox = context.outbox_over(http)
+        kept = settings.database.kept_rows
+        if engine.dialect.name == "postgresql" and settings.database.pooler == "none" and kept:
+            context.statuses = Watched(kept)
+            context.checkpoint_keys = Watched(kept)
+            kept_here("health_status", context.statuses)
+            kept_here("checkpoints", context.checkpoint_keys)
+            context.notices = Notices(
+                # Its own connection to the primary, never one a request could take.
+                create_engine(settings.database_url, pool_size=1, max_overflow=0, timeouts=limits),
+                {
+                    STATUS_CHANNEL: (context.statuses, as_uuid),
+                    CHECKPOINT_KEY_CHANNEL: (context.checkpoint_keys, as_hex),
+                },
+            )
         return context
 
     def outbox_over(self, http: httpx.AsyncClient) -> Outbox:
@@ -318,6 +350,8 @@ class AppContext:
             self._started.append(self.proofing.close)
         if self.replicas is not None:
             await self.replicas.start()
+        if self.notices is not None:
+            self.notices.start()
         try:
             await self.keyring.view(self.clock.now())
         except Exception as exc:
@@ -335,6 +369,8 @@ class AppContext:
             self.keyring.token.close()
         if self.replicas is not None:
             await self.replicas.close()
+        if self.notices is not None:
+            await self.notices.close()
         await self.engine.dispose()
         for other in {self.read_engine, self.refresh_engine} - {self.engine}:
             await other.dispose()

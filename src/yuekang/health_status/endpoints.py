@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import uuid
 from typing import Annotated, Literal, cast, get_args
 
@@ -84,6 +85,49 @@ def status_answer(
     )
 
 
+def status_etag(
+    record: service.StatusFacts,
+    *,
+    rules: RuleSet,
+    language: str,
+    now: dt.datetime,
+    hotline: str | None = None,
+) -> str:
+    """The tag of :func:`status_answer` for the same arguments, made from what the answer is
+    made of -- the row's facts, the rule set (its texts included), the language, the hotline,
+    the test's display bucket that moves with the clock, and the answer's own form -- so a
+    304 is decided without making the answer."""
+    bucket = None
+    if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
+        bucket = negative_within_hours(
+            record.nat_sampled_at, record.nat_result, now=now, buckets=rules.nat_display_hours
+        )
+    made_of = (
+        record.status,
+        record.reason_codes,
+        record.findings,
+        record.valid_until,
+        record.updated_at,
+        record.rule_set_version,
+        record.nat_sampled_at,
+        record.nat_result,
+        record.vaccine_doses,
+        record.vaccinated_on,
+        bucket,
+        rules.version,
+        language,
+        hotline,
+        _ANSWER_FORM,
+    )
+    return '"' + hashlib.blake2b(repr(made_of).encode(), digest_size=16).hexdigest() + '"'
+
+
+_ANSWER_FORM = hashlib.blake2b(
+    json.dumps(MyStatusRead.model_json_schema(), sort_keys=True).encode(), digest_size=8
+).hexdigest()
+"""The answer's fields and types: a release that changes them changes every tag."""
+
+
 async def my_status(
     context: AppContext,
     resident_id: uuid.UUID,
@@ -105,26 +149,41 @@ async def my_status(
             raise NotFound("bind an identity document first", code="identity_not_bound")
         return record
 
-    # A replica within the lag bound may answer, if it holds everything this resident wrote and
-    # saw before (replicas.py). Nearly always the row stands as it is, and one statement reads
-    # it, outside any session: the ORM's load and the session were over half of this page's
-    # time (py-spy). A status that must be decided again, or none, is the primary's.
-    row = await context.read_row(service.STATUS_ROW, {"resident_id": resident_id}, seen=seen)
-    if row is not None and service.standing(cast(service.StatusFacts, row), rules=rules, now=now):
-        record = cast(service.StatusFacts, row)
-    else:
-        record = await context.bounded_read(read, seen=seen)
-    answer = status_answer(
-        record, rules=rules, language=language, now=now, hotline=context.settings.hotline
-    ).model_dump_json()
-    # The tag is a digest of the answer itself, so it changes exactly when the answer does (the
-    # test's display bucket moves with the clock). A 304 spares the bytes, not the work.
-    etag = '"' + hashlib.blake2b(answer.encode(), digest_size=16).hexdigest() + '"'
+    # Nearly always the row stands as it is: kept in this process since it was last read and
+    # not changed since (notices.py), or read with one statement outside any session -- the
+    # ORM's load and the session were over half of this page's time (py-spy). A status that
+    # must be decided again, or none, is the primary's.
+    kept = context.statuses
+    row = kept.get(resident_id)
+    if row is None or not service.standing(cast(service.StatusFacts, row), rules=rules, now=now):
+        stamp = kept.stamp()
+        # Where rows are kept, from the primary: a replica behind a change already heard would
+        # have its old row kept. Where they are not, a replica within the lag bound may answer,
+        # if it holds everything this resident wrote and saw before (replicas.py).
+        row = await context.read_row(
+            service.STATUS_ROW, {"resident_id": resident_id}, seen=seen, replica=stamp is None
+        )
+        if row is not None and service.standing(
+            cast(service.StatusFacts, row), rules=rules, now=now
+        ):
+            kept.put(resident_id, row, stamp)
+        else:
+            row = None
+    record = (
+        cast(service.StatusFacts, row)
+        if row is not None
+        else await context.bounded_read(read, seen=seen)
+    )
+    hotline = context.settings.hotline
+    # The tag changes exactly when the answer does, and is known before the answer is made: a
+    # 304 costs less than a 200.
+    etag = status_etag(record, rules=rules, language=language, now=now, hotline=hotline)
     # Private: the answer is one person's. no-cache: a cached copy is used only once revalidated.
     fields = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Accept-Language"}
     if etag_matches(if_none_match, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=fields)
-    return Response(answer, media_type="application/json", headers=fields)
+    answer = status_answer(record, rules=rules, language=language, now=now, hotline=hotline)
+    return Response(answer.model_dump_json(), media_type="application/json", headers=fields)
 
 
 Language = Literal["zh-Hans", "zh-Hant", "en", "pt"]

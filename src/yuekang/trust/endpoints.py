@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import re
 import uuid
 from typing import Annotated
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import apikeys
 from yuekang.checkpoints import service as checkpoints
+from yuekang.checkpoints.registration import KEY_PREFIX
 from yuekang.codec.keys import SigningKey
 from yuekang.conditional import etag_matches
 from yuekang.context import AppContext
@@ -34,9 +36,14 @@ _SINCE = re.compile(rb"since=([1-9][0-9]{0,9})")
 
 
 async def check_key(context: AppContext, key: tuple[uuid.UUID, str]) -> None:
-    """The checkpoint key of a sync, or 401: one statement on the primary, outside any session,
-    so a key disabled or replaced is refused at the next sync (the bundle itself may come from
-    this process's cache)."""
+    """The checkpoint key of a sync, or 401. The stored key is the primary's, read with one
+    statement outside any session; a key found good is kept in this process until PostgreSQL
+    says its checkpoint changed (``notices``, :func:`kept_key`). So a key disabled or replaced
+    is refused at the next sync after the change is committed, and a device's syncs, minutes
+    apart, cost no round trip for the key (the bundle itself may come from this process's
+    cache)."""
+    kept = context.checkpoint_keys
+    stamp = kept.stamp()
     stored = await context.read_row(
         checkpoints.CHECKPOINT_KEY, {"checkpoint_id": key[0]}, replica=False
     )
@@ -46,6 +53,16 @@ async def check_key(context: AppContext, key: tuple[uuid.UUID, str]) -> None:
         or not apikeys.matches(stored.key_hash, key[1])
     ):
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
+    kept.put(key[0].hex, f"{KEY_PREFIX}{key[0].hex}_{key[1]}", stamp)
+
+
+def kept_key(context: AppContext, token: str) -> bool:
+    """Whether ``token`` is the key this process found good for its checkpoint, and nothing
+    changed the checkpoint since: no statement, no parsing, no hash (a fifth of a sync's time,
+    py-spy). The key itself is what is kept, in this process's memory only, as every request
+    carrying it is."""
+    accepted = context.checkpoint_keys.get(token[len(KEY_PREFIX) : len(KEY_PREFIX) + 32])
+    return accepted is not None and hmac.compare_digest(accepted, token)
 
 
 async def checked_key(key: CheckpointKey, context: Context) -> None:
@@ -136,9 +153,10 @@ async def bundle_directly(request: Direct) -> Response | None:
     """``GET /v1/trust-bundle`` without the router: every checkpoint polls it, and nearly every
     poll is a 304. A missing or malformed key, or a query other than one ``since`` in range, is
     the route's (its 401 or 422, in FastAPI's order)."""
-    key = parse_checkpoint_key(request.bearer_token())
+    token = request.bearer_token()
+    key = None if token is None else parse_checkpoint_key(token)
     query: bytes = request.scope["query_string"]
-    if key is None:
+    if key is None or token is None:
         return None
     since = None
     if query:
@@ -147,7 +165,8 @@ async def bundle_directly(request: Direct) -> Response | None:
             return None
         since = int(match[1])
     context = request.context
-    await check_key(context, key)
+    if not kept_key(context, token):
+        await check_key(context, key)
     return await bundle(
         context,
         now=context.clock.now(),

@@ -1,0 +1,104 @@
+"""Notifications when a status row or a checkpoint's key changes, on PostgreSQL
+
+Each process keeps the status rows and checkpoint keys it read in memory and drops one when
+PostgreSQL says it changed (``yuekang.notices``). The triggers here say it: after a row of
+``health_status`` is updated or deleted, ``NOTIFY yuekang_status`` with its ``resident_id``;
+after a checkpoint's key hash or ``disabled_at`` changes, or the checkpoint is deleted,
+``NOTIFY yuekang_checkpoint_keys`` with its id. A notification is delivered when the
+transaction commits, and not at all if it rolls back. Being triggers, they fire for every
+writer: the service, the command line, a statement typed by hand.
+
+SQLite: nothing changes (nothing is kept in memory there).
+
+Contract: safe for a rolling update. The old version ignores the notifications; this version
+keeps nothing until it listens, and listens only to channels these triggers feed.
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-08 03:00:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0013"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CHECKPOINTS = "yuekang_checkpoint_keys"
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(
+        """
+        CREATE FUNCTION yuekang_status_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('yuekang_status', OLD.resident_id::text);
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER health_status_changed AFTER UPDATE OR DELETE ON health_status
+        FOR EACH ROW EXECUTE FUNCTION yuekang_status_changed()
+        """
+    )
+    op.execute(
+        """
+        CREATE FUNCTION yuekang_checkpoint_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('yuekang_checkpoint_keys', OLD.id::text);
+            RETURN NULL;
+        END $$
+        """
+    )
+    # Only what a sync's key check reads: a checkpoint renamed leaves its key kept.
+    op.execute(
+        """
+        CREATE TRIGGER checkpoint_key_changed AFTER UPDATE ON checkpoints
+        FOR EACH ROW WHEN (
+            OLD.key_hash IS DISTINCT FROM NEW.key_hash
+            OR OLD.disabled_at IS DISTINCT FROM NEW.disabled_at
+            OR OLD.id IS DISTINCT FROM NEW.id
+        ) EXECUTE FUNCTION yuekang_checkpoint_key_changed()
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER checkpoint_deleted AFTER DELETE ON checkpoints
+        FOR EACH ROW EXECUTE FUNCTION yuekang_checkpoint_key_changed()
+        """
+    )
+    # TRUNCATE fires no row trigger: "*" drops everything kept from the table.
+    op.execute(
+        """
+        CREATE FUNCTION yuekang_all_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify(TG_ARGV[0], '*');
+            RETURN NULL;
+        END $$
+        """
+    )
+    for table, channel in (("health_status", "yuekang_status"), ("checkpoints", CHECKPOINTS)):
+        op.execute(
+            f"CREATE TRIGGER {table}_truncated AFTER TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION yuekang_all_changed('{channel}')"
+        )
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for table in ("health_status", "checkpoints"):
+        op.execute(f"DROP TRIGGER {table}_truncated ON {table}")
+    op.execute("DROP FUNCTION yuekang_all_changed()")
+    op.execute("DROP TRIGGER checkpoint_deleted ON checkpoints")
+    op.execute("DROP TRIGGER checkpoint_key_changed ON checkpoints")
+    op.execute("DROP FUNCTION yuekang_checkpoint_key_changed()")
+    op.execute("DROP TRIGGER health_status_changed ON health_status")
+    op.execute("DROP FUNCTION yuekang_status_changed()")
