@@ -100,6 +100,20 @@ def nothing_to_list(statement: Executable) -> DirectHandler:
     return answer
 
 
+class Ready(Response):
+    """A response whose header fields are given as they are sent (lower-case names, encoded),
+    for an answer repeated thousands of times a second: Starlette's ``Response`` encodes and
+    checks them anew each time. The list is the response's own, as it would be."""
+
+    def __init__(
+        self, status_code: int, raw_headers: list[tuple[bytes, bytes]], body: bytes = b""
+    ) -> None:
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.body = body
+        self.background = None
+
+
 class Direct:
     """A request as a direct handler sees it."""
 

@@ -112,7 +112,10 @@ async def test_the_pool_keeps_its_connections_open_under_more_requests_than_it_h
     settings = make_settings(
         database_url,
         tmp_path / "keys",
-        database=DatabaseSettings(pool_size=4, pool_overflow=overflow, pool_timeout_seconds=20),
+        # Nothing kept in the process (notices.py): every status read takes a connection.
+        database=DatabaseSettings(
+            pool_size=4, pool_overflow=overflow, pool_timeout_seconds=20, kept_rows=0
+        ),
     )
     async for running in start_app(settings, clock, sms):
         people = [await running.api.registered() for _ in range(4)]

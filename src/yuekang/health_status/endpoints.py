@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import uuid
 from typing import Annotated, Literal, cast, get_args
 
@@ -11,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from yuekang import headers, replicas
 from yuekang.codec.reasons import pick_language
-from yuekang.conditional import etag_matches
+from yuekang.conditional import etag_matches, release
 from yuekang.context import AppContext
 from yuekang.deps import (
     AnyStaff,
@@ -24,7 +23,7 @@ from yuekang.deps import (
     session_claims,
 )
 from yuekang.exceptions import NotFound, Refusal, UnsupportedMediaType
-from yuekang.fastlane import Direct, direct
+from yuekang.fastlane import Direct, Ready, direct
 from yuekang.health_status import rulebook, service
 from yuekang.health_status.schemas import (
     FindingRead,
@@ -95,8 +94,8 @@ def status_etag(
 ) -> str:
     """The tag of :func:`status_answer` for the same arguments, made from what the answer is
     made of -- the row's facts, the rule set (its texts included), the language, the hotline,
-    the test's display bucket that moves with the clock, and the answer's own form -- so a
-    304 is decided without making the answer."""
+    the test's display bucket that moves with the clock, and the code that makes it
+    (``conditional.release``) -- so a 304 is decided without making the answer."""
     bucket = None
     if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
         bucket = negative_within_hours(
@@ -117,15 +116,9 @@ def status_etag(
         rules.version,
         language,
         hotline,
-        _ANSWER_FORM,
+        release(),
     )
     return '"' + hashlib.blake2b(repr(made_of).encode(), digest_size=16).hexdigest() + '"'
-
-
-_ANSWER_FORM = hashlib.blake2b(
-    json.dumps(MyStatusRead.model_json_schema(), sort_keys=True).encode(), digest_size=8
-).hexdigest()
-"""The answer's fields and types: a release that changes them changes every tag."""
 
 
 async def my_status(
@@ -178,12 +171,18 @@ async def my_status(
     # The tag changes exactly when the answer does, and is known before the answer is made: a
     # 304 costs less than a 200.
     etag = status_etag(record, rules=rules, language=language, now=now, hotline=hotline)
-    # Private: the answer is one person's. no-cache: a cached copy is used only once revalidated.
-    fields = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Accept-Language"}
+    fields = [(b"etag", etag.encode()), _PRIVATE, _VARY]
     if etag_matches(if_none_match, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=fields)
+        return Ready(status.HTTP_304_NOT_MODIFIED, fields)
     answer = status_answer(record, rules=rules, language=language, now=now, hotline=hotline)
-    return Response(answer.model_dump_json(), media_type="application/json", headers=fields)
+    body = answer.model_dump_json().encode()
+    return Ready(200, [*fields, (b"content-length", str(len(body)).encode()), _JSON], body)
+
+
+# Private: the answer is one person's. no-cache: a cached copy is used only once revalidated.
+_PRIVATE = (b"cache-control", b"private, no-cache")
+_VARY = (b"vary", b"Accept-Language")
+_JSON = (b"content-type", b"application/json")
 
 
 Language = Literal["zh-Hans", "zh-Hant", "en", "pt"]

@@ -196,6 +196,14 @@ class Served:
     text: str
     issued_at: dt.datetime
     expires_at: dt.datetime
+    etag: str = field(init=False)
+    """The version as an ETag: ``"v<version>"``."""
+    body: bytes = field(init=False)
+    """``text`` as sent, encoded once for every sync that gets it."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etag", f'"v{self.version}"')
+        object.__setattr__(self, "body", self.text.encode())
 
     @classmethod
     def of(cls, record: TrustBundleRecord) -> Served:
