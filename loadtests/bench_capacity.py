@@ -2,7 +2,7 @@
 capacity model (docs/PERFORMANCE.md, "Capacity model").
 
     .venv/bin/python -m loadtests.bench_capacity [--seconds 10] [--connections 64] [--workers 2]
-                                                 [--residents 1000]
+                                                 [--residents 1000] [--keep-nothing]
 
 Starts a throwaway PostgreSQL and ``yuekang serve --workers N`` on it (as ``loadtests.bench``
 does), drives each path with wrk, and reads from ``/proc`` the CPU time (user + system) that
@@ -167,11 +167,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--residents", type=int, default=1000)
+    parser.add_argument(
+        "--keep-nothing",
+        action="store_true",
+        help="database.kept_rows=0: every status read and key check asks PostgreSQL (a request "
+        "that finds nothing kept, e.g. a phone's first read on a node)",
+    )
     options = parser.parse_args()
     load = {"seconds": options.seconds, "connections": options.connections}
     work = Path(tempfile.mkdtemp(prefix="yk-capacity-"))
     costs: list[Cost] = []
-    with served(work, options.workers) as server:
+    extra = {"YUEKANG_DATABASE__KEPT_ROWS": "0"} if options.keep_nothing else {}
+    with served(work, options.workers, **extra) as server:
         url, base, port, env = server.database_url, server.base, server.port, server.env
         gate = cli(env, work, "checkpoints", "create", "capacity gate")
         tokens = residents(server, options.residents)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib.util
+import time
 import uuid
 from pathlib import Path
 
@@ -12,8 +14,8 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from yuekang.checkpoints.models import Checkpoint
-from yuekang.db import create_engine, migrate
-from yuekang.notices import Watched, kept_here
+from yuekang.db import create_engine, migrate, migrations_dir
+from yuekang.notices import TRIGGERS, Watched, kept_here
 
 
 def live(capacity: int = 10) -> Watched[str, str]:
@@ -126,3 +128,57 @@ async def test_this_processs_own_commits_drop_what_they_change(tmp_path: Path):
         assert watched.get(other.hex) is None
     finally:
         await engine.dispose()
+
+
+def test_nothing_is_served_past_the_last_proof_of_listening():
+    watched: Watched[str, str] = Watched(10)
+    watched.listening(True, until=time.monotonic() + 60)
+    watched.put("a", "row", watched.stamp())
+    assert watched.get("a") == "row"
+    # The connection stopped proving itself (frozen, cut without a word): the row stays in
+    # memory but is not served, and no new read is kept.
+    watched.proved(time.monotonic() - 0.001)
+    assert watched.get("a") is None
+    assert watched.stamp() is None
+    watched.proved(time.monotonic() + 60)
+    assert watched.get("a") == "row"
+
+
+async def test_a_savepoint_rolled_back_keeps_what_the_outer_transaction_changed(tmp_path: Path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'yuekang.db'}"
+    await asyncio.to_thread(migrate, url)
+    engine = create_engine(url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    watched: Watched[str, str] = Watched(10)
+    watched.listening(True)
+    kept_here("checkpoints", watched)
+    now = dt.datetime.now(dt.UTC)
+    gate = Checkpoint(
+        id=uuid.uuid4(), name="gate", kind="venue", key_hash=b"x" * 32, created_at=now
+    )
+    try:
+        async with sessions() as session, session.begin():
+            session.add(gate)
+        watched.put(gate.id.hex, "key", watched.stamp())
+        async with sessions() as session, session.begin():
+            row = await session.get(Checkpoint, gate.id)
+            assert row is not None
+            row.disabled_at = now
+            await session.flush()
+            savepoint = await session.begin_nested()
+            row.name = "renamed"
+            await session.flush()
+            await savepoint.rollback()
+        # The outer transaction committed the disabling: dropped at once.
+        assert watched.get(gate.id.hex) is None
+    finally:
+        await engine.dispose()
+
+
+def test_the_migration_creates_the_triggers_the_processes_check():
+    path = Path(migrations_dir()) / "versions" / "20261208_0013_change_notices.py"
+    spec = importlib.util.spec_from_file_location("migration_0013", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.TRIGGERS == TRIGGERS

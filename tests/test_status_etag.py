@@ -97,3 +97,17 @@ def test_the_language_the_hotline_and_the_clock_change_the_tag_with_the_answer(
 def test_the_clock_within_a_bucket_keeps_the_tag():
     # The answer is the same a minute later: a poll gets its 304.
     assert both(Facts()) == both(Facts(), now=NOW + dt.timedelta(minutes=1))
+
+
+def test_rules_of_the_same_version_with_other_texts_change_the_tag_with_the_answer():
+    rules = default_rule_set()
+    document = rules.document()
+    document["explanations"]["green"] = {
+        language: "Other words." for language in document["explanations"]["green"]
+    }
+    reworded = type(rules).model_validate(document)
+    assert reworded.version == rules.version
+    answer, etag = both(Facts(), rules=rules)
+    other_answer, other_etag = both(Facts(), rules=reworded)
+    assert other_answer != answer
+    assert other_etag != etag

@@ -2,7 +2,8 @@
 
 Each process keeps the status rows and checkpoint keys it read in memory and drops one when
 PostgreSQL says it changed (``yuekang.notices``). The triggers here say it: after a row of
-``health_status`` is updated or deleted, ``NOTIFY yuekang_status`` with its ``resident_id``;
+``health_status`` is updated (unless it was decided again because it lapsed or under another
+rule set) or deleted, ``NOTIFY yuekang_status`` with its ``resident_id``;
 after a checkpoint's key hash or ``disabled_at`` changes, or the checkpoint is deleted,
 ``NOTIFY yuekang_checkpoint_keys`` with its id. A notification is delivered when the
 transaction commits, and not at all if it rolls back. Being triggers, they fire for every
@@ -29,6 +30,17 @@ depends_on: str | Sequence[str] | None = None
 
 CHECKPOINTS = "yuekang_checkpoint_keys"
 
+TRIGGERS = {
+    "health_status": (
+        "health_status_changed",
+        "health_status_deleted",
+        "health_status_truncated",
+    ),
+    "checkpoints": ("checkpoint_key_changed", "checkpoint_deleted", "checkpoints_truncated"),
+}
+"""As ``yuekang.notices.TRIGGERS`` says (a migration does not import the package it migrates;
+tests/test_notices.py checks that the two agree)."""
+
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
@@ -42,9 +54,23 @@ def upgrade() -> None:
         END $$
         """
     )
+    # A row decided again because it lapsed, or under another rule set, is not told: no
+    # process keeps a row past its valid_until, nor one decided under rules other than its own
+    # (health_status.service.standing). Those are the waves of writes (a rule set put in force,
+    # a day's statuses lapsing), and every notifying commit takes PostgreSQL's one notification
+    # lock (docs/OPERATIONS.md, "Rows kept until changed").
     op.execute(
         """
-        CREATE TRIGGER health_status_changed AFTER UPDATE OR DELETE ON health_status
+        CREATE TRIGGER health_status_changed AFTER UPDATE ON health_status
+        FOR EACH ROW WHEN (
+            OLD.rule_set_version IS NOT DISTINCT FROM NEW.rule_set_version
+            AND (OLD.valid_until IS NULL OR OLD.valid_until > now())
+        ) EXECUTE FUNCTION yuekang_status_changed()
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER health_status_deleted AFTER DELETE ON health_status
         FOR EACH ROW EXECUTE FUNCTION yuekang_status_changed()
         """
     )
@@ -89,6 +115,13 @@ def upgrade() -> None:
             f"CREATE TRIGGER {table}_truncated AFTER TRUNCATE ON {table} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION yuekang_all_changed('{channel}')"
         )
+    # Fired under session_replication_role = replica too (pg_restore --disable-triggers, a
+    # logical replication's apply): a change nobody is told of would be kept forever. Each
+    # process checks that these are there and enabled so before it keeps anything
+    # (yuekang.notices.TRIGGERS).
+    for table, triggers in TRIGGERS.items():
+        for trigger in triggers:
+            op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger}")
 
 
 def downgrade() -> None:
@@ -100,5 +133,6 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER checkpoint_deleted ON checkpoints")
     op.execute("DROP TRIGGER checkpoint_key_changed ON checkpoints")
     op.execute("DROP FUNCTION yuekang_checkpoint_key_changed()")
+    op.execute("DROP TRIGGER health_status_deleted ON health_status")
     op.execute("DROP TRIGGER health_status_changed ON health_status")
     op.execute("DROP FUNCTION yuekang_status_changed()")

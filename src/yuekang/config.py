@@ -346,12 +346,20 @@ class DatabaseSettings(BaseModel):
         "pool_mode=transaction): no prepared statement or session state outlives a transaction",
     )
     kept_rows: int = Field(
-        100_000,
+        20_000,
         ge=0,
         le=10_000_000,
-        description="status rows, and as many checkpoint keys, each process keeps in memory "
-        "until PostgreSQL notifies a change (docs/ARCHITECTURE.md, 'Rows kept until changed'); "
-        "0 keeps none. Nothing is kept on SQLite or with pooler=transaction",
+        description="status rows (about 2 KB each), and as many checkpoint keys, each process "
+        "keeps in memory until PostgreSQL notifies a change (docs/ARCHITECTURE.md, 'Rows kept "
+        "until changed'); 0 keeps none. Nothing is kept on SQLite or with pooler=transaction",
+    )
+    notice_check_seconds: float = Field(
+        2.0,
+        ge=0.2,
+        le=60,
+        description="kept rows are served only this long after the notification connection "
+        "last proved it hears changes (it is proved twice as often): the longest a change can "
+        "go unheard when that connection silently stops",
     )
 
     @field_validator("replica_urls")

@@ -93,9 +93,9 @@ class AppContext:
     """The streaming replicas of ``database.replica_urls`` (replicas.py); None without any."""
     statuses: Watched[uuid.UUID, Row[Any]] = field(default_factory=lambda: Watched(0))
     """Residents' status rows (``health_status.service.STATUS_ROW``), kept until changed."""
-    checkpoint_keys: Watched[str, str] = field(default_factory=lambda: Watched(0))
-    """Checkpoint keys found good, by their checkpoint's id in hex, kept until the checkpoint
-    changes (``trust.endpoints.kept_key``)."""
+    checkpoint_keys: Watched[str, bytes] = field(default_factory=lambda: Watched(0))
+    """Digests of checkpoint keys found good, by their checkpoint's id in hex, kept until the
+    checkpoint changes (``trust.endpoints.kept_key``)."""
     notices: Notices | None = None
     """What tells ``statuses`` and ``checkpoint_keys`` of changes (notices.py); None where
     nothing is kept."""
@@ -244,12 +244,14 @@ class AppContext:
             kept_here("health_status", context.statuses)
             kept_here("checkpoints", context.checkpoint_keys)
             context.notices = Notices(
-                # Its own connection to the primary, never one a request could take.
-                create_engine(settings.database_url, pool_size=1, max_overflow=0, timeouts=limits),
+                # Its own two connections to the primary (listening, proving it), never ones a
+                # request could take.
+                create_engine(settings.database_url, pool_size=2, max_overflow=0, timeouts=limits),
                 {
                     STATUS_CHANNEL: (context.statuses, as_uuid),
                     CHECKPOINT_KEY_CHANNEL: (context.checkpoint_keys, as_hex),
                 },
+                check_seconds=settings.database.notice_check_seconds,
             )
         return context
 

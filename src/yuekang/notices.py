@@ -16,10 +16,17 @@ What this promises and what it does not:
   delivery (well under a millisecond on a healthy connection). The process that made the
   change drops its own entry at once, as it commits (:func:`changed_here`): what one request
   wrote, the next request to the same process reads.
-- Nothing is kept unless the process is listening. While the connection is down -- not yet
-  open, lost, or not answering its check within ``check_seconds`` -- every entry is dropped
-  and every read goes to the database, as it did before; entries are kept again after LISTEN
-  is back, never from a read begun before.
+- Nothing is kept unless the process is listening, and listening is proved, not assumed:
+  every ``check_seconds / 2`` a notification sent on another connection must come back on
+  the listening one, and the triggers must be there and enabled ``ALWAYS`` (so a transaction
+  pooler in between, or triggers dropped or disabled, keep nothing). An entry is served only
+  within ``check_seconds`` of the last proof, whatever the connection is doing (a frozen
+  server, a cut that sends nothing). While not proved, every read goes to the database, as
+  it did before; entries are kept again once proved, never from a read begun before.
+- A status row decided again because it lapsed or under another rule set is not notified
+  (migration 0013): no process keeps it past that (``health_status.service.standing``). A
+  process whose rule book is older than the new rule set serves its kept rows until its
+  rule book refreshes (``rules.refresh_seconds``), as it decides under its own.
 - A read that raced a change is not kept: an entry is kept only if no notification for its key
   arrived since the read began (:meth:`Watched.stamp`).
 - SQLite has no notifications, and a pooler in transaction mode cannot carry LISTEN: there the
@@ -32,6 +39,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
@@ -39,7 +47,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 log = logging.getLogger("yuekang.notices")
 
@@ -51,6 +59,19 @@ STATUS_CHANNEL = "yuekang_status"
 CHECKPOINT_KEY_CHANNEL = "yuekang_checkpoint_keys"
 """A checkpoint's key was replaced, it was disabled or enabled, or deleted; the payload is its
 id."""
+
+PROBE_CHANNEL = "yuekang_notices_probe"
+"""Each check's own notification, sent on another connection, that must come back."""
+
+TRIGGERS = {
+    "health_status": (
+        "health_status_changed",
+        "health_status_deleted",
+        "health_status_truncated",
+    ),
+    "checkpoints": ("checkpoint_key_changed", "checkpoint_deleted", "checkpoints_truncated"),
+}
+"""Migration 0013's triggers, which must all be enabled ALWAYS for anything to be kept."""
 
 _RECENT_LIMIT = 10_000
 """Keys remembered as changed, for reads in flight; past it, every read in flight is refused."""
@@ -73,6 +94,9 @@ class Watched(Generic[K, V]):
         list of recent changes overflowed."""
         self._recent: dict[K, int] = {}
         """Keys changed lately, with the generation when their change was heard."""
+        self._until = 0.0
+        """Nothing is served after this (``time.monotonic``): the last proof of listening,
+        plus ``check_seconds``."""
 
     @property
     def live(self) -> bool:
@@ -82,11 +106,13 @@ class Watched(Generic[K, V]):
         return len(self._entries)
 
     def get(self, key: K) -> V | None:
+        if time.monotonic() >= self._until:
+            return None
         return self._entries.get(key)
 
     def stamp(self) -> int | None:
         """Taken before a read whose row may be kept; None when nothing is kept now."""
-        return self._generation if self._live else None
+        return self._generation if self._live and time.monotonic() < self._until else None
 
     def put(self, key: K, value: V, stamp: int | None) -> None:
         """Keeps ``value``, read after ``stamp`` was taken, unless something changed since."""
@@ -117,39 +143,49 @@ class Watched(Generic[K, V]):
         self._entries.clear()
         self._recent.clear()
 
-    def listening(self, live: bool) -> None:
-        """Whether notifications arrive. Either way everything kept so far is dropped: on the
-        way down, changes may go unheard from now; on the way up, some may have gone unheard
-        while down."""
+    def listening(self, live: bool, *, until: float = float("inf")) -> None:
+        """Whether notifications arrive (proved until ``until``). Either way everything kept
+        so far is dropped: on the way down, changes may go unheard from now; on the way up,
+        some may have gone unheard while down."""
         self.forget()
         self._live = live
+        self._until = until if live else 0.0
+
+    def proved(self, until: float) -> None:
+        """Listening was proved again: entries may be served until ``until``."""
+        self._until = until
 
 
 class Notices:
     """This process's LISTEN connection to the primary, feeding ``channels``' :class:`Watched`
     (a channel's payload parsed by its ``key`` into the key that changed).
 
-    Opened by :meth:`start` in the background, checked every ``check_seconds`` with a statement
-    that must answer within ``check_seconds``, and opened again after it is lost, ``retry_seconds``
-    apart; while it is down, nothing is kept."""
+    Opened by :meth:`start` in the background and proved every ``check_seconds / 2`` (the
+    triggers enabled, a notification sent on a second connection heard on this one, within
+    ``check_seconds``); opened again ``retry_seconds`` after it is lost or a proof fails.
+    While it is not proved, nothing is kept."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         channels: Mapping[str, tuple[Watched[Any, Any], Callable[[str], Any]]],
         *,
-        check_seconds: float = 5.0,
+        check_seconds: float = 2.0,
         retry_seconds: float = 1.0,
     ) -> None:
         self._engine = engine
+        """Two connections of its own: the listening one and the prover's."""
         self._channels = dict(channels)
         self._check = check_seconds
         self._retry = retry_seconds
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._probe_heard = asyncio.Event()
+        self._probe = ""
         self.connected = asyncio.Event()
-        """Set while listening (for tests and the health check)."""
+        """Set while listening is proved (for tests and the health check)."""
         self.backend_pid: int | None = None
+        self._failing = False
 
     def start(self) -> None:
         if self._task is None:
@@ -163,10 +199,13 @@ class Notices:
             self._task = None
         await self._engine.dispose()
 
+    def _watched(self) -> list[Watched[Any, Any]]:
+        return [watched for watched, _ in self._channels.values()]
+
     def _down(self) -> None:
         self.connected.clear()
         self.backend_pid = None
-        for watched, _ in self._channels.values():
+        for watched in self._watched():
             watched.listening(False)
 
     async def _run(self) -> None:
@@ -177,8 +216,10 @@ class Notices:
                 self._down()
                 raise
             except Exception as exc:
-                if self.connected.is_set():
-                    log.warning("lost the notification connection (%s); not keeping rows", exc)
+                # Said once when it starts failing, not every retry.
+                if self.connected.is_set() or not self._failing:
+                    log.warning("not listening for changes (%s); keeping no rows", exc)
+                self._failing = True
             self._down()
             await asyncio.sleep(self._retry)
 
@@ -188,28 +229,65 @@ class Notices:
             driver: Any = raw.driver_connection
             self._lost.clear()
             driver.add_termination_listener(lambda _connection: self._lost.set())
-            for channel, (watched, key) in self._channels.items():
-                await driver.add_listener(channel, self._listener(watched, key))
-            # Only now: a read begun before LISTEN took effect may have missed a change.
-            for watched, _ in self._channels.values():
-                watched.listening(True)
-            self.backend_pid = driver.get_server_pid()
-            self.connected.set()
-            log.info("listening for changes to kept rows")
             try:
+                for channel, (watched, key) in self._channels.items():
+                    await driver.add_listener(channel, self._listener(watched, key))
+                await driver.add_listener(PROBE_CHANNEL, self._heard_probe)
+                # Only now: a read begun before LISTEN took effect may have missed a change.
+                until = await self._prove(driver)
+                for watched in self._watched():
+                    watched.listening(True, until=until)
+                self.backend_pid = driver.get_server_pid()
+                self.connected.set()
+                self._failing = False
+                log.info("listening for changes to kept rows")
                 while not self._lost.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._lost.wait(), self._check)
+                        await asyncio.wait_for(self._lost.wait(), self._check / 2)
                     if self._lost.is_set():
                         break
-                    # A connection silently cut (a partition, a frozen server) sends no
-                    # termination: a statement that does not answer in time is taken as lost.
-                    await asyncio.wait_for(driver.fetchval("SELECT 1"), self._check)
-                log.warning("the notification connection closed; not keeping rows")
+                    until = await self._prove(driver)
+                    for watched in self._watched():
+                        watched.proved(until)
+                log.warning("the notification connection closed; keeping no rows")
             finally:
                 # Its state is unknown (listening, perhaps half-closed): never pooled again.
                 with contextlib.suppress(Exception):
                     await connection.invalidate()
+
+    async def _prove(self, driver: Any) -> float:
+        """That notifications reach this connection now: the triggers are there and enabled
+        ALWAYS, and a notification sent on another connection comes back within
+        ``check_seconds``. The time until which kept rows may be served; raises otherwise."""
+        begun = time.monotonic()
+        names = [name for triggers in TRIGGERS.values() for name in triggers]
+        enabled = await asyncio.wait_for(
+            driver.fetchval(
+                "SELECT count(*) FROM pg_trigger WHERE tgname = ANY($1::text[]) "
+                "AND tgenabled = 'A'",
+                names,
+            ),
+            self._check,
+        )
+        if enabled != len(names):
+            raise RuntimeError(f"{enabled} of the {len(names)} change triggers enabled ALWAYS")
+        self._probe = uuid.uuid4().hex
+        self._probe_heard.clear()
+
+        async def send() -> None:
+            async with self._engine.connect() as other:
+                await other.exec_driver_sql(f"SELECT pg_notify('{PROBE_CHANNEL}', '{self._probe}')")
+                await other.commit()
+
+        await asyncio.wait_for(send(), self._check)
+        await asyncio.wait_for(
+            self._probe_heard.wait(), max(begun + self._check - time.monotonic(), 0)
+        )
+        return begun + self._check
+
+    def _heard_probe(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload == self._probe:
+            self._probe_heard.set()
 
     @staticmethod
     def _listener(
@@ -290,6 +368,9 @@ def _committed(session: Session) -> None:
                 watched.changed(key)
 
 
-@event.listens_for(Session, "after_rollback")
-def _rolled_back(session: Session) -> None:
-    session.info.pop(_CHANGED, None)
+@event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A savepoint rolled back leaves the outer transaction's changes to commit: dropping too
+    # much is harmless, forgetting them is not.
+    if previous_transaction.parent is None:
+        session.info.pop(_CHANGED, None)

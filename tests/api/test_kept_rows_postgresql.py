@@ -186,3 +186,67 @@ async def test_nothing_is_kept_when_told_to_keep_nothing(url: str, tmp_path: Pat
             with statements(running) as sent:
                 await read_status(running, resident)
             assert len(sent) == 1
+
+
+async def test_a_disabled_trigger_keeps_nothing_anywhere(url: str, tmp_path: Path):
+    # Triggers dropped or disabled (a restore with --disable-triggers, a hand): no change would
+    # be told, so no process keeps a row. It is checked at every proof, not only at the start.
+    async with app_on(url, tmp_path / "keys") as running:
+        notices = running.context.notices
+        assert notices is not None
+        connection = await asyncpg.connect(dsn(url))
+        try:
+            await connection.execute("ALTER TABLE checkpoints DISABLE TRIGGER checkpoint_deleted")
+            await until(lambda: not notices.connected.is_set(), "a disabled trigger unnoticed")
+            resident = await running.api.registered()
+            await read_status(running, resident)
+            with statements(running) as sent:
+                await read_status(running, resident)
+            assert len(sent) == 1
+            assert len(running.context.statuses) == 0
+            await connection.execute(
+                "ALTER TABLE checkpoints ENABLE ALWAYS TRIGGER checkpoint_deleted"
+            )
+            await asyncio.wait_for(notices.connected.wait(), 10)
+        finally:
+            await connection.close()
+
+
+async def test_a_change_made_as_a_replica_applies_it_is_still_told(url: str, tmp_path: Path):
+    # session_replication_role = replica is how pg_restore --disable-triggers and logical
+    # replication write: the triggers are enabled ALWAYS, so they fire then too.
+    async with app_on(url, tmp_path / "keys") as running:
+        key = await running.checkpoint_key()
+        auth = {"Authorization": f"Bearer {key}"}
+        assert (await running.client.get("/v1/trust-bundle", headers=auth)).status_code == 200
+        checkpoint_id = uuid.UUID(key.removeprefix("ykc_")[:32])
+        connection = await asyncpg.connect(dsn(url))
+        try:
+            async with connection.transaction():
+                await connection.execute("SET LOCAL session_replication_role = replica")
+                await connection.execute(
+                    "UPDATE checkpoints SET disabled_at = now() WHERE id = $1", checkpoint_id
+                )
+        finally:
+            await connection.close()
+        await until(
+            lambda: running.context.checkpoint_keys.get(checkpoint_id.hex) is None,
+            "the disabling went unheard",
+        )
+        assert (await running.client.get("/v1/trust-bundle", headers=auth)).status_code == 401
+
+
+async def test_a_kept_checkpoints_id_with_a_secret_in_other_characters_is_a_401(
+    url: str, tmp_path: Path
+):
+    async with app_on(url, tmp_path / "keys") as running:
+        key = await running.checkpoint_key()
+        good = await running.client.get(
+            "/v1/trust-bundle", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert good.status_code == 200
+        prefix = key.rsplit("_", 1)[0]
+        odd = f"Bearer {prefix}_ééé".encode("latin-1")
+        refused = await running.client.get("/v1/trust-bundle", headers={"Authorization": odd})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_checkpoint_key"

@@ -12,7 +12,7 @@ from yuekang.context import AppContext
 from yuekang.db import transaction
 from yuekang.deps import Context, CurrentResident, Now, SessionDep, session_claims
 from yuekang.exceptions import BadRequest, NotFound
-from yuekang.fastlane import Direct, DirectHandler, direct
+from yuekang.fastlane import Direct, DirectHandler, Ready, direct
 from yuekang.headers import header
 from yuekang.health_codes import service
 from yuekang.health_codes.models import HealthCode
@@ -185,11 +185,14 @@ def image_response(
     """The answer for an image its owner asked for."""
     etag = f'"{code_id}.{fmt}"'
     remaining = max(int((entry.expires_at - now).total_seconds()), 0)
-    headers = {"ETag": etag, "Cache-Control": f"private, max-age={remaining}"}
+    fields = [(b"etag", etag.encode()), (b"cache-control", b"private, max-age=%d" % remaining)]
     if etag_matches(if_none_match, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    media_type = "image/png" if fmt == "png" else "image/svg+xml"
-    return Response(content=entry.image, media_type=media_type, headers=headers)
+        return Ready(status.HTTP_304_NOT_MODIFIED, fields)
+    length = (b"content-length", b"%d" % len(entry.image))
+    return Ready(200, [*fields, length, _IMAGE_TYPES[fmt]], entry.image)
+
+
+_IMAGE_TYPES = {"png": (b"content-type", b"image/png"), "svg": (b"content-type", b"image/svg+xml")}
 
 
 _IMAGE_RESPONSES = {**errors(401, 404), 304: {"description": "Not modified"}}

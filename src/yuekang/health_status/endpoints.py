@@ -113,7 +113,7 @@ def status_etag(
         record.vaccine_doses,
         record.vaccinated_on,
         bucket,
-        rules.version,
+        rules.digest,
         language,
         hotline,
         release(),

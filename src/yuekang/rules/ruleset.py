@@ -12,6 +12,7 @@ The grammar is in ``docs/RULES.md``; ``rulesets/gd-2021.toml`` is the default.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import string
 import tomllib
@@ -251,6 +252,25 @@ class RuleSet(_Model):
         return json.dumps(
             self.document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
+
+    @property
+    def digest(self) -> str:
+        """Of the canonical form: what an answer made under these rules says depends on all of
+        it, texts included, not only on the version's name. Worked out once per rule set
+        object (not cached on it: a copy with changes would carry the copied digest)."""
+        known = _DIGESTS.get(id(self))
+        if known is not None and known[0] is self:
+            return known[1]
+        digest = hashlib.blake2b(self.canonical_json().encode(), digest_size=12).hexdigest()
+        if len(_DIGESTS) >= 64:
+            _DIGESTS.clear()
+        _DIGESTS[id(self)] = (self, digest)
+        return digest
+
+
+_DIGESTS: dict[int, tuple[RuleSet, str]] = {}
+"""Rule sets' digests by object; the few rule sets a process holds (each kept alive here, so an
+id is not reused while its entry stands)."""
 
 
 def parse_rule_set(document: str | bytes | dict[str, Any], *, fmt: str = "toml") -> RuleSet:
