@@ -161,9 +161,9 @@ class Notices:
     (a channel's payload parsed by its ``key`` into the key that changed).
 
     Opened by :meth:`start` in the background and proved every ``check_seconds / 2`` (the
-    triggers enabled, a notification sent on a second connection heard on this one, within
-    ``check_seconds``); opened again ``retry_seconds`` after it is lost or a proof fails.
-    While it is not proved, nothing is kept."""
+    triggers enabled, a notification sent on a second connection heard on this one); opened
+    again ``retry_seconds`` after it is lost, a proof fails, or one takes longer than
+    ``_give_up``. Kept rows are served within ``check_seconds`` of the last proof's start."""
 
     def __init__(
         self,
@@ -177,6 +177,8 @@ class Notices:
         """Two connections of its own: the listening one and the prover's."""
         self._channels = dict(channels)
         self._check = check_seconds
+        self._give_up = max(10.0, 5 * check_seconds)
+        """A proof not done by then: the connection is taken as lost, and opened again."""
         self._retry = retry_seconds
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -218,7 +220,11 @@ class Notices:
             except Exception as exc:
                 # Said once when it starts failing, not every retry.
                 if self.connected.is_set() or not self._failing:
-                    log.warning("not listening for changes (%s); keeping no rows", exc)
+                    log.warning(
+                        "not listening for changes (%s: %s); keeping no rows",
+                        type(exc).__name__,
+                        exc,
+                    )
                 self._failing = True
             self._down()
             await asyncio.sleep(self._retry)
@@ -234,7 +240,7 @@ class Notices:
                     await driver.add_listener(channel, self._listener(watched, key))
                 await driver.add_listener(PROBE_CHANNEL, self._heard_probe)
                 # Only now: a read begun before LISTEN took effect may have missed a change.
-                until = await self._prove(driver)
+                until = await asyncio.wait_for(self._prove(driver), self._give_up)
                 for watched in self._watched():
                     watched.listening(True, until=until)
                 self.backend_pid = driver.get_server_pid()
@@ -246,7 +252,11 @@ class Notices:
                         await asyncio.wait_for(self._lost.wait(), self._check / 2)
                     if self._lost.is_set():
                         break
-                    until = await self._prove(driver)
+                    # A proof slower than check_seconds (a saturated server or event loop)
+                    # only stops kept rows being served until a quicker one: notifications
+                    # still queue for this connection, in commit order, so nothing is missed.
+                    # One that does not come at all means the connection is gone.
+                    until = await asyncio.wait_for(self._prove(driver), self._give_up)
                     for watched in self._watched():
                         watched.proved(until)
                 log.warning("the notification connection closed; keeping no rows")
@@ -256,33 +266,24 @@ class Notices:
                     await connection.invalidate()
 
     async def _prove(self, driver: Any) -> float:
-        """That notifications reach this connection now: the triggers are there and enabled
-        ALWAYS, and a notification sent on another connection comes back within
-        ``check_seconds``. The time until which kept rows may be served; raises otherwise."""
+        """That notifications reach this connection: the triggers are there and enabled ALWAYS,
+        and a notification sent on another connection comes back. Everything committed before
+        it was then heard (a listener gets notifications in commit order), so kept rows may be
+        served until ``check_seconds`` after the proof began, which is returned."""
         begun = time.monotonic()
         names = [name for triggers in TRIGGERS.values() for name in triggers]
-        enabled = await asyncio.wait_for(
-            driver.fetchval(
-                "SELECT count(*) FROM pg_trigger WHERE tgname = ANY($1::text[]) "
-                "AND tgenabled = 'A'",
-                names,
-            ),
-            self._check,
+        enabled = await driver.fetchval(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = ANY($1::text[]) AND tgenabled = 'A'",
+            names,
         )
         if enabled != len(names):
             raise RuntimeError(f"{enabled} of the {len(names)} change triggers enabled ALWAYS")
         self._probe = uuid.uuid4().hex
         self._probe_heard.clear()
-
-        async def send() -> None:
-            async with self._engine.connect() as other:
-                await other.exec_driver_sql(f"SELECT pg_notify('{PROBE_CHANNEL}', '{self._probe}')")
-                await other.commit()
-
-        await asyncio.wait_for(send(), self._check)
-        await asyncio.wait_for(
-            self._probe_heard.wait(), max(begun + self._check - time.monotonic(), 0)
-        )
+        async with self._engine.connect() as other:
+            await other.exec_driver_sql("SELECT pg_notify($1, $2)", (PROBE_CHANNEL, self._probe))
+            await other.commit()
+        await self._probe_heard.wait()
         return begun + self._check
 
     def _heard_probe(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
