@@ -314,3 +314,51 @@ async def test_postgresql_gone_behind_pgbouncer_is_a_503_until_it_is_back(
                 break
             await asyncio.sleep(0.25)
         assert again.status_code == 201, again.text
+
+
+async def test_rows_are_kept_behind_pgbouncer_only_with_a_listen_url_of_the_primary(
+    running: RunningApp,
+    pooled_url: str,
+    direct_url: str,
+    tmp_path: Path,
+    clock: ManualClock,
+    sms: MemorySmsSender,
+):
+    # Through pgbouncer in transaction mode LISTEN has no session to live in: nothing is kept.
+    assert running.context.notices is None
+    settings = make_settings(
+        pooled_url,
+        tmp_path / "listening",
+        database=DatabaseSettings(
+            pooler="transaction",
+            pool_timeout_seconds=20,
+            statement_timeout_seconds=20,
+            listen_url=direct_url,
+        ),
+    )
+    async for app in start_app(settings, clock, sms):
+        notices = app.context.notices
+        assert notices is not None
+        await asyncio.wait_for(notices.connected.wait(), 10)
+        resident = await app.api.registered()
+        resident_id = await app.resident_id(resident)
+        first = await app.client.get("/v1/me/status", headers=resident.auth)
+        assert first.status_code == 200
+        assert app.context.statuses.get(resident_id) is not None
+        # A change committed through pgbouncer is heard on the primary's own connection.
+        await app.set_red(resident)
+        changed = await app.client.get("/v1/me/status", headers=resident.auth)
+        assert changed.json()["status"] == "red"
+        connection = await asyncpg.connect(direct_url.replace("+asyncpg", ""))
+        try:
+            await connection.execute(
+                "UPDATE health_status SET vaccine_doses = 4 WHERE resident_id = $1", resident_id
+            )
+        finally:
+            await connection.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while app.context.statuses.get(resident_id) is not None:
+            assert asyncio.get_running_loop().time() < deadline, "the change went unheard"
+            await asyncio.sleep(0.01)
+        read = await app.client.get("/v1/me/status", headers=resident.auth)
+        assert read.json()["vaccination"]["doses"] == 4

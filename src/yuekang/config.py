@@ -361,6 +361,20 @@ class DatabaseSettings(BaseModel):
         "last proved it hears changes (it is proved twice as often): the longest a change can "
         "go unheard when that connection silently stops",
     )
+    listen_url: str | None = Field(
+        None,
+        description="where the notification connection goes when database_url is a pooler in "
+        "transaction mode (LISTEN needs a session of its own): the primary itself. Without it, "
+        "nothing is kept behind such a pooler",
+    )
+
+    @field_validator("listen_url")
+    @classmethod
+    def _usable_listen_url(cls, url: str | None) -> str | None:
+        problem = None if url is None else database_url_problem(url)
+        if problem is not None:
+            raise PydanticCustomError("database_url", "listen_url: {problem}", {"problem": problem})
+        return url
 
     @field_validator("replica_urls")
     @classmethod

@@ -238,7 +238,12 @@ class AppContext:
         )
         context.outbox = context.outbox_over(http)
         kept = settings.database.kept_rows
-        if engine.dialect.name == "postgresql" and settings.database.pooler == "none" and kept:
+        # LISTEN needs a session of its own: not through a pooler in transaction mode, unless
+        # the primary's own address is given for it.
+        listen_url = settings.database.listen_url or (
+            settings.database_url if settings.database.pooler == "none" else None
+        )
+        if engine.dialect.name == "postgresql" and listen_url is not None and kept:
             context.statuses = Watched(kept)
             context.checkpoint_keys = Watched(kept)
             kept_here("health_status", context.statuses)
@@ -246,7 +251,7 @@ class AppContext:
             context.notices = Notices(
                 # Its own two connections to the primary (listening, proving it), never ones a
                 # request could take.
-                create_engine(settings.database_url, pool_size=2, max_overflow=0, timeouts=limits),
+                create_engine(listen_url, pool_size=2, max_overflow=0, timeouts=limits),
                 {
                     STATUS_CHANNEL: (context.statuses, as_uuid),
                     CHECKPOINT_KEY_CHANNEL: (context.checkpoint_keys, as_hex),
