@@ -2,12 +2,13 @@
 
 Each process keeps the status rows and checkpoint keys it read in memory and drops one when
 PostgreSQL says it changed (``yuekang.notices``). The triggers here say it: after a row of
-``health_status`` is updated (unless it was decided again because it lapsed or under another
-rule set) or deleted, ``NOTIFY yuekang_status`` with its ``resident_id``;
-after a checkpoint's key hash or ``disabled_at`` changes, or the checkpoint is deleted,
-``NOTIFY yuekang_checkpoint_keys`` with its id. A notification is delivered when the
-transaction commits, and not at all if it rolls back. Being triggers, they fire for every
-writer: the service, the command line, a statement typed by hand.
+``health_status`` is updated (unless it was decided again because it lapsed) or deleted,
+``NOTIFY yuekang_status`` with its ``resident_id``;
+after a checkpoint's key hash, ``disabled_at`` or id changes, or the checkpoint is deleted,
+``NOTIFY yuekang_checkpoint_keys`` with its id; after a ``TRUNCATE`` of either table, ``*``
+(everything). A notification is delivered when the transaction commits, and not at all if it
+rolls back. Being triggers, enabled ALWAYS, they fire for every writer: the service, the
+command line, a statement typed by hand, a restore, logical replication.
 
 SQLite: nothing changes (nothing is kept in memory there).
 
@@ -54,18 +55,17 @@ def upgrade() -> None:
         END $$
         """
     )
-    # A row decided again because it lapsed, or under another rule set, is not told: no
-    # process keeps a row past its valid_until, nor one decided under rules other than its own
-    # (health_status.service.standing). Those are the waves of writes (a rule set put in force,
-    # a day's statuses lapsing), and every notifying commit takes PostgreSQL's one notification
-    # lock (docs/OPERATIONS.md, "Rows kept until changed").
+    # A row decided again because it lapsed is not told: no process serves a kept row past
+    # its valid_until (health_status.service.standing), and a day's statuses lapsing is a wave
+    # of writes, each notifying commit taking PostgreSQL's one notification lock
+    # (docs/OPERATIONS.md, "Rows kept until changed"). A row decided under another rule set is
+    # told: the writer's rule book may be the older one (it refreshes every few seconds), and
+    # a process holding the row decided under the newer would serve it on.
     op.execute(
         """
         CREATE TRIGGER health_status_changed AFTER UPDATE ON health_status
-        FOR EACH ROW WHEN (
-            OLD.rule_set_version IS NOT DISTINCT FROM NEW.rule_set_version
-            AND (OLD.valid_until IS NULL OR OLD.valid_until > now())
-        ) EXECUTE FUNCTION yuekang_status_changed()
+        FOR EACH ROW WHEN (OLD.valid_until IS NULL OR OLD.valid_until > now())
+        EXECUTE FUNCTION yuekang_status_changed()
         """
     )
     op.execute(

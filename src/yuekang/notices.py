@@ -23,10 +23,10 @@ What this promises and what it does not:
   within ``check_seconds`` of the last proof, whatever the connection is doing (a frozen
   server, a cut that sends nothing). While not proved, every read goes to the database, as
   it did before; entries are kept again once proved, never from a read begun before.
-- A status row decided again because it lapsed or under another rule set is not notified
-  (migration 0013): no process keeps it past that (``health_status.service.standing``). A
-  process whose rule book is older than the new rule set serves its kept rows until its
-  rule book refreshes (``rules.refresh_seconds``), as it decides under its own.
+- A status row decided again because it lapsed is not notified (migration 0013): no process
+  serves a kept row past its ``valid_until`` (``health_status.service.standing``). A process
+  whose rule book is older than a new rule set serves its kept rows until its rule book
+  refreshes (``rules.refresh_seconds``), as it decides under its own.
 - A read that raced a change is not kept: an entry is kept only if no notification for its key
   arrived since the read began (:meth:`Watched.stamp`).
 - SQLite has no notifications, and a pooler in transaction mode cannot carry LISTEN: there the
@@ -185,7 +185,8 @@ class Notices:
         self._probe_heard = asyncio.Event()
         self._probe = ""
         self.connected = asyncio.Event()
-        """Set while listening is proved (for tests and the health check)."""
+        """Set while listening is proved (tests wait for it; the log says each change of it:
+        "listening for changes to kept rows", "... keeping no rows")."""
         self.backend_pid: int | None = None
         self._failing = False
 

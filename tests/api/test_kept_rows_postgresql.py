@@ -250,3 +250,24 @@ async def test_a_kept_checkpoints_id_with_a_secret_in_other_characters_is_a_401(
         refused = await running.client.get("/v1/trust-bundle", headers={"Authorization": odd})
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "invalid_checkpoint_key"
+
+
+async def test_a_decision_written_under_another_rule_set_is_told(url: str, tmp_path: Path):
+    # A process whose rule book is a few seconds behind may write over a row others keep; they
+    # must hear of it, whichever rule set is the newer (the newcomer review).
+    async with app_on(url, tmp_path / "keys") as running:
+        resident = await running.api.registered()
+        resident_id = await running.resident_id(resident)
+        assert (await read_status(running, resident)).json()["status"] == "green"
+        connection = await asyncpg.connect(dsn(url))
+        try:
+            await connection.execute(
+                "UPDATE health_status SET status = 'red', rule_set_version = 'older' "
+                "WHERE resident_id = $1",
+                resident_id,
+            )
+        finally:
+            await connection.close()
+        await until(
+            lambda: running.context.statuses.get(resident_id) is None, "the change went unheard"
+        )
