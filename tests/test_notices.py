@@ -4,14 +4,17 @@ keeping, and this process's own commits dropping what they change."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import importlib.util
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from yuekang.checkpoints.models import Checkpoint
 from yuekang.db import create_engine, migrate, migrations_dir
@@ -86,7 +89,18 @@ def test_many_changes_refuse_every_read_in_flight_rather_than_forget_one():
     assert watched.get("a") is None
 
 
-async def test_this_processs_own_commits_drop_what_they_change(tmp_path: Path):
+@dataclasses.dataclass
+class Kept:
+    """A SQLite database with a checkpoint ``gate`` whose key this process keeps."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    watched: Watched[str, str]
+    gate: Checkpoint
+    now: dt.datetime
+
+
+@pytest.fixture
+async def kept(tmp_path: Path) -> AsyncIterator[Kept]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'yuekang.db'}"
     await asyncio.to_thread(migrate, url)
     engine = create_engine(url)
@@ -98,36 +112,41 @@ async def test_this_processs_own_commits_drop_what_they_change(tmp_path: Path):
     gate = Checkpoint(
         id=uuid.uuid4(), name="gate", kind="venue", key_hash=b"x" * 32, created_at=now
     )
-    other = uuid.uuid4()
+    async with sessions() as session, session.begin():
+        session.add(gate)
+    watched.put(gate.id.hex, "key", watched.stamp())
     try:
-        async with sessions() as session, session.begin():
-            session.add(gate)
-        watched.put(gate.id.hex, "key", watched.stamp())
-        watched.put(other.hex, "other key", watched.stamp())
-
-        # Changed and rolled back: kept.
-        async with sessions() as session, session.begin():
-            row = await session.get(Checkpoint, gate.id)
-            assert row is not None
-            row.disabled_at = now
-            await session.flush()
-            await session.rollback()
-        assert watched.get(gate.id.hex) == "key"
-
-        # Changed through the ORM and committed: dropped at once, the other kept.
-        async with sessions() as session, session.begin():
-            row = await session.get(Checkpoint, gate.id)
-            assert row is not None
-            row.disabled_at = now
-        assert watched.get(gate.id.hex) is None
-        assert watched.get(other.hex) == "other key"
-
-        # A DELETE statement names its rows by a condition: everything kept is dropped.
-        async with sessions() as session, session.begin():
-            await session.execute(delete(Checkpoint).where(Checkpoint.id == uuid.uuid4()))
-        assert watched.get(other.hex) is None
+        yield Kept(sessions, watched, gate, now)
     finally:
         await engine.dispose()
+
+
+async def test_this_processs_own_commits_drop_what_they_change(kept: Kept):
+    sessions, watched, gate, now = kept.sessions, kept.watched, kept.gate, kept.now
+    other = uuid.uuid4()
+    watched.put(other.hex, "other key", watched.stamp())
+
+    # Changed and rolled back: kept.
+    async with sessions() as session, session.begin():
+        row = await session.get(Checkpoint, gate.id)
+        assert row is not None
+        row.disabled_at = now
+        await session.flush()
+        await session.rollback()
+    assert watched.get(gate.id.hex) == "key"
+
+    # Changed through the ORM and committed: dropped at once, the other kept.
+    async with sessions() as session, session.begin():
+        row = await session.get(Checkpoint, gate.id)
+        assert row is not None
+        row.disabled_at = now
+    assert watched.get(gate.id.hex) is None
+    assert watched.get(other.hex) == "other key"
+
+    # A DELETE statement names its rows by a condition: everything kept is dropped.
+    async with sessions() as session, session.begin():
+        await session.execute(delete(Checkpoint).where(Checkpoint.id == uuid.uuid4()))
+    assert watched.get(other.hex) is None
 
 
 def test_nothing_is_served_past_the_last_proof_of_listening():
@@ -144,35 +163,19 @@ def test_nothing_is_served_past_the_last_proof_of_listening():
     assert watched.get("a") == "row"
 
 
-async def test_a_savepoint_rolled_back_keeps_what_the_outer_transaction_changed(tmp_path: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'yuekang.db'}"
-    await asyncio.to_thread(migrate, url)
-    engine = create_engine(url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    watched: Watched[str, str] = Watched(10)
-    watched.listening(True)
-    kept_here("checkpoints", watched)
-    now = dt.datetime.now(dt.UTC)
-    gate = Checkpoint(
-        id=uuid.uuid4(), name="gate", kind="venue", key_hash=b"x" * 32, created_at=now
-    )
-    try:
-        async with sessions() as session, session.begin():
-            session.add(gate)
-        watched.put(gate.id.hex, "key", watched.stamp())
-        async with sessions() as session, session.begin():
-            row = await session.get(Checkpoint, gate.id)
-            assert row is not None
-            row.disabled_at = now
-            await session.flush()
-            savepoint = await session.begin_nested()
-            row.name = "renamed"
-            await session.flush()
-            await savepoint.rollback()
-        # The outer transaction committed the disabling: dropped at once.
-        assert watched.get(gate.id.hex) is None
-    finally:
-        await engine.dispose()
+async def test_a_savepoint_rolled_back_keeps_what_the_outer_transaction_changed(kept: Kept):
+    sessions, watched, gate, now = kept.sessions, kept.watched, kept.gate, kept.now
+    async with sessions() as session, session.begin():
+        row = await session.get(Checkpoint, gate.id)
+        assert row is not None
+        row.disabled_at = now
+        await session.flush()
+        savepoint = await session.begin_nested()
+        row.name = "renamed"
+        await session.flush()
+        await savepoint.rollback()
+    # The outer transaction committed the disabling: dropped at once.
+    assert watched.get(gate.id.hex) is None
 
 
 def test_the_migration_creates_the_triggers_the_processes_check():

@@ -72,6 +72,18 @@ def statements(running: RunningApp) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
+async def by_hand(url: str, *statements: tuple[Any, ...]) -> None:
+    """``(sql, *arguments)`` statements typed by hand on a connection of the test's own, in one
+    transaction: the app hears of them only through PostgreSQL."""
+    connection = await asyncpg.connect(dsn(url))
+    try:
+        async with connection.transaction():
+            for sql, *arguments in statements:
+                await connection.execute(sql, *arguments)
+    finally:
+        await connection.close()
+
+
 async def read_status(running: RunningApp, resident: Resident, etag: str | None = None) -> Any:
     headers = {**resident.auth, **({"If-None-Match": etag} if etag else {})}
     return await running.client.get("/v1/me/status", headers=headers)
@@ -91,13 +103,9 @@ async def test_a_kept_status_asks_nothing_until_a_change_by_hand_is_heard(url: s
         assert sent == []
 
         # A statement typed by hand, on a connection of its own: the trigger tells the app.
-        connection = await asyncpg.connect(dsn(url))
-        try:
-            await connection.execute(
-                "UPDATE health_status SET vaccine_doses = 3 WHERE resident_id = $1", resident_id
-            )
-        finally:
-            await connection.close()
+        await by_hand(
+            url, ("UPDATE health_status SET vaccine_doses = 3 WHERE resident_id = $1", resident_id)
+        )
         await until(
             lambda: running.context.statuses.get(resident_id) is None, "the change went unheard"
         )
@@ -125,17 +133,13 @@ async def test_a_checkpoint_key_disabled_by_hand_is_refused_once_heard(url: str,
         checkpoint_id = uuid.UUID(key.removeprefix("ykc_")[:32])
         assert running.context.checkpoint_keys.get(checkpoint_id.hex) is not None
 
-        connection = await asyncpg.connect(dsn(url))
-        try:
-            # A rename is not a change of key: the key stays kept.
-            await connection.execute(
-                "UPDATE checkpoints SET name = 'renamed' WHERE id = $1", checkpoint_id
-            )
-            await connection.execute(
-                "UPDATE checkpoints SET disabled_at = now() WHERE id = $1", checkpoint_id
-            )
-        finally:
-            await connection.close()
+        await by_hand(url, ("UPDATE checkpoints SET name = 'renamed' WHERE id = $1", checkpoint_id))
+        # A rename is not a change of key: the key stays kept.
+        await asyncio.sleep(0.2)
+        assert running.context.checkpoint_keys.get(checkpoint_id.hex) is not None
+        await by_hand(
+            url, ("UPDATE checkpoints SET disabled_at = now() WHERE id = $1", checkpoint_id)
+        )
         await until(
             lambda: running.context.checkpoint_keys.get(checkpoint_id.hex) is None,
             "the disabling went unheard",
@@ -220,15 +224,11 @@ async def test_a_change_made_as_a_replica_applies_it_is_still_told(url: str, tmp
         auth = {"Authorization": f"Bearer {key}"}
         assert (await running.client.get("/v1/trust-bundle", headers=auth)).status_code == 200
         checkpoint_id = uuid.UUID(key.removeprefix("ykc_")[:32])
-        connection = await asyncpg.connect(dsn(url))
-        try:
-            async with connection.transaction():
-                await connection.execute("SET LOCAL session_replication_role = replica")
-                await connection.execute(
-                    "UPDATE checkpoints SET disabled_at = now() WHERE id = $1", checkpoint_id
-                )
-        finally:
-            await connection.close()
+        await by_hand(
+            url,
+            ("SET LOCAL session_replication_role = replica",),
+            ("UPDATE checkpoints SET disabled_at = now() WHERE id = $1", checkpoint_id),
+        )
         await until(
             lambda: running.context.checkpoint_keys.get(checkpoint_id.hex) is None,
             "the disabling went unheard",
@@ -259,15 +259,14 @@ async def test_a_decision_written_under_another_rule_set_is_told(url: str, tmp_p
         resident = await running.api.registered()
         resident_id = await running.resident_id(resident)
         assert (await read_status(running, resident)).json()["status"] == "green"
-        connection = await asyncpg.connect(dsn(url))
-        try:
-            await connection.execute(
+        await by_hand(
+            url,
+            (
                 "UPDATE health_status SET status = 'red', rule_set_version = 'older' "
                 "WHERE resident_id = $1",
                 resident_id,
-            )
-        finally:
-            await connection.close()
+            ),
+        )
         await until(
             lambda: running.context.statuses.get(resident_id) is None, "the change went unheard"
         )
