@@ -189,17 +189,21 @@ class Notices:
         "listening for changes to kept rows", "... keeping no rows")."""
         self.backend_pid: int | None = None
         self._failing = False
+        self._closing = False
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="notices")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._closing = True
+        task, self._task = self._task, None
+        # Cancelled until it is done: on Python 3.11 a cancellation that meets an inner
+        # asyncio.wait_for finishing at that moment can be swallowed, and the loop would go on
+        # (a test run hung on it at shutdown).
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
         await self._engine.dispose()
 
     def _watched(self) -> list[Watched[Any, Any]]:
@@ -212,7 +216,7 @@ class Notices:
             watched.listening(False)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._listen()
             except asyncio.CancelledError:
@@ -241,26 +245,30 @@ class Notices:
                     await driver.add_listener(channel, self._listener(watched, key))
                 await driver.add_listener(PROBE_CHANNEL, self._heard_probe)
                 # Only now: a read begun before LISTEN took effect may have missed a change.
-                until = await asyncio.wait_for(self._prove(driver), self._give_up)
+                async with asyncio.timeout(self._give_up):
+                    until = await self._prove(driver)
                 for watched in self._watched():
                     watched.listening(True, until=until)
                 self.backend_pid = driver.get_server_pid()
                 self.connected.set()
                 self._failing = False
                 log.info("listening for changes to kept rows")
-                while not self._lost.is_set():
+                while not self._lost.is_set() and not self._closing:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._lost.wait(), self._check / 2)
-                    if self._lost.is_set():
+                        async with asyncio.timeout(self._check / 2):
+                            await self._lost.wait()
+                    if self._lost.is_set() or self._closing:
                         break
                     # A proof slower than check_seconds (a saturated server or event loop)
                     # only stops kept rows being served until a quicker one: notifications
                     # still queue for this connection, in commit order, so nothing is missed.
                     # One that does not come at all means the connection is gone.
-                    until = await asyncio.wait_for(self._prove(driver), self._give_up)
+                    async with asyncio.timeout(self._give_up):
+                        until = await self._prove(driver)
                     for watched in self._watched():
                         watched.proved(until)
-                log.warning("the notification connection closed; keeping no rows")
+                if not self._closing:
+                    log.warning("the notification connection closed; keeping no rows")
             finally:
                 # Its state is unknown (listening, perhaps half-closed): never pooled again.
                 with contextlib.suppress(Exception):
