@@ -96,11 +96,10 @@ def status_etag(
     made of -- the row's facts, the rule set (its texts included), the language, the hotline,
     the test's display bucket that moves with the clock, and the code that makes it
     (``conditional.release``) -- so a 304 is decided without making the answer."""
-    bucket = None
-    if record.nat_sampled_at is not None and record.nat_result in ("negative", "positive"):
-        bucket = negative_within_hours(
-            record.nat_sampled_at, record.nat_result, now=now, buckets=rules.nat_display_hours
-        )
+    # None unless the latest test is negative and in a bucket, as the answer's NatRead says.
+    bucket = negative_within_hours(
+        record.nat_sampled_at, record.nat_result, now=now, buckets=rules.nat_display_hours
+    )
     made_of = (
         record.status,
         record.reason_codes,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import re
 import uuid
@@ -54,7 +53,7 @@ async def check_key(context: AppContext, key: tuple[uuid.UUID, str]) -> None:
         or not apikeys.matches(stored.key_hash, key[1])
     ):
         raise Unauthorized(BAD_CHECKPOINT_KEY, code="invalid_checkpoint_key")
-    kept.put(key[0].hex, _digest(f"{KEY_PREFIX}{key[0].hex}_{key[1]}"), stamp)
+    kept.put(key[0].hex, apikeys.secret_hash(f"{KEY_PREFIX}{key[0].hex}_{key[1]}"), stamp)
 
 
 def kept_key(context: AppContext, token: str) -> bool:
@@ -62,12 +61,7 @@ def kept_key(context: AppContext, token: str) -> bool:
     changed the checkpoint since: no statement, no parsing, no UUID (a fifth of a sync's time,
     py-spy). What is kept is the whole key's digest, not the key."""
     accepted = context.checkpoint_keys.get(token[len(KEY_PREFIX) : len(KEY_PREFIX) + 32])
-    return accepted is not None and hmac.compare_digest(accepted, _digest(token))
-
-
-def _digest(token: str) -> bytes:
-    # A header's value is Latin-1 text (as ASGI decodes it): every str here encodes.
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+    return accepted is not None and hmac.compare_digest(accepted, apikeys.secret_hash(token))
 
 
 async def checked_key(key: CheckpointKey, context: Context) -> None:
